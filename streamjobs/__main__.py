@@ -1,0 +1,3 @@
+from streamjobs.cli import main
+
+main()

@@ -1,0 +1,167 @@
+"""The streamjobs exception tree. Every error streamjobs raises derives from one root.
+
+    StreamjobsError
+    ├── ConfigError              bad configuration (names the field)
+    ├── CatalogueError           bad catalogue or schema file (names the file and entry)
+    ├── SchemaCompatibilityError a schema version would break old readers or writers
+    ├── UnknownJobType           a job type the catalogue does not have
+    ├── PayloadError             a payload does not match its Avro schema (names the field)
+    ├── DecodeError              bytes from Kafka that cannot be decoded (carries raw bytes, reason)
+    │   └── UnknownSchema        a writer fingerprint this process does not know
+    ├── KafkaError               the broker refused or could not be reached
+    │   ├── BrokerUnavailable    no broker answered within the bounded wait
+    │   ├── RecordTooLarge       a record larger than the topic or client accepts
+    │   └── DeliveryFailed       the broker did not acknowledge a produced record
+    ├── DevBrokerError           the local development broker (``streamjobs dev``)
+    └── JobFailure               raised by handlers to steer the failure path
+        ├── Retry                retry this job after a given delay
+        └── PermanentError       do not retry; dead-letter at once
+
+Exceptions carry their data as attributes so callers never parse messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerUnavailable",
+    "CatalogueError",
+    "ConfigError",
+    "DecodeError",
+    "DeliveryFailed",
+    "DevBrokerError",
+    "JobFailure",
+    "KafkaError",
+    "PayloadError",
+    "PermanentError",
+    "RecordTooLarge",
+    "Retry",
+    "SchemaCompatibilityError",
+    "StreamjobsError",
+    "UnknownJobType",
+    "UnknownSchema",
+]
+
+
+class StreamjobsError(Exception):
+    """Root of every error streamjobs raises."""
+
+
+class ConfigError(StreamjobsError):
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class CatalogueError(StreamjobsError):
+    def __init__(self, file: str, entry: str | None, reason: str) -> None:
+        self.file = file
+        self.entry = entry
+        self.reason = reason
+        where = f"{file} [{entry}]" if entry else file
+        super().__init__(f"{where}: {reason}")
+
+
+class SchemaCompatibilityError(StreamjobsError):
+    def __init__(self, schema: str, reason: str) -> None:
+        self.schema = schema
+        self.reason = reason
+        super().__init__(f"{schema}: {reason}")
+
+
+class UnknownJobType(StreamjobsError):
+    def __init__(self, job_type: str, known: tuple[str, ...] = ()) -> None:
+        self.job_type = job_type
+        self.known = known
+        hint = f" (known: {', '.join(known)})" if known else ""
+        super().__init__(f"unknown job type {job_type!r}{hint}")
+
+
+class PayloadError(StreamjobsError):
+    def __init__(self, job_type: str, field: str, reason: str) -> None:
+        self.job_type = job_type
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{job_type}: field {field!r}: {reason}")
+
+
+class DecodeError(StreamjobsError):
+    """Bytes that cannot be decoded. ``raw`` is the exact input, ``reason`` a short code."""
+
+    def __init__(
+        self,
+        raw: bytes,
+        reason: str,
+        detail: str = "",
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.raw = raw
+        self.reason = reason
+        self.detail = detail
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        where = f" at {topic}[{partition}]@{offset}" if topic is not None else ""
+        super().__init__(f"cannot decode {len(raw)} bytes{where}: {reason}: {detail}".rstrip(": "))
+
+
+class UnknownSchema(DecodeError):
+    """A well-framed record whose writer fingerprint no local schema has (e.g. written by a
+    newer deploy). Retryable: a newer worker may know it."""
+
+    def __init__(self, raw: bytes, fingerprint: bytes, **where: object) -> None:
+        self.fingerprint = fingerprint
+        super().__init__(raw, "unknown_schema", f"fingerprint {fingerprint.hex()}", **where)  # type: ignore[arg-type]
+
+
+class KafkaError(StreamjobsError):
+    def __init__(self, message: str, *, code: str | None = None, topic: str | None = None) -> None:
+        self.code = code
+        self.topic = topic
+        super().__init__(message)
+
+
+class BrokerUnavailable(KafkaError):
+    pass
+
+
+class RecordTooLarge(KafkaError):
+    def __init__(self, size: int, limit: int | None, *, topic: str | None = None) -> None:
+        self.size = size
+        self.limit = limit
+        lim = f" (limit {limit})" if limit is not None else ""
+        super().__init__(f"record of {size} bytes is too large{lim}", code="MSG_SIZE_TOO_LARGE",
+                         topic=topic)
+
+
+class DeliveryFailed(KafkaError):
+    def __init__(self, message: str, *, code: str | None = None, topic: str | None = None,
+                 job_id: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message, code=code, topic=topic)
+
+
+class DevBrokerError(StreamjobsError):
+    pass
+
+
+class JobFailure(StreamjobsError):
+    """Base for exceptions a handler raises on purpose to steer the failure path."""
+
+
+class Retry(JobFailure):
+    """Ask for this job to run again after ``after`` seconds (within max attempts)."""
+
+    def __init__(self, after: float, reason: str = "") -> None:
+        if after < 0:
+            raise ValueError("Retry(after=...) must be >= 0")
+        self.after = after
+        self.reason = reason
+        super().__init__(reason or f"retry after {after}s")
+
+
+class PermanentError(JobFailure):
+    """The job can never succeed as it is: dead-letter it at once, no retries."""
