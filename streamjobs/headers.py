@@ -26,6 +26,9 @@ through a retry chain, the error set is the latest):
 
 Reprocess link (records re-published by ``streamjobs dlq reprocess``):
     sj-reprocessed-from   "<dlq topic>/<partition>/<offset>"
+
+Replay link (records re-emitted by ``streamjobs replay range``):
+    sj-replayed-from      "<topic>/<partition>/<offset>"
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "ORIG_PARTITION",
     "ORIG_TIMESTAMP",
     "ORIG_TOPIC",
+    "REPLAYED_FROM",
     "REPROCESSED_FROM",
     "SCHEMA",
     "TARGET",
@@ -85,6 +89,7 @@ WORKER_GROUP = "sj-worker-group"
 DLQ_REASON = "sj-dlq-reason"
 DLQ_AT = "sj-dlq-at"
 REPROCESSED_FROM = "sj-reprocessed-from"
+REPLAYED_FROM = "sj-replayed-from"
 
 # Kafka headers as confluent-kafka hands them over: ordered, repeatable, values may be None.
 Headers = list[tuple[str, bytes | None]]

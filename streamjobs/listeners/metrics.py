@@ -1,0 +1,226 @@
+"""Prometheus metrics from worker events (names and labels are documented in
+docs/observability.md; dashboards and alerts depend on them, so treat them as API).
+
+Per-job cost is a dict lookup for the cached labelled children of the job type plus the
+prometheus_client increments; ``labels()`` (which hashes and locks) runs once per job type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..events import (
+    BrokerStatus,
+    CommitDone,
+    CommitFailed,
+    Event,
+    EventBus,
+    InFlightChanged,
+    JobDeadLettered,
+    JobFailed,
+    JobReceived,
+    JobRetried,
+    JobSucceeded,
+    LagSampled,
+    PartitionsAssigned,
+    PartitionsLost,
+    PartitionsRevoked,
+    WorkerStarted,
+    WorkerStopping,
+)
+
+__all__ = ["DURATION_BUCKETS", "END_TO_END_BUCKETS", "UNKNOWN_JOB_TYPE", "MetricsListener"]
+
+# Handlers range from sub-millisecond to minutes.
+DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+# End-to-end includes queueing, retries and scheduled delays: up to hours.
+END_TO_END_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+)  # fmt: skip
+# Poison records have no decodable job type; an empty label value would equal "absent".
+UNKNOWN_JOB_TYPE = "unknown"
+
+
+class _JobChildren(NamedTuple):
+    received: Any
+    succeeded: Any
+    failed: Any
+    retried: Any
+    dead_lettered: Any
+    duration: Any
+    end_to_end: Any
+
+
+class MetricsListener:
+    """Counters, histograms and gauges of one worker, in ``registry`` (a fresh one if None)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.jobs = Counter(
+            "streamjobs_jobs", "Jobs by outcome.", ["job_type", "outcome"], registry=r
+        )
+        self.jobs_received = Counter(
+            "streamjobs_jobs_received", "Jobs decoded and accepted.", ["job_type"], registry=r
+        )
+        self.job_duration = Histogram(
+            "streamjobs_job_duration_seconds",
+            "Handler run time (successful and failed runs).",
+            ["job_type"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.job_end_to_end = Histogram(
+            "streamjobs_job_end_to_end_seconds",
+            "From job creation (sj-created-at) to successful completion.",
+            ["job_type"],
+            buckets=END_TO_END_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("streamjobs_in_flight", "Jobs currently running.", registry=r)
+        self.consumer_lag = Gauge(
+            "streamjobs_consumer_lag",
+            "Records behind the log end, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.commits = Counter(
+            "streamjobs_commits", "Offset commits by outcome.", ["outcome"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "streamjobs_dead_lettered",
+            "Records sent to a dead-letter topic, by reason.",
+            ["job_type", "reason"],
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "streamjobs_assigned_partitions", "Partitions assigned to this worker.", registry=r
+        )
+        self.worker_up = Gauge(
+            "streamjobs_worker_up", "1 while the worker runs, 0 once it stops.", registry=r
+        )
+        self.broker_reachable = Gauge(
+            "streamjobs_broker_reachable", "1 if the last broker check succeeded.", registry=r
+        )
+        self._commit_ok = self.commits.labels(outcome="succeeded")
+        self._commit_failed = self.commits.labels(outcome="failed")
+        self._children: dict[str, _JobChildren] = {}
+        self._dlq_children: dict[tuple[str, str], Any] = {}
+        self._assigned: set[tuple[str, int]] = set()
+
+    def attach(self, bus: EventBus) -> None:
+        handlers: list[tuple[type[Event], Callable[[Any], None]]] = [
+            (JobReceived, self.on_received),
+            (JobSucceeded, self.on_succeeded),
+            (JobFailed, self.on_failed),
+            (JobRetried, self.on_retried),
+            (JobDeadLettered, self.on_dead_lettered),
+            (InFlightChanged, self.on_in_flight),
+            (LagSampled, self.on_lag),
+            (PartitionsAssigned, self.on_assigned),
+            (PartitionsRevoked, self.on_removed),
+            (PartitionsLost, self.on_removed),
+            (CommitDone, self.on_commit_done),
+            (CommitFailed, self.on_commit_failed),
+            (WorkerStarted, self.on_worker_started),
+            (WorkerStopping, self.on_worker_stopping),
+            (BrokerStatus, self.on_broker_status),
+        ]
+        for event_type, handler in handlers:
+            bus.subscribe(handler, event_type)
+
+    def _job(self, job_type: str) -> _JobChildren:
+        children = self._children.get(job_type)
+        if children is None:
+            jt = job_type or UNKNOWN_JOB_TYPE
+            children = _JobChildren(
+                received=self.jobs_received.labels(job_type=jt),
+                succeeded=self.jobs.labels(job_type=jt, outcome="succeeded"),
+                failed=self.jobs.labels(job_type=jt, outcome="failed"),
+                retried=self.jobs.labels(job_type=jt, outcome="retried"),
+                dead_lettered=self.jobs.labels(job_type=jt, outcome="dead_lettered"),
+                duration=self.job_duration.labels(job_type=jt),
+                end_to_end=self.job_end_to_end.labels(job_type=jt),
+            )
+            self._children[job_type] = children
+        return children
+
+    # --- jobs ------------------------------------------------------------------------
+
+    def on_received(self, e: JobReceived) -> None:
+        self._job(e.job_type).received.inc()
+
+    def on_succeeded(self, e: JobSucceeded) -> None:
+        c = self._job(e.job_type)
+        c.succeeded.inc()
+        c.duration.observe(e.duration_s)
+        if e.created_at_ms is not None:
+            # Clock skew between producer and worker hosts can make this negative; clamp.
+            c.end_to_end.observe(max(0.0, time.time() - e.created_at_ms / 1000.0))
+
+    def on_failed(self, e: JobFailed) -> None:
+        c = self._job(e.job_type)
+        c.failed.inc()
+        c.duration.observe(e.duration_s)
+
+    def on_retried(self, e: JobRetried) -> None:
+        self._job(e.job_type).retried.inc()
+
+    def on_dead_lettered(self, e: JobDeadLettered) -> None:
+        self._job(e.job_type).dead_lettered.inc()
+        key = (e.job_type, e.reason)
+        child = self._dlq_children.get(key)
+        if child is None:
+            child = self.dead_lettered.labels(
+                job_type=e.job_type or UNKNOWN_JOB_TYPE, reason=e.reason
+            )
+            self._dlq_children[key] = child
+        child.inc()
+
+    # --- gauges ----------------------------------------------------------------------
+
+    def on_in_flight(self, e: InFlightChanged) -> None:
+        self.in_flight.set(e.count)
+
+    def on_lag(self, e: LagSampled) -> None:
+        # A sample racing a revoke must not resurrect the series of a partition we lost.
+        if (e.topic, e.partition) in self._assigned:
+            self.consumer_lag.labels(topic=e.topic, partition=str(e.partition)).set(e.lag)
+
+    def on_assigned(self, e: PartitionsAssigned) -> None:
+        self._assigned.update(e.partitions)
+        self.assigned_partitions.set(len(self._assigned))
+
+    def on_removed(self, e: PartitionsRevoked | PartitionsLost) -> None:
+        for topic, partition in e.partitions:
+            self._assigned.discard((topic, partition))
+            # KeyError: no lag sample was taken for it yet.
+            with contextlib.suppress(KeyError):
+                self.consumer_lag.remove(topic, str(partition))
+        self.assigned_partitions.set(len(self._assigned))
+
+    # --- commits and process ---------------------------------------------------------
+
+    def on_commit_done(self, e: CommitDone) -> None:
+        self._commit_ok.inc()
+
+    def on_commit_failed(self, e: CommitFailed) -> None:
+        self._commit_failed.inc()
+
+    def on_worker_started(self, e: WorkerStarted) -> None:
+        self.worker_up.set(1)
+
+    def on_worker_stopping(self, e: WorkerStopping) -> None:
+        self.worker_up.set(0)
+
+    def on_broker_status(self, e: BrokerStatus) -> None:
+        self.broker_reachable.set(1 if e.reachable else 0)

@@ -1,0 +1,406 @@
+"""Emitting jobs: ``Producer`` (threads) and ``AsyncProducer`` (asyncio).
+
+``emit`` validates and encodes the payload (nothing is sent when it is invalid), writes the job
+headers, sends the record without waiting and returns the job id at once. Delivery is checked
+by ``flush()`` (or per record with ``on_delivery`` / ``wait=True``). Delayed jobs go to the wait
+tier of their topic with ``sj-due-at``; the worker runs them when due (docs/DESIGN.md "Topics").
+
+The underlying client is an idempotent producer (``enable.idempotence=true``, ``acks=all``), so
+broker retries never duplicate or reorder records within a partition. See docs/producer.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka import Producer as _KafkaProducer
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+from . import headers as h
+from ._delivery import DeliveryTracker, Poller, kafka_error
+from .catalogue import Catalogue
+from .codec import Codec
+from .config import KafkaConfig
+from .errors import BrokerUnavailable, DeliveryFailed, KafkaError, RecordTooLarge
+from .retry import pick_tier, retry_topic
+
+__all__ = ["AsyncProducer", "Job", "Producer"]
+
+OnDelivery = Callable[[str, KafkaError | None], None]
+_Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]], str, int]
+
+_TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}"
+                          r"-[0-9a-f]{2}$")
+# Set by emit itself; a caller's value would contradict ours.
+_RESERVED = frozenset({h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, h.DUE_AT,
+                       h.TARGET, h.TRACEPARENT})
+# Upper bound of what Kafka adds around key, value and headers in a one-record batch:
+# 61 bytes of batch header, record varints, 2 length varints per header (<= 4 bytes each).
+_BATCH_OVERHEAD = 61 + 30
+_HEADER_OVERHEAD = 8
+_CLIENT_MAX = 1_000_000  # librdkafka's default message.max.bytes
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job for ``emit_many``; the fields mean what ``emit``'s arguments mean."""
+
+    job_type: str
+    payload: Mapping[str, Any]
+    key: str | bytes | None = None
+    headers: Mapping[str, str | bytes] | None = None
+    traceparent: str | None = None
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None
+
+
+class _TypeInfo:
+    """What emit needs per job type, computed once."""
+
+    __slots__ = ("const", "const_size", "key_field", "name", "target", "tier_topics", "tiers",
+                 "topic")
+
+    def __init__(self, catalogue: Catalogue, codec: Codec, name: str) -> None:
+        job = catalogue.get(name)
+        self.name = name
+        self.topic = job.topic
+        self.target = job.topic.encode()
+        self.key_field = job.key_field
+        self.const: list[tuple[str, bytes]] = [
+            (h.JOB_TYPE, name.encode()),
+            (h.ATTEMPT, b"1"),
+            (h.SCHEMA, codec.fingerprint(name).hex().encode()),
+        ]
+        # sj-id (36 chars) and sj-created-at (13 digits) vary in value, not in size.
+        fixed = [*self.const, (h.JOB_ID, b"x" * 36), (h.CREATED_AT, b"x" * 13)]
+        self.const_size = _BATCH_OVERHEAD + sum(len(k) + len(v) + _HEADER_OVERHEAD
+                                                for k, v in fixed)
+        self.tiers = catalogue.wait_tiers(job.topic)
+        self.tier_topics = {t: retry_topic(job.topic, t) for t in self.tiers}
+
+
+class Producer:
+    """Emits jobs of a catalogue. Thread safe: share one per process."""
+
+    def __init__(self, catalogue: Catalogue | str | Path, config: KafkaConfig | None = None, *,
+                 linger_ms: float = 5, connect_timeout: float = 10.0,
+                 delivery_timeout: float = 30.0, settings: Mapping[str, Any] | None = None) -> None:
+        self.catalogue = (catalogue if isinstance(catalogue, Catalogue)
+                          else Catalogue.load(catalogue))
+        self.codec = Codec(self.catalogue)
+        self.config = config if config is not None else KafkaConfig.from_env()
+        self.connect_timeout = connect_timeout
+        self.delivery_timeout = delivery_timeout
+        self._tracker = DeliveryTracker()
+        conf: dict[str, Any] = {
+            **self.config.client_settings(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            # Bounds how long a record may wait for the broker before its delivery fails.
+            "message.timeout.ms": max(1, round(delivery_timeout * 1000)),
+            "on_delivery": self._tracker,
+            **(settings or {}),
+        }
+        self._client_max = int(conf.get("message.max.bytes", _CLIENT_MAX))
+        self._admin_conf = self.config.client_settings()
+        self._admin: AdminClient | None = None
+        self._types: dict[str, _TypeInfo] = {}
+        self._limits: dict[str, int] = {}
+        self._kafka = _KafkaProducer(conf)
+        try:
+            self._kafka.list_topics(timeout=connect_timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"no Kafka broker at {self.config.bootstrap_servers} answered within "
+                f"{connect_timeout:g}s ({exc.args[0].str()})", code=exc.args[0].name()) from None
+        self._poller = Poller(self._kafka)
+        self._poller.start()
+        self._closed = False
+
+    # -- emitting ---------------------------------------------------------------------------
+
+    def emit(self, job_type: str, payload: Mapping[str, Any], *, key: str | bytes | None = None,
+             headers: Mapping[str, str | bytes] | None = None, traceparent: str | None = None,
+             delay: float | timedelta | None = None, run_at: datetime | None = None,
+             on_delivery: OnDelivery | None = None) -> str:
+        """Validate, encode and send one job; returns its id before the broker acknowledges.
+
+        Raises PayloadError / UnknownJobType / RecordTooLarge with nothing sent.
+        ``on_delivery(job_id, error_or_None)`` runs on the producer's poll thread.
+        """
+        record = self._prepare(job_type, payload, key, headers, traceparent, delay, run_at)
+        self._check_size(record)
+        self._send(record, on_delivery)
+        return record[4]
+
+    def emit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]] | Job], *,
+                  on_delivery: OnDelivery | None = None) -> list[str]:
+        """Emit a batch. Every job is validated and encoded first, so one bad payload sends
+        nothing (the error carries a note naming its position in the batch)."""
+        records: list[_Record] = []
+        for i, job in enumerate(jobs):
+            try:
+                if isinstance(job, Job):
+                    rec = self._prepare(job.job_type, job.payload, job.key, job.headers,
+                                        job.traceparent, job.delay, job.run_at)
+                else:
+                    rec = self._prepare(job[0], job[1], None, None, None, None, None)
+                self._check_size(rec)
+            except Exception as exc:
+                exc.add_note(f"job #{i} of the batch; nothing was sent")
+                raise
+            records.append(rec)
+        for rec in records:
+            self._send(rec, on_delivery)
+        return [rec[4] for rec in records]
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for every outstanding delivery; raise DeliveryFailed if any record failed since
+        the last flush, or (code ``_TIMED_OUT``) if some are still in flight after ``timeout``."""
+        remaining = self._kafka.flush(-1 if timeout is None else timeout)
+        self._tracker.raise_failures()
+        if remaining:
+            raise DeliveryFailed(f"{remaining} record(s) still waiting for the broker after "
+                                 f"{timeout:g}s", code="_TIMED_OUT")
+
+    def close(self) -> None:
+        """Wait (up to ``delivery_timeout``) for records in flight, then stop. Failures not yet
+        reported by ``flush`` were logged and given to ``on_delivery`` callbacks."""
+        if self._closed:
+            return
+        self._closed = True
+        self._kafka.flush(self.delivery_timeout)
+        self._poller.stop()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.close()
+
+    # -- internals (shared with AsyncProducer) ----------------------------------------------
+
+    def _prepare(self, job_type: str, payload: Mapping[str, Any], key: str | bytes | None,
+                 headers: Mapping[str, str | bytes] | None, traceparent: str | None,
+                 delay: float | timedelta | None, run_at: datetime | None) -> _Record:
+        """(topic, key, value, headers, job id, size estimate); raises before anything is sent."""
+        info = self._types.get(job_type)
+        if info is None:
+            info = self._types[job_type] = _TypeInfo(self.catalogue, self.codec, job_type)
+        value = self.codec.encode(job_type, payload)
+        now_ms = time.time_ns() // 1_000_000
+        job_id = h.new_job_id(now_ms)
+        hdrs = [(h.JOB_ID, job_id.encode()), (h.CREATED_AT, str(now_ms).encode()), *info.const]
+        if key is None:
+            if info.key_field is not None:
+                field_value = payload.get(info.key_field)
+                if field_value is not None:
+                    key = str(field_value).encode()
+        elif isinstance(key, str):
+            key = key.encode()
+        size = info.const_size + len(value) + (len(key) if key else 0)
+        topic = info.topic
+        if headers or traceparent is not None or delay is not None or run_at is not None:
+            topic, extra = _extras(info, now_ms, headers, traceparent, delay, run_at)
+            hdrs += extra
+            size += sum(len(k) + len(v) + _HEADER_OVERHEAD for k, v in extra)
+        return topic, key, value, hdrs, job_id, size
+
+    def _check_size(self, record: _Record) -> None:
+        topic = record[0]
+        limit = self._limits.get(topic)
+        if limit is None:
+            limit = self._fetch_limit(topic)
+        if record[5] > limit:
+            raise RecordTooLarge(record[5], limit, topic=topic)
+
+    def _fetch_limit(self, topic: str) -> int:
+        """min(topic's max.message.bytes, client's message.max.bytes), asked once per topic.
+        Also tells a missing topic apart from a slow broker before anything is queued."""
+        if self._admin is None:
+            self._admin = AdminClient(self._admin_conf)
+        res = ConfigResource(ResourceType.TOPIC, topic)
+        try:
+            fut = self._admin.describe_configs([res], request_timeout=self.connect_timeout)[res]
+            configs = fut.result(timeout=self.connect_timeout + 1)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.name() == "UNKNOWN_TOPIC_OR_PART":
+                raise KafkaError(f"topic {topic!r} does not exist (create it with "
+                                 f"`streamjobs topics apply`)", code=err.name(),
+                                 topic=topic) from None
+            raise kafka_error(err, f"cannot read the configuration of topic {topic!r}",
+                              topic=topic) from None
+        except TimeoutError:
+            raise BrokerUnavailable(f"no answer about topic {topic!r} within "
+                                    f"{self.connect_timeout:g}s", code="_TIMED_OUT",
+                                    topic=topic) from None
+        entry = configs.get("max.message.bytes")
+        topic_max = int(entry.value) if entry is not None and entry.value else self._client_max
+        limit = self._limits[topic] = min(topic_max, self._client_max)
+        return limit
+
+    def _send(self, record: _Record, on_delivery: OnDelivery | None) -> None:
+        topic, key, value, hdrs, job_id, _ = record
+        cb = None if on_delivery is None else self._tracker.per_message(job_id, on_delivery)
+        deadline = 0.0
+        while True:
+            try:
+                if cb is None:
+                    self._kafka.produce(topic, value, key, headers=hdrs)
+                else:
+                    self._kafka.produce(topic, value, key, headers=hdrs, on_delivery=cb)
+                return
+            except BufferError:
+                # Local queue full: let deliveries drain, bounded by delivery_timeout.
+                now = time.monotonic()
+                deadline = deadline or now + self.delivery_timeout
+                if now > deadline:
+                    raise DeliveryFailed(f"job {job_id}: local queue still full after "
+                                         f"{self.delivery_timeout:g}s", code="_QUEUE_FULL",
+                                         topic=topic, job_id=job_id) from None
+                self._kafka.poll(0.05)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.name() == "MSG_SIZE_TOO_LARGE":
+                    raise RecordTooLarge(record[5], self._client_max, topic=topic) from None
+                raise kafka_error(err, f"cannot produce job {job_id}", topic=topic) from None
+
+
+def _extras(info: _TypeInfo, now_ms: int, headers: Mapping[str, str | bytes] | None,
+            traceparent: str | None, delay: float | timedelta | None,
+            run_at: datetime | None) -> tuple[str, list[tuple[str, bytes]]]:
+    """The slow path: caller headers, trace context and scheduling."""
+    extra: list[tuple[str, bytes]] = []
+    for name, val in (headers or {}).items():
+        if name in _RESERVED:
+            raise ValueError(f"header {name!r} is set by emit itself")
+        extra.append((name, val if isinstance(val, bytes) else val.encode()))
+    if traceparent is not None:
+        if not _TRACEPARENT.match(traceparent):
+            raise ValueError(f"traceparent {traceparent!r} is not W3C trace context "
+                             f"(00-<32 hex>-<16 hex>-<2 hex>)")
+        extra.append((h.TRACEPARENT, traceparent.encode()))
+    if delay is not None and run_at is not None:
+        raise ValueError("give delay or run_at, not both")
+    due_ms: int | None = None
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if seconds > 0:
+            due_ms = now_ms + round(seconds * 1000)
+    elif run_at is not None:
+        if run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
+        due_ms = round(run_at.timestamp() * 1000)
+    if due_ms is None or due_ms <= now_ms:
+        return info.topic, extra  # due already: a plain emit
+    tier = pick_tier((due_ms - now_ms) / 1000, info.tiers)
+    extra += [(h.DUE_AT, str(due_ms).encode()), (h.TARGET, info.target)]
+    return info.tier_topics[tier], extra
+
+
+class AsyncProducer:
+    """``Producer`` for asyncio services: no call blocks the event loop.
+
+    The client's own thread does the I/O and a poll thread runs delivery callbacks, which hand
+    results to the loop with ``call_soon_threadsafe``. Blocking steps (connecting, reading a
+    topic's size limit once, flushing) run in worker threads.
+    """
+
+    def __init__(self, catalogue: Catalogue | str | Path, config: KafkaConfig | None = None,
+                 **kwargs: Any) -> None:
+        self._args = (catalogue, config)
+        self._kwargs = kwargs
+        self._producer: Producer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> Producer:
+        """Connect (in a thread); raises BrokerUnavailable. ``emit`` calls it when needed."""
+        async with self._lock:
+            if self._producer is None:
+                self._producer = await asyncio.to_thread(Producer, *self._args, **self._kwargs)
+        return self._producer
+
+    async def emit(self, job_type: str, payload: Mapping[str, Any], *,
+                   key: str | bytes | None = None,
+                   headers: Mapping[str, str | bytes] | None = None,
+                   traceparent: str | None = None, delay: float | timedelta | None = None,
+                   run_at: datetime | None = None, wait: bool = False) -> str:
+        """Like ``Producer.emit``; with ``wait=True`` also await the broker's acknowledgement
+        (raises DeliveryFailed). Without it, failures surface at ``flush()``."""
+        p = self._producer or await self.start()
+        record = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at)
+        if record[0] not in p._limits:
+            await asyncio.to_thread(p._fetch_limit, record[0])
+        p._check_size(record)
+        fut: asyncio.Future[None] | None = None
+        cb: OnDelivery | None = None
+        if wait:
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            cb = _resolver(loop, fut)
+        deadline = time.monotonic() + p.delivery_timeout
+        while True:
+            try:
+                p._send_once(record, cb)
+                break
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise DeliveryFailed(f"job {record[4]}: local queue still full after "
+                                         f"{p.delivery_timeout:g}s", code="_QUEUE_FULL",
+                                         topic=record[0], job_id=record[4]) from None
+                await asyncio.sleep(0.005)  # the poll thread drains the queue meanwhile
+        if fut is not None:
+            await fut
+        return record[4]
+
+    async def flush(self, timeout: float | None = None) -> None:
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.flush, timeout)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.close)
+
+    async def __aenter__(self) -> AsyncProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None:
+                await self.flush()
+        finally:
+            await self.close()
+
+
+def _resolver(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> OnDelivery:
+    def resolve(job_id: str, error: KafkaError | None) -> None:
+        loop.call_soon_threadsafe(_settle, fut, error)
+
+    return resolve
+
+
+def _settle(fut: asyncio.Future[None], error: KafkaError | None) -> None:
+    if fut.done():  # the awaiting task was cancelled
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)

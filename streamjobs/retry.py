@@ -1,0 +1,266 @@
+"""Retry policies, delay tiers and the names of retry and dead-letter topics.
+
+A ``RetryPolicy`` answers one question: after attempt N failed, how long until attempt N+1
+(or ``None``: give up and dead-letter). Delays are either an explicit list (``delays``) or an
+exponential backoff (``Exponential``). Waiting happens on *tier* topics
+``<topic>.retry.<tier>`` (see docs/DESIGN.md); ``tiers()`` lists the tiers a policy needs and
+``pick_tier`` chooses the tier for a remaining wait.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_DELAY_TIERS",
+    "Exponential",
+    "RetryPolicy",
+    "dlq_topic",
+    "format_duration",
+    "parse_duration",
+    "parse_wait_topic",
+    "pick_tier",
+    "retry_topic",
+]
+
+DEFAULT_DELAY_TIERS: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0, 3600.0)
+
+_UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from ``"250ms"``, ``"1s"``, ``"1.5s"``, ``"5m"``, ``"1h"``, ``"7d"`` or a number
+    of seconds. Raises ValueError naming the bad text."""
+    if isinstance(value, bool):  # bool is an int; True seconds is surely a mistake
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION.match(value)
+        if m is None:
+            raise ValueError(f"invalid duration {value!r} (use e.g. 250ms, 30s, 5m, 1h, 7d)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ValueError(f"invalid duration {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"invalid duration {value!r} (must be a finite number >= 0)")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Shortest exact text for ``seconds``: 1 -> "1s", 300 -> "5m", 3600 -> "1h",
+    0.5 -> "500ms", 90 -> "90s". Used in topic names, so the result matches ``[0-9a-z]+``."""
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {seconds!r}")
+    ms = round(seconds * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    s = ms // 1000
+    if s and s % 3600 == 0:
+        return f"{s // 3600}h"
+    if s and s % 60 == 0:
+        return f"{s // 60}m"
+    return f"{s}s"
+
+
+def _seconds(data: Mapping[str, Any], key: str, where: str) -> float:
+    try:
+        return parse_duration(data[key])
+    except ValueError as exc:
+        raise ConfigError(f"{where}.{key}", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """Backoff ``base * factor**(attempt-1)``, capped at ``cap``; ``jitter`` is the fraction
+    (0..1) by which a delay may be randomly shortened, to spread retries of a burst."""
+
+    base: float
+    factor: float = 2.0
+    cap: float = 300.0
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.base) and self.base >= 0):
+            raise ConfigError("exponential.base", f"must be >= 0, got {self.base!r}")
+        if not (math.isfinite(self.factor) and self.factor >= 1):
+            raise ConfigError("exponential.factor", f"must be >= 1, got {self.factor!r}")
+        if not (math.isfinite(self.cap) and self.cap >= self.base):
+            raise ConfigError("exponential.cap", f"must be >= base ({self.base}), got {self.cap!r}")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigError("exponential.jitter", f"must be within 0..1, got {self.jitter!r}")
+
+    def delay(self, attempt: int) -> float:
+        """Delay after failed attempt ``attempt`` (1-based), without jitter."""
+        # Compare exponents, not products, so huge attempt numbers never overflow.
+        if self.base == 0:
+            return 0.0
+        steps = attempt - 1
+        if self.factor > 1 and steps * math.log(self.factor) >= math.log(self.cap / self.base):
+            return self.cap
+        return float(min(self.cap, self.base * self.factor ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to wait before running a failed job again.
+
+    ``max_attempts`` counts every run including the first. Without ``exponential``, attempt N's
+    failure waits ``delays[N-1]`` (the last delay repeats when the list is shorter).
+    """
+
+    delays: tuple[float, ...] = (1.0, 5.0, 30.0)
+    max_attempts: int = 4
+    exponential: Exponential | None = None
+
+    def __post_init__(self) -> None:
+        delays = tuple(float(d) for d in self.delays)
+        object.__setattr__(self, "delays", delays)
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise ConfigError("max_attempts", f"must be an integer, got {self.max_attempts!r}")
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts", f"must be >= 1, got {self.max_attempts}")
+        for i, d in enumerate(delays):
+            if not (math.isfinite(d) and d >= 0):
+                raise ConfigError(f"delays[{i}]", f"must be >= 0, got {d!r}")
+        if self.exponential is None and not delays and self.max_attempts > 1:
+            raise ConfigError("delays", "must not be empty when max_attempts > 1")
+
+    def delay_for(self, attempt: int, rng: random.Random | None = None) -> float | None:
+        """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one, or
+        None when no attempt is left."""
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1, got {attempt}")
+        if attempt >= self.max_attempts:
+            return None
+        exp = self.exponential
+        if exp is None:
+            return self.delays[min(attempt, len(self.delays)) - 1]
+        delay = exp.delay(attempt)
+        if exp.jitter:
+            r = (rng or random).random()
+            delay -= delay * exp.jitter * r
+        return delay
+
+    def tiers(self) -> tuple[float, ...]:
+        """Distinct whole-second delays (without jitter) this policy can produce, sorted.
+        Sub-second delays round up to 1s: a tier topic of 0s would be pointless."""
+        if self.exponential is None:
+            raw: list[float] = list(self.delays[: self.max_attempts - 1])
+        else:
+            raw = []
+            for attempt in range(1, self.max_attempts):
+                d = self.exponential.delay(attempt)
+                raw.append(d)
+                if d >= self.exponential.cap:
+                    break
+        return tuple(sorted({max(1.0, float(round(d))) for d in raw if d > 0}))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str) -> RetryPolicy:
+        """Parse the catalogue form::
+
+            { delays = ["1s", "5s", "30s"], max_attempts = 4 }
+            { exponential = { base = "1s", factor = 2, cap = "1m", jitter = 0.1 },
+              max_attempts = 5 }
+
+        Errors are ConfigError whose field starts with ``where`` (e.g. ``jobs.x.retry.delays``).
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(where, f"must be a table, got {type(data).__name__}")
+        unknown = set(data) - {"delays", "max_attempts", "exponential"}
+        if unknown:
+            raise ConfigError(f"{where}.{sorted(unknown)[0]}",
+                              "unknown key (expected delays, max_attempts, exponential)")
+        if "delays" in data and "exponential" in data:
+            raise ConfigError(where, "give either delays or exponential, not both")
+        kwargs: dict[str, Any] = {}
+        try:
+            if "max_attempts" in data:
+                kwargs["max_attempts"] = data["max_attempts"]
+            if "delays" in data:
+                raw = data["delays"]
+                if isinstance(raw, str | bytes) or not isinstance(raw, Sequence):
+                    raise ConfigError(f"{where}.delays", "must be a list of durations")
+                delays: list[float] = []
+                for i, d in enumerate(raw):
+                    try:
+                        delays.append(parse_duration(d))
+                    except ValueError as exc:
+                        raise ConfigError(f"{where}.delays[{i}]", str(exc)) from None
+                kwargs["delays"] = tuple(delays)
+            if "exponential" in data:
+                kwargs["exponential"] = _exponential(data["exponential"], f"{where}.exponential")
+            return cls(**kwargs)
+        except ConfigError as exc:
+            if exc.field.startswith(where):
+                raise
+            raise ConfigError(f"{where}.{exc.field}", exc.reason) from None
+
+
+def _exponential(data: Any, where: str) -> Exponential:
+    if not isinstance(data, Mapping):
+        raise ConfigError(where, f"must be a table, got {type(data).__name__}")
+    unknown = set(data) - {"base", "factor", "cap", "jitter"}
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}",
+                          "unknown key (expected base, factor, cap, jitter)")
+    if "base" not in data:
+        raise ConfigError(f"{where}.base", "required")
+    kwargs: dict[str, float] = {"base": _seconds(data, "base", where)}
+    if "cap" in data:
+        kwargs["cap"] = _seconds(data, "cap", where)
+    for key in ("factor", "jitter"):
+        if key in data:
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{where}.{key}", f"must be a number, got {value!r}")
+            kwargs[key] = float(value)
+    try:
+        return Exponential(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc.field.removeprefix('exponential.')}",
+                          exc.reason) from None
+
+
+def retry_topic(topic: str, tier: float) -> str:
+    """The wait topic of ``topic`` for ``tier`` seconds: ``demo.emails.retry.30s``."""
+    return f"{topic}.retry.{format_duration(tier)}"
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+_WAIT = re.compile(r"^(?P<topic>.+)\.retry\.(?P<tier>\d+(?:ms|s|m|h|d))$")
+
+
+def parse_wait_topic(name: str) -> tuple[str, float] | None:
+    """``("demo.emails", 30.0)`` for ``"demo.emails.retry.30s"``; None for other names.
+    Only canonical tier spellings (as ``format_duration`` writes them) are accepted."""
+    m = _WAIT.match(name)
+    if m is None:
+        return None
+    tier = parse_duration(m.group("tier"))
+    if retry_topic(m.group("topic"), tier) != name:
+        return None
+    return m.group("topic"), tier
+
+
+def pick_tier(remaining: float, tiers: Sequence[float]) -> float:
+    """The largest tier <= ``remaining`` (never overshoot the due time), else the smallest."""
+    if not tiers:
+        raise ValueError("no tiers to pick from")
+    best: float | None = None
+    for t in tiers:
+        if t <= remaining and (best is None or t > best):
+            best = t
+    return best if best is not None else min(tiers)

@@ -1,0 +1,61 @@
+"""`streamjobs dev up/down` manage a real broker: up is idempotent, down stops it, a broker
+that cannot come up in time is reported with its log."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from tests.conftest import RunCli
+
+
+def _free_port_pair() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+def test_up_is_idempotent_and_down_stops(tmp_path: Path, run_cli: RunCli,
+                                         kafka_config: object) -> None:
+    """Rule: `up` starts a second, independent broker on another port; `up` again is a no-op;
+    `down --wipe` stops it and removes its data."""
+    port = _free_port_pair()
+    env = {"STREAMJOBS_DEV_DIR": str(tmp_path / "state")}
+    first = run_cli("dev", "up", "--port", str(port), env=env, timeout=180)
+    assert first.returncode == 0, first.stderr
+    assert "up on" in first.stdout
+    try:
+        md = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=10)
+        assert md.brokers
+        again = run_cli("dev", "up", "--port", str(port), env=env)
+        assert again.returncode == 0 and "already up" in again.stdout
+        status = run_cli("dev", "status", "--port", str(port), env=env)
+        assert status.returncode == 0 and status.stdout.startswith("up ")
+    finally:
+        down = run_cli("dev", "down", "--port", str(port), "--wipe", env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    status = run_cli("dev", "status", "--port", str(port), env=env)
+    assert status.returncode == 3 and status.stdout.startswith("down")
+    assert not (tmp_path / "state" / f"broker-{port}").exists()
+
+
+def test_broker_not_up_in_time_is_reported(tmp_path: Path, run_cli: RunCli,
+                                           kafka_config: object) -> None:
+    """Rule: a broker that does not answer within --timeout fails `up` with one clear error
+    and leaves nothing running."""
+    port = _free_port_pair()
+    env = {"STREAMJOBS_DEV_DIR": str(tmp_path / "state")}
+    out = run_cli("dev", "up", "--port", str(port), "--timeout", "0.5", env=env, timeout=120)
+    assert out.returncode == 1
+    assert "did not answer" in out.stderr and "Traceback" not in out.stderr
+    status = run_cli("dev", "status", "--port", str(port), env=env)
+    assert status.returncode == 3
