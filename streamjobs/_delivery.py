@@ -77,13 +77,14 @@ class DeliveryTracker:
         raise DeliveryFailed(f"{total} record(s) not delivered; first: {first}{more}",
                              code=first.code, topic=first.topic, job_id=first.job_id)
 
-    def per_message(self, job_id: str,
-                    user: Callable[[str, KafkaError | None], None]) -> Callable[[Any, Any], None]:
-        """A callback for one record whose caller asked to hear about its delivery."""
+    def per_message(self, job_id: str, user: Callable[[str, KafkaError | None], None], *,
+                    track: bool = True) -> Callable[[Any, Any], None]:
+        """A callback for one record whose caller asked to hear about its delivery; with
+        ``track`` a failure is also kept for ``flush``."""
 
         def on_delivery(err: Any, msg: Any) -> None:
             failure = None if err is None else delivery_error(err, msg, job_id)
-            if failure is not None:
+            if failure is not None and track:
                 self.record(failure)
             try:
                 user(job_id, failure)
@@ -99,16 +100,16 @@ class Poller(threading.Thread):
     def __init__(self, client: Any, name: str = "streamjobs-producer-poll") -> None:
         super().__init__(name=name, daemon=True)
         self._client = client
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self._client.poll(0.1)
             except Exception:  # callbacks are guarded; this is librdkafka itself
                 log.exception("producer poll failed")
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)

@@ -343,6 +343,7 @@ class _Loader:
             schema = _Expander(pins, self.raw).expand_top(doc)
             parsed = cast("dict[str, Any]", fastavro.parse_schema(copy.deepcopy(schema)))
             canonical = to_parsing_canonical_form(parsed)
+            _check_arrays(parsed, parsed.get("__named_schemas", {}))
         except CatalogueError as exc:
             raise CatalogueError(str(path), exc.entry, exc.reason) from None
         except Exception as exc:  # fastavro's SchemaParseException and friends
@@ -433,6 +434,48 @@ def _full_name(node: Mapping[str, Any], ns: str) -> str:
         return name
     namespace = node.get("namespace", ns)
     return f"{namespace}.{name}" if namespace else name
+
+
+def _zero_width(schema: Any, named: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> bool:
+    """True when a value of ``schema`` can encode to zero bytes."""
+    if isinstance(schema, str):
+        if schema == "null":
+            return True
+        if schema in named and schema not in seen:
+            return _zero_width(named[schema], named, seen | {schema})
+        return False
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "fixed":
+            return schema.get("size") == 0
+        if kind in ("record", "error"):
+            return all(_zero_width(f["type"], named, seen) for f in schema.get("fields", []))
+        if isinstance(kind, str | dict | list) and kind not in ("array", "map", "enum"):
+            return _zero_width(kind, named, seen)
+    return False
+
+
+def _check_arrays(schema: Any, named: Mapping[str, Any]) -> None:
+    """Refuse arrays of zero-byte items: a corrupt item count in such an array costs no input
+    bytes, so a reader would loop (and allocate) for up to 2**63 items."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _check_arrays(branch, named)
+    elif isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "array":
+            if _zero_width(schema.get("items"), named):
+                raise CatalogueError("", None, "arrays of items that encode to zero bytes "
+                                     "(null, empty records, fixed of size 0) are not allowed: "
+                                     "a corrupt count could make readers loop for ages")
+            _check_arrays(schema.get("items"), named)
+        elif kind == "map":
+            _check_arrays(schema.get("values"), named)
+        elif kind in ("record", "error"):
+            for f in schema.get("fields", []):
+                _check_arrays(f.get("type"), named)
+        elif isinstance(kind, dict | list):
+            _check_arrays(kind, named)
 
 
 def _topic_problem(topic: str) -> str | None:

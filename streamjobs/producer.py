@@ -256,30 +256,39 @@ class Producer:
         return limit
 
     def _send(self, record: _Record, on_delivery: OnDelivery | None) -> None:
-        topic, key, value, hdrs, job_id, _ = record
-        cb = None if on_delivery is None else self._tracker.per_message(job_id, on_delivery)
+        cb = (None if on_delivery is None
+              else self._tracker.per_message(record[4], on_delivery))
         deadline = 0.0
         while True:
             try:
-                if cb is None:
-                    self._kafka.produce(topic, value, key, headers=hdrs)
-                else:
-                    self._kafka.produce(topic, value, key, headers=hdrs, on_delivery=cb)
+                self._send_once(record, cb)
                 return
             except BufferError:
                 # Local queue full: let deliveries drain, bounded by delivery_timeout.
                 now = time.monotonic()
                 deadline = deadline or now + self.delivery_timeout
                 if now > deadline:
-                    raise DeliveryFailed(f"job {job_id}: local queue still full after "
-                                         f"{self.delivery_timeout:g}s", code="_QUEUE_FULL",
-                                         topic=topic, job_id=job_id) from None
+                    raise _queue_full(record, self.delivery_timeout) from None
                 self._kafka.poll(0.05)
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.name() == "MSG_SIZE_TOO_LARGE":
-                    raise RecordTooLarge(record[5], self._client_max, topic=topic) from None
-                raise kafka_error(err, f"cannot produce job {job_id}", topic=topic) from None
+
+    def _send_once(self, record: _Record, cb: Callable[[Any, Any], None] | None) -> None:
+        """One produce call; BufferError (queue full) is the caller's to handle."""
+        topic, key, value, hdrs, job_id, size = record
+        try:
+            if cb is None:
+                self._kafka.produce(topic, value, key, headers=hdrs)
+            else:
+                self._kafka.produce(topic, value, key, headers=hdrs, on_delivery=cb)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.name() == "MSG_SIZE_TOO_LARGE":
+                raise RecordTooLarge(size, self._client_max, topic=topic) from None
+            raise kafka_error(err, f"cannot produce job {job_id}", topic=topic) from None
+
+
+def _queue_full(record: _Record, timeout: float) -> DeliveryFailed:
+    return DeliveryFailed(f"job {record[4]}: local queue still full after {timeout:g}s",
+                          code="_QUEUE_FULL", topic=record[0], job_id=record[4])
 
 
 def _extras(info: _TypeInfo, now_ms: int, headers: Mapping[str, str | bytes] | None,
@@ -349,11 +358,12 @@ class AsyncProducer:
             await asyncio.to_thread(p._fetch_limit, record[0])
         p._check_size(record)
         fut: asyncio.Future[None] | None = None
-        cb: OnDelivery | None = None
+        cb: Callable[[Any, Any], None] | None = None
         if wait:
+            # The failure goes to the awaiting caller only, not to flush() as well.
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
-            cb = _resolver(loop, fut)
+            cb = p._tracker.per_message(record[4], _resolver(loop, fut), track=False)
         deadline = time.monotonic() + p.delivery_timeout
         while True:
             try:
@@ -361,9 +371,7 @@ class AsyncProducer:
                 break
             except BufferError:
                 if time.monotonic() > deadline:
-                    raise DeliveryFailed(f"job {record[4]}: local queue still full after "
-                                         f"{p.delivery_timeout:g}s", code="_QUEUE_FULL",
-                                         topic=record[0], job_id=record[4]) from None
+                    raise _queue_full(record, p.delivery_timeout) from None
                 await asyncio.sleep(0.005)  # the poll thread drains the queue meanwhile
         if fut is not None:
             await fut

@@ -18,13 +18,14 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from confluent_kafka import (
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     KafkaException,
+    Message,
     TopicPartition,
 )
 from confluent_kafka import KafkaError as _RdKafkaError
@@ -45,9 +46,9 @@ __all__ = [
     "ResetSpec",
     "apply_reset",
     "emit_range",
+    "parse_ago",
     "parse_datetime",
     "parse_topic_spec",
-    "parse_ago",
     "parse_when",
     "plan_range",
     "plan_reset",
@@ -135,7 +136,7 @@ def parse_datetime(text: str) -> int:
         raise ValueError(f"invalid datetime {text!r} (use ISO 8601, e.g. "
                          f"2024-05-01T12:00:00Z)") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 
@@ -348,9 +349,10 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
         origin = f"{plan.topic}/{plan.partition}/{msg.offset()}"
         while True:
             try:
+                hdrs: list[tuple[str, str | bytes | None]] = list(
+                    replay_headers(_headers(msg), origin))
                 producer.produce(plan.topic, value=msg.value(), key=msg.key(),
-                                 partition=plan.partition,
-                                 headers=replay_headers(msg.headers() or [], origin),
+                                 partition=plan.partition, headers=hdrs,
                                  on_delivery=on_delivery)
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
@@ -364,6 +366,12 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
         raise DeliveryFailed(f"replay to {plan.topic}[{plan.partition}]: {acked} written, "
                              f"{len(failures) + remaining} failed: {detail}", topic=plan.topic)
     return acked
+
+
+def _headers(msg: Message) -> h.Headers:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
 
 
 def now_ms() -> int:

@@ -18,7 +18,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from .config import KafkaConfig
 from .errors import BrokerUnavailable, KafkaError
@@ -78,11 +79,13 @@ def partitions_of(admin: AdminClient, config: KafkaConfig, topic: str,
     if not md.brokers:
         raise _unavailable(config, RuntimeError("no broker in metadata"))
     tmd = md.topics.get(topic)
-    if tmd is None or tmd.error is not None:
-        if tmd is not None and tmd.error.code() != _RdKafkaError.UNKNOWN_TOPIC_OR_PART:
-            raise KafkaError(f"topic {topic!r}: {tmd.error.str()}", code=tmd.error.name(),
-                             topic=topic)
+    if tmd is None:
         raise TopicNotFound(topic)
+    err = tmd.error
+    if err is not None:
+        if err.code() == _RdKafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise TopicNotFound(topic)
+        raise KafkaError(f"topic {topic!r}: {err.str()}", code=err.name(), topic=topic)
     return sorted(tmd.partitions)
 
 
@@ -113,10 +116,10 @@ def watermarks(admin: AdminClient, config: KafkaConfig,
                partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
     """``(low, high)`` per partition: the log start offset and the log end offset."""
     parts = list(partitions)
-    low = _list_offsets(admin, config, {TopicPartition(t, p): OffsetSpec.earliest()
-                                        for t, p in parts})
-    high = _list_offsets(admin, config, {TopicPartition(t, p): OffsetSpec.latest()
-                                         for t, p in parts})
+    earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    low = _list_offsets(admin, config, {TopicPartition(t, p): earliest for t, p in parts})
+    high = _list_offsets(admin, config, {TopicPartition(t, p): latest for t, p in parts})
     return {tp: (low[tp], high[tp]) for tp in parts}
 
 
@@ -170,7 +173,7 @@ def scan(config: KafkaConfig, ranges: Iterable[Range], *, idle_timeout: float = 
                 continue
             last_progress = time.monotonic()
             for msg in batch:
-                key = (msg.topic(), msg.partition())
+                key = (str(msg.topic()), int(msg.partition() or 0))
                 r = todo.get(key)
                 if r is None:
                     continue

@@ -6,6 +6,7 @@ and run in any order. Under ``CI=true`` a missing broker is a failure, never a s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -80,10 +81,8 @@ def make_topic(admin: AdminClient, unique: str) -> Iterator[MakeTopic]:
     yield make
     if created:
         for fut in admin.delete_topics(created).values():
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(timeout=30)
-            except Exception:
-                pass
 
 
 def streamjobs_exe() -> list[str]:
@@ -99,7 +98,8 @@ def run_cli() -> RunCli:
     """Runs ``streamjobs ARGS...`` as a real subprocess; returns the CompletedProcess."""
 
     def run(*args: str, env: dict[str, str] | None = None, input: str | None = None,
-            timeout: float = 120, cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+            timeout: float = 120,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "STREAMJOBS_BOOTSTRAP_SERVERS": BOOTSTRAP, **(env or {})}
         return subprocess.run([*streamjobs_exe(), *args], env=full_env, input=input,
                               capture_output=True, text=True, timeout=timeout,

@@ -27,11 +27,17 @@ def group() -> None:
 
 @group.command()
 @_port
+@click.option("--nodes", type=click.IntRange(1, 5), default=1, show_default=True,
+              envvar="STREAMJOBS_DEV_NODES",
+              help="Number of KRaft nodes (3 gives replication factor 3, min ISR 2).")
 @click.option("--timeout", type=float, default=90, show_default=True,
               envvar="STREAMJOBS_DEV_TIMEOUT", help="Seconds to wait for the broker.")
-def up(port: int, timeout: float) -> None:
+def up(port: int, nodes: int, timeout: float) -> None:
     """Start the broker (formats storage on first run; no-op when already up)."""
-    broker = DevBroker(port)
+    try:
+        broker = DevBroker(port, nodes=nodes)
+    except DevBrokerError as exc:
+        fail(str(exc))
     started = time.monotonic()
     try:
         state, fresh = broker.up(timeout=timeout)

@@ -6,7 +6,7 @@ as broker and controller, bound to 127.0.0.1.
 
 from __future__ import annotations
 
-from .broker import DevBroker, BrokerState
+from .broker import BrokerState, DevBroker
 from .jars import KAFKA_VERSION, resolve_classpath
 
 __all__ = ["KAFKA_VERSION", "BrokerState", "DevBroker", "resolve_classpath"]

@@ -1,10 +1,16 @@
-"""One local KRaft Kafka node (broker + controller in one JVM): format, start, wait, stop."""
+"""Local KRaft Kafka: one node (broker + controller in one JVM) or a small cluster of such nodes.
+
+Node i (1-based) of an N-node cluster based at ``port`` listens for clients on ``port+i-1`` and
+for the controller quorum on ``port+N+i-1``, so the single-node default is 9092 + 9093.
+"""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,9 +25,10 @@ from confluent_kafka.admin import AdminClient
 from ..errors import DevBrokerError
 from .jars import KAFKA_VERSION, check_java, resolve_classpath
 
-__all__ = ["BrokerState", "DevBroker", "state_root"]
+__all__ = ["BrokerState", "DevBroker", "answers_metadata", "state_root"]
 
-_HEAP = "-Xms256m", "-Xmx768m"
+_HEAP = {1: ("-Xms256m", "-Xmx768m")}
+_SMALL_HEAP = ("-Xms128m", "-Xmx384m")  # per node in a multi-node cluster
 
 
 def state_root() -> Path:
@@ -32,17 +39,18 @@ def state_root() -> Path:
 
 @dataclass(frozen=True)
 class BrokerState:
-    pid: int
+    pid: int  # first node's pid
+    pids: tuple[int, ...]
     bootstrap: str
     port: int
-    controller_port: int
+    nodes: int
     data_dir: str
     log_file: str
     kafka_version: str
     started_at: float
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -52,15 +60,15 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie child still "exists"; treat it as dead.
-    with contextlib.suppress(OSError):
+    # A zombie still "exists"; treat it as dead.
+    with contextlib.suppress(OSError, IndexError):
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
@@ -76,32 +84,69 @@ def answers_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
 
 
 class DevBroker:
-    """The local broker listening on ``127.0.0.1:port``; its files live in one directory."""
+    """The local broker (or cluster) on ``127.0.0.1``; its files live in one directory."""
 
-    def __init__(self, port: int = 9092, *, root: Path | None = None) -> None:
-        if not 1 <= port <= 65534:
+    def __init__(self, port: int = 9092, *, nodes: int = 1, root: Path | None = None) -> None:
+        if not 1 <= nodes <= 5:
+            raise DevBrokerError("--nodes must be between 1 and 5")
+        if not 1 <= port <= 65535 - 2 * nodes:
             raise DevBrokerError(f"port {port} is out of range")
         self.port = port
-        self.controller_port = port + 1
         self.home = (root or state_root()) / f"broker-{port}"
+        self.state_file = self.home / "state.json"
+        recorded = self._read_state()
+        # A running cluster decides its own size; `status`/`down` need not repeat --nodes.
+        self.nodes = recorded.nodes if recorded is not None else nodes
         self.data_dir = self.home / "data"
         self.log_file = self.home / "broker.log"
-        self.state_file = self.home / "state.json"
-        self.config_file = self.home / "server.properties"
 
+    # -- addresses and files -----------------------------------------------------------------
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return ",".join(f"127.0.0.1:{self.node_port(i)}" for i in self.node_ids)
+
+    @property
+    def node_ids(self) -> range:
+        return range(1, self.nodes + 1)
+
+    def node_port(self, node: int) -> int:
+        return self.port + node - 1
+
+    def controller_port(self, node: int) -> int:
+        return self.port + self.nodes + node - 1
+
+    def _node_dir(self, node: int) -> Path:
+        return self.data_dir if self.nodes == 1 else self.home / f"node-{node}" / "data"
+
+    def _node_log(self, node: int) -> Path:
+        return self.log_file if self.nodes == 1 else self.home / f"node-{node}" / "broker.log"
+
+    def _node_config(self, node: int) -> Path:
+        return self._node_dir(node).parent / "server.properties"
 
     # -- state -------------------------------------------------------------------------------
-    def state(self) -> BrokerState | None:
-        """The recorded state if its process is still alive, else None."""
+    def _read_state(self) -> BrokerState | None:
         try:
             data = json.loads(self.state_file.read_text())
-            state = BrokerState(**data)
-        except (OSError, ValueError, TypeError):
+            data["pids"] = tuple(data["pids"])
+            return BrokerState(**data)
+        except (OSError, ValueError, TypeError, KeyError):
             return None
-        return state if _alive(state.pid) else None
+
+    def _write_state(self, pids: tuple[int, ...]) -> BrokerState:
+        state = BrokerState(pid=pids[0], pids=pids, bootstrap=self.bootstrap, port=self.port,
+                            nodes=self.nodes, data_dir=str(self.data_dir),
+                            log_file=str(self._node_log(1)), kafka_version=KAFKA_VERSION,
+                            started_at=time.time())
+        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        return state
+
+    def state(self) -> BrokerState | None:
+        """The recorded state if any of its nodes is still alive, else None."""
+        state = self._read_state()
+        if state is None or not any(pid_alive(p) for p in state.pids):
+            return None
+        return state
 
     def is_up(self) -> bool:
         return self.state() is not None and answers_metadata(self.bootstrap)
@@ -115,69 +160,108 @@ class DevBroker:
                 return current, False
             raise DevBrokerError(f"broker pid {current.pid} is running but does not answer on "
                                  f"{self.bootstrap}; try `streamjobs dev down`")
-        for p in (self.port, self.controller_port):
-            if not _port_free(p):
-                raise DevBrokerError(f"port {p} on 127.0.0.1 is already taken by another "
-                                     "process; choose another with --port")
+        for node in self.node_ids:
+            for p in (self.node_port(node), self.controller_port(node)):
+                if not port_free(p):
+                    raise DevBrokerError(f"port {p} on 127.0.0.1 is already taken by another "
+                                         "process; choose another with --port")
         java = check_java()
         classpath = resolve_classpath()
         self.home.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self._server_properties())
-        if not (self.data_dir / "meta.properties").exists():
-            self._format(java, classpath)
-        state = self._start(java, classpath)
+        cluster_id = _random_cluster_id()
+        for node in self.node_ids:
+            self._node_dir(node).mkdir(parents=True, exist_ok=True)
+            self._node_config(node).write_text(self._server_properties(node))
+            if not (self._node_dir(node) / "meta.properties").exists():
+                self._format(java, classpath, node, cluster_id)
+        pids = tuple(self._start_node(java, classpath, node) for node in self.node_ids)
+        state = self._write_state(pids)
         self._wait(state, timeout)
         return state, True
 
+    def kill_node(self, node: int, sig: int = signal.SIGKILL) -> None:
+        """Fault injection: signal one node's JVM (SIGKILL by default)."""
+        state = self._require_state()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.pids[node - 1], sig)
+        if sig == signal.SIGKILL:
+            while pid_alive(state.pids[node - 1]):
+                time.sleep(0.05)
+
+    def restart_node(self, node: int, timeout: float = 90.0) -> None:
+        """Starts a node that was killed again, with its data, and waits until it answers."""
+        state = self._require_state()
+        if pid_alive(state.pids[node - 1]):
+            raise DevBrokerError(f"node {node} is still running")
+        pids = list(state.pids)
+        pids[node - 1] = self._start_node(check_java(), resolve_classpath(), node)
+        self._write_state(tuple(pids))
+        deadline = time.monotonic() + timeout
+        addr = f"127.0.0.1:{self.node_port(node)}"
+        while not answers_metadata(addr, timeout=1.0):
+            if time.monotonic() > deadline:
+                raise DevBrokerError(f"node {node} did not come back on {addr}")
+            time.sleep(0.2)
+
     def down(self, *, wipe: bool = False, grace: float = 20.0) -> bool:
-        """Stops the broker (SIGTERM, SIGKILL after ``grace``). Returns whether one was running."""
-        state = self.state()
-        if state is not None:
+        """Stops every node (SIGTERM, SIGKILL after ``grace``). Returns whether any ran."""
+        state = self._read_state()
+        running = [p for p in (state.pids if state else ()) if pid_alive(p)]
+        for pid in running:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(state.pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while _alive(state.pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(state.pid):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(pid_alive(p) for p in running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in running:
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(state.pid, signal.SIGKILL)
-                while _alive(state.pid):
-                    time.sleep(0.05)
+                    os.kill(pid, signal.SIGKILL)
+        while any(pid_alive(p) for p in running):
+            time.sleep(0.05)
         self.state_file.unlink(missing_ok=True)
         if wipe:
-            import shutil
-
             shutil.rmtree(self.home, ignore_errors=True)
-        return state is not None
+        return bool(running)
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40, node: int = 1) -> str:
         try:
-            text = self.log_file.read_text(errors="replace")
+            text = self._node_log(node).read_text(errors="replace")
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
     # -- internals ---------------------------------------------------------------------------
-    def _server_properties(self) -> str:
+    def _require_state(self) -> BrokerState:
+        state = self._read_state()
+        if state is None:
+            raise DevBrokerError("the broker is not running")
+        return state
+
+    def _server_properties(self, node: int) -> str:
+        voters = ",".join(f"{i}@127.0.0.1:{self.controller_port(i)}" for i in self.node_ids)
+        rf = str(min(3, self.nodes))
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-                         f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "node.id": str(node),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.node_port(node)},"
+                         f"CONTROLLER://127.0.0.1:{self.controller_port(node)}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.node_port(node)}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            # Development settings: topics are created on purpose (`topics apply`), one replica.
+            "log.dirs": str(self._node_dir(node)),
+            # Development settings: topics are created on purpose (`topics apply`).
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": rf,
+            "min.insync.replicas": "2" if self.nodes >= 3 else "1",
+            "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": "2" if self.nodes >= 3 else "1",
+            "share.coordinator.state.topic.replication.factor": rf,
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             # Tests delete many topics; do it promptly.
@@ -185,54 +269,61 @@ class DevBroker:
             "log.segment.delete.delay.ms": "1000",
             "file.delete.delay.ms": "1000",
             # Allow short session timeouts in tests of rebalances and frozen workers.
+            "group.min.session.timeout.ms": "3000",
             "group.consumer.min.session.timeout.ms": "3000",
             "group.consumer.heartbeat.interval.ms": "1000",
             "group.consumer.min.heartbeat.interval.ms": "1000",
-            "group.min.session.timeout.ms": "3000",
         }
         return "".join(f"{k}={v}\n" for k, v in settings.items())
 
-    def _format(self, java: str, classpath: str) -> None:
-        cluster_id = _random_cluster_id()
+    def _format(self, java: str, classpath: str, node: int, cluster_id: str) -> None:
         proc = subprocess.run(
             [java, *_log_opts("tools-log4j2.properties"), "-cp", classpath,
-             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_file)],
+             "kafka.tools.StorageTool", "format", "-t", cluster_id,
+             "-c", str(self._node_config(node))],
             capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
             raise DevBrokerError("formatting the broker storage failed: " + " | ".join(tail))
 
-    def _start(self, java: str, classpath: str) -> BrokerState:
-        log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
+    def _start_node(self, java: str, classpath: str, node: int) -> int:
+        heap = _HEAP.get(self.nodes, _SMALL_HEAP)
+        log = open(self._node_log(node), "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
-                [java, *_HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                [java, *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
                  *_log_opts("log4j2.properties"), "-cp", classpath, "kafka.Kafka",
-                 str(self.config_file)],
+                 str(self._node_config(node))],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)  # outlives the CLI process
         finally:
             log.close()
-        state = BrokerState(pid=proc.pid, bootstrap=self.bootstrap, port=self.port,
-                            controller_port=self.controller_port, data_dir=str(self.data_dir),
-                            log_file=str(self.log_file), kafka_version=KAFKA_VERSION,
-                            started_at=time.time())
-        self.state_file.write_text(json.dumps(asdict(state), indent=2))
-        return state
+        return proc.pid
 
     def _wait(self, state: BrokerState, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _alive(state.pid):
-                self.state_file.unlink(missing_ok=True)
-                raise DevBrokerError("the broker exited during start-up; last log lines:\n"
-                                     + self.log_tail())
-            if answers_metadata(self.bootstrap, timeout=1.0):
+            for node, pid in zip(self.node_ids, state.pids, strict=True):
+                if not pid_alive(pid):
+                    tail = self.log_tail(node=node)
+                    self.down()
+                    raise DevBrokerError(f"broker node {node} exited during start-up; last log "
+                                         "lines:\n" + tail)
+            if self._all_registered():
                 return
             time.sleep(0.2)
+        tail = self.log_tail()
         self.down()
         raise DevBrokerError(f"the broker did not answer on {self.bootstrap} within "
-                             f"{timeout:.0f}s; last log lines:\n" + self.log_tail())
+                             f"{timeout:.0f}s; last log lines:\n" + tail)
+
+    def _all_registered(self) -> bool:
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0}).list_topics(
+                timeout=1.0)
+        except Exception:
+            return False
+        return len(md.brokers) >= self.nodes
 
 
 def _log_opts(name: str) -> list[str]:
@@ -242,6 +333,4 @@ def _log_opts(name: str) -> list[str]:
 
 def _random_cluster_id() -> str:
     # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -111,6 +111,8 @@ class MetricsListener:
         self.broker_reachable = Gauge(
             "streamjobs_broker_reachable", "1 if the last broker check succeeded.", registry=r
         )
+        # NaN until the first check, so an alert on "== 0" cannot fire for "not checked yet".
+        self.broker_reachable.set(float("nan"))
         self._commit_ok = self.commits.labels(outcome="succeeded")
         self._commit_failed = self.commits.labels(outcome="failed")
         self._children: dict[str, _JobChildren] = {}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -43,8 +45,14 @@ from streamjobs.listeners import (
     serve,
 )
 
-JOB = {"job_id": "0190-aa", "job_type": "email", "topic": "demo.emails", "partition": 3,
-       "offset": 17, "attempt": 2}  # fmt: skip
+JOB: dict[str, Any] = {
+    "job_id": "0190-aa",
+    "job_type": "email",
+    "topic": "demo.emails",
+    "partition": 3,
+    "offset": 17,
+    "attempt": 2,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -70,8 +78,9 @@ def test_log_lines_are_json_with_the_job_fields() -> None:
     lines = logged_lines(
         "info",
         JobSucceeded(**JOB, duration_s=0.0125, created_at_ms=None),
-        JobFailed(**JOB, duration_s=0.5, error_class="ValueError", error_message="bad",
-                  will_retry=True),  # fmt: skip
+        JobFailed(
+            **JOB, duration_s=0.5, error_class="ValueError", error_message="bad", will_retry=True
+        ),
         JobRetried(**JOB, delay_s=10.0, retry_topic="demo.emails.retry.10s"),
         JobDeadLettered(**JOB, reason="max_attempts", dlq_topic="demo.emails.dlq"),
     )
@@ -206,6 +215,7 @@ def test_gauges_follow_assignment_lag_and_worker_state(
     bus.emit(CommitFailed(error="x"))
     assert get("streamjobs_commits_total", {"outcome": "succeeded"}) == 2
     assert get("streamjobs_commits_total", {"outcome": "failed"}) == 1
+    assert math.isnan(get("streamjobs_broker_reachable") or 0.0)  # not checked yet
     bus.emit(BrokerStatus(reachable=False))
     assert get("streamjobs_broker_reachable") == 0
     bus.emit(WorkerStopping(reason="SIGTERM"))
@@ -282,7 +292,10 @@ def test_http_server_serves_healthz_readyz_and_metrics() -> None:
         assert http_get(f"{base}/healthz")[::2] == (200, "ok\n")
         status, ctype, body = http_get(f"{base}/readyz")
         assert (status, ctype) == (503, "application/json")
-        assert json.loads(body) == {"ready": False, "reason": "no partition assignment received yet"}
+        assert json.loads(body) == {
+            "ready": False,
+            "reason": "no partition assignment received yet",
+        }
         bus.emit(PartitionsAssigned(partitions=(("t", 0),)))
         bus.emit(JobSucceeded(**JOB, duration_s=0.01, created_at_ms=None))
         assert http_get(f"{base}/readyz")[::2] == (200, '{"ready":true}')

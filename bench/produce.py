@@ -1,0 +1,156 @@
+"""Emit throughput against raw confluent-kafka produce, in one run on the same broker.
+
+    .venv/bin/python bench/produce.py [-n 200000] [--rounds 2] [--bootstrap-servers HOST:PORT]
+
+Both sides use one fresh 6-partition topic and the same client settings (idempotent, acks=all,
+linger.ms=5), each loop followed by flush():
+  raw   confluent_kafka.Producer.produce(topic, value, key) of values encoded beforehand
+  emit  streamjobs Producer.emit(job_type, payload): validate + Avro encode + headers + produce
+R_produce = emit rate / raw rate (target >= 0.7); the best rate of each side over the rounds.
+Also prints fastavro encode/decode microseconds per record next to orjson dumps/loads.
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+from confluent_kafka import Producer as KafkaProducer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamjobs.catalogue import Catalogue
+from streamjobs.codec import Codec
+from streamjobs.config import KafkaConfig
+from streamjobs.producer import Producer
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = "send_welcome_email"
+LINGER_MS = 5
+
+
+def catalogue_for(topic: str, tmp: Path) -> Catalogue:
+    for f in (ROOT / "schemas").glob("demo.WelcomeEmail.v*.avsc"):
+        shutil.copy(f, tmp)
+    (tmp / "catalogue.toml").write_text(
+        f'[jobs.{JOB}]\nschema = "demo.WelcomeEmail"\ntopic = "{topic}"\n'
+        f'key_field = "user_id"\npartitions = 6\n')
+    return Catalogue.load(tmp)
+
+
+def payloads(n: int) -> list[dict[str, Any]]:
+    return [{"user_id": f"user-{i}", "email": f"user{i}@example.com", "locale": "en"}
+            for i in range(n)]
+
+
+def raw_run(config: KafkaConfig, topic: str, values: list[bytes], keys: list[bytes]) -> float:
+    p = KafkaProducer({**config.client_settings(), "enable.idempotence": True, "acks": "all",
+                       "linger.ms": LINGER_MS})
+    p.list_topics(timeout=10)
+    start = time.perf_counter()
+    produce = p.produce
+    for value, key in zip(values, keys, strict=True):
+        while True:
+            try:
+                produce(topic, value, key)
+                break
+            except BufferError:
+                p.poll(0.05)
+    if p.flush(60):
+        raise SystemExit("raw: records left after flush")
+    return len(values) / (time.perf_counter() - start)
+
+
+def emit_run(config: KafkaConfig, catalogue: Catalogue, data: list[dict[str, Any]]) -> float:
+    with Producer(catalogue, config, linger_ms=LINGER_MS) as p:
+        emit = p.emit
+        start = time.perf_counter()
+        for payload in data:
+            emit(JOB, payload)
+        p.flush(60)
+        return len(data) / (time.perf_counter() - start)
+
+
+def codec_micro(catalogue: Catalogue, payload: dict[str, Any]) -> dict[str, float]:
+    parsed = catalogue.current("demo.WelcomeEmail").parsed
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, payload)
+    body = buf.getvalue()
+    js = orjson.dumps(payload)
+
+    def enc() -> bytes:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, payload)
+        return out.getvalue()
+
+    def dec() -> Any:
+        return fastavro.schemaless_reader(io.BytesIO(body), parsed, None)
+
+    codec = Codec(catalogue)
+    value = codec.encode(JOB, payload)
+    tests = {"fastavro_encode_us": enc, "fastavro_decode_us": dec,
+             "orjson_dumps_us": lambda: orjson.dumps(payload),
+             "orjson_loads_us": lambda: orjson.loads(js),
+             "codec_encode_us": lambda: codec.encode(JOB, payload),
+             "codec_decode_us": lambda: codec.decode(value)}
+    out = {}
+    for name, fn in tests.items():
+        timer = timeit.Timer(fn)
+        number, _ = timer.autorange()
+        out[name] = round(min(timer.repeat(3, number)) / number * 1e6, 3)
+    out["avro_bytes"] = len(body)
+    out["json_bytes"] = len(js)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=200_000, help="records per run [200000]")
+    ap.add_argument("--rounds", type=int, default=2, help="raw/emit pairs [2]")
+    ap.add_argument("--bootstrap-servers", default=None)
+    args = ap.parse_args()
+    config = KafkaConfig.from_env(bootstrap_servers=args.bootstrap_servers)
+    topic = f"bench.produce.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(config.client_settings())
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(timeout=30)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            catalogue = catalogue_for(topic, Path(tmp))
+            codec = Codec(catalogue)
+            data = payloads(args.n)
+            values = [codec.encode(JOB, d) for d in data]
+            keys = [d["user_id"].encode() for d in data]
+            raw_rates, emit_rates = [], []
+            for r in range(args.rounds):
+                raw_rates.append(raw_run(config, topic, values, keys))
+                emit_rates.append(emit_run(config, catalogue, data))
+                print(f"round {r + 1}: raw {raw_rates[-1]:,.0f}/s  emit {emit_rates[-1]:,.0f}/s",
+                      file=sys.stderr)
+            micro = codec_micro(catalogue, data[0])
+    finally:
+        admin.delete_topics([topic])[topic].result(timeout=30)
+    raw, emit = max(raw_rates), max(emit_rates)
+    result = {"n": args.n, "rounds": args.rounds, "partitions": 6, "linger_ms": LINGER_MS,
+              "raw_per_s": round(raw), "emit_per_s": round(emit),
+              "R_produce": round(emit / raw, 3), **micro}
+    print(f"raw produce (pre-encoded)   {raw:>12,.0f} records/s")
+    print(f"Producer.emit               {emit:>12,.0f} records/s")
+    print(f"R_produce = emit / raw      {emit / raw:>12.3f}   (target >= 0.7)")
+    for name in ("fastavro_encode_us", "orjson_dumps_us", "fastavro_decode_us",
+                 "orjson_loads_us", "codec_encode_us", "codec_decode_us"):
+        print(f"{name:<27} {micro[name]:>12.2f}")
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()

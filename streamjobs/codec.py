@@ -1,0 +1,355 @@
+"""Payload bytes: Avro single-object encoding with schema history and resolution.
+
+A value is ``C3 01`` + the writer schema's 8-byte CRC-64-AVRO fingerprint (little endian) +
+the Avro binary body. ``encode`` always writes the current version of the job type's record;
+``decode`` finds the writer version by fingerprint and resolves it into the current version
+(Avro resolution: defaults for added fields, removed fields dropped, promotions).
+
+Decoding is the worker's hot path and its input is untrusted: every schema is parsed once, the
+(writer, reader) pairs are cached, and every failure becomes ``DecodeError`` with the raw bytes
+and a reason code, never another exception. Memory is bounded: inputs over ``max_record_bytes``
+are refused before decoding; fastavro reads from an in-memory buffer, so a corrupt length prefix
+can only ask for the bytes that are there (it fails with EOFError instead of allocating), and
+the catalogue refuses arrays of zero-byte items, whose corrupt counts could loop for ages.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import fastavro
+from fastavro.validation import validate as _fastavro_validate
+
+from .errors import DecodeError, PayloadError, UnknownSchema
+
+if TYPE_CHECKING:
+    from .catalogue import Catalogue, SchemaVersion
+
+__all__ = ["MAGIC", "Codec", "Decoded", "crc64_avro"]
+
+MAGIC = b"\xc3\x01"
+_HEADER = len(MAGIC) + 8
+
+# -- CRC-64-AVRO (Rabin fingerprint), as in the Avro specification ------------------------------
+
+_EMPTY = 0xC15D213AA4D7A795
+
+
+def _table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (_EMPTY & -(fp & 1))
+        table.append(fp)
+    return tuple(table)
+
+
+_TABLE = _table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """Avro's 64-bit Rabin fingerprint of ``data`` (the schema's Parsing Canonical Form)."""
+    fp = _EMPTY
+    for b in data:
+        fp = (fp >> 8) ^ _TABLE[(fp ^ b) & 0xFF]
+    return fp
+
+
+def _fingerprint(version: SchemaVersion) -> bytes:
+    return crc64_avro(version.canonical.encode("utf-8")).to_bytes(8, "little")
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    payload: dict[str, Any]
+    fingerprint: bytes  # the writer's
+    schema: str  # record full name
+    version: int  # the writer's version
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to read one writer version: ``reader`` is None when writer == reader (fast path)."""
+
+    writer: dict[str, Any]
+    reader: dict[str, Any] | None
+    schema: str
+    version: int
+
+
+class Codec:
+    """Encodes payloads of the catalogue's job types and decodes any version ever written."""
+
+    def __init__(self, catalogue: Catalogue, *, max_record_bytes: int = 16 * 1024 * 1024) -> None:
+        if max_record_bytes < _HEADER:
+            raise ValueError(f"max_record_bytes must be >= {_HEADER}")
+        self.catalogue = catalogue
+        self.max_record_bytes = max_record_bytes
+        self._known: dict[bytes, tuple[str, int]] = {}
+        self._writers: dict[bytes, SchemaVersion] = {}
+        self._current_fp: dict[str, bytes] = {}
+        for name in catalogue.schema_names():
+            for version in catalogue.versions(name):
+                fp = _fingerprint(version)
+                # Versions with equal canonical forms (say, only "doc" changed) share a
+                # fingerprint and decode identically; the oldest one names it.
+                self._known.setdefault(fp, (name, version.version))
+                self._writers.setdefault(fp, version)
+            self._current_fp[name] = _fingerprint(catalogue.current(name))
+        self._plans: dict[tuple[bytes, str | None], _Plan] = {}
+        self._checks: dict[str, Callable[[Any, str], None]] = {}
+
+    # -- encode -------------------------------------------------------------------------------
+
+    def fingerprint(self, job_type: str) -> bytes:
+        return self._current_fp[self.catalogue.get(job_type).schema]
+
+    def encode(self, job_type: str, payload: Mapping[str, Any]) -> bytes:
+        schema = self.catalogue.get(job_type).schema
+        check = self._checks.get(schema)
+        if check is None:
+            check = self._checks[schema] = _compile(self.catalogue.current(schema).parsed)
+        try:
+            check(payload, "")
+        except _Invalid as exc:
+            raise PayloadError(job_type, exc.path, exc.reason) from None
+        out = io.BytesIO()
+        out.write(MAGIC)
+        out.write(self._current_fp[schema])
+        try:
+            fastavro.schemaless_writer(out, self.catalogue.current(schema).parsed, payload)
+        except Exception as exc:  # the check above should make this unreachable
+            raise PayloadError(job_type, "", f"{type(exc).__name__}: {exc}") from None
+        return out.getvalue()
+
+    # -- decode -------------------------------------------------------------------------------
+
+    def known_fingerprints(self) -> dict[bytes, tuple[str, int]]:
+        return dict(self._known)
+
+    def decode(self, raw: bytes, job_type: str | None = None) -> Decoded:
+        """Decode ``raw`` into the current version of its record (or of ``job_type``'s record).
+
+        Raises ``UnknownSchema`` for a fingerprint no local version has (e.g. a newer deploy
+        wrote it; retry later), ``DecodeError`` for anything else that cannot be decoded and
+        ``UnknownJobType`` when ``job_type`` is not in the catalogue.
+        """
+        if not isinstance(raw, bytes):
+            raw = bytes(raw)
+        n = len(raw)
+        if n > self.max_record_bytes:
+            raise DecodeError(raw, "too_large", f"{n} bytes > max_record_bytes "
+                                                f"{self.max_record_bytes}")
+        if raw[:2] != MAGIC:
+            if n < 2 and MAGIC.startswith(raw):
+                raise DecodeError(raw, "truncated", f"{n} bytes, the header alone is {_HEADER}")
+            raise DecodeError(raw, "bad_magic", f"starts with {raw[:2].hex() or 'nothing'}, "
+                                                f"expected {MAGIC.hex()}")
+        if n < _HEADER:
+            raise DecodeError(raw, "truncated", f"{n} bytes, the header alone is {_HEADER}")
+        fp = raw[2:_HEADER]
+        plan = self._plans.get((fp, job_type)) or self._plan(raw, fp, job_type)
+        buf = io.BytesIO(raw)  # shares the bytes object, no copy
+        buf.seek(_HEADER)
+        try:
+            payload = fastavro.schemaless_reader(buf, plan.writer, plan.reader)
+        except Exception as exc:  # EOFError, UnicodeDecodeError, MemoryError, fastavro errors
+            raise DecodeError(raw, "bad_body", f"{type(exc).__name__}: {exc}") from None
+        if buf.tell() != n:
+            raise DecodeError(raw, "bad_body", f"{n - buf.tell()} trailing bytes after the "
+                                               f"{plan.schema} v{plan.version} body")
+        if not isinstance(payload, dict):
+            raise DecodeError(raw, "bad_body", f"{plan.schema} is not a record")
+        return Decoded(payload, fp, plan.schema, plan.version)
+
+    def _plan(self, raw: bytes, fp: bytes, job_type: str | None) -> _Plan:
+        writer = self._writers.get(fp)
+        if writer is None:
+            raise UnknownSchema(raw, fp)
+        reader_name = writer.name if job_type is None else self.catalogue.get(job_type).schema
+        reader = self.catalogue.current(reader_name)
+        same = self._current_fp[reader_name] == fp
+        name, version = self._known[fp]
+        plan = _Plan(writer.parsed, None if same else reader.parsed, name, version)
+        self._plans[(fp, job_type)] = plan
+        return plan
+
+
+# -- payload validation ------------------------------------------------------------------------
+# fastavro's writer accepts some wrong payloads silently (1.5 or True for an int, 2**40 for an
+# int, a str for an array, unknown keys in nested records). Checks compiled once per schema
+# reject them and name the field path and the expected type.
+
+_Check = Callable[[Any, str], None]
+
+
+class _Invalid(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    return f"got {type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _describe(schema: Any) -> str:
+    if isinstance(schema, str):
+        return schema
+    if isinstance(schema, list):
+        return " | ".join(_describe(s) for s in schema)
+    if schema.get("logicalType"):
+        return f"{schema['type']} ({schema['logicalType']})"
+    if schema["type"] in ("record", "error", "enum", "fixed"):
+        return f"{schema['type']} {schema['name']}"
+    if schema["type"] == "array":
+        return f"array of {_describe(schema['items'])}"
+    if schema["type"] == "map":
+        return f"map of {_describe(schema['values'])}"
+    return _describe(schema["type"])
+
+
+def _primitive(name: str) -> _Check:
+    def is_int(lo: int, hi: int) -> Callable[[Any], bool]:
+        return lambda v: type(v) is int and lo <= v <= hi  # bool is not an int here
+    tests: dict[str, Callable[[Any], bool]] = {
+        "null": lambda v: v is None,
+        "boolean": lambda v: type(v) is bool,
+        "int": is_int(-(2**31), 2**31 - 1),
+        "long": is_int(-(2**63), 2**63 - 1),
+        "float": lambda v: type(v) is float or type(v) is int,
+        "double": lambda v: type(v) is float or type(v) is int,
+        "bytes": lambda v: isinstance(v, bytes | bytearray),
+        "string": lambda v: isinstance(v, str),
+    }
+    test = tests[name]
+    expected = f"expected {name}" + (" (32-bit)" if name == "int" else
+                                     " (64-bit)" if name == "long" else "")
+
+    def check(value: Any, path: str) -> None:
+        if not test(value):
+            raise _Invalid(path, f"{expected}, {_got(value)}")
+    return check
+
+
+def _compile(parsed: dict[str, Any]) -> _Check:
+    named: dict[str, Any] = parsed.get("__named_schemas", {})
+    compiled: dict[str, _Check] = {}
+
+    def build(schema: Any) -> _Check:
+        if isinstance(schema, str):
+            if schema in named:
+                if schema not in compiled:
+                    compiled[schema] = _primitive("null")  # placeholder for recursive types
+                    compiled[schema] = build(named[schema])
+                return lambda v, p: compiled[schema](v, p)
+            return _primitive(schema)
+        if isinstance(schema, list):
+            return union(schema)
+        kind = schema["type"]
+        if schema.get("logicalType"):
+            return logical(schema)
+        if kind in ("record", "error"):
+            return record(schema)
+        if kind == "enum":
+            symbols = frozenset(schema["symbols"])
+            desc = ", ".join(schema["symbols"])
+
+            def check_enum(v: Any, p: str) -> None:
+                if not (isinstance(v, str) and v in symbols):
+                    raise _Invalid(p, f"expected one of the symbols {desc}, {_got(v)}")
+            return check_enum
+        if kind == "fixed":
+            size = schema["size"]
+
+            def check_fixed(v: Any, p: str) -> None:
+                if not (isinstance(v, bytes | bytearray) and len(v) == size):
+                    raise _Invalid(p, f"expected {size} bytes (fixed), {_got(v)}")
+            return check_fixed
+        if kind == "array":
+            item = build(schema["items"])
+
+            def check_array(v: Any, p: str) -> None:
+                if not isinstance(v, list | tuple):
+                    raise _Invalid(p, f"expected {_describe(schema)} (a list), {_got(v)}")
+                for i, x in enumerate(v):
+                    item(x, f"{p}[{i}]")
+            return check_array
+        if kind == "map":
+            value = build(schema["values"])
+
+            def check_map(v: Any, p: str) -> None:
+                if not isinstance(v, Mapping):
+                    raise _Invalid(p, f"expected {_describe(schema)} (a dict), {_got(v)}")
+                for k, x in v.items():
+                    if not isinstance(k, str):
+                        raise _Invalid(p, f"map keys must be strings, {_got(k)}")
+                    value(x, f"{p}[{k!r}]")
+            return check_map
+        return build(kind)  # {"type": "string"} and the like
+
+    def record(schema: dict[str, Any]) -> _Check:
+        fields = [(f["name"], build(f["type"]), "default" in f) for f in schema["fields"]]
+        names = frozenset(name for name, _, _ in fields)
+        listing = ", ".join(name for name, _, _ in fields)
+
+        def check_record(v: Any, p: str) -> None:
+            if not isinstance(v, Mapping):
+                raise _Invalid(p, f"expected record {schema['name']} (a dict), {_got(v)}")
+            if not names.issuperset(v.keys()):
+                extra = sorted(str(k) for k in v.keys() - names)[0]
+                raise _Invalid(_join(p, extra), f"unknown field (record {schema['name']} has: "
+                                                f"{listing})")
+            for name, check, has_default in fields:
+                if name in v:
+                    check(v[name], _join(p, name))
+                elif not has_default:
+                    raise _Invalid(_join(p, name), "missing (required, no default)")
+        return check_record
+
+    def union(branches: list[Any]) -> _Check:
+        checks = [build(b) for b in branches]
+        desc = _describe(branches)
+        # With one record-like branch, a dict that fails inside it reports the inner field.
+        records = [c for b, c in zip(branches, checks, strict=True) if _is_record(b, named)]
+
+        def check_union(v: Any, p: str) -> None:
+            for check in checks:
+                try:
+                    check(v, p)
+                    return
+                except _Invalid:
+                    pass
+            if len(records) == 1 and isinstance(v, Mapping):
+                records[0](v, p)
+            raise _Invalid(p, f"expected {desc}, {_got(v)}")
+        return check_union
+
+    def logical(schema: dict[str, Any]) -> _Check:
+        # Rare; fastavro knows which Python types each logical type's writer accepts.
+        sub = fastavro.parse_schema(schema, named_schemas={})
+
+        def check_logical(v: Any, p: str) -> None:
+            if not _fastavro_validate(v, sub, raise_errors=False):
+                raise _Invalid(p, f"expected {_describe(schema)}, {_got(v)}")
+        return check_logical
+
+    return build(parsed)
+
+
+def _is_record(schema: Any, named: dict[str, Any]) -> bool:
+    if isinstance(schema, str):
+        schema = named.get(schema)
+    return isinstance(schema, dict) and schema.get("type") in ("record", "error")

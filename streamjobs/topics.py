@@ -1,0 +1,220 @@
+"""Plan and apply the topics a catalogue needs: job topics, their wait tiers and dead letters.
+
+``plan`` compares the desired topics with the cluster and lists changes; ``apply`` makes them.
+Both are idempotent and never destructive: partitions only grow, replication factors and
+unmanaged settings are left alone (a mismatch is reported as a ``warning``). See docs/topics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
+
+from ._delivery import kafka_error
+from .catalogue import Catalogue
+from .config import KafkaConfig
+from .errors import BrokerUnavailable, ConfigError, KafkaError
+from .retry import dlq_topic, retry_topic
+
+__all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
+
+Role = Literal["job", "retry", "dlq"]
+Action = Literal["create", "add_partitions", "alter_config", "warning"]
+
+DAY_MS = 86_400_000
+# A waiting job must outlive a worker outage: wait tiers keep records at least a week.
+WAIT_MIN_RETENTION_MS = 7 * DAY_MS
+# Dead letters wait for a human: a month, or the job topic's retention if longer (-1: forever).
+DLQ_MIN_RETENTION_MS = 30 * DAY_MS
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    role: Role
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step of a plan. ``warning`` entries are drift ``apply`` will not touch."""
+
+    topic: str
+    action: Action
+    detail: str
+    role: Role
+    partitions: int | None = None  # create / add_partitions: the new total
+    replication_factor: int | None = None  # create
+    config: Mapping[str, str] = field(default_factory=dict)  # create: all; alter: what changes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "action": self.action, "role": self.role,
+                "detail": self.detail, "partitions": self.partitions,
+                "replication_factor": self.replication_factor, "config": dict(self.config)}
+
+
+def _at_least(retention_ms: int | None, minimum: int) -> str:
+    if retention_ms == -1:
+        return "-1"
+    return str(max(retention_ms or 0, minimum))
+
+
+def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
+    """Every topic the catalogue needs, job topics first, each followed by its tiers and DLQ.
+
+    Wait tiers use ``LogAppendTime``: the worker's due-time logic relies on broker-assigned,
+    per-partition monotonic timestamps (docs/DESIGN.md "Topics")."""
+    out: list[TopicSpec] = []
+    for topic, s in catalogue.job_topics().items():
+        job_cfg = {} if s.retention_ms is None else {"retention.ms": str(s.retention_ms)}
+        out.append(TopicSpec(topic, "job", s.partitions, s.replication_factor, job_cfg))
+        wait_cfg = {"message.timestamp.type": "LogAppendTime",
+                    "retention.ms": _at_least(s.retention_ms, WAIT_MIN_RETENTION_MS)}
+        out.extend(TopicSpec(retry_topic(topic, tier), "retry", s.partitions,
+                             s.replication_factor, wait_cfg)
+                   for tier in catalogue.wait_tiers(topic))
+        out.append(TopicSpec(dlq_topic(topic), "dlq", s.partitions, s.replication_factor,
+                             {"retention.ms": _at_least(s.retention_ms, DLQ_MIN_RETENTION_MS)}))
+    return out
+
+
+def plan(config: KafkaConfig, catalogue: Catalogue, *, timeout: float = 10) -> list[Change]:
+    """What ``apply`` would do (plus warnings), without changing anything."""
+    return _plan(_admin(config), catalogue, timeout)
+
+
+def apply(config: KafkaConfig, catalogue: Catalogue, *, timeout: float = 30) -> list[Change]:
+    """Create and alter topics until the cluster matches the catalogue; returns what was done
+    (warnings included). Safe to run repeatedly and concurrently."""
+    admin = _admin(config)
+    changes = _plan(admin, catalogue, timeout)
+    creates = [c for c in changes if c.action == "create"]
+    grows = [c for c in changes if c.action == "add_partitions"]
+    alters = [c for c in changes if c.action == "alter_config"]
+    if creates:
+        new = [NewTopic(c.topic, c.partitions or 1, c.replication_factor or 1,
+                        config=dict(c.config)) for c in creates]
+        _wait(admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout),
+              timeout, ok={"TOPIC_ALREADY_EXISTS"})  # another apply won the race: fine
+    if grows:
+        parts = [NewPartitions(c.topic, c.partitions or 1) for c in grows]
+        # INVALID_PARTITIONS: a concurrent apply already grew it (checked by the plan below).
+        _wait(admin.create_partitions(parts, operation_timeout=timeout, request_timeout=timeout),
+              timeout, ok={"INVALID_PARTITIONS"})
+    if alters:
+        resources = [ConfigResource(ResourceType.TOPIC, c.topic, incremental_configs=[
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+            for k, v in c.config.items()]) for c in alters]
+        _wait(admin.incremental_alter_configs(resources, request_timeout=timeout), timeout)
+    if creates or grows:
+        leftover = [c for c in _plan(admin, catalogue, timeout)
+                    if c.action == "add_partitions"]
+        if leftover:
+            raise KafkaError(f"topic {leftover[0].topic!r}: {leftover[0].detail} did not take "
+                             f"effect", topic=leftover[0].topic)
+    return changes
+
+
+# -- internals ------------------------------------------------------------------------------
+
+def _admin(config: KafkaConfig) -> AdminClient:
+    return AdminClient(config.client_settings())
+
+
+def _plan(admin: AdminClient, catalogue: Catalogue, timeout: float) -> list[Change]:
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"no Kafka broker answered within {timeout:g}s "
+                                f"({exc.args[0].str()})", code=exc.args[0].name()) from None
+    brokers = len(meta.brokers)
+    desired = desired_topics(catalogue)
+    existing = {s.name: meta.topics[s.name] for s in desired if s.name in meta.topics}
+    actual_cfg = _describe(admin, list(existing), timeout)
+    changes: list[Change] = []
+    for spec in desired:
+        tmeta = existing.get(spec.name)
+        if tmeta is None:
+            if spec.replication_factor > brokers:
+                raise ConfigError("replication_factor", f"topic {spec.name!r} wants "
+                                  f"{spec.replication_factor} replicas but the cluster has "
+                                  f"{brokers} broker(s)")
+            cfg = ", ".join(f"{k}={v}" for k, v in sorted(spec.config.items()))
+            changes.append(Change(spec.name, "create", f"{spec.partitions} partitions, "
+                                  f"replication {spec.replication_factor}"
+                                  f"{', ' + cfg if cfg else ''}", spec.role, spec.partitions,
+                                  spec.replication_factor, dict(spec.config)))
+            continue
+        changes.extend(_drift(spec, tmeta, actual_cfg.get(spec.name, {})))
+    return changes
+
+
+def _drift(spec: TopicSpec, tmeta: Any, actual: Mapping[str, str]) -> list[Change]:
+    out: list[Change] = []
+    have = len(tmeta.partitions)
+    if spec.partitions > have:
+        out.append(Change(spec.name, "add_partitions", f"partitions {have} -> "
+                          f"{spec.partitions}", spec.role, partitions=spec.partitions))
+    elif spec.partitions < have:
+        out.append(Change(spec.name, "warning", f"has {have} partitions, catalogue says "
+                          f"{spec.partitions}: partitions cannot shrink, left as is", spec.role))
+    replicas = {len(p.replicas) for p in tmeta.partitions.values()}
+    if replicas and max(replicas) != spec.replication_factor:
+        out.append(Change(spec.name, "warning", f"replication factor {max(replicas)}, catalogue "
+                          f"says {spec.replication_factor}: change it with a reassignment",
+                          spec.role))
+    differ = {k: v for k, v in spec.config.items() if actual.get(k) != v}
+    if differ:
+        detail = ", ".join(f"{k}: {actual.get(k)} -> {v}" for k, v in sorted(differ.items()))
+        out.append(Change(spec.name, "alter_config", detail, spec.role, config=differ))
+    return out
+
+
+def _describe(admin: AdminClient, topics: list[str],
+              timeout: float) -> dict[str, dict[str, str]]:
+    if not topics:
+        return {}
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+    futures = admin.describe_configs(resources, request_timeout=timeout)
+    out: dict[str, dict[str, str]] = {}
+    for res, fut in futures.items():
+        try:
+            entries = fut.result(timeout=timeout + 1)
+        except KafkaException as exc:
+            raise kafka_error(exc.args[0], f"cannot describe topic {res.name!r}",
+                              topic=res.name) from None
+        except TimeoutError:
+            raise BrokerUnavailable(f"no answer about topic {res.name!r} within {timeout:g}s",
+                                    code="_TIMED_OUT", topic=res.name) from None
+        out[res.name] = {k: e.value for k, e in entries.items() if e.value is not None}
+    return out
+
+
+def _wait(futures: Mapping[Any, Any], timeout: float, ok: frozenset[str] | set[str] = frozenset(),
+          ) -> None:
+    for name, fut in futures.items():
+        topic = getattr(name, "name", name)
+        try:
+            fut.result(timeout=timeout + 1)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.name() in ok:
+                continue
+            raise kafka_error(err, f"topic {topic!r}", topic=topic) from None
+        except TimeoutError:
+            raise BrokerUnavailable(f"no answer about topic {topic!r} within {timeout:g}s",
+                                    code="_TIMED_OUT", topic=topic) from None
