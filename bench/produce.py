@@ -27,7 +27,8 @@ from typing import Any
 import fastavro
 import orjson
 from confluent_kafka import Producer as KafkaProducer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from streamjobs.catalogue import Catalogue
 from streamjobs.codec import Codec

@@ -1,44 +1,30 @@
-"""The catalogue: job types as data, read from ``<schemas_dir>/catalogue.toml`` and ``*.avsc``.
+"""The catalogue: job types as data, read from ``<schemas_dir>/catalogue.toml``.
 
 A job type names its Avro record, its topic, an optional key field, a retry policy and topic
-settings. Schema files keep history by construction: one file per version,
-``<full name>.v<N>.avsc``; the highest version is the current one, older ones stay so every
-writer fingerprint ever used can still be read. Named types shared between files are versioned
-the same way and pinned by each file that references them (``"uses": {"demo.Address": 1}``),
-so changing a shared type never silently changes an old version. See docs/catalogue.md.
-
-Everything is checked at load; errors are ``CatalogueError(file, entry, reason)``.
+settings. The record's versions come from the schema files (``schemafiles.py``). Everything is
+checked at load; errors are ``CatalogueError(file, entry, reason)``. Format: docs/catalogue.md.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
-
-import fastavro
-from fastavro.schema import to_parsing_canonical_form
+from typing import Any
 
 from .errors import CatalogueError, ConfigError, UnknownJobType
 from .retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
+from .schemafiles import SchemaVersion, load_versions
 
 __all__ = ["CATALOGUE_FILE", "Catalogue", "JobType", "SchemaVersion", "TopicSettings"]
 
 CATALOGUE_FILE = "catalogue.toml"
 
-_FILE_NAME = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)"
-                        r"\.v(?P<version>[1-9][0-9]*)\.avsc$")
 _TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_PRIMITIVES = frozenset(
-    {"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-_NAMED = frozenset({"record", "error", "enum", "fixed"})
 _SETTINGS_KEYS = {"partitions", "replication_factor", "retention", "retention_ms"}
 _DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors"}
 _JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field"}
@@ -74,18 +60,6 @@ class JobType:
         return self.settings.retention_ms
 
 
-@dataclass(frozen=True)
-class SchemaVersion:
-    """One ``<name>.v<version>.avsc`` file, with pinned shared types expanded inline."""
-
-    name: str
-    version: int
-    file: Path
-    schema: dict[str, Any] = field(repr=False)  # self-contained Avro JSON (no "uses")
-    parsed: dict[str, Any] = field(repr=False)  # fastavro.parse_schema(schema)
-    canonical: str = field(repr=False)  # Parsing Canonical Form (what the fingerprint hashes)
-
-
 class Catalogue:
     """Job types and schema versions of one schemas directory. Immutable after ``load``."""
 
@@ -99,8 +73,23 @@ class Catalogue:
             self._topics[job.topic] = (*self._topics.get(job.topic, ()), job)
 
     @classmethod
-    def load(cls, schemas_dir: str | Path) -> Catalogue:
-        return _Loader(Path(schemas_dir)).load()
+    def load(cls, schemas_dir: str | Path, *, topic_prefix: str = "") -> Catalogue:
+        """Loads ``<schemas_dir>/catalogue.toml`` and every schema version.
+
+        ``topic_prefix`` is put before every job topic (and so before its retry and dead-letter
+        topics): several environments or test runs can share one cluster.
+        """
+        catalogue = _Loader(Path(schemas_dir)).load()
+        return catalogue.with_topic_prefix(topic_prefix) if topic_prefix else catalogue
+
+    def with_topic_prefix(self, prefix: str) -> Catalogue:
+        jobs = {name: replace(job, topic=prefix + job.topic) for name, job in self._jobs.items()}
+        for job in jobs.values():
+            problem = _topic_problem(job.topic)
+            if problem:
+                raise CatalogueError(str(self.schemas_dir / CATALOGUE_FILE), job.name,
+                                     f"topic prefix {prefix!r}: {problem}")
+        return Catalogue(self.schemas_dir, jobs, self._versions)
 
     # -- job types --------------------------------------------------------------------------
 
@@ -157,7 +146,6 @@ class _Loader:
     def __init__(self, schemas_dir: Path) -> None:
         self.dir = schemas_dir
         self.file = str(schemas_dir / CATALOGUE_FILE)
-        self.raw: dict[str, dict[int, tuple[Path, dict[str, Any]]]] = {}
 
     def error(self, entry: str | None, reason: str) -> CatalogueError:
         return CatalogueError(self.file, entry, reason)
@@ -176,7 +164,7 @@ class _Loader:
         unknown = set(doc) - {"defaults", "jobs"}
         if unknown:
             raise self.error(sorted(unknown)[0], "unknown section (expected defaults, jobs)")
-        versions = self._load_schemas()
+        versions = load_versions(self.dir)
         defaults = doc.get("defaults", {})
         self._check_table(defaults, "defaults", _DEFAULT_KEYS)
         jobs_doc = doc.get("jobs", {})
@@ -301,181 +289,6 @@ class _Loader:
                                      f"topic {name!r} is the retry/dead-letter topic of {topic!r}")
 
     # -- schema files -----------------------------------------------------------------------
-
-    def _load_schemas(self) -> dict[str, tuple[SchemaVersion, ...]]:
-        for path in sorted(self.dir.rglob("*.avsc")):
-            m = _FILE_NAME.match(path.name)
-            if m is None:
-                raise CatalogueError(str(path), None, "schema files must be named "
-                                     "<full name>.v<N>.avsc, e.g. demo.WelcomeEmail.v1.avsc")
-            name, version = m.group("name"), int(m.group("version"))
-            if version in self.raw.get(name, {}):
-                raise CatalogueError(str(path), None, f"duplicate of "
-                                     f"{self.raw[name][version][0]}")
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise CatalogueError(str(path), None, f"invalid JSON: {exc}") from None
-            if not isinstance(doc, dict) or doc.get("type") not in _NAMED:
-                raise CatalogueError(str(path), None, "must hold one named Avro type "
-                                     "(record, enum or fixed)")
-            full = _full_name(doc, "")
-            if full != name:
-                raise CatalogueError(str(path), None, f"defines {full!r} but the file name "
-                                     f"says {name!r}")
-            self.raw.setdefault(name, {})[version] = (path, doc)
-        out: dict[str, tuple[SchemaVersion, ...]] = {}
-        for name, by_version in sorted(self.raw.items()):
-            numbers = sorted(by_version)
-            if numbers != list(range(1, len(numbers) + 1)):
-                missing = sorted(set(range(1, numbers[-1] + 1)) - set(numbers))
-                raise CatalogueError(str(by_version[numbers[-1]][0]), None,
-                                     f"version(s) {', '.join(f'v{n}' for n in missing)} of "
-                                     f"{name} missing: never delete old versions, records "
-                                     f"written with them may still be in Kafka")
-            out[name] = tuple(self._version(name, n) for n in numbers)
-        return out
-
-    def _version(self, name: str, version: int) -> SchemaVersion:
-        path, doc = self.raw[name][version]
-        try:
-            pins = self._pins(name, version, ())
-            schema = _Expander(pins, self.raw).expand_top(doc)
-            parsed = cast("dict[str, Any]", fastavro.parse_schema(copy.deepcopy(schema)))
-            canonical = to_parsing_canonical_form(parsed)
-            _check_arrays(parsed, parsed.get("__named_schemas", {}))
-        except CatalogueError as exc:
-            raise CatalogueError(str(path), exc.entry, exc.reason) from None
-        except Exception as exc:  # fastavro's SchemaParseException and friends
-            raise CatalogueError(str(path), None, f"invalid Avro schema: {exc}") from None
-        return SchemaVersion(name, version, path, schema, parsed, canonical)
-
-    def _pins(self, name: str, version: int, chain: tuple[str, ...]) -> dict[str, int]:
-        """Shared-type versions pinned by ``name`` v``version``, transitively."""
-        doc = self.raw[name][version][1]
-        uses = doc.get("uses", {})
-        if not isinstance(uses, dict) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in uses.values()):
-            raise CatalogueError("", "uses", 'must map type names to versions: '
-                                 '{"demo.Address": 1}')
-        pins: dict[str, int] = {}
-        for used, used_version in uses.items():
-            if used in chain or used == name:
-                raise CatalogueError("", "uses", f"cycle: {' -> '.join((*chain, name, used))}")
-            if used_version not in self.raw.get(used, {}):
-                raise CatalogueError("", "uses", f"{used} v{used_version} not found (expected "
-                                     f"a file {used}.v{used_version}.avsc)")
-            for n, v in {used: used_version, **self._pins(used, used_version,
-                                                          (*chain, name))}.items():
-                if pins.setdefault(n, v) != v:
-                    raise CatalogueError("", "uses", f"{n} pinned to both v{pins[n]} and v{v}")
-        return pins
-
-
-class _Expander:
-    """Inlines pinned shared types at their first use, so each version is self-contained:
-    its fingerprint covers the shared types and other Avro tools can read it as is."""
-
-    def __init__(self, pins: dict[str, int],
-                 raw: dict[str, dict[int, tuple[Path, dict[str, Any]]]]) -> None:
-        self.pins = pins
-        self.raw = raw
-        self.defined: set[str] = set()
-
-    def expand_top(self, doc: dict[str, Any]) -> dict[str, Any]:
-        out = self.expand({k: v for k, v in doc.items() if k != "uses"}, "")
-        unused = set(self.pins) - self.defined
-        if unused:
-            raise CatalogueError("", "uses", f"{', '.join(sorted(unused))} pinned but not used")
-        assert isinstance(out, dict)
-        return out
-
-    def expand(self, node: Any, ns: str) -> Any:
-        if isinstance(node, str):
-            if node in _PRIMITIVES:
-                return node
-            full = node if "." in node else (f"{ns}.{node}" if ns else node)
-            if full in self.defined:
-                return full
-            if full in self.pins:
-                shared = self.raw[full][self.pins[full]][1]
-                body = {k: v for k, v in shared.items() if k not in ("uses", "namespace")}
-                body["name"] = full  # a dotted name carries its namespace
-                return self.expand(body, ns)
-            raise CatalogueError("", None, f"unknown type {node!r}: define it, or pin a shared "
-                                           f'type with "uses": {{"{full}": <version>}}')
-        if isinstance(node, list):
-            return [self.expand(item, ns) for item in node]
-        if not isinstance(node, dict):
-            return node
-        out = dict(node)
-        kind = node.get("type")
-        if kind in _NAMED:
-            full = _full_name(node, ns)
-            if full in self.defined:
-                raise CatalogueError("", None, f"type {full!r} defined twice")
-            self.defined.add(full)
-            inner_ns = full.rpartition(".")[0]
-            if kind in ("record", "error"):
-                out["fields"] = [{**f, "type": self.expand(f.get("type"), inner_ns)}
-                                 if isinstance(f, dict) else f for f in node.get("fields", [])]
-        elif kind == "array":
-            out["items"] = self.expand(node.get("items"), ns)
-        elif kind == "map":
-            out["values"] = self.expand(node.get("values"), ns)
-        elif isinstance(kind, dict | list) or (isinstance(kind, str) and kind not in _PRIMITIVES):
-            out["type"] = self.expand(kind, ns)
-        return out
-
-
-def _full_name(node: Mapping[str, Any], ns: str) -> str:
-    name = str(node.get("name", ""))
-    if "." in name:
-        return name
-    namespace = node.get("namespace", ns)
-    return f"{namespace}.{name}" if namespace else name
-
-
-def _zero_width(schema: Any, named: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> bool:
-    """True when a value of ``schema`` can encode to zero bytes."""
-    if isinstance(schema, str):
-        if schema == "null":
-            return True
-        if schema in named and schema not in seen:
-            return _zero_width(named[schema], named, seen | {schema})
-        return False
-    if isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind == "fixed":
-            return schema.get("size") == 0
-        if kind in ("record", "error"):
-            return all(_zero_width(f["type"], named, seen) for f in schema.get("fields", []))
-        if isinstance(kind, str | dict | list) and kind not in ("array", "map", "enum"):
-            return _zero_width(kind, named, seen)
-    return False
-
-
-def _check_arrays(schema: Any, named: Mapping[str, Any]) -> None:
-    """Refuse arrays of zero-byte items: a corrupt item count in such an array costs no input
-    bytes, so a reader would loop (and allocate) for up to 2**63 items."""
-    if isinstance(schema, list):
-        for branch in schema:
-            _check_arrays(branch, named)
-    elif isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind == "array":
-            if _zero_width(schema.get("items"), named):
-                raise CatalogueError("", None, "arrays of items that encode to zero bytes "
-                                     "(null, empty records, fixed of size 0) are not allowed: "
-                                     "a corrupt count could make readers loop for ages")
-            _check_arrays(schema.get("items"), named)
-        elif kind == "map":
-            _check_arrays(schema.get("values"), named)
-        elif kind in ("record", "error"):
-            for f in schema.get("fields", []):
-                _check_arrays(f.get("type"), named)
-        elif isinstance(kind, dict | list):
-            _check_arrays(kind, named)
 
 
 def _topic_problem(topic: str) -> str | None:

@@ -74,6 +74,29 @@ class Decoded:
     version: int  # the writer's version
 
 
+# A frozen dataclass's __init__ goes through object.__setattr__ per field, which costs more
+# than a small record's whole decode; the slot descriptors set the same fields directly.
+_new = object.__new__
+
+
+def _slot_setter(name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = Decoded.__dict__[name].__set__
+    return setter
+
+
+_set_payload, _set_fingerprint, _set_schema, _set_version = (
+    _slot_setter(n) for n in ("payload", "fingerprint", "schema", "version"))
+
+
+def _decoded(payload: dict[str, Any], fingerprint: bytes, schema: str, version: int) -> Decoded:
+    d: Decoded = _new(Decoded)
+    _set_payload(d, payload)
+    _set_fingerprint(d, fingerprint)
+    _set_schema(d, schema)
+    _set_version(d, version)
+    return d
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """How to read one writer version: ``reader`` is None when writer == reader (fast path)."""
@@ -103,7 +126,8 @@ class Codec:
                 self._known.setdefault(fp, (name, version.version))
                 self._writers.setdefault(fp, version)
             self._current_fp[name] = _fingerprint(catalogue.current(name))
-        self._plans: dict[tuple[bytes, str | None], _Plan] = {}
+        self._plans_by_fp: dict[bytes, _Plan] = {}  # decode without job_type: the usual case
+        self._plans: dict[tuple[bytes, str], _Plan] = {}
         self._checks: dict[str, Callable[[Any, str], None]] = {}
 
     # -- encode -------------------------------------------------------------------------------
@@ -155,7 +179,10 @@ class Codec:
         if n < _HEADER:
             raise DecodeError(raw, "truncated", f"{n} bytes, the header alone is {_HEADER}")
         fp = raw[2:_HEADER]
-        plan = self._plans.get((fp, job_type)) or self._plan(raw, fp, job_type)
+        if job_type is None:
+            plan = self._plans_by_fp.get(fp) or self._plan(raw, fp, None)
+        else:
+            plan = self._plans.get((fp, job_type)) or self._plan(raw, fp, job_type)
         buf = io.BytesIO(raw)  # shares the bytes object, no copy
         buf.seek(_HEADER)
         try:
@@ -167,7 +194,7 @@ class Codec:
                                                f"{plan.schema} v{plan.version} body")
         if not isinstance(payload, dict):
             raise DecodeError(raw, "bad_body", f"{plan.schema} is not a record")
-        return Decoded(payload, fp, plan.schema, plan.version)
+        return _decoded(payload, fp, plan.schema, plan.version)
 
     def _plan(self, raw: bytes, fp: bytes, job_type: str | None) -> _Plan:
         writer = self._writers.get(fp)
@@ -178,7 +205,10 @@ class Codec:
         same = self._current_fp[reader_name] == fp
         name, version = self._known[fp]
         plan = _Plan(writer.parsed, None if same else reader.parsed, name, version)
-        self._plans[(fp, job_type)] = plan
+        if job_type is None:
+            self._plans_by_fp[fp] = plan
+        else:
+            self._plans[(fp, job_type)] = plan
         return plan
 
 

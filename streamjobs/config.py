@@ -9,6 +9,7 @@ variables and are checked at construction; errors name the field. Secrets never 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -111,3 +112,33 @@ class KafkaConfig:
             value = getattr(self, f.name)
             out[f.name] = "***" if f.name in _SECRET and value is not None else value
         return out
+
+    def refusal(self, timeout: float = 5.0) -> str | None:
+        """Why the brokers refuse this configuration, if they do: the first SASL authentication
+        or TLS handshake error librdkafka reports within ``timeout`` seconds; None when a broker
+        answers or the problem is plain connectivity. Explains a ``BrokerUnavailable``: librdkafka
+        itself only says "broker transport failure" for a wrong password."""
+        if self.security_protocol == "PLAINTEXT":
+            return None
+        from confluent_kafka import KafkaError as RdKafkaError
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        refused = (RdKafkaError._AUTHENTICATION, RdKafkaError._SSL)
+        seen: list[str] = []
+
+        def on_error(err: Any) -> None:
+            if err.code() in refused:
+                seen.append(err.str())
+
+        # log_level 0: the probe's own failures are reported by the caller, once.
+        conf: dict[str, Any] = {**self.client_settings(), "error_cb": on_error, "log_level": 0}
+        admin = AdminClient(conf)
+        deadline = time.monotonic() + timeout
+        while not seen and time.monotonic() < deadline:
+            try:
+                admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+                return None
+            except KafkaException:
+                admin.poll(0.1)  # error_cb events are served by poll
+        return seen[0] if seen else None

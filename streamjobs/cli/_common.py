@@ -49,9 +49,24 @@ def kafka_options(func: F) -> F:
             kwargs["kafka"] = KafkaConfig.from_env({}, **overrides)
         except ConfigError as exc:
             fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
-        return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except BrokerUnavailable as exc:  # reached only when handle_errors is the outer one
+            raise explain_unavailable(exc, kwargs["kafka"]) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def explain_unavailable(exc: BrokerUnavailable, kafka: KafkaConfig) -> BrokerUnavailable:
+    """``exc`` with the reason when the brokers answer but refuse the SASL credentials or the
+    TLS handshake (librdkafka reports both as a transport failure)."""
+    reason = kafka.refusal()
+    if reason is None:
+        return exc
+    who = (f" for user {kafka.sasl_username!r} ({kafka.sasl_mechanism})"
+           if kafka.security_protocol.startswith("SASL") else "")
+    return BrokerUnavailable(f"Kafka at {kafka.bootstrap_servers} refused the connection"
+                             f"{who}: {reason}", code=exc.code, topic=exc.topic)
 
 
 def schemas_option(func: F) -> F:
@@ -83,6 +98,9 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except BrokerUnavailable as exc:
+            kafka = kwargs.get("kafka")
+            if isinstance(kafka, KafkaConfig):
+                exc = explain_unavailable(exc, kafka)
             fail(str(exc), EXIT_UNREACHABLE)
         except StreamjobsError as exc:
             fail(str(exc), EXIT_FAILURE)

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ..dev.broker import DevBroker
+from ..dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER, DevBroker
 from ..dev.tools import TOOLS, tool_command
 from ..errors import DevBrokerError
 from ._common import EXIT_FAILURE, EXIT_NOT_FOUND, fail, json_option, print_json
@@ -32,10 +32,13 @@ def group() -> None:
               help="Number of KRaft nodes (3 gives replication factor 3, min ISR 2).")
 @click.option("--timeout", type=float, default=90, show_default=True,
               envvar="STREAMJOBS_DEV_TIMEOUT", help="Seconds to wait for the broker.")
-def up(port: int, nodes: int, timeout: float) -> None:
+@click.option("--sasl", is_flag=True, envvar="STREAMJOBS_DEV_SASL",
+              help="Also listen with SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256/512) on "
+                   f"port+2*nodes; dev-only user {DEV_SASL_USER}/{DEV_SASL_PASSWORD}.")
+def up(port: int, nodes: int, timeout: float, sasl: bool) -> None:
     """Start the broker (formats storage on first run; no-op when already up)."""
     try:
-        broker = DevBroker(port, nodes=nodes)
+        broker = DevBroker(port, nodes=nodes, sasl=sasl)
     except DevBrokerError as exc:
         fail(str(exc))
     started = time.monotonic()
@@ -48,6 +51,9 @@ def up(port: int, nodes: int, timeout: float) -> None:
                    f"in {time.monotonic() - started:.1f}s")
     else:
         click.echo(f"kafka already up on {state.bootstrap} (pid {state.pid})")
+    if state.sasl_bootstrap:
+        click.echo(f"SASL_PLAINTEXT on {state.sasl_bootstrap} (PLAIN, SCRAM-SHA-256, "
+                   f"SCRAM-SHA-512; user {DEV_SASL_USER}, password {DEV_SASL_PASSWORD}: dev only)")
 
 
 @group.command()
@@ -72,7 +78,8 @@ def status(port: int, as_json: bool) -> None:
         print_json({"up": up_now, "pid": state.pid if state else None,
                     "bootstrap": broker.bootstrap, "data_dir": str(broker.data_dir),
                     "log_file": str(broker.log_file),
-                    "kafka_version": state.kafka_version if state else None})
+                    "kafka_version": state.kafka_version if state else None,
+                    "sasl_bootstrap": broker.sasl_bootstrap})
     elif up_now and state is not None:
         click.echo(f"up pid={state.pid} address={state.bootstrap} data={state.data_dir}")
     else:

@@ -2,6 +2,11 @@
 
 Node i (1-based) of an N-node cluster based at ``port`` listens for clients on ``port+i-1`` and
 for the controller quorum on ``port+N+i-1``, so the single-node default is 9092 + 9093.
+
+With ``sasl=True`` each node also has a ``SASL_PLAINTEXT`` client listener on ``port+2N+i-1``
+(9094 for the single-node default) accepting PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the
+development-only user ``DEV_SASL_USER``/``DEV_SASL_PASSWORD``. Brokers and controllers keep
+talking PLAINTEXT to each other: the SASL listener exists to exercise the clients' settings.
 """
 
 from __future__ import annotations
@@ -21,11 +26,24 @@ from importlib import resources
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._scram import (
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
 
 from ..errors import DevBrokerError
 from .jars import KAFKA_VERSION, check_java, resolve_classpath
 
-__all__ = ["BrokerState", "DevBroker", "answers_metadata", "state_root"]
+__all__ = ["DEV_SASL_PASSWORD", "DEV_SASL_USER", "SASL_MECHANISMS", "BrokerState", "DevBroker",
+           "answers_metadata", "state_root"]
+
+# Development-only credentials of the SASL listener (`dev up --sasl`); never use them elsewhere.
+DEV_SASL_USER = "streamjobs"
+DEV_SASL_PASSWORD = "streamjobs-secret"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SCRAM_ITERATIONS = 8192  # Kafka's minimum is 4096
 
 _HEAP = {1: ("-Xms256m", "-Xmx768m")}
 _SMALL_HEAP = ("-Xms128m", "-Xmx384m")  # per node in a multi-node cluster
@@ -48,6 +66,9 @@ class BrokerState:
     log_file: str
     kafka_version: str
     started_at: float
+    # Defaults keep state files written before SASL support readable.
+    sasl: bool = False
+    sasl_bootstrap: str | None = None
 
 
 def port_free(port: int) -> bool:
@@ -86,10 +107,11 @@ def answers_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
 class DevBroker:
     """The local broker (or cluster) on ``127.0.0.1``; its files live in one directory."""
 
-    def __init__(self, port: int = 9092, *, nodes: int = 1, root: Path | None = None) -> None:
+    def __init__(self, port: int = 9092, *, nodes: int = 1, root: Path | None = None,
+                 sasl: bool = False) -> None:
         if not 1 <= nodes <= 5:
             raise DevBrokerError("--nodes must be between 1 and 5")
-        if not 1 <= port <= 65535 - 2 * nodes:
+        if not 1 <= port <= 65535 - (3 if sasl else 2) * nodes:
             raise DevBrokerError(f"port {port} is out of range")
         self.port = port
         self.home = (root or state_root()) / f"broker-{port}"
@@ -97,6 +119,7 @@ class DevBroker:
         recorded = self._read_state()
         # A running cluster decides its own size; `status`/`down` need not repeat --nodes.
         self.nodes = recorded.nodes if recorded is not None else nodes
+        self.sasl = sasl or (recorded is not None and recorded.sasl)
         self.data_dir = self.home / "data"
         self.log_file = self.home / "broker.log"
 
@@ -114,6 +137,16 @@ class DevBroker:
 
     def controller_port(self, node: int) -> int:
         return self.port + self.nodes + node - 1
+
+    def sasl_port(self, node: int) -> int:
+        return self.port + 2 * self.nodes + node - 1
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        """Addresses of the SASL_PLAINTEXT listeners, or None without ``sasl``."""
+        if not self.sasl:
+            return None
+        return ",".join(f"127.0.0.1:{self.sasl_port(i)}" for i in self.node_ids)
 
     def _node_dir(self, node: int) -> Path:
         return self.data_dir if self.nodes == 1 else self.home / f"node-{node}" / "data"
@@ -137,7 +170,8 @@ class DevBroker:
         state = BrokerState(pid=pids[0], pids=pids, bootstrap=self.bootstrap, port=self.port,
                             nodes=self.nodes, data_dir=str(self.data_dir),
                             log_file=str(self._node_log(1)), kafka_version=KAFKA_VERSION,
-                            started_at=time.time())
+                            started_at=time.time(), sasl=self.sasl,
+                            sasl_bootstrap=self.sasl_bootstrap)
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         return state
 
@@ -156,12 +190,18 @@ class DevBroker:
         """Starts the broker unless it is up. Returns (state, started_now)."""
         current = self.state()
         if current is not None:
+            if self.sasl and not current.sasl:
+                raise DevBrokerError(f"the broker on {self.bootstrap} runs without SASL; stop it "
+                                     "with `streamjobs dev down` and start it again with --sasl")
             if answers_metadata(self.bootstrap, timeout=5):
                 return current, False
             raise DevBrokerError(f"broker pid {current.pid} is running but does not answer on "
                                  f"{self.bootstrap}; try `streamjobs dev down`")
         for node in self.node_ids:
-            for p in (self.node_port(node), self.controller_port(node)):
+            ports = [self.node_port(node), self.controller_port(node)]
+            if self.sasl:
+                ports.append(self.sasl_port(node))
+            for p in ports:
                 if not port_free(p):
                     raise DevBrokerError(f"port {p} on 127.0.0.1 is already taken by another "
                                          "process; choose another with --port")
@@ -176,7 +216,10 @@ class DevBroker:
                 self._format(java, classpath, node, cluster_id)
         pids = tuple(self._start_node(java, classpath, node) for node in self.node_ids)
         state = self._write_state(pids)
+        deadline = time.monotonic() + timeout
         self._wait(state, timeout)
+        if self.sasl:
+            self._add_sasl_user(max(1.0, deadline - time.monotonic()))
         return state, True
 
     def kill_node(self, node: int, sig: int = signal.SIGKILL) -> None:
@@ -241,15 +284,23 @@ class DevBroker:
     def _server_properties(self, node: int) -> str:
         voters = ",".join(f"{i}@127.0.0.1:{self.controller_port(i)}" for i in self.node_ids)
         rf = str(min(3, self.nodes))
+        listeners = (f"PLAINTEXT://127.0.0.1:{self.node_port(node)},"
+                     f"CONTROLLER://127.0.0.1:{self.controller_port(node)}")
+        advertised = f"PLAINTEXT://127.0.0.1:{self.node_port(node)}"
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        if self.sasl:
+            sasl_listener = f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port(node)}"
+            listeners += "," + sasl_listener
+            advertised += "," + sasl_listener
+            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
         settings = {
             "process.roles": "broker,controller",
             "node.id": str(node),
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.node_port(node)},"
-                         f"CONTROLLER://127.0.0.1:{self.controller_port(node)}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.node_port(node)}",
+            "listeners": listeners,
+            "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self._node_dir(node)),
             # Development settings: topics are created on purpose (`topics apply`).
@@ -274,7 +325,41 @@ class DevBroker:
             "group.consumer.heartbeat.interval.ms": "1000",
             "group.consumer.min.heartbeat.interval.ms": "1000",
         }
+        if self.sasl:
+            settings.update(_sasl_settings())
         return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+    def _add_sasl_user(self, timeout: float) -> None:
+        """Creates (or resets) the SCRAM credentials of the dev user, over PLAINTEXT, and waits
+        until a SCRAM client is let in. Upserting on every start also covers data directories
+        formatted before ``--sasl`` was used; PLAIN users live in the listener's JAAS config."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        try:
+            # One request per mechanism: Kafka refuses two alterations of a user in one request.
+            for mechanism in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512):
+                upsert: list[UserScramCredentialAlteration] = [UserScramCredentialUpsertion(
+                    DEV_SASL_USER, ScramCredentialInfo(mechanism, _SCRAM_ITERATIONS),
+                    DEV_SASL_PASSWORD.encode())]
+                for fut in admin.alter_user_scram_credentials(upsert).values():
+                    fut.result(timeout=timeout)
+        except Exception as exc:
+            self.down()
+            raise DevBrokerError(f"creating the SASL user {DEV_SASL_USER!r} failed: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        conf: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.sasl_bootstrap or "", "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": DEV_SASL_USER,
+            "sasl.password": DEV_SASL_PASSWORD, "log_level": 0}
+        while True:  # credentials reach the brokers through the metadata log, asynchronously
+            try:
+                AdminClient(conf).list_topics(timeout=1.0)
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    self.down()
+                    raise DevBrokerError(f"the SASL listener on {self.sasl_bootstrap} did not "
+                                         f"accept the dev user in time: {exc}") from exc
+                time.sleep(0.2)
 
     def _format(self, java: str, classpath: str, node: int, cluster_id: str) -> None:
         proc = subprocess.run(
@@ -324,6 +409,18 @@ class DevBroker:
         except Exception:
             return False
         return len(md.brokers) >= self.nodes
+
+
+def _sasl_settings() -> dict[str, str]:
+    plain = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+             f'user_{DEV_SASL_USER}="{DEV_SASL_PASSWORD}";')
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return {
+        "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": plain,
+        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": scram,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+    }
 
 
 def _log_opts(name: str) -> list[str]:

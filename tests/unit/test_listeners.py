@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import time
 import urllib.error
@@ -56,9 +57,14 @@ JOB: dict[str, Any] = {
 
 
 @pytest.fixture(autouse=True)
-def _reset_structlog() -> Iterator[None]:
+def _reset_logging() -> Iterator[None]:
+    # configure_logging is process-global; leave no trace for other test files.
+    stdlib = logging.getLogger("streamjobs")
+    saved = (list(stdlib.handlers), stdlib.propagate, stdlib.level)
     yield
     structlog.reset_defaults()
+    stdlib.handlers[:] = saved[0]
+    stdlib.propagate, stdlib.level = saved[1], saved[2]
 
 
 # --- logging -----------------------------------------------------------------------------

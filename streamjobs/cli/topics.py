@@ -1,0 +1,99 @@
+"""``streamjobs topics``: plan and apply the job, wait-tier and dead-letter topics.
+
+``plan`` exits 0 when the cluster matches the catalogue and 2 when changes are pending (so CI can
+gate on it); ``apply`` makes the changes. Both exit 1 on errors and 4 when Kafka is unreachable.
+Warnings (partitions that cannot shrink, a different replication factor) never fail.
+See docs/topics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..catalogue import Catalogue
+from ..config import KafkaConfig
+from ..errors import BrokerUnavailable, StreamjobsError
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    fail,
+    json_option,
+    kafka_options,
+    print_json,
+    schemas_option,
+)
+
+__all__ = ["group"]
+
+
+def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return func(*args, **kwargs)
+    except BrokerUnavailable as exc:
+        fail(str(exc), EXIT_UNREACHABLE)
+    except StreamjobsError as exc:
+        fail(str(exc), EXIT_FAILURE)
+
+
+def _timeout_option(default: float) -> Callable[[Any], Any]:
+    return click.option("--timeout", type=float, default=default, show_default=True,
+                        envvar="STREAMJOBS_TOPICS_TIMEOUT",
+                        help="Seconds to wait for each admin request.")
+
+
+def _print(changes: list[Any], verb: str) -> None:
+    width = max((len(c.topic) for c in changes), default=0)
+    for c in changes:
+        click.echo(f"{c.action:<15} {c.topic:<{width}}  {c.detail}")
+    done = [c for c in changes if c.action != "warning"]
+    warned = len(changes) - len(done)
+    tail = f", {warned} warning(s)" if warned else ""
+    click.echo(f"{len(done)} change(s) {verb}{tail}" if done else f"nothing to do{tail}")
+
+
+@click.group("topics")
+def group() -> None:
+    """Create and update the topics the catalogue needs (job, retry tiers, dead letters)."""
+
+
+@group.command("plan")
+@schemas_option
+@kafka_options
+@json_option
+@_timeout_option(10.0)
+def plan_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float) -> None:
+    """Show what `apply` would change. Exit 0: up to date; 2: changes pending."""
+    from .. import topics
+
+    catalogue = _run(Catalogue.load, schemas_dir)
+    changes = _run(topics.plan, kafka, catalogue, timeout=timeout)
+    pending = [c for c in changes if c.action != "warning"]
+    if as_json:
+        print_json({"changes": [c.as_dict() for c in changes], "pending": len(pending),
+                    "warnings": len(changes) - len(pending)})
+    else:
+        _print(changes, "pending")
+    raise SystemExit(EXIT_USAGE if pending else EXIT_OK)
+
+
+@group.command("apply")
+@schemas_option
+@kafka_options
+@json_option
+@_timeout_option(30.0)
+def apply_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float) -> None:
+    """Create missing topics, add partitions and set managed configs. Idempotent."""
+    from .. import topics
+
+    catalogue = _run(Catalogue.load, schemas_dir)
+    changes = _run(topics.apply, kafka, catalogue, timeout=timeout)
+    if as_json:
+        print_json({"applied": [c.as_dict() for c in changes if c.action != "warning"],
+                    "warnings": [c.as_dict() for c in changes if c.action == "warning"]})
+    else:
+        _print(changes, "applied")

@@ -1,0 +1,293 @@
+"""Intake: records from Kafka to runnable jobs (poll thread only).
+
+For each record: header lookup, Avro decode, a ``JobContext``; poison (missing headers,
+unknown type, undecodable bytes) goes to the dead-letter topic with its raw bytes; an unknown
+writer schema (a newer deploy wrote it) climbs the retry ladder first. Records on wait topics
+(retry tiers, delayed jobs) wake at ``min(sj-due-at, append time + tier)``: those waking within
+the horizon wait in a timer heap, a later one pauses its partition until shortly before it
+wakes. A woken record runs if due, else moves to the largest tier that does not overshoot.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import headers as h
+from ..codec import Codec
+from ..errors import DecodeError, UnknownSchema
+from ..events import JobDeadLettered, JobReceived, JobRetried
+from ..retry import dlq_topic, pick_tier, retry_topic
+from .context import JobContext
+from .failures import (
+    Decision,
+    Failure,
+    Origin,
+    dead_letter_record,
+    describe,
+    retry_record,
+)
+from .offsets import PartitionTracker
+from .outbox import Outgoing
+from .routes import Route, Routes
+
+if TYPE_CHECKING:
+    from .runner import Worker
+
+__all__ = ["Intake", "Part"]
+
+
+class Part:
+    """State of one assigned partition (a new object per assignment, so late completions for
+    an earlier assignment are recognised by ``gone``)."""
+
+    __slots__ = ("acks", "gone", "hold_until_ms", "is_async", "job_topic", "next_fetch",
+                 "partition", "paused", "paused_kafka", "revoked", "stored", "tasks", "topic",
+                 "tracker", "wait")
+
+    def __init__(self, topic: str, partition: int, routes: Routes, ordering: str) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.tracker = PartitionTracker()
+        self.wait = routes.wait.get(topic)  # (job topic, tier) for a wait topic
+        self.job_topic = routes.job_topic_of(topic)
+        self.is_async = routes.all_async(self.job_topic)
+        self.next_fetch = -1  # first offset not taken yet (-1: nothing received)
+        self.stored = -1
+        self.tasks = 0  # executor tasks running for this partition
+        self.acks = 0  # retry/DLQ records awaiting acknowledgement
+        self.hold_until_ms = 0.0
+        self.paused = False  # drop incoming records (pause requested or in effect)
+        self.paused_kafka = False
+        self.revoked = False
+        self.gone = False
+
+
+class _Poison(Exception):
+    def __init__(self, reason: str, failure: Failure, route: Route | None = None,
+                 attempt: int = 1) -> None:
+        self.reason = reason
+        self.failure = failure
+        self.route = route
+        self.attempt = attempt
+
+
+class Intake:
+    def __init__(self, worker: Worker, codec: Codec) -> None:
+        self.worker = worker
+        self.codec = codec
+        self.routes = worker.routes
+        self.bus = worker.bus
+        self.horizon_ms = worker.settings.wake_horizon * 1000.0
+        self.host = h.hostname()
+        self._wakes: list[tuple[float, int, Part, JobContext]] = []
+        self._seq = itertools.count()
+
+    # -- taking a batch -----------------------------------------------------------------------
+
+    def take(self, msgs: list[Any], max_in_flight: int) -> None:
+        worker = self.worker
+        parts = worker.parts
+        in_flight = worker.in_flight
+        batches: dict[Part, list[JobContext]] = {}
+        want_received = self.bus.wants(JobReceived)
+        last_t: str | None = None
+        last_p = -1
+        part: Part | None = None
+        now_ms = 0.0
+        for m in msgs:
+            if m.error() is not None:
+                continue  # partition EOF is off; fetch errors are retried by librdkafka
+            t = m.topic()
+            p = m.partition()
+            if p != last_p or t != last_t:
+                part = parts.get((t, p))
+                last_t, last_p = t, p
+            if part is None or part.paused or part.revoked:
+                continue  # stale: paused/revoked records are fetched again later
+            offset = m.offset()
+            if offset < part.next_fetch:
+                continue
+            if in_flight >= max_in_flight:
+                worker.request_pause()  # next_fetch stays here: the pause seeks back to it
+                continue
+            if part.wait is not None:
+                if not now_ms:
+                    now_ms = time.time() * 1000.0
+                if self._wait_record(m, part, offset, now_ms):
+                    in_flight += 1
+                continue
+            part.next_fetch = offset + 1
+            part.tracker.add(offset)
+            in_flight += 1
+            try:
+                ctx = self._decode(m, part, offset, part.topic)
+            except _Poison as poison:
+                self._poison(m, part, offset, poison)
+                continue
+            if want_received:
+                self.bus.emit(JobReceived(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                          offset, ctx.attempt))
+            batch = batches.get(part)
+            if batch is None:
+                batches[part] = [ctx]
+            else:
+                batch.append(ctx)
+        worker.in_flight = in_flight
+        for part, jobs in batches.items():
+            worker.dispatch(part, jobs)
+
+    def _decode(self, m: Any, part: Part, offset: int, topic: str) -> JobContext:
+        hdrs = m.headers()
+        if not hdrs:
+            raise _Poison("missing_headers", Failure("MissingHeaders", "record has no headers"))
+        hd = dict(hdrs)
+        type_b = hd.get(h.JOB_TYPE)
+        id_b = hd.get(h.JOB_ID)
+        if type_b is None or id_b is None:
+            raise _Poison("missing_headers", Failure(
+                "MissingHeaders", f"missing {h.JOB_TYPE if type_b is None else h.JOB_ID}"))
+        route = self.routes.by_type.get(type_b)
+        if route is None:
+            name = type_b.decode("utf-8", "replace")
+            raise _Poison("unknown_type", Failure(
+                "UnknownJobType", f"job type {name!r} is not run by this worker"))
+        try:
+            a = hd.get(h.ATTEMPT)
+            attempt = int(a) if a else 1
+            c = hd.get(h.CREATED_AT)
+            created = int(c) if c else None
+            job_id = id_b.decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Poison("missing_headers", Failure("BadHeaders", str(exc)), route) from None
+        value = m.value()
+        try:
+            if value is None:
+                raise DecodeError(b"", "no_value", "record value is null")
+            payload = self.codec.decode(value, route.job.name).payload
+        except UnknownSchema as exc:
+            raise _Poison("unknown_schema", describe(exc), route, attempt) from None
+        except DecodeError as exc:
+            raise _Poison("decode_error", Failure("DecodeError", f"{exc.reason}: {exc.detail}"),
+                          route, attempt) from None
+        return JobContext(job_id, route.job.name, attempt, hdrs, topic, part.partition, offset,
+                          m.key(), created, payload, route.topic, value,
+                          m.timestamp()[1], route.job, route.handler)
+
+    # -- wait topics --------------------------------------------------------------------------
+
+    def _wait_record(self, m: Any, part: Part, offset: int, now_ms: float) -> bool:
+        """Take a wait-topic record (True) or hold the partition before it (False)."""
+        assert part.wait is not None
+        tier_ms = part.wait[1] * 1000.0
+        ts = m.timestamp()[1]
+        due = h.get_int(m.headers(), h.DUE_AT)
+        due_ms = float(due) if due is not None else float(ts)
+        wake = min(due_ms, ts + tier_ms)
+        if wake > now_ms + self.horizon_ms:
+            self.worker.hold(part, wake - self.horizon_ms)
+            part.next_fetch = offset
+            return False
+        part.next_fetch = offset + 1
+        part.tracker.add(offset)
+        try:
+            ctx = self._decode(m, part, offset, part.topic)
+        except _Poison as poison:
+            self._poison(m, part, offset, poison)
+            return True
+        ctx._due_at_ms = int(due_ms)
+        heapq.heappush(self._wakes, (wake, next(self._seq), part, ctx))
+        return True
+
+    def fire(self, now_ms: float) -> float | None:
+        """Run or re-wait records whose wake time has come; returns the next wake time."""
+        wakes = self._wakes
+        due: dict[Part, list[JobContext]] = {}
+        while wakes and wakes[0][0] <= now_ms:
+            _, _, part, ctx = heapq.heappop(wakes)
+            if part.gone or part.revoked:
+                continue
+            due_at = ctx._due_at_ms or 0
+            if now_ms >= due_at:
+                due.setdefault(part, []).append(ctx)
+            else:  # the tier ended before the due time: wait in the next tier that fits
+                tier = pick_tier((due_at - now_ms) / 1000.0, self.routes.tiers[ctx.job_topic])
+                self._send(part, ctx.offset, retry_topic(ctx.job_topic, tier), ctx.key,
+                           ctx._value, ctx.headers, None)
+        for part, jobs in due.items():
+            self.worker.dispatch(part, jobs)
+        return wakes[0][0] if wakes else None
+
+    # -- failures -----------------------------------------------------------------------------
+
+    def route_failure(self, part: Part, ctx: JobContext, failure: Failure,
+                      decision: Decision) -> None:
+        now_ms = int(time.time() * 1000)
+        origin = Origin(ctx.topic, ctx.partition, ctx.offset, ctx._timestamp_ms, self.host,
+                        self.worker.group_id)
+        if decision.delay is not None:
+            self._retry(part, ctx.offset, ctx.key, ctx._value, ctx.headers, origin, failure,
+                        ctx.attempt, ctx.job_topic, decision.delay, now_ms,
+                        (ctx.job_id, ctx.job_type))
+        else:
+            self._dead_letter(part, ctx.offset, ctx.key, ctx._value, ctx.headers, origin,
+                              failure, decision.reason or "max_attempts", ctx.job_topic,
+                              now_ms, (ctx.job_id, ctx.job_type), ctx.attempt)
+
+    def _poison(self, m: Any, part: Part, offset: int, poison: _Poison) -> None:
+        now_ms = int(time.time() * 1000)
+        hdrs = m.headers() or []
+        origin = Origin(part.topic, part.partition, offset, m.timestamp()[1], self.host,
+                        self.worker.group_id)
+        job_topic = poison.route.topic if poison.route else part.job_topic
+        ident = (h.get(hdrs, h.JOB_ID) or "", h.get(hdrs, h.JOB_TYPE) or "")
+        if poison.reason == "unknown_schema" and poison.route is not None:
+            delay = poison.route.job.retry.delay_for(poison.attempt)
+            if delay is not None:
+                self._retry(part, offset, m.key(), m.value(), list(hdrs), origin,
+                            poison.failure, poison.attempt, job_topic, delay, now_ms, ident)
+                return
+        self._dead_letter(part, offset, m.key(), m.value(), list(hdrs), origin,
+                          poison.failure, poison.reason, job_topic, now_ms, ident,
+                          poison.attempt)
+
+    def _retry(self, part: Part, offset: int, key: bytes | None, value: bytes | None,
+               hdrs: h.Headers, origin: Origin, failure: Failure, attempt: int,
+               job_topic: str, delay: float, now_ms: int, ident: tuple[str, str]) -> None:
+        topic = retry_topic(job_topic, pick_tier(delay, self.routes.tiers[job_topic]))
+        rec = retry_record(key, value, hdrs, origin=origin, failure=failure, attempt=attempt,
+                           target=job_topic, due_at_ms=now_ms + round(delay * 1000),
+                           now_ms=now_ms)
+        event = None
+        if self.bus.wants(JobRetried):
+            event = JobRetried(ident[0], ident[1], origin.topic, origin.partition, offset,
+                               attempt, delay, topic)
+        self._send(part, offset, topic, *rec, event)
+
+    def _dead_letter(self, part: Part, offset: int, key: bytes | None, value: bytes | None,
+                     hdrs: h.Headers, origin: Origin, failure: Failure, reason: str,
+                     job_topic: str, now_ms: int, ident: tuple[str, str], attempt: int) -> None:
+        topic = dlq_topic(job_topic)
+        rec = dead_letter_record(key, value, hdrs, origin=origin, failure=failure,
+                                 reason=reason, now_ms=now_ms)
+        event = None
+        if self.bus.wants(JobDeadLettered):
+            event = JobDeadLettered(ident[0], ident[1], origin.topic, origin.partition, offset,
+                                    attempt, reason, topic)
+        self._send(part, offset, topic, *rec, event)
+
+    def _send(self, part: Part, offset: int, topic: str, key: bytes | None,
+              value: bytes | None, hdrs: h.Headers, event: Any) -> None:
+        worker = self.worker
+        bus = self.bus
+        part.acks += 1
+
+        def acked() -> None:
+            part.acks -= 1
+            worker.finish(part, offset)
+            if event is not None:
+                bus.emit(event)
+
+        worker.outbox.send(Outgoing(topic, key, value, hdrs, acked))

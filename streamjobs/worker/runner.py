@@ -1,0 +1,506 @@
+"""The poll loop: one thread owns the consumer, the producer and all offset state.
+
+It never waits on a handler. Each iteration: drain finished chunks (offsets), fire wait
+timers, apply pauses, take a batch of records (decode + route), dispatch them to lanes, serve
+producer callbacks. ``consume`` is called with a short timeout so a job longer than
+``max.poll.interval.ms`` never costs the partitions and SIGTERM is honoured promptly.
+Intake (decoding, poison, wait topics) lives in ``intake.py``; this module is the lifecycle:
+start-up, rebalances, commits, pause/resume, shutdown.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from ..codec import Codec
+from ..config import KafkaConfig
+from ..errors import BrokerUnavailable, ConfigError
+from ..events import (
+    BrokerStatus,
+    CommitDone,
+    CommitFailed,
+    EventBus,
+    InFlightChanged,
+    LagSampled,
+    LoopAlive,
+    PartitionsAssigned,
+    PartitionsLost,
+    PartitionsRevoked,
+    WorkerStarted,
+    WorkerStopping,
+)
+from .app import App
+from .context import JobContext
+from .executor import Completion, Executor
+from .intake import Intake, Part
+from .ordering import Lanes
+from .outbox import Outbox
+from .routes import Routes
+from .settings import WorkerSettings
+
+__all__ = ["Worker", "run_worker"]
+
+LAG_EVERY = 5.0
+ALIVE_EVERY = 1.0
+BURST_CHECK_EVERY = 0.5
+
+
+class Worker:
+    """One worker process's engine. ``run()`` blocks until ``stop()`` (or a signal, or burst
+    drained) and returns the exit code."""
+
+    def __init__(self, app: App, settings: WorkerSettings | None = None,
+                 kafka: KafkaConfig | None = None, bus: EventBus | None = None) -> None:
+        self.app = app
+        self.settings = settings or WorkerSettings()
+        self.kafka = kafka or KafkaConfig.from_env()
+        self.bus = bus or EventBus()
+        jobs = app.check(self.settings.job_types)
+        self.routes = Routes(app, jobs)
+        self.group_id = self.settings.group_id or f"streamjobs-{app.name or 'app'}"
+        self.parts: dict[tuple[str, int], Part] = {}
+        self.completions: deque[Completion] = deque()
+        self.lanes: Lanes[JobContext] = Lanes()
+        self.in_flight = 0
+        self.stop_reason: str | None = None
+        self._inflight_paused = False
+        self._pause_dirty = False
+        self._touched: set[Part] = set()
+        self._finished = 0
+        self._finished_at_commit = 0
+        self._broker_down = False
+        self._signals = 0
+        self.pauses = 0  # partitions paused so far (tests and debugging)
+        self.consumer: Any = None
+        self.outbox: Any = None
+        self.executor: Any = None
+        self.intake: Any = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "stop") -> None:
+        """Ask the loop to stop (thread-safe; idempotent)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def run(self, *, install_signals: bool = True) -> int:
+        self._start()
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        s = self.settings
+        base = self.kafka.client_settings()
+        conf: dict[str, Any] = {
+            **base,
+            "group.id": self.group_id,
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": int(s.commit_interval * 1000),
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "max.poll.interval.ms": s.max_poll_interval_ms,
+            "on_commit": self._on_commit,
+            "error_cb": self._on_error,
+        }
+        if s.group_protocol == "consumer":
+            conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
+        else:
+            conf["partition.assignment.strategy"] = s.assignment_strategy
+            conf["session.timeout.ms"] = s.session_timeout_ms
+        conf.update(s.consumer_config)
+        self.consumer = Consumer(conf)
+        try:
+            meta = self.consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            self.consumer.close()
+            raise BrokerUnavailable(f"Kafka at {self.kafka.bootstrap_servers} unreachable: "
+                                    f"{exc}") from None
+        needed = self.routes.subscriptions() + self.routes.produced()
+        missing = [t for t in needed if t not in meta.topics]
+        if missing:
+            self.consumer.close()
+            raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
+                                        f"`streamjobs topics apply`)")
+        self.bus.emit(BrokerStatus(True, "connected"))
+        self.outbox = Outbox({**base, "error_cb": self._on_error})
+        self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
+                                 use_async=any(h.is_async for h in self.app.handlers.values()))
+        self.intake = Intake(self, Codec(self.app.catalogue))
+        topics = self.routes.subscriptions()
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            os._exit(128 + signum)  # second signal: at once, nothing more is waited for
+        self.stop(signal.Signals(signum).name)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        s = self.settings
+        max_in_flight = s.max_in_flight or 1
+        consumer = self.consumer
+        intake = self.intake
+        outbox = self.outbox
+        now = time.monotonic()
+        alive_at = lag_at = burst_at = 0.0
+        started = now
+        last_inflight = -1
+        while self.stop_reason is None:
+            self._drain()
+            now_ms = time.time() * 1000.0
+            next_wake = intake.fire(now_ms)
+            self._count_in_flight()
+            self._reconcile_pauses(now_ms)
+            self._store()
+            now = time.monotonic()
+            if now - alive_at >= ALIVE_EVERY:
+                alive_at = now
+                self.bus.emit(LoopAlive(now))
+                if self.in_flight != last_inflight and self.bus.wants(InFlightChanged):
+                    last_inflight = self.in_flight
+                    self.bus.emit(InFlightChanged(self.in_flight))
+            if now - lag_at >= LAG_EVERY:
+                lag_at = now
+                self._sample_lag()
+            if s.burst and now - burst_at >= BURST_CHECK_EVERY:
+                burst_at = now
+                if self._drained(now - started):
+                    self.stop("burst: drained")
+                    break
+            timeout = 0.005 if self._inflight_paused else 0.1
+            if next_wake is not None:
+                timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
+            room = max_in_flight - self.in_flight
+            msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
+            if msgs:
+                if self._broker_down:
+                    self._broker_down = False
+                    self.bus.emit(BrokerStatus(True, "messages flowing"))
+                intake.take(msgs, max_in_flight)
+            outbox.poll(0)
+
+    def _fetch(self, n: int, timeout: float) -> list[Any]:
+        # consume(n, t) waits for n records or t; poll(t) returns on the first record. So: take
+        # what is buffered without waiting, else wait for one record and sweep the rest.
+        consumer = self.consumer
+        msgs: list[Any] = consumer.consume(n, 0)
+        if msgs or timeout <= 0:
+            return msgs
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        if n > 1:
+            return [first, *consumer.consume(n - 1, 0)]
+        return [first]
+
+    def dispatch(self, part: Part, jobs: list[JobContext]) -> None:
+        """Hand a partition's jobs (in offset order) to lanes and the executor."""
+        ordering = self.settings.ordering
+        submit = self.executor.submit
+        if ordering == "partition":
+            if self.lanes.offer(part, jobs):
+                part.tasks += 1
+                submit(part, part, jobs, part.is_async)
+            return
+        if ordering == "key":
+            by_key: dict[bytes | None, list[JobContext]] = {}
+            for ctx in jobs:
+                by_key.setdefault(ctx.key, []).append(ctx)
+            for key, group in by_key.items():
+                if key is None:
+                    self._unordered(part, group)
+                    continue
+                lane: Hashable = (part, key)
+                if self.lanes.offer(lane, group):
+                    part.tasks += 1
+                    submit(part, lane, group, part.is_async)
+            return
+        self._unordered(part, jobs)
+
+    def _unordered(self, part: Part, jobs: list[JobContext]) -> None:
+        # Small batches: one job per task (a slow job delays nobody). Big batches: a few
+        # tasks per thread, so per-task overhead is spread over many jobs.
+        n = len(jobs)
+        size = max(1, n // (4 * self.settings.concurrency))
+        for i in range(0, n, size):
+            part.tasks += 1
+            self.executor.submit(part, None, jobs[i:i + size], part.is_async)
+
+    # -- completions and offsets --------------------------------------------------------------
+
+    def _drain(self) -> None:
+        completions = self.completions
+        touched = self._touched
+        while completions:
+            part, done, failed, ended = completions.popleft()
+            if ended:
+                part.tasks -= 1
+            if part.gone:
+                continue
+            if done:
+                part.tracker.done_many(done)
+                touched.add(part)
+                self._finished += len(done)
+            if failed:
+                for ctx, failure, decision in failed:
+                    self.intake.route_failure(part, ctx, failure, decision)
+
+    def finish(self, part: Part, offset: int) -> None:
+        """One record is finished (a failure's record was acknowledged)."""
+        if not part.gone:
+            part.tracker.done(offset)
+            self._touched.add(part)
+            self._finished += 1
+
+    def _count_in_flight(self) -> None:
+        self.in_flight = sum(p.tracker.in_flight for p in self.parts.values())
+
+    def _store(self) -> None:
+        if not self._touched:
+            return
+        tps = []
+        for part in self._touched:
+            pos = part.tracker.commit_position()
+            if not part.gone and pos is not None and pos > part.stored:
+                part.stored = pos
+                tps.append(TopicPartition(part.topic, part.partition, pos))
+        self._touched.clear()
+        if tps:
+            try:
+                self.consumer.store_offsets(offsets=tps)
+            except KafkaException:
+                pass  # a partition just left the assignment: nothing to store for it
+        if self._finished - self._finished_at_commit >= self.settings.commit_every:
+            self._finished_at_commit = self._finished
+            self._commit(asynchronous=True)
+
+    def _commit(self, *, asynchronous: bool, offsets: list[Any] | None = None) -> None:
+        try:
+            if offsets is None:
+                self.consumer.commit(asynchronous=asynchronous)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if getattr(err, "code", lambda: None)() == KafkaError._NO_OFFSET:
+                return
+            self.bus.emit(CommitFailed(str(exc)))
+
+    def _on_commit(self, err: Any, tps: list[Any]) -> None:
+        if err is not None:
+            if err.code() != KafkaError._NO_OFFSET:
+                self.bus.emit(CommitFailed(str(err)))
+        elif self.bus.wants(CommitDone):
+            self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps
+                                           if tp.offset >= 0)))
+
+    # -- pause / resume -----------------------------------------------------------------------
+
+    def request_pause(self) -> None:
+        """The in-flight bound was reached while taking a batch."""
+        self._inflight_paused = True
+        self._pause_dirty = True
+
+    def hold(self, part: Part, until_ms: float) -> None:
+        """Pause ``part`` until ``until_ms`` (a waiting record is not due within the horizon)."""
+        part.hold_until_ms = until_ms
+        part.paused = True  # drop the rest of this batch for it; seek back happens on pause
+        self._pause_dirty = True
+
+    def _reconcile_pauses(self, now_ms: float) -> None:
+        max_in_flight = self.settings.max_in_flight or 1
+        if self.in_flight >= max_in_flight and not self._inflight_paused:
+            self.request_pause()
+        elif self._inflight_paused and self.in_flight <= self.settings.resume_at:
+            self._inflight_paused = False
+            self._pause_dirty = True
+        if not self._pause_dirty and not any(
+                0 < p.hold_until_ms <= now_ms for p in self.parts.values()):
+            return
+        self._pause_dirty = False
+        stopping = self.stop_reason is not None
+        pause, resume = [], []
+        for part in self.parts.values():
+            if 0 < part.hold_until_ms <= now_ms:
+                part.hold_until_ms = 0.0
+            should = stopping or self._inflight_paused or part.hold_until_ms > now_ms
+            if should and not part.paused_kafka:
+                pause.append(part)
+            elif not should and part.paused_kafka:
+                resume.append(part)
+        if pause:
+            self._pause(pause)
+        if resume:
+            for part in resume:
+                part.paused = part.paused_kafka = False
+            self._safe(self.consumer.resume, [TopicPartition(p.topic, p.partition)
+                                              for p in resume])
+
+    def _pause(self, parts: list[Part]) -> None:
+        self._safe(self.consumer.pause, [TopicPartition(p.topic, p.partition) for p in parts])
+        self.pauses += len(parts)
+        for part in parts:
+            part.paused = part.paused_kafka = True
+            # librdkafka drops pre-fetched records of a paused partition and would resume
+            # after the last record it handed us; we may have handed back some: seek to the
+            # first record not taken.
+            if part.next_fetch >= 0:
+                self._safe(self.consumer.seek,
+                           TopicPartition(part.topic, part.partition, part.next_fetch))
+
+    def _safe(self, fn: Any, arg: Any) -> None:
+        try:
+            fn(arg)
+        except KafkaException:
+            pass  # the partition was revoked meanwhile; its new owner starts from the commit
+
+    # -- rebalances (called inside consume/poll, on this thread) ------------------------------
+
+    def _on_assign(self, _consumer: Any, tps: list[Any]) -> None:
+        for tp in tps:
+            part = Part(tp.topic, tp.partition, self.routes, self.settings.ordering)
+            self.parts[(tp.topic, tp.partition)] = part
+        self._pause_dirty = True  # new partitions join a paused assignment paused
+        self.bus.emit(PartitionsAssigned(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _on_revoke(self, _consumer: Any, tps: list[Any]) -> None:
+        parts = [p for tp in tps if (p := self.parts.get((tp.topic, tp.partition)))]
+        for part in parts:
+            part.revoked = True  # no new job of these partitions starts
+        # Let their running jobs finish (bounded), then commit what is finished.
+        deadline = time.monotonic() + self.settings.grace_period
+        while any(p.tasks or p.acks for p in parts) and time.monotonic() < deadline:
+            self._drain()
+            self.outbox.poll(0.01)
+        self._drain()
+        offsets = []
+        for part in parts:
+            pos = part.tracker.commit_position()
+            if pos is not None:
+                offsets.append(TopicPartition(part.topic, part.partition, pos))
+        if offsets:
+            self._commit(asynchronous=False, offsets=offsets)
+        self._forget(parts)
+        self.bus.emit(PartitionsRevoked(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _on_lost(self, _consumer: Any, tps: list[Any]) -> None:
+        parts = [p for tp in tps if (p := self.parts.get((tp.topic, tp.partition)))]
+        for part in parts:
+            part.revoked = True
+        self._forget(parts)  # never commit: another member may own them already
+        self.bus.emit(PartitionsLost(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _forget(self, parts: list[Part]) -> None:
+        for part in parts:
+            part.gone = True
+            self._touched.discard(part)
+            self.parts.pop((part.topic, part.partition), None)
+        self._count_in_flight()
+
+    def _on_error(self, err: Any) -> None:
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            if not self._broker_down:
+                self._broker_down = True
+                self.bus.emit(BrokerStatus(False, str(err)))
+
+    # -- periodic -----------------------------------------------------------------------------
+
+    def _sample_lag(self) -> None:
+        if not self.bus.wants(LagSampled):
+            return
+        for part in list(self.parts.values()):
+            try:
+                _lo, hi = self.consumer.get_watermark_offsets(
+                    TopicPartition(part.topic, part.partition), cached=True)
+            except KafkaException:
+                continue
+            pos = part.tracker.commit_position()
+            if pos is None or hi < 0:
+                continue
+            self.bus.emit(LagSampled(part.topic, part.partition, max(0, hi - pos)))
+
+    def _drained(self, running_for: float) -> bool:
+        """Burst mode: nothing in flight and every assigned partition read to its end (waiting
+        records not due yet do not count: a later run picks them up)."""
+        if self.in_flight or self.outbox.pending or any(p.tasks for p in self.parts.values()):
+            return False
+        if not self.parts:
+            return running_for > 10.0  # this member got no partitions
+        now_ms = time.time() * 1000
+        for part in self.parts.values():
+            if part.wait is not None and part.hold_until_ms > now_ms:
+                continue
+            tp = TopicPartition(part.topic, part.partition)
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            except KafkaException:
+                return False
+            pos = part.next_fetch
+            if pos < 0:
+                committed = self.consumer.committed([tp], timeout=5)[0].offset
+                pos = committed if committed >= 0 else lo
+            if pos < hi:
+                return False
+        return True
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        reason = self.stop_reason or "error"
+        self.bus.emit(WorkerStopping(reason))
+        if self.executor is not None:
+            self.executor.stopping = True  # chunks stop between jobs
+        deadline = time.monotonic() + self.settings.grace_period
+        try:
+            if self.consumer is not None and self.parts:
+                self._pause(list(self.parts.values()))
+            while (self.parts and any(p.tasks or p.acks for p in self.parts.values())
+                   and time.monotonic() < deadline):
+                self.consumer.poll(0.02)  # paused: serves callbacks, keeps the membership
+                self._drain()
+                self._store()
+                self.outbox.poll(0)
+            self._drain()
+            self._store()
+            if self.parts:
+                self._commit(asynchronous=False)
+            if self.outbox is not None:
+                self.outbox.flush(max(1.0, deadline - time.monotonic()))
+        finally:
+            if self.consumer is not None:
+                self.consumer.close()  # leaves the group
+            if self.executor is not None:
+                self.executor.shutdown()
+
+
+def run_worker(app: App, settings: WorkerSettings | None = None,
+               kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
+               install_signals: bool = True) -> int:
+    """Run a worker until stopped; returns the exit code."""
+    return Worker(app, settings, kafka, bus).run(install_signals=install_signals)
+
+
+_unused = heapq  # heap timers live in intake.py

@@ -1,0 +1,96 @@
+"""``--processes P``: a small supervisor that keeps P worker processes running.
+
+Each child is the same ``streamjobs worker`` command with ``--processes 1`` (and its own
+metrics port, ``port + i``). A child that dies is replaced (after a short pause if it died
+young, so a crash loop does not spin); a child that exits 0 (``--burst`` drained) is not.
+SIGTERM/SIGINT are forwarded once and the supervisor waits for the children's graceful
+shutdown; a second signal kills them and exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+__all__ = ["supervise"]
+
+RESTART_PAUSE = 1.0  # seconds before replacing a child that lived less than YOUNG
+YOUNG = 5.0
+
+
+@dataclass
+class _Child:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restart_at: float = 0.0
+    finished: bool = False
+
+
+def _say(message: str) -> None:
+    print(f"streamjobs supervisor: {message}", file=sys.stderr, flush=True)
+
+
+def supervise(count: int, argv: list[str], *, metrics_port: int, grace_period: float) -> int:
+    signals: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals.append(signum)
+        if len(signals) > 1:
+            for c in children:
+                if c.proc is not None and c.proc.poll() is None:
+                    c.proc.kill()
+            os._exit(128 + signum)
+        for c in children:
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.send_signal(signum)
+
+    def start(child: _Child) -> None:
+        port = metrics_port + child.index if metrics_port else 0
+        cmd = [sys.executable, "-m", "streamjobs", *argv, "--processes", "1",
+               "--metrics-port", str(port)]
+        child.proc = subprocess.Popen(cmd)
+        child.started = time.monotonic()
+        _say(f"child {child.index} started (pid {child.proc.pid})")
+
+    children = [_Child(i) for i in range(count)]
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for c in children:
+        start(c)
+    failed = False
+    while True:
+        now = time.monotonic()
+        alive = 0
+        for c in children:
+            if c.finished:
+                continue
+            if c.proc is None:
+                if signals:
+                    c.finished = True
+                elif now >= c.restart_at:
+                    start(c)
+                    alive += 1
+                continue
+            code = c.proc.poll()
+            if code is None:
+                alive += 1
+                continue
+            if signals or code == 0:
+                c.finished = True
+                failed = failed or code != 0
+                _say(f"child {c.index} (pid {c.proc.pid}) exited with {code}")
+                continue
+            _say(f"child {c.index} (pid {c.proc.pid}) died with {code}; replacing it")
+            young = now - c.started < YOUNG
+            c.proc = None
+            c.restart_at = now + (RESTART_PAUSE if young else 0.0)
+            alive += 1
+        if alive == 0 and all(c.finished for c in children):
+            return 1 if failed else 0
+        time.sleep(0.1)

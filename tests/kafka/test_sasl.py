@@ -1,0 +1,169 @@
+"""SASL end to end against a real broker started with `streamjobs dev up --sasl` (its own ports
+and state directory; the shared broker is never touched): SCRAM and PLAIN credentials flow from
+the STREAMJOBS_* variables to every client, a wrong password fails fast with one clear line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from streamjobs.config import KafkaConfig
+from streamjobs.dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER
+from tests.conftest import ROOT, SpawnCli, streamjobs_exe, wait_for
+
+from .worker_support import APP, Env
+
+
+@dataclass(frozen=True)
+class SaslBroker:
+    port: int
+    env: dict[str, str]  # STREAMJOBS_DEV_DIR of this broker
+    plain_bootstrap: str
+    sasl_bootstrap: str
+
+    def config(self, mechanism: str, password: str = DEV_SASL_PASSWORD) -> KafkaConfig:
+        return KafkaConfig(bootstrap_servers=self.sasl_bootstrap,
+                           security_protocol="SASL_PLAINTEXT", sasl_mechanism=mechanism,
+                           sasl_username=DEV_SASL_USER, sasl_password=password)
+
+    def cli_env(self, mechanism: str, password: str = DEV_SASL_PASSWORD) -> dict[str, str]:
+        return {"STREAMJOBS_BOOTSTRAP_SERVERS": self.sasl_bootstrap,
+                "STREAMJOBS_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "STREAMJOBS_SASL_MECHANISM": mechanism,
+                "STREAMJOBS_SASL_USERNAME": DEV_SASL_USER,
+                "STREAMJOBS_SASL_PASSWORD": password}
+
+
+def _free_port_triple() -> int:
+    """A port p with p (client), p+1 (controller) and p+2 (SASL) free on 127.0.0.1."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 2 > 65535:
+            continue
+        try:
+            for extra in (1, 2):
+                with socket.socket() as s2:
+                    s2.bind(("127.0.0.1", port + extra))
+        except OSError:
+            continue
+        return port
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*streamjobs_exe(), *args], env={**os.environ, **env}, cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
+    port = _free_port_triple()
+    env = {"STREAMJOBS_DEV_DIR": str(tmp_path_factory.mktemp("sasl-dev"))}
+    up = _cli("dev", "up", "--port", str(port), "--sasl", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert f"SASL_PLAINTEXT on 127.0.0.1:{port + 2}" in up.stdout
+        yield SaslBroker(port, env, f"127.0.0.1:{port}", f"127.0.0.1:{port + 2}")
+    finally:
+        down = _cli("dev", "down", "--port", str(port), "--wipe", env=env)
+        assert down.returncode == 0, down.stderr
+
+
+def test_status_reports_the_sasl_listener_and_plaintext_stays_open(
+        sasl_broker: SaslBroker, kafka_config: KafkaConfig) -> None:
+    """Rule: `dev up --sasl` adds a SASL_PLAINTEXT listener on port+2*nodes (reported by
+    `dev status --json`); the PLAINTEXT listener keeps working without credentials."""
+    out = _cli("dev", "status", "--port", str(sasl_broker.port), "--json", env=sasl_broker.env)
+    assert out.returncode == 0, out.stderr
+    status = orjson.loads(out.stdout)
+    assert status["sasl_bootstrap"] == sasl_broker.sasl_bootstrap
+    md = AdminClient({"bootstrap.servers": sasl_broker.plain_bootstrap}).list_topics(timeout=10)
+    assert md.brokers
+
+
+def test_scram_credentials_reach_admin_producer_and_worker(
+        sasl_broker: SaslBroker, spawn_cli: SpawnCli, tmp_path: Path,
+        kafka_config: KafkaConfig) -> None:
+    """Rule: with SCRAM credentials in KafkaConfig/STREAMJOBS_* variables, topics are created
+    over SASL, jobs are produced over SASL and a worker process runs them (SCRAM-SHA-256 for the
+    test's clients, SCRAM-SHA-512 for the worker); the worker never prints the password."""
+    cfg = sasl_broker.config("SCRAM-SHA-256")
+    unique = f"t-sasl-{uuid.uuid4().hex[:8]}"
+    env = Env(cfg, AdminClient(cfg.client_settings()), prefix=f"{unique}.",
+              ledger=tmp_path / "ledger.jsonl", group=f"{unique}-group")
+    try:
+        env.create_topics("task")
+        ids = {env.emit(key=f"k{i}") for i in range(6)}
+        env.flush()
+        proc = spawn_cli("worker", APP, "--job-types", "task",
+                         env={**env.cli_env(), **sasl_broker.cli_env("SCRAM-SHA-512")})
+        wait_for(lambda: {x["id"] for x in env.lines()} >= ids, 40, what="jobs run over SASL")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.output()
+        assert DEV_SASL_PASSWORD not in proc.output()
+    finally:
+        if env._producer is not None:
+            env._producer.flush(10)
+        env.delete_topics()
+
+
+def test_plain_mechanism_produces_and_consumes(sasl_broker: SaslBroker,
+                                               kafka_config: KafkaConfig) -> None:
+    """Rule: SASL/PLAIN works too: records produced with PLAIN credentials from
+    `KafkaConfig.client_settings()` are read back by a PLAIN consumer."""
+    cfg = sasl_broker.config("PLAIN")
+    topic = f"t-sasl-plain-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(cfg.client_settings())
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+    try:
+        producer = Producer(cfg.client_settings())
+        for i in range(5):
+            producer.produce(topic, value=f"v{i}".encode())
+        assert producer.flush(30) == 0
+        consumer = Consumer({**cfg.client_settings(), "group.id": f"{topic}-g",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        got: list[bytes | None] = []
+        deadline = time.monotonic() + 30
+        try:
+            while len(got) < 5 and time.monotonic() < deadline:
+                got += [m.value() for m in consumer.consume(10, 0.5) if m.error() is None]
+        finally:
+            consumer.close()
+        assert got == [f"v{i}".encode() for i in range(5)]
+    finally:
+        admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "PLAIN"])
+def test_wrong_password_fails_with_one_clear_line(sasl_broker: SaslBroker, mechanism: str,
+                                                  kafka_config: KafkaConfig) -> None:
+    """Rule: a wrong SASL password makes the worker exit non-zero within a bounded time with an
+    error line that names authentication, no traceback, and the password never printed."""
+    bad = "not-the-password-42"
+    env = {**sasl_broker.cli_env(mechanism, bad), "STREAMJOBS_METRICS_PORT": "0",
+           "STREAMJOBS_LOG_LEVEL": "warning"}
+    started = time.monotonic()
+    out = _cli("worker", APP, env=env, timeout=90)
+    elapsed = time.monotonic() - started
+    assert out.returncode == 4, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, out.stderr
+    assert "authentication" in errors[0].lower() and DEV_SASL_USER in errors[0]
+    assert "Traceback" not in out.stderr
+    assert bad not in out.stderr + out.stdout
+    assert elapsed < 45

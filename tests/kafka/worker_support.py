@@ -1,0 +1,200 @@
+"""Helpers of the worker tests: private topics for the test app, emitting raw job records,
+reading ledgers, committed offsets and topic contents."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamjobs import headers as h
+from streamjobs.catalogue import Catalogue
+from streamjobs.codec import Codec
+from streamjobs.config import KafkaConfig
+from streamjobs.retry import dlq_topic, retry_topic
+
+APP = "tests.apps.tasks:app"
+SCHEMAS = Path(__file__).resolve().parent.parent / "apps" / "schemas"
+
+
+@dataclass
+class Env:
+    """One test's private world: topic prefix, ledger file, group id, clients."""
+
+    kafka: KafkaConfig
+    admin: AdminClient
+    prefix: str
+    ledger: Path
+    group: str
+    catalogue: Catalogue = field(default_factory=lambda: Catalogue.load(SCHEMAS))
+    created: list[str] = field(default_factory=list)
+    _producer: Producer | None = None
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    def topic(self, job_type: str = "task") -> str:
+        return self.prefix + self.catalogue.get(job_type).topic
+
+    def create_topics(self, *job_types: str, partitions: int | None = None) -> None:
+        """Job topic, wait tiers (LogAppendTime) and DLQ of each job type."""
+        new = []
+        for name in job_types or ("task",):
+            job = self.catalogue.get(name)
+            topic = self.prefix + job.topic
+            n = partitions or job.partitions
+            new.append(NewTopic(topic, n, 1))
+            new.extend(NewTopic(retry_topic(topic, t), n, 1,
+                                config={"message.timestamp.type": "LogAppendTime"})
+                       for t in self.catalogue.wait_tiers(job.topic))
+            new.append(NewTopic(dlq_topic(topic), n, 1))
+        for name, fut in self.admin.create_topics(new).items():
+            fut.result(timeout=30)
+            self.created.append(name)
+
+    def delete_topics(self) -> None:
+        if self.created:
+            for fut in self.admin.delete_topics(self.created).values():
+                try:
+                    fut.result(timeout=30)
+                except Exception:
+                    pass
+
+    # -- records --------------------------------------------------------------------------------
+
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer({**self.kafka.client_settings(), "linger.ms": 5})
+        return self._producer
+
+    def emit(self, job_type: str = "task", *, partition: int | None = None,
+             headers: dict[str, str] | None = None, topic: str | None = None,
+             **payload: Any) -> str:
+        """Produce one job record as ``Producer.emit`` would (without the prefix support it
+        lacks); returns the job id."""
+        codec = Codec(self.catalogue)
+        payload.setdefault("id", uuid.uuid4().hex[:12])
+        value = codec.encode(job_type, payload)
+        job_id = h.new_job_id()
+        now = int(time.time() * 1000)
+        hdrs = {h.JOB_ID: job_id, h.JOB_TYPE: job_type, h.ATTEMPT: "1",
+                h.CREATED_AT: str(now), h.SCHEMA: codec.fingerprint(job_type).hex(),
+                **(headers or {})}
+        key = payload.get("key") or None
+        kwargs: dict[str, Any] = {}
+        if partition is not None:
+            kwargs["partition"] = partition
+        self.producer.produce(topic or self.topic(job_type), value=value,
+                              key=key.encode() if key else None,
+                              headers=list(hdrs.items()), **kwargs)
+        return str(payload["id"])
+
+    def emit_raw(self, topic: str, value: bytes | None, headers: list[tuple[str, bytes]] | None,
+                 key: bytes | None = None, partition: int = 0) -> None:
+        self.producer.produce(topic, value=value, key=key, headers=headers, partition=partition)
+
+    def flush(self) -> None:
+        assert self.producer.flush(30) == 0
+
+    def read(self, topic: str, expect: int, timeout: float = 30) -> list[Any]:
+        """The first ``expect`` records of ``topic`` (all partitions)."""
+        c = Consumer({**self.kafka.client_settings(), "group.id": f"reader-{uuid.uuid4().hex}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([topic])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(out) < expect and time.monotonic() < deadline:
+                for m in c.consume(100, 0.5):
+                    if m.error() is None:
+                        out.append(m)
+        finally:
+            c.close()
+        return out
+
+    # -- results --------------------------------------------------------------------------------
+
+    def lines(self) -> list[dict[str, Any]]:
+        if not self.ledger.exists():
+            return []
+        return [json.loads(x) for x in self.ledger.read_text().splitlines() if x.strip()]
+
+    def committed(self, topic: str, partitions: int = 3) -> dict[int, int]:
+        c = Consumer({**self.kafka.client_settings(), "group.id": self.group})
+        try:
+            tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        finally:
+            c.close()
+        return {tp.partition: tp.offset for tp in tps}
+
+    def end_offsets(self, topic: str, partitions: int = 3) -> dict[int, int]:
+        c = Consumer({**self.kafka.client_settings(), "group.id": "sj-watermarks"})
+        try:
+            return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in range(partitions)}
+        finally:
+            c.close()
+
+    def cli_env(self, **extra: str) -> dict[str, str]:
+        return {"STREAMJOBS_TOPIC_PREFIX": self.prefix, "STREAMJOBS_TEST_LEDGER":
+                str(self.ledger), "STREAMJOBS_GROUP_ID": self.group,
+                "STREAMJOBS_METRICS_PORT": "0", "STREAMJOBS_LOG_LEVEL": "warning", **extra}
+
+
+@pytest.fixture
+def env(kafka_config: KafkaConfig, admin: AdminClient, unique: str,
+        tmp_path: Path) -> Iterator[Env]:
+    e = Env(kafka_config, admin, prefix=f"{unique}.", ledger=tmp_path / "ledger.jsonl",
+            group=f"{unique}-group")
+    yield e
+    if e._producer is not None:
+        e._producer.flush(10)
+    e.delete_topics()
+
+
+class InProcess:
+    """A worker of the test app running in a thread of the test process."""
+
+    def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
+        import threading
+
+        from streamjobs.events import Event, EventBus
+        from streamjobs.worker import Worker, WorkerSettings
+        from tests.apps.tasks import app
+
+        monkeypatch.setattr(app, "topic_prefix", env.prefix)
+        monkeypatch.setenv("STREAMJOBS_TEST_LEDGER", str(env.ledger))
+        settings.setdefault("group_id", env.group)
+        settings.setdefault("job_types", ("task",))
+        self.events: list[Event] = []
+        bus = EventBus()
+        bus.subscribe(self.events.append)
+        self.worker = Worker(app, WorkerSettings(**settings), env.kafka, bus)
+        self.error: BaseException | None = None
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.code = self.worker.run(install_signals=False)
+        except BaseException as exc:
+            self.error = exc
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in list(self.events) if isinstance(e, kind)]
+
+    def stop(self, timeout: float = 40) -> None:
+        self.worker.stop("test")
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error
