@@ -12,6 +12,7 @@ broker retries never duplicate or reorder records within a partition. See docs/p
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +52,7 @@ _RESERVED = frozenset({h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, 
 _BATCH_OVERHEAD = 61 + 30
 _HEADER_OVERHEAD = 8
 _CLIENT_MAX = 1_000_000  # librdkafka's default message.max.bytes
+_KAFKA_LOG = logging.getLogger("streamjobs.kafka")
 
 
 @dataclass(frozen=True)
@@ -112,10 +114,13 @@ class Producer:
             # Bounds how long a record may wait for the broker before its delivery fails.
             "message.timeout.ms": max(1, round(delivery_timeout * 1000)),
             "on_delivery": self._tracker,
+            # librdkafka's own log lines go to Python logging (served by the poll thread)
+            # instead of being printed to stderr.
+            "logger": _KAFKA_LOG,
             **(settings or {}),
         }
         self._client_max = int(conf.get("message.max.bytes", _CLIENT_MAX))
-        self._admin_conf = self.config.client_settings()
+        self._admin_conf = {**self.config.client_settings(), "logger": _KAFKA_LOG}
         self._admin: AdminClient | None = None
         self._types: dict[str, _TypeInfo] = {}
         self._limits: dict[str, int] = {}

@@ -7,6 +7,8 @@ unmanaged settings are left alone (a mismatch is reported as a ``warning``). See
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +30,7 @@ __all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
 Role = Literal["job", "retry", "dlq"]
 Action = Literal["create", "add_partitions", "alter_config", "warning"]
 
+_KAFKA_LOG = logging.getLogger("streamjobs.kafka")
 DAY_MS = 86_400_000
 # A waiting job must outlive a worker outage: wait tiers keep records at least a week.
 WAIT_MIN_RETENTION_MS = 7 * DAY_MS
@@ -116,18 +119,32 @@ def apply(config: KafkaConfig, catalogue: Catalogue, *, timeout: float = 30) -> 
             for k, v in c.config.items()]) for c in alters]
         _wait(admin.incremental_alter_configs(resources, request_timeout=timeout), timeout)
     if creates or grows:
-        leftover = [c for c in _plan(admin, catalogue, timeout)
-                    if c.action == "add_partitions"]
-        if leftover:
-            raise KafkaError(f"topic {leftover[0].topic!r}: {leftover[0].detail} did not take "
-                             f"effect", topic=leftover[0].topic)
+        _settle(admin, {c.topic: c.partitions or 1 for c in (*creates, *grows)}, timeout)
     return changes
 
 
 # -- internals ------------------------------------------------------------------------------
 
 def _admin(config: KafkaConfig) -> AdminClient:
-    return AdminClient(config.client_settings())
+    # librdkafka logs to Python logging, not straight to stderr.
+    conf: dict[str, Any] = {**config.client_settings(), "logger": _KAFKA_LOG}
+    return AdminClient(conf)
+
+
+def _settle(admin: AdminClient, expected: Mapping[str, int], timeout: float) -> None:
+    """Wait until metadata shows every created or grown topic with its partitions, so clients
+    started right after ``apply`` see them (metadata lags the admin request a little)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(timeout=timeout)
+        behind = [t for t, n in expected.items()
+                  if t not in meta.topics or len(meta.topics[t].partitions) < n]
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topic {behind[0]!r} does not show {expected[behind[0]]} "
+                             f"partitions after {timeout:g}s", topic=behind[0])
+        time.sleep(0.2)
 
 
 def _plan(admin: AdminClient, catalogue: Catalogue, timeout: float) -> list[Change]:

@@ -10,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
+from ..catalogue import Catalogue
 from ..config import ENV, KafkaConfig
 from ..errors import BrokerUnavailable, ConfigError, StreamjobsError
 
@@ -45,35 +46,51 @@ def kafka_options(func: F) -> F:
                  "sasl_password", "ssl_ca_location", "ssl_certificate_location",
                  "ssl_key_location", "ssl_key_password")
         overrides = {n: kwargs.pop(n) for n in names}
+        global _active_kafka
         try:
-            kwargs["kafka"] = KafkaConfig.from_env({}, **overrides)
+            kwargs["kafka"] = _active_kafka = KafkaConfig.from_env({}, **overrides)
         except ConfigError as exc:
             fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
-        try:
-            return func(*args, **kwargs)
-        except BrokerUnavailable as exc:  # reached only when handle_errors is the outer one
-            raise explain_unavailable(exc, kwargs["kafka"]) from None
+        return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
-def explain_unavailable(exc: BrokerUnavailable, kafka: KafkaConfig) -> BrokerUnavailable:
-    """``exc`` with the reason when the brokers answer but refuse the SASL credentials or the
-    TLS handshake (librdkafka reports both as a transport failure)."""
+def explain_unreachable(message: str, kafka: KafkaConfig) -> str:
+    """``message``, replaced by the broker's reason when it answers but refuses the SASL
+    credentials or the TLS handshake: librdkafka reports both as a mere transport failure."""
     reason = kafka.refusal()
     if reason is None:
-        return exc
+        return message
     who = (f" for user {kafka.sasl_username!r} ({kafka.sasl_mechanism})"
            if kafka.security_protocol.startswith("SASL") else "")
-    return BrokerUnavailable(f"Kafka at {kafka.bootstrap_servers} refused the connection"
-                             f"{who}: {reason}", code=exc.code, topic=exc.topic)
+    return f"Kafka at {kafka.bootstrap_servers} refused the connection{who}: {reason}"
+
+
+_PREFIX_KEY = "streamjobs.topic_prefix"
+
+
+def _remember_prefix(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.meta[_PREFIX_KEY] = value or ""
 
 
 def schemas_option(func: F) -> F:
+    """``--schemas DIR`` and ``--topic-prefix``; load the catalogue with ``load_catalogue``."""
+    func = click.option(
+        "--topic-prefix", envvar="STREAMJOBS_TOPIC_PREFIX", default=None, expose_value=False,
+        callback=_remember_prefix, is_eager=True,
+        help="Prefix of every catalogue topic (environments sharing a cluster).")(func)
     return click.option(
         "--schemas", "schemas_dir", envvar="STREAMJOBS_SCHEMAS", default="schemas",
         show_default=True, type=click.Path(file_okay=False),
         help="Directory with the .avsc files and catalogue.toml.")(func)
+
+
+def load_catalogue(schemas_dir: str) -> Catalogue:
+    """The catalogue of ``--schemas`` with the ``--topic-prefix`` of the running command."""
+    ctx = click.get_current_context(silent=True)
+    prefix = ctx.meta.get(_PREFIX_KEY, "") if ctx is not None else ""
+    return Catalogue.load(schemas_dir, topic_prefix=prefix)
 
 
 def json_option(func: F) -> F:
@@ -81,7 +98,14 @@ def json_option(func: F) -> F:
                         help="Machine-readable JSON output.")(func)
 
 
+# The connection of the running command (set by kafka_options), so that every command's
+# "unreachable" error can name a refused password or TLS handshake (see fail).
+_active_kafka: KafkaConfig | None = None
+
+
 def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    if code == EXIT_UNREACHABLE and _active_kafka is not None:
+        message = explain_unreachable(message, _active_kafka)
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -98,9 +122,6 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except BrokerUnavailable as exc:
-            kafka = kwargs.get("kafka")
-            if isinstance(kafka, KafkaConfig):
-                exc = explain_unavailable(exc, kafka)
             fail(str(exc), EXIT_UNREACHABLE)
         except StreamjobsError as exc:
             fail(str(exc), EXIT_FAILURE)

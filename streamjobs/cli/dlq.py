@@ -32,6 +32,7 @@ from ._common import (
     fail,
     json_option,
     kafka_options,
+    load_catalogue,
     print_json,
     schemas_option,
 )
@@ -107,7 +108,7 @@ def _filter(kw: dict[str, Any]) -> dlq.Filter:
 
 def _catalogue(schemas_dir: str, required: bool) -> Catalogue | None:
     try:
-        return Catalogue.load(schemas_dir)
+        return load_catalogue(schemas_dir)
     except CatalogueError as exc:
         if required:
             fail(str(exc), EXIT_FAILURE)

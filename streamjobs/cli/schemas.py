@@ -6,10 +6,16 @@ from typing import Any
 
 import click
 
-from ..catalogue import Catalogue
 from ..codec import crc64_avro
 from ..compatibility import pairs, problems
-from ._common import EXIT_FAILURE, handle_errors, json_option, print_json, schemas_option
+from ._common import (
+    EXIT_FAILURE,
+    handle_errors,
+    json_option,
+    load_catalogue,
+    print_json,
+    schemas_option,
+)
 
 __all__ = ["group"]
 
@@ -29,7 +35,7 @@ def check(schemas_dir: str, as_json: bool) -> None:
     Backward: the newer version reads data the older one wrote. Forward: the older version
     reads data the newer one wrote (old workers during a rolling deploy). Exit 1 on any problem.
     """
-    catalogue = Catalogue.load(schemas_dir)
+    catalogue = load_catalogue(schemas_dir)
     found = problems(catalogue)
     n_versions = sum(len(catalogue.versions(n)) for n in catalogue.schema_names())
     summary = {"ok": not found, "job_types": len(catalogue),
@@ -55,7 +61,7 @@ def check(schemas_dir: str, as_json: bool) -> None:
 @handle_errors
 def list_(schemas_dir: str, as_json: bool) -> None:
     """Job types with their topic and key, and every schema version with its fingerprint."""
-    catalogue = Catalogue.load(schemas_dir)
+    catalogue = load_catalogue(schemas_dir)
     jobs: list[dict[str, Any]] = [
         {"job_type": j.name, "topic": j.topic, "schema": j.schema, "key_field": j.key_field,
          "max_attempts": j.retry.max_attempts} for j in catalogue]

@@ -69,6 +69,9 @@ def load_app(target: str) -> Any:
               help="classic (cooperative-sticky) or consumer (KIP-848).")
 @click.option("--max-poll-interval-ms", type=int, default=300_000, show_default=True,
               envvar="STREAMJOBS_MAX_POLL_INTERVAL_MS")
+@click.option("--session-timeout-ms", type=int, default=45_000, show_default=True,
+              envvar="STREAMJOBS_SESSION_TIMEOUT_MS",
+              help="Classic protocol: a silent member is expelled after this long.")
 @click.option("--topic-prefix", envvar="STREAMJOBS_TOPIC_PREFIX", default=None,
               help="Prefix of every catalogue topic (overrides the app's).")
 @click.option("--processes", "-p", type=int, default=1, show_default=True,
@@ -82,7 +85,8 @@ def load_app(target: str) -> Any:
 @handle_errors
 def command(app_target: str, concurrency: int, job_types: str, group_id: str | None,
             grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
-            group_protocol: str, max_poll_interval_ms: int, topic_prefix: str | None,
+            group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
+            topic_prefix: str | None,
             processes: int, burst: bool, log_level: str, kafka: KafkaConfig) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
     once)."""
@@ -106,7 +110,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             group_id=group_id or f"streamjobs-{name}",
             job_types=tuple(t.strip() for t in job_types.split(",") if t.strip()),
             grace_period=grace_period, group_protocol=group_protocol,
-            max_poll_interval_ms=max_poll_interval_ms, burst=burst)
+            max_poll_interval_ms=max_poll_interval_ms,
+            session_timeout_ms=session_timeout_ms, burst=burst)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
     from ..listeners import install_default_listeners

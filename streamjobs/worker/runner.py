@@ -450,20 +450,28 @@ class Worker:
         if not self.parts:
             return running_for > 10.0  # this member got no partitions
         now_ms = time.time() * 1000
+        positions: dict[tuple[str, int], int] = {}
+        unknown = []
         for part in self.parts.values():
             if part.wait is not None and part.hold_until_ms > now_ms:
                 continue
-            tp = TopicPartition(part.topic, part.partition)
-            try:
-                lo, hi = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-            except KafkaException:
-                return False
-            pos = part.next_fetch
-            if pos < 0:
-                committed = self.consumer.committed([tp], timeout=5)[0].offset
-                pos = committed if committed >= 0 else lo
-            if pos < hi:
-                return False
+            if part.next_fetch >= 0:
+                positions[(part.topic, part.partition)] = part.next_fetch
+            else:
+                unknown.append(TopicPartition(part.topic, part.partition))
+        try:
+            if unknown:  # nothing received: where would the group start? (one request)
+                for tp in self.consumer.committed(unknown, timeout=5):
+                    positions[(tp.topic, tp.partition)] = tp.offset
+            for (topic, partition), pos in positions.items():
+                tp = TopicPartition(topic, partition)
+                lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
+                if hi < 0:
+                    lo, hi = self.consumer.get_watermark_offsets(tp, timeout=5)
+                if (pos if pos >= 0 else lo) < hi:
+                    return False
+        except KafkaException:
+            return False
         return True
 
     # -- shutdown -----------------------------------------------------------------------------

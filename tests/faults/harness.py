@@ -41,6 +41,8 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 RESULTS_DIR = ROOT / ".streamjobs" / "faults"
 SCALE = os.environ.get("STREAMJOBS_FAULT_SCALE", "ci")
 JOB = "fault_job"
+# Worker log level (info shows rebalances and commits: handy when a scenario finds something).
+LOG_LEVEL = os.environ.get("STREAMJOBS_FAULTS_LOG_LEVEL", "error")
 # Figures of every scenario run in this session, printed by conftest's terminal summary.
 RESULTS: list[dict[str, Any]] = []
 
@@ -118,7 +120,7 @@ class CommitSampler(threading.Thread):
         self.samples: list[CommitSample] = []
         self.latest: dict[tuple[str, int], int] = {}
         self.failures = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._lock = threading.Lock()
 
     def sample(self) -> dict[tuple[str, int], int]:
@@ -141,11 +143,11 @@ class CommitSampler(threading.Thread):
         return out
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             self.sample()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(15)
 
 
@@ -274,7 +276,7 @@ class Scenario:
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         args = ["worker", "tests.faults.app:app", "--group-id", self.group,
                 "--concurrency", str(concurrency), "--grace-period", str(grace_period),
-                "--metrics-port", "0", "--log-level", "warning", *extra]
+                "--metrics-port", "0", "--log-level", LOG_LEVEL, *extra]
         w = WorkerProc(args, full_env, self.tmp / f"worker-{len(self.workers)}.log")
         self.workers.append(w)
         return w
@@ -369,6 +371,10 @@ class Scenario:
     def history(self) -> History:
         self.sampler.sample()
         reader = self.ledger()
+        # Kept next to the ledger for post-mortems (pytest keeps the last few tmp dirs).
+        with open(self.tmp / "commits.jsonl", "wb") as f:
+            for c in self.sampler.samples:
+                f.write(orjson.dumps(c) + b"\n")
         return History(acks=reader.acks, runs=reader.runs,
                        records=self.read_topics(self.consumed_topics),
                        dead_letters=self.read_topics([self.dlq]),

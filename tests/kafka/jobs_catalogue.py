@@ -3,9 +3,9 @@ test's ``unique`` prefix, and reading records back with a plain consumer."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,12 +78,7 @@ def delete_topics_with_prefix(admin: AdminClient, prefix: str) -> None:
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
     if names:
         for fut in admin.delete_topics(names).values():
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(timeout=30)
-            except Exception:
-                pass
 
 
-def cleanup(admin: AdminClient, prefix: str) -> Iterator[None]:
-    yield
-    delete_topics_with_prefix(admin, prefix)

@@ -24,7 +24,7 @@ from streamjobs.config import KafkaConfig
 from streamjobs.dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER
 from tests.conftest import ROOT, SpawnCli, streamjobs_exe, wait_for
 
-from .worker_support import APP, Env
+from .worker_support import APP, SCHEMAS
 
 
 @dataclass(frozen=True)
@@ -95,30 +95,43 @@ def test_status_reports_the_sasl_listener_and_plaintext_stays_open(
     assert md.brokers
 
 
-def test_scram_credentials_reach_admin_producer_and_worker(
+def test_scram_credentials_reach_topics_emit_and_worker(
         sasl_broker: SaslBroker, spawn_cli: SpawnCli, tmp_path: Path,
         kafka_config: KafkaConfig) -> None:
-    """Rule: with SCRAM credentials in KafkaConfig/STREAMJOBS_* variables, topics are created
-    over SASL, jobs are produced over SASL and a worker process runs them (SCRAM-SHA-256 for the
-    test's clients, SCRAM-SHA-512 for the worker); the worker never prints the password."""
-    cfg = sasl_broker.config("SCRAM-SHA-256")
-    unique = f"t-sasl-{uuid.uuid4().hex[:8]}"
-    env = Env(cfg, AdminClient(cfg.client_settings()), prefix=f"{unique}.",
-              ledger=tmp_path / "ledger.jsonl", group=f"{unique}-group")
-    try:
-        env.create_topics("task")
-        ids = {env.emit(key=f"k{i}") for i in range(6)}
-        env.flush()
-        proc = spawn_cli("worker", APP, "--job-types", "task",
-                         env={**env.cli_env(), **sasl_broker.cli_env("SCRAM-SHA-512")})
-        wait_for(lambda: {x["id"] for x in env.lines()} >= ids, 40, what="jobs run over SASL")
-        proc.signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, proc.output()
-        assert DEV_SASL_PASSWORD not in proc.output()
-    finally:
-        if env._producer is not None:
-            env._producer.flush(10)
-        env.delete_topics()
+    """Rule: with SCRAM credentials in the STREAMJOBS_* variables, `topics apply` creates the
+    topics over SASL (admin client), `emit` produces over SASL (producer) and a worker process
+    runs the jobs (consumer and retry/DLQ producer): SCRAM-SHA-256 for the first two,
+    SCRAM-SHA-512 for the worker. No command prints the password."""
+    scram256 = {**sasl_broker.cli_env("SCRAM-SHA-256"), "STREAMJOBS_SCHEMAS": str(SCHEMAS)}
+    applied = _cli("topics", "apply", env=scram256, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    listed = AdminClient(sasl_broker.config("SCRAM-SHA-256").client_settings()).list_topics(
+        timeout=10).topics
+    assert {"tasks", "tasks.dlq"} <= set(listed)
+    ids = [f"job-{i}" for i in range(6)]
+    jobs = "\n".join(orjson.dumps({"type": "task", "payload": {"id": i, "key": i}}).decode()
+                     for i in ids)
+    emitted = subprocess.run([*streamjobs_exe(), "emit", "--file", "-"], input=jobs,
+                             env={**os.environ, **scram256}, cwd=str(ROOT), capture_output=True,
+                             text=True, timeout=60)
+    assert emitted.returncode == 0, emitted.stderr
+    ledger = tmp_path / "ledger.jsonl"
+    proc = spawn_cli("worker", APP, "--job-types", "task", env={
+        **sasl_broker.cli_env("SCRAM-SHA-512"), "STREAMJOBS_TEST_LEDGER": str(ledger),
+        "STREAMJOBS_GROUP_ID": f"sasl-{uuid.uuid4().hex[:8]}", "STREAMJOBS_METRICS_PORT": "0",
+        "STREAMJOBS_TOPIC_PREFIX": ""})
+
+    def ran() -> set[str]:
+        if not ledger.exists():
+            return set()
+        return {orjson.loads(line)["id"] for line in ledger.read_text().splitlines()}
+
+    wait_for(lambda: ran() >= set(ids), 40, what="jobs run over SASL")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, proc.output()
+    for output in (applied.stdout + applied.stderr, emitted.stdout + emitted.stderr,
+                   proc.output()):
+        assert DEV_SASL_PASSWORD not in output
 
 
 def test_plain_mechanism_produces_and_consumes(sasl_broker: SaslBroker,
@@ -149,21 +162,28 @@ def test_plain_mechanism_produces_and_consumes(sasl_broker: SaslBroker,
         admin.delete_topics([topic])[topic].result(timeout=30)
 
 
-@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "PLAIN"])
+@pytest.mark.parametrize(("mechanism", "args"), [
+    ("SCRAM-SHA-256", ("worker", APP)),
+    ("PLAIN", ("topics", "apply", "--timeout", "5")),
+    ("SCRAM-SHA-512", ("emit", "task", "--json", '{"id": "x"}', "--connect-timeout", "5")),
+], ids=["worker", "topics-apply", "emit"])
 def test_wrong_password_fails_with_one_clear_line(sasl_broker: SaslBroker, mechanism: str,
+                                                  args: tuple[str, ...],
                                                   kafka_config: KafkaConfig) -> None:
-    """Rule: a wrong SASL password makes the worker exit non-zero within a bounded time with an
-    error line that names authentication, no traceback, and the password never printed."""
+    """Rule: with a wrong SASL password every client-creating command (worker: consumer; topics:
+    admin; emit: producer) exits 4 within a bounded time with one error line that says the
+    broker refused the authentication: no traceback, and the password is never printed."""
     bad = "not-the-password-42"
     env = {**sasl_broker.cli_env(mechanism, bad), "STREAMJOBS_METRICS_PORT": "0",
-           "STREAMJOBS_LOG_LEVEL": "warning"}
+           "STREAMJOBS_LOG_LEVEL": "warning", "STREAMJOBS_SCHEMAS": str(SCHEMAS)}
     started = time.monotonic()
-    out = _cli("worker", APP, env=env, timeout=90)
+    out = _cli(*args, env=env, timeout=90)
     elapsed = time.monotonic() - started
     assert out.returncode == 4, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, out.stderr
-    assert "authentication" in errors[0].lower() and DEV_SASL_USER in errors[0]
+    assert "refused" in errors[0] and "authentication" in errors[0].lower(), errors[0]
+    assert f"user {DEV_SASL_USER!r} ({mechanism})" in errors[0]
     assert "Traceback" not in out.stderr
     assert bad not in out.stderr + out.stdout
-    assert elapsed < 45
+    assert elapsed < 30

@@ -70,7 +70,7 @@ def test_processes_supervisor_replaces_a_killed_child(env: Env, spawn_cli) -> No
     the supervisor exits 0."""
     env.create_topics("task")
     proc = spawn_cli("worker", APP, "--job-types", "task", "--processes", "2",
-                     env=env.cli_env())
+                     "--session-timeout-ms", "6000", env=env.cli_env())
 
     def pids() -> list[int]:
         return [int(p) for p in re.findall(r"started \(pid (\d+)\)", proc.output())]

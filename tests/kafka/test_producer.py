@@ -1,0 +1,213 @@
+"""Producer.emit against the real broker: headers, keys, batches, limits, threads, delays."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from streamjobs import headers as h
+from streamjobs.catalogue import Catalogue
+from streamjobs.codec import Codec
+from streamjobs.config import KafkaConfig
+from streamjobs.errors import (
+    BrokerUnavailable,
+    DeliveryFailed,
+    KafkaError,
+    PayloadError,
+    RecordTooLarge,
+    UnknownJobType,
+)
+from streamjobs.producer import Job, Producer
+from streamjobs.retry import pick_tier, retry_topic
+
+from .jobs_catalogue import read, total_records, write_catalogue
+
+JOB = "send_welcome_email"
+TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path, unique: str) -> Catalogue:
+    return Catalogue.load(write_catalogue(tmp_path / "schemas", unique))
+
+
+@pytest.fixture
+def topic(make_topic: object, unique: str) -> str:
+    return make_topic("emails", partitions=2)  # type: ignore[operator,no-any-return]
+
+
+def test_emit_returns_id_before_delivery_and_writes_headers_and_key(
+        kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
+    """emit returns a UUIDv7 job id before the broker acknowledges; the record carries every
+    job header (schema fingerprint = the codec's), the key_field value as key, and the payload."""
+    delivered: list[tuple[str, object]] = []
+    with Producer(catalogue, kafka_config, linger_ms=300) as p:
+        before = time.time_ns() // 1_000_000
+        job_id = p.emit(JOB, {"user_id": "u-42", "email": "a@example.com"}, traceparent=TRACE,
+                        headers={"tenant": "acme"},
+                        on_delivery=lambda jid, err: delivered.append((jid, err)))
+        assert delivered == []  # linger 300 ms: nothing can be acknowledged yet
+        p.flush()
+        assert delivered == [(job_id, None)]
+    assert uuid.UUID(job_id).version == 7
+    (msg,) = read(kafka_config, topic, 1)
+    hdrs = msg.headers()
+    assert h.get(hdrs, h.JOB_ID) == job_id
+    assert h.get(hdrs, h.JOB_TYPE) == JOB
+    assert h.get(hdrs, h.ATTEMPT) == "1"
+    created = h.get_int(hdrs, h.CREATED_AT)
+    assert created is not None and before <= created <= time.time_ns() // 1_000_000
+    assert h.get(hdrs, h.SCHEMA) == Codec(catalogue).fingerprint(JOB).hex()
+    assert h.get(hdrs, h.TRACEPARENT) == TRACE
+    assert h.get(hdrs, "tenant") == "acme"
+    assert h.get(hdrs, h.DUE_AT) is None
+    assert msg.key() == b"u-42"
+    decoded = Codec(catalogue).decode(msg.value())
+    assert decoded.payload == {"user_id": "u-42", "email": "a@example.com", "locale": "en"}
+
+
+def test_explicit_key_wins(kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
+    """An explicit key replaces the key_field value."""
+    with Producer(catalogue, kafka_config) as p:
+        p.emit(JOB, {"user_id": "u1", "email": "e"}, key="tenant-7")
+    assert read(kafka_config, topic, 1)[0].key() == b"tenant-7"
+
+
+def test_emit_many_validates_everything_before_sending(
+        kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
+    """A batch with one bad payload sends nothing; a good batch sends all, ids in order."""
+    good = {"user_id": "u1", "email": "e1"}
+    with Producer(catalogue, kafka_config) as p:
+        with pytest.raises(PayloadError) as info:
+            p.emit_many([(JOB, good), (JOB, {"user_id": 5, "email": "e"}), (JOB, good)])
+        assert info.value.field == "user_id"
+        p.flush()
+        assert total_records(kafka_config, topic) == 0
+        ids = p.emit_many([(JOB, good), Job(JOB, {"user_id": "u2", "email": "e2"}, key="k"),
+                           (JOB, {"user_id": "u1", "email": "e3"})])
+    assert len(set(ids)) == 3
+    got = {h.get(m.headers(), h.JOB_ID) for m in read(kafka_config, topic, 3)}
+    assert got == set(ids)
+
+
+def test_invalid_payload_and_unknown_type_send_nothing(
+        kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
+    """PayloadError names the field; UnknownJobType names the type; nothing reaches Kafka."""
+    with Producer(catalogue, kafka_config) as p:
+        with pytest.raises(PayloadError) as info:
+            p.emit(JOB, {"user_id": "u1"})
+        assert info.value.field == "email" and info.value.job_type == JOB
+        with pytest.raises(UnknownJobType) as unknown:
+            p.emit("no_such_job", {})
+        assert unknown.value.job_type == "no_such_job"
+    assert total_records(kafka_config, topic) == 0
+
+
+def test_record_larger_than_topic_limit_is_refused_before_sending(
+        kafka_config: KafkaConfig, tmp_path: Path, unique: str, make_topic: object) -> None:
+    """A record over the topic's max.message.bytes raises RecordTooLarge and is not sent;
+    records under it still go through."""
+    cat = Catalogue.load(write_catalogue(tmp_path / "schemas", unique))
+    topic = make_topic("emails", partitions=1,  # type: ignore[operator]
+                       config={"max.message.bytes": "2000"})
+    with Producer(cat, kafka_config) as p:
+        with pytest.raises(RecordTooLarge) as info:
+            p.emit(JOB, {"user_id": "u1", "email": "x" * 5000})
+        assert info.value.limit == 2000 and info.value.size > 5000
+        assert info.value.topic == topic
+        p.emit(JOB, {"user_id": "u1", "email": "small"})
+    assert total_records(kafka_config, topic) == 1
+
+
+def test_unreachable_broker_fails_fast(tmp_path: Path, unique: str) -> None:
+    """With nothing listening on the bootstrap port, Producer() raises BrokerUnavailable
+    within the connect timeout instead of hanging."""
+    cat = Catalogue.load(write_catalogue(tmp_path / "schemas", unique))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        Producer(cat, KafkaConfig(bootstrap_servers=f"127.0.0.1:{port}"), connect_timeout=2)
+    assert time.monotonic() - start < 6
+
+
+def test_missing_topic_is_an_error_not_a_timeout(
+        kafka_config: KafkaConfig, catalogue: Catalogue) -> None:
+    """Emitting to a topic that does not exist fails at once, naming the topic."""
+    with Producer(catalogue, kafka_config) as p:
+        start = time.monotonic()
+        with pytest.raises(KafkaError) as info:
+            p.emit(JOB, {"user_id": "u1", "email": "e"})
+        assert info.value.code == "UNKNOWN_TOPIC_OR_PART"
+        assert time.monotonic() - start < 5
+
+
+def test_delivery_failure_is_reported_by_flush_and_callback(
+        kafka_config: KafkaConfig, catalogue: Catalogue, topic: str, admin: AdminClient) -> None:
+    """A record the broker never acknowledges (its topic vanished) fails within
+    delivery_timeout: on_delivery gets the error and flush raises DeliveryFailed with the id."""
+    errors: list[tuple[str, object]] = []
+    p = Producer(catalogue, kafka_config, delivery_timeout=3)
+    try:
+        p.emit(JOB, {"user_id": "u0", "email": "e"})
+        p.flush()
+        admin.delete_topics([topic])[topic].result(timeout=30)
+        job_id = p.emit(JOB, {"user_id": "u1", "email": "e"},
+                        on_delivery=lambda jid, err: errors.append((jid, err)))
+        with pytest.raises(DeliveryFailed) as info:
+            p.flush(20)
+        assert info.value.job_id == job_id
+        assert errors and errors[0][0] == job_id and isinstance(errors[0][1], DeliveryFailed)
+        p.flush()  # reported once: the next flush is clean
+    finally:
+        p.close()
+
+
+def test_concurrent_emits_from_threads(kafka_config: KafkaConfig, catalogue: Catalogue,
+                                       topic: str) -> None:
+    """One Producer shared by 4 threads delivers every job exactly once."""
+    ids: list[str] = []
+    lock = threading.Lock()
+    with Producer(catalogue, kafka_config) as p:
+        def work(n: int) -> None:
+            mine = [p.emit(JOB, {"user_id": f"t{n}-{i}", "email": "e"}) for i in range(250)]
+            with lock:
+                ids.extend(mine)
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(set(ids)) == 1000
+    got = [h.get(m.headers(), h.JOB_ID) for m in read(kafka_config, topic, 1000)]
+    assert sorted(got) == sorted(ids)  # all delivered, none twice
+
+
+def test_delayed_emit_goes_to_the_wait_tier(kafka_config: KafkaConfig, catalogue: Catalogue,
+                                            topic: str, make_topic: object) -> None:
+    """delay=5s lands on <topic>.retry.<largest tier <= 5s> with sj-due-at and sj-target;
+    a run_at in the past is a plain emit to the job topic."""
+    tier = pick_tier(5, catalogue.wait_tiers(topic))
+    wait = make_topic(name=retry_topic(topic, tier), partitions=2)  # type: ignore[operator]
+    with Producer(catalogue, kafka_config) as p:
+        before = time.time_ns() // 1_000_000
+        job_id = p.emit(JOB, {"user_id": "u1", "email": "e"}, delay=timedelta(seconds=5))
+        p.emit(JOB, {"user_id": "u2", "email": "e"},
+               run_at=datetime.now(UTC) - timedelta(minutes=1))
+        with pytest.raises(ValueError):
+            p.emit(JOB, {"user_id": "u3", "email": "e"}, run_at=datetime.now())  # naive
+    (msg,) = read(kafka_config, wait, 1)
+    assert h.get(msg.headers(), h.JOB_ID) == job_id
+    assert h.get(msg.headers(), h.TARGET) == topic
+    due = h.get_int(msg.headers(), h.DUE_AT)
+    assert due is not None and before + 5000 <= due <= time.time_ns() // 1_000_000 + 5000
+    (plain,) = read(kafka_config, topic, 1)
+    assert plain.key() == b"u2" and h.get(plain.headers(), h.DUE_AT) is None
