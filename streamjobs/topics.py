@@ -118,6 +118,7 @@ def apply(config: KafkaConfig, catalogue: Catalogue, *, timeout: float = 30) -> 
             ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
             for k, v in c.config.items()]) for c in alters]
         _wait(admin.incremental_alter_configs(resources, request_timeout=timeout), timeout)
+        _settle_configs(admin, alters, timeout)
     if creates or grows:
         _settle(admin, {c.topic: c.partitions or 1 for c in (*creates, *grows)}, timeout)
     return changes
@@ -144,6 +145,22 @@ def _settle(admin: AdminClient, expected: Mapping[str, int], timeout: float) -> 
         if time.monotonic() > deadline:
             raise KafkaError(f"topic {behind[0]!r} does not show {expected[behind[0]]} "
                              f"partitions after {timeout:g}s", topic=behind[0])
+        time.sleep(0.2)
+
+
+def _settle_configs(admin: AdminClient, alters: list[Change], timeout: float) -> None:
+    """Wait until describe_configs shows the altered values (it lags the alter a little), so
+    ``apply`` followed by ``plan`` reports nothing to do."""
+    deadline = time.monotonic() + timeout
+    while True:
+        actual = _describe(admin, [c.topic for c in alters], timeout)
+        behind = [c for c in alters
+                  if any(actual.get(c.topic, {}).get(k) != v for k, v in c.config.items())]
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topic {behind[0].topic!r}: {behind[0].detail} not visible after "
+                             f"{timeout:g}s", topic=behind[0].topic)
         time.sleep(0.2)
 
 

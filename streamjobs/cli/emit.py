@@ -29,6 +29,7 @@ from ._common import (
     EXIT_USAGE,
     fail,
     kafka_options,
+    load_catalogue,
     schemas_option,
 )
 
@@ -184,7 +185,7 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
             line.key = line.key if line.key is not None else key
             line.delay = line.delay if line.delay is not None else delay_s
     try:
-        catalogue = Catalogue.load(schemas_dir)
+        catalogue = load_catalogue(schemas_dir)
         _validate(catalogue, lines)
         _emit(catalogue, kafka, lines, extra_headers, traceparent,
               _show_progress(progress, len(lines)), connect_timeout, delivery_timeout)

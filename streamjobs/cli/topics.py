@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from ..catalogue import Catalogue
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, StreamjobsError
 from ._common import (
@@ -24,6 +23,7 @@ from ._common import (
     fail,
     json_option,
     kafka_options,
+    load_catalogue,
     print_json,
     schemas_option,
 )
@@ -70,7 +70,7 @@ def plan_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float
     """Show what `apply` would change. Exit 0: up to date; 2: changes pending."""
     from .. import topics
 
-    catalogue = _run(Catalogue.load, schemas_dir)
+    catalogue = _run(load_catalogue, schemas_dir)
     changes = _run(topics.plan, kafka, catalogue, timeout=timeout)
     pending = [c for c in changes if c.action != "warning"]
     if as_json:
@@ -90,7 +90,7 @@ def apply_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: floa
     """Create missing topics, add partitions and set managed configs. Idempotent."""
     from .. import topics
 
-    catalogue = _run(Catalogue.load, schemas_dir)
+    catalogue = _run(load_catalogue, schemas_dir)
     changes = _run(topics.apply, kafka, catalogue, timeout=timeout)
     if as_json:
         print_json({"applied": [c.as_dict() for c in changes if c.action != "warning"],

@@ -300,6 +300,22 @@ class Scenario:
             w.signal(signal.SIGTERM)
         return {w.pid: w.reap(timeout) for w in live}
 
+    def wait_members(self, count: int, timeout: float = 60) -> None:
+        """Until the group is stable with ``count`` members that all have partitions."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                fut = self.admin.describe_consumer_groups([self.group],
+                                                          request_timeout=5)[self.group]
+                g = fut.result(timeout=10)
+                members = [m for m in g.members if m.assignment.topic_partitions]
+                if str(g.state).endswith("STABLE") and len(members) == count == len(g.members):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"group never had {count} stable members\n" + self.worker_logs())
+
     # -- progress ---------------------------------------------------------------------------------
 
     def end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:

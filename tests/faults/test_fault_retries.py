@@ -29,6 +29,8 @@ def test_random_failures_end_exactly_once_never_early(
     s.create_topics()
     s.sampler.start()
     workers = [s.spawn_worker(concurrency=4) for _ in range(2)]
+    # Rebalances are scenarios b-d; here both workers own their partitions before any job.
+    s.wait_members(2)
     n = size(2000, 50_000)
     s.emit(n, rate=size(400, 2000), fail_permille=100)
     s.finish_emitting()

@@ -1,0 +1,48 @@
+"""Shared set-up of the worker benchmarks: a throw-away catalogue and its topics."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamjobs.catalogue import Catalogue
+from streamjobs.retry import dlq_topic, retry_topic
+
+SCHEMA = {"type": "record", "name": "Noop", "namespace": "bench",
+          "fields": [{"name": "n", "type": "long"}, {"name": "name", "type": "string"}]}
+
+
+def make_catalogue(partitions: int) -> Catalogue:
+    d = Path(tempfile.mkdtemp(prefix="sj-bench-"))
+    (d / "bench.Noop.v1.avsc").write_text(json.dumps(SCHEMA))
+    (d / "catalogue.toml").write_text(
+        f'[jobs.noop]\nschema = "bench.Noop"\ntopic = "noop"\npartitions = {partitions}\n')
+    return Catalogue.load(d)
+
+
+def create_topics(admin: AdminClient, catalogue: Catalogue, prefix: str,
+                  partitions: int) -> list[str]:
+    topic = prefix + "noop"
+    names = [topic, dlq_topic(topic),
+             *(retry_topic(topic, t) for t in catalogue.wait_tiers("noop"))]
+    new = [NewTopic(n, partitions, 1, config={"message.timestamp.type": "LogAppendTime"}
+                    if ".retry." in n else {}) for n in names]
+    for fut in admin.create_topics(new).values():
+        fut.result(30)
+    return names
+
+
+def delete_topics(admin: AdminClient, names: list[str]) -> None:
+    for fut in admin.delete_topics(names).values():
+        try:
+            fut.result(30)
+        except Exception:
+            pass
+
+
+def prefix() -> str:
+    return f"bench-{uuid.uuid4().hex[:8]}."

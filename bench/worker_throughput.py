@@ -1,0 +1,163 @@
+"""Worker throughput against a raw confluent-kafka consume loop on the same topic.
+
+Pre-fills a topic with N small Avro jobs, then measures (a) raw: consume(1000) + fastavro
+decode + store_offsets per batch, fresh group; (b) the streamjobs worker in-process with a
+no-op sync handler, no listeners; (c) the same with the default listeners (logs at warning,
+metrics, health). Rates count from the first record received to the last handled (group join
+excluded). Prints a JSON line: raw/worker jobs/s and R_framework = worker / raw.
+
+    python bench/worker_throughput.py --jobs 300000 --partitions 6
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import sys
+import threading
+import time
+import uuid
+
+import click
+import fastavro
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from _common import create_topics, delete_topics, make_catalogue, prefix  # noqa: E402
+
+from streamjobs import headers as h  # noqa: E402
+from streamjobs.codec import Codec  # noqa: E402
+from streamjobs.config import KafkaConfig  # noqa: E402
+from streamjobs.events import EventBus  # noqa: E402
+from streamjobs.worker import App, Worker, WorkerSettings  # noqa: E402
+
+
+def prefill(conf: dict, topic: str, codec: Codec, n: int) -> None:
+    p = Producer({**conf, "linger.ms": 50, "batch.num.messages": 10000,
+                  "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})
+    fp = codec.fingerprint("noop").hex().encode()
+    values = [codec.encode("noop", {"n": i, "name": f"user-{i}"}) for i in range(1000)]
+    now = str(int(time.time() * 1000)).encode()
+    for i in range(n):
+        hdrs = [(h.JOB_ID, f"{i:036d}".encode()), (h.JOB_TYPE, b"noop"), (h.ATTEMPT, b"1"),
+                (h.CREATED_AT, now), (h.SCHEMA, fp)]
+        while True:
+            try:
+                p.produce(topic, values[i % 1000], str(i).encode(), headers=hdrs)
+                break
+            except BufferError:
+                p.poll(0.05)
+    p.flush(120)
+
+
+def raw(conf: dict, topic: str, codec: Codec, n: int) -> float:
+    parsed = codec.catalogue.current("bench.Noop").parsed
+    c = Consumer({**conf, "group.id": f"raw-{uuid.uuid4().hex}", "auto.offset.reset":
+                  "earliest", "enable.auto.offset.store": False})
+    c.subscribe([topic])
+    count = 0
+    first = 0.0
+    reader = fastavro.schemaless_reader
+    while count < n:
+        msgs = c.consume(1000, 0.5)
+        if not msgs:
+            continue
+        if not first:
+            first = time.perf_counter()
+        last: dict[int, int] = {}
+        for m in msgs:
+            if m.error():
+                continue
+            buf = io.BytesIO(m.value())
+            buf.seek(10)
+            reader(buf, parsed, None)
+            last[m.partition()] = m.offset()
+            count += 1
+        c.store_offsets(offsets=[TopicPartition(topic, p, o + 1) for p, o in last.items()])
+    elapsed = time.perf_counter() - first
+    c.close()
+    return n / elapsed
+
+
+def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
+           listeners: bool, profile: str | None) -> float:
+    app = App(catalogue, name="bench", topic_prefix=pfx)
+    counter = itertools.count()
+    first = [0.0]
+
+    @app.job("noop")
+    def noop(payload: dict, ctx) -> None:
+        next(counter)
+
+    bus = EventBus()
+    obs = None
+    if listeners:
+        from streamjobs.listeners import install_default_listeners
+        obs = install_default_listeners(bus, metrics_port=None, log_level="warning")
+    w = Worker(app, WorkerSettings(concurrency=concurrency,
+                                   group_id=f"sjbench-{uuid.uuid4().hex}"), kafka, bus)
+    done = [0.0]
+
+    def watch() -> None:
+        last = 0
+        while True:
+            c = next(counter)  # counts itself too: subtract the watcher's own ticks
+            seen = c - last
+            last += 1
+            if seen and not first[0]:
+                first[0] = time.perf_counter()
+            if seen >= n:
+                done[0] = time.perf_counter()
+                w.stop("bench done")
+                return
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
+    if profile:
+        import cProfile
+        cProfile.runctx("w.run(install_signals=False)", globals(), locals(), profile)
+    else:
+        w.run(install_signals=False)
+    if obs is not None:
+        obs.close()
+    return n / (done[0] - first[0])
+
+
+@click.command()
+@click.option("--bootstrap-servers", default="127.0.0.1:9092", envvar="STREAMJOBS_BOOTSTRAP_SERVERS")
+@click.option("--jobs", "n", default=300_000, show_default=True)
+@click.option("--partitions", default=6, show_default=True)
+@click.option("--concurrency", default=4, show_default=True)
+@click.option("--profile", default=None, help="write a cProfile of the worker run here")
+def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int,
+         profile: str | None) -> None:
+    kafka = KafkaConfig(bootstrap_servers=bootstrap_servers)
+    conf = kafka.client_settings()
+    admin = AdminClient(conf)
+    catalogue = make_catalogue(partitions)
+    codec = Codec(catalogue)
+    pfx = prefix()
+    names = create_topics(admin, catalogue, pfx, partitions)
+    try:
+        t0 = time.perf_counter()
+        prefill(conf, pfx + "noop", codec, n)
+        print(f"prefilled {n} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        raw_rate = raw(conf, pfx + "noop", codec, n)
+        print(f"raw: {raw_rate:,.0f} jobs/s", file=sys.stderr)
+        w_rate = worker(kafka, catalogue, pfx, n, concurrency, False, profile)
+        print(f"worker: {w_rate:,.0f} jobs/s", file=sys.stderr)
+        wl_rate = worker(kafka, catalogue, pfx, n, concurrency, True, None)
+        print(f"worker+listeners: {wl_rate:,.0f} jobs/s", file=sys.stderr)
+    finally:
+        delete_topics(admin, names)
+    print(json.dumps({"jobs": n, "partitions": partitions, "concurrency": concurrency,
+                      "raw_jobs_per_s": round(raw_rate), "worker_jobs_per_s": round(w_rate),
+                      "worker_with_listeners_jobs_per_s": round(wl_rate),
+                      "R_framework": round(w_rate / raw_rate, 3),
+                      "R_framework_with_listeners": round(wl_rate / raw_rate, 3)}))
+
+
+if __name__ == "__main__":
+    main()
