@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import uuid
@@ -38,10 +39,8 @@ def create_topics(admin: AdminClient, catalogue: Catalogue, prefix: str,
 
 def delete_topics(admin: AdminClient, names: list[str]) -> None:
     for fut in admin.delete_topics(names).values():
-        try:
+        with contextlib.suppress(Exception):
             fut.result(30)
-        except Exception:
-            pass
 
 
 def prefix() -> str:

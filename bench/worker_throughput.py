@@ -25,13 +25,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import create_topics, delete_topics, make_catalogue, prefix  # noqa: E402
+from _common import create_topics, delete_topics, make_catalogue, prefix
 
-from streamjobs import headers as h  # noqa: E402
-from streamjobs.codec import Codec  # noqa: E402
-from streamjobs.config import KafkaConfig  # noqa: E402
-from streamjobs.events import EventBus  # noqa: E402
-from streamjobs.worker import App, Worker, WorkerSettings  # noqa: E402
+from streamjobs import headers as h
+from streamjobs.codec import Codec
+from streamjobs.config import KafkaConfig
+from streamjobs.events import EventBus
+from streamjobs.worker import App, Worker, WorkerSettings
 
 
 def prefill(conf: dict, topic: str, codec: Codec, n: int) -> None:
@@ -126,7 +126,8 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
 
 
 @click.command()
-@click.option("--bootstrap-servers", default="127.0.0.1:9092", envvar="STREAMJOBS_BOOTSTRAP_SERVERS")
+@click.option("--bootstrap-servers", default="127.0.0.1:9092",
+              envvar="STREAMJOBS_BOOTSTRAP_SERVERS")
 @click.option("--jobs", "n", default=300_000, show_default=True)
 @click.option("--partitions", default=6, show_default=True)
 @click.option("--concurrency", default=4, show_default=True)

@@ -40,11 +40,13 @@ def kafka_options(func: F) -> F:
                   default=None)
     @click.option("--ssl-key-location", envvar=ENV["ssl_key_location"], default=None)
     @click.option("--ssl-key-password", envvar=ENV["ssl_key_password"], default=None)
+    @click.option("--client-id", envvar=ENV["client_id"], default=None,
+                  help="client.id the brokers see (quotas, logs). [default: streamjobs]")
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         names = ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username",
                  "sasl_password", "ssl_ca_location", "ssl_certificate_location",
-                 "ssl_key_location", "ssl_key_password")
+                 "ssl_key_location", "ssl_key_password", "client_id")
         overrides = {n: kwargs.pop(n) for n in names}
         global _active_kafka
         try:

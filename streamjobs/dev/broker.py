@@ -429,5 +429,10 @@ def _log_opts(name: str) -> list[str]:
 
 
 def _random_cluster_id() -> str:
-    # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding. One starting
+    # with "-" would be read as an option by `kafka-storage format -t` (Kafka's own
+    # Uuid.randomUuid() skips those too).
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid

@@ -99,8 +99,5 @@ class App:
                     out.append(other)
         return tuple(out)
 
-    async def _noop(self) -> None:  # pragma: no cover - keeps Awaitable imported for typing
-        return None
-
 
 AsyncHandlerFunc = Callable[[dict[str, Any], JobContext], Awaitable[Any]]

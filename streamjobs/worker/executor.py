@@ -110,7 +110,7 @@ class Executor:
                                                          loop).result()
                     else:
                         handler.func(ctx.payload, ctx)
-                except BaseException as exc:  # noqa: BLE001 - any handler error is a job failure
+                except BaseException as exc:
                     if failed is None:
                         failed = []
                     failed.append(self._failed(ctx, exc, clock() - t0 if timed else 0.0,
@@ -164,7 +164,7 @@ class Executor:
                     t0 = clock()
                     try:
                         await ctx._handler.func(ctx.payload, ctx)
-                    except BaseException as exc:  # noqa: BLE001
+                    except BaseException as exc:
                         if failed is None:
                             failed = []
                         failed.append(self._failed(ctx, exc, clock() - t0, want_failed))

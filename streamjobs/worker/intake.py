@@ -191,7 +191,7 @@ class Intake:
             return None
         if buf.tell() != len(value) or type(payload) is not dict:
             return None
-        return payload  # type: ignore[no-any-return]
+        return payload
 
     def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
         try:

@@ -19,7 +19,7 @@ __all__ = ["PartitionTracker"]
 class PartitionTracker:
     """Offsets received (``add``, increasing) and finished (``done``, any order)."""
 
-    __slots__ = ("_pending", "_finished", "_last")
+    __slots__ = ("_finished", "_last", "_pending")
 
     def __init__(self) -> None:
         self._pending: deque[int] = deque()  # received, in order; head may be finished

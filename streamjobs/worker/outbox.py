@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaException
 from confluent_kafka import Producer as KafkaProducer
@@ -61,7 +61,8 @@ class Outbox:
             out.on_ack()
 
         try:
-            self.producer.produce(out.topic, value=out.value, key=out.key, headers=out.headers,
+            self.producer.produce(out.topic, value=out.value, key=out.key,
+                                  headers=cast(Any, out.headers),
                                   on_delivery=delivered)
         except BufferError:  # local queue full: let poll() make room, never block here
             self._defer(out, 0.05)

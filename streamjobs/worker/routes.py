@@ -17,7 +17,7 @@ from .app import App, Handler
 __all__ = ["Route", "Routes"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # identity hash: a hot dict key
 class Route:
     job: JobType
     handler: Handler

@@ -10,7 +10,7 @@ start-up, rebalances, commits, pause/resume, shutdown.
 
 from __future__ import annotations
 
-import heapq
+import contextlib
 import os
 import signal
 import threading
@@ -161,7 +161,6 @@ class Worker:
     def _loop(self) -> None:
         s = self.settings
         max_in_flight = s.max_in_flight or 1
-        consumer = self.consumer
         intake = self.intake
         outbox = self.outbox
         now = time.monotonic()
@@ -289,10 +288,9 @@ class Worker:
                 tps.append(TopicPartition(part.topic, part.partition, pos))
         self._touched.clear()
         if tps:
-            try:
+            # KafkaException: a partition just left the assignment; nothing to store for it.
+            with contextlib.suppress(KafkaException):
                 self.consumer.store_offsets(offsets=tps)
-            except KafkaException:
-                pass  # a partition just left the assignment: nothing to store for it
         if self._finished - self._finished_at_commit >= self.settings.commit_every:
             self._finished_at_commit = self._finished
             self._commit(asynchronous=True)
@@ -372,10 +370,10 @@ class Worker:
                            TopicPartition(part.topic, part.partition, part.next_fetch))
 
     def _safe(self, fn: Any, arg: Any) -> None:
-        try:
+        # KafkaException: the partition was revoked meanwhile; its new owner starts from the
+        # committed offset.
+        with contextlib.suppress(KafkaException):
             fn(arg)
-        except KafkaException:
-            pass  # the partition was revoked meanwhile; its new owner starts from the commit
 
     # -- rebalances (called inside consume/poll, on this thread) ------------------------------
 
@@ -421,8 +419,8 @@ class Worker:
         self._count_in_flight()
 
     def _on_error(self, err: Any) -> None:
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            if not self._broker_down:
+        if (err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
+                and not self._broker_down):
                 self._broker_down = True
                 self.bus.emit(BrokerStatus(False, str(err)))
 
@@ -510,5 +508,3 @@ def run_worker(app: App, settings: WorkerSettings | None = None,
     """Run a worker until stopped; returns the exit code."""
     return Worker(app, settings, kafka, bus).run(install_signals=install_signals)
 
-
-_unused = heapq  # heap timers live in intake.py

@@ -23,7 +23,8 @@ When is a record (a topic/partition/offset) finished?
     timestamp (LogAppendTime on wait topics, the worker's produce time on the DLQ) is when;
   - no handler ran it and a dead-letter record names it in ``sj-orig-*`` (poison);
   - no handler ran it, it sits in a wait topic and the same attempt was re-produced to another
-    wait topic later (a record woken before its due time moves to a smaller tier).
+    wait topic later (a record woken before its due time moves to a smaller tier), or its next
+    attempt / dead letter exists (a failure no handler saw, e.g. an unknown writer schema).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class Report:
     succeeded: int
     dead_lettered: int
     lost: list[str]
+    missing: list[str]  # acked jobs absent from their job topic (lost by the broker/producer)
     duplicates: dict[str, int]  # job id -> extra finishes
     reruns: int  # extra handler starts of the same (job, attempt)
     early: list[Run]
@@ -138,6 +140,7 @@ class Report:
             "succeeded": self.succeeded,
             "dead_lettered": self.dead_lettered,
             "lost": len(self.lost),
+            "missing_from_topic": len(self.missing),
             "duplicates": self.duplicate_count,
             "duplicate_jobs": len(self.duplicates),
             "reruns": self.reruns,
@@ -180,6 +183,7 @@ def check(history: History) -> Report:
         succeeded=len(ok_count),
         dead_lettered=len(dlq_count),
         lost=sorted(acked - finished_jobs),
+        missing=sorted(acked - set(per_job_topic)) if history.job_topics else [],
         duplicates=duplicates,
         reruns=sum(n - 1 for n in starts.values() if n > 1),
         early=early,
@@ -235,11 +239,15 @@ def finish_times(runs: Iterable[Run], records: Iterable[TopicRecord],
         if pos in dlq_orig:
             done(pos, dlq_orig[pos])
         elif rec.job_id is not None and rec.attempt is not None and ".retry." in rec.topic:
-            # The re-produced copy: same attempt, another wait topic, appended later.
-            moved = [c.t for c in copies[(rec.job_id, rec.attempt)]
-                     if c.topic != rec.topic and ".retry." in c.topic and c.t >= rec.t]
-            if moved:
-                done(pos, min(moved))
+            # The re-produced copy (same attempt, another wait topic, appended later), or the
+            # record of a failure no handler saw (an unknown schema climbing the ladder).
+            carriers = [c.t for c in copies[(rec.job_id, rec.attempt)]
+                        if c.topic != rec.topic and ".retry." in c.topic and c.t >= rec.t]
+            carriers += successors.get((rec.job_id, rec.attempt + 1), [])
+            if rec.job_id in dlq_at:
+                carriers.append(dlq_at[rec.job_id])
+            if carriers:
+                done(pos, min(carriers))
     return out
 
 

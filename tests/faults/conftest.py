@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from streamjobs.config import KafkaConfig
-from tests.faults.harness import RESULTS, SCALE, Scenario
+from streamjobs.dev.broker import DevBroker
+from tests.faults.harness import RESULTS, SCALE, Scenario, free_port_block
 
 MakeScenario = Callable[..., Scenario]
 
@@ -43,3 +44,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for r in RESULTS:
         figures = "  ".join(f"{c}={r.get(c)}" for c in _COLUMNS if r.get(c) is not None)
         terminalreporter.write_line(f"{r['scenario']}: {figures}")
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Callable[[int], DevBroker]]:
+    """``own_broker(nodes)``: a private DevBroker (cluster) on free ports in a tmp directory,
+    for scenarios that kill brokers (the shared broker is never touched). Wiped afterwards."""
+    started: list[DevBroker] = []
+
+    def start(nodes: int) -> DevBroker:
+        broker = DevBroker(free_port_block(2 * nodes), nodes=nodes, root=tmp_path / "dev")
+        started.append(broker)
+        broker.up(timeout=180)
+        return broker
+
+    yield start
+    for b in started:
+        b.down(wipe=True)

@@ -391,9 +391,13 @@ class Scenario:
         with open(self.tmp / "commits.jsonl", "wb") as f:
             for c in self.sampler.samples:
                 f.write(orjson.dumps(c) + b"\n")
-        return History(acks=reader.acks, runs=reader.runs,
-                       records=self.read_topics(self.consumed_topics),
-                       dead_letters=self.read_topics([self.dlq]),
+        records = self.read_topics(self.consumed_topics)
+        dead_letters = self.read_topics([self.dlq])
+        with open(self.tmp / "records.jsonl", "wb") as f:
+            for rec in (*records, *dead_letters):
+                f.write(orjson.dumps(rec) + b"\n")
+        return History(acks=reader.acks, runs=reader.runs, records=records,
+                       dead_letters=dead_letters,
                        commits=list(self.sampler.samples), kills=list(self.kills),
                        job_topics=frozenset({self.topic}))
 

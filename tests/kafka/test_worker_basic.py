@@ -6,12 +6,10 @@ import signal
 
 from tests.conftest import wait_for
 
-from .worker_support import APP, Env, env  # noqa: F401
-
-pytest_plugins: list[str] = []
+from .worker_support import APP, Env, env_fixture  # noqa: F401
 
 
-def test_jobs_run_and_offsets_committed(env: Env, spawn_cli) -> None:  # noqa: F811
+def test_jobs_run_and_offsets_committed(env: Env, spawn_cli) -> None:
     """Every emitted job runs once and the group's committed offsets reach the end of each
     partition (at-least-once with manual offset store and batched commits)."""
     env.create_topics("task")

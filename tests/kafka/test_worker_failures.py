@@ -10,7 +10,7 @@ from streamjobs import headers as h
 from streamjobs.retry import dlq_topic
 from tests.conftest import wait_for
 
-from .worker_support import Env, InProcess, env  # noqa: F401
+from .worker_support import Env, InProcess, env_fixture  # noqa: F401
 
 
 def _dlq_by_reason(env: Env, n: int) -> dict[str, list]:
@@ -21,7 +21,7 @@ def _dlq_by_reason(env: Env, n: int) -> dict[str, list]:
 
 
 def test_poison_goes_to_dlq_with_raw_bytes_and_partition_moves_on(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """Undecodable bytes, unknown job type and missing headers are dead-lettered with their
     raw bytes, original headers and a reason; an unknown writer schema climbs the retry
     ladder first (reason unknown_schema); the jobs after them in the partition still run."""
@@ -54,7 +54,7 @@ def test_poison_goes_to_dlq_with_raw_bytes_and_partition_moves_on(
 
 
 def test_retry_respects_due_time_then_succeeds(env: Env,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A failing job is retried after the policy's delays (1s, 2s) and Retry(after) delays,
     never before sj-due-at, with attempt+1 each time."""
     env.create_topics("task")
@@ -78,7 +78,7 @@ def test_retry_respects_due_time_then_succeeds(env: Env,
 
 
 def test_permanent_errors_dead_letter_at_once(env: Env,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """PermanentError and a class listed in permanent_errors go to the DLQ on the first
     attempt with reason permanent_error and the error recorded; retries exhausted give
     max_attempts."""

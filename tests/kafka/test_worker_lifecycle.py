@@ -10,10 +10,10 @@ import time
 
 from tests.conftest import wait_for
 
-from .worker_support import APP, Env, env  # noqa: F401
+from .worker_support import APP, Env, env_fixture  # noqa: F401
 
 
-def test_sigterm_mid_load_loses_nothing_and_reruns_nothing(env: Env, spawn_cli) -> None:  # noqa: F811
+def test_sigterm_mid_load_loses_nothing_and_reruns_nothing(env: Env, spawn_cli) -> None:
     """SIGTERM while jobs run: the worker stops fetching, finishes running jobs within the
     grace period, commits, exits 0; a new worker finishes the rest. Every job ran, none
     twice."""
@@ -34,7 +34,7 @@ def test_sigterm_mid_load_loses_nothing_and_reruns_nothing(env: Env, spawn_cli) 
     assert len(done) == len(ids), "a job finished twice"
 
 
-def test_second_signal_exits_at_once(env: Env, spawn_cli) -> None:  # noqa: F811
+def test_second_signal_exits_at_once(env: Env, spawn_cli) -> None:
     """A second SIGTERM during the graceful drain exits at once with a non-zero code."""
     env.create_topics("task")
     env.emit(key="same")
@@ -53,7 +53,7 @@ def test_second_signal_exits_at_once(env: Env, spawn_cli) -> None:  # noqa: F811
     assert code != 0 and time.monotonic() - t0 < 3
 
 
-def test_group_protocol_consumer(env: Env, spawn_cli) -> None:  # noqa: F811
+def test_group_protocol_consumer(env: Env, spawn_cli) -> None:
     """With --group-protocol consumer (KIP-848) the worker joins, runs every job and commits."""
     env.create_topics("task")
     ids = {env.emit(key=f"k{i}") for i in range(20)}
@@ -65,7 +65,7 @@ def test_group_protocol_consumer(env: Env, spawn_cli) -> None:  # noqa: F811
     assert env.committed(env.topic()) == env.end_offsets(env.topic())
 
 
-def test_processes_supervisor_replaces_a_killed_child(env: Env, spawn_cli) -> None:  # noqa: F811
+def test_processes_supervisor_replaces_a_killed_child(env: Env, spawn_cli) -> None:
     """--processes 2 starts two workers; a SIGKILLed child is replaced; SIGTERM stops all and
     the supervisor exits 0."""
     env.create_topics("task")
@@ -88,7 +88,7 @@ def test_processes_supervisor_replaces_a_killed_child(env: Env, spawn_cli) -> No
     assert len({x["pid"] for x in env.lines()} - {victim}) >= 1
 
 
-def test_burst_exits_when_drained(env: Env, spawn_cli) -> None:  # noqa: F811
+def test_burst_exits_when_drained(env: Env, spawn_cli) -> None:
     """--burst exits 0 once every assigned partition is drained and nothing is in flight."""
     env.create_topics("task")
     ids = {env.emit(key=f"k{i}", sleep_ms=5) for i in range(40)}

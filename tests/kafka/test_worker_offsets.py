@@ -10,11 +10,11 @@ import pytest
 from streamjobs.events import PartitionsLost, PartitionsRevoked
 from tests.conftest import wait_for
 
-from .worker_support import Env, InProcess, env  # noqa: F401
+from .worker_support import Env, InProcess, env_fixture  # noqa: F401
 
 
 def test_out_of_order_completion_commits_only_the_watermark(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """With unordered execution, later records finishing first do not move the committed
     offset past a record still running; it moves once that record finishes."""
     env.create_topics("task", partitions=1)
@@ -35,7 +35,7 @@ def test_out_of_order_completion_commits_only_the_watermark(
 
 
 def test_job_longer_than_max_poll_interval_keeps_partitions(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 10 s job under max.poll.interval.ms=6000 causes no revocation: the poll loop keeps
     polling while it runs; the job runs once and its offset is committed."""
     env.create_topics("task", partitions=1)
@@ -54,16 +54,16 @@ def test_job_longer_than_max_poll_interval_keeps_partitions(
 
 
 def test_in_flight_bound_pauses_and_resumes_without_skipping(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """With max_in_flight=4 the worker pauses and resumes partitions many times (seeking back
     to the first record not taken); every record runs exactly once."""
     env.create_topics("task")
-    ids = [env.emit(key=f"k{i % 7}", sleep_ms=2) for i in range(300)]
+    ids = [env.emit(key=f"k{i % 7}", sleep_ms=2) for i in range(100)]
     env.flush()
     w = InProcess(env, monkeypatch, ordering="unordered", concurrency=2, max_in_flight=4,
                   batch_size=50)
     try:
-        wait_for(lambda: len(env.lines()) >= 300, 60, what="all jobs")
+        wait_for(lambda: len(env.lines()) >= 100, 60, what="all jobs")
         time.sleep(1)
         ends = env.end_offsets(env.topic())
         wait_for(lambda: env.committed(env.topic()) == ends, 10, what="commit")

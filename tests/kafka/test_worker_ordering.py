@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import pytest
 
 from tests.conftest import wait_for
 
-from .worker_support import Env, InProcess, env  # noqa: F401
+from .worker_support import Env, InProcess, env_fixture  # noqa: F401
 
 
 def _overlaps(runs: list[dict]) -> bool:
     runs = sorted(runs, key=lambda x: x["start"])
-    return any(b["start"] < a["end"] for a, b in zip(runs, runs[1:], strict=False))
+    return any(b["start"] < a["end"] for a, b in itertools.pairwise(runs))
 
 
-def test_per_key_ordering(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_per_key_ordering(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """ordering=key: jobs of one key run one at a time in offset order; different keys of the
     same partition run concurrently."""
     env.create_topics("task", partitions=1)
@@ -39,7 +40,7 @@ def test_per_key_ordering(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:  #
 
 
 def test_per_partition_ordering_with_async_handler(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """ordering=partition (default), async handler: one job of a partition at a time, in
     offset order; partitions run concurrently on the asyncio loop."""
     env.create_topics("atask")

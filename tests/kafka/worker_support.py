@@ -3,6 +3,7 @@ reading ledgers, committed offsets and topic contents."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -62,10 +63,8 @@ class Env:
     def delete_topics(self) -> None:
         if self.created:
             for fut in self.admin.delete_topics(self.created).values():
-                try:
+                with contextlib.suppress(Exception):
                     fut.result(timeout=30)
-                except Exception:
-                    pass
 
     # -- records --------------------------------------------------------------------------------
 
@@ -149,8 +148,8 @@ class Env:
                 "STREAMJOBS_METRICS_PORT": "0", "STREAMJOBS_LOG_LEVEL": "warning", **extra}
 
 
-@pytest.fixture
-def env(kafka_config: KafkaConfig, admin: AdminClient, unique: str,
+@pytest.fixture(name="env")
+def env_fixture(kafka_config: KafkaConfig, admin: AdminClient, unique: str,
         tmp_path: Path) -> Iterator[Env]:
     e = Env(kafka_config, admin, prefix=f"{unique}.", ledger=tmp_path / "ledger.jsonl",
             group=f"{unique}-group")

@@ -57,9 +57,8 @@ def _walk(cmd: click.Command) -> Iterator[click.Command]:
 
 
 def envvars(*path: str) -> set[str]:
-    """Environment variables read by ``streamjobs PATH...`` (every subcommand of a group) and
-    by ``KafkaConfig`` (streamjobs.config.ENV)."""
-    names = set(ENV.values())
+    """Environment variables read by ``streamjobs PATH...`` (every subcommand of a group)."""
+    names: set[str] = set()
     for cmd in _walk(cli_command(*path)):
         for param in cmd.params:
             var = param.envvar
@@ -134,6 +133,13 @@ def _env(svc: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {k: str(v) for k, v in env.items()}
+
+
+def test_connection_variables_are_read_by_every_kafka_command() -> None:
+    """Rule: each KafkaConfig variable (streamjobs.config.ENV: brokers, client id, SASL, TLS) is
+    an option of the worker, `topics apply` and `emit`, so deployments can set all of them."""
+    for path in (("worker",), ("topics", "apply"), ("emit",)):
+        assert set(ENV.values()) <= envvars(*path), path
 
 
 def test_kafka_is_apache_kafka_4_in_kraft_mode(compose: dict[str, Any]) -> None:

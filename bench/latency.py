@@ -1,0 +1,142 @@
+"""Created-to-handler latency at a fixed rate vs raw produce-to-consume latency.
+
+Produces jobs at ``--rate`` per second for ``--seconds`` (each carries sj-created-at in ms),
+once to a raw confluent-kafka poll loop (latency = receive time - created) and once to the
+streamjobs worker (latency = handler start - created). Prints p50/p99 of both and the ratio
+of p99s (target <= 1.5) as a JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+
+import click
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from _common import create_topics, delete_topics, make_catalogue, prefix
+
+from streamjobs import headers as h
+from streamjobs.codec import Codec
+from streamjobs.config import KafkaConfig
+from streamjobs.worker import App, Worker, WorkerSettings
+
+
+def pace(conf: dict, topic: str, codec: Codec, rate: int, seconds: float) -> None:
+    p = Producer({**conf, "linger.ms": 0})
+    value = codec.encode("noop", {"n": 1, "name": "x"})
+    fp = codec.fingerprint("noop").hex().encode()
+    n = int(rate * seconds)
+    start = time.perf_counter()
+    for i in range(n):
+        target = start + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        now = str(int(time.time() * 1000)).encode()
+        p.produce(topic, value, str(i).encode(), headers=[
+            (h.JOB_ID, str(i).encode()), (h.JOB_TYPE, b"noop"), (h.ATTEMPT, b"1"),
+            (h.CREATED_AT, now), (h.SCHEMA, fp)])
+        p.poll(0)
+    p.flush(30)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def wait_assigned(consumer_ready: threading.Event) -> None:
+    consumer_ready.wait(30)
+    time.sleep(1.0)
+
+
+def raw(conf: dict, topic: str, codec: Codec, rate: int, seconds: float) -> list[float]:
+    c = Consumer({**conf, "group.id": f"lat-raw-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "latest"})
+    ready = threading.Event()
+    c.subscribe([topic], on_assign=lambda *_: ready.set())
+    lat: list[float] = []
+    n = int(rate * seconds)
+    t = threading.Thread(target=lambda: (wait_assigned(ready),
+                                         pace(conf, topic, codec, rate, seconds)))
+    t.start()
+    deadline = time.monotonic() + seconds + 60
+    while len(lat) < n and time.monotonic() < deadline:
+        m = c.poll(0.1)
+        if m is None or m.error():
+            continue
+        created = h.get_int(m.headers(), h.CREATED_AT) or 0
+        lat.append(time.time() * 1000 - created)
+    t.join()
+    c.close()
+    return lat
+
+
+def worker(kafka: KafkaConfig, catalogue, pfx: str, codec: Codec, rate: int,
+           seconds: float) -> list[float]:
+    app = App(catalogue, name="lat", topic_prefix=pfx)
+    lat: list[float] = []
+    n = int(rate * seconds)
+    since = time.time() * 1000  # the raw phase's records are on the topic too: skip them
+
+    @app.job("noop")
+    def noop(payload: dict, ctx) -> None:
+        created = ctx.created_at_ms or 0
+        if created >= since:
+            lat.append(time.time() * 1000 - created)
+
+    from streamjobs.events import EventBus, PartitionsAssigned
+    bus = EventBus()
+    ready = threading.Event()
+    bus.subscribe(lambda e: ready.set(), PartitionsAssigned)
+    w = Worker(app, WorkerSettings(concurrency=4, group_id=f"lat-w-{uuid.uuid4().hex}"),
+               kafka, bus)
+
+    def drive() -> None:
+        wait_assigned(ready)
+        pace(kafka.client_settings(), pfx + "noop", codec, rate, seconds)
+        deadline = time.monotonic() + 30
+        while len(lat) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        w.stop("bench done")
+
+    threading.Thread(target=drive, daemon=True).start()
+    w.run(install_signals=False)
+    return lat
+
+
+@click.command()
+@click.option("--bootstrap-servers", default="127.0.0.1:9092",
+              envvar="STREAMJOBS_BOOTSTRAP_SERVERS")
+@click.option("--rate", default=1000, show_default=True)
+@click.option("--seconds", default=10.0, show_default=True)
+@click.option("--partitions", default=6, show_default=True)
+def main(bootstrap_servers: str, rate: int, seconds: float, partitions: int) -> None:
+    kafka = KafkaConfig(bootstrap_servers=bootstrap_servers)
+    conf = kafka.client_settings()
+    admin = AdminClient(conf)
+    catalogue = make_catalogue(partitions)
+    codec = Codec(catalogue)
+    pfx = prefix()
+    names = create_topics(admin, catalogue, pfx, partitions)
+    try:
+        r = raw(conf, pfx + "noop", codec, rate, seconds)
+        wl = worker(kafka, catalogue, pfx, codec, rate, seconds)
+    finally:
+        delete_topics(admin, names)
+    out = {"rate": rate, "seconds": seconds, "raw_n": len(r), "worker_n": len(wl),
+           "raw_p50_ms": round(pct(r, 0.5), 1), "raw_p99_ms": round(pct(r, 0.99), 1),
+           "worker_p50_ms": round(pct(wl, 0.5), 1), "worker_p99_ms": round(pct(wl, 0.99), 1)}
+    out["ratio_p50"] = round(out["worker_p50_ms"] / max(out["raw_p50_ms"], 0.1), 2)
+    out["ratio_p99"] = round(out["worker_p99_ms"] / max(out["raw_p99_ms"], 0.1), 2)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
