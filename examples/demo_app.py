@@ -31,6 +31,7 @@ def _fixed() -> bool:
 
 def _record(ctx: JobContext, outcome: str) -> None:
     line = f"{ctx.job_id} {ctx.job_type} {ctx.attempt} {outcome}\n".encode()
+    STATE.mkdir(parents=True, exist_ok=True)
     fd = os.open(STATE / "outcomes.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

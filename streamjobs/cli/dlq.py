@@ -261,7 +261,7 @@ def list_(kafka: KafkaConfig, topics: tuple[str, ...], all_topics: bool, schemas
 @group.command()
 @click.option("--topic", required=True, envvar="STREAMJOBS_DLQ_TOPIC",
               help="Job topic or its .dlq topic.")
-@click.argument("where", metavar="PARTITION:OFFSET")
+@click.argument("where", metavar="PARTITION:OFFSET", envvar="STREAMJOBS_DLQ_RECORD")
 @schemas_option
 @json_option
 @kafka_options

@@ -124,7 +124,7 @@ def _show_progress(progress: bool | None, count: int) -> bool:
 
 
 @click.command("emit")
-@click.argument("job_type", metavar="[TYPE]", required=False)
+@click.argument("job_type", metavar="[TYPE]", required=False, envvar="STREAMJOBS_EMIT_TYPE")
 @click.option("--json", "payload_json", metavar="JSON", envvar="STREAMJOBS_EMIT_JSON",
               help="The payload: a JSON object (needs TYPE).")
 @click.option("--file", "file", type=click.File("r", encoding="utf-8"),

@@ -197,6 +197,9 @@ class DevBroker:
                 return current, False
             raise DevBrokerError(f"broker pid {current.pid} is running but does not answer on "
                                  f"{self.bootstrap}; try `streamjobs dev down`")
+        # Java and the jars first: they are the more fundamental problems to report.
+        java = check_java()
+        classpath = resolve_classpath()
         for node in self.node_ids:
             ports = [self.node_port(node), self.controller_port(node)]
             if self.sasl:
@@ -205,8 +208,6 @@ class DevBroker:
                 if not port_free(p):
                     raise DevBrokerError(f"port {p} on 127.0.0.1 is already taken by another "
                                          "process; choose another with --port")
-        java = check_java()
-        classpath = resolve_classpath()
         self.home.mkdir(parents=True, exist_ok=True)
         cluster_id = _random_cluster_id()
         for node in self.node_ids:

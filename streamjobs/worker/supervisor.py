@@ -83,7 +83,9 @@ def supervise(count: int, argv: list[str], *, metrics_port: int, grace_period: f
                 continue
             if signals or code == 0:
                 c.finished = True
-                failed = failed or code != 0
+                # A child still starting up when our signal came dies of it before it can
+                # install its handlers: it had taken no job yet, so that is a clean stop.
+                failed = failed or code not in (0, *(-s for s in signals))
                 _say(f"child {c.index} (pid {c.proc.pid}) exited with {code}")
                 continue
             _say(f"child {c.index} (pid {c.proc.pid}) died with {code}; replacing it")

@@ -75,7 +75,7 @@ def test_partition_leader_killed_in_three_broker_cluster_loses_nothing(
     n = size(2000, 50_000)
     emitter = s.emit(n, rate=size(100, 1000), work_ms=1)
     time.sleep(6)
-    leader = s.admin.list_topics(s.topic, timeout=10).topics[s.topic].partitions[0].leader
+    leader = s.admin.list_topics(timeout=10).topics[s.topic].partitions[0].leader
     cluster.kill_node(leader)
     time.sleep(8)
     cluster.restart_node(leader, timeout=120)

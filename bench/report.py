@@ -1,0 +1,112 @@
+"""Renders the one-run benchmark report (bench/results/report.json) as a markdown table.
+
+    .venv/bin/python bench/report.py [bench/results/report.json]
+
+``bench/run`` writes the JSON (every script's final JSON line, merged) and calls ``render``.
+Each row is one figure with its target, measured in the same run on the same broker.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ROWS", "render", "rows"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (label, section, key path, target text, check or None)
+Row = tuple[str, str, tuple[str, ...], str, Callable[[float], bool] | None]
+
+ROWS: list[Row] = [
+    ("R_produce (emit / raw produce)", "produce", ("R_produce",), ">= 0.7",
+     lambda v: v >= 0.7),
+    ("emit rate (jobs/s)", "produce", ("emit_per_s",), "", None),
+    ("raw produce rate (records/s)", "produce", ("raw_per_s",), "", None),
+    ("R_framework (worker / raw consume)", "worker_throughput", ("R_framework",), ">= 0.8",
+     lambda v: v >= 0.8),
+    ("R_framework with listeners", "worker_throughput", ("R_framework_with_listeners",), "",
+     None),
+    ("worker rate (jobs/s)", "worker_throughput", ("worker_jobs_per_s",), "", None),
+    ("raw consume rate (records/s)", "worker_throughput", ("raw_jobs_per_s",), "", None),
+    ("latency p99 ratio (worker / raw)", "latency", ("ratio_p99",), "<= 1.5",
+     lambda v: v <= 1.5),
+    ("latency p50 worker / raw (ms)", "latency", ("worker_p50_ms",), "", None),
+    ("retry lateness p99, all delays (ms)", "retry_lateness", ("p99_ms",), "<= 1000",
+     lambda v: v <= 1000),
+    ("retry lateness p99, 1 s delay (ms)", "retry_lateness", ("delays", "1s", "p99_ms"), "",
+     None),
+    ("retry lateness p99, 5 s delay (ms)", "retry_lateness", ("delays", "5s", "p99_ms"), "",
+     None),
+    ("retry lateness p99, 30 s delay (ms)", "retry_lateness", ("delays", "30s", "p99_ms"), "",
+     None),
+    ("retry lateness max (ms)", "retry_lateness", ("max_ms",), "", None),
+    ("retries started early", "retry_lateness", ("early",), "== 0", lambda v: v == 0),
+    ("worker RSS min while draining (MiB)", "rss", ("min_mib",), "", None),
+    ("worker RSS max while draining (MiB)", "rss", ("max_mib",), "", None),
+    ("backlog drained (jobs)", "rss", ("jobs",), "", None),
+    ("kafka-producer-perf-test (records/s)", "kafka_producer_perf", ("records_per_s",), "",
+     None),
+    ("kafka-consumer-perf-test (records/s)", "kafka_consumer_perf", ("records_per_s",), "",
+     None),
+]
+
+
+def _get(data: dict[str, Any], section: str, path: tuple[str, ...]) -> Any:
+    node: Any = data.get("results", {}).get(section)
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One dict per row: label, value (None when that script failed), target, ok."""
+    out = []
+    for label, section, path, target, ok in ROWS:
+        value = _get(report, section, path)
+        verdict = None
+        if ok is not None and isinstance(value, int | float):
+            verdict = ok(float(value))
+        out.append({"label": label, "section": section, "value": value, "target": target,
+                    "ok": verdict})
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def render(report: dict[str, Any]) -> str:
+    """The markdown report: a header naming the run, the table, then any script failures."""
+    lines = [f"Benchmark run {report.get('started_at', '?')} on {report.get('broker', '?')} "
+             f"(Kafka {report.get('kafka_version', '?')}, {report.get('cpus', '?')} CPUs"
+             f"{', quick' if report.get('quick') else ''}).", "",
+             "| figure | value | target | met |", "|---|---:|---|---|"]
+    for r in rows(report):
+        met = {True: "yes", False: "**no**", None: ""}[r["ok"]]
+        lines.append(f"| {r['label']} | {_fmt(r['value'])} | {r['target']} | {met} |")
+    errors = report.get("errors") or {}
+    if errors:
+        lines += ["", "Failed steps:"]
+        lines += [f"- `{name}`: {msg}" for name, msg in sorted(errors.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS / "report.json"
+    print(render(json.loads(path.read_text())), end="")
+
+
+if __name__ == "__main__":
+    main()

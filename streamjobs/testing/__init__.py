@@ -1,0 +1,22 @@
+"""Test job handlers in-process, without a broker.
+
+    from streamjobs.testing import JobRunner, assert_succeeded
+
+    def test_welcome_email() -> None:
+        with JobRunner(app) as runner:
+            job_id = runner.emit("send_welcome_email", {"user_id": "u1", "email": "a@b.c"})
+            runner.run()
+            assert_succeeded(runner, job_id)
+
+Payloads go through the production codec, failures through the worker's retry policy and
+dead-letter decisions, on a fake clock. See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+from .assertions import assert_dead_lettered, assert_succeeded
+from .outcome import JobOutcome, RunawayJobs, RunReport
+from .runner import JobRunner
+
+__all__ = ["JobOutcome", "JobRunner", "RunReport", "RunawayJobs", "assert_dead_lettered",
+           "assert_succeeded"]

@@ -1,0 +1,66 @@
+"""What a test run produced: one ``JobOutcome`` per handler run, ``RunReport`` per ``run``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .. import headers as h
+from ..errors import StreamjobsError
+
+__all__ = ["JobOutcome", "RunReport", "RunawayJobs", "Status"]
+
+Status = Literal["succeeded", "retried", "dead_lettered"]
+
+
+class RunawayJobs(StreamjobsError):
+    """``run`` ran ``max_jobs`` attempts and jobs were still due (a job emitting itself?)."""
+
+    def __init__(self, max_jobs: int, pending: int) -> None:
+        self.max_jobs = max_jobs
+        self.pending = pending
+        super().__init__(f"ran {max_jobs} attempts and {pending} job(s) still pending")
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """One run (attempt) of a job. ``ran_at`` is fake-clock seconds; ``delay`` is set when
+    ``status == "retried"``, ``reason`` when ``"dead_lettered"``; ``headers`` are what the
+    handler saw, or for a dead-lettered job the dead-letter record's headers."""
+
+    job_id: str
+    job_type: str
+    attempt: int
+    status: Status
+    payload: dict[str, Any] | None
+    ran_at: float
+    topic: str
+    partition: int
+    offset: int
+    headers: h.Headers
+    error: BaseException | None = None
+    error_class: str | None = None
+    message: str | None = None
+    delay: float | None = None
+    reason: str | None = None
+
+
+@dataclass
+class RunReport:
+    outcomes: list[JobOutcome] = field(default_factory=list)
+    pending: int = 0  # jobs still queued (not due, or past ``until``)
+
+    def _count(self, status: Status) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def succeeded(self) -> int:
+        return self._count("succeeded")
+
+    @property
+    def retried(self) -> int:
+        return self._count("retried")
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._count("dead_lettered")

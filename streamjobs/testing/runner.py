@@ -1,0 +1,358 @@
+"""``JobRunner``: an App's handlers run in-process on a fake clock, no broker.
+
+What is real: the payload is validated and Avro-encoded by the production ``Codec`` at emit,
+decoded again (into the current schema version) before the handler runs; the handler gets a
+``JobContext`` with the headers a worker would see; a failure goes through the worker's own
+``decide`` (catalogue retry policy, ``Retry(after=...)``, ``PermanentError``,
+``permanent_errors``) and the retry and dead-letter headers are built by the worker's
+``retry_record`` / ``dead_letter_record``. What is fake: the clock (``runner.now``; retries and
+delayed jobs run instantly but in due order), topics/partitions/offsets (plausible: keyed jobs
+land on ``crc32(key) % partitions`` as with librdkafka's default partitioner), and concurrency:
+jobs run one at a time, in due order, then emit order. See docs/testing.md.
+"""
+
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import io
+import itertools
+import threading
+import time
+import zlib
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastavro import schemaless_writer
+from fastavro.validation import validate
+
+from .. import headers as h
+from ..codec import MAGIC, Codec, crc64_avro
+from ..errors import DecodeError, PayloadError, UnknownSchema
+from ..producer import check_traceparent
+from ..retry import dlq_topic, pick_tier, retry_topic
+from ..worker import App, JobContext
+from ..worker.failures import (
+    Decision,
+    Failure,
+    Origin,
+    dead_letter_record,
+    decide,
+    describe,
+    retry_record,
+)
+from .outcome import JobOutcome, RunawayJobs, RunReport, Status
+
+__all__ = ["JobRunner"]
+
+# Set by emit itself, as in Producer.emit.
+_RESERVED = frozenset({h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, h.DUE_AT,
+                       h.TARGET, h.TRACEPARENT})
+
+
+@dataclass
+class _Record:
+    job_type: str
+    job_id: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: h.Headers
+    timestamp_ms: int
+
+
+class JobRunner:
+    """Runs an ``App``'s handlers on a fake clock. ``now``: the clock's start (epoch seconds,
+    default: the real time). Use as a context manager (or call ``close``) when handlers are
+    ``async def``: they run on a loop in a thread the runner owns, as in the worker."""
+
+    def __init__(self, app: App, *, now: float | None = None, host: str = "test-host") -> None:
+        self.app = app
+        self.codec = Codec(app.catalogue)
+        self._now_ms = round((time.time() if now is None else now) * 1000)
+        self._origin_host = host
+        self._group = f"streamjobs-{app.name or 'app'}"
+        self._queue: list[tuple[int, int, _Record]] = []  # (due ms, seq, record)
+        self._seq = itertools.count()
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._checked: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.outcomes: list[JobOutcome] = []
+
+    # -- clock --------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """The fake clock, epoch seconds."""
+        return self._now_ms / 1000
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward; nothing runs (``run_due`` runs what became due)."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self._now_ms += round(seconds * 1000)
+
+    # -- emitting -----------------------------------------------------------------------------
+
+    def emit(self, job_type: str, payload: Mapping[str, Any], *, key: str | bytes | None = None,
+             headers: Mapping[str, str | bytes] | None = None, traceparent: str | None = None,
+             delay: float | timedelta | None = None, run_at: datetime | None = None,
+             schema_version: int | None = None) -> str:
+        """Validate and encode like ``Producer.emit`` (PayloadError / UnknownJobType at once);
+        returns the job id. Nothing runs until ``run``. ``schema_version`` writes an older
+        version of the job's schema, as a not-yet-upgraded producer would."""
+        value = (self.codec.encode(job_type, payload) if schema_version is None
+                 else self._encode_version(job_type, payload, schema_version))
+        job = self.app.catalogue.get(job_type)
+        if key is None and job.key_field is not None and payload.get(job.key_field) is not None:
+            key = str(payload[job.key_field])
+        hdrs: h.Headers = [
+            (h.JOB_ID, h.new_job_id(self._now_ms).encode()),
+            (h.CREATED_AT, str(self._now_ms).encode()),
+            (h.JOB_TYPE, job_type.encode()),
+            (h.ATTEMPT, b"1"),
+            (h.SCHEMA, value[2:10].hex().encode()),
+        ]
+        for name, val in (headers or {}).items():
+            if name in _RESERVED:
+                raise ValueError(f"header {name!r} is set by emit itself")
+            hdrs.append((name, val if isinstance(val, bytes) else val.encode()))
+        if traceparent is not None:
+            hdrs.append((h.TRACEPARENT, check_traceparent(traceparent).encode()))
+        return self.emit_raw(job_type, value, key=key, headers=hdrs,
+                             due_at_ms=self._due_ms(delay, run_at))
+
+    def emit_raw(self, job_type: str, value: bytes, *, key: str | bytes | None = None,
+                 headers: h.Headers | None = None, due_at_ms: int | None = None) -> str:
+        """Queue a record as it would arrive from Kafka: ``value`` is not checked here (bad
+        bytes are dead-lettered with ``decode_error`` when run, as by the worker).
+        ``headers`` default to a fresh job's; returns the ``sj-id``."""
+        job = self.app.catalogue.get(job_type)
+        if job_type not in self._checked:  # what a worker running this type checks at start
+            self.app.check((job_type,))
+            self._checked.add(job_type)
+        if headers is None:
+            headers = [(h.JOB_ID, h.new_job_id(self._now_ms).encode()),
+                       (h.CREATED_AT, str(self._now_ms).encode()),
+                       (h.JOB_TYPE, job_type.encode()), (h.ATTEMPT, b"1")]
+        key_b = key.encode() if isinstance(key, str) else key
+        topic = self.app.topic(job)
+        due = self._now_ms
+        if due_at_ms is not None and due_at_ms > self._now_ms:
+            due = due_at_ms
+            headers = [*headers, (h.DUE_AT, str(due).encode()), (h.TARGET, topic.encode())]
+            topic = self._wait_topic(job_type, self._now_ms, due)
+        job_id = h.get(headers, h.JOB_ID) or ""
+        self._push(due, _Record(job_type, job_id, topic, self._partition(job_type, key_b), -1,
+                                key_b, value, list(headers), self._now_ms))
+        return job_id
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, *, max_jobs: int = 10_000, until: float | None = None) -> RunReport:
+        """Run every job, advancing the clock to each next due time (retries after their
+        delays), until none is left (or the next is due after ``until``, epoch seconds)."""
+        limit = None if until is None else round(until * 1000)
+        return self._run(max_jobs, lambda due: limit is None or due <= limit)
+
+    def run_due(self, *, max_jobs: int = 10_000) -> RunReport:
+        """Run what is due now (including retries due at once); the clock does not move."""
+        return self._run(max_jobs, lambda due: False)
+
+    def _run(self, max_jobs: int, may_advance: Callable[[int], bool]) -> RunReport:
+        report = RunReport()
+        while self._queue:
+            due = self._queue[0][0]
+            if due > self._now_ms:
+                if not may_advance(due):
+                    break
+                self._now_ms = due
+            if len(report.outcomes) >= max_jobs:
+                raise RunawayJobs(max_jobs, len(self._queue))
+            report.outcomes.append(self._run_one(heapq.heappop(self._queue)[2]))
+        report.pending = len(self._queue)
+        return report
+
+    def _run_one(self, rec: _Record) -> JobOutcome:
+        job = self.app.catalogue.get(rec.job_type)
+        handler = self.app.handler(rec.job_type)
+        job_topic = self.app.topic(job)
+        attempt = h.get_int(rec.headers, h.ATTEMPT) or 1
+        payload: dict[str, Any] | None = None
+        try:
+            payload = self.codec.decode(rec.value, rec.job_type).payload
+        except UnknownSchema as exc:  # the worker retries these along the job's ladder
+            delay = job.retry.delay_for(attempt)
+            decision = (Decision(delay=delay) if delay is not None
+                        else Decision(reason="unknown_schema"))
+            return self._fail(rec, job_topic, attempt, None, exc, describe(exc), decision)
+        except DecodeError as exc:
+            failure = Failure("DecodeError", f"{exc.reason}: {exc.detail}")
+            return self._fail(rec, job_topic, attempt, None, exc, failure,
+                              Decision(reason="decode_error"))
+        created = h.get_int(rec.headers, h.CREATED_AT)
+        ctx = JobContext(job_id=rec.job_id, job_type=rec.job_type, attempt=attempt,
+                         headers=rec.headers, topic=rec.topic, partition=rec.partition,
+                         offset=rec.offset, key=rec.key, created_at_ms=created, payload=payload,
+                         job_topic=job_topic, value=rec.value, timestamp_ms=rec.timestamp_ms,
+                         job=job, handler=handler, due_at_ms=h.get_int(rec.headers, h.DUE_AT))
+        try:
+            if handler.is_async:
+                self._await(handler.func(payload, ctx))
+            else:
+                handler.func(payload, ctx)
+        except Exception as exc:  # KeyboardInterrupt, pytest.fail() etc. stop the test
+            decision = decide(exc, attempt, job.retry, job.permanent_errors)
+            return self._fail(rec, job_topic, attempt, payload, exc, describe(exc), decision)
+        return self._outcome(rec, attempt, "succeeded", payload, rec.headers)
+
+    def _fail(self, rec: _Record, job_topic: str, attempt: int, payload: dict[str, Any] | None,
+              exc: BaseException, failure: Failure, decision: Decision) -> JobOutcome:
+        origin = Origin(rec.topic, rec.partition, rec.offset, rec.timestamp_ms,
+                        self._origin_host, self._group)
+        now = self._now_ms
+        if decision.delay is not None:
+            due = now + round(decision.delay * 1000)
+            key, value, hdrs = retry_record(rec.key, rec.value, rec.headers, origin=origin,
+                                            failure=failure, attempt=attempt, target=job_topic,
+                                            due_at_ms=due, now_ms=now)
+            assert value is not None
+            self._push(due, _Record(rec.job_type, rec.job_id,
+                                    self._wait_topic(rec.job_type, now, due), rec.partition, -1,
+                                    key, value, hdrs, now))
+            return self._outcome(rec, attempt, "retried", payload, rec.headers, exc, failure,
+                                 delay=decision.delay)
+        reason = decision.reason or "max_attempts"
+        _, _, hdrs = dead_letter_record(rec.key, rec.value, rec.headers, origin=origin,
+                                        failure=failure, reason=reason, now_ms=now)
+        return self._outcome(rec, attempt, "dead_lettered", payload, hdrs, exc, failure,
+                             reason=reason, topic=dlq_topic(job_topic))
+
+    def _outcome(self, rec: _Record, attempt: int, status: Status,
+                 payload: dict[str, Any] | None, headers: h.Headers,
+                 exc: BaseException | None = None, failure: Failure | None = None, *,
+                 delay: float | None = None, reason: str | None = None,
+                 topic: str | None = None) -> JobOutcome:
+        out = JobOutcome(rec.job_id, rec.job_type, attempt, status, payload, self.now,
+                         topic or rec.topic, rec.partition, rec.offset, headers, exc,
+                         failure.error_class if failure else None,
+                         failure.message if failure else None, delay, reason)
+        self.outcomes.append(out)
+        return out
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _with(self, status: Status) -> list[JobOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def succeeded(self) -> list[JobOutcome]:
+        return self._with("succeeded")
+
+    @property
+    def retried(self) -> list[JobOutcome]:
+        return self._with("retried")
+
+    @property
+    def dead_lettered(self) -> list[JobOutcome]:
+        return self._with("dead_lettered")
+
+    @property
+    def failed(self) -> list[JobOutcome]:
+        """Every run that raised (retried or dead-lettered)."""
+        return [o for o in self.outcomes if o.status != "succeeded"]
+
+    @property
+    def pending(self) -> list[tuple[float, str]]:
+        """(due time, job id) of queued jobs, soonest first."""
+        return [(due / 1000, rec.job_id) for due, _, rec in sorted(self._queue)]
+
+    def attempts(self, job_id: str) -> list[JobOutcome]:
+        """Every run of ``job_id``, first attempt first."""
+        return [o for o in self.outcomes if o.job_id == job_id]
+
+    def outcome(self, job_id: str) -> JobOutcome:
+        """The latest run of ``job_id``."""
+        runs = self.attempts(job_id)
+        if not runs:
+            state = "is still pending" if any(r.job_id == job_id for _, _, r in self._queue) \
+                else "was never emitted"
+            raise KeyError(f"job {job_id} has not run: it {state}")
+        return runs[-1]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
+
+    def __enter__(self) -> JobRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _await(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run on the runner's loop thread, like the worker: works from async tests too."""
+        if self._loop is None:
+            loop = self._loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="sj-testing-asyncio",
+                             daemon=True).start()
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _push(self, due: int, rec: _Record) -> None:
+        part = (rec.topic, rec.partition)
+        rec.offset = self._offsets.get(part, 0)
+        self._offsets[part] = rec.offset + 1
+        heapq.heappush(self._queue, (due, next(self._seq), rec))
+
+    def _partition(self, job_type: str, key: bytes | None) -> int:
+        # librdkafka's default partitioner (consistent_random): crc32 of the key.
+        n = self.app.catalogue.get(job_type).partitions
+        return zlib.crc32(key) % n if key else 0
+
+    def _wait_topic(self, job_type: str, now: int, due: int) -> str:
+        """The tier topic a record waiting until ``due`` is read from last: a tier shorter
+        than the wait wakes it early and it moves to the tier that fits the rest (intake)."""
+        job = self.app.catalogue.get(job_type)
+        tiers = self.app.catalogue.wait_tiers(job.topic)
+        tier = pick_tier((due - now) / 1000, tiers)
+        while now + tier * 1000 < due:
+            now += round(tier * 1000)
+            tier = pick_tier((due - now) / 1000, tiers)
+        return retry_topic(self.app.topic(job), tier)
+
+    def _due_ms(self, delay: float | timedelta | None, run_at: datetime | None) -> int | None:
+        if delay is not None and run_at is not None:
+            raise ValueError("give delay or run_at, not both")
+        if delay is not None:
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            return self._now_ms + round(seconds * 1000) if seconds > 0 else None
+        if run_at is not None:
+            if run_at.tzinfo is None:
+                raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
+            return round(run_at.timestamp() * 1000)
+        return None
+
+    def _encode_version(self, job_type: str, payload: Mapping[str, Any], version: int) -> bytes:
+        versions = self.app.catalogue.versions(self.app.catalogue.get(job_type).schema)
+        if not 1 <= version <= len(versions):
+            raise ValueError(f"{job_type}: schema_version must be 1..{len(versions)}")
+        schema = versions[version - 1]
+        try:
+            validate(payload, schema.parsed, raise_errors=True, strict=True)
+        except Exception as exc:  # fastavro's ValidationError lists the failing fields
+            raise PayloadError(job_type, "", f"v{version}: {exc}") from None
+        out = bytearray(MAGIC)
+        out += crc64_avro(schema.canonical.encode()).to_bytes(8, "little")
+        buf = io.BytesIO()
+        schemaless_writer(buf, schema.parsed, dict(payload))
+        return bytes(out) + buf.getvalue()

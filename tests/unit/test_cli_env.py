@@ -1,0 +1,55 @@
+"""Every CLI option has an environment variable, and the README lists every one of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from streamjobs.cli import main
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def _commands(group: click.Group, ctx: click.Context, path: str = "streamjobs"
+              ) -> Iterator[tuple[str, click.Command]]:
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None, f"{path} {name} is listed but cannot be loaded"
+        full = f"{path} {name}"
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, click.Context(cmd, info_name=name, parent=ctx), full)
+        else:
+            yield full, cmd
+
+
+def _params() -> list[tuple[str, click.Parameter]]:
+    ctx = click.Context(main, info_name="streamjobs")
+    out = []
+    for path, cmd in _commands(main, ctx):
+        for param in cmd.params:
+            if param.name in {"help", "version"}:
+                continue
+            # `dev tool NAME ARGS...` passes everything through to Kafka's tool untouched.
+            if path == "streamjobs dev tool":
+                continue
+            out.append((f"{path} {param.name}", param))
+    return out
+
+
+def test_every_option_has_an_environment_variable() -> None:
+    """Rule: no CLI option or argument without a STREAMJOBS_* (or KAFKA_/JAVA_) variable."""
+    missing = [name for name, p in _params() if not p.envvar]
+    assert missing == []
+
+
+def test_every_environment_variable_is_in_the_readme() -> None:
+    """Rule: the README's table names every variable the CLI reads."""
+    names: set[str] = set()
+    for _, p in _params():
+        envvars = p.envvar if isinstance(p.envvar, list | tuple) else [p.envvar]
+        names.update(str(e) for e in envvars if e)
+    assert names, "found no environment variables at all"
+    missing = sorted(n for n in names if n not in README)
+    assert missing == []
