@@ -11,6 +11,7 @@ as ``early``); target p99 <= 1000 ms. The last line is one JSON object with ever
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -113,10 +114,8 @@ def run(kafka: KafkaConfig, per_delay: int, background_rate: int, spread: float)
     finally:
         admin = AdminClient(kafka.client_settings())
         for fut in admin.delete_topics([s.name for s in desired_topics(cat)]).values():
-            try:
+            with contextlib.suppress(Exception):
                 fut.result(30)
-            except Exception:
-                pass
         shutil.rmtree(tmp, ignore_errors=True)
     out: dict[str, Any] = {"per_delay": per_delay, "background_rate": background_rate,
                            "background_jobs": background[0], "delays": {}}

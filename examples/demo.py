@@ -8,6 +8,7 @@ Every run uses its own topic prefix and deletes its topics at the end (unless --
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -59,6 +60,11 @@ def _metrics(port: int) -> dict[str, float]:
                 key = sample.labels.get("outcome", "")
                 out[key] = out.get(key, 0.0) + sample.value
     return out
+
+
+def _published(proc: subprocess.CompletedProcess[str]) -> int:
+    report = json.loads(proc.stdout)
+    return sum(len(t["published"]) for t in report["topics"])
 
 
 def _outcomes(state: Path) -> dict[str, set[str]]:
@@ -151,10 +157,12 @@ def main(emails: int, thumbnails: int, keep: bool, timeout: float) -> None:
         click.echo("5. deploying the fix for bug #42, then: streamjobs dlq reprocess --all "
                    "--execute")
         (state / "fixed").touch()
-        dry = _sj("dlq", "reprocess", "--all", env=env)
-        click.echo("   dry run: " + (dry.stdout.strip().splitlines() or ["(nothing)"])[-1])
-        run = _sj("dlq", "reprocess", "--all", "--execute", env=env)
-        click.echo("   " + (run.stdout.strip().splitlines() or [""])[-1])
+        dry = _published(_sj("dlq", "reprocess", "--all", "--json", env=env))
+        click.echo(f"   dry run: {dry} dead letters would be re-published")
+        done = _published(_sj("dlq", "reprocess", "--all", "--execute", "--json", env=env))
+        again = _published(_sj("dlq", "reprocess", "--all", "--execute", "--json", env=env))
+        click.echo(f"   executed: {done} re-published; a second run re-publishes {again} "
+                   "(progress is kept in Kafka)")
 
         def second_pass() -> tuple[bool, str]:
             ok = len(_outcomes(state).get("ok", ()))

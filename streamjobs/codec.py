@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 from fastavro.validation import validate as _fastavro_validate
 
+from ._encoder import compile_encoder
+from .avro_reader import BodyReader, compile_reader
 from .errors import DecodeError, PayloadError, UnknownSchema
 
 if TYPE_CHECKING:
@@ -105,6 +107,7 @@ class _Plan:
     reader: dict[str, Any] | None
     schema: str
     version: int
+    fast: BodyReader | None = None  # compiled reader (writer == reader, plain types)
 
 
 class Codec:
@@ -129,6 +132,7 @@ class Codec:
         self._plans_by_fp: dict[bytes, _Plan] = {}  # decode without job_type: the usual case
         self._plans: dict[tuple[bytes, str], _Plan] = {}
         self._checks: dict[str, Callable[[Any, str], None]] = {}
+        self._encoders: dict[str, Callable[[Mapping[str, Any]], bytes]] = {}
 
     # -- encode -------------------------------------------------------------------------------
 
@@ -136,22 +140,47 @@ class Codec:
         return self._current_fp[self.catalogue.get(job_type).schema]
 
     def encode(self, job_type: str, payload: Mapping[str, Any]) -> bytes:
+        enc = self._encoders.get(job_type) or self.encoder(job_type)
+        return enc(payload)
+
+    def encoder(self, job_type: str) -> Callable[[Mapping[str, Any]], bytes]:
+        """``encode`` for one job type (what emit calls per record): a schema-specific encoder
+        (``_encoder.py``) takes payloads of exact builtin types; anything else, valid or not,
+        goes through the checker (errors name the field) and fastavro."""
+        enc = self._encoders.get(job_type)
+        if enc is not None:
+            return enc
         schema = self.catalogue.get(job_type).schema
+        parsed = self.catalogue.current(schema).parsed
+        prefix = MAGIC + self._current_fp[schema]
         check = self._checks.get(schema)
         if check is None:
-            check = self._checks[schema] = _compile(self.catalogue.current(schema).parsed)
-        try:
-            check(payload, "")
-        except _Invalid as exc:
-            raise PayloadError(job_type, exc.path, exc.reason) from None
-        out = io.BytesIO()
-        out.write(MAGIC)
-        out.write(self._current_fp[schema])
-        try:
-            fastavro.schemaless_writer(out, self.catalogue.current(schema).parsed, payload)
-        except Exception as exc:  # the check above should make this unreachable
-            raise PayloadError(job_type, "", f"{type(exc).__name__}: {exc}") from None
-        return out.getvalue()
+            check = self._checks[schema] = _compile(parsed)
+
+        def checked(payload: Mapping[str, Any]) -> bytes:
+            try:
+                check(payload, "")
+            except _Invalid as exc:
+                raise PayloadError(job_type, exc.path, exc.reason) from None
+            out = io.BytesIO()
+            out.write(prefix)
+            try:
+                fastavro.schemaless_writer(out, parsed, payload)
+            except Exception as exc:  # the check above should make this unreachable
+                raise PayloadError(job_type, "", f"{type(exc).__name__}: {exc}") from None
+            return out.getvalue()
+
+        fast = compile_encoder(parsed, prefix)
+        if fast is None:
+            enc = checked
+        else:
+            def enc(payload: Mapping[str, Any]) -> bytes:
+                try:
+                    return fast(payload)
+                except Exception:  # outside the fast path, maybe invalid: check it
+                    return checked(payload)
+        self._encoders[job_type] = enc
+        return enc
 
     # -- decode -------------------------------------------------------------------------------
 
@@ -183,6 +212,12 @@ class Codec:
             plan = self._plans_by_fp.get(fp) or self._plan(raw, fp, None)
         else:
             plan = self._plans.get((fp, job_type)) or self._plan(raw, fp, job_type)
+        fast = plan.fast
+        if fast is not None:
+            try:
+                return _decoded(fast(raw, _HEADER), fp, plan.schema, plan.version)
+            except Exception:  # declined: fastavro decides (and names the error)
+                pass
         buf = io.BytesIO(raw)  # shares the bytes object, no copy
         buf.seek(_HEADER)
         try:
@@ -204,7 +239,8 @@ class Codec:
         reader = self.catalogue.current(reader_name)
         same = self._current_fp[reader_name] == fp
         name, version = self._known[fp]
-        plan = _Plan(writer.parsed, None if same else reader.parsed, name, version)
+        plan = _Plan(writer.parsed, None if same else reader.parsed, name, version,
+                     compile_reader(writer.parsed) if same else None)
         if job_type is None:
             self._plans_by_fp[fp] = plan
         else:

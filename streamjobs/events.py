@@ -18,6 +18,17 @@ Job lifecycle (all carry job_id, job_type, topic, partition, offset, attempt):
 - ``JobDeadLettered``  sent to the dead-letter topic; ``reason``, ``dlq_topic``
                        (job_id/job_type may be "" for undecodable poison records)
 
+Job summaries (the batch form of a per-job event, for listeners that only count):
+
+- ``JobsReceived``     ``count`` jobs of ``job_type`` from one partition (``JobReceived``)
+- ``JobsSucceeded``    jobs of ``job_type`` that succeeded back to back from ``started_at``
+                       (wall clock): ``durations_s``, ``created_at_ms`` (``JobSucceeded``)
+
+A listener subscribed to a summary type receives every matching job exactly once: as
+summaries when the emitter batches, or as one-job summaries (``of``) of per-job events emitted
+with ``emit``. The worker batches only when no listener wants the per-job event itself
+(``EventBus.wants_each``), so counting listeners never force per-job event objects.
+
 Consumer group:
 
 - ``PartitionsAssigned`` / ``PartitionsRevoked`` / ``PartitionsLost``  ``partitions``
@@ -41,6 +52,7 @@ The worker calls ``wants`` before building an event so unobserved events cost no
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -59,6 +71,8 @@ __all__ = [
     "JobRetried",
     "JobStarted",
     "JobSucceeded",
+    "JobsReceived",
+    "JobsSucceeded",
     "LagSampled",
     "Listener",
     "LoopAlive",
@@ -126,6 +140,47 @@ class JobDeadLettered(JobEvent):
 
     reason: str
     dlq_topic: str
+
+
+# --- job summaries -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobsReceived(Event):
+    """``count`` jobs of ``job_type`` read from ``topic``/``partition`` (batch ``JobReceived``)."""
+
+    job_type: str
+    topic: str
+    partition: int
+    count: int
+
+    @classmethod
+    def of(cls, e: JobReceived) -> JobsReceived:
+        return cls(e.job_type, e.topic, e.partition, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class JobsSucceeded(Event):
+    """Jobs of ``job_type`` from ``topic``/``partition`` that ran back to back from
+    ``started_at`` (``time.time()``) and succeeded: job *i* took ``durations_s[i]`` and
+    finished at ``started_at + sum(durations_s[:i + 1])`` (batch ``JobSucceeded``)."""
+
+    job_type: str
+    topic: str
+    partition: int
+    started_at: float
+    durations_s: tuple[float, ...]
+    created_at_ms: tuple[int | None, ...]
+
+    @classmethod
+    def of(cls, e: JobSucceeded) -> JobsSucceeded:
+        return cls(e.job_type, e.topic, e.partition, time.time() - e.duration_s,
+                   (e.duration_s,), (e.created_at_ms,))
+
+
+# Per-job event type -> its summary type.
+SUMMARIES: dict[type[Event], type[Event]] = {JobReceived: JobsReceived,
+                                             JobSucceeded: JobsSucceeded}
 
 
 # --- consumer group ------------------------------------------------------------------
@@ -224,11 +279,12 @@ class EventBus:
     and exception type, and never propagates into the worker.
     """
 
-    __slots__ = ("_reported", "_subscriptions", "_table")
+    __slots__ = ("_each", "_reported", "_subscriptions", "_table")
 
     def __init__(self) -> None:
         self._subscriptions: list[tuple[Listener, tuple[type[Event], ...]]] = []
         self._table: dict[type[Event], tuple[Listener, ...]] = {}
+        self._each: dict[type[Event], bool] = {}
         self._reported: set[tuple[int, type[BaseException]]] = set()
 
     def subscribe(self, listener: Callable[[E], None], *types: type[E]) -> None:
@@ -251,6 +307,16 @@ class EventBus:
             listeners = self._resolve(event_type)
         return bool(listeners)
 
+    def wants_each(self, event_type: type[Event]) -> bool:
+        """True if a listener wants events of ``event_type`` one by one (not only through
+        their summary type): the emitter must then build one event per job."""
+        each = self._each.get(event_type)
+        if each is None:
+            self.wants(event_type)
+            each = self._each[event_type] = any(
+                not getattr(fn, "_sj_summary", False) for fn in self._table[event_type])
+        return each
+
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to its listeners, in subscription order."""
         listeners = self._table.get(type(event))
@@ -264,10 +330,17 @@ class EventBus:
 
     def _rebuild(self) -> None:
         # Every catalogue type gets an entry (possibly empty) so the hot path never misses.
+        self._each = {}
         self._table = {cls: self._matching(cls) for cls in _catalogue()}
 
     def _matching(self, cls: type[Event]) -> tuple[Listener, ...]:
-        return tuple(listener for listener, types in self._subscriptions if issubclass(cls, types))
+        found = [listener for listener, types in self._subscriptions if issubclass(cls, types)]
+        summary = SUMMARIES.get(cls)
+        if summary is not None:
+            # Listeners of the summary type only get one-job summaries of per-job events.
+            found += [_as_summary(listener, summary) for listener, types in self._subscriptions
+                      if issubclass(summary, types) and not issubclass(cls, types)]
+        return tuple(found)
 
     def _resolve(self, cls: type[Event]) -> tuple[Listener, ...]:
         # An event class defined after the last subscribe (plugin, test): compute once, cache.
@@ -287,3 +360,14 @@ class EventBus:
             type(exc).__name__,
             exc_info=exc,
         )
+
+
+def _as_summary(listener: Listener, summary: type[Event]) -> Listener:
+    of = summary.of  # type: ignore[attr-defined]
+
+    def deliver(event: Event) -> None:
+        listener(of(event))
+
+    deliver._sj_summary = True  # type: ignore[attr-defined]
+    deliver.__qualname__ = f"{getattr(listener, '__qualname__', listener)!s} (as {summary.__name__})"
+    return deliver

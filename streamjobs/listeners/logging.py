@@ -1,6 +1,8 @@
 """Structured logs from worker events: one JSON line per event on stderr (structlog).
 
-Levels: job received/started -> debug; succeeded -> info; failed/retried -> warning;
+Levels: job received/started/succeeded -> debug (one line per job costs tens of µs, more
+than a small job: at the default ``info`` level a busy worker logs only what needs attention;
+``streamjobs_jobs_total`` counts successes); failed/retried -> warning;
 dead-lettered -> error; partitions, worker start/stop -> info; commit done and lag samples ->
 debug (they come every second or more often); commit failed -> warning; broker status ->
 info when it recovers, warning when it is lost (logged on change only). ``LoopAlive`` and
@@ -141,7 +143,7 @@ class LogListener:
         table: list[tuple[str, type[Event], Callable[[Any], None]]] = [
             ("debug", JobReceived, self.on_received),
             ("debug", JobStarted, self.on_started),
-            ("info", JobSucceeded, self.on_succeeded),
+            ("debug", JobSucceeded, self.on_succeeded),
             ("warning", JobFailed, self.on_failed),
             ("warning", JobRetried, self.on_retried),
             ("error", JobDeadLettered, self.on_dead_lettered),
@@ -174,7 +176,7 @@ class LogListener:
         self._log.debug("job.started", **_job_fields(e))
 
     def on_succeeded(self, e: JobSucceeded) -> None:
-        self._log.info("job.succeeded", duration_ms=round(e.duration_s * 1000, 3), **_job_fields(e))
+        self._log.debug("job.succeeded", duration_ms=round(e.duration_s * 1000, 3), **_job_fields(e))
 
     def on_failed(self, e: JobFailed) -> None:
         self._log.warning(

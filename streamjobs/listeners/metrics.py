@@ -3,12 +3,17 @@ docs/observability.md; dashboards and alerts depend on them, so treat them as AP
 
 Per-job cost is a dict lookup for the cached labelled children of the job type plus the
 prometheus_client increments; ``labels()`` (which hashes and locks) runs once per job type.
+Received and succeeded jobs arrive as summaries (``JobsReceived``, ``JobsSucceeded``): one
+counter increment per batch and histogram buckets filled with one increment per bucket hit,
+so the worker never builds per-job events for metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,6 +30,8 @@ from ..events import (
     JobFailed,
     JobReceived,
     JobRetried,
+    JobsReceived,
+    JobsSucceeded,
     JobSucceeded,
     LagSampled,
     PartitionsAssigned,
@@ -121,8 +128,8 @@ class MetricsListener:
 
     def attach(self, bus: EventBus) -> None:
         handlers: list[tuple[type[Event], Callable[[Any], None]]] = [
-            (JobReceived, self.on_received),
-            (JobSucceeded, self.on_succeeded),
+            (JobsReceived, self.on_received_summary),
+            (JobsSucceeded, self.on_succeeded_summary),
             (JobFailed, self.on_failed),
             (JobRetried, self.on_retried),
             (JobDeadLettered, self.on_dead_lettered),
@@ -168,6 +175,22 @@ class MetricsListener:
         if e.created_at_ms is not None:
             # Clock skew between producer and worker hosts can make this negative; clamp.
             c.end_to_end.observe(max(0.0, time.time() - e.created_at_ms / 1000.0))
+
+    def on_received_summary(self, e: JobsReceived) -> None:
+        self._job(e.job_type).received.inc(e.count)
+
+    def on_succeeded_summary(self, e: JobsSucceeded) -> None:
+        c = self._job(e.job_type)
+        durations = e.durations_s
+        c.succeeded.inc(len(durations))
+        _observe_many(c.duration, durations)
+        if any(ms is not None for ms in e.created_at_ms):
+            # Job i finished at started_at + the durations up to it; skew clamped as above.
+            ends = itertools.accumulate(durations, initial=e.started_at)
+            next(ends)
+            _observe_many(c.end_to_end, [max(0.0, end - ms / 1000.0) for end, ms in
+                                         zip(ends, e.created_at_ms, strict=True)
+                                         if ms is not None])
 
     def on_failed(self, e: JobFailed) -> None:
         c = self._job(e.job_type)
@@ -226,3 +249,23 @@ class MetricsListener:
 
     def on_broker_status(self, e: BrokerStatus) -> None:
         self.broker_reachable.set(1 if e.reachable else 0)
+
+
+def _observe_many(child: Any, values: Any) -> None:
+    """``child.observe(v)`` for each value, with one increment per bucket hit. Uses the
+    histogram child's bucket counters directly (prometheus_client has no bulk observe);
+    falls back to ``observe`` when its internals differ."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(values) < 4:
+        for v in values:
+            child.observe(v)
+        return
+    hits: dict[int, int] = {}
+    for v in values:
+        i = bisect_left(bounds, v)  # first bound >= v, as observe's "v <= bound"
+        hits[i] = hits.get(i, 0) + 1
+    total.inc(sum(values))
+    for i, n in hits.items():
+        buckets[i].inc(n)

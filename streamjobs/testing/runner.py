@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import io
 import itertools
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from fastavro import schemaless_writer
-from fastavro.validation import validate
-
 from .. import headers as h
-from ..codec import MAGIC, Codec, crc64_avro
-from ..errors import DecodeError, PayloadError, UnknownSchema
+from ..catalogue import Catalogue
+from ..codec import Codec
+from ..errors import DecodeError, UnknownSchema
 from ..producer import check_traceparent
 from ..retry import dlq_topic, pick_tier, retry_topic
 from ..worker import App, JobContext
@@ -81,7 +79,9 @@ class JobRunner:
         self._seq = itertools.count()
         self._offsets: dict[tuple[str, int], int] = {}
         self._checked: set[str] = set()
+        self._old_codecs: dict[tuple[str, int], Codec] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_loop: Callable[[], object] = lambda: None
         self.outcomes: list[JobOutcome] = []
 
     # -- clock --------------------------------------------------------------------------------
@@ -288,8 +288,9 @@ class JobRunner:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Stop the async handlers' loop thread (if one was started)."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._stop_loop()
             self._loop = None
 
     def __enter__(self) -> JobRunner:
@@ -304,8 +305,11 @@ class JobRunner:
         """Run on the runner's loop thread, like the worker: works from async tests too."""
         if self._loop is None:
             loop = self._loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="sj-testing-asyncio",
-                             daemon=True).start()
+            thread = threading.Thread(target=loop.run_forever, name="sj-testing-asyncio",
+                                      daemon=True)
+            thread.start()
+            # A runner dropped without close() must not leave its thread running.
+            self._stop_loop = weakref.finalize(self, _stop_loop, loop, thread)
         asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _push(self, due: int, rec: _Record) -> None:
@@ -343,16 +347,24 @@ class JobRunner:
         return None
 
     def _encode_version(self, job_type: str, payload: Mapping[str, Any], version: int) -> bytes:
-        versions = self.app.catalogue.versions(self.app.catalogue.get(job_type).schema)
-        if not 1 <= version <= len(versions):
-            raise ValueError(f"{job_type}: schema_version must be 1..{len(versions)}")
-        schema = versions[version - 1]
-        try:
-            validate(payload, schema.parsed, raise_errors=True, strict=True)
-        except Exception as exc:  # fastavro's ValidationError lists the failing fields
-            raise PayloadError(job_type, "", f"v{version}: {exc}") from None
-        out = bytearray(MAGIC)
-        out += crc64_avro(schema.canonical.encode()).to_bytes(8, "little")
-        buf = io.BytesIO()
-        schemaless_writer(buf, schema.parsed, dict(payload))
-        return bytes(out) + buf.getvalue()
+        """The production codec over a catalogue whose newest version of this job's schema is
+        ``version``: the same validation, and the bytes an older deploy's producer writes."""
+        codec = self._old_codecs.get((job_type, version))
+        if codec is None:
+            catalogue = self.app.catalogue
+            schema = catalogue.get(job_type).schema
+            n = len(catalogue.versions(schema))
+            if not 1 <= version <= n:
+                raise ValueError(f"{job_type}: schema_version must be within 1..{n}")
+            versions = {name: catalogue.versions(name) for name in catalogue.schema_names()}
+            versions[schema] = versions[schema][:version]
+            old = Catalogue(catalogue.schemas_dir, {j.name: j for j in catalogue}, versions)
+            codec = self._old_codecs[(job_type, version)] = Codec(old)
+        return codec.encode(job_type, payload)
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    loop.call_soon_threadsafe(loop.stop)
+    if thread is not threading.current_thread():  # a GC pass may run on the loop's thread
+        thread.join()
+        loop.close()

@@ -10,19 +10,27 @@ the finished jobs above the watermark (at-least-once), never skips an unfinished
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 
 __all__ = ["PartitionTracker"]
 
+_COMPACT_AT = 4096  # drop the finished head of the list once it is this long (and > half)
+
 
 class PartitionTracker:
-    """Offsets received (``add``, increasing) and finished (``done``, any order)."""
+    """Offsets received (``add``, increasing) and finished (``done``, any order).
 
-    __slots__ = ("_finished", "_last", "_pending")
+    Received offsets live in one sorted list with a head index (everything before the head is
+    finished), so a batch is added and, when it finishes in order (the usual case), retired
+    with one C-level list operation instead of a Python step per offset.
+    """
+
+    __slots__ = ("_finished", "_head", "_last", "_pending")
 
     def __init__(self) -> None:
-        self._pending: deque[int] = deque()  # received, in order; head may be finished
+        self._pending: list[int] = []  # received, in order; [_head:] not yet at the watermark
+        self._head = 0
         self._finished: set[int] = set()  # finished but not yet at the head
         self._last: int | None = None  # highest offset received
 
@@ -33,40 +41,90 @@ class PartitionTracker:
         self._pending.append(offset)
         self._last = offset
 
-    def add_many(self, offsets: Iterable[int]) -> None:
-        for offset in offsets:
-            self.add(offset)
+    def add_many(self, offsets: Sequence[int]) -> None:
+        """``add`` each of ``offsets`` (increasing)."""
+        if not offsets:
+            return
+        last = self._last
+        if (last is not None and offsets[0] <= last) or not _increasing(offsets):
+            for offset in offsets:  # raises at the first offset out of order
+                self.add(offset)
+            return
+        self._pending += offsets
+        self._last = offsets[-1]
 
     def done(self, offset: int) -> None:
         """The record at ``offset`` is finished. Unknown offsets are ignored (e.g. a late
         completion after the partition was revoked and re-assigned)."""
         pending = self._pending
-        if pending and pending[0] == offset:
-            pending.popleft()
-            finished = self._finished
-            # Drain finished offsets that are now at the head.
-            while pending and pending[0] in finished:
-                finished.discard(pending.popleft())
-        elif self._last is not None and offset <= self._last and (
-                pending and offset > pending[0]):
-            self._finished.add(offset)
+        head = self._head
+        if head >= len(pending):
+            return
+        if pending[head] == offset:
+            self._head = head + 1
+            if self._finished:
+                self._drain()
+            else:
+                self._compact()
+        elif offset > pending[head]:
+            i = bisect_left(pending, offset, head)
+            if i < len(pending) and pending[i] == offset:
+                self._finished.add(offset)
 
-    def done_many(self, offsets: Iterable[int]) -> None:
+    def done_many(self, offsets: Sequence[int] | Iterable[int]) -> None:
+        """``done`` each of ``offsets``; a run that is exactly the next unfinished offsets (a
+        chunk finishing in order) costs one comparison of lists."""
+        if not isinstance(offsets, list):
+            offsets = list(offsets)
+        k = len(offsets)
+        head = self._head
+        if k and self._pending[head:head + k] == offsets:
+            self._head = head + k
+            if self._finished:
+                self._drain()
+            else:
+                self._compact()
+            return
         for offset in offsets:
             self.done(offset)
+
+    def _drain(self) -> None:
+        # Finished offsets now at the head join the watermark.
+        pending, finished, head = self._pending, self._finished, self._head
+        n = len(pending)
+        while head < n and pending[head] in finished:
+            finished.discard(pending[head])
+            head += 1
+        self._head = head
+        self._compact()
+
+    def _compact(self) -> None:
+        head = self._head
+        if head >= _COMPACT_AT and head * 2 >= len(self._pending):
+            del self._pending[:head]
+            self._head = 0
 
     def commit_position(self) -> int | None:
         """Offset to commit: the lowest unfinished offset, or last received + 1 when all are
         finished; None when nothing was ever received."""
-        if self._pending:
-            return self._pending[0]
+        if self._head < len(self._pending):
+            return self._pending[self._head]
         return None if self._last is None else self._last + 1
 
     @property
     def in_flight(self) -> int:
         """Records received and not finished."""
-        return len(self._pending) - len(self._finished)
+        return len(self._pending) - self._head - len(self._finished)
 
     @property
     def last(self) -> int | None:
         return self._last
+
+
+def _increasing(offsets: Sequence[int]) -> bool:
+    # Cheap exact check for the common case: consecutive offsets (no gaps).
+    if len(offsets) < 2:
+        return True
+    if offsets[-1] - offsets[0] == len(offsets) - 1:
+        return list(offsets) == list(range(offsets[0], offsets[-1] + 1))
+    return all(a < b for a, b in zip(offsets, offsets[1:], strict=False))

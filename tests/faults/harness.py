@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streamjobs import headers as h
 from streamjobs.catalogue import Catalogue
@@ -56,7 +56,7 @@ def free_port_block(count: int) -> int:
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
+            base = int(s.getsockname()[1])
         if base + count >= 65000:
             continue
         ok = True
@@ -110,37 +110,61 @@ class WorkerProc:
 
 class CommitSampler(threading.Thread):
     """Samples the group's committed offsets every ``interval`` s; keeps each change (the
-    first sample showing a new value, stamped after the answer arrived)."""
+    first sample showing a new value, stamped after the answer arrived).
 
-    def __init__(self, admin: AdminClient, group: str, interval: float = 0.2) -> None:
+    It asks with a consumer that never subscribes (OffsetFetch only), not the AdminClient:
+    librdkafka 2.16's AdminClient aborts the process (``rd_kafka_enq_once_del_source_return:
+    Assertion eonce->refcnt > 0``) when the coordinator dies during a request."""
+
+    def __init__(self, config: KafkaConfig, group: str, topics: Callable[[], list[str]],
+                 interval: float = 0.2) -> None:
         super().__init__(daemon=True, name="commit-sampler")
-        self.admin = admin
+        self.config = config
         self.group = group
+        self.topics = topics
         self.interval = interval
         self.samples: list[CommitSample] = []
         self.latest: dict[tuple[str, int], int] = {}
         self.failures = 0
         self._halt = threading.Event()
         self._lock = threading.Lock()
+        self._consumer: Any = None
+        self._tps: list[TopicPartition] = []
+
+    def _client(self) -> Any:
+        if self._consumer is None:
+            c = Consumer({**self.config.client_settings(), "group.id": self.group,
+                          "enable.auto.commit": False, "log_level": 2})
+            md = c.list_topics(timeout=10)
+            self._tps = [TopicPartition(t, p) for t in self.topics()
+                         for p in md.topics[t].partitions]
+            self._consumer = c
+        return self._consumer
 
     def sample(self) -> dict[tuple[str, int], int]:
         """One sample now (also recorded); {} when the broker did not answer."""
-        req = [ConsumerGroupTopicPartitions(self.group)]
-        try:
-            fut = self.admin.list_consumer_group_offsets(req, request_timeout=5)[self.group]
-            res = fut.result(timeout=10)
-        except Exception:
-            self.failures += 1
-            return {}
-        t = now_ms()
-        out = {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions or []
-               if tp.offset >= 0}
         with self._lock:
+            try:
+                res = self._client().committed(self._tps, timeout=5)
+            except Exception:
+                self.failures += 1
+                return {}
+            t = now_ms()
+            out = {(tp.topic, tp.partition): tp.offset for tp in res
+                   if tp.offset >= 0 and tp.error is None}
             for tp, off in out.items():
                 if self.latest.get(tp) != off:
                     self.latest[tp] = off
                     self.samples.append(CommitSample(t, tp[0], tp[1], off))
-        return out
+            return out
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        """High watermarks of the sampled partitions (same long-lived client: creating and
+        destroying clients while brokers die is where librdkafka has crashed on us)."""
+        with self._lock:
+            c = self._client()
+            return {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1]
+                    for tp in self._tps}
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
@@ -148,7 +172,12 @@ class CommitSampler(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(15)
+        if self.is_alive():
+            self.join(15)
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
 
 class Scenario:
@@ -177,7 +206,7 @@ class Scenario:
         self.ledger_dir.mkdir(exist_ok=True)
         self.acks = LedgerWriter(self.ledger_dir, "producer")
         self.admin = AdminClient(config.client_settings())
-        self.sampler = CommitSampler(self.admin, self.group)
+        self.sampler = CommitSampler(config, self.group, lambda: self.consumed_topics)
         self.workers: list[WorkerProc] = []
         self.kills: list[Kill] = []
         self.delivery_failures = 0
@@ -319,19 +348,21 @@ class Scenario:
     # -- progress ---------------------------------------------------------------------------------
 
     def end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        md = self.admin.list_topics(timeout=10)
-        req = {TopicPartition(t, p): OffsetSpec.latest()
-               for t in topics for p in md.topics[t].partitions}
-        out = {}
-        for tp, fut in self.admin.list_offsets(req, request_timeout=10).items():
-            out[(tp.topic, tp.partition)] = fut.result(timeout=15).offset
-        return out
+        # A plain consumer, not AdminClient.list_offsets (see CommitSampler).
+        c = Consumer({**self.config.client_settings(), "group.id": f"{self.prefix}-ends",
+                      "log_level": 2})
+        try:
+            md = c.list_topics(timeout=10)
+            return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                    for t in topics for p in md.topics[t].partitions}
+        finally:
+            c.close()
 
     def lag(self) -> int:
         """Records of the job and wait topics not yet covered by a committed offset."""
         committed = self.sampler.sample()
         total = 0
-        for tp, end in self.end_offsets(self.consumed_topics).items():
+        for tp, end in self.sampler.end_offsets().items():
             total += max(0, end - committed.get(tp, 0))
         return total
 
@@ -376,7 +407,7 @@ class Scenario:
                         continue
                     out.append(to_record(m))
                     tp = (m.topic(), m.partition())
-                    if tp in remaining and m.offset() + 1 >= remaining[tp]:
+                    if tp in remaining and (m.offset() or 0) + 1 >= remaining[tp]:
                         del remaining[tp]
         finally:
             c.close()

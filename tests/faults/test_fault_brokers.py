@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
 
 from streamjobs.config import KafkaConfig
 from streamjobs.dev.broker import DevBroker
@@ -64,8 +65,6 @@ def test_partition_leader_killed_in_three_broker_cluster_loses_nothing(
     config = KafkaConfig(bootstrap_servers=cluster.bootstrap)
     s = make_scenario("leader-kill", config, replication_factor=3)
     s.create_topics()
-    from confluent_kafka.admin import ConfigResource, ResourceType
-
     res = ConfigResource(ResourceType.TOPIC, s.topic)
     cfg = s.admin.describe_configs([res])[res].result(timeout=30)
     assert cfg["min.insync.replicas"].value == "2"

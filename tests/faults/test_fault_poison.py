@@ -22,13 +22,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 REASONS = {"decode_error", "unknown_type", "missing_headers", "unknown_schema"}
 
 
-def _poison(rng: random.Random, i: int, schema_fp: str) -> tuple[bytes | None,
-                                                                 list[tuple[str, bytes]]]:
+def _poison(rng: random.Random, i: int,
+            schema_fp: str) -> tuple[bytes | None, list[tuple[str, str | bytes | None]]]:
     """Four kinds, in turn: random bytes without headers, random bytes with job headers,
     a job-framed value of a type nobody knows, and an empty (null) value."""
     junk = rng.randbytes(rng.randint(1, 300))
-    job = [("sj-id", f"poison-{i}".encode()), ("sj-attempt", b"1"),
-           ("sj-schema", schema_fp.encode())]
+    job: list[tuple[str, str | bytes | None]] = [
+        ("sj-id", f"poison-{i}".encode()), ("sj-attempt", b"1"),
+        ("sj-schema", schema_fp.encode())]
     kind = i % 4
     if kind == 0:
         return junk, []

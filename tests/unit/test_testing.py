@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -74,6 +75,9 @@ def test_success_runs_decoded_payload_with_worker_like_context() -> None:
     assert ctx.header("tenant") == "acme"
     ctx.log.info("bound logger works")
     assert runner.outcome(job_id) is out and runner.succeeded == [out]
+    runner.emit("make_thumbnail", THUMB)  # same key: same partition, next offset
+    runner.run()
+    assert (seen[1].partition, seen[1].offset) == (ctx.partition, 1)
 
 
 def test_invalid_payload_raises_payload_error_at_emit_and_queues_nothing() -> None:
@@ -193,6 +197,7 @@ def test_async_handler_and_exponential_policy_with_jitter() -> None:
         job_id = runner.emit("send_welcome_email", EMAIL)
         runner.run()
     assert attempts == [1, 2, 3]
+    assert not [t for t in threading.enumerate() if t.name == "sj-testing-asyncio"]  # closed
     runs = runner.attempts(job_id)
     assert runs[-1].status == "succeeded" and runs[-1].payload == {**EMAIL, "locale": "en"}
     # exponential base 1s, factor 2, jitter 0.1: 1s then 2s, each shortened by up to 10%
