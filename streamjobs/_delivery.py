@@ -40,17 +40,24 @@ def delivery_error(err: Any, msg: Any, job_id: str | None) -> DeliveryFailed:
 
 
 class DeliveryTracker:
-    """Collects failed deliveries; ``__call__`` is the librdkafka delivery callback."""
+    """Collects failed deliveries; ``callback`` is the librdkafka delivery callback."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._failed: list[DeliveryFailed] = []
         self._dropped = 0
+        record = self.record
+
+        # Runs once per record on the poll thread, holding the GIL that emit needs: a plain
+        # function is called faster than an instance's __call__, and successes return at once.
+        def callback(err: Any, msg: Any) -> None:
+            if err is not None:
+                record(delivery_error(err, msg, h.get(msg.headers(), h.JOB_ID)))
+
+        self.callback = callback
 
     def __call__(self, err: Any, msg: Any) -> None:
-        if err is None:
-            return
-        self.record(delivery_error(err, msg, h.get(msg.headers(), h.JOB_ID)))
+        self.callback(err, msg)
 
     def record(self, failure: DeliveryFailed) -> None:
         log.warning("delivery failed: %s", failure)

@@ -55,8 +55,13 @@ _ACCEPTS: dict[str, frozenset[type]] = {
 }
 
 
+_Code = tuple[list[str], list[str]]  # lines to run, then expressions of the bytes, in order
+
+
 class _Gen:
-    """Source of one module: one function per record type, the others inlined."""
+    """Source of one module: one function per record type, the rest inlined. Each value's
+    encoding is a few expressions joined once at the end (cheaper than appending to a list),
+    except inside arrays and maps, whose items are appended to a list per container."""
 
     def __init__(self, named: dict[str, Any]) -> None:
         self.named = named
@@ -99,89 +104,107 @@ class _Gen:
             raise _Unsupported(schema["logicalType"])
         return str(schema["type"])
 
-    def write(self, schema: Any, x: str, pad: str) -> list[str]:
-        """Lines (indented by ``pad``) writing the value in local ``x`` through ``a``."""
+    def size(self, expr: str) -> tuple[list[str], str]:
+        n = self.tmp()
+        return [f"{n} = len({expr})"], f"(_S[{n}] if {n} < 4096 else _zz({n}))"
+
+    def write(self, schema: Any, x: str, pad: str) -> _Code:
+        """Code (indented by ``pad``) checking the value in local ``x`` and encoding it."""
         kind = self.kind(schema)
         schema = self.resolve(schema)
         if kind == "null":
-            return [f"{pad}if {x} is not None: raise _Slow"]
+            return [f"{pad}if {x} is not None: raise _Slow"], []
         if kind == "boolean":
-            return [f"{pad}if {x} is True: a(b'\\x01')", f"{pad}elif {x} is False: a(b'\\x00')",
-                    f"{pad}else: raise _Slow"]
+            return [f"{pad}if {x} is not True and {x} is not False: raise _Slow"], [
+                f"(b'\\x01' if {x} else b'\\x00')"]
         if kind in ("int", "long"):
             lo, hi = _INT32 if kind == "int" else _INT64
-            return [f"{pad}if type({x}) is not int or not {lo} <= {x} <= {hi}: raise _Slow",
-                    f"{pad}a(_zz({x}))"]
+            return [f"{pad}if type({x}) is not int or not {lo} <= {x} <= {hi}: raise _Slow"], [
+                f"_zz({x})"]
         if kind in ("float", "double"):
             pack = "_pf" if kind == "float" else "_pd"
+            b = self.tmp()  # packed at once: an unpackable value must fail before the join
             return [f"{pad}if type({x}) is not float and type({x}) is not int: raise _Slow",
-                    f"{pad}a({pack}({x}))"]
+                    f"{pad}{b} = {pack}({x})"], [b]
         if kind in ("string", "bytes"):
             b = self.tmp()
-            first = (f"{pad}if type({x}) is not str: raise _Slow" if kind == "string" else
-                     f"{pad}if type({x}) is not bytes: raise _Slow")
-            value = f"{x}.encode()" if kind == "string" else x
-            return [first, f"{pad}{b} = {value}; n = len({b})",
-                    f"{pad}a(_S[n] if n < 4096 else _zz(n)); a({b})"]
+            size, part = self.size(b)
+            if kind == "string":
+                return [f"{pad}if type({x}) is not str: raise _Slow", f"{pad}{b} = {x}.encode()",
+                        *(pad + line for line in size)], [part, b]
+            return [f"{pad}if type({x}) is not bytes: raise _Slow", f"{pad}{b} = {x}",
+                    *(pad + line for line in size)], [part, b]
         if kind == "enum":
             table = self.const({s: _zz(i) for i, s in enumerate(schema["symbols"])})
             e = self.tmp()
             return [f"{pad}{e} = {table}.get({x}) if type({x}) is str else None",
-                    f"{pad}if {e} is None: raise _Slow", f"{pad}a({e})"]
+                    f"{pad}if {e} is None: raise _Slow"], [e]
         if kind == "fixed":
             return [f"{pad}if type({x}) is not bytes or len({x}) != {int(schema['size'])}: "
-                    f"raise _Slow", f"{pad}a({x})"]
-        if kind == "array":
-            y = self.tmp()
-            return [f"{pad}if type({x}) is not list: raise _Slow", f"{pad}if {x}:",
-                    f"{pad}    n = len({x}); a(_S[n] if n < 4096 else _zz(n))",
-                    f"{pad}    for {y} in {x}:", *self.write(schema["items"], y, pad + "        "),
-                    f"{pad}a(b'\\x00')"]
-        if kind == "map":
-            k, y = self.tmp(), self.tmp()
-            return [f"{pad}if type({x}) is not dict: raise _Slow", f"{pad}if {x}:",
-                    f"{pad}    n = len({x}); a(_S[n] if n < 4096 else _zz(n))",
-                    f"{pad}    for {k}, {y} in {x}.items():",
-                    *self.write("string", k, pad + "        "),
-                    *self.write(schema["values"], y, pad + "        "),
-                    f"{pad}a(b'\\x00')"]
+                    f"raise _Slow"], [x]
+        if kind in ("array", "map"):
+            return self.container(kind, schema, x, pad)
         if kind in ("record", "error"):
-            return [f"{pad}{self.record(schema)}({x}, a)"]
+            return [], [f"{self.record(schema)}({x})"]
         if kind == "union":
             return self.union(schema, x, pad)
         raise _Unsupported(kind)
 
-    def union(self, branches: list[Any], x: str, pad: str) -> list[str]:
+    def container(self, kind: str, schema: dict[str, Any], x: str, pad: str) -> _Code:
+        """Arrays and maps as one block: count, items, then 0 (as fastavro writes them)."""
+        out, y, k = self.tmp(), self.tmp(), self.tmp()
+        inner = pad + "        "
+        if kind == "array":
+            loop = [f"{pad}    for {y} in {x}:"]
+            lines, parts = self.write(schema["items"], y, inner)
+        else:
+            loop = [f"{pad}    for {k}, {y} in {x}.items():"]
+            key_lines, key_parts = self.write("string", k, inner)
+            value_lines, value_parts = self.write(schema["values"], y, inner)
+            lines, parts = key_lines + value_lines, key_parts + value_parts
+        size, count = self.size(x)
+        return [f"{pad}if type({x}) is not {'list' if kind == 'array' else 'dict'}: raise _Slow",
+                f"{pad}if {x}:", *(f"{pad}    {line}" for line in size),
+                f"{pad}    {out} = [{count}]", *loop, *lines,
+                f"{inner}{out} += ({', '.join(parts)},)",
+                f"{pad}    {out}.append(b'\\x00')", f"{pad}    {out} = b''.join({out})",
+                f"{pad}else: {out} = b'\\x00'"], [out]
+
+    def union(self, branches: list[Any], x: str, pad: str) -> _Code:
         owner: dict[type, int] = {}
         for i, branch in enumerate(branches):
-            for t in _ACCEPTS[self.kind(branch)]:
-                if t in owner:  # two branches may take this type: let fastavro choose
-                    return [f"{pad}raise _Slow"]
-                owner[t] = i
-        t = self.tmp()
+            for accepted in _ACCEPTS[self.kind(branch)]:
+                if accepted in owner:  # two branches may take this type: let fastavro choose
+                    return [f"{pad}raise _Slow"], []
+                owner[accepted] = i
+        t, u = self.tmp(), self.tmp()
         lines = [f"{pad}{t} = type({x})"]
         for py_type, i in owner.items():
             if py_type is bool and self.kind(branches[i]) != "boolean":
                 continue  # True for an int: refused like the checker does
+            body, parts = self.write(branches[i], x, pad + "    ")
             lines += [f"{pad}{'if' if len(lines) == 1 else 'elif'} {t} is "
-                      f"{self.const(py_type)}:", f"{pad}    a({_zz(i)!r})",
-                      *self.write(branches[i], x, pad + "    ")]
-        return [*lines, f"{pad}else: raise _Slow"]
+                      f"{self.const(py_type)}:", *body,
+                      f"{pad}    {u} = " + (f"b''.join(({_zz(i)!r}, {', '.join(parts)}))"
+                                            if parts else repr(_zz(i)))]
+        return [*lines, f"{pad}else: raise _Slow"], [u]
 
     def record(self, schema: dict[str, Any]) -> str:
         name = schema["name"]
         if name in self.records:
             return self.records[name]
         fn = self.records[name] = f"r{len(self.records)}"
-        body = self.fields(schema, "x", "    ")
-        self.defs.append("\n".join([f"def {fn}(x, a):", *body]))
+        lines, parts = self.fields(schema, "x", "    ")
+        self.defs.append("\n".join([f"def {fn}(x):", *lines,
+                                    f"    return b''.join(({', '.join(parts)},))"]))
         return fn
 
-    def fields(self, schema: dict[str, Any], x: str, pad: str) -> list[str]:
+    def fields(self, schema: dict[str, Any], x: str, pad: str) -> _Code:
         """Check ``x`` is a dict holding every required field and no unknown one, then write
         the fields in schema order (a missing field with a default writes the default)."""
         required = sum("default" not in f for f in schema["fields"])
         lines = [f"{pad}if type({x}) is not dict: raise _Slow", f"{pad}n_ = {required}"]
+        parts: list[str] = []
         for f in schema["fields"]:
             v = self.tmp()
             key = repr(f["name"])
@@ -191,8 +214,10 @@ class _Gen:
                           f"{pad}else: n_ += 1"]
             else:
                 lines.append(f"{pad}{v} = {x}[{key}]")  # KeyError: the checked path reports it
-            lines += self.write(f["type"], v, pad)
-        return [*lines, f"{pad}if len({x}) != n_: raise _Slow"]
+            field_lines, field_parts = self.write(f["type"], v, pad)
+            lines += field_lines
+            parts += field_parts
+        return [*lines, f"{pad}if len({x}) != n_: raise _Slow"], parts
 
 
 def compile_encoder(parsed: dict[str, Any], prefix: bytes = b"") -> Callable[[Any], bytes] | None:
@@ -200,11 +225,11 @@ def compile_encoder(parsed: dict[str, Any], prefix: bytes = b"") -> Callable[[An
     on the fast path; raises for any other payload. None if the schema is not supported."""
     gen = _Gen(parsed.get("__named_schemas", {}))
     try:
-        body = gen.fields(parsed, "p", "    ")
+        lines, parts = gen.fields(parsed, "p", "    ")
     except (_Unsupported, KeyError, TypeError):
         return None
-    src = "\n".join([*gen.defs, "def encode(p):", f"    out = [{prefix!r}]",
-                     "    a = out.append", *body, "    return b''.join(out)"])
+    src = "\n".join([*gen.defs, "def encode(p):", *lines,
+                     f"    return b''.join(({', '.join([repr(prefix), *parts])},))"])
     exec(compile(src, f"<avro encoder {parsed.get('name')}>", "exec"), gen.ns)
     encode: Callable[[Any], bytes] = gen.ns["encode"]
     return encode

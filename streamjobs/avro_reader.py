@@ -206,6 +206,6 @@ def compile_reader(parsed: dict[str, Any]) -> BodyReader | None:
     scope: dict[str, Any] = {"_varint": _varint, "_Bad": _Bad,
                              "_f": struct.Struct("<f").unpack_from,
                              "_d": struct.Struct("<d").unpack_from, **gen.consts}
-    exec(compile(src, f"<avro reader {parsed.get('name', '?')}>", "exec"), scope)  # noqa: S102
+    exec(compile(src, f"<avro reader {parsed.get('name', '?')}>", "exec"), scope)
     reader: BodyReader = scope["read"]
     return reader

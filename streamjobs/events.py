@@ -369,5 +369,6 @@ def _as_summary(listener: Listener, summary: type[Event]) -> Listener:
         listener(of(event))
 
     deliver._sj_summary = True  # type: ignore[attr-defined]
-    deliver.__qualname__ = f"{getattr(listener, '__qualname__', listener)!s} (as {summary.__name__})"
+    name = getattr(listener, "__qualname__", repr(listener))
+    deliver.__qualname__ = f"{name} (as {summary.__name__})"
     return deliver

@@ -53,6 +53,7 @@ _BATCH_OVERHEAD = 61 + 30
 _HEADER_OVERHEAD = 8
 _CLIENT_MAX = 1_000_000  # librdkafka's default message.max.bytes
 _KAFKA_LOG = logging.getLogger("streamjobs.kafka")
+_time_ns, _new_job_id, _JOB_ID, _CREATED_AT = time.time_ns, h.new_job_id, h.JOB_ID, h.CREATED_AT
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class Job:
 class _TypeInfo:
     """What emit needs per job type, computed once."""
 
-    __slots__ = ("const", "const_size", "key_field", "name", "target", "tier_topics", "tiers",
-                 "topic")
+    __slots__ = ("const", "const_size", "encode", "key_field", "name", "target", "tier_topics",
+                 "tiers", "topic")
 
     def __init__(self, catalogue: Catalogue, codec: Codec, name: str) -> None:
         job = catalogue.get(name)
@@ -80,6 +81,7 @@ class _TypeInfo:
         self.topic = job.topic
         self.target = job.topic.encode()
         self.key_field = job.key_field
+        self.encode = codec.encoder(name)
         self.const: list[tuple[str, bytes]] = [
             (h.JOB_TYPE, name.encode()),
             (h.ATTEMPT, b"1"),
@@ -113,7 +115,10 @@ class Producer:
             "linger.ms": linger_ms,
             # Bounds how long a record may wait for the broker before its delivery fails.
             "message.timeout.ms": max(1, round(delivery_timeout * 1000)),
-            "on_delivery": self._tracker,
+            # Full delivery reports, not delivery.report.only.error: per-record success
+            # callbacks (on_delivery=, wait=True) need them, and a second client for those
+            # would let records of one key overtake each other (docs/producer.md).
+            "on_delivery": self._tracker.callback,
             # librdkafka's own log lines go to Python logging (served by the poll thread)
             # instead of being printed to stderr.
             "logger": _KAFKA_LOG,
@@ -154,9 +159,9 @@ class Producer:
             return record[4]
         # The common case, inlined: each avoided call is a measurable share of the cost.
         info = self._types.get(job_type) or self._type_info(job_type)
-        value = self.codec.encode(job_type, payload)
-        now_ms = time.time_ns() // 1_000_000
-        job_id = h.new_job_id(now_ms)
+        value = info.encode(payload)
+        now_ms = _time_ns() // 1_000_000
+        job_id = _new_job_id(now_ms)
         if key is None:
             if info.key_field is not None:
                 field_value = payload.get(info.key_field)
@@ -168,8 +173,8 @@ class Producer:
         topic = info.topic
         if size > (self._limits.get(topic) or self._fetch_limit(topic)):
             raise RecordTooLarge(size, self._limits[topic], topic=topic)
-        hdrs: _Headers = [(h.JOB_ID, job_id.encode()), (h.CREATED_AT, str(now_ms).encode()),
-                          *info.const]
+        # str values: the client writes their UTF-8 itself, sparing a bytes object each.
+        hdrs: _Headers = [(_JOB_ID, job_id), (_CREATED_AT, str(now_ms)), *info.const]
         try:
             self._kafka.produce(topic, value, key, headers=hdrs)
         except (BufferError, KafkaException):
@@ -233,11 +238,10 @@ class Producer:
                  delay: float | timedelta | None, run_at: datetime | None) -> _Record:
         """(topic, key, value, headers, job id, size estimate); raises before anything is sent."""
         info = self._types.get(job_type) or self._type_info(job_type)
-        value = self.codec.encode(job_type, payload)
-        now_ms = time.time_ns() // 1_000_000
-        job_id = h.new_job_id(now_ms)
-        hdrs: _Headers = [(h.JOB_ID, job_id.encode()), (h.CREATED_AT, str(now_ms).encode()),
-                          *info.const]
+        value = info.encode(payload)
+        now_ms = _time_ns() // 1_000_000
+        job_id = _new_job_id(now_ms)
+        hdrs: _Headers = [(_JOB_ID, job_id), (_CREATED_AT, str(now_ms)), *info.const]
         if key is None:
             if info.key_field is not None:
                 field_value = payload.get(info.key_field)

@@ -65,6 +65,24 @@ def admin(kafka_config: KafkaConfig) -> AdminClient:
 MakeTopic = Callable[..., str]
 
 
+def wait_visible(admin: AdminClient, names: list[str], timeout: float = 30) -> None:
+    """Waits until metadata shows every topic with a leader for each partition: a topic just
+    created is not at once visible to every client of a loaded broker."""
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending:
+        md = admin.list_topics(timeout=10)
+        for name in list(pending):
+            t = md.topics.get(name)
+            if t is not None and t.error is None and t.partitions and all(
+                    p.leader >= 0 for p in t.partitions.values()):
+                pending.discard(name)
+        if pending:
+            if time.monotonic() > deadline:
+                pytest.fail(f"topics not visible after {timeout}s: {sorted(pending)}")
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def make_topic(admin: AdminClient, unique: str) -> Iterator[MakeTopic]:
     """``make_topic(suffix, partitions=3, config=None) -> name``; deleted after the test."""
@@ -76,6 +94,7 @@ def make_topic(admin: AdminClient, unique: str) -> Iterator[MakeTopic]:
         fut = admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])[topic]
         fut.result(timeout=30)
         created.append(topic)
+        wait_visible(admin, [topic])
         return topic
 
     yield make

@@ -176,7 +176,9 @@ class LogListener:
         self._log.debug("job.started", **_job_fields(e))
 
     def on_succeeded(self, e: JobSucceeded) -> None:
-        self._log.debug("job.succeeded", duration_ms=round(e.duration_s * 1000, 3), **_job_fields(e))
+        self._log.debug(
+            "job.succeeded", duration_ms=round(e.duration_s * 1000, 3), **_job_fields(e)
+        )
 
     def on_failed(self, e: JobFailed) -> None:
         self._log.warning(

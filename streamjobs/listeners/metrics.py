@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Callable
+from operator import sub, truediv
 from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -184,13 +185,21 @@ class MetricsListener:
         durations = e.durations_s
         c.succeeded.inc(len(durations))
         _observe_many(c.duration, durations)
-        if any(ms is not None for ms in e.created_at_ms):
-            # Job i finished at started_at + the durations up to it; skew clamped as above.
-            ends = itertools.accumulate(durations, initial=e.started_at)
-            next(ends)
-            _observe_many(c.end_to_end, [max(0.0, end - ms / 1000.0) for end, ms in
-                                         zip(ends, e.created_at_ms, strict=True)
-                                         if ms is not None])
+        created = e.created_at_ms
+        if None in created:
+            pairs = [(d, ms) for d, ms in zip(durations, created, strict=True) if ms is not None]
+            if not pairs:
+                return
+            # Ends must still add up every duration: compute them before dropping.
+            ends_all = list(itertools.accumulate(durations, initial=e.started_at))[1:]
+            ends = [end for end, ms in zip(ends_all, created, strict=True) if ms is not None]
+            created = tuple(ms for _, ms in pairs)
+        else:
+            ends = list(itertools.accumulate(durations, initial=e.started_at))[1:]
+        # Job i finished at started_at + the durations up to it; skew clamped as above.
+        seconds = map(truediv, created, itertools.repeat(1000.0))
+        _observe_many(c.end_to_end, list(map(max, itertools.repeat(0.0),
+                                              map(sub, ends, seconds))))
 
     def on_failed(self, e: JobFailed) -> None:
         c = self._job(e.job_type)
@@ -252,9 +261,10 @@ class MetricsListener:
 
 
 def _observe_many(child: Any, values: Any) -> None:
-    """``child.observe(v)`` for each value, with one increment per bucket hit. Uses the
-    histogram child's bucket counters directly (prometheus_client has no bulk observe);
-    falls back to ``observe`` when its internals differ."""
+    """``child.observe(v)`` for each value, in C-level passes: sort, then one ``bisect`` per
+    bucket bound, one increment per non-empty bucket. Uses the histogram child's bucket
+    counters directly (prometheus_client has no bulk observe); falls back to ``observe`` when
+    its internals differ or for a handful of values."""
     bounds = getattr(child, "_upper_bounds", None)
     buckets = getattr(child, "_buckets", None)
     total = getattr(child, "_sum", None)
@@ -262,10 +272,11 @@ def _observe_many(child: Any, values: Any) -> None:
         for v in values:
             child.observe(v)
         return
-    hits: dict[int, int] = {}
-    for v in values:
-        i = bisect_left(bounds, v)  # first bound >= v, as observe's "v <= bound"
-        hits[i] = hits.get(i, 0) + 1
-    total.inc(sum(values))
-    for i, n in hits.items():
-        buckets[i].inc(n)
+    ordered = sorted(values)
+    below = 0
+    for i, bound in enumerate(bounds):
+        upto = bisect_right(ordered, bound, below)  # observe: first bucket with v <= bound
+        if upto > below:
+            buckets[i].inc(upto - below)
+            below = upto
+    total.inc(sum(ordered))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..catalogue import JobType
     from .app import Handler
 
-__all__ = ["JobContext"]
+__all__ = ["JobContext", "RecordContext"]
 
 
 class JobContext:
@@ -70,3 +70,77 @@ class JobContext:
         return (f"JobContext(job_id={self.job_id!r}, job_type={self.job_type!r}, "
                 f"attempt={self.attempt}, topic={self.topic!r}, partition={self.partition}, "
                 f"offset={self.offset})")
+
+
+class RecordContext(JobContext):
+    """The worker's ``JobContext``: built per record on the poll thread, so it stores the
+    Kafka message and its route and derives the other facts when they are read (most
+    handlers read none of them). Header values were validated by the intake."""
+
+    __slots__ = ("_created", "_msg", "_part", "_route")
+
+    def __init__(self, msg: Any, part: Any, route: Any, offset: int, attempt: int,
+                 payload: dict[str, Any], created: bytes | None) -> None:
+        self._msg = msg
+        self._created = created  # sj-created-at as sent (last one)
+        self._part = part
+        self._route = route
+        self._handler = route.handler
+        self.offset = offset
+        self.attempt = attempt
+        self.payload = payload
+        self._log = None
+        self._due_at_ms = None
+
+    @property
+    def job_id(self) -> str:  # type: ignore[override]
+        return h.get(self._msg.headers(), h.JOB_ID) or ""
+
+    @property
+    def job_type(self) -> str:  # type: ignore[override]
+        name: str = self._route.job.name
+        return name
+
+    @property
+    def headers(self) -> h.Headers:  # type: ignore[override]
+        hdrs: h.Headers = self._msg.headers() or []
+        return hdrs
+
+    @property
+    def topic(self) -> str:  # type: ignore[override]
+        topic: str = self._part.topic
+        return topic
+
+    @property
+    def partition(self) -> int:  # type: ignore[override]
+        partition: int = self._part.partition
+        return partition
+
+    @property
+    def key(self) -> bytes | None:  # type: ignore[override]
+        key: bytes | None = self._msg.key()
+        return key
+
+    @property
+    def created_at_ms(self) -> int | None:  # type: ignore[override]
+        c = self._created
+        return int(c) if c else None  # the intake checked that it parses
+
+    @property
+    def job_topic(self) -> str:  # type: ignore[override]
+        topic: str = self._route.topic
+        return topic
+
+    @property
+    def _value(self) -> bytes:  # type: ignore[override]
+        value: bytes = self._msg.value()
+        return value
+
+    @property
+    def _timestamp_ms(self) -> int:  # type: ignore[override]
+        ts: int = self._msg.timestamp()[1]
+        return ts
+
+    @property
+    def _job(self) -> JobType:  # type: ignore[override]
+        return self._route.job  # type: ignore[no-any-return]

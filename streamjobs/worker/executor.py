@@ -15,31 +15,33 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import Any
 
-from ..events import EventBus, JobFailed, JobStarted, JobSucceeded
+from ..events import EventBus, JobFailed, JobsSucceeded, JobStarted, JobSucceeded
 from .context import JobContext
 from .failures import Decision, Failure, decide, describe
 from .ordering import Lanes
 
-__all__ = ["Completion", "Executor", "FailedJob"]
+__all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
 
 # (ctx, failure, decision): a handler raised; the poll thread produces the retry/DLQ record.
 FailedJob = tuple[JobContext, Failure, Decision]
 # (part, finished offsets, failed jobs or None, task ended)
 Completion = tuple[Any, list[int], list[FailedJob] | None, bool]
+# A lane's records of one batch, in offset order, and their offsets (the same order).
+Chunk = tuple[list[JobContext], list[int]]
 
 
 class Executor:
-    def __init__(self, concurrency: int, bus: EventBus, lanes: Lanes[JobContext],
+    def __init__(self, concurrency: int, bus: EventBus, lanes: Lanes[Chunk],
                  completions: deque[Completion], *, use_async: bool) -> None:
         self.concurrency = concurrency
         self.bus = bus
         self.lanes = lanes
         self.completions = completions
         self.stopping = False
-        self._tasks: queue.SimpleQueue[tuple[Any, Hashable | None, list[JobContext]] | None] = (
+        self._tasks: queue.SimpleQueue[tuple[Any, Hashable | None, Chunk] | None] = (
             queue.SimpleQueue())
         self._threads = [threading.Thread(target=self._thread_main, name=f"sj-worker-{i}",
                                           daemon=True) for i in range(concurrency)]
@@ -56,14 +58,13 @@ class Executor:
 
     # -- submission (poll thread) -------------------------------------------------------------
 
-    def submit(self, part: Any, lane: Hashable | None, jobs: list[JobContext],
-               is_async: bool) -> None:
-        """Run ``jobs`` in order as one task. ``lane`` is None for unordered chunks; otherwise
+    def submit(self, part: Any, lane: Hashable | None, chunk: Chunk, is_async: bool) -> None:
+        """Run ``chunk`` in order as one task. ``lane`` is None for unordered chunks; otherwise
         the caller won ``lanes.offer(lane, ...)`` and the task keeps the lane until idle."""
         if is_async and self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._run_async(part, lane, jobs), self._loop)
+            asyncio.run_coroutine_threadsafe(self._run_async(part, lane, chunk), self._loop)
         else:
-            self._tasks.put((part, lane, jobs))
+            self._tasks.put((part, lane, chunk))
 
     def shutdown(self) -> None:
         self.stopping = True
@@ -82,55 +83,119 @@ class Executor:
                 return
             self._run_sync(*task)
 
-    def _run_sync(self, part: Any, lane: Hashable | None, jobs: list[JobContext]) -> None:
-        bus = self.bus
-        want_started = bus.wants(JobStarted)
-        want_ok = bus.wants(JobSucceeded)
-        want_failed = bus.wants(JobFailed)
-        timed = want_ok or want_failed
-        clock = time.perf_counter
-        loop = self._loop
+    def _run_sync(self, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
+        chunks = [chunk]
         while True:
-            done: list[int] = []
-            failed: list[FailedJob] | None = None
             early = False
-            for ctx in jobs:
-                if part.revoked or self.stopping:
-                    early = True
+            for jobs, offsets in chunks:
+                early = self._run_chunk(part, jobs, offsets)
+                if early:
                     break
-                handler = ctx._handler
-                if want_started:
-                    bus.emit(JobStarted(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
-                                        ctx.offset, ctx.attempt))
-                t0 = clock() if timed else 0.0
-                try:
-                    if handler.is_async:
-                        assert loop is not None
-                        asyncio.run_coroutine_threadsafe(handler.func(ctx.payload, ctx),
-                                                         loop).result()
-                    else:
-                        handler.func(ctx.payload, ctx)
-                except BaseException as exc:
-                    if failed is None:
-                        failed = []
-                    failed.append(self._failed(ctx, exc, clock() - t0 if timed else 0.0,
-                                               want_failed))
-                else:
-                    done.append(ctx.offset)
-                    if want_ok:
-                        bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic,
-                                              ctx.partition, ctx.offset, ctx.attempt,
-                                              clock() - t0, ctx.created_at_ms))
             nxt = None
             if lane is not None:
                 if early:
                     self.lanes.release(lane)
                 else:
                     nxt = self.lanes.take(lane)
-            self.completions.append((part, done, failed, nxt is None))
             if nxt is None:
+                self.completions.append((part, _NONE, None, True))
                 return
-            jobs = nxt
+            chunks = nxt
+
+    def _run_chunk(self, part: Any, jobs: list[JobContext], offsets: list[int]) -> bool:
+        """Run one chunk in this thread; True if it stopped early (revoke, shutdown)."""
+        bus = self.bus
+        if (bus.wants(JobStarted) or bus.wants(JobSucceeded) or bus.wants(JobsSucceeded)
+                or bus.wants(JobFailed)):
+            return self._run_observed(part, jobs, offsets)
+        loop = self._loop
+        failed: list[FailedJob] | None = None
+        ran = len(jobs)
+        for ctx in jobs:  # the hot loop: a handler call and two flag checks per job
+            if part.revoked or self.stopping:
+                ran = jobs.index(ctx)
+                break
+            handler = ctx._handler
+            try:
+                if handler.is_async:
+                    assert loop is not None
+                    asyncio.run_coroutine_threadsafe(handler.func(ctx.payload, ctx),
+                                                     loop).result()
+                else:
+                    handler.func(ctx.payload, ctx)
+            except BaseException as exc:
+                if failed is None:
+                    failed = []
+                failed.append(self._failed(ctx, exc, 0.0, False))
+        self._complete(part, offsets, ran, failed)
+        return ran < len(jobs)
+
+    def _run_observed(self, part: Any, jobs: list[JobContext], offsets: list[int]) -> bool:
+        """``_run_chunk`` with events: per job when a listener wants them one by one, else
+        one ``JobsSucceeded`` per run of successes of one job type."""
+        bus = self.bus
+        want_started = bus.wants(JobStarted)
+        each_ok = bus.wants_each(JobSucceeded)
+        summary = not each_ok and bus.wants(JobsSucceeded)
+        want_failed = bus.wants(JobFailed)
+        clock = time.perf_counter
+        loop = self._loop
+        run = _Run(bus, part, jobs) if summary else None
+        durations: list[float] = run.durations if run is not None else []
+        run_handler = None
+        failed: list[FailedJob] | None = None
+        ran = len(jobs)
+        t0 = clock()
+        for i, ctx in enumerate(jobs):
+            if part.revoked or self.stopping:
+                ran = i
+                break
+            handler = ctx._handler
+            if want_started:
+                bus.emit(JobStarted(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                    ctx.offset, ctx.attempt))
+                t0 = clock()
+            try:
+                if handler.is_async:
+                    assert loop is not None
+                    asyncio.run_coroutine_threadsafe(handler.func(ctx.payload, ctx),
+                                                     loop).result()
+                else:
+                    handler.func(ctx.payload, ctx)
+            except BaseException as exc:
+                t1 = clock()
+                if run is not None:
+                    run.flush()
+                    run_handler = None
+                if failed is None:
+                    failed = []
+                failed.append(self._failed(ctx, exc, t1 - t0, want_failed))
+                t0 = clock()
+                continue
+            t1 = clock()
+            if run is not None:
+                if handler is not run_handler:  # one handler per job type
+                    run.flush()
+                    run.start(i, handler.job_type, t0)
+                    run_handler = handler
+                durations.append(t1 - t0)
+            elif each_ok:
+                bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                      ctx.offset, ctx.attempt, t1 - t0, ctx.created_at_ms))
+            t0 = t1
+        if run is not None:
+            run.flush()
+        self._complete(part, offsets, ran, failed)
+        return ran < len(jobs)
+
+    def _complete(self, part: Any, offsets: list[int], ran: int,
+                  failed: list[FailedJob] | None) -> None:
+        if failed is None and ran == len(offsets):
+            done = offsets  # the usual case: the chunk's own list, no per-job work
+        else:
+            bad = {f[0].offset for f in failed} if failed else set()
+            done = [o for o in offsets[:ran] if o not in bad]
+        self.completions.append((part, done, failed, False))
 
     # -- async --------------------------------------------------------------------------------
 
@@ -141,49 +206,71 @@ class Executor:
         ready.set()
         self._loop.run_forever()
 
-    async def _run_async(self, part: Any, lane: Hashable | None,
-                         jobs: list[JobContext]) -> None:
+    async def _run_async(self, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
         assert self._sem is not None
-        bus = self.bus
-        want_started = bus.wants(JobStarted)
-        want_ok = bus.wants(JobSucceeded)
-        want_failed = bus.wants(JobFailed)
-        clock = time.perf_counter
         async with self._sem:
+            chunks = [chunk]
             while True:
-                done: list[int] = []
-                failed: list[FailedJob] | None = None
                 early = False
-                for ctx in jobs:
-                    if part.revoked or self.stopping:
-                        early = True
+                for jobs, offsets in chunks:
+                    early = await self._run_chunk_async(part, jobs, offsets)
+                    if early:
                         break
-                    if want_started:
-                        bus.emit(JobStarted(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
-                                            ctx.offset, ctx.attempt))
-                    t0 = clock()
-                    try:
-                        await ctx._handler.func(ctx.payload, ctx)
-                    except BaseException as exc:
-                        if failed is None:
-                            failed = []
-                        failed.append(self._failed(ctx, exc, clock() - t0, want_failed))
-                    else:
-                        done.append(ctx.offset)
-                        if want_ok:
-                            bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic,
-                                                  ctx.partition, ctx.offset, ctx.attempt,
-                                                  clock() - t0, ctx.created_at_ms))
                 nxt = None
                 if lane is not None:
                     if early:
                         self.lanes.release(lane)
                     else:
                         nxt = self.lanes.take(lane)
-                self.completions.append((part, done, failed, nxt is None))
                 if nxt is None:
+                    self.completions.append((part, _NONE, None, True))
                     return
-                jobs = nxt
+                chunks = nxt
+
+    async def _run_chunk_async(self, part: Any, jobs: list[JobContext],
+                               offsets: list[int]) -> bool:
+        bus = self.bus
+        want_started = bus.wants(JobStarted)
+        each_ok = bus.wants_each(JobSucceeded)
+        summary = not each_ok and bus.wants(JobsSucceeded)
+        want_failed = bus.wants(JobFailed)
+        clock = time.perf_counter
+        run = _Run(bus, part, jobs) if summary else None
+        run_handler = None
+        failed: list[FailedJob] | None = None
+        ran = len(jobs)
+        for i, ctx in enumerate(jobs):
+            if part.revoked or self.stopping:
+                ran = i
+                break
+            if want_started:
+                bus.emit(JobStarted(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                    ctx.offset, ctx.attempt))
+            t0 = clock()
+            try:
+                await ctx._handler.func(ctx.payload, ctx)
+            except BaseException as exc:
+                if run is not None:
+                    run.flush()
+                    run_handler = None
+                if failed is None:
+                    failed = []
+                failed.append(self._failed(ctx, exc, clock() - t0, want_failed))
+                continue
+            t1 = clock()
+            if run is not None:
+                if ctx._handler is not run_handler:
+                    run.flush()
+                    run.start(i, ctx._handler.job_type, t0)
+                    run_handler = ctx._handler
+                run.durations.append(t1 - t0)
+            elif each_ok:
+                bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                      ctx.offset, ctx.attempt, t1 - t0, ctx.created_at_ms))
+        if run is not None:
+            run.flush()
+        self._complete(part, offsets, ran, failed)
+        return ran < len(jobs)
 
     # -- failures -----------------------------------------------------------------------------
 
@@ -199,4 +286,36 @@ class Executor:
         return ctx, failure, decision
 
 
-Clock = Callable[[], float]
+_NONE: list[int] = []  # "no offsets" (never mutated)
+
+
+class _Run:
+    """Successes of one job type run back to back from ``jobs[first]``, emitted as one
+    ``JobsSucceeded`` (the runner appends to ``durations``)."""
+
+    __slots__ = ("bus", "durations", "first", "job_type", "jobs", "part", "t0", "wall")
+
+    def __init__(self, bus: EventBus, part: Any, jobs: list[JobContext]) -> None:
+        self.bus = bus
+        self.part = part
+        self.jobs = jobs
+        self.durations: list[float] = []
+        self.first = 0
+        self.job_type = ""
+        self.t0 = 0.0
+        self.wall = time.time() - time.perf_counter()  # perf_counter -> wall clock
+
+    def start(self, first: int, job_type: str, t0: float) -> None:
+        self.first = first
+        self.job_type = job_type
+        self.t0 = t0
+
+    def flush(self) -> None:
+        durations = self.durations
+        if durations:
+            part = self.part
+            first = self.first
+            created = tuple([c.created_at_ms for c in self.jobs[first:first + len(durations)]])
+            self.bus.emit(JobsSucceeded(self.job_type, part.topic, part.partition,
+                                        self.wall + self.t0, tuple(durations), created))
+            durations.clear()

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 
 from .. import headers as h
-from ..codec import Codec
+from ..avro_reader import BodyReader, compile_reader
+from ..codec import MAGIC, Codec
 from ..errors import DecodeError, UnknownSchema
-from ..events import JobDeadLettered, JobReceived, JobRetried
+from ..events import JobDeadLettered, JobReceived, JobRetried, JobsReceived
 from ..retry import dlq_topic, pick_tier, retry_topic
-from .context import JobContext
+from .context import JobContext, RecordContext
 from .failures import (
     Decision,
     Failure,
@@ -42,6 +43,22 @@ if TYPE_CHECKING:
 __all__ = ["Intake", "Part"]
 
 _read = fastavro.schemaless_reader
+_TYPE, _ID, _ATTEMPT, _CREATED = h.JOB_TYPE, h.JOB_ID, h.ATTEMPT, h.CREATED_AT
+_HEADER = len(MAGIC) + 8  # magic + writer fingerprint
+
+
+def _fastavro_reader(writer: Any, reader: Any) -> BodyReader:
+    """A body reader through fastavro (schema resolution, logical types)."""
+
+    def read(value: bytes, pos: int) -> dict[str, Any]:
+        buf = io.BytesIO(value)
+        buf.seek(pos)
+        payload = _read(buf, writer, reader)
+        if buf.tell() != len(value) or type(payload) is not dict:
+            raise ValueError("not one record")
+        return payload
+
+    return read
 
 
 class Part:
@@ -49,8 +66,8 @@ class Part:
     an earlier assignment are recognised by ``gone``)."""
 
     __slots__ = ("acks", "gone", "hold_until_ms", "is_async", "job_topic", "next_fetch",
-                 "partition", "paused", "paused_kafka", "revoked", "stored", "tasks", "topic",
-                 "tracker", "wait")
+                 "partition", "paused", "paused_kafka", "revoked", "single_type", "stored",
+                 "tasks", "topic", "tracker", "wait")
 
     def __init__(self, topic: str, partition: int, routes: Routes, ordering: str) -> None:
         self.topic = topic
@@ -59,6 +76,8 @@ class Part:
         self.wait = routes.wait.get(topic)  # (job topic, tier) for a wait topic
         self.job_topic = routes.job_topic_of(topic)
         self.is_async = routes.all_async(self.job_topic)
+        routes_here = routes.job_topics.get(self.job_topic, ())
+        self.single_type = routes_here[0].job.name if len(routes_here) == 1 else None
         self.next_fetch = -1  # first offset not taken yet (-1: nothing received)
         self.stored = -1
         self.tasks = 0  # executor tasks running for this partition
@@ -87,7 +106,7 @@ class Intake:
         self.bus = worker.bus
         self.horizon_ms = worker.settings.wake_horizon * 1000.0
         self.host = h.hostname()
-        self._plans: dict[tuple[bytes, Route], tuple[Any, Any]] = {}
+        self._readers: dict[tuple[Route, bytes], BodyReader] = {}  # (route, framing)
         self._max_bytes = codec.max_record_bytes
         self._wakes: list[tuple[float, int, Part, JobContext]] = []
         self._seq = itertools.count()
@@ -95,14 +114,29 @@ class Intake:
     # -- taking a batch -----------------------------------------------------------------------
 
     def take(self, msgs: list[Any], max_in_flight: int) -> None:
+        """Turn a consumed batch into jobs and dispatch them, one chunk per partition.
+
+        The per-record hot path (known type and writer, first attempt, plain headers) is
+        inlined: one scan of the header list, one compiled body read, one ``RecordContext``,
+        two list appends. Everything else goes through ``_decode`` (precise errors, poison).
+        Offsets reach the trackers in bulk, in offset order.
+        """
         worker = self.worker
         parts = worker.parts
         in_flight = worker.in_flight
-        batches: dict[Part, list[JobContext]] = {}
-        want_received = self.bus.wants(JobReceived)
+        by_type = self.routes.by_type
+        readers = self._readers
+        max_bytes = self._max_bytes
+        batches: dict[Part, list[Any]] = {}  # part -> [jobs, offsets, how many added]
         last_t: str | None = None
         last_p = -1
         part: Part | None = None
+        batch: list[Any] = []
+        jobs: list[JobContext] = []
+        offs: list[int] = []
+        route_c: Route | None = None  # the last (route, framing) -> reader, cached
+        prefix_c = b""
+        read_c: Any = None
         now_ms = 0.0
         for m in msgs:
             if m.error() is not None:
@@ -112,6 +146,12 @@ class Intake:
             if p != last_p or t != last_t:
                 part = parts.get((t, p))
                 last_t, last_p = t, p
+                if part is not None:
+                    found = batches.get(part)
+                    if found is None:
+                        found = batches[part] = [[], [], 0]
+                    batch = found
+                    jobs, offs = batch[0], batch[1]
             if part is None or part.paused or part.revoked:
                 continue  # stale: paused/revoked records are fetched again later
             offset = m.offset()
@@ -127,26 +167,82 @@ class Intake:
                     in_flight += 1
                 continue
             part.next_fetch = offset + 1
-            part.tracker.add(offset)
             in_flight += 1
+            hdrs = m.headers()
+            type_b = id_b = a = c = None
+            if hdrs:
+                for k, v in hdrs:  # later headers win, as in dict(hdrs)
+                    if k == _TYPE:
+                        type_b = v
+                    elif k == _ID:
+                        id_b = v
+                    elif k == _ATTEMPT:
+                        a = v
+                    elif k == _CREATED:
+                        c = v
+            route = by_type.get(type_b) if type_b is not None else None
+            value = m.value()
+            if (route is not None and id_b is not None and value is not None
+                    and (a is None or a == b"1") and (c is None or c.isdigit())
+                    and id_b.isascii()):
+                if route is not route_c or not value.startswith(prefix_c):
+                    route_c, prefix_c = route, value[:_HEADER]
+                    read_c = readers.get((route, prefix_c))
+                if read_c is not None and len(value) <= max_bytes:
+                    try:
+                        payload = read_c(value, _HEADER)
+                    except Exception:
+                        payload = None  # _decode below finds out what is wrong
+                    if payload is not None:
+                        jobs.append(RecordContext(m, part, route, offset, 1, payload, c))
+                        offs.append(offset)
+                        continue
+            # Slow path: the tracker gets what this batch took so far, then this offset.
+            self._add_taken(part, batch)
+            part.tracker.add(offset)
             try:
-                ctx = self._decode(m, part, offset, part.topic)
+                ctx = self._decode(m, part, offset)
             except _Poison as poison:
                 self._poison(m, part, offset, poison)
                 continue
-            if want_received:
-                self.bus.emit(JobReceived(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
-                                          offset, ctx.attempt))
-            batch = batches.get(part)
-            if batch is None:
-                batches[part] = [ctx]
-            else:
-                batch.append(ctx)
+            jobs.append(ctx)
+            offs.append(offset)
+            batch[2] = len(offs)
         worker.in_flight = in_flight
-        for part, jobs in batches.items():
-            worker.dispatch(part, jobs)
+        bus = self.bus
+        each = bus.wants_each(JobReceived)
+        summary = not each and bus.wants(JobsReceived)
+        for part, batch in batches.items():
+            self._add_taken(part, batch)
+            jobs, offs = batch[0], batch[1]
+            if not jobs:
+                continue
+            if each:
+                for ctx in jobs:
+                    bus.emit(JobReceived(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                         ctx.offset, ctx.attempt))
+            elif summary:
+                self._summarise(part, jobs)
+            worker.dispatch(part, jobs, offs)
 
-    def _decode(self, m: Any, part: Part, offset: int, topic: str) -> JobContext:
+    @staticmethod
+    def _add_taken(part: Part, batch: list[Any]) -> None:
+        offs, added = batch[1], batch[2]
+        if added < len(offs):
+            part.tracker.add_many(offs if added == 0 else offs[added:])
+            batch[2] = len(offs)
+
+    def _summarise(self, part: Part, jobs: list[JobContext]) -> None:
+        if part.single_type is not None:
+            counts = {part.single_type: len(jobs)}
+        else:
+            counts = {}
+            for ctx in jobs:
+                counts[ctx.job_type] = counts.get(ctx.job_type, 0) + 1
+        for job_type, n in counts.items():
+            self.bus.emit(JobsReceived(job_type, part.topic, part.partition, n))
+
+    def _decode(self, m: Any, part: Part, offset: int) -> JobContext:
         hdrs = m.headers()
         if not hdrs:
             raise _Poison("missing_headers", Failure("MissingHeaders", "record has no headers"))
@@ -165,33 +261,23 @@ class Intake:
             a = hd.get(h.ATTEMPT)
             attempt = int(a) if a else 1
             c = hd.get(h.CREATED_AT)
-            created = int(c) if c else None
-            job_id = id_b.decode("utf-8")
+            if c:
+                int(c)  # checked here; RecordContext parses it when it is read
+            id_b.decode("utf-8")
         except (ValueError, UnicodeDecodeError) as exc:
             raise _Poison("missing_headers", Failure("BadHeaders", str(exc)), route) from None
         value = m.value()
-        payload = self._fast_decode(value, route) if value is not None else None
+        payload = None
+        if value is not None and len(value) <= self._max_bytes:
+            read = self._readers.get((route, value[:_HEADER]))
+            if read is not None:
+                try:
+                    payload = read(value, _HEADER)
+                except Exception:
+                    payload = None
         if payload is None:
             payload = self._decode_payload(value, route, attempt)
-        return JobContext(job_id, route.job.name, attempt, hdrs, topic, part.partition, offset,
-                          m.key(), created, payload, route.topic, value,
-                          m.timestamp()[1], route.job, route.handler)
-
-    def _fast_decode(self, value: bytes, route: Route) -> dict[str, Any] | None:
-        """The hot path: a known writer, well-formed bytes. Anything unusual returns None and
-        goes through ``Codec.decode``, which reports it precisely."""
-        plan = self._plans.get((value[2:10], route))
-        if plan is None or len(value) > self._max_bytes or value[:2] != b"\xc3\x01":
-            return None
-        buf = io.BytesIO(value)
-        buf.seek(10)
-        try:
-            payload = _read(buf, plan[0], plan[1])
-        except Exception:
-            return None
-        if buf.tell() != len(value) or type(payload) is not dict:
-            return None
-        return payload
+        return RecordContext(m, part, route, offset, attempt, payload, c)
 
     def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
         try:
@@ -207,7 +293,7 @@ class Intake:
         return decoded.payload
 
     def _learn(self, fp: bytes, route: Route) -> None:
-        """Remember (writer, reader) of a fingerprint that decoded fine, for ``_fast_decode``."""
+        """Remember a body reader for a fingerprint that decoded fine (the hot path in ``take``)."""
         known = self.codec.known_fingerprints().get(fp)
         if known is None:
             return
@@ -215,8 +301,10 @@ class Intake:
         catalogue = self.codec.catalogue
         writer = catalogue.versions(name)[version - 1]
         reader = catalogue.current(route.job.schema)
-        self._plans[(fp, route)] = (writer.parsed,
-                                    None if reader.canonical == writer.canonical else reader.parsed)
+        same = reader.canonical == writer.canonical
+        fast = compile_reader(writer.parsed) if same else None
+        self._readers[(route, MAGIC + fp)] = fast or _fastavro_reader(
+            writer.parsed, None if same else reader.parsed)
 
     # -- wait topics --------------------------------------------------------------------------
 
@@ -235,7 +323,7 @@ class Intake:
         part.next_fetch = offset + 1
         part.tracker.add(offset)
         try:
-            ctx = self._decode(m, part, offset, part.topic)
+            ctx = self._decode(m, part, offset)
         except _Poison as poison:
             self._poison(m, part, offset, poison)
             return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 __all__ = ["PartitionTracker"]
 
@@ -127,4 +128,4 @@ def _increasing(offsets: Sequence[int]) -> bool:
         return True
     if offsets[-1] - offsets[0] == len(offsets) - 1:
         return list(offsets) == list(range(offsets[0], offsets[-1] + 1))
-    return all(a < b for a, b in zip(offsets, offsets[1:], strict=False))
+    return all(a < b for a, b in pairwise(offsets))

@@ -1,18 +1,17 @@
-"""Lanes: the ordering guarantee, as "at most one task per lane, records in order".
+"""Lanes: the ordering guarantee, as "at most one task per lane, chunks in order".
 
 A lane is a partition (ordering=partition) or a (partition, key) pair (ordering=key). The poll
-thread ``offer``s a lane's records; if the lane is idle the caller starts one task for them,
-otherwise they queue behind the running task. When a task finishes its records it ``take``s
-what queued meanwhile and keeps going in the same thread, so the next record of a busy lane
-starts at once, without a round trip through the poll loop. One short lock per batch, not per
-record.
+thread ``offer``s a lane's next chunk (its records of one batch, in offset order); if the lane
+is idle the caller starts one task for it, otherwise it queues behind the running task. When a
+task finishes its chunks it ``take``s what queued meanwhile and keeps going in the same
+thread, so the next record of a busy lane starts at once, without a round trip through the
+poll loop. One short lock per chunk, not per record.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["Lanes"]
@@ -24,34 +23,33 @@ class Lanes(Generic[T]):
     __slots__ = ("_busy", "_lock")
 
     def __init__(self) -> None:
-        self._busy: dict[Hashable, deque[T]] = {}
+        self._busy: dict[Hashable, list[T]] = {}
         self._lock = threading.Lock()
 
-    def offer(self, lane: Hashable, items: Sequence[T]) -> bool:
-        """Queue ``items`` on ``lane``. True: the lane was idle and is now busy; the caller
-        must start a task that runs ``items`` and then calls ``take``."""
+    def offer(self, lane: Hashable, chunk: T) -> bool:
+        """Queue ``chunk`` on ``lane``. True: the lane was idle and is now busy; the caller
+        must start a task that runs ``chunk`` and then calls ``take``."""
         with self._lock:
             queue = self._busy.get(lane)
             if queue is None:
-                self._busy[lane] = deque()
+                self._busy[lane] = []
                 return True
-            queue.extend(items)
+            queue.append(chunk)
             return False
 
     def take(self, lane: Hashable) -> list[T] | None:
-        """Items queued on ``lane`` since the task started (the task keeps the lane), or
+        """Chunks queued on ``lane`` since the task started (the task keeps the lane), or
         None: the lane is idle again and the task must end."""
         with self._lock:
             queue = self._busy[lane]
             if queue:
-                items = list(queue)
-                queue.clear()
-                return items
+                self._busy[lane] = []
+                return queue
             del self._busy[lane]
             return None
 
     def release(self, lane: Hashable) -> int:
-        """End the lane's task early (stop, revoke); queued items are dropped. Returns their
+        """End the lane's task early (stop, revoke); queued chunks are dropped. Returns their
         number."""
         with self._lock:
             queue = self._busy.pop(lane, None)

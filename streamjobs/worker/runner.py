@@ -41,7 +41,7 @@ from ..events import (
 )
 from .app import App
 from .context import JobContext
-from .executor import Completion, Executor
+from .executor import Chunk, Completion, Executor
 from .intake import Intake, Part
 from .ordering import Lanes
 from .outbox import Outbox
@@ -70,7 +70,7 @@ class Worker:
         self.group_id = self.settings.group_id or f"streamjobs-{app.name or 'app'}"
         self.parts: dict[tuple[str, int], Part] = {}
         self.completions: deque[Completion] = deque()
-        self.lanes: Lanes[JobContext] = Lanes()
+        self.lanes: Lanes[Chunk] = Lanes()
         self.in_flight = 0
         self.stop_reason: str | None = None
         self._inflight_paused = False
@@ -215,38 +215,49 @@ class Worker:
             return [first, *consumer.consume(n - 1, 0)]
         return [first]
 
-    def dispatch(self, part: Part, jobs: list[JobContext]) -> None:
-        """Hand a partition's jobs (in offset order) to lanes and the executor."""
+    def dispatch(self, part: Part, jobs: list[JobContext],
+                 offsets: list[int] | None = None) -> None:
+        """Hand a partition's jobs (in offset order; ``offsets`` are theirs) to lanes and the
+        executor."""
+        if offsets is None:
+            offsets = [ctx.offset for ctx in jobs]
         ordering = self.settings.ordering
         submit = self.executor.submit
         if ordering == "partition":
-            if self.lanes.offer(part, jobs):
+            chunk = (jobs, offsets)
+            if self.lanes.offer(part, chunk):
                 part.tasks += 1
-                submit(part, part, jobs, part.is_async)
+                submit(part, part, chunk, part.is_async)
             return
         if ordering == "key":
-            by_key: dict[bytes | None, list[JobContext]] = {}
-            for ctx in jobs:
-                by_key.setdefault(ctx.key, []).append(ctx)
-            for key, group in by_key.items():
+            by_key: dict[bytes | None, tuple[list[JobContext], list[int]]] = {}
+            for ctx, offset in zip(jobs, offsets, strict=True):
+                group = by_key.get(ctx.key)
+                if group is None:
+                    group = by_key[ctx.key] = ([], [])
+                group[0].append(ctx)
+                group[1].append(offset)
+            for key, (group_jobs, group_offsets) in by_key.items():
                 if key is None:
-                    self._unordered(part, group)
+                    self._unordered(part, group_jobs, group_offsets)
                     continue
                 lane: Hashable = (part, key)
-                if self.lanes.offer(lane, group):
+                chunk = (group_jobs, group_offsets)
+                if self.lanes.offer(lane, chunk):
                     part.tasks += 1
-                    submit(part, lane, group, part.is_async)
+                    submit(part, lane, chunk, part.is_async)
             return
-        self._unordered(part, jobs)
+        self._unordered(part, jobs, offsets)
 
-    def _unordered(self, part: Part, jobs: list[JobContext]) -> None:
+    def _unordered(self, part: Part, jobs: list[JobContext], offsets: list[int]) -> None:
         # Small batches: one job per task (a slow job delays nobody). Big batches: a few
         # tasks per thread, so per-task overhead is spread over many jobs.
         n = len(jobs)
         size = max(1, n // (4 * self.settings.concurrency))
         for i in range(0, n, size):
             part.tasks += 1
-            self.executor.submit(part, None, jobs[i:i + size], part.is_async)
+            self.executor.submit(part, None, (jobs[i:i + size], offsets[i:i + size]),
+                                 part.is_async)
 
     # -- completions and offsets --------------------------------------------------------------
 
@@ -400,6 +411,11 @@ class Worker:
             if pos is not None:
                 offsets.append(TopicPartition(part.topic, part.partition, pos))
         if offsets:
+            # Store them too: with auto commit on, librdkafka commits the *stored* offsets of
+            # revoked partitions after this callback, which would move the commit back to an
+            # older stored position (docs/faults.md, finding 1).
+            with contextlib.suppress(KafkaException):
+                self.consumer.store_offsets(offsets=offsets)
             self._commit(asynchronous=False, offsets=offsets)
         self._forget(parts)
         self.bus.emit(PartitionsRevoked(tuple((tp.topic, tp.partition) for tp in tps)))

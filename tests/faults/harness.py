@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -45,6 +46,16 @@ JOB = "fault_job"
 LOG_LEVEL = os.environ.get("STREAMJOBS_FAULTS_LOG_LEVEL", "error")
 # Figures of every scenario run in this session, printed by conftest's terminal summary.
 RESULTS: list[dict[str, Any]] = []
+
+
+_DESCRIBE_GROUP = """
+import json, sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0})
+g = admin.describe_consumer_groups([sys.argv[2]], request_timeout=5)[sys.argv[2]].result(10)
+print(json.dumps({"state": str(g.state),
+                  "members": [len(m.assignment.topic_partitions) for m in g.members]}))
+"""
 
 
 def size(ci: int, full: int) -> int:
@@ -330,19 +341,24 @@ class Scenario:
         return {w.pid: w.reap(timeout) for w in live}
 
     def wait_members(self, count: int, timeout: float = 60) -> None:
-        """Until the group is stable with ``count`` members that all have partitions."""
+        """Until the group is stable with ``count`` members that all have partitions.
+
+        Asked in a child process: librdkafka 2.16's AdminClient has aborted the whole process
+        (``rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0``) in
+        describe_consumer_groups on a fresh cluster; a crashed child is just asked again."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                fut = self.admin.describe_consumer_groups([self.group],
-                                                          request_timeout=5)[self.group]
-                g = fut.result(timeout=10)
-                members = [m for m in g.members if m.assignment.topic_partitions]
-                if str(g.state).endswith("STABLE") and len(members) == count == len(g.members):
-                    return
-            except Exception:
-                pass
-            time.sleep(0.2)
+                out = subprocess.run([sys.executable, "-c", _DESCRIBE_GROUP,
+                                      self.config.bootstrap_servers, self.group],
+                                     capture_output=True, text=True, timeout=30)
+                g = orjson.loads(out.stdout) if out.returncode == 0 else None
+            except (subprocess.TimeoutExpired, orjson.JSONDecodeError):
+                g = None
+            if g and g["state"].endswith("STABLE") and len(g["members"]) == count and all(
+                    g["members"]):
+                return
+            time.sleep(0.3)
         raise AssertionError(f"group never had {count} stable members\n" + self.worker_logs())
 
     # -- progress ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from streamjobs.catalogue import Catalogue
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
 from streamjobs.retry import dlq_topic, retry_topic
+from tests.conftest import wait_visible
 
 APP = "tests.apps.tasks:app"
 SCHEMAS = Path(__file__).resolve().parent.parent / "apps" / "schemas"
@@ -59,6 +60,7 @@ class Env:
         for name, fut in self.admin.create_topics(new).items():
             fut.result(timeout=30)
             self.created.append(name)
+        wait_visible(self.admin, [t.topic for t in new])
 
     def delete_topics(self) -> None:
         if self.created:

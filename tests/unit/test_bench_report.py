@@ -24,7 +24,7 @@ SAMPLE = {
         "produce": {"R_produce": 0.82, "emit_per_s": 120000, "raw_per_s": 146000},
         "worker_throughput": {"R_framework": 0.25, "worker_jobs_per_s": 30000,
                               "raw_jobs_per_s": 120000},
-        "latency": {"ratio_p99": 1.2, "worker_p50_ms": 3.1},
+        "latency": {"ratio_p99": 1.2, "worker_p99_ms": 3.1},
         "retry_lateness": {"p99_ms": 12.5, "max_ms": 40.0, "early": 0,
                            "delays": {"1s": {"p99_ms": 10.0}, "5s": {"p99_ms": 12.5},
                                       "30s": {"p99_ms": 8.0}}},

@@ -1,0 +1,87 @@
+"""Job summaries (JobsReceived, JobsSucceeded): a summary listener sees every job exactly once,
+whether the emitter batches or not, and the metrics from a summary equal the metrics from the
+same jobs as per-job events."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from streamjobs.events import (
+    Event,
+    EventBus,
+    JobReceived,
+    JobsReceived,
+    JobsSucceeded,
+    JobSucceeded,
+)
+from streamjobs.listeners.metrics import MetricsListener
+
+JOB: dict[str, Any] = dict(job_id="j", job_type="email", topic="t", partition=0, offset=1,
+                           attempt=1)
+
+
+def test_summary_listeners_get_per_job_events_as_one_job_summaries() -> None:
+    bus = EventBus()
+    got: list[Event] = []
+    bus.subscribe(got.append, JobsSucceeded, JobsReceived)
+    assert bus.wants(JobSucceeded) and bus.wants(JobReceived)
+    assert not bus.wants_each(JobSucceeded) and not bus.wants_each(JobReceived)
+    bus.emit(JobSucceeded(**JOB, duration_s=0.5, created_at_ms=123))
+    bus.emit(JobReceived(**JOB))
+    assert [type(e) for e in got] == [JobsSucceeded, JobsReceived]
+    ok = got[0]
+    assert isinstance(ok, JobsSucceeded)
+    assert (ok.job_type, ok.durations_s, ok.created_at_ms) == ("email", (0.5,), (123,))
+    assert abs(ok.started_at + 0.5 - time.time()) < 1.0
+
+
+def test_a_per_job_listener_makes_the_emitter_go_per_job_without_double_delivery() -> None:
+    bus = EventBus()
+    summaries: list[Event] = []
+    everything: list[Event] = []
+    bus.subscribe(summaries.append, JobsSucceeded)
+    bus.subscribe(everything.append)  # no types: every event, one by one
+    assert bus.wants_each(JobSucceeded)
+    bus.emit(JobSucceeded(**JOB, duration_s=0.1, created_at_ms=None))
+    assert [type(e) for e in everything] == [JobSucceeded]
+    assert [type(e) for e in summaries] == [JobsSucceeded]
+
+
+def test_metrics_from_a_summary_equal_metrics_from_per_job_events() -> None:
+    rng = random.Random(3)
+    now_ms = int(time.time() * 1000)
+    durations = [rng.choice([0.0001, 0.001, 0.0025, 0.003, 0.2, 7.0]) for _ in range(50)]
+    created = [rng.choice([None, now_ms - rng.randrange(0, 20_000)]) for _ in durations]
+    per_job, batched = CollectorRegistry(), CollectorRegistry()
+    a, b = EventBus(), EventBus()
+    MetricsListener(per_job).attach(a)
+    MetricsListener(batched).attach(b)
+    started = time.time()
+    for d, c in zip(durations, created, strict=True):
+        a.emit(JobSucceeded(**JOB, duration_s=d, created_at_ms=c))
+    b.emit(JobsSucceeded("email", "t", 0, started - sum(durations), tuple(durations),
+                         tuple(created)))
+    b.emit(JobsReceived("email", "t", 0, 50))
+    for _ in durations:
+        a.emit(JobReceived(**JOB))
+
+    def samples(reg: CollectorRegistry, name: str) -> dict[tuple[Any, ...], float]:
+        # Sums are added in another order: equal up to float rounding.
+        return {(s.name, tuple(sorted(s.labels.items()))): round(s.value, 9)
+                for m in reg.collect() if m.name == name for s in m.samples
+                if not s.name.endswith("_created")}
+
+    for name in ("streamjobs_jobs", "streamjobs_jobs_received",
+                 "streamjobs_job_duration_seconds"):
+        assert samples(per_job, name) == samples(batched, name)
+    # End-to-end: per-job events are observed when emitted, the summary at the jobs' end
+    # times: same buckets except for values within a few ms of a bound.
+    e2e_a = samples(per_job, "streamjobs_job_end_to_end_seconds")
+    e2e_b = samples(batched, "streamjobs_job_end_to_end_seconds")
+    assert e2e_a.keys() == e2e_b.keys()
+    count = ("streamjobs_job_end_to_end_seconds_count", (("job_type", "email"),))
+    assert e2e_a[count] == e2e_b[count] == sum(c is not None for c in created)
