@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 from fastavro.validation import validate as _fastavro_validate
 
-from ._encoder import compile_encoder
-from .avro_reader import BodyReader, compile_reader
+from ._avro_reader import BodyReader, compile_reader
+from ._avro_writer import compile_encoder
 from .errors import DecodeError, PayloadError, UnknownSchema
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ class Codec:
 
     def encoder(self, job_type: str) -> Callable[[Mapping[str, Any]], bytes]:
         """``encode`` for one job type (what emit calls per record): a schema-specific encoder
-        (``_encoder.py``) takes payloads of exact builtin types; anything else, valid or not,
+        (``_avro_writer.py``) takes payloads of exact builtin types; anything else, valid or not,
         goes through the checker (errors name the field) and fastavro."""
         enc = self._encoders.get(job_type)
         if enc is not None:

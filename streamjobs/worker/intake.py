@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 
 from .. import headers as h
-from ..avro_reader import BodyReader, compile_reader
+from .._avro_reader import BodyReader, compile_reader
 from ..codec import MAGIC, Codec
 from ..errors import DecodeError, UnknownSchema
 from ..events import JobDeadLettered, JobReceived, JobRetried, JobsReceived

@@ -3,6 +3,7 @@ local broker (with a private topic prefix and consumer group so it never meets o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -118,7 +119,5 @@ def _delete_prefixed(prefix: str) -> None:
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
     if names:
         for fut in admin.delete_topics(names, operation_timeout=30).values():
-            try:
+            with contextlib.suppress(Exception):  # already gone is fine
                 fut.result(timeout=30)
-            except Exception:  # noqa: BLE001 - already gone is fine
-                pass
