@@ -24,6 +24,8 @@ Row = tuple[str, str, tuple[str, ...], str, Callable[[float], bool] | None]
 ROWS: list[Row] = [
     ("R_produce (emit / raw produce)", "produce", ("R_produce",), ">= 0.7",
      lambda v: v >= 0.7),
+    ("R_produce vs raw produce with the same headers", "produce", ("R_produce_vs_headers",),
+     "", None),
     ("emit rate (jobs/s)", "produce", ("emit_per_s",), "", None),
     ("raw produce rate (records/s)", "produce", ("raw_per_s",), "", None),
     ("R_framework (worker / raw consume)", "worker_throughput", ("R_framework",), ">= 0.8",

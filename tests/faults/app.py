@@ -3,7 +3,6 @@
 Environment (set by ``tests/faults/harness.py``):
     STREAMJOBS_FAULTS_SCHEMAS     the scenario's catalogue (private topic names)
     STREAMJOBS_FAULTS_LEDGER      directory of the ledger; each process appends to its own file
-    STREAMJOBS_FAULTS_SESSION_TIMEOUT_MS   consumer session timeout of the worker (see below)
 
 The handler records its start and finish in the ledger, sleeps ``work_ms`` and fails when
 ``should_fail(job id, attempt, fail_permille)`` says so: deterministic, so the checker knows
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from streamjobs.worker import App, JobContext
-from streamjobs.worker.settings import WorkerSettings
 from tests.faults.ledger import FAIL, OK, START, process_writer
 
 SCHEMAS = os.environ.get("STREAMJOBS_FAULTS_SCHEMAS") or str(Path(__file__).parent / "schemas")
@@ -54,20 +52,3 @@ def fault_job(payload: dict[str, Any], ctx: JobContext) -> None:
         raise InjectedFailure(f"injected failure of attempt {ctx.attempt}")
     if ledger:
         ledger.run(OK, ctx.job_id, ctx.attempt, ctx.topic, ctx.partition, ctx.offset, due)
-
-
-# The worker CLI has no session-timeout option and a SIGKILLed member holds its partitions for
-# the whole session timeout (45 s by default). Scenarios kill workers every few seconds, so
-# their workers use a short timeout, set here where the worker process builds its settings.
-_session_ms = os.environ.get("STREAMJOBS_FAULTS_SESSION_TIMEOUT_MS")
-if _session_ms:
-    _post_init = WorkerSettings.__post_init__
-
-    def _short_session(self: WorkerSettings) -> None:
-        _post_init(self)
-        if self.session_timeout_ms == WorkerSettings.session_timeout_ms:
-            object.__setattr__(self, "session_timeout_ms", int(_session_ms or 0))
-            object.__setattr__(self, "consumer_config",
-                               {"heartbeat.interval.ms": 1000, **self.consumer_config})
-
-    WorkerSettings.__post_init__ = _short_session  # type: ignore[method-assign]

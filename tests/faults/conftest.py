@@ -10,7 +10,8 @@ import pytest
 
 from streamjobs.config import KafkaConfig
 from streamjobs.dev.broker import DevBroker
-from tests.faults.harness import RESULTS, SCALE, Scenario, free_port_block
+from tests.faults.harness import RESULTS, SCALE, Scenario
+from tests.faults.processes import free_port_block
 
 MakeScenario = Callable[..., Scenario]
 

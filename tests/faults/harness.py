@@ -13,9 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -24,20 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streamjobs import headers as h
 from streamjobs.catalogue import Catalogue
 from streamjobs.config import KafkaConfig
 from streamjobs.errors import KafkaError
 from streamjobs.producer import Producer
 from streamjobs.topics import apply, desired_topics
-from tests.conftest import streamjobs_exe
-from tests.faults.checker import CommitSample, History, Kill, Report, TopicRecord
+from tests.faults.checker import History, Kill, Report
 from tests.faults.ledger import LedgerReader, LedgerWriter, now_ms
+from tests.faults.observe import CommitSampler, group_members, read_topics
+from tests.faults.processes import ROOT, WorkerProc
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 RESULTS_DIR = ROOT / ".streamjobs" / "faults"
 SCALE = os.environ.get("STREAMJOBS_FAULT_SCALE", "ci")
@@ -48,147 +43,8 @@ LOG_LEVEL = os.environ.get("STREAMJOBS_FAULTS_LOG_LEVEL", "error")
 RESULTS: list[dict[str, Any]] = []
 
 
-_DESCRIBE_GROUP = """
-import json, sys
-from confluent_kafka.admin import AdminClient
-admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0})
-g = admin.describe_consumer_groups([sys.argv[2]], request_timeout=5)[sys.argv[2]].result(10)
-print(json.dumps({"state": str(g.state),
-                  "members": [len(m.assignment.topic_partitions) for m in g.members]}))
-"""
-
-
 def size(ci: int, full: int) -> int:
     return full if SCALE == "full" else ci
-
-
-def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no block of free ports")
-
-
-class WorkerProc:
-    """One ``streamjobs worker`` subprocess in its own process group (pgid == pid)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log_path = log
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in reap()
-        self.popen = subprocess.Popen([*streamjobs_exe(), *args], env=env, cwd=str(ROOT),
-                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        self.started = time.monotonic()
-        self.returncode: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, sig)
-
-    def reap(self, timeout: float) -> int:
-        try:
-            self.returncode = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.returncode = self.popen.wait(timeout=30)
-        self._log.close()
-        return self.returncode
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-class CommitSampler(threading.Thread):
-    """Samples the group's committed offsets every ``interval`` s; keeps each change (the
-    first sample showing a new value, stamped after the answer arrived).
-
-    It asks with a consumer that never subscribes (OffsetFetch only), not the AdminClient:
-    librdkafka 2.16's AdminClient aborts the process (``rd_kafka_enq_once_del_source_return:
-    Assertion eonce->refcnt > 0``) when the coordinator dies during a request."""
-
-    def __init__(self, config: KafkaConfig, group: str, topics: Callable[[], list[str]],
-                 interval: float = 0.2) -> None:
-        super().__init__(daemon=True, name="commit-sampler")
-        self.config = config
-        self.group = group
-        self.topics = topics
-        self.interval = interval
-        self.samples: list[CommitSample] = []
-        self.latest: dict[tuple[str, int], int] = {}
-        self.failures = 0
-        self._halt = threading.Event()
-        self._lock = threading.Lock()
-        self._consumer: Any = None
-        self._tps: list[TopicPartition] = []
-
-    def _client(self) -> Any:
-        if self._consumer is None:
-            c = Consumer({**self.config.client_settings(), "group.id": self.group,
-                          "enable.auto.commit": False, "log_level": 2})
-            md = c.list_topics(timeout=10)
-            self._tps = [TopicPartition(t, p) for t in self.topics()
-                         for p in md.topics[t].partitions]
-            self._consumer = c
-        return self._consumer
-
-    def sample(self) -> dict[tuple[str, int], int]:
-        """One sample now (also recorded); {} when the broker did not answer."""
-        with self._lock:
-            try:
-                res = self._client().committed(self._tps, timeout=5)
-            except Exception:
-                self.failures += 1
-                return {}
-            t = now_ms()
-            out = {(tp.topic, tp.partition): tp.offset for tp in res
-                   if tp.offset >= 0 and tp.error is None}
-            for tp, off in out.items():
-                if self.latest.get(tp) != off:
-                    self.latest[tp] = off
-                    self.samples.append(CommitSample(t, tp[0], tp[1], off))
-            return out
-
-    def end_offsets(self) -> dict[tuple[str, int], int]:
-        """High watermarks of the sampled partitions (same long-lived client: creating and
-        destroying clients while brokers die is where librdkafka has crashed on us)."""
-        with self._lock:
-            c = self._client()
-            return {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1]
-                    for tp in self._tps}
-
-    def run(self) -> None:
-        while not self._halt.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self.is_alive():
-            self.join(15)
-        with self._lock:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
 
 
 class Scenario:
@@ -312,10 +168,10 @@ class Scenario:
         full_env = {**os.environ, "STREAMJOBS_BOOTSTRAP_SERVERS": self.config.bootstrap_servers,
                     "STREAMJOBS_FAULTS_SCHEMAS": str(self.schemas),
                     "STREAMJOBS_FAULTS_LEDGER": str(self.ledger_dir),
-                    "STREAMJOBS_FAULTS_SESSION_TIMEOUT_MS": str(self.session_timeout_ms),
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         args = ["worker", "tests.faults.app:app", "--group-id", self.group,
                 "--concurrency", str(concurrency), "--grace-period", str(grace_period),
+                "--session-timeout-ms", str(self.session_timeout_ms),
                 "--metrics-port", "0", "--log-level", LOG_LEVEL, *extra]
         w = WorkerProc(args, full_env, self.tmp / f"worker-{len(self.workers)}.log")
         self.workers.append(w)
@@ -341,38 +197,16 @@ class Scenario:
         return {w.pid: w.reap(timeout) for w in live}
 
     def wait_members(self, count: int, timeout: float = 60) -> None:
-        """Until the group is stable with ``count`` members that all have partitions.
-
-        Asked in a child process: librdkafka 2.16's AdminClient has aborted the whole process
-        (``rd_kafka_enq_once_del_source_return: Assertion eonce->refcnt > 0``) in
-        describe_consumer_groups on a fresh cluster; a crashed child is just asked again."""
+        """Until the group is stable with ``count`` members that all have partitions."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                out = subprocess.run([sys.executable, "-c", _DESCRIBE_GROUP,
-                                      self.config.bootstrap_servers, self.group],
-                                     capture_output=True, text=True, timeout=30)
-                g = orjson.loads(out.stdout) if out.returncode == 0 else None
-            except (subprocess.TimeoutExpired, orjson.JSONDecodeError):
-                g = None
-            if g and g["state"].endswith("STABLE") and len(g["members"]) == count and all(
-                    g["members"]):
+            members = group_members(self.config.bootstrap_servers, self.group)
+            if members is not None and len(members) == count and all(members):
                 return
             time.sleep(0.3)
         raise AssertionError(f"group never had {count} stable members\n" + self.worker_logs())
 
     # -- progress ---------------------------------------------------------------------------------
-
-    def end_offsets(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        # A plain consumer, not AdminClient.list_offsets (see CommitSampler).
-        c = Consumer({**self.config.client_settings(), "group.id": f"{self.prefix}-ends",
-                      "log_level": 2})
-        try:
-            md = c.list_topics(timeout=10)
-            return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-                    for t in topics for p in md.topics[t].partitions}
-        finally:
-            c.close()
 
     def lag(self) -> int:
         """Records of the job and wait topics not yet covered by a committed offset."""
@@ -405,32 +239,6 @@ class Scenario:
 
     # -- history ----------------------------------------------------------------------------------
 
-    def read_topics(self, topics: list[str]) -> list[TopicRecord]:
-        ends = self.end_offsets(topics)
-        wanted = {tp: end for tp, end in ends.items() if end > 0}
-        if not wanted:
-            return []
-        c = Consumer({**self.config.client_settings(), "group.id": f"{self.prefix}-reader",
-                      "enable.auto.commit": False, "enable.partition.eof": False})
-        c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in wanted])
-        out: list[TopicRecord] = []
-        remaining = dict(wanted)
-        deadline = time.monotonic() + 120
-        try:
-            while remaining and time.monotonic() < deadline:
-                for m in c.consume(1000, 0.5):
-                    if m.error() is not None:
-                        continue
-                    out.append(to_record(m))
-                    tp = (m.topic(), m.partition())
-                    if tp in remaining and (m.offset() or 0) + 1 >= remaining[tp]:
-                        del remaining[tp]
-        finally:
-            c.close()
-        if remaining:
-            raise RuntimeError(f"could not read back {sorted(remaining)[:3]}...")
-        return out
-
     def history(self) -> History:
         self.sampler.sample()
         reader = self.ledger()
@@ -438,8 +246,8 @@ class Scenario:
         with open(self.tmp / "commits.jsonl", "wb") as f:
             for c in self.sampler.samples:
                 f.write(orjson.dumps(c) + b"\n")
-        records = self.read_topics(self.consumed_topics)
-        dead_letters = self.read_topics([self.dlq])
+        records = read_topics(self.config, self.consumed_topics)
+        dead_letters = read_topics(self.config, [self.dlq])
         with open(self.tmp / "records.jsonl", "wb") as f:
             for rec in (*records, *dead_letters):
                 f.write(orjson.dumps(rec) + b"\n")
@@ -465,17 +273,6 @@ class Scenario:
             lines = w.output().splitlines()[-last:]
             parts.append(f"--- worker {i} pid {w.pid} rc {w.returncode}\n" + "\n".join(lines))
         return "\n".join(parts)
-
-
-def to_record(m: Any) -> TopicRecord:
-    hdrs = m.headers() or []
-    orig_topic = h.get(hdrs, h.ORIG_TOPIC)
-    orig_p, orig_o = h.get_int(hdrs, h.ORIG_PARTITION), h.get_int(hdrs, h.ORIG_OFFSET)
-    orig = ((orig_topic, orig_p, orig_o) if orig_topic is not None and orig_p is not None
-            and orig_o is not None else None)
-    return TopicRecord(m.topic(), m.partition(), m.offset(), float(m.timestamp()[1]),
-                       h.get(hdrs, h.JOB_ID), h.get_int(hdrs, h.ATTEMPT),
-                       h.get_int(hdrs, h.DUE_AT), orig, h.get(hdrs, h.DLQ_REASON))
 
 
 def publish(name: str, report: Report, rule: str, record: Callable[[str, object], None],
