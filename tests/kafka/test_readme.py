@@ -17,8 +17,9 @@ README = (ROOT / "README.md").read_text()
 
 # Commands shown in the README outside the quick start, and the test that runs each of them.
 COVERED_ELSEWHERE = {
-    "bench/run --quick": "tests/unit/test_bench_report.py",
-    ".venv/bin/pytest tests/unit": ".ci/run",
+    "bench/run --quick": ".ci/run",
+    "make test": ".ci/run",
+    "make lint": ".ci/run",
 }
 
 
@@ -108,8 +109,7 @@ def test_other_commands_are_run_somewhere() -> None:
             assert command in COVERED_ELSEWHERE, f"README command not run anywhere: {command}"
             where = ROOT / COVERED_ELSEWHERE[command]
             assert where.exists(), where
-            text = where.read_text()
-            assert command.split()[-1] in text or command.split()[0] in text
+            assert command in where.read_text(), f"{where} does not run {command!r}"
 
 
 def _delete_prefixed(prefix: str) -> None:
