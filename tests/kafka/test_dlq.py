@@ -34,7 +34,12 @@ from tests.kafka.worker_support import SCHEMAS as APP_SCHEMAS
 from tests.kafka.worker_support import Env as WorkerEnv
 from tests.kafka.worker_support import InProcess
 
-NOW = time.time_ns() // 1_000_000
+NOW = time.time_ns() // 1_000_000  # module import; only for "long enough ago" cases
+
+
+def _now_ms() -> int:
+    # Not NOW: a long suite (fault injection first) may run this test minutes after import.
+    return time.time_ns() // 1_000_000
 
 EMAIL_V1 = {"type": "record", "name": "Email", "namespace": "t", "fields": [
     {"name": "user_id", "type": "string"}, {"name": "email", "type": "string"}]}
@@ -79,9 +84,12 @@ class Env:
 
     def dead_letter(self, job_type: str | None, payload: dict[str, Any] | bytes, *,
                     reason: str = "max_attempts", error: str = "TimeoutError",
-                    key: str | None = None, dlq_at: int = NOW, partition: int = 0,
+                    key: str | None = None, dlq_at: int | None = None, partition: int = 0,
                     topic: str | None = None) -> None:
-        """Write one dead letter in the worker's format to the DLQ of ``topic``."""
+        """Write one dead letter in the worker's format to the DLQ of ``topic`` (dead-lettered
+        at ``dlq_at``, default now)."""
+        if dlq_at is None:
+            dlq_at = _now_ms()
         job_topic = topic or (self.images if job_type == "resize" else self.emails)
         value = payload if isinstance(payload, bytes) else self.codec.encode(
             job_type or "", payload)
@@ -146,7 +154,7 @@ def test_stats_counts_by_type_and_reason(env: Env, run_cli: RunCli) -> None:
     for i in range(3):
         env.dead_letter("send_email", {"user_id": f"u{i}", "email": "x@y"}, partition=i % 2)
     env.dead_letter("send_email", {"user_id": "u9", "email": "x@y"}, reason="permanent_error",
-                    dlq_at=NOW - 3600_000)
+                    dlq_at=_now_ms() - 3600_000)
     res = cli(run_cli, env, "stats", "--topic", env.emails, "--json")
     assert res.returncode == 0, res.stderr
     [s] = json.loads(res.stdout)["topics"]
@@ -168,7 +176,7 @@ def test_list_and_show_decode_payload_and_error_story(env: Env, run_cli: RunCli)
     """Rule: list/show decode the payload with its writer schema and tell the error story
     (class, message, origin, attempt, worker); undecodable values are shown as hex/base64 with
     the reason; show of an offset with no record exits 3."""
-    env.dead_letter("send_email", {"user_id": "u1", "email": "a@b"}, key="u1")
+    env.dead_letter("send_email", {"user_id": "u1", "email": "a@b"}, key="u1", dlq_at=NOW)
     env.dead_letter("resize", b"\x00garbage", reason="decode_error", error="DecodeError")
     res = cli(run_cli, env, "list", "--topic", env.emails, "--json")
     assert res.returncode == 0, res.stderr

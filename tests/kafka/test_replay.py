@@ -13,13 +13,20 @@ from confluent_kafka import Producer as RawProducer
 from confluent_kafka.admin import AdminClient
 
 from streamjobs.config import KafkaConfig
-from tests.conftest import MakeTopic, RunCli, wait_for
+from tests.conftest import BOOTSTRAP, MakeTopic, RunCli, wait_for
 
 H = 3600_000
-NOW = time.time_ns() // 1_000_000
-# Record timestamps of partition 0: 10 records, 10 minutes apart, from 3h05m ago, so "2h ago"
-# falls 5 minutes away from any record and both tools see the same boundary.
-P0_TIMES = [NOW - 3 * H - 5 * 60_000 + i * 10 * 60_000 for i in range(10)]
+NOW = time.time_ns() // 1_000_000  # for tests that need only "some time ago"
+
+
+_P0_TIMES: dict[str, list[int]] = {}  # topic -> its partition 0 record timestamps
+
+
+def _p0_times(now: int) -> list[int]:
+    """Record timestamps of partition 0: 10 records, 10 minutes apart, from 3h05m before
+    ``now``, so "2h ago" falls 5 minutes away from any record and both tools see the same
+    boundary. Relative to the fixture's own clock: a suite may run long before this test."""
+    return [now - 3 * H - 5 * 60_000 + i * 10 * 60_000 for i in range(10)]
 
 
 def _produce(config: KafkaConfig, topic: str, records: list[tuple[int, int | None]],
@@ -49,8 +56,11 @@ def history(kafka_config: KafkaConfig, make_topic: MakeTopic, admin: AdminClient
     """A 3-partition topic: p0 10 records (log start moved to 2), p1 4 old records, p2 empty;
     group committed at p0=7, p1=3, p2=0."""
     topic = make_topic("jobs", partitions=3)
-    old = NOW - 5 * H
-    _produce(kafka_config, topic, [(0, ts) for ts in P0_TIMES] + [(1, old + i) for i in range(4)])
+    now = time.time_ns() // 1_000_000
+    old = now - 5 * H
+    _P0_TIMES[topic] = _p0_times(now)
+    _produce(kafka_config, topic, [(0, ts) for ts in _P0_TIMES[topic]]
+             + [(1, old + i) for i in range(4)])
     fut = admin.delete_records([TopicPartition(topic, 0, 2)])[TopicPartition(topic, 0, 2)]
     fut.result(timeout=30)
     group = f"{unique}-g"
@@ -68,8 +78,8 @@ def _iso(ms: int) -> str:
     (["--to-offset", "50"], ["--to-offset", "50"]),
     (["--shift-by", "-4"], ["--shift-by", "-4"]),
     (["--shift-by", "5"], ["--shift-by", "5"]),
-    (["--to-datetime", _iso(P0_TIMES[4] + 1)], ["--to-datetime", _iso(P0_TIMES[4] + 1)]),
-    (["--by-duration", "2h"], ["--to-datetime", _iso(NOW - 2 * H)]),
+    (["--to-datetime", "<record 4 + 1ms>"], ["--to-datetime", "<record 4 + 1ms>"]),
+    (["--by-duration", "2h"], ["--to-datetime", "<2h ago>"]),
     (["--to-earliest"], ["--to-earliest"]),
 ])
 def test_plan_matches_kafka_consumer_groups_dry_run(
@@ -78,11 +88,16 @@ def test_plan_matches_kafka_consumer_groups_dry_run(
     `kafka-consumer-groups --reset-offsets --dry-run` on the same input, including clamping
     to [log start, log end] and the timestamp-without-record fallback to the log end."""
     topic, group = history
+    record4 = _iso(_P0_TIMES[topic][4] + 1)
+    # Kafka is given the fixed datetime that "2h ago" means now (records are 5 min from it).
+    resolve = {"<record 4 + 1ms>": record4, "<2h ago>": _iso(time.time_ns() // 1_000_000 - 2 * H)}
+    ours = [resolve.get(a, a) for a in ours]
+    theirs = [resolve.get(a, a) for a in theirs]
     mine = run_cli("replay", "offsets", "--group", group, "--topic", topic, *ours, "--json")
     assert mine.returncode == 0, mine.stderr
     got = {p["partition"]: p["new"] for p in json.loads(mine.stdout)["partitions"]}
     kafka = run_cli("dev", "tool", "kafka-consumer-groups", "--bootstrap-server",
-                    "127.0.0.1:9092", "--group", group, "--topic", topic, "--reset-offsets",
+                    BOOTSTRAP, "--group", group, "--topic", topic, "--reset-offsets",
                     *theirs, "--dry-run")
     assert kafka.returncode == 0, kafka.stdout + kafka.stderr
     expected = {}
