@@ -53,3 +53,30 @@ def test_every_environment_variable_is_in_the_readme() -> None:
     assert names, "found no environment variables at all"
     missing = sorted(n for n in names if n not in README)
     assert missing == []
+
+
+CONNECTION = {"--bootstrap-servers", "--security-protocol", "--sasl-mechanism",
+              "--sasl-username", "--sasl-password", "--ssl-ca-location",
+              "--ssl-certificate-location", "--ssl-key-location", "--ssl-key-password",
+              "--client-id"}
+
+
+def test_every_command_and_option_is_in_the_readme() -> None:
+    """Rule: the README's command table has a row for every command, naming every option (the
+    connection options once, in the paragraph above the table)."""
+    section = README[README.index("### Every command and option"):]
+    intro, _, table = section.partition("| command |")
+    assert all(f"`{o}`" in intro for o in CONNECTION)
+    rows = {line.split("|")[1].strip().strip("`").split(" [")[0]: line
+            for line in table.splitlines() if line.startswith("| `streamjobs")}
+    ctx = click.Context(main, info_name="streamjobs")
+    for path, cmd in _commands(main, ctx):
+        row = next((r for name, r in rows.items() if name.startswith(path)), None)
+        assert row is not None, f"no README row for {path}"
+        for p in cmd.params:
+            if isinstance(p, click.Option) and p.name != "help":
+                flag = max(p.opts, key=len)
+                if flag in CONNECTION:
+                    assert "connection options" in row, path
+                else:
+                    assert f"`{flag}`" in row, f"{path}: {flag} missing from the README"
