@@ -1,6 +1,15 @@
-"""streamjobs: background jobs as Avro events on partitioned Apache Kafka topics."""
+"""streamjobs: background jobs as Avro events on partitioned Apache Kafka topics.
+
+The public surface: ``Producer``/``AsyncProducer`` to emit jobs, ``App``/``JobContext`` to
+handle them, ``Catalogue`` and ``RetryPolicy`` for the job types, ``KafkaConfig`` for the
+connection, and the exception tree of ``streamjobs.errors``. Emitters never import the worker:
+the heavier names load on first use.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .config import KafkaConfig
 from .errors import (
@@ -21,19 +30,48 @@ from .errors import (
     UnknownSchema,
 )
 
+if TYPE_CHECKING:
+    from .catalogue import Catalogue, JobType
+    from .producer import AsyncProducer, Job, Producer
+    from .retry import RetryPolicy
+    from .worker import App, JobContext
+
+_LAZY = {
+    "App": "streamjobs.worker", "JobContext": "streamjobs.worker",
+    "AsyncProducer": "streamjobs.producer", "Job": "streamjobs.producer",
+    "Producer": "streamjobs.producer", "Catalogue": "streamjobs.catalogue",
+    "JobType": "streamjobs.catalogue", "RetryPolicy": "streamjobs.retry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamjobs' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
+    "App",
+    "AsyncProducer",
     "BrokerUnavailable",
+    "Catalogue",
     "CatalogueError",
     "ConfigError",
     "DecodeError",
     "DeliveryFailed",
+    "Job",
+    "JobContext",
     "JobFailure",
+    "JobType",
     "KafkaConfig",
     "KafkaError",
     "PayloadError",
     "PermanentError",
+    "Producer",
     "RecordTooLarge",
     "Retry",
+    "RetryPolicy",
     "SchemaCompatibilityError",
     "StreamjobsError",
     "UnknownJobType",
