@@ -119,6 +119,9 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
     bus = EventBus()
     obs = install_default_listeners(bus, metrics_port=metrics_port or None,
                                     log_level=log_level.lower())
+    from ..worker.process import tune_gc
+
+    tune_gc()
     try:
         code = run_worker(app, settings, kafka, bus)
     finally:
