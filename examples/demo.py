@@ -31,9 +31,12 @@ from streamjobs.producer import Producer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _exe() -> str:
+    return shutil.which("streamjobs", path=str(Path(sys.executable).parent)) or "streamjobs"
+
+
 def _sj(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("streamjobs", path=str(Path(sys.executable).parent)) or "streamjobs"
-    proc = subprocess.run([exe, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([_exe(), *args], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     if check and proc.returncode != 0:
         raise click.ClickException(f"streamjobs {' '.join(args)} failed "
@@ -118,9 +121,8 @@ def main(emails: int, thumbnails: int, keep: bool, timeout: float) -> None:
 
     click.echo(f"2. streamjobs worker examples.demo_app:app (metrics on :{port})")
     log = open(state / "worker.log", "wb")  # noqa: SIM115 - closed below
-    exe = shutil.which("streamjobs", path=str(Path(sys.executable).parent)) or "streamjobs"
     worker = subprocess.Popen(
-        [exe, "worker", "examples.demo_app:app", "--metrics-port", str(port),
+        [_exe(), "worker", "examples.demo_app:app", "--metrics-port", str(port),
          "--log-level", "warning", "--grace-period", "10", "--concurrency", "8"],
         env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import re
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from streamjobs.catalogue import Catalogue
 from streamjobs.config import ENV, KafkaConfig
-from streamjobs.listeners.health import HealthListener, HealthServer
+from tests.unit.test_deploy_compose import served_status
 
 from .test_deploy_compose import APP_ENV, cli_command, envvars, load_app, option_default
 
@@ -261,17 +259,6 @@ def _secret(rendered: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
     return data
 
 
-def _status(path: str) -> int:
-    server = HealthServer(0, HealthListener(), CollectorRegistry(), host="127.0.0.1")
-    try:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-    finally:
-        server.close()
-
 
 def _image_uid() -> str:
     m = re.search(r"^USER (\d+)", (ROOT / "Dockerfile").read_text(), re.M)
@@ -366,8 +353,8 @@ def test_worker_deployment_matches_the_worker(
     assert metrics["containerPort"] == port
     live, ready = worker["livenessProbe"]["httpGet"], worker["readinessProbe"]["httpGet"]
     assert live["port"] == ready["port"] == "metrics"
-    assert live["path"] == "/healthz" and _status(live["path"]) == 200
-    assert ready["path"] == "/readyz" and _status(ready["path"]) in (200, 503)
+    assert live["path"] == "/healthz" and served_status(live["path"]) == 200
+    assert ready["path"] == "/readyz" and served_status(ready["path"]) in (200, 503)
     grace = float(config.get("STREAMJOBS_GRACE_PERIOD",
                              option_default(("worker",), "--grace-period")))
     assert pod["terminationGracePeriodSeconds"] > grace
@@ -468,7 +455,7 @@ def test_pdb_and_podmonitor_select_the_worker_pods(
     [endpoint] = pm["spec"]["podMetricsEndpoints"]
     [worker] = _one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert endpoint["port"] in {p["name"] for p in worker["ports"]}
-    assert endpoint.get("path", "/metrics") == "/metrics" and _status("/metrics") == 200
+    assert endpoint.get("path", "/metrics") == "/metrics" and served_status("/metrics") == 200
 
 
 def test_overlay_changes_what_it_claims() -> None:
