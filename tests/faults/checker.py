@@ -119,6 +119,7 @@ class Report:
     producer_duplicates: dict[str, int]  # job id -> records in its job topic (when > 1)
     dlq_per_position: dict[Position, int]  # poison/original position -> dead letters
     commit_samples: int = 0
+    lost_detail: list[str] = field(default_factory=list)
 
     @property
     def duplicate_count(self) -> int:
@@ -194,7 +195,25 @@ def check(history: History) -> Report:
         producer_duplicates={j: n for j, n in per_job_topic.items() if n > 1},
         dlq_per_position=dict(Counter(d.orig for d in history.dead_letters if d.orig)),
         commit_samples=len(samples),
+        lost_detail=explain_lost(history, acked - finished_jobs),
     )
+
+
+def explain_lost(history: History, lost: set[str], limit: int = 10) -> list[str]:
+    """For a post-mortem: where the producer was told each lost job went, what is there now,
+    and whether any handler ever started it."""
+    at = {r.position: r for r in history.records}
+    acks = {a.job_id: a for a in history.acks}
+    started = {r.job_id for r in history.runs if r.kind == START}
+    out = []
+    for job_id in sorted(lost)[:limit]:
+        ack = acks[job_id]
+        there = at.get(ack.position) if ack.position else None
+        found = ("nothing read back there" if there is None
+                 else f"record of job {there.job_id} there")
+        out.append(f"{job_id}: acked at {ack.t:.0f} ms to {ack.position}: {found}; "
+                   f"started: {job_id in started}")
+    return out
 
 
 def finish_times(runs: Iterable[Run], records: Iterable[TopicRecord],

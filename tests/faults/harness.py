@@ -10,6 +10,7 @@ returns what ``checker.check`` judges. Sizes: ``size(ci, full)`` (STREAMJOBS_FAU
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -38,7 +39,7 @@ RESULTS_DIR = ROOT / ".streamjobs" / "faults"
 SCALE = os.environ.get("STREAMJOBS_FAULT_SCALE", "ci")
 JOB = "fault_job"
 # Worker log level (info shows rebalances and commits: handy when a scenario finds something).
-LOG_LEVEL = os.environ.get("STREAMJOBS_FAULTS_LOG_LEVEL", "error")
+LOG_LEVEL = os.environ.get("STREAMJOBS_FAULTS_LOG_LEVEL", "info")
 # Figures of every scenario run in this session, printed by conftest's terminal summary.
 RESULTS: list[dict[str, Any]] = []
 
@@ -120,14 +121,32 @@ class Scenario:
     @property
     def producer(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer(self.catalogue, self.config, delivery_timeout=60)
+            settings: dict[str, Any] = {}
+            if debug := os.environ.get("STREAMJOBS_FAULTS_PRODUCER_DEBUG"):
+                # librdkafka debug contexts (e.g. "eos,msg") to <tmp>/producer-debug.log.
+                log = logging.getLogger(f"faults.producer.{self.prefix}")
+                log.addHandler(logging.FileHandler(self.tmp / "producer-debug.log"))
+                log.setLevel(logging.DEBUG)
+                log.propagate = False
+                settings = {"debug": debug, "logger": log}
+            self._producer = Producer(self.catalogue, self.config, delivery_timeout=60,
+                                      settings=settings)
+            # The public callback gets (job id, error); the ledger also wants the position the
+            # broker gave each record, for post-mortems of a lost job. Test-only reach-in.
+            self._producer._tracker.per_message = self._per_message  # type: ignore[method-assign]
         return self._producer
 
+    def _per_message(self, job_id: str, user: Any, *, track: bool = True) -> Any:
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is None:
+                self.acks.ack(job_id, (msg.topic(), msg.partition(), msg.offset()))
+            else:
+                self.delivery_failures += 1
+
+        return on_delivery
+
     def _delivered(self, job_id: str, error: KafkaError | None) -> None:
-        if error is None:
-            self.acks.ack(job_id)
-        else:
-            self.delivery_failures += 1
+        """Passed to emit so each record gets a per-message callback (``_per_message``)."""
 
     def emit(self, count: int, *, rate: float | None = None, work_ms: int = 0,
              fail_permille: int = 0) -> threading.Thread:
@@ -225,12 +244,30 @@ class Scenario:
                 check()
             try:
                 zero = zero + 1 if self.lag() == 0 else 0
-            except Exception:
+            except Exception as exc:
+                self._last_lag_error = repr(exc)
                 zero = 0
             if zero >= 2:
                 return True
             time.sleep(0.5)
         return False
+
+    def drain_status(self) -> str:
+        """Why ``wait_drained`` gave up: partitions with lag, or the error reading it."""
+        lines = [f"last lag error: {getattr(self, '_last_lag_error', None)}"]
+        try:
+            committed = self.sampler.sample()
+            for tp, end in sorted(self.sampler.end_offsets().items()):
+                if end > committed.get(tp, 0):
+                    lines.append(f"{tp}: committed {committed.get(tp)} end {end}")
+        except Exception as exc:
+            lines.append(f"lag unreadable now: {exc!r}")
+        members = group_members(self.config.bootstrap_servers, self.group)
+        lines.append(f"group members: {members}")
+        return "\n".join(lines)
+
+    def not_drained(self) -> str:
+        return "not drained\n" + self.drain_status() + "\n" + self.worker_logs()
 
     def ledger(self) -> LedgerReader:
         reader = LedgerReader(self.ledger_dir)

@@ -60,6 +60,7 @@ class Run:
 class Ack:
     job_id: str
     t: float
+    position: tuple[str, int, int] | None = None  # where the broker said it wrote the job
 
 
 class LedgerWriter:
@@ -74,8 +75,11 @@ class LedgerWriter:
     def write(self, line: dict[str, Any]) -> None:
         os.write(self._fd, orjson.dumps(line) + b"\n")
 
-    def ack(self, job_id: str) -> None:
-        self.write({"k": ACK, "id": job_id, "t": now_ms()})
+    def ack(self, job_id: str, position: tuple[str, int, int] | None = None) -> None:
+        line: dict[str, Any] = {"k": ACK, "id": job_id, "t": now_ms()}
+        if position is not None:
+            line["tp"], line["p"], line["o"] = position
+        self.write(line)
 
     def run(self, kind: str, job_id: str, attempt: int, topic: str, partition: int, offset: int,
             due: int | None) -> None:
@@ -110,7 +114,7 @@ def _parse(line: bytes) -> Run | Ack | None:
     except orjson.JSONDecodeError:
         return None  # a torn last line; os.write of one short line makes this very unlikely
     if d["k"] == ACK:
-        return Ack(d["id"], d["t"])
+        return Ack(d["id"], d["t"], (d["tp"], d["p"], d["o"]) if "o" in d else None)
     return Run(d["k"], d["id"], d["a"], d["w"], d["g"], d["tp"], d["p"], d["o"], d["t"],
                d.get("due"))
 

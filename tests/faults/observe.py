@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from streamjobs import headers as h
 from streamjobs.config import KafkaConfig
@@ -33,19 +33,27 @@ import json, sys
 from confluent_kafka.admin import AdminClient
 admin = AdminClient({"bootstrap.servers": sys.argv[1], "log_level": 0})
 g = admin.describe_consumer_groups([sys.argv[2]], request_timeout=5)[sys.argv[2]].result(10)
-print(json.dumps({"state": str(g.state),
+print(json.dumps({"state": str(g.state), "coordinator": g.coordinator.id,
                   "members": [len(m.assignment.topic_partitions) for m in g.members]}))
 """
 
 
-def group_members(bootstrap: str, group: str) -> list[int] | None:
-    """Partitions per member of a STABLE group; None if not stable or the query failed."""
+def describe_group(bootstrap: str, group: str) -> dict[str, Any] | None:
+    """State, coordinator node id and partitions per member; None if the query failed."""
+    # In a child process: librdkafka's AdminClient can abort the process when brokers die
+    # under it (docs/faults.md), which must not take the test run with it.
     try:
         out = subprocess.run([sys.executable, "-c", _DESCRIBE_GROUP, bootstrap, group],
                              capture_output=True, text=True, timeout=30)
-        g = orjson.loads(out.stdout) if out.returncode == 0 else None
+        g: dict[str, Any] | None = orjson.loads(out.stdout) if out.returncode == 0 else None
     except (subprocess.TimeoutExpired, orjson.JSONDecodeError):
         return None
+    return g
+
+
+def group_members(bootstrap: str, group: str) -> list[int] | None:
+    """Partitions per member of a STABLE group; None if not stable or the query failed."""
+    g = describe_group(bootstrap, group)
     if not g or not g["state"].endswith("STABLE"):
         return None
     members: list[int] = g["members"]
@@ -103,8 +111,19 @@ class CommitSampler(threading.Thread):
         destroying clients while brokers die is where librdkafka has crashed on us)."""
         with self._lock:
             c = self._client()
-            return {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1]
-                    for tp in self._tps}
+            try:
+                return self._watermarks(c)
+            except KafkaException:
+                # After a broker restart this client (which neither subscribes nor is assigned)
+                # can keep stale metadata and answer "Unknown partition" for good: ask for the
+                # topics' metadata again, then retry once.
+                for topic in {tp.topic for tp in self._tps}:
+                    c.list_topics(topic, timeout=10)
+                return self._watermarks(c)
+
+    def _watermarks(self, c: Any) -> dict[tuple[str, int], int]:
+        return {(tp.topic, tp.partition): c.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in self._tps}
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):

@@ -14,6 +14,7 @@ from streamjobs.dev.broker import DevBroker
 from tests.faults.checker import check
 from tests.faults.conftest import MakeScenario
 from tests.faults.harness import publish, size
+from tests.faults.observe import describe_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
@@ -41,14 +42,14 @@ def test_broker_sigkill_mid_run_loses_and_duplicates_no_acknowledged_emit(
     outage = time.monotonic() - down_at
     emitter.join()
     s.finish_emitting()
-    assert s.wait_drained(180), "not drained\n" + s.worker_logs()
+    assert s.wait_drained(180), s.not_drained()
     codes = s.stop_all()
     r = check(s.history())
     publish("e_broker_sigkill", r, "every acked emit processed; exactly one record per job",
             record_property, outage_s=round(outage, 1), delivery_failures=s.delivery_failures,
             seconds=round(time.monotonic() - t0, 1))
     assert r.acked + s.delivery_failures == n
-    assert r.missing == [] and r.lost == []
+    assert r.missing == [] and r.lost == [], r.lost_detail
     assert r.producer_duplicates == {}
     assert r.regressions == [] and r.skips == []
     assert set(codes.values()) == {0}, s.worker_logs()
@@ -58,8 +59,9 @@ def test_partition_leader_killed_in_three_broker_cluster_loses_nothing(
         own_broker: Callable[[int], DevBroker], make_scenario: MakeScenario,
         record_property: Any) -> None:
     """A 3-broker KRaft cluster, topics with replication factor 3 and min.insync.replicas 2:
-    the leader of a busy partition is SIGKILLed mid-run (and restarted later): no acknowledged
-    job is lost and committed offsets never regress or pass unfinished work."""
+    the broker that is both the group's coordinator and the leader of busy partitions is
+    SIGKILLed mid-run (and restarted later): no acknowledged job is lost, committed offsets
+    never regress or pass unfinished work, and the workers recover on their own."""
     t0 = time.monotonic()
     cluster = own_broker(3)
     config = KafkaConfig(bootstrap_servers=cluster.bootstrap)
@@ -74,20 +76,24 @@ def test_partition_leader_killed_in_three_broker_cluster_loses_nothing(
     n = size(2000, 50_000)
     emitter = s.emit(n, rate=size(100, 1000), work_ms=1)
     time.sleep(6)
-    leader = s.admin.list_topics(timeout=10).topics[s.topic].partitions[0].leader
+    group = describe_group(cluster.bootstrap, s.group)
+    assert group is not None
+    leader = group["coordinator"]
+    partitions = s.admin.list_topics(timeout=10).topics[s.topic].partitions.values()
+    assert any(p.leader == leader for p in partitions)
     cluster.kill_node(leader)
     time.sleep(8)
     cluster.restart_node(leader, timeout=120)
     emitter.join()
     s.finish_emitting()
-    assert s.wait_drained(180), "not drained\n" + s.worker_logs()
+    assert s.wait_drained(180), s.not_drained()
     codes = s.stop_all()
     r = check(s.history())
     publish("f_leader_kill_3_nodes", r, "0 lost with RF 3 / min ISR 2", record_property,
             killed_node=leader, delivery_failures=s.delivery_failures,
             seconds=round(time.monotonic() - t0, 1))
     assert r.acked + s.delivery_failures == n and s.delivery_failures == 0
-    assert r.missing == [] and r.lost == []
+    assert r.missing == [] and r.lost == [], r.lost_detail
     assert r.producer_duplicates == {}
     assert r.regressions == [] and r.skips == []
     assert set(codes.values()) == {0}, s.worker_logs()

@@ -72,7 +72,7 @@ def test_poison_reaches_dlq_once_and_nothing_else_suffers(
     assert res.returncode == 0, res.stderr
     emitter.join()
     s.finish_emitting()
-    assert s.wait_drained(120), "not drained\n" + s.worker_logs()
+    assert s.wait_drained(120), s.not_drained()
     alive = [w.alive() for w in workers]
     codes = s.stop_all()
     h = s.history()
@@ -90,7 +90,8 @@ def test_poison_reaches_dlq_once_and_nothing_else_suffers(
         poison_positions, 1)
     assert all(d.reason in REASONS for d in h.dead_letters), reasons
     assert len(h.dead_letters) == poison + lines
-    assert r.acked == n and r.lost == [] and r.duplicates == {}
+    assert r.lost == [], r.lost_detail
+    assert r.acked == n and r.duplicates == {}
     assert r.succeeded == n
     assert r.regressions == [] and r.skips == []
     assert alive == [True, True] and set(codes.values()) == {0}, s.worker_logs()

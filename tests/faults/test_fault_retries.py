@@ -34,7 +34,7 @@ def test_random_failures_end_exactly_once_never_early(
     n = size(2000, 50_000)
     s.emit(n, rate=size(400, 2000), fail_permille=100)
     s.finish_emitting()
-    assert s.wait_drained(90 + n / 100), "not drained\n" + s.worker_logs()
+    assert s.wait_drained(90 + n / 100), s.not_drained()
     codes = s.stop_all()
     r = check(s.history())
 
@@ -49,7 +49,7 @@ def test_random_failures_end_exactly_once_never_early(
             seconds=round(time.monotonic() - t0, 1))
 
     assert r.acked == n and s.delivery_failures == 0
-    assert r.lost == []
+    assert r.lost == [], r.lost_detail
     assert r.duplicates == {}
     assert r.early == []
     assert dlq_jobs == expect_dlq and ok_jobs == {a.job_id for a in s.ledger().acks} - expect_dlq

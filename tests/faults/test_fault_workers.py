@@ -21,14 +21,14 @@ CONCURRENCY = 4
 
 def _finish(s: Scenario, drain_timeout: float) -> tuple[Report, dict[int, int]]:
     s.finish_emitting()
-    assert s.wait_drained(drain_timeout), "not drained\n" + s.worker_logs()
+    assert s.wait_drained(drain_timeout), s.not_drained()
     codes = s.stop_all()
     return check(s.history()), codes
 
 
 def _common(r: Report, s: Scenario, n: int) -> None:
     assert r.acked == n and s.delivery_failures == 0
-    assert r.lost == [], f"lost {len(r.lost)}: {r.lost[:5]}"
+    assert r.lost == [], r.lost_detail
     assert r.regressions == [], r.regressions[:5]
     assert r.skips == [], r.skips[:5]
 
