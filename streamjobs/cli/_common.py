@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -116,16 +117,30 @@ def print_json(data: Any) -> None:
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
 
 
+@contextmanager
+def exit_on_errors(*extra: tuple[type[Exception], int]) -> Iterator[None]:
+    """Library errors -> one line and the documented exit code, never a traceback.
+    ``extra`` (exception type, exit code) pairs are tried first, in order; then
+    BrokerUnavailable exits 4 and any other StreamjobsError 1."""
+    try:
+        yield
+    except Exception as exc:
+        for kind, code in extra:
+            if isinstance(exc, kind):
+                fail(str(exc), code)
+        if isinstance(exc, BrokerUnavailable):
+            fail(str(exc), EXIT_UNREACHABLE)
+        if isinstance(exc, StreamjobsError):
+            fail(str(exc), EXIT_FAILURE)
+        raise
+
+
 def handle_errors(func: F) -> F:
-    """Turns streamjobs errors into one-line messages and exit codes, never tracebacks."""
+    """``exit_on_errors`` around a whole command."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with exit_on_errors():
             return func(*args, **kwargs)
-        except BrokerUnavailable as exc:
-            fail(str(exc), EXIT_UNREACHABLE)
-        except StreamjobsError as exc:
-            fail(str(exc), EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]

@@ -20,15 +20,15 @@ from .. import dlq
 from ..catalogue import Catalogue
 from ..codec import Codec
 from ..config import KafkaConfig
-from ..errors import BrokerUnavailable, CatalogueError, StreamjobsError
+from ..errors import CatalogueError
 from ..replay import parse_when
 from ..reprocess import Report, Reprocessor, load_progress
 from ..scan import TopicNotFound
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
+    exit_on_errors,
     fail,
     json_option,
     kafka_options,
@@ -45,17 +45,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 @contextmanager
 def _errors() -> Iterator[None]:
     """Library errors -> one line and the documented exit code, never a traceback."""
-    try:
-        yield
-    except TopicNotFound as exc:
-        fail(f"{exc} (is the job topic right? its dead letters go to <topic>.dlq)",
-             EXIT_NOT_FOUND)
-    except BrokerUnavailable as exc:
-        fail(str(exc), EXIT_UNREACHABLE)
-    except ValueError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except StreamjobsError as exc:
-        fail(str(exc), EXIT_FAILURE)
+    with exit_on_errors((ValueError, EXIT_USAGE)):
+        try:
+            yield
+        except TopicNotFound as exc:
+            fail(f"{exc} (is the job topic right? its dead letters go to <topic>.dlq)",
+                 EXIT_NOT_FOUND)
 
 
 def _topic_options(func: F) -> F:

@@ -7,20 +7,18 @@ Both subcommands are dry runs unless ``--execute`` is given. Exit codes: 0 ok, 1
 from __future__ import annotations
 
 import sys
-from typing import Any
+from contextlib import AbstractContextManager
 
 import click
 from click._termui_impl import ProgressBar
 
 from .. import replay as rp
 from ..config import KafkaConfig
-from ..errors import BrokerUnavailable, StreamjobsError
 from ..scan import TopicNotFound
 from ._common import (
-    EXIT_FAILURE,
     EXIT_NOT_FOUND,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
+    exit_on_errors,
     fail,
     json_option,
     kafka_options,
@@ -30,20 +28,9 @@ from ._common import (
 __all__ = ["command"]
 
 
-def _run(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Library errors -> one line and the documented exit code."""
-    try:
-        return func(*args, **kwargs)
-    except TopicNotFound as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
-    except BrokerUnavailable as exc:
-        fail(str(exc), EXIT_UNREACHABLE)
-    except rp.GroupActive as exc:
-        fail(str(exc), EXIT_FAILURE)
-    except ValueError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except StreamjobsError as exc:
-        fail(str(exc), EXIT_FAILURE)
+def _errors() -> AbstractContextManager[None]:
+    # GroupActive is a StreamjobsError: exit 1 like the rest.
+    return exit_on_errors((TopicNotFound, EXIT_NOT_FOUND), (ValueError, EXIT_USAGE))
 
 
 @click.group("replay")
@@ -107,9 +94,10 @@ def offsets(kafka: KafkaConfig, group: str, topics: tuple[str, ...], to_offset: 
         parsed = [rp.parse_topic_spec(t) for t in topics]
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    plan: rp.ResetPlan = _run(rp.plan_reset, kafka, group, parsed, spec)
-    if execute:
-        _run(rp.apply_reset, kafka, plan)
+    with _errors():
+        plan = rp.plan_reset(kafka, group, parsed, spec)
+        if execute:
+            rp.apply_reset(kafka, plan)
     if as_json:
         print_json({
             "group": group, "mode": spec.mode, "executed": execute, "rerun": plan.rerun,
@@ -160,13 +148,15 @@ def range_(kafka: KafkaConfig, topic: str, partition: int, from_offset: int | No
         until_ms = None if until is None else rp.parse_when(until)
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    plan: rp.RangePlan = _run(rp.plan_range, kafka, topic, partition, from_offset=from_offset,
-                              to_offset=to_offset, since_ms=since_ms, until_ms=until_ms)
+    with _errors():
+        plan = rp.plan_range(kafka, topic, partition, from_offset=from_offset,
+                             to_offset=to_offset, since_ms=since_ms, until_ms=until_ms)
     written = 0
     if execute and plan.count:
         bar: ProgressBar[int]
-        with click.progressbar(length=plan.count, label="re-emitting", file=sys.stderr) as bar:
-            written = _run(rp.emit_range, kafka, plan, progress=bar.update)
+        with (_errors(),
+              click.progressbar(length=plan.count, label="re-emitting", file=sys.stderr) as bar):
+            written = rp.emit_range(kafka, plan, progress=bar.update)
     if as_json:
         print_json({"topic": topic, "partition": partition, "from_offset": plan.start,
                     "to_offset": plan.end, "count": plan.count, "executed": execute,

@@ -14,13 +14,10 @@ from typing import Any
 import click
 
 from ..config import KafkaConfig
-from ..errors import BrokerUnavailable, StreamjobsError
 from ._common import (
-    EXIT_FAILURE,
     EXIT_OK,
-    EXIT_UNREACHABLE,
     EXIT_USAGE,
-    fail,
+    handle_errors,
     json_option,
     kafka_options,
     load_catalogue,
@@ -29,15 +26,6 @@ from ._common import (
 )
 
 __all__ = ["group"]
-
-
-def _run(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return func(*args, **kwargs)
-    except BrokerUnavailable as exc:
-        fail(str(exc), EXIT_UNREACHABLE)
-    except StreamjobsError as exc:
-        fail(str(exc), EXIT_FAILURE)
 
 
 def _timeout_option(default: float) -> Callable[[Any], Any]:
@@ -66,12 +54,13 @@ def group() -> None:
 @kafka_options
 @json_option
 @_timeout_option(10.0)
+@handle_errors
 def plan_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float) -> None:
     """Show what `apply` would change. Exit 0: up to date; 2: changes pending."""
     from .. import topics
 
-    catalogue = _run(load_catalogue, schemas_dir)
-    changes = _run(topics.plan, kafka, catalogue, timeout=timeout)
+    catalogue = load_catalogue(schemas_dir)
+    changes = topics.plan(kafka, catalogue, timeout=timeout)
     pending = [c for c in changes if c.action != "warning"]
     if as_json:
         print_json({"changes": [c.as_dict() for c in changes], "pending": len(pending),
@@ -86,12 +75,13 @@ def plan_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float
 @kafka_options
 @json_option
 @_timeout_option(30.0)
+@handle_errors
 def apply_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float) -> None:
     """Create missing topics, add partitions and set managed configs. Idempotent."""
     from .. import topics
 
-    catalogue = _run(load_catalogue, schemas_dir)
-    changes = _run(topics.apply, kafka, catalogue, timeout=timeout)
+    catalogue = load_catalogue(schemas_dir)
+    changes = topics.apply(kafka, catalogue, timeout=timeout)
     if as_json:
         print_json({"applied": [c.as_dict() for c in changes if c.action != "warning"],
                     "warnings": [c.as_dict() for c in changes if c.action == "warning"]})
