@@ -78,6 +78,7 @@ class Scenario:
         self.workers: list[WorkerProc] = []
         self.kills: list[Kill] = []
         self.delivery_failures = 0
+        self._last_lag_error: str | None = None  # for drain_status
         self.emitted = 0
         self._producer: Producer | None = None
         self._emitters: list[threading.Thread] = []
@@ -254,7 +255,7 @@ class Scenario:
 
     def drain_status(self) -> str:
         """Why ``wait_drained`` gave up: partitions with lag, or the error reading it."""
-        lines = [f"last lag error: {getattr(self, '_last_lag_error', None)}"]
+        lines = [f"last lag error: {self._last_lag_error}"]
         try:
             committed = self.sampler.sample()
             for tp, end in sorted(self.sampler.end_offsets().items()):
