@@ -26,7 +26,6 @@ from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, ConfigError
 from ..events import (
-    BrokerStatus,
     CommitDone,
     CommitFailed,
     EventBus,
@@ -40,6 +39,7 @@ from ..events import (
     WorkerStopping,
 )
 from .app import App
+from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
 from .intake import Intake, Part
@@ -78,7 +78,7 @@ class Worker:
         self._touched: set[Part] = set()
         self._finished = 0
         self._finished_at_commit = 0
-        self._broker_down = False
+        self.broker = BrokerWatch(self.bus)
         self._signals = 0
         self.pauses = 0  # partitions paused so far (tests and debugging)
         self.consumer: Any = None
@@ -119,7 +119,9 @@ class Worker:
             "enable.partition.eof": False,
             "max.poll.interval.ms": s.max_poll_interval_ms,
             "on_commit": self._on_commit,
-            "error_cb": self._on_error,
+            "error_cb": self.broker.on_error,
+            "stats_cb": self.broker.on_stats,
+            "statistics.interval.ms": STATS_INTERVAL_MS,
         }
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
@@ -140,8 +142,8 @@ class Worker:
             self.consumer.close()
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
-        self.bus.emit(BrokerStatus(True, "connected"))
-        self.outbox = Outbox({**base, "error_cb": self._on_error})
+        self.broker.started()
+        self.outbox = Outbox({**base, "error_cb": self.broker.on_error})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self.intake = Intake(self, Codec(self.app.catalogue))
@@ -195,9 +197,8 @@ class Worker:
             room = max_in_flight - self.in_flight
             msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
             if msgs:
-                if self._broker_down:
-                    self._broker_down = False
-                    self.bus.emit(BrokerStatus(True, "messages flowing"))
+                if self.broker.down:
+                    self.broker.records_arrived()
                 intake.take(msgs, max_in_flight)
             outbox.poll(0)
 
@@ -433,12 +434,6 @@ class Worker:
             self._touched.discard(part)
             self.parts.pop((part.topic, part.partition), None)
         self._count_in_flight()
-
-    def _on_error(self, err: Any) -> None:
-        if (err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
-                and not self._broker_down):
-                self._broker_down = True
-                self.bus.emit(BrokerStatus(False, str(err)))
 
     # -- periodic -----------------------------------------------------------------------------
 
