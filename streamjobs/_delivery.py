@@ -1,7 +1,9 @@
 """Delivery bookkeeping shared by ``Producer`` and ``AsyncProducer``.
 
 One ``DeliveryTracker`` is the producer-wide delivery callback: successes return at once (the
-hot path), failures are kept until the next ``flush()`` reports them. A ``Poller`` thread serves
+hot path), failures are kept until the next ``flush()`` reports them, and a success without an
+offset is sent again (``unconfirmed``; the worker's outbox and the replay and reprocess
+commands do the same). A ``Poller`` thread serves
 librdkafka's callbacks so ``emit`` never has to call ``poll()`` itself.
 """
 
@@ -10,12 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from . import headers as h
+from confluent_kafka import TIMESTAMP_CREATE_TIME
+from confluent_kafka import KafkaException as CKafkaException
+
 from .errors import BrokerUnavailable, DeliveryFailed, KafkaError
 
-__all__ = ["DeliveryTracker", "Poller", "kafka_error"]
+__all__ = ["DeliveryTracker", "Poller", "kafka_error", "resend", "unconfirmed"]
 
 log = logging.getLogger("streamjobs.producer")
 
@@ -39,40 +44,71 @@ def delivery_error(err: Any, msg: Any, job_id: str | None) -> DeliveryFailed:
                           code=err.name(), topic=topic, job_id=job_id)
 
 
+def unconfirmed(err: Any, msg: Any) -> bool:
+    """A success report without an offset. librdkafka gives one when it *implicitly* acks a
+    batch because a later batch of the partition succeeded. It assumes the broker wrote the
+    earlier one; but a batch refused with a retriable error (NOT_LEADER_OR_FOLLOWER just after
+    a topic is created, say) is not written, and a broker with no state yet for the producer
+    id accepts the later batch's sequence gap. The fault suite lost jobs that way
+    (docs/faults.md, finding 6). With acks=all a real success always carries an offset."""
+    return err is None and msg.offset() is None
+
+
+def resend(client: Any, msg: Any, headers: Any, on_delivery: Callable[[Any, Any], None], *,
+           job_id: str | None = None) -> None:
+    """Produce ``msg`` again as it was: partition, key, value, timestamp and ``headers``
+    (a delivery report carries none, so the caller keeps them). A duplicate if the broker did
+    write it, which at-least-once allows; a loss otherwise. Raises BufferError when the local
+    queue is full."""
+    log.warning("%s [%s]: delivery reported without an offset (librdkafka acked it implicitly;"
+                " the broker may not have written it): sending %s again", msg.topic(),
+                msg.partition(), f"job {job_id}" if job_id else "it")
+    kind, ts = msg.timestamp()
+    client.produce(msg.topic(), msg.value(), msg.key(), partition=msg.partition(),
+                   headers=headers, timestamp=ts if kind == TIMESTAMP_CREATE_TIME else 0,
+                   on_delivery=on_delivery)
+
+
 class DeliveryTracker:
-    """Collects failed deliveries; ``callback`` is the librdkafka delivery callback."""
+    """Collects failed deliveries and sends unconfirmed ones again. Every record gets its own
+    callback (``for_record`` or ``per_message``): it keeps the record's headers, which a
+    delivery report lacks. ``client`` (set once the producer exists) is where copies go."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._failed: list[DeliveryFailed] = []
         self._dropped = 0
-        # Successes librdkafka reported without an offset (see ``unplaced``).
-        self.unplaced_count = 0
-        record, unplaced = self.record, self.unplaced
+        self.client: Any = None
+        # Records sent again after an unconfirmed success (see ``unconfirmed``).
+        self.resent_count = 0
 
-        # Runs once per record on the poll thread, holding the GIL that emit needs: a plain
-        # function is called faster than an instance's __call__, and successes return at once.
-        def callback(err: Any, msg: Any) -> None:
-            if err is not None:
-                record(delivery_error(err, msg, h.get(msg.headers(), h.JOB_ID)))
-            elif msg.offset() is None:
-                unplaced(msg, None)
+    def for_record(self, job_id: str, headers: Any) -> Callable[[Any, Any], None]:
+        """The callback of a record nobody asked to hear about: failures are kept for
+        ``flush``. A partial, not a closure: emit creates one per record."""
+        return partial(self._plain, job_id, headers)
 
-        self.callback = callback
+    # Runs once per record on the poll thread, holding the GIL that emit needs: successes
+    # return after one check.
+    def _plain(self, job_id: str, headers: Any, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.record(delivery_error(err, msg, job_id))
+        elif msg.offset() is None:
+            failure = self.again(msg, job_id, headers, self.for_record(job_id, headers))
+            if failure is not None:
+                self.record(failure)
 
-    def unplaced(self, msg: Any, job_id: str | None) -> None:
-        """A success without an offset. With acks=all, librdkafka reports one only when the
-        broker answered a *retried* batch as a duplicate of one already written, so the record
-        should be in the log, but nobody can say where. The fault suite once saw such a job
-        missing from its topic (docs/faults.md, finding 6): worth a warning naming the job."""
+    def again(self, msg: Any, job_id: str, headers: Any,
+              on_delivery: Callable[[Any, Any], None]) -> DeliveryFailed | None:
+        """Send an unconfirmed record again; the failure if it could not be queued."""
         with self._lock:
-            self.unplaced_count += 1
-        log.warning("job %s delivered to %s [%s] without an offset (the broker took a retried "
-                    "batch as already written); check it arrived if this repeats",
-                    job_id or h.get(msg.headers(), h.JOB_ID), msg.topic(), msg.partition())
-
-    def __call__(self, err: Any, msg: Any) -> None:
-        self.callback(err, msg)
+            self.resent_count += 1
+        try:
+            resend(self.client, msg, headers, on_delivery, job_id=job_id)
+            return None
+        except (BufferError, CKafkaException) as exc:
+            return DeliveryFailed(f"job {job_id} to {msg.topic()}: delivery unconfirmed and "
+                                  f"could not be sent again ({exc!r})", code="_UNCONFIRMED",
+                                  topic=msg.topic(), job_id=job_id)
 
     def record(self, failure: DeliveryFailed) -> None:
         log.warning("delivery failed: %s", failure)
@@ -99,17 +135,25 @@ class DeliveryTracker:
         raise DeliveryFailed(f"{total} record(s) not delivered; first: {first}{more}",
                              code=first.code, topic=first.topic, job_id=first.job_id)
 
-    def per_message(self, job_id: str, user: Callable[[str, KafkaError | None], None], *,
+    def per_message(self, job_id: str, headers: Any,
+                    user: Callable[[str, KafkaError | None], None], *,
                     track: bool = True) -> Callable[[Any, Any], None]:
         """A callback for one record whose caller asked to hear about its delivery; with
-        ``track`` a failure is also kept for ``flush``."""
+        ``track`` a failure is also kept for ``flush``. An unconfirmed success is sent again
+        and ``user`` hears about the new copy instead."""
 
         def on_delivery(err: Any, msg: Any) -> None:
-            failure = None if err is None else delivery_error(err, msg, job_id)
+            if err is None and msg.offset() is None:
+                # Looked up on self, not closed over, so a wrapper installed there (the fault
+                # suite's ledger) also sees the new copy's report.
+                failure = self.again(msg, job_id, headers,
+                                     self.per_message(job_id, headers, user, track=track))
+                if failure is None:
+                    return
+            else:
+                failure = None if err is None else delivery_error(err, msg, job_id)
             if failure is not None and track:
                 self.record(failure)
-            elif failure is None and msg.offset() is None:
-                self.unplaced(msg, job_id)
             try:
                 user(job_id, failure)
             except Exception:  # a raising callback must not kill the poller thread

@@ -115,10 +115,9 @@ class Producer:
             "linger.ms": linger_ms,
             # Bounds how long a record may wait for the broker before its delivery fails.
             "message.timeout.ms": max(1, round(delivery_timeout * 1000)),
-            # Full delivery reports, not delivery.report.only.error: per-record success
-            # callbacks (on_delivery=, wait=True) need them, and a second client for those
-            # would let records of one key overtake each other (docs/producer.md).
-            "on_delivery": self._tracker.callback,
+            # Full delivery reports (no delivery.report.only.error): a success without an
+            # offset must be seen to be sent again, and on_delivery= / wait=True need them.
+            # Each record gets its own callback, holding its headers (docs/producer.md).
             # librdkafka's own log lines go to Python logging (served by the poll thread)
             # instead of being printed to stderr.
             "logger": _KAFKA_LOG,
@@ -130,6 +129,8 @@ class Producer:
         self._types: dict[str, _TypeInfo] = {}
         self._limits: dict[str, int] = {}
         self._kafka = _KafkaProducer(conf)
+        self._tracker.client = self._kafka
+        self._for_record = self._tracker.for_record
         try:
             self._kafka.list_topics(timeout=connect_timeout)
         except KafkaException as exc:
@@ -176,7 +177,8 @@ class Producer:
         # str values: the client writes their UTF-8 itself, sparing a bytes object each.
         hdrs: _Headers = [(_JOB_ID, job_id), (_CREATED_AT, str(now_ms)), *info.const]
         try:
-            self._kafka.produce(topic, value, key, headers=hdrs)
+            self._kafka.produce(topic, value, key, headers=hdrs,
+                                on_delivery=self._for_record(job_id, hdrs))
         except (BufferError, KafkaException):
             self._send((topic, key, value, hdrs, job_id, size), None)
         return job_id
@@ -296,8 +298,8 @@ class Producer:
         return limit
 
     def _send(self, record: _Record, on_delivery: OnDelivery | None) -> None:
-        cb = (None if on_delivery is None
-              else self._tracker.per_message(record[4], on_delivery))
+        cb = (self._for_record(record[4], record[3]) if on_delivery is None
+              else self._tracker.per_message(record[4], record[3], on_delivery))
         deadline = 0.0
         while True:
             try:
@@ -311,14 +313,11 @@ class Producer:
                     raise _queue_full(record, self.delivery_timeout) from None
                 self._kafka.poll(0.05)
 
-    def _send_once(self, record: _Record, cb: Callable[[Any, Any], None] | None) -> None:
+    def _send_once(self, record: _Record, cb: Callable[[Any, Any], None]) -> None:
         """One produce call; BufferError (queue full) is the caller's to handle."""
         topic, key, value, hdrs, job_id, size = record
         try:
-            if cb is None:
-                self._kafka.produce(topic, value, key, headers=hdrs)
-            else:
-                self._kafka.produce(topic, value, key, headers=hdrs, on_delivery=cb)
+            self._kafka.produce(topic, value, key, headers=hdrs, on_delivery=cb)
         except KafkaException as exc:
             err = exc.args[0]
             if err.name() == "MSG_SIZE_TOO_LARGE":
@@ -403,12 +402,12 @@ class AsyncProducer:
             await asyncio.to_thread(p._fetch_limit, record[0])
         p._check_size(record)
         fut: asyncio.Future[None] | None = None
-        cb: Callable[[Any, Any], None] | None = None
+        cb = p._tracker.for_record(record[4], record[3])
         if wait:
             # The failure goes to the awaiting caller only, not to flush() as well.
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
-            cb = p._tracker.per_message(record[4], _resolver(loop, fut), track=False)
+            cb = p._tracker.per_message(record[4], record[3], _resolver(loop, fut), track=False)
         deadline = time.monotonic() + p.delivery_timeout
         while True:
             try:

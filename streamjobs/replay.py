@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Literal
 
 from confluent_kafka import (
@@ -33,6 +34,7 @@ from confluent_kafka import Producer as _RawProducer
 from confluent_kafka.admin import AdminClient
 
 from . import headers as h
+from ._delivery import resend, unconfirmed
 from .config import KafkaConfig
 from .errors import DeliveryFailed, KafkaError, StreamjobsError
 from .retry import parse_duration
@@ -337,10 +339,16 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
     failures: list[str] = []
     acked = 0
 
-    def on_delivery(err: _RdKafkaError | None, _msg: object) -> None:
+    def on_delivery(hdrs: list[tuple[str, str | bytes | None]], err: _RdKafkaError | None,
+                    msg: Message) -> None:
         nonlocal acked
         if err is not None:
             failures.append(err.str())
+        elif unconfirmed(err, msg):
+            try:
+                resend(producer, msg, hdrs, partial(on_delivery, hdrs))
+            except (BufferError, KafkaException) as exc:
+                failures.append(f"delivery unconfirmed and not sent again: {exc!r}")
         else:
             acked += 1
 
@@ -353,7 +361,7 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
                     replay_headers(_headers(msg), origin))
                 producer.produce(plan.topic, value=msg.value(), key=msg.key(),
                                  partition=plan.partition, headers=hdrs,
-                                 on_delivery=on_delivery)
+                                 on_delivery=partial(on_delivery, hdrs))
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 producer.poll(0.1)

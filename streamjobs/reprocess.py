@@ -22,11 +22,13 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError as _RdKafkaError
+from confluent_kafka import KafkaException, Message
 from confluent_kafka import Producer as _RawProducer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from . import headers as h
+from ._delivery import resend, unconfirmed
 from .codec import Codec
 from .config import KafkaConfig
 from .dlq import DeadLetter, Filter, read, revalidate
@@ -237,11 +239,16 @@ class Reprocessor:
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  hdrs: list[tuple[str, str | bytes | None]] | None, ref: str) -> None:
         assert self._producer is not None
-        failed = self._failed
+        producer, failed = self._producer, self._failed
 
-        def on_delivery(err: _RdKafkaError | None, _msg: object) -> None:
+        def on_delivery(err: _RdKafkaError | None, msg: Message) -> None:
             if err is not None:
                 failed[ref] = f"{err.name()}: {err.str()}"
+            elif unconfirmed(err, msg):
+                try:
+                    resend(producer, msg, hdrs, on_delivery)
+                except (BufferError, KafkaException) as exc:
+                    failed[ref] = f"delivery unconfirmed and not sent again: {exc!r}"
 
         while True:
             try:

@@ -3,8 +3,9 @@
 Idempotent, ``acks=all``. A failed record's offset is finished only when the broker
 acknowledges the record that carries it on; the delivery callback runs on the poll thread
 (which is the only caller of ``poll``), so it touches worker state without locks. A record
-the broker refused is sent again after a pause: the partition's watermark waits for it rather
-than losing the job.
+the broker refused is sent again after a pause, and one reported delivered without an offset
+(librdkafka's implicit ack, see ``_delivery.unconfirmed``) at once: the partition's watermark
+waits for it rather than losing the job.
 """
 
 from __future__ import annotations
@@ -51,11 +52,16 @@ class Outbox:
         self._produce(out)
 
     def _produce(self, out: Outgoing) -> None:
-        def delivered(err: Any, _msg: Any) -> None:
+        def delivered(err: Any, msg: Any) -> None:
             if err is not None:
                 _log.error("could not deliver to %s (%s); sending again in %.0fs",
                            out.topic, err, RESEND_AFTER)
                 self._defer(out, RESEND_AFTER)
+                return
+            if msg.offset() is None:  # an implicit ack: maybe never written (_delivery.py)
+                _log.warning("%s: delivery of job %s reported without an offset; sending it "
+                             "again", out.topic, h.get(out.headers, h.JOB_ID))
+                self._defer(out, 0)
                 return
             self.pending -= 1
             out.on_ack()

@@ -35,7 +35,8 @@ def make_scenario(tmp_path: Path) -> Iterator[MakeScenario]:
 
 _COLUMNS = ("acked", "kills", "lost", "duplicates", "exposure_in_flight",
             "exposure_finished_uncommitted", "reruns", "dead_lettered", "early",
-            "lateness_max_ms", "offset_regressions", "offset_skips", "seconds")
+            "lateness_max_ms", "offset_regressions", "offset_skips", "unconfirmed_resent",
+            "seconds")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

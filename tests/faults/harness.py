@@ -78,6 +78,8 @@ class Scenario:
         self.workers: list[WorkerProc] = []
         self.kills: list[Kill] = []
         self.delivery_failures = 0
+        # Deliveries reported without an offset, which the producer sent again.
+        self.unconfirmed: list[tuple[str, str, int]] = []
         self._last_lag_error: str | None = None  # for drain_status
         self.emitted = 0
         self._producer: Producer | None = None
@@ -133,18 +135,29 @@ class Scenario:
             self._producer = Producer(self.catalogue, self.config, delivery_timeout=60,
                                       settings=settings)
             # The public callback gets (job id, error); the ledger also wants the position the
-            # broker gave each record, for post-mortems of a lost job. Test-only reach-in.
-            self._producer._tracker.per_message = self._per_message  # type: ignore[method-assign]
+            # broker gave each record, for post-mortems of a lost job. Test-only reach-in: a
+            # wrapper around the producer's own per-record callback, which it still runs (it
+            # sends an unconfirmed record again, and looks the wrapper up for the new copy).
+            tracker = self._producer._tracker
+            tracker.per_message = self._ledger_wrapper(tracker.per_message)  # type: ignore[method-assign]
         return self._producer
 
-    def _per_message(self, job_id: str, user: Any, *, track: bool = True) -> Any:
-        def on_delivery(err: Any, msg: Any) -> None:
-            if err is None:
-                self.acks.ack(job_id, (msg.topic(), msg.partition(), msg.offset()))
-            else:
-                self.delivery_failures += 1
+    def _ledger_wrapper(self, per_message: Any) -> Any:
+        def wrapped(job_id: str, headers: Any, user: Any, *, track: bool = True) -> Any:
+            inner = per_message(job_id, headers, user, track=track)
 
-        return on_delivery
+            def on_delivery(err: Any, msg: Any) -> None:
+                if err is not None:
+                    self.delivery_failures += 1
+                elif msg.offset() is not None:
+                    self.acks.ack(job_id, (msg.topic(), msg.partition(), msg.offset()))
+                else:  # sent again by inner; the copy's report is the ack
+                    self.unconfirmed.append((job_id, msg.topic(), msg.partition()))
+                inner(err, msg)
+
+            return on_delivery
+
+        return wrapped
 
     def _delivered(self, job_id: str, error: KafkaError | None) -> None:
         """Passed to emit so each record gets a per-message callback (``_per_message``)."""

@@ -83,7 +83,8 @@ def test_poison_reaches_dlq_once_and_nothing_else_suffers(
     reasons = Counter(d.reason for d in h.dead_letters)
     publish("g_poison", r, "each poison record in the DLQ once with its reason; 0 crashes",
             record_property, poison_written=poison + lines, poison_found=len(poison_positions),
-            dlq_reasons=dict(reasons), seconds=round(time.monotonic() - t0, 1))
+            dlq_reasons=dict(reasons), unconfirmed_resent=len(s.unconfirmed),
+            seconds=round(time.monotonic() - t0, 1))
 
     assert len(poison_positions) == poison + lines
     assert {p: r.dlq_per_position.get(p, 0) for p in poison_positions} == dict.fromkeys(

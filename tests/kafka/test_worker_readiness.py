@@ -54,7 +54,7 @@ def test_readyz_follows_the_broker_down_and_back(tmp_path: Path, run_cli: RunCli
         assert down.returncode == 0, down.stderr
         wait_for(lambda: _readyz(port)[0] == 503, 30, interval=0.3,
                  what="readiness to notice the broker is gone")
-        status, body = _readyz(port)
+        _status, body = _readyz(port)
         assert str(body.get("reason", "")).startswith("broker unreachable: "), body
         assert proc.popen.poll() is None, proc.output()  # unready, not dead
 
