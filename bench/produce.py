@@ -3,7 +3,7 @@
     .venv/bin/python bench/produce.py [-n 200000] [--rounds 2] [--bootstrap-servers HOST:PORT]
 
 Both sides use one fresh 6-partition topic and the same client settings (idempotent, acks=all,
-linger.ms=5), each loop followed by flush():
+one request in flight, linger.ms=5), each loop followed by flush():
   raw   confluent_kafka.Producer.produce(topic, value, key) of values encoded beforehand
   emit  streamjobs Producer.emit(job_type, payload): validate + Avro encode + headers + produce
   raw+headers  raw with the five job headers emit writes (built once), for reference
@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streamjobs import headers as h
+from streamjobs._delivery import PRODUCER_SETTINGS
 from streamjobs.catalogue import Catalogue
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
@@ -61,8 +62,8 @@ def payloads(n: int) -> list[dict[str, Any]]:
 
 def raw_run(config: KafkaConfig, topic: str, values: list[bytes], keys: list[bytes],
             headers: list[tuple[str, str | bytes | None]] | None = None) -> float:
-    p = KafkaProducer({**config.client_settings(), "enable.idempotence": True, "acks": "all",
-                       "linger.ms": LINGER_MS})
+    # The client settings emit's producer uses (idempotent, acks=all, one request in flight).
+    p = KafkaProducer({**config.client_settings(), **PRODUCER_SETTINGS, "linger.ms": LINGER_MS})
     p.list_topics(timeout=10)
     start = time.perf_counter()
     produce = p.produce

@@ -29,7 +29,7 @@ from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
 from . import headers as h
-from ._delivery import DeliveryTracker, Poller, kafka_error
+from ._delivery import PRODUCER_SETTINGS, DeliveryTracker, Poller, kafka_error
 from .catalogue import Catalogue
 from .codec import Codec
 from .config import KafkaConfig
@@ -110,14 +110,15 @@ class Producer:
         self._tracker = DeliveryTracker()
         conf: dict[str, Any] = {
             **self.config.client_settings(),
-            "enable.idempotence": True,
-            "acks": "all",
+            **PRODUCER_SETTINGS,
             "linger.ms": linger_ms,
             # Bounds how long a record may wait for the broker before its delivery fails.
             "message.timeout.ms": max(1, round(delivery_timeout * 1000)),
-            # Full delivery reports (no delivery.report.only.error): a success without an
-            # offset must be seen to be sent again, and on_delivery= / wait=True need them.
-            # Each record gets its own callback, holding its headers (docs/producer.md).
+            # Full delivery reports, not delivery.report.only.error: a success without an
+            # offset must be seen, per-record success callbacks (on_delivery=, wait=True) need
+            # them, and a second client for those would let records of one key overtake each
+            # other (docs/producer.md).
+            "on_delivery": self._tracker.callback,
             # librdkafka's own log lines go to Python logging (served by the poll thread)
             # instead of being printed to stderr.
             "logger": _KAFKA_LOG,
@@ -130,7 +131,6 @@ class Producer:
         self._limits: dict[str, int] = {}
         self._kafka = _KafkaProducer(conf)
         self._tracker.client = self._kafka
-        self._for_record = self._tracker.for_record
         try:
             self._kafka.list_topics(timeout=connect_timeout)
         except KafkaException as exc:
@@ -177,8 +177,7 @@ class Producer:
         # str values: the client writes their UTF-8 itself, sparing a bytes object each.
         hdrs: _Headers = [(_JOB_ID, job_id), (_CREATED_AT, str(now_ms)), *info.const]
         try:
-            self._kafka.produce(topic, value, key, headers=hdrs,
-                                on_delivery=self._for_record(job_id, hdrs))
+            self._kafka.produce(topic, value, key, headers=hdrs)
         except (BufferError, KafkaException):
             self._send((topic, key, value, hdrs, job_id, size), None)
         return job_id
@@ -298,7 +297,7 @@ class Producer:
         return limit
 
     def _send(self, record: _Record, on_delivery: OnDelivery | None) -> None:
-        cb = (self._for_record(record[4], record[3]) if on_delivery is None
+        cb = (None if on_delivery is None
               else self._tracker.per_message(record[4], record[3], on_delivery))
         deadline = 0.0
         while True:
@@ -313,11 +312,14 @@ class Producer:
                     raise _queue_full(record, self.delivery_timeout) from None
                 self._kafka.poll(0.05)
 
-    def _send_once(self, record: _Record, cb: Callable[[Any, Any], None]) -> None:
+    def _send_once(self, record: _Record, cb: Callable[[Any, Any], None] | None) -> None:
         """One produce call; BufferError (queue full) is the caller's to handle."""
         topic, key, value, hdrs, job_id, size = record
         try:
-            self._kafka.produce(topic, value, key, headers=hdrs, on_delivery=cb)
+            if cb is None:
+                self._kafka.produce(topic, value, key, headers=hdrs)
+            else:
+                self._kafka.produce(topic, value, key, headers=hdrs, on_delivery=cb)
         except KafkaException as exc:
             err = exc.args[0]
             if err.name() == "MSG_SIZE_TOO_LARGE":
@@ -402,7 +404,7 @@ class AsyncProducer:
             await asyncio.to_thread(p._fetch_limit, record[0])
         p._check_size(record)
         fut: asyncio.Future[None] | None = None
-        cb = p._tracker.for_record(record[4], record[3])
+        cb: Callable[[Any, Any], None] | None = None
         if wait:
             # The failure goes to the awaiting caller only, not to flush() as well.
             loop = asyncio.get_running_loop()

@@ -34,7 +34,7 @@ from confluent_kafka import Producer as _RawProducer
 from confluent_kafka.admin import AdminClient
 
 from . import headers as h
-from ._delivery import resend, unconfirmed
+from ._delivery import PRODUCER_SETTINGS, resend, unconfirmed
 from .config import KafkaConfig
 from .errors import DeliveryFailed, KafkaError, StreamjobsError
 from .retry import parse_duration
@@ -334,8 +334,7 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
                progress: Callable[[int], None] | None = None) -> int:
     """Re-produce every record of the range to the end of the same partition; returns the
     number acknowledged. DeliveryFailed if the broker refused any (some may be written)."""
-    producer = _RawProducer({**config.client_settings(), "enable.idempotence": True,
-                             "acks": "all", "linger.ms": 5})
+    producer = _RawProducer({**config.client_settings(), **PRODUCER_SETTINGS, "linger.ms": 5})
     failures: list[str] = []
     acked = 0
 

@@ -28,7 +28,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from . import headers as h
-from ._delivery import resend, unconfirmed
+from ._delivery import PRODUCER_SETTINGS, resend, unconfirmed
 from .codec import Codec
 from .config import KafkaConfig
 from .dlq import DeadLetter, Filter, read, revalidate
@@ -162,8 +162,7 @@ class Reprocessor:
         if self.execute:
             self._ensure_progress_topic()
             self._producer = _RawProducer({**self.config.client_settings(),
-                                           "enable.idempotence": True, "acks": "all",
-                                           "linger.ms": 5})
+                                           **PRODUCER_SETTINGS, "linger.ms": 5})
         started = time.monotonic()
         try:
             for dl in self._records:

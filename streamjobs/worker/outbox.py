@@ -22,6 +22,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka import Producer as KafkaProducer
 
 from .. import headers as h
+from .._delivery import PRODUCER_SETTINGS
 
 __all__ = ["Outbox", "Outgoing"]
 
@@ -40,7 +41,7 @@ class Outgoing:
 
 class Outbox:
     def __init__(self, settings: dict[str, Any]) -> None:
-        conf = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, **settings}
+        conf = {**PRODUCER_SETTINGS, "linger.ms": 5, **settings}
         self.producer = KafkaProducer(conf)
         self._deferred: list[tuple[float, int, Outgoing]] = []
         self._seq = itertools.count()

@@ -1,7 +1,8 @@
 """Rule: a delivery report that says success but carries no offset (librdkafka's implicit
-ack, which may cover a record the broker never wrote) is sent again, as it was, to the same
-partition, and logged with the job id; whoever asked to hear about the job hears about the
-copy. Ordinary successes stay silent; failures are kept for flush()."""
+ack, which may cover a record the broker never wrote) is never taken as delivered. Where the
+callback knows the record's headers it is sent again, as it was, to the same partition, and
+logged with the job id; whoever asked to hear about the job hears about the copy. Otherwise it
+is a failure for flush(). Ordinary successes stay silent; failures are kept for flush()."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from streamjobs.errors import DeliveryFailed, KafkaError
 class _Report:
     """The fields of a confluent_kafka.Message a delivery callback reads."""
 
-    def __init__(self, offset: int | None, job_id: str = "job-1") -> None:
+    def __init__(self, offset: int | None) -> None:
         self._offset = offset
 
     def offset(self) -> int | None:
@@ -78,56 +79,59 @@ class _Err:
 def test_success_with_offset_is_silent(caplog: pytest.LogCaptureFixture) -> None:
     tracker = _tracker()
     with caplog.at_level(logging.WARNING, "streamjobs.producer"):
-        tracker.for_record("job-1", hdrs("job-1"))(None, _Report(41))
-    assert tracker.resent_count == 0 and caplog.records == []
+        tracker.callback(None, _Report(41))
+        tracker.per_message("job-1", hdrs("job-1"), lambda j, e: None)(None, _Report(41))
+    assert tracker.unconfirmed_count == 0 and caplog.records == []
     assert tracker.client.produced == []
     tracker.raise_failures()  # nothing kept
 
 
-def test_success_without_offset_is_sent_again_as_it_was(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_unconfirmed_success_of_a_record_nobody_asked_about_is_a_failure() -> None:
+    """The shared callback has no headers to send a copy with: flush() reports it."""
     tracker = _tracker()
-    with caplog.at_level(logging.WARNING, "streamjobs.producer"):
-        tracker.for_record("job-7", hdrs("job-7"))(None, _Report(None, "job-7"))
-    assert tracker.resent_count == 1
-    assert "job-7" in caplog.text and "jobs [7]" in caplog.text
-    (args, kwargs), = tracker.client.produced
-    assert args == ("jobs", b"\xc3\x01body", b"k")
-    assert kwargs.pop("on_delivery") is not None
-    assert kwargs == {"partition": 7, "headers": hdrs("job-7"), "timestamp": 1795820000000}
-    tracker.raise_failures()  # sent again: nothing to raise
+    tracker.callback(None, _Report(None))
+    assert tracker.unconfirmed_count == 1 and tracker.client.produced == []
+    with pytest.raises(DeliveryFailed) as info:
+        tracker.raise_failures()
+    assert info.value.code == "_UNCONFIRMED" and "jobs [7]" in str(info.value)
 
 
-def test_per_message_caller_hears_about_the_copy_only() -> None:
+def test_unconfirmed_success_is_sent_again_as_it_was(caplog: pytest.LogCaptureFixture) -> None:
     tracker = _tracker()
     heard: list[tuple[str, KafkaError | None]] = []
     cb = tracker.per_message("job-9", hdrs("job-9"), lambda j, e: heard.append((j, e)))
-    cb(None, _Report(None, "job-9"))
+    with caplog.at_level(logging.WARNING, "streamjobs.producer"):
+        cb(None, _Report(None))
+    assert "job-9" in caplog.text and "jobs [7]" in caplog.text
     assert heard == []  # not yet: the copy is in flight
-    (_, kwargs), = tracker.client.produced
-    kwargs["on_delivery"](None, _Report(3, "job-9"))  # the copy's report
+    (args, kwargs), = tracker.client.produced
+    assert args == ("jobs", b"\xc3\x01body", b"k")
+    copy_cb = kwargs.pop("on_delivery")
+    assert kwargs == {"partition": 7, "headers": hdrs("job-9"), "timestamp": 1795820000000}
+    copy_cb(None, _Report(3))  # the copy's report
     assert heard == [("job-9", None)]
-    assert tracker.resent_count == 1
+    assert tracker.unconfirmed_count == 1
+    tracker.raise_failures()  # sent again: nothing to raise
 
 
 def test_a_copy_that_cannot_be_queued_is_a_failure() -> None:
     tracker = _tracker(_Client(full=True))
     heard: list[tuple[str, KafkaError | None]] = []
     cb = tracker.per_message("job-4", hdrs("job-4"), lambda j, e: heard.append((j, e)))
-    cb(None, _Report(None, "job-4"))
+    cb(None, _Report(None))
     assert heard[0][0] == "job-4" and isinstance(heard[0][1], DeliveryFailed)
     assert heard[0][1].code == "_UNCONFIRMED"
-    tracker.for_record("job-5", hdrs("job-5"))(None, _Report(None, "job-5"))
     with pytest.raises(DeliveryFailed) as info:
         tracker.raise_failures()
-    assert info.value.code == "_UNCONFIRMED" and "2 record(s)" in str(info.value)
+    assert info.value.code == "_UNCONFIRMED" and info.value.job_id == "job-4"
 
 
 def test_failure_is_kept_for_flush() -> None:
     tracker = _tracker()
     err: Any = _Err()
-    tracker.for_record("job-3", hdrs("job-3"))(err, _Report(None, "job-3"))
-    assert tracker.resent_count == 0 and tracker.client.produced == []
+    tracker.callback(err, _Report(None))
+    assert tracker.unconfirmed_count == 0 and tracker.client.produced == []
     with pytest.raises(DeliveryFailed) as info:
         tracker.raise_failures()
-    assert info.value.job_id == "job-3" and info.value.code == "_MSG_TIMED_OUT"
+    assert info.value.job_id is None and info.value.code == "_MSG_TIMED_OUT"
+    assert str(info.value).startswith("1 record(s) not delivered; first: a job to jobs")
