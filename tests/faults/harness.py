@@ -132,6 +132,10 @@ class Scenario:
                 log.setLevel(logging.DEBUG)
                 log.propagate = False
                 settings = {"debug": debug, "logger": log}
+            if extra := os.environ.get("STREAMJOBS_FAULTS_PRODUCER_SETTINGS"):
+                # librdkafka settings as JSON, e.g. '{"max.in.flight.requests.per.connection":
+                # 5}' to run without the producer's defences (finding 6).
+                settings.update(orjson.loads(extra))
             self._producer = Producer(self.catalogue, self.config, delivery_timeout=60,
                                       settings=settings)
             # The public callback gets (job id, error); the ledger also wants the position the
