@@ -69,18 +69,22 @@ def unconfirmed(err: Any, msg: Any) -> bool:
 
 
 def resend(client: Any, msg: Any, headers: Any, on_delivery: Callable[[Any, Any], None], *,
-           job_id: str | None = None) -> None:
+           job_id: str | None = None) -> str | None:
     """Produce ``msg`` again as it was: partition, key, value, timestamp and ``headers``
     (a delivery report carries none, so the caller keeps them). A duplicate if the broker did
-    write it, which at-least-once allows; a loss otherwise. Raises BufferError when the local
-    queue is full."""
+    write it, which at-least-once allows; a loss otherwise. Returns why the copy could not be
+    queued (local queue full, say), None once it is."""
     log.warning("%s [%s]: delivery reported without an offset (librdkafka acked it implicitly;"
                 " the broker may not have written it): sending %s again", msg.topic(),
                 msg.partition(), f"job {job_id}" if job_id else "it")
     kind, ts = msg.timestamp()
-    client.produce(msg.topic(), msg.value(), msg.key(), partition=msg.partition(),
-                   headers=headers, timestamp=ts if kind == TIMESTAMP_CREATE_TIME else 0,
-                   on_delivery=on_delivery)
+    try:
+        client.produce(msg.topic(), msg.value(), msg.key(), partition=msg.partition(),
+                       headers=headers, timestamp=ts if kind == TIMESTAMP_CREATE_TIME else 0,
+                       on_delivery=on_delivery)
+    except (BufferError, CKafkaException) as exc:
+        return f"delivery unconfirmed and not sent again ({exc!r})"
+    return None
 
 
 class DeliveryTracker:
@@ -122,13 +126,11 @@ class DeliveryTracker:
               on_delivery: Callable[[Any, Any], None]) -> DeliveryFailed | None:
         """Send an unconfirmed record again; the failure if it could not be queued."""
         self._count_unconfirmed()
-        try:
-            resend(self.client, msg, headers, on_delivery, job_id=job_id)
+        why = resend(self.client, msg, headers, on_delivery, job_id=job_id)
+        if why is None:
             return None
-        except (BufferError, CKafkaException) as exc:
-            return DeliveryFailed(f"job {job_id} to {msg.topic()}: delivery unconfirmed and "
-                                  f"could not be sent again ({exc!r})", code="_UNCONFIRMED",
-                                  topic=msg.topic(), job_id=job_id)
+        return DeliveryFailed(f"job {job_id} to {msg.topic()}: {why}", code="_UNCONFIRMED",
+                              topic=msg.topic(), job_id=job_id)
 
     def record(self, failure: DeliveryFailed) -> None:
         log.warning("delivery failed: %s", failure)

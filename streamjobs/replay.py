@@ -344,10 +344,8 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
         if err is not None:
             failures.append(err.str())
         elif unconfirmed(err, msg):
-            try:
-                resend(producer, msg, hdrs, partial(on_delivery, hdrs))
-            except (BufferError, KafkaException) as exc:
-                failures.append(f"delivery unconfirmed and not sent again: {exc!r}")
+            if (why := resend(producer, msg, hdrs, partial(on_delivery, hdrs))) is not None:
+                failures.append(why)
         else:
             acked += 1
 

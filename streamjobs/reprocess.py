@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import Message
 from confluent_kafka import Producer as _RawProducer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -243,11 +243,9 @@ class Reprocessor:
         def on_delivery(err: _RdKafkaError | None, msg: Message) -> None:
             if err is not None:
                 failed[ref] = f"{err.name()}: {err.str()}"
-            elif unconfirmed(err, msg):
-                try:
-                    resend(producer, msg, hdrs, on_delivery)
-                except (BufferError, KafkaException) as exc:
-                    failed[ref] = f"delivery unconfirmed and not sent again: {exc!r}"
+            elif unconfirmed(err, msg) and (why := resend(producer, msg, hdrs,
+                                                         on_delivery)) is not None:
+                failed[ref] = why
 
         while True:
             try:

@@ -22,7 +22,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka import Producer as KafkaProducer
 
 from .. import headers as h
-from .._delivery import PRODUCER_SETTINGS
+from .._delivery import PRODUCER_SETTINGS, unconfirmed
 
 __all__ = ["Outbox", "Outgoing"]
 
@@ -59,7 +59,7 @@ class Outbox:
                            out.topic, err, RESEND_AFTER)
                 self._defer(out, RESEND_AFTER)
                 return
-            if msg.offset() is None:  # an implicit ack: maybe never written (_delivery.py)
+            if unconfirmed(err, msg):  # an implicit ack: maybe never written
                 _log.warning("%s: delivery of job %s reported without an offset; sending it "
                              "again", out.topic, h.get(out.headers, h.JOB_ID))
                 self._defer(out, 0)
