@@ -50,7 +50,8 @@ def delivery_error(err: Any, msg: Any, job_id: str | None) -> DeliveryFailed:
 # a batch the broker refused with a retriable error (NOT_LEADER_OR_FOLLOWER right after a
 # topic is created, say) can be followed by an accepted later batch, which librdkafka takes
 # as proof the first was written ("implicit ack") and reports delivered without an offset.
-# Measured: emit's throughput did not change (bench/produce.py, 3 rounds each way).
+# Measured: emit's throughput did not change (200k emits, 3 rounds each: 112-146k/s, 109-140k/s
+# with 5 in flight).
 PRODUCER_SETTINGS: dict[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
