@@ -35,10 +35,13 @@ def group() -> None:
 @click.option("--sasl", is_flag=True, envvar="STREAMJOBS_DEV_SASL",
               help="Also listen with SASL_PLAINTEXT (PLAIN, SCRAM-SHA-256/512) on "
                    f"port+2*nodes; dev-only user {DEV_SASL_USER}/{DEV_SASL_PASSWORD}.")
-def up(port: int, nodes: int, timeout: float, sasl: bool) -> None:
+@click.option("--tls", is_flag=True, envvar="STREAMJOBS_DEV_TLS",
+              help="Make that listener SASL_SSL (implies --sasl), with a certificate for "
+                   "127.0.0.1/localhost from a dev CA; clients trust the CA file it prints.")
+def up(port: int, nodes: int, timeout: float, sasl: bool, tls: bool) -> None:
     """Start the broker (formats storage on first run; no-op when already up)."""
     try:
-        broker = DevBroker(port, nodes=nodes, sasl=sasl)
+        broker = DevBroker(port, nodes=nodes, sasl=sasl, tls=tls)
     except DevBrokerError as exc:
         fail(str(exc))
     started = time.monotonic()
@@ -52,8 +55,11 @@ def up(port: int, nodes: int, timeout: float, sasl: bool) -> None:
     else:
         click.echo(f"kafka already up on {state.bootstrap} (pid {state.pid})")
     if state.sasl_bootstrap:
-        click.echo(f"SASL_PLAINTEXT on {state.sasl_bootstrap} (PLAIN, SCRAM-SHA-256, "
+        protocol = "SASL_SSL" if state.tls else "SASL_PLAINTEXT"
+        click.echo(f"{protocol} on {state.sasl_bootstrap} (PLAIN, SCRAM-SHA-256, "
                    f"SCRAM-SHA-512; user {DEV_SASL_USER}, password {DEV_SASL_PASSWORD}: dev only)")
+    if state.ca_location:
+        click.echo(f"TLS CA for clients: {state.ca_location} (STREAMJOBS_SSL_CA_LOCATION)")
 
 
 @group.command()
@@ -79,7 +85,9 @@ def status(port: int, as_json: bool) -> None:
                     "bootstrap": broker.bootstrap, "data_dir": str(broker.data_dir),
                     "log_file": str(broker.log_file),
                     "kafka_version": state.kafka_version if state else None,
-                    "sasl_bootstrap": broker.sasl_bootstrap})
+                    "sasl_bootstrap": broker.sasl_bootstrap,
+                    "sasl_protocol": broker.sasl_protocol if broker.sasl else None,
+                    "ca_location": state.ca_location if state else None})
     elif up_now and state is not None:
         click.echo(f"up pid={state.pid} address={state.bootstrap} data={state.data_dir}")
     else:

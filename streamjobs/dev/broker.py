@@ -5,8 +5,10 @@ for the controller quorum on ``port+N+i-1``, so the single-node default is 9092 
 
 With ``sasl=True`` each node also has a ``SASL_PLAINTEXT`` client listener on ``port+2N+i-1``
 (9094 for the single-node default) accepting PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the
-development-only user ``DEV_SASL_USER``/``DEV_SASL_PASSWORD``. Brokers and controllers keep
-talking PLAINTEXT to each other: the SASL listener exists to exercise the clients' settings.
+development-only user ``DEV_SASL_USER``/``DEV_SASL_PASSWORD``. With ``tls=True`` (which implies
+``sasl``) that listener is ``SASL_SSL`` instead, with a certificate from a development CA
+(``certs.py``; clients trust ``<home>/tls/ca.pem``). Brokers and controllers keep talking
+PLAINTEXT to each other: the extra listener exists to exercise the clients' settings.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from confluent_kafka.admin._scram import (
 )
 
 from ..errors import DevBrokerError
+from .certs import DevCerts, make_certs
 from .jars import KAFKA_VERSION, check_java, resolve_classpath
 
 __all__ = ["DEV_SASL_PASSWORD", "DEV_SASL_USER", "SASL_MECHANISMS", "BrokerState", "DevBroker",
@@ -66,9 +69,11 @@ class BrokerState:
     log_file: str
     kafka_version: str
     started_at: float
-    # Defaults keep state files written before SASL support readable.
+    # Defaults keep state files written before SASL and TLS support readable.
     sasl: bool = False
     sasl_bootstrap: str | None = None
+    tls: bool = False
+    ca_location: str | None = None  # the dev CA (PEM) clients of the SASL_SSL listener trust
 
 
 def port_free(port: int) -> bool:
@@ -108,10 +113,10 @@ class DevBroker:
     """The local broker (or cluster) on ``127.0.0.1``; its files live in one directory."""
 
     def __init__(self, port: int = 9092, *, nodes: int = 1, root: Path | None = None,
-                 sasl: bool = False) -> None:
+                 sasl: bool = False, tls: bool = False) -> None:
         if not 1 <= nodes <= 5:
             raise DevBrokerError("--nodes must be between 1 and 5")
-        if not 1 <= port <= 65535 - (3 if sasl else 2) * nodes:
+        if not 1 <= port <= 65535 - (3 if sasl or tls else 2) * nodes:
             raise DevBrokerError(f"port {port} is out of range")
         self.port = port
         self.home = (root or state_root()) / f"broker-{port}"
@@ -119,7 +124,8 @@ class DevBroker:
         recorded = self._read_state()
         # A running cluster decides its own size; `status`/`down` need not repeat --nodes.
         self.nodes = recorded.nodes if recorded is not None else nodes
-        self.sasl = sasl or (recorded is not None and recorded.sasl)
+        self.tls = tls or (recorded is not None and recorded.tls)
+        self.sasl = sasl or self.tls or (recorded is not None and recorded.sasl)
         self.data_dir = self.home / "data"
         self.log_file = self.home / "broker.log"
 
@@ -142,8 +148,17 @@ class DevBroker:
         return self.port + 2 * self.nodes + node - 1
 
     @property
+    def sasl_protocol(self) -> str:
+        return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+
+    @property
+    def certs(self) -> DevCerts:
+        """Where ``tls`` keeps the dev CA and the broker keystore (made by ``up``)."""
+        return DevCerts(self.home / "tls" / "ca.pem", self.home / "tls" / "broker.p12")
+
+    @property
     def sasl_bootstrap(self) -> str | None:
-        """Addresses of the SASL_PLAINTEXT listeners, or None without ``sasl``."""
+        """Addresses of the SASL listeners (``sasl_protocol``), or None without ``sasl``."""
         if not self.sasl:
             return None
         return ",".join(f"127.0.0.1:{self.sasl_port(i)}" for i in self.node_ids)
@@ -171,7 +186,8 @@ class DevBroker:
                             nodes=self.nodes, data_dir=str(self.data_dir),
                             log_file=str(self._node_log(1)), kafka_version=KAFKA_VERSION,
                             started_at=time.time(), sasl=self.sasl,
-                            sasl_bootstrap=self.sasl_bootstrap)
+                            sasl_bootstrap=self.sasl_bootstrap, tls=self.tls,
+                            ca_location=str(self.certs.ca_pem) if self.tls else None)
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         return state
 
@@ -193,6 +209,9 @@ class DevBroker:
             if self.sasl and not current.sasl:
                 raise DevBrokerError(f"the broker on {self.bootstrap} runs without SASL; stop it "
                                      "with `streamjobs dev down` and start it again with --sasl")
+            if self.tls and not current.tls:
+                raise DevBrokerError(f"the broker on {self.bootstrap} runs without TLS; stop it "
+                                     "with `streamjobs dev down` and start it again with --tls")
             if answers_metadata(self.bootstrap, timeout=5):
                 return current, False
             raise DevBrokerError(f"broker pid {current.pid} is running but does not answer on "
@@ -209,6 +228,8 @@ class DevBroker:
                     raise DevBrokerError(f"port {p} on 127.0.0.1 is already taken by another "
                                          "process; choose another with --port")
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            make_certs(self.certs.ca_pem.parent, java)
         cluster_id = _random_cluster_id()
         for node in self.node_ids:
             self._node_dir(node).mkdir(parents=True, exist_ok=True)
@@ -290,10 +311,10 @@ class DevBroker:
         advertised = f"PLAINTEXT://127.0.0.1:{self.node_port(node)}"
         protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
         if self.sasl:
-            sasl_listener = f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port(node)}"
+            sasl_listener = f"{self.sasl_protocol}://127.0.0.1:{self.sasl_port(node)}"
             listeners += "," + sasl_listener
             advertised += "," + sasl_listener
-            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            protocols += f",{self.sasl_protocol}:{self.sasl_protocol}"
         settings = {
             "process.roles": "broker,controller",
             "node.id": str(node),
@@ -327,7 +348,15 @@ class DevBroker:
             "group.consumer.min.heartbeat.interval.ms": "1000",
         }
         if self.sasl:
-            settings.update(_sasl_settings())
+            settings.update(_sasl_settings(self.sasl_protocol.lower()))
+        if self.tls:
+            certs = self.certs
+            settings.update({
+                "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
+                "listener.name.sasl_ssl.ssl.keystore.location": str(certs.keystore),
+                "listener.name.sasl_ssl.ssl.keystore.password": certs.password,
+                "listener.name.sasl_ssl.ssl.key.password": certs.password,
+            })
         return "".join(f"{k}={v}\n" for k, v in settings.items())
 
     def _add_sasl_user(self, timeout: float) -> None:
@@ -348,9 +377,11 @@ class DevBroker:
             raise DevBrokerError(f"creating the SASL user {DEV_SASL_USER!r} failed: {exc}") from exc
         deadline = time.monotonic() + timeout
         conf: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.sasl_bootstrap or "", "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": DEV_SASL_USER,
-            "sasl.password": DEV_SASL_PASSWORD, "log_level": 0}
+            "bootstrap.servers": self.sasl_bootstrap or "",
+            "security.protocol": self.sasl_protocol, "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": DEV_SASL_USER, "sasl.password": DEV_SASL_PASSWORD, "log_level": 0}
+        if self.tls:
+            conf["ssl.ca.location"] = str(self.certs.ca_pem)
         while True:  # credentials reach the brokers through the metadata log, asynchronously
             try:
                 AdminClient(conf).list_topics(timeout=1.0)
@@ -412,15 +443,15 @@ class DevBroker:
         return len(md.brokers) >= self.nodes
 
 
-def _sasl_settings() -> dict[str, str]:
+def _sasl_settings(listener: str) -> dict[str, str]:
     plain = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
              f'user_{DEV_SASL_USER}="{DEV_SASL_PASSWORD}";')
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     return {
         "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
-        "listener.name.sasl_plaintext.plain.sasl.jaas.config": plain,
-        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": scram,
-        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+        f"listener.name.{listener}.plain.sasl.jaas.config": plain,
+        f"listener.name.{listener}.scram-sha-256.sasl.jaas.config": scram,
+        f"listener.name.{listener}.scram-sha-512.sasl.jaas.config": scram,
     }
 
 
