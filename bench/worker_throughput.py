@@ -1,13 +1,17 @@
 """Worker throughput against a raw confluent-kafka consume loop on the same topic.
 
 Pre-fills a topic with N small Avro jobs, then measures (a) raw: consume(1000) + fastavro
-decode + store_offsets per batch, fresh group; (b) the streamjobs worker in-process with a
+decode + store_offsets per batch, fresh group; (a') the same loop also reading each record's
+headers with ``Message.headers()``, the metadata every job carries and the worker must read
+(type, id, attempt: a lower bound of what the worker does beyond raw); (b) the streamjobs worker
+in-process with a
 no-op sync handler, no listeners; (c) the same as users run it: the default listeners
 (structured logs at the default level ``info``, metrics, health). Rates count from the first
 record received to the last handled (group join excluded). Each round runs (a), (b), (c) back
 to back on the same topic (fresh consumer groups); the machine is shared, so compare within a
 round and read the medians over ``--rounds``. Prints a JSON line: medians of raw/worker jobs/s
-and of R_framework = worker / raw (per round), plus every round.
+and of R_framework = worker / raw (per round), R_framework_vs_headers = worker / (a'),
+``headers_us`` (what (a') adds per record), plus every round.
 
     python bench/worker_throughput.py --jobs 300000 --partitions 6 --rounds 3
 """
@@ -57,7 +61,7 @@ def prefill(conf: dict, topic: str, codec: Codec, n: int) -> None:
     p.flush(120)
 
 
-def raw(conf: dict, topic: str, codec: Codec, n: int) -> float:
+def raw(conf: dict, topic: str, codec: Codec, n: int, headers: bool = False) -> float:
     parsed = codec.catalogue.current("bench.Noop").parsed
     c = Consumer({**conf, "group.id": f"raw-{uuid.uuid4().hex}", "auto.offset.reset":
                   "earliest", "enable.auto.offset.store": False})
@@ -75,6 +79,18 @@ def raw(conf: dict, topic: str, codec: Codec, n: int) -> float:
         for m in msgs:
             if m.error():
                 continue
+            if headers:
+                # As the worker must: find the job's type, id and attempt among the headers.
+                job_type = job_id = attempt = None
+                for k, v in m.headers():
+                    if k == h.JOB_TYPE:
+                        job_type = v
+                    elif k == h.JOB_ID:
+                        job_id = v
+                    elif k == h.ATTEMPT:
+                        attempt = v
+                if job_type is None or job_id is None or attempt not in (None, b"1"):
+                    raise SystemExit(f"record {m.offset()} lacks the prefill's job headers")
             buf = io.BytesIO(m.value())
             buf.seek(10)
             reader(buf, parsed, None)
@@ -158,12 +174,16 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
         results = []
         for i in range(rounds):
             raw_rate = raw(conf, pfx + "noop", codec, n)
+            raw_h_rate = raw(conf, pfx + "noop", codec, n, headers=True)
             w_rate = worker(kafka, catalogue, pfx, n, concurrency, False,
                             profile if i == 0 else None)
             wl_rate = worker(kafka, catalogue, pfx, n, concurrency, True, None)
-            results.append({"raw": round(raw_rate), "worker": round(w_rate),
+            results.append({"raw": round(raw_rate), "raw_headers": round(raw_h_rate),
+                            "worker": round(w_rate),
                             "worker_with_listeners": round(wl_rate),
                             "R": round(w_rate / raw_rate, 3),
+                            "R_vs_headers": round(w_rate / raw_h_rate, 3),
+                            "headers_us": round(1e6 / raw_h_rate - 1e6 / raw_rate, 2),
                             "R_with_listeners": round(wl_rate / raw_rate, 3)})
             print(f"round {i + 1}: {results[-1]}", file=sys.stderr)
     finally:
@@ -174,10 +194,13 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
 
     print(json.dumps({"jobs": n, "partitions": partitions, "concurrency": concurrency,
                       "rounds": rounds, "raw_jobs_per_s": median("raw"),
+                      "raw_headers_jobs_per_s": median("raw_headers"),
                       "worker_jobs_per_s": median("worker"),
                       "worker_with_listeners_jobs_per_s": median("worker_with_listeners"),
                       "R_framework": median("R"),
                       "R_framework_with_listeners": median("R_with_listeners"),
+                      "R_framework_vs_headers": median("R_vs_headers"),
+                      "headers_us": median("headers_us"),
                       "per_round": results}))
 
 
