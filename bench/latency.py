@@ -4,6 +4,11 @@ Produces jobs at ``--rate`` per second for ``--seconds`` (each carries sj-create
 once to a raw confluent-kafka poll loop (latency = receive time - created) and once to the
 streamjobs worker (latency = handler start - created). Prints p50/p99 of both and the ratio
 of p99s (target <= 1.5) as a JSON line.
+
+A third phase runs the raw loop subscribed to every topic the worker subscribes to (the job
+topic and its seven retry tiers, all idle but one): with those partitions in its
+fetches a plain confluent-kafka consumer shows the same tail as the worker, so
+``ratio_p99_same_topics`` separates what the subscription costs from what streamjobs adds.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from _common import create_topics, delete_topics, make_catalogue, prefix
 from streamjobs import headers as h
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
+from streamjobs.retry import dlq_topic
 from streamjobs.worker import App, Worker, WorkerSettings
 
 
@@ -66,11 +72,12 @@ def wait_assigned(consumer_ready: threading.Event) -> None:
     time.sleep(1.0)
 
 
-def raw(conf: dict, topic: str, codec: Codec, rate: int, seconds: float) -> list[float]:
+def raw(conf: dict, topic: str, codec: Codec, rate: int, seconds: float,
+        subscribe: list[str] | None = None) -> list[float]:
     c = Consumer({**conf, "group.id": f"lat-raw-{uuid.uuid4().hex}",
                   "auto.offset.reset": "latest"})
     ready = threading.Event()
-    c.subscribe([topic], on_assign=lambda *_: ready.set())
+    c.subscribe(subscribe or [topic], on_assign=lambda *_: ready.set())
     lat: list[float] = []
     n = int(rate * seconds)
     t = threading.Thread(target=lambda: (wait_assigned(ready),
@@ -138,6 +145,9 @@ def main(bootstrap_servers: str, rate: int, seconds: float, partitions: int) -> 
     try:
         r = raw(conf, pfx + "noop", codec, rate, seconds)
         wl = worker(kafka, catalogue, pfx, codec, rate, seconds)
+        # What `streamjobs worker` subscribes to: the job topic and its retry tiers.
+        ra = raw(conf, pfx + "noop", codec, rate, seconds,
+                 subscribe=[n for n in names if n != dlq_topic(pfx + "noop")])
     finally:
         delete_topics(admin, names)
     out = {"rate": rate, "seconds": seconds, "raw_n": len(r), "worker_n": len(wl),
@@ -145,6 +155,10 @@ def main(bootstrap_servers: str, rate: int, seconds: float, partitions: int) -> 
            "worker_p50_ms": round(pct(wl, 0.5), 1), "worker_p99_ms": round(pct(wl, 0.99), 1)}
     out["ratio_p50"] = round(out["worker_p50_ms"] / max(out["raw_p50_ms"], 0.1), 2)
     out["ratio_p99"] = round(out["worker_p99_ms"] / max(out["raw_p99_ms"], 0.1), 2)
+    out["raw_same_topics_p50_ms"] = round(pct(ra, 0.5), 1)
+    out["raw_same_topics_p99_ms"] = round(pct(ra, 0.99), 1)
+    out["ratio_p99_same_topics"] = round(
+        out["worker_p99_ms"] / max(out["raw_same_topics_p99_ms"], 0.1), 2)
     print(json.dumps(out))
 
 
