@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .app import App, Handler
 from .context import JobContext
-from .runner import Worker, run_worker
+from .runner import Worker, run_worker, wait_group
 from .settings import WorkerSettings
 
-__all__ = ["App", "Handler", "JobContext", "Worker", "WorkerSettings", "run_worker"]
+__all__ = ["App", "Handler", "JobContext", "Worker", "WorkerSettings", "run_worker", "wait_group"]

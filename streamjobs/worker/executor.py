@@ -204,7 +204,12 @@ class Executor:
         asyncio.set_event_loop(self._loop)
         self._sem = asyncio.Semaphore(self.concurrency)
         ready.set()
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            # Closed here, on its own thread, once stopped: left to the garbage collector the
+            # loop's self-pipe outlived it (and an embedding process leaked two fds per worker).
+            self._loop.close()
 
     async def _run_async(self, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
         assert self._sem is not None

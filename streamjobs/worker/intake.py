@@ -65,13 +65,15 @@ class Part:
     """State of one assigned partition (a new object per assignment, so late completions for
     an earlier assignment are recognised by ``gone``)."""
 
-    __slots__ = ("acks", "gone", "hold_until_ms", "is_async", "job_topic", "next_fetch",
+    __slots__ = ("acks", "consumer", "gone", "hold_until_ms", "is_async", "job_topic", "next_fetch",
                  "partition", "paused", "paused_kafka", "revoked", "single_type", "stored",
                  "tasks", "topic", "tracker", "wait")
 
-    def __init__(self, topic: str, partition: int, routes: Routes, ordering: str) -> None:
+    def __init__(self, topic: str, partition: int, routes: Routes, ordering: str,
+                 consumer: Any = None) -> None:
         self.topic = topic
         self.partition = partition
+        self.consumer = consumer  # the one of the worker's two consumers that owns it
         self.tracker = PartitionTracker()
         self.wait = routes.wait.get(topic)  # (job topic, tier) for a wait topic
         self.job_topic = routes.job_topic_of(topic)

@@ -23,6 +23,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from streamjobs import headers as h
 from streamjobs.config import KafkaConfig
+from streamjobs.retry import parse_wait_topic
+from streamjobs.worker import wait_group
 from tests.faults.checker import CommitSample, TopicRecord
 from tests.faults.ledger import now_ms
 
@@ -62,7 +64,8 @@ def group_members(bootstrap: str, group: str) -> list[int] | None:
 
 class CommitSampler(threading.Thread):
     """Samples the group's committed offsets every ``interval`` s; keeps each change (the
-    first sample showing a new value, stamped after the answer arrived)."""
+    first sample showing a new value, stamped after the answer arrived). Wait-tier topics are
+    committed by the worker's wait group (``wait_group``), job topics by ``group``."""
 
     def __init__(self, config: KafkaConfig, group: str, topics: Callable[[], list[str]],
                  interval: float = 0.2) -> None:
@@ -77,23 +80,36 @@ class CommitSampler(threading.Thread):
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._consumer: Any = None
+        self._waits: Any = None  # a client in the wait group (committed offsets only)
         self._tps: list[TopicPartition] = []
 
     def _client(self) -> Any:
         if self._consumer is None:
-            c = Consumer({**self.config.client_settings(), "group.id": self.group,
-                          "enable.auto.commit": False, "log_level": 2})
+            c = self._new_client(self.group)
             md = c.list_topics(timeout=10)
             self._tps = [TopicPartition(t, p) for t in self.topics()
                          for p in md.topics[t].partitions]
+            self._waits = self._new_client(wait_group(self.group))
             self._consumer = c
         return self._consumer
+
+    def _new_client(self, group: str) -> Any:
+        return Consumer({**self.config.client_settings(), "group.id": group,
+                         "enable.auto.commit": False, "log_level": 2})
+
+    def _committed(self) -> list[Any]:
+        jobs = [tp for tp in self._tps if parse_wait_topic(tp.topic) is None]
+        waits = [tp for tp in self._tps if parse_wait_topic(tp.topic) is not None]
+        res: list[Any] = self._client().committed(jobs, timeout=5) if jobs else []
+        if waits:
+            res += self._waits.committed(waits, timeout=5)
+        return res
 
     def sample(self) -> dict[tuple[str, int], int]:
         """One sample now (also recorded); {} when the broker did not answer."""
         with self._lock:
             try:
-                res = self._client().committed(self._tps, timeout=5)
+                res = self._committed()
             except Exception:
                 self.failures += 1
                 return {}
@@ -136,7 +152,8 @@ class CommitSampler(threading.Thread):
         with self._lock:
             if self._consumer is not None:
                 self._consumer.close()
-                self._consumer = None
+                self._waits.close()
+                self._consumer = self._waits = None
 
 
 def end_offsets(config: KafkaConfig, topics: list[str]) -> dict[tuple[str, int], int]:

@@ -128,8 +128,9 @@ class Env:
             return []
         return [json.loads(x) for x in self.ledger.read_text().splitlines() if x.strip()]
 
-    def committed(self, topic: str, partitions: int = 3) -> dict[int, int]:
-        c = Consumer({**self.kafka.client_settings(), "group.id": self.group})
+    def committed(self, topic: str, partitions: int = 3,
+                  group: str | None = None) -> dict[int, int]:
+        c = Consumer({**self.kafka.client_settings(), "group.id": group or self.group})
         try:
             tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
         finally:
