@@ -94,16 +94,21 @@ def raw(conf: dict, topic: str, codec: Codec, rate: int, seconds: float,
     t = threading.Thread(target=lambda: (wait_assigned(ready),
                                          pace(conf, topic, codec, rate, seconds)))
     t.start()
-    deadline = time.monotonic() + seconds + 60
+    receive(c, lat, n, seconds + 60)
+    t.join()
+    c.close()
+    return lat
+
+
+def receive(c: Consumer, lat: list[float], n: int, timeout: float) -> None:
+    """Poll until ``n`` latencies (receive time - sj-created-at, ms) or ``timeout`` s."""
+    deadline = time.monotonic() + timeout
     while len(lat) < n and time.monotonic() < deadline:
         m = c.poll(0.1)
         if m is None or m.error():
             continue
         created = h.get_int(m.headers(), h.CREATED_AT) or 0
         lat.append(time.time() * 1000 - created)
-    t.join()
-    c.close()
-    return lat
 
 
 def _raw_alongside(conf: dict, topic: str, n: int, seconds: float, ready: Any,
@@ -114,13 +119,7 @@ def _raw_alongside(conf: dict, topic: str, n: int, seconds: float, ready: Any,
                   "auto.offset.reset": "latest"})
     c.subscribe([topic], on_assign=lambda *_: ready.set())
     lat: list[float] = []
-    deadline = time.monotonic() + seconds + 90
-    while len(lat) < n and time.monotonic() < deadline:
-        m = c.poll(0.1)
-        if m is None or m.error():
-            continue
-        created = h.get_int(m.headers(), h.CREATED_AT) or 0
-        lat.append(time.time() * 1000 - created)
+    receive(c, lat, n, seconds + 90)
     c.close()
     out.put(lat)
 
