@@ -494,26 +494,26 @@ class Worker:
         if not self.parts:
             return running_for > 10.0  # this member got no partitions
         now_ms = time.time() * 1000
-        positions: dict[tuple[str, int], int] = {}
+        positions: dict[Part, int] = {}
         unknown: list[Part] = []
         for part in self.parts.values():
             if part.wait is not None and part.hold_until_ms > now_ms:
                 continue
             if part.next_fetch >= 0:
-                positions[(part.topic, part.partition)] = part.next_fetch
+                positions[part] = part.next_fetch
             else:
                 unknown.append(part)
         try:
             # Nothing received: where would the group start? (one request per consumer)
+            unknown_at = {(p.topic, p.partition): p for p in unknown}
             for consumer, tps in _by_consumer(unknown).items():
                 for tp in consumer.committed(tps, timeout=5):
-                    positions[(tp.topic, tp.partition)] = tp.offset
-            for (topic, partition), pos in positions.items():
-                tp = TopicPartition(topic, partition)
-                consumer = self.parts[(topic, partition)].consumer
-                lo, hi = consumer.get_watermark_offsets(tp, cached=True)
+                    positions[unknown_at[(tp.topic, tp.partition)]] = tp.offset
+            for part, pos in positions.items():
+                tp = TopicPartition(part.topic, part.partition)
+                lo, hi = part.consumer.get_watermark_offsets(tp, cached=True)
                 if hi < 0:
-                    lo, hi = consumer.get_watermark_offsets(tp, timeout=5)
+                    lo, hi = part.consumer.get_watermark_offsets(tp, timeout=5)
                 if (pos if pos >= 0 else lo) < hi:
                     return False
         except KafkaException:
