@@ -296,6 +296,16 @@ class DevBroker:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def log_errors(self, lines: int = 5, node: int = 1) -> str:
+        """The first ERROR/FATAL lines of a node's log: the cause of a failed start-up, which
+        the tail (all shutdown chatter) hides."""
+        try:
+            text = self._node_log(node).read_text(errors="replace")
+        except OSError:
+            return ""
+        found = [ln for ln in text.splitlines() if " ERROR " in ln or " FATAL " in ln]
+        return "\n".join(found[:lines]) or "(none)"
+
     # -- internals ---------------------------------------------------------------------------
     def _require_state(self) -> BrokerState:
         state = self._read_state()
@@ -423,9 +433,10 @@ class DevBroker:
             for node, pid in zip(self.node_ids, state.pids, strict=True):
                 if not pid_alive(pid):
                     tail = self.log_tail(node=node)
+                    errors = self.log_errors(node=node)
                     self.down()
-                    raise DevBrokerError(f"broker node {node} exited during start-up; last log "
-                                         "lines:\n" + tail)
+                    raise DevBrokerError(f"broker node {node} exited during start-up; first "
+                                         f"errors:\n{errors}\nlast log lines:\n{tail}")
             if self._all_registered():
                 return
             time.sleep(0.2)

@@ -1,42 +1,21 @@
-"""The processes of a fault scenario: worker subprocesses to signal, and free ports for a
-private broker."""
+"""The processes of a fault scenario: worker subprocesses to signal (and, re-exported, free
+ports for a private broker)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from tests.conftest import streamjobs_exe
+from tests.ports import free_port_block
 
 __all__ = ["ROOT", "WorkerProc", "free_port_block"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports on 127.0.0.1."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no block of free ports")
 
 
 class WorkerProc:

@@ -3,32 +3,19 @@ that cannot come up in time is reported with its log."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
 from tests.conftest import RunCli
-
-
-def _free_port_pair() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
+from tests.ports import free_port_block
 
 
 def test_up_is_idempotent_and_down_stops(tmp_path: Path, run_cli: RunCli,
                                          kafka_config: object) -> None:
     """Rule: `up` starts a second, independent broker on another port; `up` again is a no-op;
     `down --wipe` stops it and removes its data."""
-    port = _free_port_pair()
+    port = free_port_block(2)
     env = {"STREAMJOBS_DEV_DIR": str(tmp_path / "state")}
     first = run_cli("dev", "up", "--port", str(port), env=env, timeout=180)
     assert first.returncode == 0, first.stderr
@@ -52,7 +39,7 @@ def test_broker_not_up_in_time_is_reported(tmp_path: Path, run_cli: RunCli,
                                            kafka_config: object) -> None:
     """Rule: a broker that does not answer within --timeout fails `up` with one clear error
     and leaves nothing running."""
-    port = _free_port_pair()
+    port = free_port_block(2)
     env = {"STREAMJOBS_DEV_DIR": str(tmp_path / "state")}
     out = run_cli("dev", "up", "--port", str(port), "--timeout", "0.5", env=env, timeout=120)
     assert out.returncode == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -23,6 +22,7 @@ from confluent_kafka.cimpl import NewTopic
 from streamjobs.config import KafkaConfig
 from streamjobs.dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER
 from tests.conftest import ROOT, SpawnCli, streamjobs_exe, wait_for
+from tests.ports import free_port_block
 
 from .worker_support import APP, SCHEMAS
 
@@ -47,23 +47,6 @@ class SaslBroker:
                 "STREAMJOBS_SASL_PASSWORD": password}
 
 
-def _free_port_triple() -> int:
-    """A port p with p (client), p+1 (controller) and p+2 (SASL) free on 127.0.0.1."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + 2 > 65535:
-            continue
-        try:
-            for extra in (1, 2):
-                with socket.socket() as s2:
-                    s2.bind(("127.0.0.1", port + extra))
-        except OSError:
-            continue
-        return port
-
-
 def _cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*streamjobs_exe(), *args], env={**os.environ, **env}, cwd=str(ROOT),
                           capture_output=True, text=True, timeout=timeout)
@@ -71,7 +54,7 @@ def _cli(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.Co
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
-    port = _free_port_triple()
+    port = free_port_block(3)
     env = {"STREAMJOBS_DEV_DIR": str(tmp_path_factory.mktemp("sasl-dev"))}
     up = _cli("dev", "up", "--port", str(port), "--sasl", env=env)
     try:

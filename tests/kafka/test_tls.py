@@ -22,8 +22,9 @@ import pytest
 from streamjobs.config import KafkaConfig
 from streamjobs.dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER
 from tests.conftest import ROOT, SpawnCli, streamjobs_exe, wait_for
+from tests.ports import free_port_block
 
-from .test_sasl import _cli, _free_port_triple
+from .test_sasl import _cli
 from .worker_support import APP, SCHEMAS
 
 
@@ -48,7 +49,7 @@ class TlsBroker:
 
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
-    port = _free_port_triple()
+    port = free_port_block(3)
     env = {"STREAMJOBS_DEV_DIR": str(tmp_path_factory.mktemp("tls-dev"))}
     up = _cli("dev", "up", "--port", str(port), "--tls", env=env)
     try:

@@ -15,8 +15,8 @@ from confluent_kafka.admin import AdminClient
 
 from streamjobs.config import KafkaConfig
 from tests.conftest import RunCli, SpawnCli, wait_for
+from tests.ports import free_port_block
 
-from .test_dev_lifecycle import _free_port_pair
 from .test_metrics_names_live import _free_port
 from .worker_support import APP, Env
 
@@ -34,7 +34,7 @@ def _readyz(port: int) -> tuple[int, dict[str, object]]:
 def test_readyz_follows_the_broker_down_and_back(tmp_path: Path, run_cli: RunCli,
                                                  spawn_cli: SpawnCli, unique: str,
                                                  kafka_config: KafkaConfig) -> None:
-    broker_port = _free_port_pair()
+    broker_port = free_port_block(2)
     dev = {"STREAMJOBS_DEV_DIR": str(tmp_path / "state")}
     up = run_cli("dev", "up", "--port", str(broker_port), env=dev, timeout=180)
     assert up.returncode == 0, up.stderr
