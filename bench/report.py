@@ -40,6 +40,8 @@ ROWS: list[Row] = [
     ("raw consume rate (records/s)", "worker_throughput", ("raw_jobs_per_s",), "", None),
     ("what reading headers adds to raw consume (µs/record)", "worker_throughput",
      ("headers_us",), "", None),
+    ("R_framework ceiling: raw consume reading the headers / raw consume", "worker_throughput",
+     ("headers_ceiling",), "", None),
     ("latency p99 ratio (worker / raw consumer running alongside)", "latency",
      ("ratio_p99_alongside",), "<= 1.5", lambda v: v <= 1.5),
     ("latency p99, worker (ms)", "latency", ("worker_p99_ms",), "", None),

@@ -11,7 +11,9 @@ record received to the last handled (group join excluded). Each round runs (a), 
 to back on the same topic (fresh consumer groups); the machine is shared, so compare within a
 round and read the medians over ``--rounds``. Prints a JSON line: medians of raw/worker jobs/s
 and of R_framework = worker / raw (per round), R_framework_vs_headers = worker / (a'),
-``headers_us`` (what (a') adds per record), plus every round.
+``headers_us`` (what (a') adds per record), ``headers_ceiling`` = (a') / (a): the R_framework a
+worker would reach if reading each record's headers were all it did beyond raw, plus every
+round.
 
     python bench/worker_throughput.py --jobs 300000 --partitions 6 --rounds 3
 """
@@ -184,6 +186,7 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
                             "R": round(w_rate / raw_rate, 3),
                             "R_vs_headers": round(w_rate / raw_h_rate, 3),
                             "headers_us": round(1e6 / raw_h_rate - 1e6 / raw_rate, 2),
+                            "headers_ceiling": round(raw_h_rate / raw_rate, 3),
                             "R_with_listeners": round(wl_rate / raw_rate, 3)})
             print(f"round {i + 1}: {results[-1]}", file=sys.stderr)
     finally:
@@ -201,6 +204,7 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
                       "R_framework_with_listeners": median("R_with_listeners"),
                       "R_framework_vs_headers": median("R_vs_headers"),
                       "headers_us": median("headers_us"),
+                      "headers_ceiling": median("headers_ceiling"),
                       "per_round": results}))
 
 

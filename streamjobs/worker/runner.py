@@ -4,8 +4,9 @@ It never waits on a handler. Each iteration: drain finished chunks (offsets), fi
 timers, apply pauses, take a batch of records (decode + route), dispatch them to lanes, serve
 producer callbacks. ``consume`` is called with a short timeout so a job longer than
 ``max.poll.interval.ms`` never costs the partitions and SIGTERM is honoured promptly.
-Intake (decoding, poison, wait topics) lives in ``intake.py``; this module is the lifecycle:
-start-up, rebalances, commits, pause/resume, shutdown.
+Intake (decoding, poison, wait topics) lives in ``intake.py``, pausing in ``pauses.py``, lag and
+burst's end-of-log check in ``backlog.py``; this module is the lifecycle: start-up, the loop,
+rebalances, commits, shutdown.
 
 Two consumers: one for the job topics and, when there are wait tiers, one for them in the
 group ``<group>.wait`` (``wait_group``). Every record appended to a job topic answers the job
@@ -49,12 +50,14 @@ from ..events import (
     WorkerStopping,
 )
 from .app import App
+from .backlog import read_to_end, sample_lag
 from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
 from .intake import Intake, Part
 from .ordering import Lanes
 from .outbox import Outbox
+from .pauses import Pauses
 from .routes import Routes
 from .settings import WorkerSettings
 
@@ -84,14 +87,12 @@ class Worker:
         self.lanes: Lanes[Chunk] = Lanes()
         self.in_flight = 0
         self.stop_reason: str | None = None
-        self._inflight_paused = False
-        self._pause_dirty = False
+        self._pauses = Pauses()
         self._touched: set[Part] = set()
         self._finished = 0
         self._finished_at_commit = 0
         self.broker = BrokerWatch(self.bus)
         self._signals = 0
-        self.pauses = 0  # partitions paused so far (tests and debugging)
         self.consumer: Any = None  # job topics
         self.waiter: Any = None  # wait tiers (None when no job type has any)
         self.outbox: Any = None
@@ -195,7 +196,9 @@ class Worker:
             now_ms = time.time() * 1000.0
             next_wake = intake.fire(now_ms)
             self._count_in_flight()
-            self._reconcile_pauses(now_ms)
+            self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
+                                   max_in_flight=max_in_flight, resume_at=s.resume_at,
+                                   stopping=self.stop_reason is not None, now_ms=now_ms)
             self._store()
             now = time.monotonic()
             if now - alive_at >= ALIVE_EVERY:
@@ -206,13 +209,14 @@ class Worker:
                     self.bus.emit(InFlightChanged(self.in_flight))
             if now - lag_at >= LAG_EVERY:
                 lag_at = now
-                self._sample_lag()
+                if self.bus.wants(LagSampled):
+                    sample_lag(self.parts.values(), self.bus)
             if s.burst and now - burst_at >= BURST_CHECK_EVERY:
                 burst_at = now
                 if self._drained(now - started):
                     self.stop("burst: drained")
                     break
-            timeout = 0.005 if self._inflight_paused else 0.1
+            timeout = 0.005 if self._pauses.for_in_flight else 0.1
             if waiter is not None:
                 timeout = min(timeout, WAIT_SWEEP_EVERY)
             if next_wake is not None:
@@ -361,66 +365,20 @@ class Worker:
             self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps
                                            if tp.offset >= 0)))
 
-    # -- pause / resume -----------------------------------------------------------------------
+    # -- pause / resume (pauses.py) -----------------------------------------------------------
 
     def request_pause(self) -> None:
         """The in-flight bound was reached while taking a batch."""
-        self._inflight_paused = True
-        self._pause_dirty = True
+        self._pauses.request()
 
     def hold(self, part: Part, until_ms: float) -> None:
         """Pause ``part`` until ``until_ms`` (a waiting record is not due within the horizon)."""
-        part.hold_until_ms = until_ms
-        part.paused = True  # drop the rest of this batch for it; seek back happens on pause
-        self._pause_dirty = True
+        self._pauses.hold(part, until_ms)
 
-    def _reconcile_pauses(self, now_ms: float) -> None:
-        max_in_flight = self.settings.max_in_flight or 1
-        if self.in_flight >= max_in_flight and not self._inflight_paused:
-            self.request_pause()
-        elif self._inflight_paused and self.in_flight <= self.settings.resume_at:
-            self._inflight_paused = False
-            self._pause_dirty = True
-        if not self._pause_dirty and not any(
-                0 < p.hold_until_ms <= now_ms for p in self.parts.values()):
-            return
-        self._pause_dirty = False
-        stopping = self.stop_reason is not None
-        pause, resume = [], []
-        for part in self.parts.values():
-            if 0 < part.hold_until_ms <= now_ms:
-                part.hold_until_ms = 0.0
-            should = stopping or self._inflight_paused or part.hold_until_ms > now_ms
-            if should and not part.paused_kafka:
-                pause.append(part)
-            elif not should and part.paused_kafka:
-                resume.append(part)
-        if pause:
-            self._pause(pause)
-        if resume:
-            for part in resume:
-                part.paused = part.paused_kafka = False
-            for consumer, tps in _by_consumer(resume).items():
-                self._safe(consumer.resume, tps)
-
-    def _pause(self, parts: list[Part]) -> None:
-        for consumer, tps in _by_consumer(parts).items():
-            self._safe(consumer.pause, tps)
-        self.pauses += len(parts)
-        for part in parts:
-            part.paused = part.paused_kafka = True
-            # librdkafka drops pre-fetched records of a paused partition and would resume
-            # after the last record it handed us; we may have handed back some: seek to the
-            # first record not taken.
-            if part.next_fetch >= 0:
-                self._safe(part.consumer.seek,
-                           TopicPartition(part.topic, part.partition, part.next_fetch))
-
-    def _safe(self, fn: Any, arg: Any) -> None:
-        # KafkaException: the partition was revoked meanwhile; its new owner starts from the
-        # committed offset.
-        with contextlib.suppress(KafkaException):
-            fn(arg)
+    @property
+    def pauses(self) -> int:
+        """Partitions paused so far (tests and debugging)."""
+        return self._pauses.count
 
     # -- rebalances (called inside consume/poll, on this thread) ------------------------------
 
@@ -428,7 +386,7 @@ class Worker:
         for tp in tps:
             part = Part(tp.topic, tp.partition, self.routes, self.settings.ordering, consumer)
             self.parts[(tp.topic, tp.partition)] = part
-        self._pause_dirty = True  # new partitions join a paused assignment paused
+        self._pauses.dirty = True  # new partitions join a paused assignment paused
         self.bus.emit(PartitionsAssigned(tuple((tp.topic, tp.partition) for tp in tps)))
 
     def _on_revoke(self, consumer: Any, tps: list[Any]) -> None:
@@ -472,53 +430,13 @@ class Worker:
 
     # -- periodic -----------------------------------------------------------------------------
 
-    def _sample_lag(self) -> None:
-        if not self.bus.wants(LagSampled):
-            return
-        for part in list(self.parts.values()):
-            try:
-                _lo, hi = part.consumer.get_watermark_offsets(
-                    TopicPartition(part.topic, part.partition), cached=True)
-            except KafkaException:
-                continue
-            pos = part.tracker.commit_position()
-            if pos is None or hi < 0:
-                continue
-            self.bus.emit(LagSampled(part.topic, part.partition, max(0, hi - pos)))
-
     def _drained(self, running_for: float) -> bool:
-        """Burst mode: nothing in flight and every assigned partition read to its end (waiting
-        records not due yet do not count: a later run picks them up)."""
+        """Burst mode: nothing in flight and every assigned partition read to its end."""
         if self.in_flight or self.outbox.pending or any(p.tasks for p in self.parts.values()):
             return False
         if not self.parts:
             return running_for > 10.0  # this member got no partitions
-        now_ms = time.time() * 1000
-        positions: dict[Part, int] = {}
-        unknown: list[Part] = []
-        for part in self.parts.values():
-            if part.wait is not None and part.hold_until_ms > now_ms:
-                continue
-            if part.next_fetch >= 0:
-                positions[part] = part.next_fetch
-            else:
-                unknown.append(part)
-        try:
-            # Nothing received: where would the group start? (one request per consumer)
-            unknown_at = {(p.topic, p.partition): p for p in unknown}
-            for consumer, tps in _by_consumer(unknown).items():
-                for tp in consumer.committed(tps, timeout=5):
-                    positions[unknown_at[(tp.topic, tp.partition)]] = tp.offset
-            for part, pos in positions.items():
-                tp = TopicPartition(part.topic, part.partition)
-                lo, hi = part.consumer.get_watermark_offsets(tp, cached=True)
-                if hi < 0:
-                    lo, hi = part.consumer.get_watermark_offsets(tp, timeout=5)
-                if (pos if pos >= 0 else lo) < hi:
-                    return False
-        except KafkaException:
-            return False
-        return True
+        return read_to_end(self.parts.values(), time.time() * 1000)
 
     # -- shutdown -----------------------------------------------------------------------------
 
@@ -530,7 +448,7 @@ class Worker:
         deadline = time.monotonic() + self.settings.grace_period
         try:
             if self.consumer is not None and self.parts:
-                self._pause(list(self.parts.values()))
+                self._pauses.pause(list(self.parts.values()))
             while (self.parts and any(p.tasks or p.acks for p in self.parts.values())
                    and time.monotonic() < deadline):
                 self.consumer.poll(0.02)  # paused: serves callbacks, keeps the membership
@@ -555,14 +473,6 @@ class Worker:
 def wait_group(group_id: str) -> str:
     """The consumer group of a worker group's wait-tier consumers."""
     return f"{group_id}.wait"
-
-
-def _by_consumer(parts: list[Part]) -> dict[Any, list[Any]]:
-    """Partitions of ``parts`` grouped by the consumer that owns them."""
-    out: dict[Any, list[Any]] = {}
-    for part in parts:
-        out.setdefault(part.consumer, []).append(TopicPartition(part.topic, part.partition))
-    return out
 
 
 def run_worker(app: App, settings: WorkerSettings | None = None,
