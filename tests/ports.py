@@ -15,9 +15,8 @@ def free_port_block(count: int) -> int:
     bind, to an outgoing connection (a node dialling another node's controller), and the node
     then dies at start-up (the probable cause of a 3-broker scenario lost in CI)."""
     top = min(_ephemeral_floor(), 65000) - count
-    rng = random.Random()
     for _ in range(500):
-        base = rng.randrange(20000, max(20001, top))
+        base = random.randrange(20000, max(20001, top))
         if all(_bindable(p) for p in range(base, base + count)):
             return base
     raise RuntimeError("no block of free ports")

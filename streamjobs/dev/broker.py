@@ -290,21 +290,19 @@ class DevBroker:
         return bool(running)
 
     def log_tail(self, lines: int = 40, node: int = 1) -> str:
-        try:
-            text = self._node_log(node).read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self._log_lines(node)[-lines:])
 
     def log_errors(self, lines: int = 5, node: int = 1) -> str:
         """The first ERROR/FATAL lines of a node's log: the cause of a failed start-up, which
         the tail (all shutdown chatter) hides."""
-        try:
-            text = self._node_log(node).read_text(errors="replace")
-        except OSError:
-            return ""
-        found = [ln for ln in text.splitlines() if " ERROR " in ln or " FATAL " in ln]
+        found = [ln for ln in self._log_lines(node) if " ERROR " in ln or " FATAL " in ln]
         return "\n".join(found[:lines]) or "(none)"
+
+    def _log_lines(self, node: int) -> list[str]:
+        try:
+            return self._node_log(node).read_text(errors="replace").splitlines()
+        except OSError:
+            return []
 
     # -- internals ---------------------------------------------------------------------------
     def _require_state(self) -> BrokerState:

@@ -8,7 +8,7 @@ back (not taken). So every pause seeks to the partition's first record not taken
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -38,7 +38,7 @@ class Pauses:
         part.paused = True  # drop the rest of this batch for it; seek back happens on pause
         self.dirty = True
 
-    def reconcile(self, parts: Iterable[Part], *, in_flight: int, max_in_flight: int,
+    def reconcile(self, parts: Collection[Part], *, in_flight: int, max_in_flight: int,
                   resume_at: int, stopping: bool, now_ms: float) -> None:
         """Pause what should be paused and resume the rest (cheap when nothing changed)."""
         if in_flight >= max_in_flight and not self.for_in_flight:
@@ -46,7 +46,6 @@ class Pauses:
         elif self.for_in_flight and in_flight <= resume_at:
             self.for_in_flight = False
             self.dirty = True
-        parts = list(parts)
         if not self.dirty and not any(0 < p.hold_until_ms <= now_ms for p in parts):
             return
         self.dirty = False

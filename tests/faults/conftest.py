@@ -11,7 +11,7 @@ import pytest
 from streamjobs.config import KafkaConfig
 from streamjobs.dev.broker import DevBroker
 from tests.faults.harness import RESULTS, SCALE, Scenario
-from tests.faults.processes import free_port_block
+from tests.ports import free_port_block
 
 MakeScenario = Callable[..., Scenario]
 

@@ -1,5 +1,4 @@
-"""The processes of a fault scenario: worker subprocesses to signal (and, re-exported, free
-ports for a private broker)."""
+"""The processes of a fault scenario: worker subprocesses to signal."""
 
 from __future__ import annotations
 
@@ -11,9 +10,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import streamjobs_exe
-from tests.ports import free_port_block
 
-__all__ = ["ROOT", "WorkerProc", "free_port_block"]
+__all__ = ["ROOT", "WorkerProc"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
