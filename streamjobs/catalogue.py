@@ -64,8 +64,12 @@ class Catalogue:
     """Job types and schema versions of one schemas directory. Immutable after ``load``."""
 
     def __init__(self, schemas_dir: Path, jobs: Mapping[str, JobType],
-                 versions: Mapping[str, tuple[SchemaVersion, ...]]) -> None:
+                 versions: Mapping[str, tuple[SchemaVersion, ...]], *,
+                 topic_prefix: str = "") -> None:
         self.schemas_dir = schemas_dir
+        # The prefix already applied to the job topics; streamjobs' own topics (worker
+        # reports) take it too.
+        self.topic_prefix = topic_prefix
         self._jobs = dict(jobs)
         self._versions = dict(versions)
         self._topics: dict[str, tuple[JobType, ...]] = {}
@@ -89,7 +93,8 @@ class Catalogue:
             if problem:
                 raise CatalogueError(str(self.schemas_dir / CATALOGUE_FILE), job.name,
                                      f"topic prefix {prefix!r}: {problem}")
-        return Catalogue(self.schemas_dir, jobs, self._versions)
+        return Catalogue(self.schemas_dir, jobs, self._versions,
+                         topic_prefix=self.topic_prefix + prefix)
 
     # -- job types --------------------------------------------------------------------------
 

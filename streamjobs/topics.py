@@ -1,4 +1,5 @@
-"""Plan and apply the topics a catalogue needs: job topics, their wait tiers and dead letters.
+"""Plan and apply the topics a catalogue needs: job topics, their wait tiers and dead letters,
+and the worker reports topic the dashboard reads.
 
 ``plan`` compares the desired topics with the cluster and lists changes; ``apply`` makes them.
 Both are idempotent and never destructive: partitions only grow, replication factors and
@@ -23,11 +24,12 @@ from ._delivery import kafka_error
 from .catalogue import Catalogue
 from .config import KafkaConfig
 from .errors import BrokerUnavailable, ConfigError, KafkaError
+from .reports import reports_topic
 from .retry import dlq_topic, retry_topic
 
 __all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
 
-Role = Literal["job", "retry", "dlq"]
+Role = Literal["job", "retry", "dlq", "workers"]
 Action = Literal["create", "add_partitions", "alter_config", "warning"]
 
 _KAFKA_LOG = logging.getLogger("streamjobs.kafka")
@@ -36,6 +38,10 @@ DAY_MS = 86_400_000
 WAIT_MIN_RETENTION_MS = 7 * DAY_MS
 # Dead letters wait for a human: a month, or the job topic's retention if longer (-1: forever).
 DLQ_MIN_RETENTION_MS = 30 * DAY_MS
+# Worker reports: the latest per worker (compact), nothing older than an hour (delete); small
+# segments so that both actually happen (a segment is cleaned only once closed).
+WORKERS_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": str(3_600_000),
+                  "segment.ms": str(600_000)}
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,8 @@ def _at_least(retention_ms: int | None, minimum: int) -> str:
 
 
 def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
-    """Every topic the catalogue needs, job topics first, each followed by its tiers and DLQ.
+    """Every topic the catalogue needs, job topics first, each followed by its tiers and DLQ,
+    then the worker reports topic (under the catalogue's topic prefix).
 
     Wait tiers use ``LogAppendTime``: the worker's due-time logic relies on broker-assigned,
     per-partition monotonic timestamps (docs/DESIGN.md "Topics")."""
@@ -87,6 +94,9 @@ def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
                    for tier in catalogue.wait_tiers(topic))
         out.append(TopicSpec(dlq_topic(topic), "dlq", s.partitions, s.replication_factor,
                              {"retention.ms": _at_least(s.retention_ms, DLQ_MIN_RETENTION_MS)}))
+    replication = max((s.replication_factor for s in catalogue.job_topics().values()), default=1)
+    out.append(TopicSpec(reports_topic(catalogue.topic_prefix), "workers", 1, replication,
+                         WORKERS_CONFIG))
     return out
 
 
