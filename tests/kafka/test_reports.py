@@ -68,3 +68,18 @@ def test_a_worker_reports_its_counters_assignment_and_stop(
         assert view.workers() == []
     finally:
         view.close()
+
+
+def test_a_missing_reports_topic_costs_one_warning(env: Env, spawn_cli: SpawnCli) -> None:
+    """Rule: without the reports topic (`topics apply` not run) the worker says so once, in
+    one log line naming the topic and the command that creates it, and runs its jobs."""
+    env.create_topics("task")
+    ids = [env.emit() for _ in range(5)]
+    env.flush()
+    proc = spawn_cli("worker", APP, "--job-types", "task", env=env.cli_env())
+    wait_for(lambda: {x["id"] for x in env.lines()} >= set(ids), 45, what="the 5 jobs")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    out = proc.output()
+    warnings = [line for line in out.splitlines() if reports_topic(env.prefix) in line]
+    assert len(warnings) == 1 and "topics apply" in warnings[0], out
