@@ -31,7 +31,8 @@ def test_a_worker_reports_its_counters_assignment_and_stop(
     """Rule: after N jobs succeed, M fail permanently and K fail once then succeed, the
     worker's report (keyed host:pid:group) says succeeded N+K, failed M+K, retried K, dead M,
     names its host, pid, group and the job topic's partitions among its assignment; on
-    SIGTERM it publishes a last report marked stopped, which `workers()` no longer lists."""
+    SIGTERM it publishes a last report marked stopped, with nothing in flight or assigned,
+    which `workers()` no longer lists."""
     env.create_topics("task")
     topic = make_topic(name=reports_topic(env.prefix), partitions=1,
                        config=dict(WORKERS_CONFIG))
@@ -64,7 +65,9 @@ def test_a_worker_reports_its_counters_assignment_and_stop(
         assert proc.wait(60) == 0, proc.output()
         wait_for(lambda: (r := _latest(view, proc.pid)) is not None and r.stopped, 20,
                  what="the stopped report")
-        assert _counts(_latest(view, proc.pid)) == expected
+        final = _latest(view, proc.pid)
+        assert _counts(final) == expected
+        assert final is not None and final.in_flight == 0 and final.assigned == ()
         assert view.workers() == []
     finally:
         view.close()
