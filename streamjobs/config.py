@@ -177,9 +177,9 @@ class KafkaConfig:
         def on_error(err: Any) -> None:
             if err.code() in refused:
                 seen.append(err.str())
+            _kafka_log.on_error(err)
 
-        # log_level 0: the probe's own failures are reported by the caller, once.
-        conf: dict[str, Any] = {**self.client_settings(), "error_cb": on_error, "log_level": 0}
+        conf: dict[str, Any] = {**self.client_settings(), "error_cb": on_error}
         admin = AdminClient(conf)
         deadline = time.monotonic() + timeout
         # Plain connectivity needs one request; SASL and TLS refusals arrive through error_cb,
@@ -198,20 +198,20 @@ class KafkaConfig:
 
 
 def _check_settings(name: str, settings: Mapping[str, Any]) -> None:
-    """Let librdkafka judge the keys and values now (creating a client that connects nowhere
-    takes ~2 ms), so a typo fails at construction, naming the field and the key."""
-    if not settings:
-        return
+    """Let librdkafka judge each key and value now (a client that connects nowhere takes
+    ~2 ms), so a typo fails at construction, naming the field and the setting."""
     from confluent_kafka import Consumer, KafkaException, Producer
 
-    conf: dict[str, Any] = {**settings, "log_level": 0}
-    conf.pop("bootstrap.servers", None)  # nothing to connect to: no broker is contacted
-    try:
-        if name == "consumer_config":
-            Consumer({**conf, "group.id": conf.get("group.id", "streamjobs-check")}).close()
-        else:
-            Producer(conf)
-    except KafkaException as exc:
-        raise ConfigError(name, exc.args[0].str()) from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(name, str(exc)) from None
+    for key, value in settings.items():
+        if key == "bootstrap.servers":
+            continue  # a client given brokers would connect to them
+        conf: dict[str, Any] = {key: value, "log_level": 0}
+        try:
+            if name == "consumer_config":
+                Consumer({"group.id": "streamjobs-check", **conf}).close()
+            else:
+                Producer(conf)
+        except KafkaException as exc:
+            raise ConfigError(name, f"{key}={value}: {exc.args[0].str()}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(name, f"{key}={value}: {exc}") from None

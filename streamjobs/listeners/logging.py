@@ -90,7 +90,7 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
     )
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
@@ -150,25 +150,31 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(out)
 
 
-def summarise_partitions(parts: tuple[tuple[str, int], ...]) -> list[str]:
+def summarise_partitions(parts: tuple[tuple[str, int], ...] | tuple[str, ...]) -> list[str]:
     """One entry per job topic (``demo.emails[0-5]``) and one per job topic's wait tiers
-    (``demo.emails.retry.*: 7 topics, 42 partitions``), instead of a line per partition."""
+    (``demo.emails.retry.*: 7 topics, 42 partitions``), instead of a line per partition.
+    Topic names alone: ``demo.emails`` and ``demo.emails.retry.*: 7 topics``."""
     topics: dict[str, list[int]] = {}
-    for topic, partition in parts:
-        topics.setdefault(topic, []).append(partition)
+    for item in parts:
+        if isinstance(item, str):
+            topics.setdefault(item, [])
+        else:
+            topics.setdefault(item[0], []).append(item[1])
     tiers: dict[str, list[int]] = {}  # base -> [topics, partitions]
     out: list[str] = []
     for topic in sorted(topics):
         m = _TIER.match(topic)
         if m is None:
-            out.append(f"{topic}[{_ranges(topics[topic])}]")
+            out.append(f"{topic}[{_ranges(topics[topic])}]" if topics[topic] else topic)
         else:
             count = tiers.setdefault(m["base"], [0, 0])
             count[0] += 1
             count[1] += len(topics[topic])
     for base, (n_topics, n_parts) in sorted(tiers.items()):
-        out.append(f"{base}.retry.*: {n_topics} topic{'s' if n_topics != 1 else ''}, "
-                   f"{n_parts} partition{'s' if n_parts != 1 else ''}")
+        text = f"{base}.retry.*: {n_topics} topic{'s' if n_topics != 1 else ''}"
+        if n_parts:
+            text += f", {n_parts} partition{'s' if n_parts != 1 else ''}"
+        out.append(text)
     return out
 
 
@@ -288,7 +294,7 @@ class LogListener:
         self._log.info(
             "worker.started",
             group_id=e.group_id,
-            topics=list(e.topics),
+            topics=summarise_partitions(e.topics),
             concurrency=e.concurrency,
             pid=e.pid,
         )

@@ -121,7 +121,8 @@ def check_handler(job_type: str, func: Any) -> None:
         sig.bind(None, None)
     except TypeError:
         name = getattr(func, "__qualname__", repr(func))
-        raise ConfigError(f"handlers.{job_type}", f"{name}{sig} cannot be called as "
+        params = sig.replace(return_annotation=inspect.Signature.empty)
+        raise ConfigError(f"handlers.{job_type}", f"{name}{params} cannot be called as "
                           "handler(payload, ctx)") from None
 
 
