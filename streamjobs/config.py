@@ -198,20 +198,29 @@ class KafkaConfig:
 
 
 def _check_settings(name: str, settings: Mapping[str, Any]) -> None:
-    """Let librdkafka judge each key and value now (a client that connects nowhere takes
-    ~2 ms), so a typo fails at construction, naming the field and the setting."""
+    """Let librdkafka judge the settings now (a client that connects nowhere takes ~2 ms), so
+    a typo fails at construction, naming the field and, when one alone is wrong, the setting."""
+    conf = {k: v for k, v in settings.items() if k != "bootstrap.servers"}  # would connect
+    problem = _refused(name, conf)
+    if problem is None:
+        return
+    for key, value in conf.items():  # which one? (some only fail together: report the set)
+        alone = _refused(name, {key: value})
+        if alone is not None:
+            raise ConfigError(name, f"{key}={value}: {alone}")
+    raise ConfigError(name, problem)
+
+
+def _refused(name: str, conf: Mapping[str, Any]) -> str | None:
     from confluent_kafka import Consumer, KafkaException, Producer
 
-    for key, value in settings.items():
-        if key == "bootstrap.servers":
-            continue  # a client given brokers would connect to them
-        conf: dict[str, Any] = {key: value, "log_level": 0}
-        try:
-            if name == "consumer_config":
-                Consumer({"group.id": "streamjobs-check", **conf}).close()
-            else:
-                Producer(conf)
-        except KafkaException as exc:
-            raise ConfigError(name, f"{key}={value}: {exc.args[0].str()}") from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(name, f"{key}={value}: {exc}") from None
+    try:
+        if name == "consumer_config":
+            Consumer({"group.id": "streamjobs-check", **conf, "log_level": 0}).close()
+        else:
+            Producer({**conf, "log_level": 0})
+    except KafkaException as exc:
+        return str(exc.args[0].str())
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None

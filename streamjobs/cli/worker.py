@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -58,9 +59,11 @@ def load_app(target: str) -> Any:
 
 
 def _import_failure(module_name: str, exc: BaseException) -> str:
-    """Where the user's code raised (the innermost frame outside importlib) and what."""
+    """Where the user's code raised (the innermost frame outside importlib and streamjobs: a
+    check of ours that refused a handler names the user's line that registered it) and what."""
+    ours = str(Path(__file__).resolve().parent.parent)
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith("<frozen ")]
+              if not f.filename.startswith(("<frozen ", ours))]
     where = f" ({frames[-1].filename} line {frames[-1].lineno})" if frames else ""
     return f"importing {module_name!r} failed{where}: {type(exc).__name__}: {exc}"
 

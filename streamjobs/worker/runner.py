@@ -122,11 +122,12 @@ class Worker:
 
     # -- start-up -----------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def consumer_settings(self) -> dict[str, Any]:
+        """The job consumer's librdkafka settings: ours, then ``KafkaConfig.consumer_config``,
+        then ``WorkerSettings.consumer_config`` (the user's win)."""
         s = self.settings
-        base = self.kafka.client_settings()
         conf: dict[str, Any] = {
-            **base,
+            **self.kafka.client_settings(),
             "group.id": self.group_id,
             "enable.auto.offset.store": False,
             "enable.auto.commit": True,
@@ -150,6 +151,12 @@ class Worker:
             conf["session.timeout.ms"] = s.session_timeout_ms
         conf.update(self.kafka.role_settings("consumer"))
         conf.update(s.consumer_config)
+        return conf
+
+    def _start(self) -> None:
+        s = self.settings
+        base = self.kafka.client_settings()
+        conf = self.consumer_settings()
         self.consumer = Consumer(conf)
         try:
             meta = self.consumer.list_topics(timeout=10)

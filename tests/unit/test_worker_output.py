@@ -227,8 +227,23 @@ def test_bad_librdkafka_key_names_the_field_and_the_key() -> None:
     assert info.value.field == "consumer_config" and "fetch.queue.backof.ms" in info.value.reason
     with pytest.raises(ConfigError, match=r"producer_config: linger\.ms=soon: Invalid value"):
         KafkaConfig(producer_config={"linger.ms": "soon"})
-    ok = KafkaConfig(consumer_config={"fetch.max.bytes": "1048576"},
+    with pytest.raises(ConfigError, match=r"consumer_config: .*fetch.max.bytes.*must be >="):
+        KafkaConfig(consumer_config={"fetch.max.bytes": "500"})  # < message.max.bytes
+    ok = KafkaConfig(consumer_config={"fetch.max.bytes": "5000", "message.max.bytes": "4000"},
                      producer_config={"linger.ms": "20"})
-    assert ok.role_settings("consumer") == {"fetch.max.bytes": "1048576"}
+    assert ok.role_settings("consumer") == {"fetch.max.bytes": "5000", "message.max.bytes": "4000"}
     assert ok.role_settings("producer") == {"linger.ms": "20"}
     assert ok.role_settings("admin") == {}
+
+
+def test_worker_consumer_defaults_are_the_benchmarks_and_user_settings_win() -> None:
+    from streamjobs.worker import Worker, WorkerSettings
+    from tests.apps.tasks import app
+
+    plain = Worker(app, WorkerSettings(job_types=("task",)), KafkaConfig()).consumer_settings()
+    assert plain["fetch.queue.backoff.ms"] == 10  # as bench/worker_throughput.py measures
+    cli = KafkaConfig(consumer_config={"fetch.queue.backoff.ms": "50", "fetch.wait.max.ms": "99"})
+    conf = Worker(app, WorkerSettings(job_types=("task",)), cli).consumer_settings()
+    assert conf["fetch.queue.backoff.ms"] == "50" and conf["fetch.wait.max.ms"] == "99"
+    code = WorkerSettings(job_types=("task",), consumer_config={"fetch.queue.backoff.ms": 7})
+    assert Worker(app, code, cli).consumer_settings()["fetch.queue.backoff.ms"] == 7
