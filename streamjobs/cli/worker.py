@@ -129,7 +129,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
             topic_prefix: str | None, processes: int, burst: bool, listeners: str,
-            log_format: str, job_log_level: str, log_level: str, kafka: KafkaConfig) -> None:
+            log_format: str, job_log_level: str, log_level: str, connect_timeout: float,
+            kafka: KafkaConfig) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
     once)."""
     if processes < 1:
@@ -153,7 +154,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             job_types=tuple(t.strip() for t in job_types.split(",") if t.strip()),
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,
-            session_timeout_ms=session_timeout_ms, burst=burst)
+            session_timeout_ms=session_timeout_ms, burst=burst, connect_timeout=connect_timeout)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
     try:

@@ -159,11 +159,11 @@ class Worker:
         conf = self.consumer_settings()
         self.consumer = Consumer(conf)
         try:
-            meta = self.consumer.list_topics(timeout=10)
+            meta = self.consumer.list_topics(timeout=s.connect_timeout)
         except KafkaException as exc:
             self.consumer.close()
             raise BrokerUnavailable(f"no Kafka broker answered at {self.kafka.bootstrap_servers}"
-                                    f" within 10s ({exc.args[0].str()})",
+                                    f" within {s.connect_timeout:g}s ({exc.args[0].str()})",
                                     code="_TRANSPORT") from None
         needed = self.routes.subscriptions() + self.routes.produced()
         missing = [t for t in needed if t not in meta.topics]

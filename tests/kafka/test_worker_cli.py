@@ -148,3 +148,25 @@ def test_producer_config_reaches_emit(run_cli: RunCli, make_topic, unique: str) 
     assert "too large" in _one_error_line(r.stderr)
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
+
+
+def test_listeners_logs_and_none(env: Env, spawn_cli) -> None:
+    """Rule: --listeners logs runs with the logs and no HTTP port; --listeners none writes
+    nothing at all (no listener observes the worker), and both still run every job."""
+    env.create_topics("task")
+    ids = {env.emit(key=f"k{i}") for i in range(3)}
+    env.flush()
+    logs = spawn_cli("worker", APP, "--job-types", "task", "--burst", "--listeners", "logs",
+                     env=env.cli_env(STREAMJOBS_LOG_LEVEL="info"))
+    assert logs.wait(60) == 0, logs.output()
+    events = [json.loads(x)["event"] for x in logs.output().splitlines()]
+    assert "metrics.listening" not in events and events[0] == "worker.started", events
+    assert events[-1] == "worker.stopped"
+    assert {x["id"] for x in env.lines()} == ids
+    more = {env.emit(key=f"m{i}") for i in range(3)}
+    env.flush()
+    none = spawn_cli("worker", APP, "--job-types", "task", "--burst", "--listeners", "none",
+                     env=env.cli_env(STREAMJOBS_LOG_LEVEL="debug"))
+    assert none.wait(60) == 0, none.output()
+    assert none.output() == ""
+    assert {x["id"] for x in env.lines()} == ids | more

@@ -247,3 +247,15 @@ def test_worker_consumer_defaults_are_the_benchmarks_and_user_settings_win() -> 
     assert conf["fetch.queue.backoff.ms"] == "50" and conf["fetch.wait.max.ms"] == "99"
     code = WorkerSettings(job_types=("task",), consumer_config={"fetch.queue.backoff.ms": 7})
     assert Worker(app, code, cli).consumer_settings()["fetch.queue.backoff.ms"] == 7
+
+
+def test_log_format_auto_is_console_on_a_terminal_and_json_otherwise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from streamjobs.cli.worker import _log_json
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert (_log_json("auto"), _log_json("json"), _log_json("console")) == (False, True, False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert _log_json("auto") is True
