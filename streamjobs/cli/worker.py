@@ -135,11 +135,6 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
     once)."""
     if processes < 1:
         fail("invalid option processes: must be >= 1", EXIT_USAGE)
-    if processes > 1:
-        from ..worker.supervisor import supervise
-
-        sys.exit(supervise(processes, sys.argv[1:], metrics_port=metrics_port,
-                           grace_period=grace_period))
     from ..events import EventBus
     from ..worker import WorkerSettings, run_worker
 
@@ -161,6 +156,11 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
         app.check(settings.job_types)  # before any port is taken or client created
     except StreamjobsError as exc:
         fail(f"app {app_target!r}: {exc}", EXIT_FAILURE)
+    if processes > 1:  # checked here, so a broken app is one line, not a crash loop
+        from ..worker.supervisor import supervise
+
+        sys.exit(supervise(processes, sys.argv[1:], metrics_port=metrics_port,
+                           grace_period=grace_period))
     from ..listeners import install_default_listeners, install_log_listener
 
     bus = EventBus()

@@ -64,6 +64,16 @@ def test_start_up_mistakes_end_in_one_line(case: str, run_cli: RunCli, tmp_path:
     assert all(w in line for w in words), line
 
 
+def test_a_broken_app_under_the_supervisor_is_one_line_not_a_crash_loop(
+        run_cli: RunCli, tmp_path: Path) -> None:
+    """Rule: with --processes P the app is checked before any child starts: a broken module
+    ends in its one line, exit 1, instead of children dying and being replaced forever."""
+    (tmp_path / "mod.py").write_text("import no_such_dependency_xyz\n")
+    r = run_cli("worker", "mod:app", "--processes", "2", cwd=tmp_path, timeout=60)
+    assert r.returncode == 1
+    assert "no_such_dependency_xyz" in _one_error_line(r.stderr)
+
+
 def test_metrics_port_in_use_names_the_option(run_cli: RunCli, tmp_path: Path) -> None:
     """Rule: a metrics port already in use ends in one line naming --metrics-port, exit 2."""
     (tmp_path / "mod.py").write_text(GOOD + "@app.job('task')\ndef task(p, c): ...\n"
