@@ -33,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from .. import _kafka_log
 from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, ConfigError
@@ -136,7 +137,7 @@ class Worker:
             "enable.partition.eof": False,
             "max.poll.interval.ms": s.max_poll_interval_ms,
             "on_commit": self._on_commit,
-            "error_cb": self.broker.on_error,
+            "error_cb": self._on_kafka_error,
             "stats_cb": self.broker.on_stats,
             "statistics.interval.ms": STATS_INTERVAL_MS,
             # librdkafka's default (1000) idles a partition for a second whenever its pre-fetch
@@ -172,7 +173,7 @@ class Worker:
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
         self.broker.started()
-        self.outbox = Outbox({**base, "error_cb": self.broker.on_error,
+        self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
                               **self.kafka.role_settings("producer")})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
@@ -190,6 +191,10 @@ class Worker:
             self.waiter.subscribe(sorted(self.routes.wait), **callbacks)
         self._started_at = time.monotonic()
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
+
+    def _on_kafka_error(self, err: Any) -> None:
+        self.broker.on_error(err)  # readiness and the broker.unreachable event
+        _kafka_log.on_error(err)  # and the line on streamjobs.kafka, like every other client
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
