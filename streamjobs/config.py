@@ -19,7 +19,7 @@ from typing import Any, Literal
 from . import _kafka_log
 from .errors import BrokerUnavailable, ConfigError
 
-__all__ = ["ENV", "ROLES", "KafkaConfig", "Role"]
+__all__ = ["ENV", "ROLES", "KafkaConfig", "Role", "parse_settings", "split_settings"]
 
 Role = Literal["consumer", "producer", "admin"]
 ROLES: tuple[Role, ...] = ("consumer", "producer", "admin")
@@ -36,7 +36,10 @@ ENV: dict[str, str] = {
     "ssl_certificate_location": "STREAMJOBS_SSL_CERTIFICATE_LOCATION",
     "ssl_key_location": "STREAMJOBS_SSL_KEY_LOCATION",
     "ssl_key_password": "STREAMJOBS_SSL_KEY_PASSWORD",
+    "consumer_config": "STREAMJOBS_CONSUMER_CONFIG",
+    "producer_config": "STREAMJOBS_PRODUCER_CONFIG",
 }
+_SETTINGS_FIELDS = ("consumer_config", "producer_config")  # KEY=VALUE lists in the environment
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -90,7 +93,8 @@ class KafkaConfig:
         values: dict[str, Any] = {}
         for name, var in ENV.items():
             if var in env and env[var] != "":
-                values[name] = env[var]
+                values[name] = (parse_settings(split_settings(env[var]), name)
+                                if name in _SETTINGS_FIELDS else env[var])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -195,6 +199,31 @@ class KafkaConfig:
             except KafkaException:
                 admin.poll(0.1)
         return False, (seen[0] if seen else None)
+
+
+def split_settings(text: str) -> list[str]:
+    """``"a=1, b=2 c=x,y"`` -> ``["a=1", "b=2", "c=x,y"]``: pairs separated by commas or
+    whitespace; a piece without ``=`` continues the previous value (``range,roundrobin``)."""
+    out: list[str] = []
+    for piece in text.replace(",", " , ").split():
+        if piece == ",":
+            continue
+        if "=" not in piece and out:
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    return out
+
+
+def parse_settings(pairs: list[str], field_name: str) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` -> a dict; ``ConfigError(field_name)`` for a piece without ``=``."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(field_name, f"{pair!r} is not KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _check_settings(name: str, settings: Mapping[str, Any]) -> None:

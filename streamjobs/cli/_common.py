@@ -15,7 +15,7 @@ import orjson
 
 from .. import _kafka_log
 from ..catalogue import Catalogue
-from ..config import ENV, KafkaConfig
+from ..config import ENV, KafkaConfig, parse_settings, split_settings
 from ..errors import BrokerUnavailable, ConfigError, StreamjobsError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,31 +36,23 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class _Settings(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2
-    """``KEY=VALUE`` librdkafka settings; the environment variable holds a list of them,
-    separated by commas or whitespace (a piece without ``=`` continues the previous value, so
-    ``partition.assignment.strategy=range,roundrobin`` stays one setting)."""
+    """A ``KEY=VALUE`` librdkafka setting; the environment variable holds a list of them
+    (``config.split_settings``: commas or whitespace between pairs)."""
 
     name = "KEY=VALUE"
 
     def split_envvar_value(self, rv: str) -> list[str]:
-        out: list[str] = []
-        for piece in rv.replace(",", " , ").split():
-            if piece == ",":
-                continue
-            if "=" not in piece and out:
-                out[-1] += "," + piece
-            else:
-                out.append(piece)
-        return out
+        return split_settings(rv)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
                 ) -> tuple[str, str]:
         if isinstance(value, tuple):
             return value
-        key, sep, val = str(value).partition("=")
-        if not sep or not key.strip():
-            self.fail(f"{value!r} is not KEY=VALUE", param, ctx)
-        return key.strip(), val.strip()
+        try:
+            [(key, val)] = parse_settings([str(value)], "").items()
+        except ConfigError as exc:
+            self.fail(exc.reason, param, ctx)
+        return key, val
 
 
 def kafka_options(func: F) -> F:
@@ -93,10 +85,10 @@ def kafka_options(func: F) -> F:
                   envvar="STREAMJOBS_CONNECT_TIMEOUT",
                   help="Seconds to wait for a broker to answer before exiting 4.")
     @click.option("--consumer-config", multiple=True, type=_Settings(),
-                  envvar="STREAMJOBS_CONSUMER_CONFIG",
+                  envvar=ENV["consumer_config"],
                   help="librdkafka consumer setting, repeatable; wins over streamjobs' own.")
     @click.option("--producer-config", multiple=True, type=_Settings(),
-                  envvar="STREAMJOBS_PRODUCER_CONFIG",
+                  envvar=ENV["producer_config"],
                   help="librdkafka producer setting, repeatable; wins over streamjobs' own.")
     @click.option("--log-level", default="info", show_default=True, envvar="STREAMJOBS_LOG_LEVEL",
                   type=click.Choice(LOG_LEVELS, case_sensitive=False),

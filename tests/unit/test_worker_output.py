@@ -259,3 +259,14 @@ def test_log_format_auto_is_console_on_a_terminal_and_json_otherwise(
     assert (_log_json("auto"), _log_json("json"), _log_json("console")) == (False, True, False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     assert _log_json("auto") is True
+
+
+def test_library_reads_the_same_settings_variables_as_the_cli() -> None:
+    env = {"STREAMJOBS_CONSUMER_CONFIG": "fetch.wait.max.ms=50, fetch.min.bytes=1",
+           "STREAMJOBS_PRODUCER_CONFIG": "linger.ms=20"}
+    config = KafkaConfig.from_env(env)
+    assert config.role_settings("consumer") == {"fetch.wait.max.ms": "50",
+                                                "fetch.min.bytes": "1"}
+    assert config.role_settings("producer") == {"linger.ms": "20"}
+    with pytest.raises(ConfigError, match="consumer_config: 'oops' is not KEY=VALUE"):
+        KafkaConfig.from_env({"STREAMJOBS_CONSUMER_CONFIG": "oops"})
