@@ -1,8 +1,9 @@
 """``streamjobs worker MODULE:APP``: run the handlers of an app.
 
-Thin: builds ``WorkerSettings`` from options (each has a ``STREAMJOBS_*`` variable), installs
-the default listeners (logs, metrics, health) and runs ``streamjobs.worker.run_worker``, or,
-with ``--processes P``, supervises P such workers as child processes.
+Thin: builds ``WorkerSettings`` from options (each has a ``STREAMJOBS_*`` variable), loads and
+checks the app (every mistake one line), installs the listeners ``--listeners`` asks for (logs,
+metrics, health) and runs ``streamjobs.worker.run_worker``, or, with ``--processes P``,
+supervises P such workers as child processes.
 """
 
 from __future__ import annotations

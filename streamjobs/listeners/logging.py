@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -191,7 +190,6 @@ class LogListener:
         self._log: Any = logger if logger is not None else structlog.get_logger("streamjobs").bind()
         self.job_level = job_level
         self._broker_reachable: bool | None = None
-        self._started = time.monotonic()
         # job outcomes since start, for the stop line: succeeded, retried, dead-lettered
         self._counts = [0, 0, 0]
 
@@ -289,7 +287,6 @@ class LogListener:
         self._log.warning("commit.failed", error=e.error)
 
     def on_worker_started(self, e: WorkerStarted) -> None:
-        self._started = time.monotonic()
         self._counts = [0, 0, 0]
         self._log.info(
             "worker.started",
