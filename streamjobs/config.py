@@ -4,6 +4,8 @@ One frozen ``KafkaConfig`` flows to the producer, worker, admin, dlq and replay 
 and TLS are set in one place. Values come from arguments or ``STREAMJOBS_*`` environment
 variables and are checked at construction; errors name the field. Secrets never appear in
 ``repr`` or logs.
+Every client's librdkafka log lines and errors go to the ``streamjobs.kafka`` logger
+(``_kafka_log``), never straight to stderr.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
-from .errors import ConfigError
+from . import _kafka_log
+from .errors import BrokerUnavailable, ConfigError
 
-__all__ = ["ENV", "KafkaConfig"]
+__all__ = ["ENV", "ROLES", "KafkaConfig", "Role", "parse_settings", "split_settings"]
+
+Role = Literal["consumer", "producer", "admin"]
+ROLES: tuple[Role, ...] = ("consumer", "producer", "admin")
 
 # field name -> environment variable; the CLI uses the same variables for its options.
 ENV: dict[str, str] = {
@@ -30,7 +36,10 @@ ENV: dict[str, str] = {
     "ssl_certificate_location": "STREAMJOBS_SSL_CERTIFICATE_LOCATION",
     "ssl_key_location": "STREAMJOBS_SSL_KEY_LOCATION",
     "ssl_key_password": "STREAMJOBS_SSL_KEY_PASSWORD",
+    "consumer_config": "STREAMJOBS_CONSUMER_CONFIG",
+    "producer_config": "STREAMJOBS_PRODUCER_CONFIG",
 }
+_SETTINGS_FIELDS = ("consumer_config", "producer_config")  # KEY=VALUE lists in the environment
 
 _PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -51,6 +60,10 @@ class KafkaConfig:
     ssl_key_password: str | None = field(default=None, repr=False)
     # Extra librdkafka settings for every client (advanced; validated by librdkafka itself).
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Extra settings for consumers only / producers only (``--consumer-config`` and
+    # ``--producer-config``); they win over ``extra`` and over what streamjobs sets itself.
+    consumer_config: Mapping[str, Any] = field(default_factory=dict)
+    producer_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
@@ -70,6 +83,8 @@ class KafkaConfig:
                 raise ConfigError("sasl_mechanism", f"must be one of {', '.join(_MECHANISMS)}")
             if not self.sasl_username or self.sasl_password is None:
                 raise ConfigError("sasl_username", f"username and password required with {proto}")
+        _check_settings("consumer_config", self.consumer_config)
+        _check_settings("producer_config", self.producer_config)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> KafkaConfig:
@@ -78,16 +93,21 @@ class KafkaConfig:
         values: dict[str, Any] = {}
         for name, var in ENV.items():
             if var in env and env[var] != "":
-                values[name] = env[var]
+                values[name] = (parse_settings(split_settings(env[var]), name)
+                                if name in _SETTINGS_FIELDS else env[var])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def client_settings(self) -> dict[str, Any]:
-        """librdkafka settings for any client (producer, consumer, admin)."""
+        """librdkafka settings for any client (producer, consumer, admin), with the ``logger``
+        and ``error_cb`` that send librdkafka's output to the ``streamjobs.kafka`` logger (a
+        caller's own ``error_cb`` may replace the latter). Add ``role_settings`` last."""
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
+            "logger": _kafka_log.FORWARDER,
+            "error_cb": _kafka_log.on_error,
         }
         if self.security_protocol.startswith("SASL"):
             conf["sasl.mechanism"] = (self.sasl_mechanism or "").upper()
@@ -105,6 +125,15 @@ class KafkaConfig:
         conf.update(self.extra)
         return conf
 
+    def role_settings(self, role: Role) -> dict[str, Any]:
+        """The extras of one kind of client (``consumer_config``, ``producer_config``); a caller
+        applies them after its own settings, so that the user's win."""
+        if role == "consumer":
+            return dict(self.consumer_config)
+        if role == "producer":
+            return dict(self.producer_config)
+        return {}
+
     def redacted(self) -> dict[str, Any]:
         """Settings safe to log."""
         out: dict[str, Any] = {}
@@ -120,6 +149,28 @@ class KafkaConfig:
         itself only says "broker transport failure" for a wrong password."""
         if self.security_protocol == "PLAINTEXT":
             return None
+        answered, reason = self._probe(timeout)
+        return None if answered else reason
+
+    def check_reachable(self, timeout: float = 10.0) -> None:
+        """Raise ``BrokerUnavailable`` unless a broker answers a metadata request within
+        ``timeout`` seconds. The message names the address, or the broker's reason when it
+        refuses the SASL credentials or the TLS handshake."""
+        answered, reason = self._probe(timeout)
+        if answered:
+            return
+        if reason is not None:
+            raise BrokerUnavailable(self.refused_message(reason), code="_AUTHENTICATION")
+        raise BrokerUnavailable(f"no Kafka broker answered at {self.bootstrap_servers} within "
+                                f"{timeout:g}s", code="_TRANSPORT")
+
+    def refused_message(self, reason: str) -> str:
+        who = (f" for user {self.sasl_username!r} ({self.sasl_mechanism})"
+               if self.security_protocol.startswith("SASL") else "")
+        return f"Kafka at {self.bootstrap_servers} refused the connection{who}: {reason}"
+
+    def _probe(self, timeout: float) -> tuple[bool, str | None]:
+        """(a broker answered, the first SASL or TLS refusal seen) within ``timeout``."""
         from confluent_kafka import KafkaError as RdKafkaError
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
@@ -130,15 +181,75 @@ class KafkaConfig:
         def on_error(err: Any) -> None:
             if err.code() in refused:
                 seen.append(err.str())
+            _kafka_log.on_error(err)
 
-        # log_level 0: the probe's own failures are reported by the caller, once.
-        conf: dict[str, Any] = {**self.client_settings(), "error_cb": on_error, "log_level": 0}
+        conf: dict[str, Any] = {**self.client_settings(), "error_cb": on_error}
         admin = AdminClient(conf)
         deadline = time.monotonic() + timeout
-        while not seen and time.monotonic() < deadline:
+        # Plain connectivity needs one request; SASL and TLS refusals arrive through error_cb,
+        # served by poll between shorter requests.
+        step = timeout if self.security_protocol == "PLAINTEXT" else 1.0
+        while not seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
-                return None
+                admin.list_topics(timeout=min(step, max(0.1, left)))
+                return True, None
             except KafkaException:
-                admin.poll(0.1)  # error_cb events are served by poll
-        return seen[0] if seen else None
+                admin.poll(0.1)
+        return False, (seen[0] if seen else None)
+
+
+def split_settings(text: str) -> list[str]:
+    """``"a=1, b=2 c=x,y"`` -> ``["a=1", "b=2", "c=x,y"]``: pairs separated by commas or
+    whitespace; a piece without ``=`` continues the previous value (``range,roundrobin``)."""
+    out: list[str] = []
+    for piece in text.replace(",", " , ").split():
+        if piece == ",":
+            continue
+        if "=" not in piece and out:
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    return out
+
+
+def parse_settings(pairs: list[str], field_name: str) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` -> a dict; ``ConfigError(field_name)`` for a piece without ``=``."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(field_name, f"{pair!r} is not KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _check_settings(name: str, settings: Mapping[str, Any]) -> None:
+    """Let librdkafka judge the settings now (a client that connects nowhere takes ~2 ms), so
+    a typo fails at construction, naming the field and, when one alone is wrong, the setting."""
+    conf = {k: v for k, v in settings.items() if k != "bootstrap.servers"}  # would connect
+    problem = _refused(name, conf)
+    if problem is None:
+        return
+    for key, value in conf.items():  # which one? (some only fail together: report the set)
+        alone = _refused(name, {key: value})
+        if alone is not None:
+            raise ConfigError(name, f"{key}={value}: {alone}")
+    raise ConfigError(name, problem)
+
+
+def _refused(name: str, conf: Mapping[str, Any]) -> str | None:
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    try:
+        if name == "consumer_config":
+            Consumer({"group.id": "streamjobs-check", **conf, "log_level": 0}).close()
+        else:
+            Producer({**conf, "log_level": 0})
+    except KafkaException as exc:
+        return str(exc.args[0].str())
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None

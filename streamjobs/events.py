@@ -39,6 +39,7 @@ Worker process:
 
 - ``WorkerStarted``    ``group_id``, ``topics``, ``concurrency``, ``pid``
 - ``WorkerStopping``   ``reason``
+- ``WorkerStopped``    ``reason``, ``ran_s``: shutdown finished (offsets committed, clients closed)
 - ``LoopAlive``        poll loop heartbeat, at most ~once a second (``time.monotonic()``)
 - ``InFlightChanged``  number of jobs currently running (may be rate-limited)
 - ``LagSampled``       consumer lag of one assigned partition, every few seconds
@@ -80,6 +81,7 @@ __all__ = [
     "PartitionsLost",
     "PartitionsRevoked",
     "WorkerStarted",
+    "WorkerStopped",
     "WorkerStopping",
 ]
 
@@ -225,6 +227,14 @@ class WorkerStarted(Event):
 @dataclass(frozen=True, slots=True)
 class WorkerStopping(Event):
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStopped(Event):
+    """Shutdown finished; ``ran_s`` seconds since the worker started."""
+
+    reason: str
+    ran_s: float
 
 
 @dataclass(frozen=True, slots=True)

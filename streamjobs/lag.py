@@ -156,6 +156,10 @@ def group_lag(config: KafkaConfig, group: str, *, timeout: float = DEFAULT_TIMEO
     parts = set(offsets)
     for m in members:
         parts.update(m.assignments)
+    # A group keeps its commits on a topic after the topic is deleted: such partitions have no
+    # end offset to compare with, so they are left out (as no lag to show).
+    existing = admin.list_topics(timeout=timeout).topics
+    parts = {tp for tp in parts if tp[0] in existing and tp[1] in existing[tp[0]].partitions}
     marks = watermarks(admin, config, sorted(parts))
     rows = []
     for tp in sorted(parts):

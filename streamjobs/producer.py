@@ -12,7 +12,6 @@ broker retries never duplicate or reorder records within a partition. See docs/p
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -52,7 +51,6 @@ _RESERVED = frozenset({h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, 
 _BATCH_OVERHEAD = 61 + 30
 _HEADER_OVERHEAD = 8
 _CLIENT_MAX = 1_000_000  # librdkafka's default message.max.bytes
-_KAFKA_LOG = logging.getLogger("streamjobs.kafka")
 _time_ns, _new_job_id, _JOB_ID, _CREATED_AT = time.time_ns, h.new_job_id, h.JOB_ID, h.CREATED_AT
 
 
@@ -119,13 +117,11 @@ class Producer:
             # them, and a second client for those would let records of one key overtake each
             # other (docs/producer.md).
             "on_delivery": self._tracker.callback,
-            # librdkafka's own log lines go to Python logging (served by the poll thread)
-            # instead of being printed to stderr.
-            "logger": _KAFKA_LOG,
+            **self.config.role_settings("producer"),
             **(settings or {}),
         }
         self._client_max = int(conf.get("message.max.bytes", _CLIENT_MAX))
-        self._admin_conf = {**self.config.client_settings(), "logger": _KAFKA_LOG}
+        self._admin_conf = self.config.client_settings()
         self._admin: AdminClient | None = None
         self._types: dict[str, _TypeInfo] = {}
         self._limits: dict[str, int] = {}
@@ -136,7 +132,7 @@ class Producer:
         except KafkaException as exc:
             self._destroy()
             raise BrokerUnavailable(
-                f"no Kafka broker at {self.config.bootstrap_servers} answered within "
+                f"no Kafka broker answered at {self.config.bootstrap_servers} within "
                 f"{connect_timeout:g}s ({exc.args[0].str()})", code=exc.args[0].name()) from None
         self._poller = Poller(self._kafka)
         self._poller.start()

@@ -311,7 +311,8 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
                progress: Callable[[int], None] | None = None) -> int:
     """Re-produce every record of the range to the end of the same partition; returns the
     number acknowledged. DeliveryFailed if the broker refused any (some may be written)."""
-    producer = _RawProducer({**config.client_settings(), **PRODUCER_SETTINGS, "linger.ms": 5})
+    producer = _RawProducer({**config.client_settings(), **PRODUCER_SETTINGS, "linger.ms": 5,
+                             **config.role_settings("producer")})
     failures: list[str] = []
     acked = 0
 

@@ -162,7 +162,8 @@ class Reprocessor:
         if self.execute:
             self._ensure_progress_topic()
             self._producer = _RawProducer({**self.config.client_settings(),
-                                           **PRODUCER_SETTINGS, "linger.ms": 5})
+                                           **PRODUCER_SETTINGS, "linger.ms": 5,
+                                           **self.config.role_settings("producer")})
         started = time.monotonic()
         try:
             for dl in self._records:

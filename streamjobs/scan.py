@@ -74,7 +74,10 @@ def admin_client(config: KafkaConfig) -> AdminClient:
 
 
 def _unavailable(config: KafkaConfig, exc: BaseException) -> BrokerUnavailable:
-    return BrokerUnavailable(f"Kafka at {config.bootstrap_servers} unreachable: {exc}",
+    # A KafkaException's str() is the repr of its KafkaError; its own str() is the words.
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    words = err.str() if err is not None and hasattr(err, "str") else str(exc)
+    return BrokerUnavailable(f"Kafka at {config.bootstrap_servers} unreachable: {words}",
                              code="_TRANSPORT")
 
 
@@ -203,6 +206,7 @@ def reader(config: KafkaConfig, **overrides: Any) -> Consumer:
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
+        **config.role_settings("consumer"),
         **overrides,
     }
     return Consumer(conf)

@@ -8,7 +8,6 @@ unmanaged settings are left alone (a mismatch is reported as a ``warning``). See
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ __all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
 Role = Literal["job", "retry", "dlq", "workers"]
 Action = Literal["create", "add_partitions", "alter_config", "warning"]
 
-_KAFKA_LOG = logging.getLogger("streamjobs.kafka")
 DAY_MS = 86_400_000
 # A waiting job must outlive a worker outage: wait tiers keep records at least a week.
 WAIT_MIN_RETENTION_MS = 7 * DAY_MS
@@ -137,9 +135,7 @@ def apply(config: KafkaConfig, catalogue: Catalogue, *, timeout: float = 30) -> 
 # -- internals ------------------------------------------------------------------------------
 
 def _admin(config: KafkaConfig) -> AdminClient:
-    # librdkafka logs to Python logging, not straight to stderr.
-    conf: dict[str, Any] = {**config.client_settings(), "logger": _KAFKA_LOG}
-    return AdminClient(conf)
+    return AdminClient(config.client_settings())
 
 
 def _settle(admin: AdminClient, expected: Mapping[str, int], timeout: float) -> None:

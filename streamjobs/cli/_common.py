@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,8 +13,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
+from .. import _kafka_log
 from ..catalogue import Catalogue
-from ..config import ENV, KafkaConfig
+from ..config import ENV, KafkaConfig, parse_settings, split_settings
 from ..errors import BrokerUnavailable, ConfigError, StreamjobsError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,8 +27,43 @@ EXIT_NOT_FOUND = 3
 EXIT_UNREACHABLE = 4
 
 
+UNREACHABLE_HINT = ("check --bootstrap-servers / STREAMJOBS_BOOTSTRAP_SERVERS and that the "
+                    "broker is up")
+_CONNECTION = ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username",
+               "sasl_password", "ssl_ca_location", "ssl_certificate_location", "ssl_key_location",
+               "ssl_key_password", "client_id")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _Settings(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.2
+    """A ``KEY=VALUE`` librdkafka setting; the environment variable holds a list of them
+    (``config.split_settings``: commas or whitespace between pairs)."""
+
+    name = "KEY=VALUE"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return split_settings(rv)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            [(key, val)] = parse_settings([str(value)], "").items()
+        except ConfigError as exc:
+            self.fail(exc.reason, param, ctx)
+        return key, val
+
+
 def kafka_options(func: F) -> F:
-    """Adds the connection options and passes ``kafka: KafkaConfig`` to the command."""
+    """Adds the connection options, ``--connect-timeout``, ``--log-level`` and the librdkafka
+    ``--consumer-config`` / ``--producer-config``; passes ``kafka: KafkaConfig`` to the command
+    (and ``log_level`` / ``connect_timeout`` when its signature takes them).
+
+    Before the command runs, a broker must answer within ``--connect-timeout``: otherwise one
+    line (the address and what to check) and exit 4. librdkafka's own log lines reach stderr
+    only with ``--log-level debug``."""
+    takes = set(inspect.signature(func).parameters)
 
     @click.option("--bootstrap-servers", envvar=ENV["bootstrap_servers"], default=None,
                   help="Kafka bootstrap servers, host:port[,...]. [default: 127.0.0.1:9092]")
@@ -43,31 +81,66 @@ def kafka_options(func: F) -> F:
     @click.option("--ssl-key-password", envvar=ENV["ssl_key_password"], default=None)
     @click.option("--client-id", envvar=ENV["client_id"], default=None,
                   help="client.id the brokers see (quotas, logs). [default: streamjobs]")
+    @click.option("--connect-timeout", type=float, default=10.0, show_default=True,
+                  envvar="STREAMJOBS_CONNECT_TIMEOUT",
+                  help="Seconds to wait for a broker to answer before exiting 4.")
+    @click.option("--consumer-config", multiple=True, type=_Settings(),
+                  envvar=ENV["consumer_config"],
+                  help="librdkafka consumer setting, repeatable; wins over streamjobs' own.")
+    @click.option("--producer-config", multiple=True, type=_Settings(),
+                  envvar=ENV["producer_config"],
+                  help="librdkafka producer setting, repeatable; wins over streamjobs' own.")
+    @click.option("--log-level", default="info", show_default=True, envvar="STREAMJOBS_LOG_LEVEL",
+                  type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                  help="debug also shows librdkafka's own log lines (logger streamjobs.kafka).")
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        names = ("bootstrap_servers", "security_protocol", "sasl_mechanism", "sasl_username",
-                 "sasl_password", "ssl_ca_location", "ssl_certificate_location",
-                 "ssl_key_location", "ssl_key_password", "client_id")
-        overrides = {n: kwargs.pop(n) for n in names}
+        overrides = {n: kwargs.pop(n) for n in _CONNECTION}
+        overrides["consumer_config"] = dict(kwargs.pop("consumer_config"))
+        overrides["producer_config"] = dict(kwargs.pop("producer_config"))
+        connect_timeout: float = kwargs.pop("connect_timeout")
+        log_level: str = kwargs.pop("log_level").lower()
+        if not connect_timeout > 0:
+            fail("invalid option connect-timeout: must be > 0", EXIT_USAGE)
+        _show_kafka_log(log_level, handled_by_command="log_level" in takes)
         global _active_kafka
         try:
-            kwargs["kafka"] = _active_kafka = KafkaConfig.from_env({}, **overrides)
+            kafka = _active_kafka = KafkaConfig.from_env({}, **overrides)
         except ConfigError as exc:
             fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
+        try:
+            kafka.check_reachable(connect_timeout)
+        except BrokerUnavailable as exc:
+            _active_kafka = None  # the reason is in the message already
+            hint = "" if exc.code == "_AUTHENTICATION" else f"; {UNREACHABLE_HINT}"
+            fail(f"{exc}{hint}", EXIT_UNREACHABLE)
+        kwargs["kafka"] = kafka
+        if "log_level" in takes:
+            kwargs["log_level"] = log_level
+        if "connect_timeout" in takes:
+            kwargs["connect_timeout"] = connect_timeout
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_kafka_log(level: str, *, handled_by_command: bool) -> None:
+    """librdkafka's lines only at debug. A command that takes ``log_level`` configures logging
+    itself (the worker); for the others a plain stderr handler shows them."""
+    _kafka_log.show(level)
+    if level == "debug" and not handled_by_command:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("streamjobs")
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
 
 
 def explain_unreachable(message: str, kafka: KafkaConfig) -> str:
     """``message``, replaced by the broker's reason when it answers but refuses the SASL
     credentials or the TLS handshake: librdkafka reports both as a mere transport failure."""
     reason = kafka.refusal()
-    if reason is None:
-        return message
-    who = (f" for user {kafka.sasl_username!r} ({kafka.sasl_mechanism})"
-           if kafka.security_protocol.startswith("SASL") else "")
-    return f"Kafka at {kafka.bootstrap_servers} refused the connection{who}: {reason}"
+    return message if reason is None else kafka.refused_message(reason)
 
 
 _PREFIX_KEY = "streamjobs.topic_prefix"

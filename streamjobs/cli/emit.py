@@ -145,8 +145,6 @@ def _show_progress(progress: bool | None, count: int) -> bool:
               help="text: one job id per line; json: one JSON object per job and line.")
 @click.option("--progress/--no-progress", default=None, envvar="STREAMJOBS_PROGRESS",
               help="Progress bar on stderr. [default: when stderr is a terminal]")
-@click.option("--connect-timeout", type=float, default=10.0, show_default=True,
-              envvar="STREAMJOBS_CONNECT_TIMEOUT", help="Seconds to wait for the broker.")
 @click.option("--delivery-timeout", type=float, default=30.0, show_default=True,
               envvar="STREAMJOBS_DELIVERY_TIMEOUT",
               help="Seconds a record may wait for the broker's acknowledgement.")

@@ -1,8 +1,9 @@
 """``streamjobs worker MODULE:APP``: run the handlers of an app.
 
-Thin: builds ``WorkerSettings`` from options (each has a ``STREAMJOBS_*`` variable), installs
-the default listeners (logs, metrics, health) and runs ``streamjobs.worker.run_worker``, or,
-with ``--processes P``, supervises P such workers as child processes.
+Thin: builds ``WorkerSettings`` from options (each has a ``STREAMJOBS_*`` variable), loads and
+checks the app (every mistake one line), installs the listeners ``--listeners`` asks for (logs,
+metrics, health) and runs ``streamjobs.worker.run_worker``, or, with ``--processes P``,
+supervises P such workers as child processes.
 """
 
 from __future__ import annotations
@@ -10,36 +11,68 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ..config import KafkaConfig
-from ..errors import ConfigError
-from ._common import EXIT_USAGE, fail, handle_errors, kafka_options
+from ..errors import ConfigError, StreamjobsError
+from ..listeners.logging import JOB_LEVELS
+from ._common import EXIT_FAILURE, EXIT_USAGE, fail, handle_errors, kafka_options
 
 __all__ = ["command", "load_app"]
 
 
 def load_app(target: str) -> Any:
-    """Import ``module:attribute`` (``module`` alone means ``module:app``)."""
+    """Import ``module:attribute`` (``module`` alone means ``module:app``). Every failure is one
+    line naming MODULE:APP or the file and line: exit 2 when the argument names nothing, 1 when
+    the user's module fails to import."""
     module_name, _, attr = target.partition(":")
-    if not module_name:
-        fail(f"invalid app {target!r}: expected MODULE:APP", EXIT_USAGE)
+    attr = attr or "app"
+    if not module_name or not all(p.isidentifier() for p in [*module_name.split("."), attr]):
+        fail(f"invalid MODULE:APP {target!r}: expected e.g. myproject.jobs:app", EXIT_USAGE)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the app lives in the project
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            fail(f"cannot import {module_name!r}: {exc}", EXIT_USAGE)
-        raise
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            fail(f"MODULE:APP {target!r}: no module named {exc.name!r} (run from the project "
+                 "directory or set PYTHONPATH)", EXIT_USAGE)
+        fail(_import_failure(module_name, exc), EXIT_FAILURE)
+    except SyntaxError as exc:
+        fail(f"cannot import {module_name!r}: syntax error in {exc.filename} line {exc.lineno}: "
+             f"{exc.msg}", EXIT_FAILURE)
+    except Exception as exc:  # the user's module raised while importing
+        fail(_import_failure(module_name, exc), EXIT_FAILURE)
     from ..worker import App
 
-    app = getattr(module, attr or "app", None)
+    if not hasattr(module, attr):
+        fail(f"MODULE:APP {target!r}: {getattr(module, '__file__', module_name)} has no "
+             f"attribute {attr!r}", EXIT_USAGE)
+    app = getattr(module, attr)
     if not isinstance(app, App):
-        fail(f"{target!r} is not a streamjobs App", EXIT_USAGE)
+        fail(f"MODULE:APP {target!r} is a {type(app).__name__}, not a streamjobs App",
+             EXIT_USAGE)
     return app
+
+
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    """Where the user's code raised (the innermost frame outside importlib and streamjobs: a
+    check of ours that refused a handler names the user's line that registered it) and what."""
+    ours = str(Path(__file__).resolve().parent.parent)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(("<frozen ", ours))]
+    where = f" ({frames[-1].filename} line {frames[-1].lineno})" if frames else ""
+    return f"importing {module_name!r} failed{where}: {type(exc).__name__}: {exc}"
+
+
+def _log_json(log_format: str) -> bool:
+    if log_format == "auto":
+        return not sys.stderr.isatty()
+    return log_format == "json"
 
 
 @click.command("worker")
@@ -53,10 +86,14 @@ def load_app(target: str) -> Any:
 @click.option("--grace-period", type=float, default=30.0, show_default=True,
               envvar="STREAMJOBS_GRACE_PERIOD",
               help="Seconds running jobs get to finish on shutdown or revocation.")
-@click.option("--metrics-port", type=int, default=9400, show_default=True,
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=9400, show_default=True,
               envvar="STREAMJOBS_METRICS_PORT",
-              help="Port of /metrics, /healthz, /readyz; 0 disables the server. With "
+              help="Port of /metrics, /healthz, /readyz; 0 picks a free port (logged). With "
                    "--processes, child i uses port+i.")
+@click.option("--listeners", type=click.Choice(["default", "logs", "none"]), default="default",
+              show_default=True, envvar="STREAMJOBS_LISTENERS",
+              help="default: logs, metrics and the HTTP server; logs: logs only, no port; "
+                   "none: nothing observes the worker (fastest).")
 @click.option("--ordering", type=click.Choice(["partition", "key", "unordered"]),
               default="partition", show_default=True, envvar="STREAMJOBS_ORDERING",
               help="partition: one job of a partition at a time, in order; key: same key "
@@ -79,24 +116,26 @@ def load_app(target: str) -> Any:
               help="Run P worker processes under a supervisor that replaces crashed ones.")
 @click.option("--burst", is_flag=True, envvar="STREAMJOBS_BURST",
               help="Exit 0 once all assigned partitions are drained and nothing is in flight.")
-@click.option("--log-level", default="info", show_default=True, envvar="STREAMJOBS_LOG_LEVEL",
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
+              show_default=True, envvar="STREAMJOBS_LOG_FORMAT",
+              help="console (readable) or json (one object per line); auto: console on a "
+                   "terminal, json otherwise.")
+@click.option("--job-log-level", type=click.Choice(JOB_LEVELS), default="debug",
+              show_default=True, envvar="STREAMJOBS_JOB_LOG_LEVEL",
+              help="Level of the line per succeeded job (off: none). Failures are always "
+                   "logged: warning, dead letters error.")
 @kafka_options
 @handle_errors
 def command(app_target: str, concurrency: int, job_types: str, group_id: str | None,
             grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
-            topic_prefix: str | None,
-            processes: int, burst: bool, log_level: str, kafka: KafkaConfig) -> None:
+            topic_prefix: str | None, processes: int, burst: bool, listeners: str,
+            log_format: str, job_log_level: str, log_level: str, connect_timeout: float,
+            kafka: KafkaConfig) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
     once)."""
     if processes < 1:
         fail("invalid option processes: must be >= 1", EXIT_USAGE)
-    if processes > 1:
-        from ..worker.supervisor import supervise
-
-        sys.exit(supervise(processes, sys.argv[1:], metrics_port=metrics_port,
-                           grace_period=grace_period))
     from ..events import EventBus
     from ..worker import WorkerSettings, run_worker
 
@@ -111,22 +150,41 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             job_types=tuple(t.strip() for t in job_types.split(",") if t.strip()),
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,
-            session_timeout_ms=session_timeout_ms, burst=burst)
+            session_timeout_ms=session_timeout_ms, burst=burst, connect_timeout=connect_timeout)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
-    from ..listeners import install_default_listeners
+    try:
+        app.check(settings.job_types)  # before any port is taken or client created
+    except StreamjobsError as exc:
+        fail(f"app {app_target!r}: {exc}", EXIT_FAILURE)
+    if processes > 1:  # checked here, so a broken app is one line, not a crash loop
+        from ..worker.supervisor import supervise
+
+        sys.exit(supervise(processes, sys.argv[1:], metrics_port=metrics_port,
+                           grace_period=grace_period))
+    from ..listeners import install_default_listeners, install_log_listener
 
     bus = EventBus()
-    obs = install_default_listeners(bus, metrics_port=metrics_port or None,
-                                    log_level=log_level.lower(), kafka=kafka,
-                                    topic_prefix=app.topic_prefix)
+    obs = None
+    log_json = _log_json(log_format)
+    if listeners == "default":
+        try:
+            obs = install_default_listeners(bus, metrics_port=metrics_port, log_level=log_level,
+                                            log_json=log_json, job_log_level=job_log_level,
+                                            kafka=kafka, topic_prefix=app.topic_prefix)
+        except ConfigError as exc:
+            fail(f"--metrics-port {exc.reason}", EXIT_USAGE)
+    elif listeners == "logs":
+        install_log_listener(bus, log_level=log_level, log_json=log_json,
+                             job_log_level=job_log_level)
     from ..worker.process import tune_gc
 
     tune_gc()
     try:
         code = run_worker(app, settings, kafka, bus)
     finally:
-        obs.close()
+        if obs is not None:
+            obs.close()
     sys.stdout.flush()
     sys.stderr.flush()
     # Handler threads that outlived the grace period must not hold the exit.

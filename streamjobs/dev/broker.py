@@ -23,9 +23,11 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._scram import (
@@ -35,6 +37,7 @@ from confluent_kafka.admin._scram import (
     UserScramCredentialUpsertion,
 )
 
+from .. import _kafka_log
 from ..errors import DevBrokerError
 from .certs import DevCerts, make_certs
 from .jars import KAFKA_VERSION, check_java, resolve_classpath
@@ -101,9 +104,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _quiet(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """A hand-written client conf whose librdkafka lines go to the ``streamjobs.kafka`` logger
+    (this module polls brokers that are still starting: each refused connection is a line)."""
+    return {**conf, "logger": _kafka_log.FORWARDER, "error_cb": _kafka_log.on_error}
+
+
 def answers_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
     try:
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout)
+        AdminClient(_quiet({"bootstrap.servers": bootstrap})).list_topics(timeout=timeout)
     except Exception:
         return False
     return True
@@ -371,7 +380,7 @@ class DevBroker:
         """Creates (or resets) the SCRAM credentials of the dev user, over PLAINTEXT, and waits
         until a SCRAM client is let in. Upserting on every start also covers data directories
         formatted before ``--sasl`` was used; PLAIN users live in the listener's JAAS config."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient(_quiet({"bootstrap.servers": self.bootstrap}))
         try:
             # One request per mechanism: Kafka refuses two alterations of a user in one request.
             for mechanism in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512):
@@ -387,12 +396,12 @@ class DevBroker:
         conf: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.sasl_bootstrap or "",
             "security.protocol": self.sasl_protocol, "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": DEV_SASL_USER, "sasl.password": DEV_SASL_PASSWORD, "log_level": 0}
+            "sasl.username": DEV_SASL_USER, "sasl.password": DEV_SASL_PASSWORD}
         if self.tls:
             conf["ssl.ca.location"] = str(self.certs.ca_pem)
         while True:  # credentials reach the brokers through the metadata log, asynchronously
             try:
-                AdminClient(conf).list_topics(timeout=1.0)
+                AdminClient(_quiet(conf)).list_topics(timeout=1.0)
                 return
             except Exception as exc:
                 if time.monotonic() > deadline:
@@ -445,7 +454,7 @@ class DevBroker:
 
     def _all_registered(self) -> bool:
         try:
-            md = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0}).list_topics(
+            md = AdminClient(_quiet({"bootstrap.servers": self.bootstrap})).list_topics(
                 timeout=1.0)
         except Exception:
             return False

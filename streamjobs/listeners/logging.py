@@ -1,12 +1,16 @@
-"""Structured logs from worker events: one JSON line per event on stderr (structlog).
+"""Structured logs from worker events on stderr (structlog): one JSON object per line, or
+human-readable console lines.
 
-Levels: job received/started/succeeded -> debug (one line per job costs tens of µs, more
-than a small job: at the default ``info`` level a busy worker logs only what needs attention;
-``streamjobs_jobs_total`` counts successes); failed/retried -> warning;
-dead-lettered -> error; partitions, worker start/stop -> info; commit done and lag samples ->
-debug (they come every second or more often); commit failed -> warning; broker status ->
-info when it recovers, warning when it is lost (logged on change only). ``LoopAlive`` and
-``InFlightChanged`` are never logged: they are heartbeats, not news.
+Levels: job succeeded -> ``job_level`` (default debug: one line per job costs tens of µs, more
+than a small job, so at the default ``info`` level a busy worker logs only what needs attention;
+``streamjobs_jobs_total`` counts successes; ``"info"`` shows every success, ``"off"`` none, not
+even at debug); job received/started -> debug (off with ``job_level="off"``); failed/retried ->
+warning; dead-lettered -> error; partitions, worker start/stop -> info (wait-tier partitions
+summarised per job topic); the stop line carries the jobs succeeded, retried and dead-lettered
+since start and the seconds run; commit done and lag samples -> debug (they come every second
+or more often); commit failed -> warning; broker status -> info when it recovers, warning when
+it is lost (logged on change only). ``LoopAlive`` and ``InFlightChanged`` are never logged:
+they are heartbeats, not news.
 
 ``LogListener.attach`` subscribes only to the events whose level the logger lets through, so
 at ``info`` the worker's ``bus.wants(JobReceived)`` is False and debug events are never built.
@@ -15,6 +19,7 @@ at ``info`` the worker's ``bus.wants(JobReceived)`` is False and debug events ar
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -34,6 +39,7 @@ from ..events import (
     JobFailed,
     JobReceived,
     JobRetried,
+    JobsSucceeded,
     JobStarted,
     JobSucceeded,
     LagSampled,
@@ -41,10 +47,13 @@ from ..events import (
     PartitionsLost,
     PartitionsRevoked,
     WorkerStarted,
+    WorkerStopped,
     WorkerStopping,
 )
 
-__all__ = ["LogListener", "configure_logging"]
+__all__ = ["JOB_LEVELS", "LogListener", "configure_logging", "summarise_partitions"]
+
+JOB_LEVELS = ("debug", "info", "off")
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _STDLIB_HANDLER_MARK = "_streamjobs_handler"
@@ -80,7 +89,7 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
     )
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
@@ -121,18 +130,68 @@ def _job_fields(e: JobEvent) -> dict[str, Any]:
     }
 
 
-def _partitions(parts: tuple[tuple[str, int], ...]) -> list[str]:
-    return [f"{t}[{p}]" for t, p in parts]
+# A wait-tier topic: <job topic>.retry.<duration> (streamjobs.retry.retry_topic).
+_TIER = re.compile(r"^(?P<base>.+)\.retry\.[0-9]+(?:ms|s|m|h)$")
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5"."""
+    out: list[str] = []
+    nums = sorted(numbers)
+    start = prev = nums[0]
+    for n in [*nums[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ",".join(out)
+
+
+def summarise_partitions(parts: tuple[tuple[str, int], ...] | tuple[str, ...]) -> list[str]:
+    """One entry per job topic (``demo.emails[0-5]``) and one per job topic's wait tiers
+    (``demo.emails.retry.*: 7 topics, 42 partitions``), instead of a line per partition.
+    Topic names alone: ``demo.emails`` and ``demo.emails.retry.*: 7 topics``."""
+    topics: dict[str, list[int]] = {}
+    for item in parts:
+        if isinstance(item, str):
+            topics.setdefault(item, [])
+        else:
+            topics.setdefault(item[0], []).append(item[1])
+    tiers: dict[str, list[int]] = {}  # base -> [topics, partitions]
+    out: list[str] = []
+    for topic in sorted(topics):
+        m = _TIER.match(topic)
+        if m is None:
+            out.append(f"{topic}[{_ranges(topics[topic])}]" if topics[topic] else topic)
+        else:
+            count = tiers.setdefault(m["base"], [0, 0])
+            count[0] += 1
+            count[1] += len(topics[topic])
+    for base, (n_topics, n_parts) in sorted(tiers.items()):
+        text = f"{base}.retry.*: {n_topics} topic{'s' if n_topics != 1 else ''}"
+        if n_parts:
+            text += f", {n_parts} partition{'s' if n_parts != 1 else ''}"
+        out.append(text)
+    return out
 
 
 class LogListener:
     """Turns events into structlog calls on ``structlog.get_logger("streamjobs")``."""
 
-    def __init__(self, logger: Any | None = None) -> None:
+    def __init__(self, logger: Any | None = None, *, job_level: str = "debug") -> None:
+        """``job_level``: the level of the ``job.succeeded`` line, or ``"off"``."""
+        if job_level not in JOB_LEVELS:
+            raise ConfigError("job_log_level", f"{job_level!r} is not one of "
+                                               f"{', '.join(JOB_LEVELS)}")
         # bind() resolves the lazy proxy once against the current configuration, so each
         # call below is a direct method call (a no-op when the level filters it out).
         self._log: Any = logger if logger is not None else structlog.get_logger("streamjobs").bind()
+        self.job_level = job_level
         self._broker_reachable: bool | None = None
+        # job outcomes since start, for the stop line: succeeded, retried, dead-lettered
+        self._counts = [0, 0, 0]
 
     def enabled(self, level: str) -> bool:
         check = getattr(self._log, "is_enabled_for", None)
@@ -140,10 +199,15 @@ class LogListener:
 
     def attach(self, bus: EventBus) -> None:
         """Subscribe to the events this logger would actually write at its level."""
-        table: list[tuple[str, type[Event], Callable[[Any], None]]] = [
+        Row = tuple[str, type[Event], Callable[[Any], None]]
+        per_job: list[Row] = [] if self.job_level == "off" else [
             ("debug", JobReceived, self.on_received),
             ("debug", JobStarted, self.on_started),
-            ("debug", JobSucceeded, self.on_succeeded),
+            (self.job_level, JobSucceeded, self.on_succeeded)]
+        table: list[Row] = [
+            *per_job,
+            # Counting for the stop line: summaries, never one event object per job.
+            ("info", JobsSucceeded, self.count_succeeded),
             ("warning", JobFailed, self.on_failed),
             ("warning", JobRetried, self.on_retried),
             ("error", JobDeadLettered, self.on_dead_lettered),
@@ -154,6 +218,7 @@ class LogListener:
             ("warning", CommitFailed, self.on_commit_failed),
             ("info", WorkerStarted, self.on_worker_started),
             ("info", WorkerStopping, self.on_worker_stopping),
+            ("info", WorkerStopped, self.on_worker_stopped),
             ("debug", LagSampled, self.on_lag),
             ("info", BrokerStatus, self.on_broker_status),
         ]
@@ -176,9 +241,11 @@ class LogListener:
         self._log.debug("job.started", **_job_fields(e))
 
     def on_succeeded(self, e: JobSucceeded) -> None:
-        self._log.debug(
-            "job.succeeded", duration_ms=round(e.duration_s * 1000, 3), **_job_fields(e)
-        )
+        log = self._log.info if self.job_level == "info" else self._log.debug
+        log("job.succeeded", duration_ms=round(e.duration_s * 1000, 3), **_job_fields(e))
+
+    def count_succeeded(self, e: JobsSucceeded) -> None:
+        self._counts[0] += len(e.durations_s)
 
     def on_failed(self, e: JobFailed) -> None:
         self._log.warning(
@@ -191,11 +258,13 @@ class LogListener:
         )
 
     def on_retried(self, e: JobRetried) -> None:
+        self._counts[1] += 1
         self._log.warning(
             "job.retried", delay_s=e.delay_s, retry_topic=e.retry_topic, **_job_fields(e)
         )
 
     def on_dead_lettered(self, e: JobDeadLettered) -> None:
+        self._counts[2] += 1
         self._log.error(
             "job.dead_lettered", reason=e.reason, dlq_topic=e.dlq_topic, **_job_fields(e)
         )
@@ -208,7 +277,8 @@ class LogListener:
             PartitionsRevoked: "partitions.revoked",
             PartitionsLost: "partitions.lost",
         }[type(e)]
-        self._log.info(name, partitions=_partitions(e.partitions), count=len(e.partitions))
+        self._log.info(name, partitions=summarise_partitions(e.partitions),
+                       count=len(e.partitions))
 
     def on_commit_done(self, e: CommitDone) -> None:
         self._log.debug("commit.done", offsets=[f"{t}[{p}]@{o}" for t, p, o in e.offsets])
@@ -217,16 +287,27 @@ class LogListener:
         self._log.warning("commit.failed", error=e.error)
 
     def on_worker_started(self, e: WorkerStarted) -> None:
+        self._counts = [0, 0, 0]
         self._log.info(
             "worker.started",
             group_id=e.group_id,
-            topics=list(e.topics),
+            topics=summarise_partitions(e.topics),
             concurrency=e.concurrency,
             pid=e.pid,
         )
 
     def on_worker_stopping(self, e: WorkerStopping) -> None:
         self._log.info("worker.stopping", reason=e.reason)
+
+    def on_worker_stopped(self, e: WorkerStopped) -> None:
+        succeeded, retried, dead = self._counts
+        self._log.info("worker.stopped", reason=e.reason, succeeded=succeeded, retried=retried,
+                       dead_lettered=dead, seconds=round(e.ran_s, 1))
+
+    def serving(self, host: str, port: int) -> None:
+        """The metrics and health server's address, once at start."""
+        self._log.info("metrics.listening", address=f"{host}:{port}",
+                       paths="/metrics /healthz /readyz")
 
     def on_lag(self, e: LagSampled) -> None:
         self._log.debug("consumer.lag", topic=e.topic, partition=e.partition, lag=e.lag)
@@ -257,6 +338,8 @@ _HANDLERS: dict[type[Event], str] = {
     CommitFailed: "on_commit_failed",
     WorkerStarted: "on_worker_started",
     WorkerStopping: "on_worker_stopping",
+    WorkerStopped: "on_worker_stopped",
+    JobsSucceeded: "count_succeeded",
     LagSampled: "on_lag",
     BrokerStatus: "on_broker_status",
 }

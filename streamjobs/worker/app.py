@@ -22,7 +22,7 @@ from ..catalogue import Catalogue, JobType
 from ..errors import ConfigError, UnknownJobType
 from .context import JobContext
 
-__all__ = ["App", "Handler", "HandlerFunc"]
+__all__ = ["App", "Handler", "HandlerFunc", "check_handler"]
 
 HandlerFunc = Callable[[dict[str, Any], JobContext], Any]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +55,7 @@ class App:
         """Register the decorated function as the handler of ``job_type``."""
 
         def register(func: F) -> F:
+            check_handler(job_type, func)
             if job_type in self.handlers:
                 raise ConfigError(f"handlers.{job_type}", "a handler is already registered "
                                   f"({self.handlers[job_type].func.__qualname__})")
@@ -79,8 +80,15 @@ class App:
         in the catalogue and handled, and every job type sharing their topics is handled too
         (a worker consumes whole topics; an unhandled type there would be dead-lettered)."""
         catalogue = self.catalogue
-        for name in self.handlers:
-            catalogue.get(name)  # UnknownJobType naming the catalogue's types
+        for name, handler in self.handlers.items():
+            check_handler(name, handler.func)
+            try:
+                catalogue.get(name)
+            except UnknownJobType as exc:
+                where = catalogue.schemas_dir / "catalogue.toml"
+                raise ConfigError(f"handlers.{name}", f"{handler.func.__qualname__} handles "
+                                  f"{name!r}, which {where} does not define (known: "
+                                  f"{', '.join(exc.known) or 'none'})") from None
         wanted = job_types or tuple(self.handlers)
         if not wanted:
             raise ConfigError("handlers", "the app registers no handler (use @app.job(...))")
@@ -98,6 +106,24 @@ class App:
                 if other not in out:
                     out.append(other)
         return tuple(out)
+
+
+def check_handler(job_type: str, func: Any) -> None:
+    """A handler is called as ``func(payload, ctx)``: refuse anything else at registration,
+    not at the first job."""
+    if not callable(func):
+        raise ConfigError(f"handlers.{job_type}", f"{func!r} is not callable")
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to read, it will tell at the first call
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        name = getattr(func, "__qualname__", repr(func))
+        params = sig.replace(return_annotation=inspect.Signature.empty)
+        raise ConfigError(f"handlers.{job_type}", f"{name}{params} cannot be called as "
+                          "handler(payload, ctx)") from None
 
 
 AsyncHandlerFunc = Callable[[dict[str, Any], JobContext], Awaitable[Any]]

@@ -33,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from .. import _kafka_log
 from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, ConfigError
@@ -47,6 +48,7 @@ from ..events import (
     PartitionsLost,
     PartitionsRevoked,
     WorkerStarted,
+    WorkerStopped,
     WorkerStopping,
 )
 from .app import App
@@ -67,6 +69,7 @@ LAG_EVERY = 5.0
 ALIVE_EVERY = 1.0
 BURST_CHECK_EVERY = 0.5
 WAIT_SWEEP_EVERY = 0.05  # the longest a due wait-tier record waits for the loop to look
+FETCH_QUEUE_BACKOFF_MS = 10
 
 
 class Worker:
@@ -93,6 +96,7 @@ class Worker:
         self._finished_at_commit = 0
         self.broker = BrokerWatch(self.bus)
         self._signals = 0
+        self._started_at = time.monotonic()
         self.consumer: Any = None  # job topics
         self.waiter: Any = None  # wait tiers (None when no job type has any)
         self.outbox: Any = None
@@ -119,11 +123,12 @@ class Worker:
 
     # -- start-up -----------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def consumer_settings(self) -> dict[str, Any]:
+        """The job consumer's librdkafka settings: ours, then ``KafkaConfig.consumer_config``,
+        then ``WorkerSettings.consumer_config`` (the user's win)."""
         s = self.settings
-        base = self.kafka.client_settings()
         conf: dict[str, Any] = {
-            **base,
+            **self.kafka.client_settings(),
             "group.id": self.group_id,
             "enable.auto.offset.store": False,
             "enable.auto.commit": True,
@@ -132,23 +137,35 @@ class Worker:
             "enable.partition.eof": False,
             "max.poll.interval.ms": s.max_poll_interval_ms,
             "on_commit": self._on_commit,
-            "error_cb": self.broker.on_error,
+            "error_cb": self._on_kafka_error,
             "stats_cb": self.broker.on_stats,
             "statistics.interval.ms": STATS_INTERVAL_MS,
+            # librdkafka's default (1000) idles a partition for a second whenever its pre-fetch
+            # queue is full: a fast worker then waits for records that are already on the
+            # broker. The published throughput (docs/benchmarks.md) is measured with 10.
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
         else:
             conf["partition.assignment.strategy"] = s.assignment_strategy
             conf["session.timeout.ms"] = s.session_timeout_ms
+        conf.update(self.kafka.role_settings("consumer"))
         conf.update(s.consumer_config)
+        return conf
+
+    def _start(self) -> None:
+        s = self.settings
+        base = self.kafka.client_settings()
+        conf = self.consumer_settings()
         self.consumer = Consumer(conf)
         try:
-            meta = self.consumer.list_topics(timeout=10)
+            meta = self.consumer.list_topics(timeout=s.connect_timeout)
         except KafkaException as exc:
             self.consumer.close()
-            raise BrokerUnavailable(f"Kafka at {self.kafka.bootstrap_servers} unreachable: "
-                                    f"{exc}") from None
+            raise BrokerUnavailable(f"no Kafka broker answered at {self.kafka.bootstrap_servers}"
+                                    f" within {s.connect_timeout:g}s ({exc.args[0].str()})",
+                                    code="_TRANSPORT") from None
         needed = self.routes.subscriptions() + self.routes.produced()
         missing = [t for t in needed if t not in meta.topics]
         if missing:
@@ -156,7 +173,8 @@ class Worker:
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
         self.broker.started()
-        self.outbox = Outbox({**base, "error_cb": self.broker.on_error})
+        self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
+                              **self.kafka.role_settings("producer")})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self.intake = Intake(self, Codec(self.app.catalogue))
@@ -171,7 +189,12 @@ class Worker:
                    if k not in ("stats_cb", "statistics.interval.ms")},
                 "group.id": wait_group(self.group_id)})
             self.waiter.subscribe(sorted(self.routes.wait), **callbacks)
+        self._started_at = time.monotonic()
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
+
+    def _on_kafka_error(self, err: Any) -> None:
+        self.broker.on_error(err)  # readiness and the broker.unreachable event
+        _kafka_log.on_error(err)  # and the line on streamjobs.kafka, like every other client
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
@@ -468,6 +491,7 @@ class Worker:
                 consumer.close()  # leaves the group
             if self.executor is not None:
                 self.executor.shutdown()
+            self.bus.emit(WorkerStopped(reason, time.monotonic() - self._started_at))
 
 
 def wait_group(group_id: str) -> str:

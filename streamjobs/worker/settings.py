@@ -36,6 +36,7 @@ class WorkerSettings:
     wake_horizon      seconds: waiting records due within it are held in memory; later ones
                       pause their partition
     burst             exit once all assigned partitions are drained and nothing is in flight
+    connect_timeout   seconds the start-up metadata request may wait (BrokerUnavailable after)
     consumer_config   extra librdkafka consumer settings (win over ours)
     """
 
@@ -54,6 +55,7 @@ class WorkerSettings:
     batch_size: int = 1000
     wake_horizon: float = 2.0
     burst: bool = False
+    connect_timeout: float = 10.0
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,6 +79,9 @@ class WorkerSettings:
                 raise ConfigError(name, f"must be a number of seconds >= 0, got {value!r}")
         if self.commit_interval == 0:
             raise ConfigError("commit_interval", "must be > 0")
+        if not (isinstance(self.connect_timeout, int | float) and self.connect_timeout > 0):
+            raise ConfigError("connect_timeout", f"must be > 0 seconds, got "
+                                                 f"{self.connect_timeout!r}")
         for name in ("commit_every", "max_poll_interval_ms", "session_timeout_ms",
                      "batch_size"):
             _positive_int(self, name)

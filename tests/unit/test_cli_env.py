@@ -58,7 +58,8 @@ def test_every_environment_variable_is_in_the_readme() -> None:
 CONNECTION = {"--bootstrap-servers", "--security-protocol", "--sasl-mechanism",
               "--sasl-username", "--sasl-password", "--ssl-ca-location",
               "--ssl-certificate-location", "--ssl-key-location", "--ssl-key-password",
-              "--client-id"}
+              "--client-id", "--connect-timeout", "--log-level", "--consumer-config",
+              "--producer-config"}
 
 
 def test_every_command_and_option_is_in_the_readme() -> None:
