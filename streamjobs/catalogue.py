@@ -73,7 +73,9 @@ class Catalogue:
                  versions: Mapping[str, tuple[SchemaVersion, ...]], *,
                  topic_prefix: str = "") -> None:
         self.schemas_dir = schemas_dir
-        self.topic_prefix = topic_prefix  # already part of every job topic
+        # The prefix already applied to the job topics; streamjobs' own topics (worker
+        # reports) take it too.
+        self.topic_prefix = topic_prefix
         self._jobs = dict(jobs)
         self._versions = dict(versions)
         self._topics: dict[str, tuple[JobType, ...]] = {}

@@ -25,7 +25,6 @@ from typing import Literal
 from confluent_kafka import (
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
-    KafkaException,
     Message,
     TopicPartition,
 )
@@ -38,7 +37,16 @@ from ._delivery import PRODUCER_SETTINGS, resend, unconfirmed
 from .config import KafkaConfig
 from .errors import DeliveryFailed, KafkaError, StreamjobsError
 from .retry import parse_duration
-from .scan import Range, admin_client, offsets_for_time, partitions_of, scan, watermarks
+from .scan import (
+    Range,
+    admin_client,
+    committed,
+    group_call,
+    offsets_for_time,
+    partitions_of,
+    scan,
+    watermarks,
+)
 
 __all__ = [
     "GroupActive",
@@ -171,48 +179,17 @@ def parse_when(text: str, now: int | None = None) -> int:
 
 # -- offsets reset --------------------------------------------------------------------------
 
-_RETRIABLE = (_RdKafkaError.NOT_COORDINATOR, _RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-              _RdKafkaError.COORDINATOR_NOT_AVAILABLE)
-
-
-def _group_call(what: str, call: Callable[[], object]) -> object:
-    """Group admin calls fail transiently while the coordinator moves or loads: retry."""
-    for attempt in range(8):
-        try:
-            return call()
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, _RdKafkaError) and err.code() in _RETRIABLE and attempt < 7:
-                time.sleep(0.25 * (attempt + 1))
-                continue
-            raise KafkaError(f"{what}: {exc}") from None
-    raise AssertionError("unreachable")
-
-
 def check_inactive(admin: AdminClient, group: str) -> None:
     """GroupActive unless the group is Empty or Dead with no members (Kafka's rule)."""
     def describe() -> object:
         return admin.describe_consumer_groups([group], request_timeout=10)[group].result()
 
-    desc = _group_call(f"describe group {group!r}", describe)
+    desc = group_call(f"describe group {group!r}", describe)
     state = getattr(desc, "state", None)
     members = list(getattr(desc, "members", None) or [])
     if members or state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
         name = state.name.title() if isinstance(state, ConsumerGroupState) else str(state)
         raise GroupActive(group, name, len(members))
-
-
-def committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
-    def list_offsets() -> object:
-        req = [ConsumerGroupTopicPartitions(group)]
-        return admin.list_consumer_group_offsets(req, request_timeout=10)[group].result()
-
-    res = _group_call(f"committed offsets of {group!r}", list_offsets)
-    out: dict[tuple[str, int], int] = {}
-    for tp in getattr(res, "topic_partitions", None) or []:
-        if tp.offset is not None and tp.offset >= 0:
-            out[(tp.topic, tp.partition)] = tp.offset
-    return out
 
 
 def resolve(spec: ResetSpec, current: int | None, low: int, high: int,
@@ -276,7 +253,7 @@ def apply_reset(config: KafkaConfig, plan: ResetPlan, *, admin: AdminClient | No
     def alter() -> object:
         return admin.alter_consumer_group_offsets([req], request_timeout=10)[plan.group].result()
 
-    res = _group_call(f"alter offsets of {plan.group!r}", alter)
+    res = group_call(f"alter offsets of {plan.group!r}", alter)
     for tp in getattr(res, "topic_partitions", None) or []:
         if tp.error is not None:
             raise KafkaError(f"{tp.topic}[{tp.partition}]: {tp.error.str()}",

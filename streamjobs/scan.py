@@ -6,17 +6,23 @@ never waits on an empty partition. Partitions are assigned directly: no consumer
 nothing is committed.
 
 Also the small admin look-ups those tools share: partitions of a topic (``TopicNotFound``,
-``BrokerUnavailable``), watermarks and offsets for a timestamp.
+``BrokerUnavailable``), watermarks, offsets for a timestamp, a group's committed offsets.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka import KafkaError as _RdKafkaError
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
@@ -29,6 +35,8 @@ __all__ = [
     "Range",
     "TopicNotFound",
     "admin_client",
+    "committed",
+    "group_call",
     "offsets_for_time",
     "partitions_of",
     "scan",
@@ -131,6 +139,44 @@ def offsets_for_time(admin: AdminClient, config: KafkaConfig,
     found = _list_offsets(admin, config, {TopicPartition(t, p): OffsetSpec.for_timestamp(
         timestamp_ms) for t, p in partitions})
     return {tp: (None if off < 0 else off) for tp, off in found.items()}
+
+
+_RETRIABLE = (_RdKafkaError.NOT_COORDINATOR, _RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+              _RdKafkaError.COORDINATOR_NOT_AVAILABLE)
+_UNREACHABLE = (_RdKafkaError._TRANSPORT, _RdKafkaError._TIMED_OUT,
+                _RdKafkaError._ALL_BROKERS_DOWN)
+
+
+def group_call(what: str, call: Callable[[], object]) -> object:
+    """Group admin calls fail transiently while the coordinator moves or loads: retry.
+    BrokerUnavailable when no broker answers, KafkaError naming ``what`` otherwise."""
+    for attempt in range(8):
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, _RdKafkaError) and err.code() in _RETRIABLE and attempt < 7:
+                time.sleep(0.25 * (attempt + 1))
+                continue
+            if isinstance(err, _RdKafkaError) and err.code() in _UNREACHABLE:
+                raise BrokerUnavailable(f"{what}: {err.str()}", code=err.name()) from None
+            raise KafkaError(f"{what}: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def committed(admin: AdminClient, group: str,
+              timeout: float = DEFAULT_TIMEOUT) -> dict[tuple[str, int], int]:
+    """The committed offset of every partition the group has one for."""
+    def list_offsets() -> object:
+        req = [ConsumerGroupTopicPartitions(group)]
+        return admin.list_consumer_group_offsets(req, request_timeout=timeout)[group].result()
+
+    res = group_call(f"committed offsets of {group!r}", list_offsets)
+    out: dict[tuple[str, int], int] = {}
+    for tp in getattr(res, "topic_partitions", None) or []:
+        if tp.offset is not None and tp.offset >= 0:
+            out[(tp.topic, tp.partition)] = tp.offset
+    return out
 
 
 def reader(config: KafkaConfig, **overrides: Any) -> Consumer:

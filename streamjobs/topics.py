@@ -1,4 +1,5 @@
-"""Plan and apply the topics a catalogue needs: job topics, their wait tiers and dead letters.
+"""Plan and apply the topics a catalogue needs: job topics, their wait tiers and dead letters,
+and the worker reports topic the dashboard reads.
 
 ``plan`` compares the desired topics with the cluster and lists changes; ``apply`` makes them.
 Both are idempotent and never destructive: partitions only grow, replication factors and
@@ -23,12 +24,13 @@ from ._delivery import kafka_error
 from .catalogue import Catalogue
 from .config import KafkaConfig
 from .errors import BrokerUnavailable, ConfigError, KafkaError
+from .reports import reports_topic
 from .retry import dlq_topic, retry_topic
 from .status.record import status_topic
 
 __all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
 
-Role = Literal["job", "retry", "dlq", "status"]
+Role = Literal["job", "retry", "dlq", "status", "workers"]
 Action = Literal["create", "add_partitions", "alter_config", "warning"]
 
 _KAFKA_LOG = logging.getLogger("streamjobs.kafka")
@@ -49,6 +51,10 @@ STATUS_CONFIG: dict[str, str] = {
     # Broker time: a lookup starts at the offset for the job id's creation time.
     "message.timestamp.type": "LogAppendTime",
 }
+# Worker reports: the latest per worker (compact), nothing older than an hour (delete); small
+# segments so that both actually happen (a segment is cleaned only once closed).
+WORKERS_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": str(3_600_000),
+                  "segment.ms": str(600_000)}
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ def _at_least(retention_ms: int | None, minimum: int) -> str:
 
 def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
     """Every topic the catalogue needs, job topics first, each followed by its tiers and DLQ,
-    then the status topic (``<prefix>streamjobs.status``).
+    then the status topic (``<prefix>streamjobs.status``) and the worker reports topic (under
+    the catalogue's topic prefix).
 
     Wait tiers use ``LogAppendTime``: the worker's due-time logic relies on broker-assigned,
     per-partition monotonic timestamps (docs/DESIGN.md "Topics")."""
@@ -104,6 +111,8 @@ def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
     replication = max((s.replication_factor for s in catalogue.job_topics().values()), default=1)
     out.append(TopicSpec(status_topic(catalogue.topic_prefix), "status", STATUS_PARTITIONS,
                          replication, STATUS_CONFIG))
+    out.append(TopicSpec(reports_topic(catalogue.topic_prefix), "workers", 1, replication,
+                         WORKERS_CONFIG))
     return out
 
 

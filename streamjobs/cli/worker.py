@@ -118,7 +118,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
 
     bus = EventBus()
     obs = install_default_listeners(bus, metrics_port=metrics_port or None,
-                                    log_level=log_level.lower())
+                                    log_level=log_level.lower(), kafka=kafka,
+                                    topic_prefix=app.topic_prefix)
     from ..worker.process import tune_gc
 
     tune_gc()
