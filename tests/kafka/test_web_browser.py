@@ -1,0 +1,201 @@
+"""``streamjobs web`` used as a person would: headless chromium against the real broker, a
+real worker and the dashboard started as a subprocess. Screenshots of each page land in
+``.streamjobs/screenshots/``."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from tests.kafka.web_support import (
+    SCHEMAS,
+    TOKEN,
+    Dashboard,
+    browser,
+    dashboard,
+    eventually,
+    shot,
+    text_of,
+)
+from tests.ports import free_port_block
+
+
+@pytest.fixture(scope="module")
+def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    with dashboard(tmp_path_factory.mktemp("web")) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[webdriver.Chrome]:
+    with browser() as b:
+        yield b
+
+
+def state(driver: webdriver.Chrome) -> str:
+    return text_of(driver, "#state")
+
+
+def log_in(driver: webdriver.Chrome, dash: Dashboard, token: str) -> None:
+    driver.find_element(By.LINK_TEXT, "Log in").click()
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.ID, "login").click()
+
+
+def test_job_page_follows_a_job_to_succeeded_live(dash: Dashboard,
+                                                  driver: webdriver.Chrome) -> None:
+    """A job's page shows its state changing (started, then succeeded) as the worker runs
+    it, pushed over SSE: the page is never reloaded."""
+    job = dash.emit(sleep_ms=4000)
+    driver.get(f"{dash.base}/jobs/{job}")
+    driver.execute_script("window.__sameLoad = true")
+    eventually(lambda: state(driver) == "started", 30, "the page to show 'started'", driver)
+    shot(driver, "job-started")
+    eventually(lambda: state(driver) == "succeeded", 30, "the page to show 'succeeded'",
+               driver)
+    assert driver.execute_script("return window.__sameLoad === true"), "the page reloaded"
+    assert "succeeded" in text_of(driver, "table.timeline")
+    shot(driver, "job")
+
+
+def test_failing_job_retries_dies_and_is_reprocessed_from_the_page(
+        dash: Dashboard, driver: webdriver.Chrome) -> None:
+    """A failing job shows retrying, then dead; reprocessing it from the dead-letter page
+    (log in, tick it, dry-run preview, confirm) runs it again and it succeeds."""
+    broken = dash.work / f"broken-{uuid.uuid4().hex[:6]}"
+    broken.write_text("until fixed")
+    job = dash.emit(fail=f"while_file:{broken}")
+    driver.get(f"{dash.base}/jobs/{job}")
+    eventually(lambda: state(driver) == "retrying", 30, "'retrying'", driver)
+    shot(driver, "job-retrying")
+    eventually(lambda: state(driver) == "dead", 40, "'dead'", driver)
+    shot(driver, "job-dead")
+
+    driver.get(f"{dash.base}/dead-letters?topic={dash.prefix}tasks.dlq")
+    assert not driver.find_elements(By.ID, "preview"), "actions offered before logging in"
+    log_in(driver, dash, TOKEN)
+    assert "/dead-letters" in driver.current_url
+    row = f"//tr[.//a[text()='{job}']]"
+    driver.find_element(By.XPATH, f"{row}//input[@name='ref']").click()
+    shot(driver, "dead-letters")
+    driver.find_element(By.ID, "preview").click()
+    assert "Dry run, nothing written yet: 1 dead letter(s) would be re-published" in \
+        text_of(driver, "#outcome")
+    shot(driver, "reprocess-preview")
+    broken.unlink()  # the bug is fixed
+    driver.find_element(By.ID, "confirm").click()
+    assert "Re-published 1 dead letter(s)" in text_of(driver, "#outcome")
+    shot(driver, "reprocess-done")
+
+    driver.get(f"{dash.base}/jobs/{job}")
+    eventually(lambda: state(driver) == "succeeded", 40, "the reprocessed job to succeed",
+               driver)
+    timeline = text_of(driver, "table.timeline")
+    assert "dead" in timeline and "succeeded" in timeline
+    # Back on the list, the dead letter is marked and cannot be picked again.
+    driver.get(f"{dash.base}/dead-letters?topic={dash.prefix}tasks.dlq")
+    assert driver.find_element(By.XPATH, f"{row}//input[@name='ref']").get_attribute("disabled")
+    assert "reprocessed" in driver.find_element(By.XPATH, row).text
+
+
+def test_wrong_or_missing_token_is_refused(dash: Dashboard, driver: webdriver.Chrome) -> None:
+    """Without a session, or with a wrong token, nothing can be changed."""
+    driver.delete_all_cookies()
+    driver.get(f"{dash.base}/dead-letters?topic={dash.prefix}tasks.dlq")
+    status = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const body = new URLSearchParams({scope: "matching", topic: arguments[0]});
+        fetch(arguments[1] + "/dead-letters/reprocess", {method: "POST", body})
+          .then(r => done(r.status));""", f"{dash.prefix}tasks", dash.base)
+    assert status == 403
+    log_in(driver, dash, "not-the-token")
+    assert "Wrong access token" in text_of(driver, "#error")
+    assert not driver.get_cookies(), "a session cookie for a wrong token"
+    shot(driver, "login-refused")
+    status = driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0] + "/replay", {method: "POST", headers: {Authorization: "Bearer x"},
+              body: new URLSearchParams({group: "g", topics: "t", confirm: "yes"})})
+          .then(r => done(r.status));""", dash.base)
+    assert status == 403
+
+
+def test_script_payload_and_key_show_as_text(dash: Dashboard,
+                                             driver: webdriver.Chrome) -> None:
+    """A payload and a key holding markup are shown as text, never run."""
+    evil = "<script>window.__xss = 1</script>"
+    key = f"<img src=x onerror=window.__xss2=1>{uuid.uuid4().hex[:4]}"
+    r = dash.cli("emit", "task", "--json",
+                 json.dumps({"id": evil, "key": key, "fail": "permanent"}),
+                 "--schemas", str(SCHEMAS))
+    assert r.returncode == 0, r.stderr
+    driver.get(f"{dash.base}/dead-letters?topic={dash.prefix}tasks.dlq")
+
+    def listed() -> bool:
+        driver.find_element(By.NAME, "key").clear()
+        driver.find_element(By.NAME, "key").send_keys(key)
+        driver.find_element(By.CSS_SELECTOR, "#filters button").click()
+        return bool(driver.find_elements(By.CSS_SELECTOR, "#selection td.mono a"))
+
+    eventually(listed, 40, "the dead letter to be listed", driver)
+    assert key in driver.find_element(By.ID, "selection").text
+    driver.find_element(By.CSS_SELECTOR, "#selection td.mono a").click()
+    assert evil in text_of(driver, "#payload")
+    assert key in text_of(driver, "#key")
+    assert driver.execute_script("return window.__xss === undefined && "
+                                 "window.__xss2 === undefined")
+    assert not driver.find_elements(By.XPATH, "//main//script | //main//img")
+    shot(driver, "dead-letter")
+
+
+def test_replay_shows_the_plan_and_refuses_an_active_group(
+        dash: Dashboard, driver: webdriver.Chrome) -> None:
+    """Replay shows nothing but a refusal while the group's worker is connected."""
+    driver.get(f"{dash.base}/replay")
+    driver.find_element(By.NAME, "group").send_keys(dash.group)
+    driver.find_element(By.NAME, "topics").send_keys(f"{dash.prefix}tasks")
+    Select(driver.find_element(By.NAME, "mode")).select_by_value("to_earliest")
+    driver.find_element(By.ID, "show-plan").click()
+    assert "is active" in text_of(driver, "#refused")
+    assert not driver.find_elements(By.ID, "confirm")
+    shot(driver, "replay-refused")
+
+
+def test_served_under_a_path_prefix(dash: Dashboard, driver: webdriver.Chrome) -> None:
+    """With --root-path every link, form and the live stream stay under the prefix."""
+    port = free_port_block(1)
+    dash.start_web(port, "--root-path", "/ops/jobs")
+    base = f"http://127.0.0.1:{port}/ops/jobs"
+    driver.get(f"{base}/")
+    driver.find_element(By.LINK_TEXT, "Dead letters").click()
+    assert driver.current_url.startswith(f"{base}/dead-letters")
+    job = dash.emit()
+    driver.find_element(By.ID, "search-id").send_keys(job)
+    driver.find_element(By.CSS_SELECTOR, "form.search button").click()
+    assert driver.current_url == f"{base}/jobs/{job}"
+    eventually(lambda: state(driver) == "succeeded", 30, "the job page under the prefix",
+               driver)
+    styled = driver.execute_script(
+        "return getComputedStyle(document.querySelector('header.top')).display")
+    assert styled == "flex", "the stylesheet did not load under the prefix"
+
+
+def test_overview_shows_rates_groups_and_dead_letters(dash: Dashboard,
+                                                      driver: webdriver.Chrome) -> None:
+    """The overview lists the worker's group with its partitions, the job type's rates and
+    the dead letters by reason, and refreshes by itself."""
+    driver.get(f"{dash.base}/")
+
+    def complete() -> bool:
+        text = text_of(driver, "#overview")
+        return dash.group in text and "permanent_error" in text and "task" in text \
+            and f"{dash.prefix}tasks" in text
+
+    eventually(complete, 45, "the overview figures", driver)
+    shot(driver, "overview")
