@@ -21,6 +21,8 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import BOOTSTRAP, ROOT, Proc, streamjobs_exe
 from tests.ports import free_port_block
@@ -148,3 +150,18 @@ def eventually(pred: Callable[[], object], timeout: float, what: str,
                 shot(driver, "failure")
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.2)
+
+
+def navigate(driver: webdriver.Chrome, element: WebElement, timeout: float = 30) -> None:
+    """Clicks a link or submit button and waits for the next page to replace this one."""
+    html = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+
+    def replaced(_driver: object) -> bool:
+        try:
+            html.is_enabled()
+        except WebDriverException:  # stale, or "node does not belong to the document"
+            return True
+        return False
+
+    WebDriverWait(driver, timeout).until(replaced)
