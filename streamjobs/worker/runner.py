@@ -33,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from .. import headers as h
 from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, ConfigError
@@ -60,6 +61,7 @@ from .outbox import Outbox
 from .pauses import Pauses
 from .routes import Routes
 from .settings import WorkerSettings
+from .statuses import SAMPLE_EVERY, StatusRecorder
 
 __all__ = ["Worker", "run_worker", "wait_group"]
 
@@ -98,6 +100,7 @@ class Worker:
         self.outbox: Any = None
         self.executor: Any = None
         self.intake: Any = None
+        self.status: StatusRecorder | None = None  # None: no status record is written
 
     # -- public -------------------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class Worker:
         self.outbox = Outbox({**base, "error_cb": self.broker.on_error})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
+        self._start_status(meta)
         self.intake = Intake(self, Codec(self.app.catalogue))
         topics = self.routes.subscriptions()
         callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
@@ -172,6 +176,15 @@ class Worker:
                 "group.id": wait_group(self.group_id)})
             self.waiter.subscribe(sorted(self.routes.wait), **callbacks)
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
+
+    def _start_status(self, meta: Any) -> None:
+        modes = {r.job.status for r in self.routes.by_type.values()}
+        if modes <= {"none"}:
+            return
+        prefix = self.app.topic_prefix + self.app.catalogue.topic_prefix
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname())
+        if self.status is not None and "all" in modes:
+            self.executor.record_ok = self.executor.track_running = True
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
@@ -188,7 +201,9 @@ class Worker:
         outbox = self.outbox
         waiter = self.waiter
         now = time.monotonic()
-        alive_at = lag_at = burst_at = 0.0
+        alive_at = lag_at = burst_at = sample_at = 0.0
+        executor = self.executor
+        sampling = self.status is not None and executor.track_running
         started = now
         last_inflight = -1
         while self.stop_reason is None:
@@ -207,6 +222,10 @@ class Worker:
                 if self.in_flight != last_inflight and self.bus.wants(InFlightChanged):
                     last_inflight = self.in_flight
                     self.bus.emit(InFlightChanged(self.in_flight))
+            if sampling and now - sample_at >= SAMPLE_EVERY:
+                sample_at = now
+                assert self.status is not None
+                self.status.sample([*executor.running, *list(executor.running_async)])
             if now - lag_at >= LAG_EVERY:
                 lag_at = now
                 if self.bus.wants(LagSampled):
@@ -297,10 +316,14 @@ class Worker:
     def _drain(self) -> None:
         completions = self.completions
         touched = self._touched
+        status = self.status
         while completions:
-            part, done, failed, ended = completions.popleft()
+            part, done, failed, ended, ok = completions.popleft()
             if ended:
                 part.tasks -= 1
+            if ok and status is not None:
+                # Even for a partition gone meanwhile: these handlers did return.
+                status.succeeded(part, ok)
             if part.gone:
                 continue
             if done:
