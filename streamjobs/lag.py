@@ -33,6 +33,7 @@ from .scan import (
     Range,
     TopicNotFound,
     admin_client,
+    check_reachable,
     committed,
     group_call,
     partitions_of,
@@ -132,6 +133,7 @@ class TierBacklog:
 def list_groups(config: KafkaConfig, *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
     """Ids of every consumer group the cluster knows, sorted."""
     admin = admin_client(config)
+    check_reachable(admin, config, timeout)
 
     def call() -> object:
         return admin.list_consumer_groups(request_timeout=timeout).result()
@@ -144,7 +146,9 @@ def group_lag(config: KafkaConfig, group: str, *, timeout: float = DEFAULT_TIMEO
               admin: AdminClient | None = None) -> GroupLag:
     """State, members and per-partition lag of ``group``; GroupNotFound when it has neither
     members nor committed offsets."""
-    admin = admin or admin_client(config)
+    if admin is None:
+        admin = admin_client(config)
+        check_reachable(admin, config, timeout)
     state, members = _describe(admin, group, timeout)
     offsets = committed(admin, group, timeout)
     if not members and not offsets and state in ("dead", "unknown"):

@@ -35,6 +35,7 @@ __all__ = [
     "Range",
     "TopicNotFound",
     "admin_client",
+    "check_reachable",
     "committed",
     "group_call",
     "offsets_for_time",
@@ -75,6 +76,18 @@ def admin_client(config: KafkaConfig) -> AdminClient:
 def _unavailable(config: KafkaConfig, exc: BaseException) -> BrokerUnavailable:
     return BrokerUnavailable(f"Kafka at {config.bootstrap_servers} unreachable: {exc}",
                              code="_TRANSPORT")
+
+
+def check_reachable(admin: AdminClient, config: KafkaConfig,
+                    timeout: float = DEFAULT_TIMEOUT) -> None:
+    """BrokerUnavailable unless a broker answers a metadata request within ``timeout``: some
+    admin calls (listing groups) answer "nothing" rather than fail when none does."""
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise _unavailable(config, exc) from None
+    if not md.brokers:
+        raise _unavailable(config, RuntimeError("no broker in metadata"))
 
 
 def partitions_of(admin: AdminClient, config: KafkaConfig, topic: str,

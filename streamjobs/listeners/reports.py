@@ -135,13 +135,18 @@ class ReportListener:
     def worker_id(self) -> str | None:
         return None if self._group is None else worker_id(self._host, self._pid, self._group)
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Job type -> outcome -> jobs so far."""
+        with self._lock:
+            return {t: dict(zip(OUTCOMES, c, strict=True)) for t, c in self._counts.items()}
+
     def report(self, *, stopped: bool = False) -> WorkerReport | None:
         """This worker's report now (None before it started)."""
         wid = self.worker_id
         if wid is None or self._group is None:
             return None
+        counters = self.counts()
         with self._lock:
-            counters = {t: dict(zip(OUTCOMES, c, strict=True)) for t, c in self._counts.items()}
             assigned = tuple(sorted(self._assigned))
         return WorkerReport(wid, self._group, self._host, self._pid, int(self._clock() * 1000),
                             self._started_ms, self._in_flight, counters, assigned, stopped)
