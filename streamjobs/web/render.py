@@ -61,7 +61,8 @@ _env.filters.update(ts=_ts, ago=_ago, pretty=_json,
 def _context(request: Request, ctx: dict[str, Any]) -> dict[str, Any]:
     w = web(request)
     root = request.scope.get("root_path", "").rstrip("/")
-    return {"request": request, "root": root, "settings": w.settings,
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return {"request": request, "root": root, "here": here, "settings": w.settings,
             "logged_in": w.guard.logged_in(request), "csrf": w.guard.csrf_token(request),
             "actions": w.settings.actions_enabled, **ctx}
 

@@ -14,6 +14,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from tests.kafka.web_support import (
+    JOB_TYPE,
     SCHEMAS,
     TOKEN,
     Dashboard,
@@ -78,7 +79,7 @@ def test_failing_job_retries_dies_and_is_reprocessed_from_the_page(
     eventually(lambda: state(driver) == "dead", 40, "'dead'", driver)
     shot(driver, "job-dead")
 
-    driver.get(f"{dash.base}/dead-letters?topic={dash.prefix}tasks.dlq")
+    driver.get(f"{dash.base}/dead-letters?topic={dash.dlq}")
     assert not driver.find_elements(By.ID, "preview"), "actions offered before logging in"
     log_in(driver, dash, TOKEN)
     assert "/dead-letters" in driver.current_url
@@ -100,7 +101,7 @@ def test_failing_job_retries_dies_and_is_reprocessed_from_the_page(
     timeline = text_of(driver, "table.timeline")
     assert "dead" in timeline and "succeeded" in timeline
     # Back on the list, the dead letter is marked and cannot be picked again.
-    driver.get(f"{dash.base}/dead-letters?topic={dash.prefix}tasks.dlq")
+    driver.get(f"{dash.base}/dead-letters?topic={dash.dlq}")
     assert driver.find_element(By.XPATH, f"{row}//input[@name='ref']").get_attribute("disabled")
     assert "reprocessed" in driver.find_element(By.XPATH, row).text
 
@@ -108,12 +109,12 @@ def test_failing_job_retries_dies_and_is_reprocessed_from_the_page(
 def test_wrong_or_missing_token_is_refused(dash: Dashboard, driver: webdriver.Chrome) -> None:
     """Without a session, or with a wrong token, nothing can be changed."""
     driver.delete_all_cookies()
-    driver.get(f"{dash.base}/dead-letters?topic={dash.prefix}tasks.dlq")
+    driver.get(f"{dash.base}/dead-letters?topic={dash.dlq}")
     status = driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         const body = new URLSearchParams({scope: "matching", topic: arguments[0]});
         fetch(arguments[1] + "/dead-letters/reprocess", {method: "POST", body})
-          .then(r => done(r.status));""", f"{dash.prefix}tasks", dash.base)
+          .then(r => done(r.status));""", dash.dlq, dash.base)
     assert status == 403
     log_in(driver, dash, "not-the-token")
     assert "Wrong access token" in text_of(driver, "#error")
@@ -132,11 +133,11 @@ def test_script_payload_and_key_show_as_text(dash: Dashboard,
     """A payload and a key holding markup are shown as text, never run."""
     evil = "<script>window.__xss = 1</script>"
     key = f"<img src=x onerror=window.__xss2=1>{uuid.uuid4().hex[:4]}"
-    r = dash.cli("emit", "task", "--json",
+    r = dash.cli("emit", JOB_TYPE, "--json",
                  json.dumps({"id": evil, "key": key, "fail": "permanent", "fail_attempts": 9}),
                  "--schemas", str(SCHEMAS))
     assert r.returncode == 0, r.stderr
-    driver.get(f"{dash.base}/dead-letters?topic={dash.prefix}tasks.dlq")
+    driver.get(f"{dash.base}/dead-letters?topic={dash.dlq}")
 
     driver.find_element(By.NAME, "key").send_keys(key)
     navigate(driver, driver.find_element(By.CSS_SELECTOR, "#filters button"))
@@ -163,7 +164,7 @@ def test_replay_shows_the_plan_and_refuses_an_active_group(
     """Replay shows nothing but a refusal while the group's worker is connected."""
     driver.get(f"{dash.base}/replay")
     driver.find_element(By.NAME, "group").send_keys(dash.group)
-    driver.find_element(By.NAME, "topics").send_keys(f"{dash.prefix}tasks")
+    driver.find_element(By.NAME, "topics").send_keys(f"{dash.prefix}stasks")
     Select(driver.find_element(By.NAME, "mode")).select_by_value("to_earliest")
     navigate(driver, driver.find_element(By.ID, "show-plan"))
     assert "is active" in text_of(driver, "#refused")
@@ -199,7 +200,7 @@ def test_overview_shows_rates_groups_and_dead_letters(dash: Dashboard,
     def complete() -> bool:
         text = text_of(driver, "#overview")
         return dash.group in text and "permanent_error" in text and "task" in text \
-            and f"{dash.prefix}tasks" in text
+            and dash.dlq in text
 
     eventually(complete, 45, "the overview figures", driver)
     shot(driver, "overview")

@@ -27,8 +27,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import BOOTSTRAP, ROOT, Proc, streamjobs_exe
 from tests.ports import free_port_block
 
-SCHEMAS = ROOT / "tests" / "apps" / "schemas"
-APP = "tests.apps.tasks:app"
+# Job type "stask" records every status transition (the catalogue's status = "all").
+SCHEMAS = ROOT / "tests" / "apps" / "status_schemas"
+APP = "tests.apps.status_tasks:app"
+JOB_TYPE = "stask"
 SHOTS = ROOT / ".streamjobs" / "screenshots"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CHROMIUM = "/usr/bin/chromium"
@@ -53,9 +55,13 @@ class Dashboard:
         self.procs.append(p)
         return p
 
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}stasks.dlq"
+
     def emit(self, **payload: object) -> str:
         body = {"id": uuid.uuid4().hex[:8], "key": "k", **payload}
-        r = self.cli("emit", "task", "--json", json.dumps(body), "--schemas", str(SCHEMAS))
+        r = self.cli("emit", JOB_TYPE, "--json", json.dumps(body), "--schemas", str(SCHEMAS))
         assert r.returncode == 0, r.stderr
         return r.stdout.strip().splitlines()[-1]
 
