@@ -13,6 +13,9 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
+from streamjobs.config import KafkaConfig
+from streamjobs.lag import group_lag
+from tests.conftest import BOOTSTRAP
 from tests.kafka.web_support import (
     JOB_TYPE,
     SCHEMAS,
@@ -170,6 +173,42 @@ def test_replay_shows_the_plan_and_refuses_an_active_group(
     assert "is active" in text_of(driver, "#refused")
     assert not driver.find_elements(By.ID, "confirm")
     shot(driver, "replay-refused")
+
+
+def test_replay_plan_then_confirm_moves_a_stopped_groups_offsets(
+        dash: Dashboard, driver: webdriver.Chrome) -> None:
+    """For a group with no members the plan is shown first (nothing moves), and only the
+    confirmation, logged in, moves the offsets."""
+    group = f"{dash.prefix}stopped"
+    topic = f"{dash.prefix}stasks"
+    for _ in range(2):
+        dash.emit()
+    r = dash.cli("replay", "offsets", "--group", group, "--topic", topic, "--to-latest",
+                 "--execute")
+    assert r.returncode == 0, r.stderr
+    ends = _committed(dash, group)
+    assert sum(ends.values()) >= 2
+
+    driver.get(f"{dash.base}/replay")
+    if driver.find_elements(By.LINK_TEXT, "Log in"):
+        log_in(driver, dash, TOKEN)
+        driver.get(f"{dash.base}/replay")
+    driver.find_element(By.NAME, "group").send_keys(group)
+    driver.find_element(By.NAME, "topics").send_keys(topic)
+    Select(driver.find_element(By.NAME, "mode")).select_by_value("to_earliest")
+    navigate(driver, driver.find_element(By.ID, "show-plan"))
+    assert f"{sum(ends.values())} job(s) would run again" in driver.find_element(
+        By.CSS_SELECTOR, "main .card h2").text
+    assert _committed(dash, group) == ends, "the plan moved offsets"
+    shot(driver, "replay-plan")
+    navigate(driver, driver.find_element(By.ID, "confirm"))
+    assert "Offsets moved" in text_of(driver, "#outcome")
+    assert set(_committed(dash, group).values()) == {0}
+
+
+def _committed(dash: Dashboard, group: str) -> dict[int, int]:
+    lag = group_lag(KafkaConfig(bootstrap_servers=BOOTSTRAP), group)
+    return {p.partition: p.committed or 0 for p in lag.partitions}
 
 
 def test_served_under_a_path_prefix(dash: Dashboard, driver: webdriver.Chrome) -> None:
