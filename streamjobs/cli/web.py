@@ -69,8 +69,11 @@ def command(kafka: KafkaConfig, host: str, port: int, read_only: bool, root_path
         catalogue = None
     sources = Sources.open(kafka, catalogue, prefix=prefix, groups=groups)
     app = create_app(settings, sources)
+    sources.start()  # here, so a broker error is one line (exit 4), not a server traceback
+    for warning in sources.warnings:
+        click.echo(f"warning: {warning}", err=True)
     mode = "read-only" if read_only else "actions on" if settings.token else \
-        "view only (no STREAMJOBS_WEB_TOKEN)"
+        "view only: no STREAMJOBS_WEB_TOKEN"
     click.echo(f"streamjobs web: http://{host}:{port}{settings.root_path}/ ({mode})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 proxy_headers=True, forwarded_allow_ips="127.0.0.1", timeout_graceful_shutdown=3)

@@ -64,17 +64,20 @@ class _Counted:
 
 
 def create_app(settings: WebSettings, sources: Sources) -> Starlette:
-    """The dashboard; starting it starts ``sources`` (index, reports) and closes them at exit."""
+    """The dashboard; serving it starts ``sources`` (index, reports), unless the caller did,
+    and closes them at exit."""
     live = Broadcaster()
     metrics = WebMetrics(sources.index.stats, lambda: sources.index.ready, lambda: live.clients)
     state = WebState(settings, sources,
                      Guard(settings.token, actions_enabled=settings.actions_enabled), live,
                      metrics)
 
+    # Subscribed before the index starts, so that no update is missed.
+    unsubscribe = sources.index.subscribe(live.publish)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        unsubscribe = sources.index.subscribe(live.publish)
-        sources.start()
+        sources.start()  # a no-op when the caller started them already
         try:
             yield
         finally:

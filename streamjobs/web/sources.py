@@ -56,6 +56,8 @@ class Sources:
     index: Index
     reports: Reports | None
     groups: tuple[str, ...] = ()  # shown even when no worker of theirs reports
+    warnings: list[str] = field(default_factory=list)  # shown on the overview
+    _started: bool = field(default=False, repr=False)
     _cache: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -75,9 +77,19 @@ class Sources:
         return Codec(self.catalogue) if self.catalogue is not None else None
 
     def start(self) -> None:
+        """Start following the topics (once). The index waits for a missing status topic by
+        itself; without the reports topic the overview says so and shows no rates."""
+        if self._started:
+            return
+        self._started = True
         self.index.start()
         if self.reports is not None:
-            self.reports.start()
+            try:
+                self.reports.start()
+            except TopicNotFound as exc:
+                self.warnings.append(f"{exc}: no worker reports (rates, workers) until it "
+                                     f"exists; create it with `streamjobs topics apply`")
+                self.reports = None
 
     def close(self) -> None:
         self.index.close()
@@ -113,6 +125,10 @@ class Sources:
                 tiers.extend(self.wait_backlog(g))
             except StreamjobsError as exc:
                 errors.append(f"group {g}: {exc}")
+        errors = [*self.warnings, *errors]
+        index_error = self.index.stats().get("error")
+        if index_error:
+            errors.append(f"status index: {index_error}")
         return {"rates": rates, "workers": workers, "in_flight": in_flight, "groups": lags,
                 "tiers": tiers, "dead_letters": self.dead_letter_stats(errors),
                 "index": self.index.stats(), "errors": errors,
