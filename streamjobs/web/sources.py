@@ -18,7 +18,7 @@ from .. import dlq
 from ..catalogue import Catalogue
 from ..codec import Codec
 from ..config import KafkaConfig
-from ..errors import StreamjobsError
+from ..errors import BrokerUnavailable, StreamjobsError
 from ..reprocess import load_progress
 from ..scan import TopicNotFound
 
@@ -84,12 +84,25 @@ class Sources:
         self._started = True
         self.index.start()
         if self.reports is not None:
+            self._start_reports(self.reports)
+
+    def _start_reports(self, reports: Reports, attempts: int = 8) -> None:
+        # A topic just created answers "not leader" for a moment: retry that, not the rest.
+        for attempt in range(attempts):
             try:
-                self.reports.start()
+                reports.start()
+                return
             except TopicNotFound as exc:
-                self.warnings.append(f"{exc}: no worker reports (rates, workers) until it "
-                                     f"exists; create it with `streamjobs topics apply`")
-                self.reports = None
+                problem = f"{exc}: create it with `streamjobs topics apply`"
+                break
+            except BrokerUnavailable:
+                raise
+            except StreamjobsError as exc:
+                problem = str(exc)
+                if attempt + 1 < attempts:
+                    time.sleep(0.25 * (attempt + 1))
+        self.warnings.append(f"no worker reports (rates, workers): {problem}")
+        self.reports = None
 
     def close(self) -> None:
         self.index.close()
