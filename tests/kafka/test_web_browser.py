@@ -243,3 +243,7 @@ def test_overview_shows_rates_groups_and_dead_letters(dash: Dashboard,
 
     eventually(complete, 45, "the overview figures", driver)
     shot(driver, "overview")
+    navigate(driver, driver.find_element(By.LINK_TEXT, "Jobs"))
+    navigate(driver, driver.find_element(By.LINK_TEXT, "dead"))
+    assert "dead" in text_of(driver, "main table")
+    shot(driver, "jobs")
