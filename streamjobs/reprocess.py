@@ -33,8 +33,6 @@ from .codec import Codec
 from .config import KafkaConfig
 from .dlq import DeadLetter, Filter, read, revalidate
 from .errors import KafkaError
-from .status.record import Transition
-from .status.writer import StatusWriter
 from .scan import (
     Range,
     TopicNotFound,
@@ -44,6 +42,8 @@ from .scan import (
     topic_exists,
     watermarks,
 )
+from .status.record import Transition
+from .status.writer import StatusWriter
 
 __all__ = ["Item", "Report", "Reprocessor", "load_progress", "progress_topic"]
 
