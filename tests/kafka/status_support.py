@@ -5,7 +5,6 @@ in-process worker and status look-ups."""
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -68,7 +67,9 @@ class StatusEnv:
     def cli_env(self, **extra: str) -> dict[str, str]:
         return {"STREAMJOBS_TOPIC_PREFIX": self.prefix, "STREAMJOBS_SCHEMAS": str(SCHEMAS),
                 "STREAMJOBS_METRICS_PORT": "0", "STREAMJOBS_LOG_LEVEL": "warning",
-                "STREAMJOBS_GROUP_ID": f"{self.prefix}group", **extra}
+                # Not the in-process workers' group: a worker the test kills must not hold up
+                # their joins until its session times out.
+                "STREAMJOBS_GROUP_ID": f"{self.prefix}cli-group", **extra}
 
 
 @contextlib.contextmanager
@@ -120,7 +121,3 @@ class InProcessWorker:
         assert not self.thread.is_alive(), "worker did not stop"
         if self.error is not None:
             raise self.error
-
-
-def env_vars() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("STREAMJOBS_")}
