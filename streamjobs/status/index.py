@@ -22,8 +22,8 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from ..config import KafkaConfig
 from ..errors import StreamjobsError
 from ..scan import admin_client, partitions_of, reader
-from .record import FINAL, STATES, decode, job_id_of
-from .timeline import JobStatus, fold
+from .record import ENQUEUED, FINAL, STATES, decode, job_id_of
+from .timeline import JobStatus, fold, place
 
 __all__ = ["StatusIndex"]
 
@@ -234,10 +234,25 @@ def _fold_raw(old: Entry, state: str, job_type: str, value: bytes) -> Entry:
         if blob.startswith(b'{"state":"emitted"') or b'\n{"state":"emitted"' in blob:
             return old
         return old_state, job_type, value + b"\n" + blob
+    if state in ENQUEUED:
+        return _insert(old, job_type, value)
     if old_state == "dead" and state == "dead":
         cut = blob.rfind(b"\n")
         return state, job_type, (blob[:cut + 1] + value) if cut >= 0 else value
     return state, job_type, blob + b"\n" + value
+
+
+def _insert(old: Entry, job_type: str, value: bytes) -> Entry:
+    """A ``reprocessed``/``replayed`` value placed as ``timeline.place`` says (rare: decode)."""
+    got = decode(value)
+    lines = old[2].split(b"\n")
+    steps = [t for line in lines if (d := decode(line)) is not None for t in (d[1],)]
+    if got is None or got[1] in steps:
+        return old
+    i = place(steps, got[1]) if len(steps) == len(lines) else len(lines)
+    lines.insert(i, value)
+    last = _parse(lines[-1])
+    return (last[0] if last is not None else old[0]), job_type, b"\n".join(lines)
 
 
 def _status(job_id: str, entry: Entry) -> JobStatus:

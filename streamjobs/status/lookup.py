@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, KafkaError
 from ..scan import admin_client, offsets_for_time, partitions_of, reader, watermarks
-from .record import EMITTED_SUFFIX, decode, partition_for
+from .record import decode, partition_for, record_keys
 from .timeline import JobStatus, fold
 
 __all__ = ["SKEW_MS", "Follower", "created_ms", "lookup", "watch"]
@@ -52,7 +52,7 @@ class Follower:
         self.job_id = job_id
         self.topic = topic
         self.status: JobStatus | None = None
-        self._keys = {job_id.encode("utf-8"), (job_id + EMITTED_SUFFIX).encode("utf-8")}
+        self._keys = record_keys(job_id)
         admin = admin_client(config)
         parts = partitions_of(admin, config, topic, timeout)
         self.partition = partition_for(job_id, len(parts))

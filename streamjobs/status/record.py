@@ -8,12 +8,13 @@ Topic ``<prefix>streamjobs.status``; key = the job id (UTF-8); value = one JSON 
      "topic": "demo.emails.retry.10s", "due_at": 1764500010123}
 
 Keys with no value are left out. ``topic``/``partition``/``offset`` say where the job's record
-sits now (job topic, wait tier, or dead-letter topic). ``emitted`` records are keyed
-``<job id>/emitted``: the emitter's producer is not the worker's, so its record may reach the
-topic after the worker's first; a key of its own keeps compaction from dropping a later state
-in favour of it. Every record of a job goes to the partition ``partition_for`` computes from
-the id (CRC-32 mod partitions), so a reader finds a job's partition without librdkafka's
-partitioner. See docs/status.md.
+sits now (job topic, wait tier, or dead-letter topic). Records of the steps that put a job in a
+queue from outside the worker (``emitted``, ``reprocessed``, ``replayed``) are keyed
+``<job id>/<state>``: their producer is not the worker's, so such a record may reach the topic
+after the worker's next one; a key of its own keeps compaction from dropping the later state in
+favour of it (``timeline`` places them by time). Every record of a job goes to the partition
+``partition_for`` computes from the id (CRC-32 mod partitions), so a reader finds a job's
+partition without librdkafka's partitioner. See docs/status.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import orjson
 
 __all__ = [
     "EMITTED_SUFFIX",
+    "ENQUEUED",
     "FINAL",
     "MODES",
     "STATES",
@@ -36,6 +38,7 @@ __all__ = [
     "job_id_of",
     "partition_for",
     "record_key",
+    "record_keys",
     "status_topic",
 ]
 
@@ -45,6 +48,9 @@ FINAL = frozenset({"succeeded", "dead"})
 MODES = ("all", "failures", "none")
 STATUS_TOPIC = "streamjobs.status"
 EMITTED_SUFFIX = "/emitted"
+# Written by emit, dlq reprocess and replay range, not by the worker.
+ENQUEUED = frozenset({"emitted", "reprocessed", "replayed"})
+_SUFFIXES = tuple(f"/{s}" for s in sorted(ENQUEUED))
 _STATES = frozenset(STATES)
 
 
@@ -60,12 +66,19 @@ def partition_for(job_id: str | bytes, partitions: int) -> int:
 
 
 def record_key(job_id: str, state: str) -> bytes:
-    return (job_id + EMITTED_SUFFIX if state == "emitted" else job_id).encode("utf-8")
+    return (f"{job_id}/{state}" if state in ENQUEUED else job_id).encode("utf-8")
+
+
+def record_keys(job_id: str) -> frozenset[bytes]:
+    """Every key the records of ``job_id`` may have."""
+    return frozenset(record_key(job_id, s) for s in ("started", *ENQUEUED))
 
 
 def job_id_of(key: bytes) -> str:
     text = key.decode("utf-8", "replace")
-    return text[: -len(EMITTED_SUFFIX)] if text.endswith(EMITTED_SUFFIX) else text
+    if text.endswith(_SUFFIXES):
+        return text[: text.rindex("/")]
+    return text
 
 
 @dataclass(frozen=True, slots=True)

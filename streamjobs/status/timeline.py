@@ -5,6 +5,8 @@ Rules (one place, used by the index, ``lookup`` and ``watch``):
 - records are applied in log order (all of a job's records share one partition);
 - ``emitted`` goes first in the timeline whenever it arrives, and is the state only while the
   job has no other transition (the emitter's record may land after the worker's);
+- ``reprocessed`` and ``replayed`` go after the last transition not later than they are (by
+  ``at_ms``): the worker may record the re-run before the tool's record lands;
 - a ``dead`` right after ``dead`` replaces it: the worker writes the dead-letter transition with
   the dead-letter record, then once more with its partition and offset when the broker has
   acknowledged it;
@@ -17,9 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .record import FINAL, Transition
+from .record import ENQUEUED, FINAL, Transition
 
-__all__ = ["JobStatus", "fold"]
+__all__ = ["JobStatus", "fold", "fold_all", "place"]
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,24 @@ def fold(current: JobStatus | None, job_id: str, job_type: str, t: Transition) -
             return current
         steps = (t, *steps)
         return JobStatus(job_id, job_type, steps[-1].state, steps)
+    if t.state in ENQUEUED:
+        if t in steps:
+            return current
+        i = place(steps, t)
+        steps = (*steps[:i], t, *steps[i:])
+        return JobStatus(job_id, job_type, steps[-1].state, steps)
     merge = steps[-1].state == "dead" and t.state == "dead"
     steps = (*steps[:-1], t) if merge else (*steps, t)
     return JobStatus(job_id, job_type, t.state, steps)
+
+
+def place(steps: tuple[Transition, ...] | list[Transition], t: Transition) -> int:
+    """Where a ``reprocessed``/``replayed`` transition goes: after the worker's transitions
+    not later than it."""
+    i = len(steps)
+    while i > 0 and steps[i - 1].at_ms > t.at_ms and steps[i - 1].state not in ENQUEUED:
+        i -= 1
+    return i
 
 
 def fold_all(job_id: str, records: Iterable[tuple[str, Transition]]) -> JobStatus | None:

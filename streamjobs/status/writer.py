@@ -51,6 +51,16 @@ class StatusWriter:
             self.client.produce(self.topic, value, key, partition=partition,
                                 on_delivery=on_delivery)
 
+    def send(self, job_id: str, job_type: str, t: Transition) -> None:
+        """``write``, waiting (polling the client) while its local queue is full: for the
+        command-line tools, which have no loop of their own to come back to."""
+        while True:
+            try:
+                self.write(job_id, job_type, t)
+                return
+            except BufferError:
+                self.client.poll(0.1)
+
     def emitted_head(self, job_type: str, topic: str) -> bytes:
         """The start of an ``emitted`` value, for ``emitted_value`` (emit's hot path)."""
         return orjson.dumps({"state": "emitted", "type": job_type, "topic": topic})[:-1]

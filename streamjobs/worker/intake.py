@@ -200,7 +200,8 @@ class Intake:
                     except Exception:
                         payload = None  # _decode below finds out what is wrong
                     if payload is not None:
-                        jobs.append(RecordContext(m, part, route, offset, 1, payload, c))
+                        jobs.append(RecordContext(m, part, route, offset, 1, payload, c,
+                                                  id_b))
                         offs.append(offset)
                         continue
             # Slow path: the tracker gets what this batch took so far, then this offset.
@@ -283,7 +284,7 @@ class Intake:
                     payload = None
         if payload is None:
             payload = self._decode_payload(value, route, attempt)
-        return RecordContext(m, part, route, offset, attempt, payload, c)
+        return RecordContext(m, part, route, offset, attempt, payload, c, id_b)
 
     def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
         try:

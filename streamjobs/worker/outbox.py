@@ -1,4 +1,5 @@
-"""The worker's producer: retry, re-wait and dead-letter records, and status records.
+"""The worker's producer: retry, re-wait and dead-letter records (and the status records
+acknowledged with them).
 
 Idempotent, ``acks=all``. A failed record's offset is finished only when the broker
 acknowledges the record that carries it on; the delivery callback runs on the poll thread
@@ -6,9 +7,6 @@ acknowledges the record that carries it on; the delivery callback runs on the po
 the broker refused is sent again after a pause, and one reported delivered without an offset
 (librdkafka's implicit ack, see ``_delivery.unconfirmed``) at once: the partition's watermark
 waits for it rather than losing the job.
-
-``post`` is for records nothing waits on (the worker's ``succeeded`` status records): no
-delivery callback, and a full local queue keeps them for the next ``poll`` instead of blocking.
 """
 
 from __future__ import annotations
@@ -51,7 +49,6 @@ class Outbox:
         self.producer = KafkaProducer(conf)
         self._deferred: list[tuple[float, int, Outgoing]] = []
         self._seq = itertools.count()
-        self._loose: list[tuple[str, int, bytes, bytes]] = []  # posts the queue refused
         self.pending = 0
 
     def send(self, out: Outgoing) -> None:
@@ -86,48 +83,20 @@ class Outbox:
                        out.topic, exc, RESEND_AFTER)
             self._defer(out, RESEND_AFTER)
 
-    def post(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
-        """Produce a record nobody waits for (librdkafka retries it; a full local queue
-        keeps it for the next ``poll``)."""
-        if self._loose:
-            self._loose.append((topic, partition, key, value))
-            return
-        try:
-            self.producer.produce(topic, value, key, partition=partition)
-        except BufferError:
-            self._loose.append((topic, partition, key, value))
-        except KafkaException as exc:
-            _log.warning("could not produce to %s (%s); record dropped", topic, exc)
-
-    def _post_loose(self) -> None:
-        loose, self._loose = self._loose, []
-        for i, (topic, partition, key, value) in enumerate(loose):
-            try:
-                self.producer.produce(topic, value, key, partition=partition)
-            except BufferError:
-                self._loose = loose[i:] + self._loose
-                return
-            except KafkaException as exc:
-                _log.warning("could not produce to %s (%s); record dropped", topic, exc)
-
     def _defer(self, out: Outgoing, delay: float) -> None:
         heapq.heappush(self._deferred, (time.monotonic() + delay, next(self._seq), out))
 
     def poll(self, timeout: float = 0.0) -> None:
         """Serve delivery callbacks and resend deferred records that are due."""
         self.producer.poll(timeout)
-        if self._loose:
-            self._post_loose()
         if self._deferred:
             now = time.monotonic()
             while self._deferred and self._deferred[0][0] <= now:
                 self._produce(heapq.heappop(self._deferred)[2])
 
     def flush(self, timeout: float) -> int:
-        """Wait up to ``timeout`` for outstanding records (posts too); returns how many of
-        those waited on are left."""
+        """Wait up to ``timeout`` for outstanding records; returns how many are left."""
         deadline = time.monotonic() + timeout
-        while (self.pending or self._loose) and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline:
             self.poll(0.05)
-        self.producer.flush(max(0.0, deadline - time.monotonic()))
         return self.pending

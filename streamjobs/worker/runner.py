@@ -182,7 +182,9 @@ class Worker:
         if modes <= {"none"}:
             return
         prefix = self.app.topic_prefix + self.app.catalogue.topic_prefix
-        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname())
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(),
+                                             {**self.kafka.client_settings(),
+                                              "error_cb": self.broker.on_error})
         if self.status is not None and "all" in modes:
             self.executor.record_ok = self.executor.track_running = True
 
@@ -203,7 +205,8 @@ class Worker:
         now = time.monotonic()
         alive_at = lag_at = burst_at = sample_at = 0.0
         executor = self.executor
-        sampling = self.status is not None and executor.track_running
+        status = self.status
+        sampling = status is not None and executor.track_running
         started = now
         last_inflight = -1
         while self.stop_reason is None:
@@ -224,8 +227,8 @@ class Worker:
                     self.bus.emit(InFlightChanged(self.in_flight))
             if sampling and now - sample_at >= SAMPLE_EVERY:
                 sample_at = now
-                assert self.status is not None
-                self.status.sample([*executor.running, *list(executor.running_async)])
+                assert status is not None
+                status.sample([*executor.running, *list(executor.running_async)])
             if now - lag_at >= LAG_EVERY:
                 lag_at = now
                 if self.bus.wants(LagSampled):
@@ -252,6 +255,8 @@ class Worker:
                 if msgs:
                     intake.take(msgs, max_in_flight)
             outbox.poll(0)
+            if status is not None:
+                status.poll()
 
     def _fetch(self, n: int, timeout: float) -> list[Any]:
         # consume(n, t) waits for n records or t; poll(t) returns on the first record. So: take
@@ -486,6 +491,8 @@ class Worker:
                 self._commit(asynchronous=False)
             if self.outbox is not None:
                 self.outbox.flush(max(1.0, deadline - time.monotonic()))
+            if self.status is not None:
+                self.status.flush(max(1.0, deadline - time.monotonic()))
         finally:
             for consumer in self._consumers():
                 consumer.close()  # leaves the group

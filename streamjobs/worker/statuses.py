@@ -3,8 +3,9 @@
 Which types write what is the catalogue's ``status`` setting (docs/status.md):
 
 - ``succeeded`` (``all`` types): after the handler returned, for the successes of a finished
-  chunk, fire-and-forget: a commit never waits for them, the poll loop never blocks on them
-  (a full local queue defers them to the next loop turn);
+  chunk, fire-and-forget through a producer of their own (no delivery report unless one
+  failed, lz4 batches): a commit never waits for them, the poll loop never blocks on them (a
+  full local queue keeps them for the next loop turn);
 - ``started`` (``all`` types): only for a job still running ``STARTED_AFTER`` seconds after the
   sampler first saw it (compaction keeps a job's last record only, so a fast job needs none);
 - ``retrying`` / ``dead`` (``all`` and ``failures`` types): built with the retry or dead-letter
@@ -12,8 +13,9 @@ Which types write what is the catalogue's ``status`` setting (docs/status.md):
   finished; once the dead-letter record is acknowledged, ``dead`` once more with its partition
   and offset (fire-and-forget).
 
-All of a job's records go through this one producer to the one status partition of its id, so
-they reach the topic in the order they were written.
+A job's records go to the one status partition of its id. The fire-and-forget ones share a
+producer, so they keep their order; a ``succeeded`` that follows a ``retrying`` comes from a run
+that only started once the retry record, and the ``retrying`` with it, were acknowledged.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaException
+from confluent_kafka import Producer as KafkaProducer
 
-from .. import headers as h
+from .._delivery import PRODUCER_SETTINGS
 from ..status.record import Transition, encode, status_topic
 from .context import JobContext
 from .outbox import Outbox
@@ -37,21 +41,27 @@ __all__ = ["STARTED_AFTER", "StatusRecorder"]
 _log = logging.getLogger("streamjobs.worker")
 STARTED_AFTER = 1.0  # seconds a job runs before a ``started`` record is worth writing
 SAMPLE_EVERY = 0.5
-_ID = h.JOB_ID
 
 
 class StatusRecorder:
-    def __init__(self, outbox: Outbox, topic: str, partitions: int, host: str) -> None:
+    def __init__(self, outbox: Outbox, topic: str, partitions: int, host: str,
+                 settings: dict[str, Any]) -> None:
         self.outbox = outbox
         self.topic = topic
         self.partitions = partitions
         self.host = host
+        self.producer = KafkaProducer({
+            **PRODUCER_SETTINGS, "linger.ms": 20, "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+            "delivery.report.only.error": True, "on_delivery": _on_error, **settings})
+        self._loose: list[tuple[int, bytes, bytes]] = []  # refused by a full local queue
         self._heads: dict[tuple[Route, str, int], bytes] = {}
         # id(ctx) -> (ctx, first seen (monotonic), first seen (ms), started written)
         self._seen: dict[int, tuple[JobContext, float, int, bool]] = {}
 
     @classmethod
-    def connect(cls, outbox: Outbox, prefix: str, meta: Any, host: str) -> StatusRecorder | None:
+    def connect(cls, outbox: Outbox, prefix: str, meta: Any, host: str,
+                settings: dict[str, Any]) -> StatusRecorder | None:
         """A recorder for the status topic of ``prefix`` (``meta``: cluster metadata); None
         and a warning when the topic does not exist: jobs still run, unrecorded."""
         topic = status_topic(prefix)
@@ -60,7 +70,7 @@ class StatusRecorder:
             _log.warning("status topic %s does not exist (create it with `streamjobs topics "
                          "apply`); job status is not recorded", topic)
             return None
-        return cls(outbox, topic, len(tmeta.partitions), host)
+        return cls(outbox, topic, len(tmeta.partitions), host, settings)
 
     def partition(self, id_b: bytes) -> int:
         return zlib.crc32(id_b) % self.partitions
@@ -69,24 +79,33 @@ class StatusRecorder:
 
     def succeeded(self, part: Any, jobs: list[JobContext]) -> None:
         """``succeeded`` for the jobs of ``all`` types among ``jobs`` (one partition's)."""
-        at = int(time.time() * 1000)
+        at = b',"at":%d,"attempt":' % int(time.time() * 1000)
         heads = self._heads
-        post = self.outbox.post
+        produce = self.producer.produce
         topic, n = self.topic, self.partitions
         every = part.status_every
         last: Any = None
         head = b""
-        for ctx in jobs:
+        for i, ctx in enumerate(jobs):
             route = ctx._route  # type: ignore[attr-defined]
             if route is not last:
                 if not every and route.job.status != "all":
                     continue
                 last = route
                 key = (route, part.topic, part.partition)
-                head = heads.get(key) or self._head(key)
-            id_b = _id_bytes(ctx)
-            post(topic, zlib.crc32(id_b) % n, id_b,
-                 b'%s,"at":%d,"attempt":%d,"offset":%d}' % (head, at, ctx.attempt, ctx.offset))
+                head = (heads.get(key) or self._head(key)) + at
+            id_b = ctx._id  # type: ignore[attr-defined]
+            value = b'%s%d,"offset":%d}' % (head, ctx.attempt, ctx.offset)
+            if self._loose:
+                self._loose.append((zlib.crc32(id_b) % n, id_b, value))
+                continue
+            try:
+                produce(topic, value, id_b, partition=zlib.crc32(id_b) % n)
+            except BufferError:  # never wait here: the next loop turns send it
+                self._loose.append((zlib.crc32(id_b) % n, id_b, value))
+            except KafkaException as exc:
+                _log.warning("status of %d job(s) not recorded: %s", len(jobs) - i, exc)
+                return
 
     def _head(self, key: tuple[Route, str, int]) -> bytes:
         route, topic, partition = key
@@ -128,17 +147,34 @@ class StatusRecorder:
 
     def write(self, job_id: str, job_type: str, t: Transition) -> None:
         """Fire-and-forget."""
-        partition, key, value = self.record(job_id, job_type, t)
-        self.outbox.post(self.topic, partition, key, value)
+        self._loose.append(self.record(job_id, job_type, t))
+        self._send_loose()
+
+    def _send_loose(self) -> None:
+        loose, self._loose = self._loose, []
+        for i, (partition, key, value) in enumerate(loose):
+            try:
+                self.producer.produce(self.topic, value, key, partition=partition)
+            except BufferError:
+                self._loose = loose[i:] + self._loose
+                return
+            except KafkaException as exc:
+                _log.warning("status record of job %s not written: %s", key.decode(), exc)
+
+    def poll(self) -> None:
+        """Serve the producer (error reports only) and send what a full queue held back."""
+        self.producer.poll(0)
+        if self._loose:
+            self._send_loose()
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._loose and time.monotonic() < deadline:
+            self.producer.poll(0.05)
+            self._send_loose()
+        self.producer.flush(max(0.0, deadline - time.monotonic()))
 
 
-def _id_bytes(ctx: JobContext) -> bytes:
-    msg = getattr(ctx, "_msg", None)
-    if msg is not None:
-        found: bytes | None = None
-        for k, v in msg.headers() or ():
-            if k == _ID:
-                found = v
-        if found is not None:
-            return found
-    return ctx.job_id.encode("utf-8")
+def _on_error(err: Any, msg: Any) -> None:
+    if err is not None:  # delivery.report.only.error: only failures come here
+        _log.warning("status record not delivered to %s: %s", msg.topic(), err)
