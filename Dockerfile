@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# A streamjobs worker image. Build: docker build -t streamjobs .
+# A streamjobs image: the worker by default, the dashboard with `streamjobs web` as entrypoint.
+# Build: docker build -t streamjobs .
 # The project is built into wheels in a throw-away stage, so the runtime image carries no
 # compilers, caches or sources beyond the app modules and the schemas.
 
@@ -7,7 +8,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamjobs ./streamjobs
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# With the web extra: the same image runs the dashboard (docker-compose.yml, k8s/base/web.yaml).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[web]"
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

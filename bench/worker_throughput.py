@@ -112,7 +112,7 @@ def raw(conf: dict, topic: str, codec: Codec, n: int, headers: bool = False) -> 
 
 
 def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
-           listeners: bool, profile: str | None) -> float:
+           listeners: bool, profile: str | None, reports: bool = False) -> float:
     app = App(catalogue, name="bench", topic_prefix=pfx)
     counter = itertools.count()
     first = [0.0]
@@ -125,7 +125,9 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
     obs = None
     if listeners:
         from streamjobs.listeners import install_default_listeners
-        obs = install_default_listeners(bus, metrics_port=None)  # as `streamjobs worker`
+        # As `streamjobs worker`, which also publishes worker reports when ``reports``.
+        obs = install_default_listeners(bus, metrics_port=None, kafka=kafka if reports else None,
+                                        topic_prefix=pfx)
     w = Worker(app, WorkerSettings(concurrency=concurrency, consumer_config=FETCH,
                                    group_id=f"sjbench-{uuid.uuid4().hex}"), kafka, bus)
     done = [0.0]

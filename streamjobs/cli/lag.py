@@ -71,7 +71,7 @@ def _print_group(g: GroupLag, tiers: list[TierBacklog] | None) -> None:
         owner = g.owner(p.topic, p.partition)
         rows.append([p.topic, str(p.partition), "-" if p.committed is None else str(p.committed),
                      str(p.end), str(p.lag),
-                     f"{owner.client_id}/{owner.host}" if owner else "-"])
+                     f"{owner.client_id}@{owner.host.lstrip('/')}" if owner else "-"])
     if rows:
         click.echo("")
         for line in _table(["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"], rows,

@@ -149,7 +149,8 @@ class ReportListener:
         with self._lock:
             assigned = tuple(sorted(self._assigned))
         return WorkerReport(wid, self._group, self._host, self._pid, int(self._clock() * 1000),
-                            self._started_ms, self._in_flight, counters, assigned, stopped)
+                            self._started_ms, 0 if stopped else self._in_flight, counters,
+                            assigned, stopped)
 
     def _run(self) -> None:
         conf: dict[str, Any] = {**self.config.client_settings(), "linger.ms": 50,

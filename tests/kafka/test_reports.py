@@ -31,7 +31,8 @@ def test_a_worker_reports_its_counters_assignment_and_stop(
     """Rule: after N jobs succeed, M fail permanently and K fail once then succeed, the
     worker's report (keyed host:pid:group) says succeeded N+K, failed M+K, retried K, dead M,
     names its host, pid, group and the job topic's partitions among its assignment; on
-    SIGTERM it publishes a last report marked stopped, which `workers()` no longer lists."""
+    SIGTERM it publishes a last report marked stopped, with nothing in flight or assigned,
+    which `workers()` no longer lists."""
     env.create_topics("task")
     topic = make_topic(name=reports_topic(env.prefix), partitions=1,
                        config=dict(WORKERS_CONFIG))
@@ -64,7 +65,24 @@ def test_a_worker_reports_its_counters_assignment_and_stop(
         assert proc.wait(60) == 0, proc.output()
         wait_for(lambda: (r := _latest(view, proc.pid)) is not None and r.stopped, 20,
                  what="the stopped report")
-        assert _counts(_latest(view, proc.pid)) == expected
+        final = _latest(view, proc.pid)
+        assert _counts(final) == expected
+        assert final is not None and final.in_flight == 0 and final.assigned == ()
         assert view.workers() == []
     finally:
         view.close()
+
+
+def test_a_missing_reports_topic_costs_one_warning(env: Env, spawn_cli: SpawnCli) -> None:
+    """Rule: without the reports topic (`topics apply` not run) the worker says so once, in
+    one log line naming the topic and the command that creates it, and runs its jobs."""
+    env.create_topics("task")
+    ids = [env.emit() for _ in range(5)]
+    env.flush()
+    proc = spawn_cli("worker", APP, "--job-types", "task", env=env.cli_env())
+    wait_for(lambda: {x["id"] for x in env.lines()} >= set(ids), 45, what="the 5 jobs")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    out = proc.output()
+    warnings = [line for line in out.splitlines() if reports_topic(env.prefix) in line]
+    assert len(warnings) == 1 and "topics apply" in warnings[0], out

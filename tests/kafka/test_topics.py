@@ -61,10 +61,11 @@ def test_apply_is_idempotent_and_sets_topic_configs(kafka_config: KafkaConfig, t
     the job topic gets the catalogue's retention and partitions."""
     cat = Catalogue.load(write_catalogue(tmp_path / "schemas", unique, retention="2d"))
     first = topics.apply(kafka_config, cat)
-    # The status topic of an unprefixed catalogue is the shared `streamjobs.status`: another
-    # test may have created it already.
-    assert ({c.topic for c in first if c.role != "status"}
-            == {s.name for s in topics.desired_topics(cat) if s.role != "status"})
+    # The status and worker reports topics of an unprefixed catalogue are shared with every
+    # other test: they may exist already.
+    shared = {"status", "workers"}
+    assert ({c.topic for c in first if c.role not in shared}
+            == {s.name for s in topics.desired_topics(cat) if s.role not in shared})
     assert topics.apply(kafka_config, cat) == []
     job = f"{unique}.emails"
     assert _partitions(admin, job) == 2
@@ -119,3 +120,19 @@ def test_replication_factor_above_broker_count_is_a_clear_error(
     r = run_cli("topics", "apply", "--schemas", str(tmp_path / "s"))  # type: ignore[operator]
     assert r.returncode == 1 and "replication" in r.stderr and "Traceback" not in r.stderr
     assert not [t for t in admin.list_topics(timeout=10).topics if t.startswith(unique)]
+
+
+def test_worker_reports_topic_is_created_under_the_topic_prefix(
+        kafka_config: KafkaConfig, tmp_path: Path, unique: str, admin: AdminClient) -> None:
+    """Rule: plan lists `<prefix>streamjobs.workers` (role workers) for a prefixed catalogue and
+    apply creates it with one partition, compact,delete and an hour of retention; a second
+    plan has nothing to do."""
+    cat = Catalogue.load(write_catalogue(tmp_path / "s", "jobs"), topic_prefix=f"{unique}.")
+    name = f"{unique}.streamjobs.workers"
+    [change] = [c for c in topics.plan(kafka_config, cat) if c.topic == name]
+    assert (change.action, change.role, change.partitions) == ("create", "workers", 1)
+    topics.apply(kafka_config, cat)
+    assert _partitions(admin, name) == 1
+    cfg = _config(admin, name)
+    assert cfg["cleanup.policy"] == "compact,delete" and cfg["retention.ms"] == "3600000"
+    assert topics.plan(kafka_config, cat) == []

@@ -5,7 +5,9 @@ files exist. No Docker engine is needed: the files are parsed and compared with 
 from __future__ import annotations
 
 import base64
+import copy
 import importlib
+import json
 import re
 import shlex
 import urllib.request
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import jsonschema
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
@@ -29,6 +32,16 @@ from streamjobs.worker import App
 ROOT = Path(__file__).resolve().parents[2]
 # Variables the example app itself reads (examples/demo_app.py), not the CLI.
 APP_ENV = {"DEMO_STATE_DIR"}
+# The Compose Specification's JSON schema, vendored (compose-spec/compose-spec,
+# schema/compose-spec.json at 170098ba07d9, Apache-2.0): validated offline, no Docker needed.
+COMPOSE_SCHEMA = Path(__file__).resolve().parent / "deploy_schemas" / "compose-spec.json"
+# `streamjobs web`, as agreed between the branches (option -> variable). The token is read
+# from the environment only (never an option: it would show in a process list).
+WEB_TOKEN = "STREAMJOBS_WEB_TOKEN"
+WEB_CONTRACT = {"--host": "STREAMJOBS_WEB_HOST", "--port": "STREAMJOBS_WEB_PORT",
+                "--read-only": "STREAMJOBS_WEB_READ_ONLY",
+                "--root-path": "STREAMJOBS_WEB_ROOT_PATH", "--schemas": "STREAMJOBS_SCHEMAS",
+                "--topic-prefix": "STREAMJOBS_TOPIC_PREFIX"}
 
 
 # -- the code's side ----------------------------------------------------------------------------
@@ -74,6 +87,28 @@ def option_default(path: tuple[str, ...], option: str) -> Any:
         if isinstance(param, click.Option) and option in param.opts:
             return param.default
     raise AssertionError(f"`streamjobs {' '.join(path)}` has no {option}")
+
+
+def _web() -> click.Command | None:
+    return main.get_command(click.Context(main), "web")
+
+
+def web_option(option: str) -> None:
+    """``option`` is an option of `streamjobs web` with the agreed variable (checked on the
+    command itself where it is built, else on the agreed contract)."""
+    assert option in WEB_CONTRACT, f"`streamjobs web` has no {option} in the contract"
+    cmd = _web()
+    if cmd is not None:
+        [param] = [p for p in cmd.params if option in getattr(p, "opts", ())]
+        assert param.envvar == WEB_CONTRACT[option], option
+
+
+def web_reads() -> set[str]:
+    """Every variable the dashboard reads: its options' and the token."""
+    cmd = _web()
+    if cmd is None:
+        return set(WEB_CONTRACT.values()) | set(ENV.values()) | {WEB_TOKEN}
+    return envvars("web") | {WEB_TOKEN}
 
 
 def load_app(target: str) -> App:
@@ -172,12 +207,65 @@ def test_streamjobs_services_reach_an_advertised_listener(compose: dict[str, Any
     advertises, and every service waits for the broker (directly or through `topics`)."""
     advertised = {item.split("://")[1] for item in
                   _env(_svc(compose, "kafka"))["KAFKA_ADVERTISED_LISTENERS"].split(",")}
-    for name in ("topics", "worker", "producer"):
+    for name in ("topics", "worker", "producer", "web"):
         svc = _svc(compose, name)
         assert _env(svc)["STREAMJOBS_BOOTSTRAP_SERVERS"] in advertised, name
         deps = svc["depends_on"]
         assert deps.get("kafka", {}).get("condition") == "service_healthy" or deps.get(
             "topics", {}).get("condition") == "service_completed_successfully", name
+
+
+def test_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    """Rule: docker-compose.yml validates against the Compose Specification's schema (a
+    misspelt service field or a healthcheck given as a number fails), and the schema is not
+    vacuous."""
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in validator.iter_errors(compose)]
+    assert errors == []
+    for service, key, value in (("web", "healthchek", {}), ("web", "ports", 8080),
+                                ("worker", "restart", ["always"])):
+        broken = copy.deepcopy(compose)
+        broken["services"][service][key] = value
+        assert not validator.is_valid(broken), (service, key)
+
+
+def test_web_service_runs_the_dashboard(compose: dict[str, Any]) -> None:
+    """Rule: the web service runs `streamjobs web --host 0.0.0.0 --port P` from our image
+    with the token taken from the environment and required (compose refuses to start without
+    it, as the dashboard refuses a non-loopback address without one); P is published and
+    probed at /healthz; it sets only variables the dashboard reads; it starts after `topics`
+    (which creates the status and worker reports topics it reads)."""
+    svc = _svc(compose, "web")
+    assert svc["build"] == "."
+    argv = _argv(svc.get("entrypoint")) + _argv(svc.get("command"))
+    assert argv[:2] == ["streamjobs", "web"]
+    args = dict(zip(argv[2::2], argv[3::2], strict=True))
+    assert args["--host"] == "0.0.0.0"
+    port = int(args["--port"])
+    for option in args:
+        web_option(option)
+    env = _env(svc)
+    assert re.fullmatch(r"\$\{STREAMJOBS_WEB_TOKEN:\?[^}]+\}", env[WEB_TOKEN]), env[WEB_TOKEN]
+    assert set(env) <= web_reads(), sorted(set(env) - web_reads())
+    assert f"{port}:{port}" in svc["ports"]
+    hc_port, hc_path = url_port_and_path(" ".join(svc["healthcheck"]["test"]))
+    assert (hc_port, hc_path) == (port, "/healthz")
+    assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    [sd] = jobs["streamjobs-web"]["dns_sd_configs"]
+    assert sd["names"] == ["web"] and sd["port"] == port
+    assert jobs["streamjobs-web"].get("metrics_path", "/metrics") == "/metrics"
+    assert "web" in _svc(compose, "prometheus")["depends_on"]
+
+
+def test_dockerfile_installs_the_dashboard_extra(dockerfile: list[tuple[str, str]]) -> None:
+    """Rule: the image is built with the web extra, so the same image runs `streamjobs web`
+    (compose's web service and k8s/base/web.yaml use it)."""
+    wheel = [run for run in _instr(dockerfile, "RUN") if "pip wheel" in run]
+    assert wheel and re.search(r"""["']?\.\[web\]["']?\s*$""", wheel[0]), wheel
 
 
 def test_topics_service_runs_topics_apply(compose: dict[str, Any]) -> None:

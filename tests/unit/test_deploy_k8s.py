@@ -24,7 +24,16 @@ from streamjobs.catalogue import Catalogue
 from streamjobs.config import ENV, KafkaConfig
 from tests.unit.test_deploy_compose import served_status
 
-from .test_deploy_compose import APP_ENV, cli_command, envvars, load_app, option_default
+from .test_deploy_compose import (
+    APP_ENV,
+    WEB_TOKEN,
+    cli_command,
+    envvars,
+    load_app,
+    option_default,
+    web_option,
+    web_reads,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -249,13 +258,31 @@ def _one(rendered: dict[tuple[str, str], dict[str, Any]], kind: str) -> dict[str
     return res
 
 
+WORKER, WEB, KAFKA_SECRET, WEB_SECRET = ("streamjobs-worker", "streamjobs-web",
+                                         "streamjobs-kafka-credentials", "streamjobs-web")
+
+
+def _named(rendered: dict[tuple[str, str], dict[str, Any]], kind: str,
+           name: str) -> dict[str, Any]:
+    res = rendered.get((kind, name))
+    assert res is not None, f"no {kind}/{name}"
+    return res
+
+
+def _pods(rendered: dict[tuple[str, str], dict[str, Any]]) -> dict[tuple[str, str],
+                                                                  dict[str, Any]]:
+    """The pod spec of every Deployment and Job."""
+    return {ident: pod for ident, res in rendered.items()
+            if (pod := _pod_spec(res)) is not None}
+
+
 def _config(rendered: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
     data: dict[str, str] = _one(rendered, "ConfigMap")["data"]
     return data
 
 
 def _secret(rendered: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
-    data: dict[str, str] = _one(rendered, "Secret")["stringData"]
+    data: dict[str, str] = _named(rendered, "Secret", KAFKA_SECRET)["stringData"]
     return data
 
 
@@ -312,7 +339,8 @@ def test_configuration_is_real_streamjobs_variables(
         rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
     """Rule: ConfigMap and Secret keys are variables the worker or `topics apply` read; secrets
     (SASL password, key password) are only in the Secret; together they make a valid
-    KafkaConfig; every container takes both through envFrom."""
+    KafkaConfig; every container (worker, dashboard, topics Job) takes both through envFrom;
+    the dashboard's Secret holds its token and nothing else."""
     config, secret = _config(rendered), _secret(rendered)
     known = envvars("worker") | envvars("topics", "apply") | APP_ENV
     assert set(config) <= known, sorted(set(config) - known)
@@ -320,13 +348,14 @@ def test_configuration_is_real_streamjobs_variables(
     assert set(secret) <= secret_vars
     assert not set(config) & {ENV["sasl_password"], ENV["ssl_key_password"]}
     KafkaConfig.from_env({**config, **secret})
-    for kind in ("Deployment", "Job"):
-        pod = _pod_spec(_one(rendered, kind))
-        assert pod is not None
+    assert set(_named(rendered, "Secret", WEB_SECRET)["stringData"]) == {WEB_TOKEN}
+    pods = _pods(rendered)
+    assert {name for _, name in pods} == {WORKER, WEB, "streamjobs-topics"}
+    for (kind, _), pod in pods.items():
         for container in pod["containers"]:
             refs = {(k, v["name"]) for ref in container["envFrom"] for k, v in ref.items()}
             assert refs == {("configMapRef", _one(rendered, "ConfigMap")["metadata"]["name"]),
-                            ("secretRef", _one(rendered, "Secret")["metadata"]["name"])}
+                            ("secretRef", KAFKA_SECRET)}
             ca = config.get(ENV["ssl_ca_location"])
             if ca:  # the CA file must be mounted where the config says
                 mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
@@ -340,7 +369,7 @@ def test_worker_deployment_matches_the_worker(
     the health server serves); terminationGracePeriodSeconds exceeds the grace period; it runs
     non-root (the image's uid) with a read-only root, no privilege escalation, all capabilities
     dropped, requests and limits set, and a writable /tmp."""
-    dep = _one(rendered, "Deployment")
+    dep = _named(rendered, "Deployment", WORKER)
     pod = dep["spec"]["template"]["spec"]
     [worker] = pod["containers"]
     assert worker["command"] == ["streamjobs", "worker"]
@@ -386,7 +415,7 @@ def test_topics_job_runs_topics_apply(rendered: dict[tuple[str, str], dict[str, 
     [container] = pod["containers"]
     assert container["command"] == ["streamjobs", "topics", "apply"]
     cli_command("topics", "apply")
-    [worker] = _one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
+    [worker] = _named(rendered, "Deployment", WORKER)["spec"]["template"]["spec"]["containers"]
     assert container["image"] == worker["image"]
     assert pod["restartPolicy"] in ("OnFailure", "Never") and job["spec"]["backoffLimit"] >= 1
     _check_hardened(pod)
@@ -400,7 +429,7 @@ def test_keda_scales_the_worker_group_within_the_partition_count(
     count of every such topic; offsetResetPolicy is the worker's auto.offset.reset; SASL and
     TLS match the worker's protocol and mechanism, with credentials from the worker's Secret."""
     so = _one(rendered, "ScaledObject")
-    dep = _one(rendered, "Deployment")
+    dep = _named(rendered, "Deployment", WORKER)
     assert so["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
     assert so["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     config = _config(rendered)
@@ -421,7 +450,7 @@ def test_keda_scales_the_worker_group_within_the_partition_count(
     mechanism = config.get(ENV["sasl_mechanism"], "")
     auth = _one(rendered, "TriggerAuthentication")
     params = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
-    secret = _one(rendered, "Secret")
+    secret = _named(rendered, "Secret", KAFKA_SECRET)
     for trigger in triggers:
         meta = trigger["metadata"]
         assert trigger["type"] == "kafka"
@@ -443,35 +472,122 @@ def test_keda_scales_the_worker_group_within_the_partition_count(
 
 def test_pdb_and_podmonitor_select_the_worker_pods(
         rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
-    """Rule: the PodDisruptionBudget and the PodMonitor select exactly the worker's pods (not
-    the topics Job's); the PodMonitor scrapes the named metrics port at /metrics."""
-    labels = _one(rendered, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    job_labels = _one(rendered, "Job")["spec"]["template"]["metadata"]["labels"]
-    pdb, pm = _one(rendered, "PodDisruptionBudget"), _one(rendered, "PodMonitor")
+    """Rule: the PodDisruptionBudget and the worker's PodMonitor select exactly the worker's
+    pods (not the topics Job's nor the dashboard's); the PodMonitor scrapes the named metrics
+    port at /metrics."""
+    labels = _named(rendered, "Deployment", WORKER)["spec"]["template"]["metadata"]["labels"]
+    others = [_one(rendered, "Job")["spec"]["template"]["metadata"]["labels"],
+              _named(rendered, "Deployment", WEB)["spec"]["template"]["metadata"]["labels"]]
+    pdb = _one(rendered, "PodDisruptionBudget")
+    pm = _named(rendered, "PodMonitor", WORKER)
     for selector in (pdb["spec"]["selector"]["matchLabels"], pm["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= labels.items()
-        assert not selector.items() <= job_labels.items()
+        assert not any(selector.items() <= other.items() for other in others)
     assert pdb["spec"].get("maxUnavailable") == 1 or pdb["spec"].get("minAvailable")
     [endpoint] = pm["spec"]["podMetricsEndpoints"]
-    [worker] = _one(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
+    [worker] = _named(rendered, "Deployment", WORKER)["spec"]["template"]["spec"]["containers"]
     assert endpoint["port"] in {p["name"] for p in worker["ports"]}
     assert endpoint.get("path", "/metrics") == "/metrics" and served_status("/metrics") == 200
 
 
 def test_overlay_changes_what_it_claims() -> None:
-    """Rule: the example overlay puts everything in its namespace, pins the image of both the
-    worker and the Job, and its patches change the base (merged, not replacing containers)."""
+    """Rule: the example overlay puts everything in its namespace, pins the image of the
+    worker, the dashboard and the Job, and its patches change the base (merged, not replacing
+    containers)."""
     base = {_ident(r): r for r in render(K8S / "base")}
     overlay = {_ident(r): r for r in render(K8S / "overlays" / "example")}
     assert set(base) == set(overlay)
     assert {r["metadata"].get("namespace") for r in overlay.values()} == {"jobs"}
-    for kind in ("Deployment", "Job"):
-        pod = _pod_spec(_one(overlay, kind))
-        assert pod is not None
+    for pod in _pods(overlay).values():
         [container] = pod["containers"]
         assert container["image"] == "registry.example.com/acme/streamjobs:0.1.0"
         assert container["command"][0] == "streamjobs"  # base fields kept by the merge
-    [worker] = _one(overlay, "Deployment")["spec"]["template"]["spec"]["containers"]
+    [worker] = _named(overlay, "Deployment", WORKER)["spec"]["template"]["spec"]["containers"]
     assert {m["mountPath"] for m in worker["volumeMounts"]} == {"/tmp",
                                                                 "/etc/streamjobs/kafka-ca"}
     assert _config(overlay)[ENV["bootstrap_servers"]] != _config(base)[ENV["bootstrap_servers"]]
+
+
+def test_keda_owns_the_worker_replica_count(
+        rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Rule (#13): a Deployment a ScaledObject scales has no `replicas` field, so `kubectl
+    apply -k` never resets KEDA's count (and forces a rebalance); the dashboard, which no
+    ScaledObject scales, has a fixed count of 1."""
+    scaled = {so["spec"]["scaleTargetRef"]["name"] for (kind, _), so in rendered.items()
+              if kind == "ScaledObject"}
+    assert scaled == {WORKER}
+    for (kind, name), res in rendered.items():
+        if kind != "Deployment":
+            continue
+        if name in scaled:
+            assert "replicas" not in res["spec"], f"{name}: KEDA owns replicas"
+        else:
+            assert res["spec"].get("replicas") == 1, name
+
+
+def test_the_base_deployment_has_no_replicas_in_any_overlay() -> None:
+    """Rule (#13): no file of k8s/ sets replicas on the worker Deployment (a patch setting it
+    would bring the reset back)."""
+    for path in K8S.rglob("*.yaml"):
+        for doc in _docs(path):
+            if doc.get("kind") == "Deployment" and doc["metadata"]["name"] == WORKER:
+                assert "replicas" not in doc.get("spec", {}), path
+
+
+def _args(argv: list[str]) -> dict[str, str]:
+    return {argv[i]: argv[i + 1] for i in range(0, len(argv) - 1, 2)
+            if argv[i].startswith("--")}
+
+
+def test_web_deployment_runs_the_dashboard(
+        rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Rule: the dashboard runs `streamjobs web --host 0.0.0.0 --port P` from the worker's
+    image with the token from its Secret's key (a non-loopback host requires it); its named
+    port `http` is P; startup, liveness and readiness probe /healthz there; it runs hardened
+    like the worker; every variable it is given is one the dashboard (or the shared config)
+    reads."""
+    dep = _named(rendered, "Deployment", WEB)
+    pod = dep["spec"]["template"]["spec"]
+    [web] = pod["containers"]
+    assert web["command"] == ["streamjobs", "web"]
+    args = _args(web["args"])
+    assert args["--host"] == "0.0.0.0"
+    port = int(args["--port"])
+    for option in ("--host", "--port"):
+        web_option(option)
+    [worker] = _named(rendered, "Deployment", WORKER)["spec"]["template"]["spec"]["containers"]
+    assert web["image"] == worker["image"]
+    [http] = [p for p in web["ports"] if p.get("name") == "http"]
+    assert http["containerPort"] == port
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = web[probe]["httpGet"]
+        assert (get["path"], get["port"]) == ("/healthz", "http"), probe
+    startup = web["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # index rebuild
+    [token] = [e for e in web["env"] if e["name"] == WEB_TOKEN]
+    ref = token["valueFrom"]["secretKeyRef"]
+    assert ref["key"] in _named(rendered, "Secret", ref["name"])["stringData"]
+    assert {e["name"] for e in web["env"]} <= web_reads()
+    _check_hardened(pod)
+    assert dep["spec"]["selector"]["matchLabels"].items() <= \
+        dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_web_service_and_podmonitor_select_only_the_dashboard(
+        rendered: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Rule: the Service routes to the dashboard pods' `http` port only (not the workers'),
+    and the dashboard's PodMonitor scrapes /metrics on that port, as the worker's does on its
+    metrics port."""
+    labels = _named(rendered, "Deployment", WEB)["spec"]["template"]["metadata"]["labels"]
+    worker = _named(rendered, "Deployment", WORKER)["spec"]["template"]["metadata"]["labels"]
+    svc = _named(rendered, "Service", WEB)
+    pm = _named(rendered, "PodMonitor", WEB)
+    for selector in (svc["spec"]["selector"], pm["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= labels.items()
+        assert not selector.items() <= worker.items()
+    [port] = svc["spec"]["ports"]
+    assert port["targetPort"] == "http"
+    [endpoint] = pm["spec"]["podMetricsEndpoints"]
+    worker_pm = _named(rendered, "PodMonitor", WORKER)["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] == "http" and endpoint.get("path", "/metrics") == "/metrics"
+    assert endpoint["interval"] == worker_pm["interval"]
