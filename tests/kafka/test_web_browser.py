@@ -102,7 +102,8 @@ def test_failing_job_retries_dies_and_is_reprocessed_from_the_page(
     eventually(lambda: state(driver) == "succeeded", 40, "the reprocessed job to succeed",
                driver)
     timeline = text_of(driver, "table.timeline")
-    assert "dead" in timeline and "succeeded" in timeline
+    assert "dead" in timeline and "reprocessed" in timeline and "succeeded" in timeline
+    shot(driver, "job-reprocessed")
     # Back on the list, the dead letter is marked and cannot be picked again.
     driver.get(f"{dash.base}/dead-letters?topic={dash.dlq}")
     assert driver.find_element(By.XPATH, f"{row}//input[@name='ref']").get_attribute("disabled")

@@ -255,3 +255,22 @@ def test_cli_refuses_public_host_without_token_in_one_line() -> None:
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "STREAMJOBS_WEB_TOKEN" in lines[0], result.output
+
+
+def test_a_selection_matches_exactly_the_ticked_dead_letters() -> None:
+    from starlette.datastructures import FormData
+
+    from streamjobs.dlq import DeadLetter
+    from streamjobs.web.pages.deadletters import _selection
+
+    by_part, refs = _selection(FormData([("ref", "0/5"), ("ref", "0/9"), ("ref", "2/1")]))
+    assert refs == ["0/5", "0/9", "2/1"]
+    assert (by_part[0].partition, by_part[0].from_offset, by_part[0].to_offset) == (0, 5, 9)
+
+    def dl(partition: int, offset: int) -> DeadLetter:
+        return DeadLetter("t.dlq", partition, offset, 0, None, None, [])
+
+    assert [o for o in range(4, 11) if by_part[0].matches(dl(0, o))] == [5, 9]
+    assert by_part[2].matches(dl(2, 1)) and not by_part[2].matches(dl(0, 1))
+    with pytest.raises(ValueError):
+        _selection(FormData([("ref", "0/x")]))
