@@ -25,6 +25,7 @@ from ..scan import TopicNotFound
 __all__ = ["Index", "Reports", "Sources"]
 
 OVERVIEW_TTL_S = 3.0
+DLQ_STATS_TTL_S = 15.0  # counting dead letters reads their topics whole
 
 
 class Index(Protocol):
@@ -59,6 +60,8 @@ class Sources:
     warnings: list[str] = field(default_factory=list)  # shown on the overview
     _started: bool = field(default=False, repr=False)
     _cache: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
+    _dlq_cache: tuple[float, list[dict[str, Any]], list[str]] | None = field(default=None,
+                                                                             repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -165,6 +168,17 @@ class Sources:
         return [dlq.dlq_name(t) for t in sorted(self.catalogue.job_topics())]
 
     def dead_letter_stats(self, errors: list[str]) -> list[dict[str, Any]]:
+        cached = self._dlq_cache
+        if cached is not None and time.monotonic() - cached[0] < DLQ_STATS_TTL_S:
+            errors.extend(cached[2])
+            return cached[1]
+        mine: list[str] = []
+        out = self._read_dead_letter_stats(mine)
+        self._dlq_cache = (time.monotonic(), out, mine)
+        errors.extend(mine)
+        return out
+
+    def _read_dead_letter_stats(self, errors: list[str]) -> list[dict[str, Any]]:
         out = []
         for topic in self.dlq_topics():
             try:

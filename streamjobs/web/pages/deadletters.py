@@ -7,6 +7,7 @@ fencing.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,17 +74,18 @@ def _read(w: WebState, topic: str, flt: dlq.Filter) -> dict[str, Any]:
         done = load_progress(w.sources.config, topic)
     except TopicNotFound:
         return {"stories": [], "truncated": False, "missing": True}
-    stories: list[dict[str, Any]] = []
-    truncated = False
+    newest: deque[dlq.DeadLetter] = deque(maxlen=LIMIT)
+    matched = 0
     for dl in records:
-        if len(stories) >= LIMIT:
-            truncated = True
-            break
+        newest.append(dl)
+        matched += 1
+    stories = []
+    for dl in sorted(newest, key=lambda d: d.dlq_at, reverse=True):
         story = describer.story(dl, trace=False)
         story["reprocessed"] = (dl.partition, dl.offset) in done
         stories.append(story)
-    stories.reverse()  # newest first
-    return {"stories": stories, "truncated": truncated, "missing": False}
+    return {"stories": stories, "matched": matched, "truncated": matched > len(stories),
+            "missing": False}
 
 
 async def listing(request: Request) -> Response:
