@@ -220,12 +220,15 @@ def test_served_under_a_path_prefix(dash: Dashboard, driver: webdriver.Chrome) -
     driver.get(f"{base}/")
     navigate(driver, driver.find_element(By.LINK_TEXT, "Dead letters"))
     assert driver.current_url.startswith(f"{base}/dead-letters")
-    job = dash.emit()
+    job = dash.emit(sleep_ms=5000)
     driver.find_element(By.ID, "search-id").send_keys(job)
     navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.search button"))
     assert driver.current_url == f"{base}/jobs/{job}"
-    eventually(lambda: state(driver) == "succeeded", 30, "the job page under the prefix",
+    driver.execute_script("window.__sameLoad = true")
+    eventually(lambda: state(driver) == "started", 30, "'started' under the prefix", driver)
+    eventually(lambda: state(driver) == "succeeded", 30, "'succeeded' under the prefix",
                driver)
+    assert driver.execute_script("return window.__sameLoad === true"), "the page reloaded"
     styled = driver.execute_script(
         "return getComputedStyle(document.querySelector('header.top')).display")
     assert styled == "flex", "the stylesheet did not load under the prefix"
