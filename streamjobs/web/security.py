@@ -66,11 +66,15 @@ class Guard:
 
     @staticmethod
     def same_origin(request: Request) -> bool:
-        """No ``Origin`` (same-origin GET, curl), or one naming the host we were asked for."""
+        """No ``Origin`` (curl, a script), or one naming the host we were asked for: ``Host``,
+        or ``X-Forwarded-Host`` set by a proxy (a cross-site form cannot set that header, and a
+        cross-site script setting it is stopped by the CORS preflight we never answer)."""
         origin = request.headers.get("origin")
         if origin is None:
             return True
-        return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+        asked = {request.headers.get("host", "").lower(),
+                 request.headers.get("x-forwarded-host", "").split(",")[0].strip().lower()}
+        return urlsplit(origin).netloc.lower() in asked - {""}
 
     def refusal(self, request: Request, csrf_field: str | None) -> str | None:
         """Why this changing request is refused, or None when it may go ahead."""

@@ -166,6 +166,10 @@ def test_token_login_and_csrf(index: MemoryIndex) -> None:
         r = c.post("/dead-letters/reprocess", data={"scope": "matching", "csrf": csrf},
                    headers={"origin": "https://evil.example"})
         assert r.status_code == 403 and "cross-origin" in r.text
+        # behind a proxy that names the public host
+        r = c.post("/dead-letters/reprocess", data={"scope": "matching", "csrf": csrf},
+                   headers={"origin": "https://jobs.example", "x-forwarded-host": "jobs.example"})
+        assert r.status_code == 400
         # all checks passed: the request reaches the action (no catalogue -> no topic)
         r = c.post("/dead-letters/reprocess", data={"scope": "matching", "csrf": csrf},
                    headers={"origin": "http://testserver"})
