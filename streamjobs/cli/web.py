@@ -48,7 +48,9 @@ def command(kafka: KafkaConfig, host: str, port: int, read_only: bool, root_path
             groups: tuple[str, ...], schemas_dir: str) -> None:
     """Serve the dashboard: overview, jobs by id (live over SSE), dead letters, replay, and a
     JSON API. Actions need STREAMJOBS_WEB_TOKEN (log in on the page, or Bearer)."""
-    prefix: str = click.get_current_context().meta.get(_PREFIX_KEY, "")
+    # The --topic-prefix the option stored: the prefix text, or a settings object holding it.
+    remembered = click.get_current_context().meta.get(_PREFIX_KEY, "")
+    prefix = str(getattr(remembered, "topic_prefix", remembered) or "")
     try:
         import uvicorn
 
