@@ -238,6 +238,7 @@ def test_overview_shows_rates_groups_and_dead_letters(dash: Dashboard,
                                                       driver: webdriver.Chrome) -> None:
     """The overview lists the worker's group with its partitions, the job type's rates and
     the dead letters by reason, and refreshes by itself."""
+    dash.emit(fail="permanent", fail_attempts=9)
     driver.get(f"{dash.base}/")
 
     def complete() -> bool:
@@ -246,6 +247,11 @@ def test_overview_shows_rates_groups_and_dead_letters(dash: Dashboard,
             and dash.dlq in text
 
     eventually(complete, 45, "the overview figures", driver)
+    driver.execute_script("window.__sameLoad = true")
+    before = text_of(driver, "#updated")
+    eventually(lambda: text_of(driver, "#updated") not in ("", before), 20,
+               "the overview to refresh by itself", driver)
+    assert driver.execute_script("return window.__sameLoad === true"), "the page reloaded"
     shot(driver, "overview")
     navigate(driver, driver.find_element(By.LINK_TEXT, "Jobs"))
     navigate(driver, driver.find_element(By.LINK_TEXT, "dead"))
