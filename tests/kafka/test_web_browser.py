@@ -5,6 +5,8 @@ real worker and the dashboard started as a subprocess. Screenshots of each page 
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -164,6 +166,37 @@ def test_script_payload_and_key_show_as_text(dash: Dashboard,
                                  "window.__xss2 === undefined")
     assert not driver.find_elements(By.XPATH, "//main//script | //main//img")
     shot(driver, "dead-letter")
+
+
+def test_reprocess_all_matching_with_a_bearer_token_is_idempotent(dash: Dashboard) -> None:
+    """A script reprocesses every dead letter matching a filter (Bearer token, no form): the
+    preview writes nothing, the confirmation re-publishes, and confirming again re-publishes
+    nothing more (the CLI's progress topic)."""
+    key = f"bulk-{uuid.uuid4().hex[:6]}"
+    broken = dash.work / f"broken-{key}"
+    broken.write_text("until fixed")
+    for _ in range(2):
+        dash.emit(key=key, fail=f"while_file:{broken}")
+
+    def post(**fields: str) -> tuple[int, str]:
+        body = urllib.parse.urlencode({"scope": "matching", "topic": dash.dlq, "key": key,
+                                       **fields}).encode()
+        req = urllib.request.Request(f"{dash.base}/dead-letters/reprocess", data=body,
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read().decode()
+
+    def two_dead() -> bool:
+        return "2 dead letter(s) would be re-published" in post()[1]
+
+    eventually(two_dead, 40, "both dead letters to be previewed")
+    broken.unlink()  # fixed: the re-published jobs succeed and leave no new dead letter
+    status, html = post(confirm="yes")
+    assert status == 200 and "Re-published 2 dead letter(s)" in html
+    status, html = post(confirm="yes")
+    outcome = html.split('id="outcome">', 1)[-1].split("</p>", 1)[0]
+    assert "Re-published 0 dead letter(s)" in outcome, outcome
+    assert "2 had already been reprocessed" in outcome, outcome
 
 
 def test_replay_shows_the_plan_and_refuses_an_active_group(
