@@ -9,6 +9,7 @@ Binds 127.0.0.1 unless told otherwise; any other address needs ``STREAMJOBS_WEB_
 from __future__ import annotations
 
 import os
+from types import FrameType
 
 import click
 
@@ -77,5 +78,13 @@ def command(kafka: KafkaConfig, host: str, port: int, read_only: bool, root_path
     mode = "read-only" if read_only else "actions on" if settings.token else \
         "view only: no STREAMJOBS_WEB_TOKEN"
     click.echo(f"streamjobs web: http://{host}:{port}{settings.root_path}/ ({mode})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                proxy_headers=True, forwarded_allow_ips="127.0.0.1", timeout_graceful_shutdown=3)
+    live = app.state.web.live
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            live.close()  # event streams never end by themselves: end them so we stop at once
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                          proxy_headers=True, forwarded_allow_ips="127.0.0.1",
+                          timeout_graceful_shutdown=5)).run()

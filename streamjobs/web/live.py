@@ -19,6 +19,7 @@ import orjson
 __all__ = ["ALL", "Broadcaster", "Subscriber", "sse_event", "sse_stream"]
 
 ALL = "*"  # follow every job
+_END = object()  # offered to every stream when the server stops
 QUEUE_SIZE = 1024
 KEEPALIVE_S = 15.0
 
@@ -34,7 +35,7 @@ class Subscriber:
         self.loop.call_soon_threadsafe(self._put, item)
 
     def _put(self, item: Any) -> None:
-        if self.queue.full():
+        if self.queue.full() and item is not _END:
             self.queue.get_nowait()
             self.dropped += 1
         self.queue.put_nowait(item)
@@ -46,6 +47,15 @@ class Broadcaster:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscriber]] = {}
         self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """End every open stream (the server is stopping: do not make it wait for them)."""
+        with self._lock:
+            self._closed = True
+            subs = [sub for group in self._subs.values() for sub in group]
+        for sub in subs:
+            sub.offer(_END)
 
     def publish(self, status: Any) -> None:
         """The index's subscribe callback (runs on the index thread)."""
@@ -64,6 +74,8 @@ class Broadcaster:
         sub = Subscriber(asyncio.get_running_loop())
         with self._lock:
             self._subs.setdefault(job_id, set()).add(sub)
+            if self._closed:
+                sub.offer(_END)
         try:
             yield sub
         finally:
@@ -94,4 +106,6 @@ async def sse_stream(sub: Subscriber, first: Any | None, encode: Callable[[Any],
                 return
             yield b": keep-alive\n\n"
             continue
+        if item is _END:
+            return
         yield sse_event(encode(item))

@@ -278,3 +278,27 @@ def test_a_selection_matches_exactly_the_ticked_dead_letters() -> None:
     assert by_part[2].matches(dl(2, 1)) and not by_part[2].matches(dl(0, 1))
     with pytest.raises(ValueError):
         _selection(FormData([("ref", "0/x")]))
+
+
+def test_closing_the_broadcaster_ends_every_stream() -> None:
+    import asyncio
+
+    from streamjobs.web.live import Broadcaster, sse_stream
+
+    async def run() -> list[bytes]:
+        live = Broadcaster()
+
+        async def connected() -> bool:
+            return False
+
+        with live.listen("j") as sub:
+            chunks = []
+            stream = sse_stream(sub, status("j", "emitted"), lambda s: s.as_dict(), connected)
+            chunks.append(await anext(stream))  # retry hint
+            chunks.append(await anext(stream))  # current status
+            live.close()  # as on SIGTERM
+            chunks.extend([c async for c in stream])
+            return chunks
+
+    chunks = asyncio.run(asyncio.wait_for(run(), 5))
+    assert len(chunks) == 2 and b'"state":"emitted"' in chunks[1]
