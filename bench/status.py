@@ -5,7 +5,9 @@ start-up time.
 listeners, as bench/worker_throughput.py's (b)) three times per round with fresh groups: the job
 type's catalogue ``status`` = ``none``, ``failures`` (every job succeeds: nothing is written)
 and ``all`` (a ``succeeded`` record per job, written to the status topic). Ratios per round,
-medians over ``--rounds``; the order of the three rotates between rounds.
+medians over ``--rounds``; the order of the three rotates between rounds, and each run waits
+``--settle`` seconds first so the broker's writes of the previous run do not land on the next.
+Also the process's CPU time (all its threads, librdkafka's included) per job of each mode.
 
 (2) Index: a status topic filled with R records (R/2 jobs, each ``emitted`` + ``succeeded`` as
 the writers produce them), then ``StatusIndex`` starts and is timed until ``ready``; memory is
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -47,8 +50,6 @@ MODES = ("none", "failures", "all")
 
 def rss_bytes() -> int:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -109,8 +110,9 @@ def index_run(kafka: KafkaConfig, topic: str, jobs: int) -> dict[str, float]:
 @click.option("--partitions", default=6, show_default=True)
 @click.option("--concurrency", default=4, show_default=True)
 @click.option("--rounds", default=3, show_default=True)
+@click.option("--settle", default=2.0, show_default=True, help="seconds before each run")
 def main(bootstrap_servers: str, n: int, records: int, partitions: int, concurrency: int,
-         rounds: int) -> None:
+         rounds: int, settle: float) -> None:
     kafka = KafkaConfig(bootstrap_servers=bootstrap_servers)
     conf = kafka.client_settings()
     admin = AdminClient(conf)
@@ -130,9 +132,16 @@ def main(bootstrap_servers: str, n: int, records: int, partitions: int, concurre
         results = []
         for i in range(rounds):
             order = MODES[i % 3:] + MODES[:i % 3]
-            rate = {m: worker(kafka, catalogues[m], pfx, n, concurrency, False, None)
-                    for m in order}
+            rate: dict[str, float] = {}
+            cpu: dict[str, float] = {}
+            for m in order:
+                time.sleep(settle)
+                t0 = os.times()
+                rate[m] = worker(kafka, catalogues[m], pfx, n, concurrency, False, None)
+                t1 = os.times()
+                cpu[m] = (t1.user + t1.system - t0.user - t0.system) / n * 1e6
             results.append({"order": list(order), **{m: round(r) for m, r in rate.items()},
+                            **{f"cpu_us_{m}": round(c, 2) for m, c in cpu.items()},
                             "R_all": round(rate["all"] / rate["none"], 3),
                             "R_failures": round(rate["failures"] / rate["none"], 3)})
             print(f"round {i + 1}: {results[-1]}", file=sys.stderr)
@@ -153,6 +162,7 @@ def main(bootstrap_servers: str, n: int, records: int, partitions: int, concurre
                       "failures_jobs_per_s": median("failures"),
                       "all_jobs_per_s": median("all"),
                       "R_status_all": median("R_all"), "R_status_failures": median("R_failures"),
+                      **{f"cpu_us_per_job_{m}": median(f"cpu_us_{m}") for m in MODES},
                       **index, "per_round": results}))
 
 

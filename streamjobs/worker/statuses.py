@@ -5,7 +5,7 @@ Which types write what is the catalogue's ``status`` setting (docs/status.md):
 - ``succeeded`` (``all`` types): after the handler returned, for the successes of a finished
   chunk, one record per job type and status partition listing its jobs (a job alone there gets
   its own record), fire-and-forget through a producer of their own (no delivery report unless one
-  failed, lz4 batches): a commit never waits for them, the poll loop never blocks on them (a
+  failed): a commit never waits for them, the poll loop never blocks on them (a
   full local queue keeps them for the next loop turn);
 - ``started`` (``all`` types): only for a job still running ``STARTED_AFTER`` seconds after the
   sampler first saw it (compaction keeps a job's last record only, so a fast job needs none);
@@ -56,7 +56,7 @@ class StatusRecorder:
         self.partitions = partitions
         self.host = host
         self.producer = KafkaProducer({
-            **PRODUCER_SETTINGS, "linger.ms": 50, "compression.type": "lz4",
+            **PRODUCER_SETTINGS, "linger.ms": 50, "compression.type": "none",
             "queue.buffering.max.messages": 500_000,
             "delivery.report.only.error": True, "on_delivery": _on_error, **settings})
         self._loose: list[tuple[int, bytes, bytes]] = []  # refused by a full local queue
