@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -58,22 +59,44 @@ def fill_status(conf: dict, topic: str, records: int) -> int:
     p = Producer({**conf, "linger.ms": 50, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})
     jobs = records // 2
+    for key, value in _records(jobs):
+        part = zlib.crc32(key.split(b"/")[0]) % STATUS_PARTITIONS
+        while True:
+            try:
+                p.produce(topic, value, key, partition=part)
+                break
+            except BufferError:
+                p.poll(0.05)
+    p.flush(300)
+    return jobs
+
+
+def _records(jobs: int) -> Iterator[tuple[bytes, bytes]]:
     now = int(time.time() * 1000)
     for i in range(jobs):
         job_id = f"019ad{i:07x}-0000-7000-8000-{i:012x}"[:36]
-        part = zlib.crc32(job_id.encode()) % STATUS_PARTITIONS
         for t in (Transition("emitted", now, topic="bench.noop"),
                   Transition("succeeded", now + 5, 1, "bench-host-1", topic="bench.noop",
                              partition=i % 6, offset=i)):
-            while True:
-                try:
-                    p.produce(topic, encode("noop", t), record_key(job_id, t.state),
-                              partition=part)
-                    break
-                except BufferError:
-                    p.poll(0.05)
-    p.flush(300)
-    return jobs
+            yield record_key(job_id, t.state), encode("noop", t)
+
+
+def heap_per_job(jobs: int) -> int:
+    """Python heap the index holds per job (tracemalloc: exact, unlike RSS), for ``jobs``
+    jobs of two records each folded without Kafka."""
+    import tracemalloc
+
+    records = list(_records(jobs))
+    gc.collect()
+    tracemalloc.start()
+    index = StatusIndex(KafkaConfig(), "unused", max_jobs=jobs)
+    base = tracemalloc.get_traced_memory()[0]
+    for key, value in records:
+        index.apply(key, value)
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert len(index) == jobs
+    return round(held / jobs)
 
 
 def index_run(kafka: KafkaConfig, topic: str, jobs: int) -> dict[str, float]:
@@ -143,13 +166,16 @@ def main(bootstrap_servers: str, n: int, records: int, partitions: int, concurre
             results.append({"order": list(order), **{m: round(r) for m, r in rate.items()},
                             **{f"cpu_us_{m}": round(c, 2) for m, c in cpu.items()},
                             "R_all": round(rate["all"] / rate["none"], 3),
-                            "R_failures": round(rate["failures"] / rate["none"], 3)})
+                            "R_failures": round(rate["failures"] / rate["none"], 3),
+                            "R_all_cpu": round(cpu["none"] / cpu["all"], 3),
+                            "R_failures_cpu": round(cpu["none"] / cpu["failures"], 3)})
             print(f"round {i + 1}: {results[-1]}", file=sys.stderr)
         t0 = time.perf_counter()
         jobs = fill_status(conf, itopic, records)
         print(f"status topic: {records} records in {time.perf_counter() - t0:.1f}s",
               file=sys.stderr)
         index = index_run(kafka, itopic, jobs)
+        index["index_heap_bytes_per_job"] = heap_per_job(min(jobs, 100_000))
         print(f"index: {index}", file=sys.stderr)
     finally:
         delete_topics(admin, names)
@@ -163,6 +189,8 @@ def main(bootstrap_servers: str, n: int, records: int, partitions: int, concurre
                       "all_jobs_per_s": median("all"),
                       "R_status_all": median("R_all"), "R_status_failures": median("R_failures"),
                       **{f"cpu_us_per_job_{m}": median(f"cpu_us_{m}") for m in MODES},
+                      "R_status_all_cpu": median("R_all_cpu"),
+                      "R_status_failures_cpu": median("R_failures_cpu"),
                       **index, "per_round": results}))
 
 
