@@ -480,6 +480,8 @@ class AsyncProducer:
         """Like ``Producer.emit``; with ``wait=True`` also await the broker's acknowledgement
         (raises DeliveryFailed). Without it, failures surface at ``flush()``."""
         p = self._producer or await self.start()
+        if job_type not in p._types:  # first use: may read the status topic's metadata
+            await asyncio.to_thread(p._type_info, job_type)
         record = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at)
         if record[0] not in p._limits:
             await asyncio.to_thread(p._fetch_limit, record[0])

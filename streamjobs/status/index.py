@@ -22,7 +22,7 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from ..config import KafkaConfig
 from ..errors import StreamjobsError
 from ..scan import admin_client, partitions_of, reader
-from .record import ENQUEUED, FINAL, STATES, decode, job_id_of
+from .record import BATCH_PREFIX, ENQUEUED, FINAL, STATES, decode, decode_all, encode, job_id_of
 from .timeline import JobStatus, fold, place
 
 __all__ = ["StatusIndex"]
@@ -32,6 +32,7 @@ _STATE_AT = len(b'{"state":"')
 _TYPE_TAG = b'","type":"'
 _STATE_NAMES = {s.encode(): s for s in STATES}
 _FINAL = FINAL
+_BATCH = BATCH_PREFIX.encode()
 # (state, job type, record values joined by b"\n")
 Entry = tuple[str, str, bytes]
 
@@ -132,7 +133,13 @@ class StatusIndex:
         """Fold one status record into the index."""
         if key is None:
             return
-        job_id = job_id_of(key)
+        if key.startswith(_BATCH):  # a worker's batch: one value per job, as if written so
+            for job_id, job_type, t in decode_all(key, value):
+                self._apply_one(job_id, encode(job_type, t))
+            return
+        self._apply_one(job_id_of(key), value)
+
+    def _apply_one(self, job_id: str, value: bytes | None) -> None:
         with self._lock:
             changed = self._apply(job_id, value)
             subscribers = self._subscribers

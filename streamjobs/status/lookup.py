@@ -20,8 +20,10 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, KafkaError
 from ..scan import admin_client, offsets_for_time, partitions_of, reader, watermarks
-from .record import decode, partition_for, record_keys
+from .record import BATCH_PREFIX, decode, decode_all, partition_for, record_keys
 from .timeline import JobStatus, fold
+
+_BATCH = BATCH_PREFIX.encode()
 
 __all__ = ["SKEW_MS", "Follower", "created_ms", "lookup", "watch"]
 
@@ -53,6 +55,7 @@ class Follower:
         self.topic = topic
         self.status: JobStatus | None = None
         self._keys = record_keys(job_id)
+        self._quoted = b'"%s"' % job_id.encode("utf-8")
         admin = admin_client(config)
         parts = partitions_of(admin, config, topic, timeout)
         self.partition = partition_for(job_id, len(parts))
@@ -87,12 +90,18 @@ class Follower:
             self.position = offset + 1
             if self.position >= self.end:
                 self.caught_up = True
-            if msg.key() not in self._keys:
-                continue
-            got = decode(msg.value())
-            if got is not None:
-                self.status = fold(self.status, self.job_id, got[0], got[1])
-                changed = True
+            key = msg.key()
+            if key in self._keys:
+                got = decode(msg.value())
+                if got is not None:
+                    self.status = fold(self.status, self.job_id, got[0], got[1])
+                    changed = True
+            elif (key is not None and key.startswith(_BATCH)
+                  and self._quoted in (value := msg.value() or b"")):
+                for job_id, job_type, t in decode_all(key, value):
+                    if job_id == self.job_id:
+                        self.status = fold(self.status, job_id, job_type, t)
+                        changed = True
         return self.status if changed else None
 
     def read_to_end(self, timeout: float) -> JobStatus | None:

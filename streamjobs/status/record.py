@@ -14,7 +14,17 @@ queue from outside the worker (``emitted``, ``reprocessed``, ``replayed``) are k
 after the worker's next one; a key of its own keeps compaction from dropping the later state in
 favour of it (``timeline`` places them by time). Every record of a job goes to the partition
 ``partition_for`` computes from the id (CRC-32 mod partitions), so a reader finds a job's
-partition without librdkafka's partitioner. See docs/status.md.
+partition without librdkafka's partitioner.
+
+Batches: a worker finishing many jobs at once writes their ``succeeded`` as one record per job
+type and status partition, keyed ``_batch/<worker>/...`` (unique: never compacted away, deleted
+by retention), whose value lists the jobs as ``[id, attempt, offset]``::
+
+    {"state": "succeeded", "type": "send_email", "worker": "host-1", "topic": "demo.emails",
+     "partition": 3, "at": 1764500000123, "jobs": [["019a...", 1, 17], ["019b...", 1, 18]]}
+
+``decode_all`` turns any record into (job id, job type, transition) triples. See
+docs/status.md.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "BATCH_PREFIX",
     "EMITTED_SUFFIX",
     "ENQUEUED",
     "FINAL",
@@ -34,6 +45,7 @@ __all__ = [
     "STATUS_TOPIC",
     "Transition",
     "decode",
+    "decode_all",
     "encode",
     "job_id_of",
     "partition_for",
@@ -48,6 +60,8 @@ FINAL = frozenset({"succeeded", "dead"})
 MODES = ("all", "failures", "none")
 STATUS_TOPIC = "streamjobs.status"
 EMITTED_SUFFIX = "/emitted"
+BATCH_PREFIX = "_batch/"
+_BATCH = BATCH_PREFIX.encode()
 # Written by emit, dlq reprocess and replay range, not by the worker.
 ENQUEUED = frozenset({"emitted", "reprocessed", "replayed"})
 _SUFFIXES = tuple(f"/{s}" for s in sorted(ENQUEUED))
@@ -144,3 +158,23 @@ def decode(value: bytes | None) -> tuple[str, Transition] | None:
             doc.get("offset"), doc.get("due_at"), doc.get("reason"))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+def decode_all(key: bytes | None, value: bytes | None) -> list[tuple[str, str, Transition]]:
+    """(job id, job type, transition) of every job a record speaks of: one, or a batch's."""
+    if key is None:
+        return []
+    if not key.startswith(_BATCH):
+        got = decode(value)
+        return [] if got is None else [(job_id_of(key), got[0], got[1])]
+    got = decode(value)
+    if got is None:
+        return []
+    job_type, t = got
+    try:
+        jobs = orjson.loads(value or b"{}")["jobs"]
+        return [(str(j[0]), job_type, Transition(
+            t.state, t.at_ms, int(j[1]), t.worker, t.error_class, t.error_message, t.topic,
+            t.partition, int(j[2]), t.due_at_ms, t.reason)) for j in jobs]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return []

@@ -3,8 +3,9 @@
 Which types write what is the catalogue's ``status`` setting (docs/status.md):
 
 - ``succeeded`` (``all`` types): after the handler returned, for the successes of a finished
-  chunk, fire-and-forget through a producer of their own (no delivery report unless one
-  failed, lz4 batches): a commit never waits for them, the poll loop never blocks on them (a
+  chunk, one record per job type and status partition listing its jobs (a job alone there gets
+  its own record), fire-and-forget through a producer of their own (no delivery report unless one
+  failed): a commit never waits for them, the poll loop never blocks on them (a
   full local queue keeps them for the next loop turn);
 - ``started`` (``all`` types): only for a job still running ``STARTED_AFTER`` seconds after the
   sampler first saw it (compaction keeps a job's last record only, so a fast job needs none);
@@ -20,7 +21,10 @@ that only started once the retry record, and the ``retrying`` with it, were ackn
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import re
 import time
 import zlib
 from collections.abc import Iterable
@@ -31,7 +35,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka import Producer as KafkaProducer
 
 from .._delivery import PRODUCER_SETTINGS
-from ..status.record import Transition, encode, status_topic
+from ..status.record import BATCH_PREFIX, Transition, encode, status_topic
 from .context import JobContext
 from .outbox import Outbox
 from .routes import Route
@@ -41,6 +45,7 @@ __all__ = ["STARTED_AFTER", "StatusRecorder"]
 _log = logging.getLogger("streamjobs.worker")
 STARTED_AFTER = 1.0  # seconds a job runs before a ``started`` record is worth writing
 SAMPLE_EVERY = 0.5
+_PLAIN = re.compile(rb'[^"\\\x00-\x1f\x7f-\xff]*')  # a job id needing no JSON escape
 
 
 class StatusRecorder:
@@ -51,10 +56,13 @@ class StatusRecorder:
         self.partitions = partitions
         self.host = host
         self.producer = KafkaProducer({
-            **PRODUCER_SETTINGS, "linger.ms": 20, "compression.type": "lz4",
+            **PRODUCER_SETTINGS, "linger.ms": 50, "compression.type": "none",
             "queue.buffering.max.messages": 500_000,
             "delivery.report.only.error": True, "on_delivery": _on_error, **settings})
         self._loose: list[tuple[int, bytes, bytes]] = []  # refused by a full local queue
+        # Keys of batch records: unique per worker process and record (never compacted).
+        self._batch_key = f"{BATCH_PREFIX}{host}/{os.getpid()}/{os.urandom(4).hex()}/".encode()
+        self._seq = itertools.count()
         self._heads: dict[tuple[Route, str, int], bytes] = {}
         # id(ctx) -> (ctx, first seen (monotonic), first seen (ms), started written)
         self._seen: dict[int, tuple[JobContext, float, int, bool]] = {}
@@ -78,34 +86,55 @@ class StatusRecorder:
     # -- successes ----------------------------------------------------------------------------
 
     def succeeded(self, part: Any, jobs: list[JobContext]) -> None:
-        """``succeeded`` for the jobs of ``all`` types among ``jobs`` (one partition's)."""
-        at = b',"at":%d,"attempt":' % int(time.time() * 1000)
+        """``succeeded`` for the jobs of ``all`` types among ``jobs`` (one partition's): one
+        record per job type and status partition (``record.BATCH_PREFIX``), or the job's own
+        record when it is alone there."""
+        at = int(time.time() * 1000)
         heads = self._heads
-        produce = self.producer.produce
-        topic, n = self.topic, self.partitions
+        n = self.partitions
         every = part.status_every
+        groups: dict[tuple[Any, int], list[bytes]] = {}
         last: Any = None
-        head = b""
-        for i, ctx in enumerate(jobs):
+        for ctx in jobs:
             route = ctx._route  # type: ignore[attr-defined]
             if route is not last:
                 if not every and route.job.status != "all":
                     continue
                 last = route
-                key = (route, part.topic, part.partition)
-                head = (heads.get(key) or self._head(key)) + at
             id_b = ctx._id  # type: ignore[attr-defined]
-            value = b'%s%d,"offset":%d}' % (head, ctx.attempt, ctx.offset)
-            if self._loose:
-                self._loose.append((zlib.crc32(id_b) % n, id_b, value))
+            if _PLAIN.fullmatch(id_b) is None:  # not JSON text as it is: a record of its own
+                head = heads.get((route, part.topic, part.partition)) or self._head(
+                    (route, part.topic, part.partition))
+                self._post(zlib.crc32(id_b) % n, id_b, b'%s,"at":%d,"attempt":%d,"offset":%d}'
+                           % (head, at, ctx.attempt, ctx.offset))
                 continue
-            try:
-                produce(topic, value, id_b, partition=zlib.crc32(id_b) % n)
-            except BufferError:  # never wait here: the next loop turns send it
-                self._loose.append((zlib.crc32(id_b) % n, id_b, value))
-            except KafkaException as exc:
-                _log.warning("status of %d job(s) not recorded: %s", len(jobs) - i, exc)
-                return
+            entry = b'["%s",%d,%d]' % (id_b, ctx.attempt, ctx.offset)
+            group = groups.get((route, zlib.crc32(id_b) % n))
+            if group is None:
+                groups[(route, zlib.crc32(id_b) % n)] = [entry]
+            else:
+                group.append(entry)
+        for (route, partition), entries in groups.items():
+            head = heads.get((route, part.topic, part.partition)) or self._head(
+                (route, part.topic, part.partition))
+            if len(entries) == 1:
+                id_b, attempt, offset = orjson.loads(entries[0])
+                self._post(partition, id_b.encode(),
+                           b'%s,"at":%d,"attempt":%d,"offset":%d}' % (head, at, attempt, offset))
+            else:
+                self._post(partition, b"%s%d/%d" % (self._batch_key, at, next(self._seq)),
+                           b'%s,"at":%d,"jobs":[%s]}' % (head, at, b",".join(entries)))
+
+    def _post(self, partition: int, key: bytes, value: bytes) -> None:
+        if self._loose:
+            self._loose.append((partition, key, value))
+            return
+        try:
+            self.producer.produce(self.topic, value, key, partition=partition)
+        except BufferError:  # never wait here: the next loop turns send it
+            self._loose.append((partition, key, value))
+        except KafkaException as exc:
+            _log.warning("status record not written: %s", exc)
 
     def _head(self, key: tuple[Route, str, int]) -> bytes:
         route, topic, partition = key

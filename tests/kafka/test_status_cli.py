@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
 
 from streamjobs.config import KafkaConfig
-from tests.conftest import RunCli, SpawnCli, wait_for
+from tests.conftest import BOOTSTRAP, ROOT, RunCli, SpawnCli, wait_for
 from tests.kafka.status_support import APP, InProcessWorker, StatusEnv, status_env
+from tests.kafka.test_readme import README, _delete_prefixed
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +105,41 @@ def test_reprocess_and_replay_record_their_steps(env: StatusEnv, run_cli: RunCli
         worker.stop()
     assert [t.state for t in again.transitions] == ["emitted", "dead", "reprocessed", "dead"]
     assert wait_for(lambda: env.states(ok_id)[-2:] == ["replayed", "succeeded"], 10)
+
+
+README_COMMANDS = [
+    """JOB_ID=$(streamjobs emit send_welcome_email --json '{"user_id": "u-7", "email": "eve@example.com", "locale": "en"}')""",  # noqa: E501
+    "streamjobs worker examples.demo_app:app --burst --metrics-port 0",
+    'streamjobs status "$JOB_ID"',
+    'streamjobs status "$JOB_ID" --json',
+    'streamjobs status "$JOB_ID" --watch',
+]
+
+
+def test_readme_job_status_commands_run(run_cli: RunCli, tmp_path: Path,
+                                        kafka_config: KafkaConfig) -> None:
+    """The README's "Job status" commands run as shown (one shell, the demo catalogue, a
+    private prefix): the job is shown succeeded, as text, as JSON, and --watch ends."""
+    section = README[README.index("## Job status\n"):README.index("\n## CLI\n")]
+    block = re.findall(r"```console\n(.*?)```", section, flags=re.S)[0]
+    commands = [line[2:] for line in block.splitlines() if line.startswith("$ ")]
+    assert commands == README_COMMANDS
+    prefix = f"st-readme-{uuid.uuid4().hex[:8]}."
+    env = {**os.environ, "STREAMJOBS_BOOTSTRAP_SERVERS": BOOTSTRAP,
+           "STREAMJOBS_TOPIC_PREFIX": prefix, "STREAMJOBS_GROUP_ID": f"{prefix}group",
+           "DEMO_STATE_DIR": str(tmp_path / "demo"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    assert run_cli("topics", "apply", env=env).returncode == 0
+    try:
+        script = "set -e\n" + "\n".join(
+            f"echo '>>> {i}'\n{c}" for i, c in enumerate(commands)) + "\n"
+        out = subprocess.run(["bash", "-c", script], env=env, cwd=ROOT, capture_output=True,
+                             text=True, timeout=240)
+        assert out.returncode == 0, out.stdout + out.stderr
+        parts = out.stdout.split(">>> ")
+        text, as_json, watched = parts[3], parts[4], parts[5]
+        assert "state succeeded" in text and "now: succeeded" in text
+        assert orjson.loads(as_json.split("\n", 1)[1])["state"] == "succeeded"
+        assert watched.strip().splitlines()[-1].startswith("now: succeeded")
+    finally:
+        _delete_prefixed(prefix)

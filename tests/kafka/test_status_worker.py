@@ -11,7 +11,8 @@ from confluent_kafka import Producer as RawProducer
 from streamjobs import headers as h
 from streamjobs.config import KafkaConfig
 from streamjobs.status import Follower, Transition, partition_for
-from streamjobs.status.record import encode
+from streamjobs.status.record import decode_all, encode
+from tests.conftest import wait_for
 from tests.kafka.status_support import InProcessWorker, StatusEnv, status_env
 
 
@@ -30,17 +31,53 @@ def jobs(env: StatusEnv) -> Iterator[dict[str, str]]:
            "f_ok": env.emit("ftask"),
            "f_dead": env.emit("ftask", fail="error", fail_attempts=5),
            "n_dead": env.emit("ntask", fail="permanent", fail_attempts=1)}
+    for i in range(40):  # taken together: their successes are written as batches
+        env.producer.emit("stask", {"id": f"many-{i}"})
+    env.producer.flush(30)
     mp = pytest.MonkeyPatch()
     worker = InProcessWorker(env, mp)
     try:
         for name in ("ok", "retried"):
             env.wait_state(ids[name], "succeeded")
+        wait_for(lambda: len(_batched(env)) >= 40, 30, 0.3, "40 batched successes")
         for name in ("dead", "f_dead"):
             env.wait_state(ids[name], "dead")
     finally:
         worker.stop()
         mp.undo()
     yield ids
+
+
+def _batched(env: StatusEnv) -> dict[str, tuple[str, Transition]]:
+    """job id -> (job type, transition) of every batch record in the status topic."""
+    c = Consumer({**env.kafka.client_settings(), "group.id": "status-test-batches",
+                  "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    out: dict[str, tuple[str, Transition]] = {}
+    try:
+        c.assign([TopicPartition(env.status_topic, p, 0) for p in range(6)])
+        eof: set[int] = set()
+        while len(eof) < 6:
+            for m in c.consume(500, 1):
+                if m.error() is not None:
+                    eof.add(m.partition())
+                elif m.key().startswith(b"_batch/"):
+                    out.update({j: (jt, t) for j, jt, t in decode_all(m.key(), m.value())})
+    finally:
+        c.close()
+    return out
+
+
+def test_successes_taken_together_are_batched_and_each_looks_up(env: StatusEnv,
+                                                                jobs: dict[str, str]) -> None:
+    """Jobs finishing in one chunk share a batch record per status partition (in the job's
+    partition), and each one's lookup shows it succeeded."""
+    batched = _batched(env)
+    assert len(batched) >= 40
+    some = sorted(batched)[:5]
+    for job_id in some:
+        s = env.status(job_id)
+        assert s is not None and [t.state for t in s.transitions] == ["emitted", "succeeded"]
+        assert s.last == batched[job_id][1]
 
 
 def test_emitted_then_succeeded_for_an_all_type(env: StatusEnv, jobs: dict[str, str]) -> None:

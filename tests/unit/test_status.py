@@ -249,3 +249,48 @@ def test_the_hot_paths_bytes_decode_as_records_and_land_on_the_ids_partition() -
     assert (got[1].state, got[1].attempt, got[1].worker, got[1].topic, got[1].partition,
             got[1].offset) == ("succeeded", 2, 'host "1"', "p.emails", 4, 17)
     assert _parse(v1) == ("emitted", "send_email") and _parse(v2) == ("succeeded", "send_email")
+
+
+def test_a_chunk_of_successes_is_one_batch_record_per_status_partition() -> None:
+    """Many jobs finishing together: one record per status partition lists them (keyed
+    `_batch/...`, unique); a job alone in its partition gets its own record; the index and
+    decode_all give each job its own `succeeded`, the same as a single record would."""
+    from types import SimpleNamespace as NS
+
+    from streamjobs.status.record import decode_all
+    from streamjobs.worker.statuses import StatusRecorder
+
+    class Route:
+        job = NS(status="all", name="send_email")
+
+    client = _FakeClient()
+    recorder = StatusRecorder(None, "st", 2, "host-1", {})  # type: ignore[arg-type]
+    recorder.producer = client  # type: ignore[assignment]
+    ids = [f"019ad3c1-1f2e-7a4b-9c3d-{i:012d}" for i in range(40)]
+    by_partition: dict[int, list[str]] = {}
+    for job_id in ids:
+        by_partition.setdefault(partition_for(job_id, 2), []).append(job_id)
+    assert all(len(v) > 1 for v in by_partition.values())
+    part = NS(topic="emails", partition=1, status_every=True)
+    route = Route()
+    recorder.succeeded(part, [NS(_route=route, _id=j.encode(), attempt=1, offset=100 + i)
+                              for i, j in enumerate(ids)])
+    assert len(client.sent) == 2
+    index = _index()
+    seen: dict[str, Transition] = {}
+    for _, value, key, partition in client.sent:
+        assert key.startswith(b"_batch/host-1/")
+        triples = decode_all(key, value)
+        assert {j for j, _, _ in triples} == set(by_partition[partition])
+        seen.update({j: tr for j, _, tr in triples})
+        index.apply(key, value)
+    assert len({k for _, _, k, _ in client.sent}) == 2
+    for i, job_id in enumerate(ids):
+        assert seen[job_id] == Transition("succeeded", seen[job_id].at_ms, 1, "host-1",
+                                          topic="emails", partition=1, offset=100 + i)
+        got = index.get(job_id)
+        assert got is not None and got.transitions == (seen[job_id],)
+    client.sent.clear()
+    recorder.succeeded(part, [NS(_route=route, _id=ids[0].encode(), attempt=3, offset=7)])
+    (_, value, key, _), = client.sent
+    assert key == ids[0].encode() and decode(value) is not None
