@@ -19,8 +19,11 @@ from ..catalogue import Catalogue
 from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, StreamjobsError
+from ..lag import GroupLag, TierBacklog, group_lag, wait_backlog
+from ..reports import ReportsView, reports_topic
 from ..reprocess import load_progress
 from ..scan import TopicNotFound
+from ..status import StatusIndex, status_topic
 
 __all__ = ["Index", "Reports", "Sources"]
 
@@ -68,9 +71,6 @@ class Sources:
     def open(cls, config: KafkaConfig, catalogue: Catalogue | None, *, prefix: str = "",
              groups: tuple[str, ...] = ()) -> Sources:
         """The real sources for ``streamjobs web``: one status index, one reports view."""
-        from ..reports import ReportsView, reports_topic
-        from ..status import StatusIndex, status_topic
-
         index = StatusIndex(config, status_topic(prefix))
         reports = ReportsView(config, reports_topic(prefix))
         return cls(config, catalogue, index, reports, groups)
@@ -134,7 +134,8 @@ class Sources:
         for w in workers:
             in_flight[w.group] = in_flight.get(w.group, 0) + w.in_flight
         groups = sorted({*self.groups, *(w.group for w in workers)})
-        lags, tiers = [], []
+        lags: list[GroupLag] = []
+        tiers: list[TierBacklog] = []
         for g in groups:
             try:
                 lags.append(self.group_lag(g))
@@ -150,16 +151,12 @@ class Sources:
                 "index": self.index.stats(), "errors": errors,
                 "at_ms": time.time_ns() // 1_000_000}
 
-    def group_lag(self, group: str) -> Any:
-        from ..lag import group_lag
-
+    def group_lag(self, group: str) -> GroupLag:
         return group_lag(self.config, group)
 
-    def wait_backlog(self, group: str) -> list[Any]:
+    def wait_backlog(self, group: str) -> list[TierBacklog]:
         if self.catalogue is None:
             return []
-        from ..lag import wait_backlog
-
         return list(wait_backlog(self.config, self.catalogue, group))
 
     def dlq_topics(self) -> list[str]:
