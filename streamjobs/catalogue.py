@@ -18,7 +18,8 @@ from .errors import CatalogueError, ConfigError, UnknownJobType
 from .retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
 from .schemafiles import SchemaVersion, load_versions
 
-__all__ = ["CATALOGUE_FILE", "Catalogue", "JobType", "SchemaVersion", "TopicSettings"]
+__all__ = ["CATALOGUE_FILE", "DEFAULT_STATUS", "STATUS_MODES", "Catalogue", "JobType",
+           "SchemaVersion", "TopicSettings"]
 
 CATALOGUE_FILE = "catalogue.toml"
 
@@ -26,7 +27,11 @@ _TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _SETTINGS_KEYS = {"partitions", "replication_factor", "retention", "retention_ms"}
-_DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors"}
+_DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors", "status"}
+# Which status transitions a job type records (docs/status.md): every one, failures only
+# (retrying, dead: the jobs needing attention; the worker's hot path writes nothing), none.
+STATUS_MODES = ("all", "failures", "none")
+DEFAULT_STATUS = "failures"
 _JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field"}
 
 
@@ -46,6 +51,7 @@ class JobType:
     retry: RetryPolicy
     permanent_errors: tuple[str, ...]
     settings: TopicSettings
+    status: str = DEFAULT_STATUS  # one of STATUS_MODES
 
     @property
     def partitions(self) -> int:
@@ -240,8 +246,13 @@ class _Loader:
                 isinstance(p, str) and _CLASS_NAME.match(p) for p in permanent):
             raise self.error(entry, "permanent_errors must be a list of exception class names "
                                     "('module.Class' or 'Class')")
+        status = merged.get("status", DEFAULT_STATUS)
+        if status not in STATUS_MODES:
+            raise self.error(entry, f"status must be one of {', '.join(STATUS_MODES)}, "
+                                    f"got {status!r}")
         return JobType(name=name, schema=schema, topic=topic, key_field=key_field, retry=retry,
-                       permanent_errors=tuple(permanent), settings=self._settings(entry, merged))
+                       permanent_errors=tuple(permanent), settings=self._settings(entry, merged),
+                       status=status)
 
     def _settings(self, entry: str, merged: dict[str, Any]) -> TopicSettings:
         values: dict[str, Any] = {}

@@ -34,6 +34,11 @@ from .codec import Codec
 from .config import KafkaConfig
 from .errors import BrokerUnavailable, DeliveryFailed, KafkaError, RecordTooLarge
 from .retry import pick_tier, retry_topic
+from .status.lookup import lookup as _lookup
+from .status.lookup import watch as _watch
+from .status.record import Transition, status_topic
+from .status.timeline import JobStatus
+from .status.writer import StatusWriter
 
 __all__ = ["AsyncProducer", "Job", "Producer", "check_traceparent"]
 
@@ -70,10 +75,11 @@ class Job:
 class _TypeInfo:
     """What emit needs per job type, computed once."""
 
-    __slots__ = ("const", "const_size", "encode", "key_field", "name", "target", "tier_topics",
-                 "tiers", "topic")
+    __slots__ = ("const", "const_size", "encode", "key_field", "name", "status", "target",
+                 "tier_topics", "tiers", "topic")
 
-    def __init__(self, catalogue: Catalogue, codec: Codec, name: str) -> None:
+    def __init__(self, catalogue: Catalogue, codec: Codec, name: str,
+                 status: StatusWriter | None) -> None:
         job = catalogue.get(name)
         self.name = name
         self.topic = job.topic
@@ -91,6 +97,9 @@ class _TypeInfo:
                                                 for k, v in fixed)
         self.tiers = catalogue.wait_tiers(job.topic)
         self.tier_topics = {t: retry_topic(job.topic, t) for t in self.tiers}
+        # The start of its ``emitted`` status record, for job types recording everything.
+        self.status = (status.emitted_head(name, job.topic)
+                       if status is not None and job.status == "all" else None)
 
 
 class Producer:
@@ -124,6 +133,8 @@ class Producer:
         self._admin_conf = self.config.client_settings()
         self._admin: AdminClient | None = None
         self._types: dict[str, _TypeInfo] = {}
+        self._status: StatusWriter | None = None
+        self._status_opened = False
         self._limits: dict[str, int] = {}
         self._kafka = _KafkaProducer(conf)
         self._tracker.client = self._kafka
@@ -154,6 +165,7 @@ class Producer:
             record = self._prepare(job_type, payload, key, headers, traceparent, delay, run_at)
             self._check_size(record)
             self._send(record, on_delivery)
+            self._record_emitted(job_type, record)
             return record[4]
         # The common case, inlined: each avoided call is a measurable share of the cost.
         info = self._types.get(job_type) or self._type_info(job_type)
@@ -177,6 +189,8 @@ class Producer:
             self._kafka.produce(topic, value, key, headers=hdrs)
         except (BufferError, KafkaException):
             self._send((topic, key, value, hdrs, job_id, size), None)
+        if info.status is not None:
+            self._emitted(info, job_id, now_ms, None)
         return job_id
 
     def emit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]] | Job], *,
@@ -184,7 +198,8 @@ class Producer:
         """Emit a batch. Every job is validated and encoded first, so one bad payload sends
         nothing (the error carries a note naming its position in the batch)."""
         records: list[_Record] = []
-        for i, job in enumerate(jobs):
+        jobs_list = list(jobs)
+        for i, job in enumerate(jobs_list):
             try:
                 if isinstance(job, Job):
                     rec = self._prepare(job.job_type, job.payload, job.key, job.headers,
@@ -196,8 +211,9 @@ class Producer:
                 exc.add_note(f"job #{i} of the batch; nothing was sent")
                 raise
             records.append(rec)
-        for rec in records:
+        for job, rec in zip(jobs_list, records, strict=True):
             self._send(rec, on_delivery)
+            self._record_emitted(job.job_type if isinstance(job, Job) else job[0], rec)
         return [rec[4] for rec in records]
 
     def flush(self, timeout: float | None = None) -> None:
@@ -227,6 +243,51 @@ class Producer:
         self._tracker.client = None
         self._admin = None
         self._kafka.close()
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self, job_id: str, *, timeout: float = 10.0) -> JobStatus | None:
+        """The job's status from the status topic (None when it holds nothing about it: an
+        unknown id, or a job type recording ``failures`` that has not failed). Reads only
+        the partition the id hashes to."""
+        return _lookup(self.config, job_id, topic=status_topic(self.catalogue.topic_prefix),
+                       timeout=timeout)
+
+    def _record_emitted(self, job_type: str, record: _Record) -> None:
+        info = self._types.get(job_type) or self._type_info(job_type)
+        if info.status is None or self._status is None:
+            return
+        topic, _, _, hdrs, job_id, _ = record
+        due = next((v for k, v in hdrs if k == h.DUE_AT), None)
+        created = next((v for k, v in hdrs if k == _CREATED_AT), None)
+        at = int(created) if created is not None else _time_ns() // 1_000_000
+        t = Transition("emitted", at, topic=topic,
+                       due_at_ms=int(due) if due is not None else None)
+        self._emitted(info, job_id, at, t)
+
+    def _emitted(self, info: _TypeInfo, job_id: str, now_ms: int, t: Transition | None) -> None:
+        """Write the ``emitted`` status record (``t``: the slow path's; None: emit's own)."""
+        status = self._status
+        assert status is not None and info.status is not None
+        deadline = 0.0
+        while True:
+            try:
+                if t is None:
+                    status.emitted(info.status, job_id, now_ms)
+                else:
+                    status.write(job_id, info.name, t)
+                return
+            except BufferError:
+                now = time.monotonic()
+                deadline = deadline or now + self.delivery_timeout
+                if now > deadline:
+                    raise DeliveryFailed(f"job {job_id}: local queue still full after "
+                                         f"{self.delivery_timeout:g}s", code="_QUEUE_FULL",
+                                         topic=status.topic, job_id=job_id) from None
+                self._kafka.poll(0.05)
+            except KafkaException as exc:
+                raise kafka_error(exc.args[0], f"cannot record the status of job {job_id}",
+                                  topic=status.topic) from None
 
     def __enter__(self) -> Producer:
         return self
@@ -266,7 +327,16 @@ class Producer:
         return topic, key, value, hdrs, job_id, size
 
     def _type_info(self, job_type: str) -> _TypeInfo:
-        info = self._types[job_type] = _TypeInfo(self.catalogue, self.codec, job_type)
+        if not self._status_opened and self.catalogue.get(job_type).status == "all":
+            self._status_opened = True  # once, whether the topic exists or not
+            try:
+                self._status = StatusWriter.open(self._kafka, self.catalogue.topic_prefix,
+                                                 self.connect_timeout)
+            except KafkaException as exc:
+                raise kafka_error(exc.args[0], "cannot read the status topic's metadata"
+                                  ) from None
+        info = self._types[job_type] = _TypeInfo(self.catalogue, self.codec, job_type,
+                                                 self._status)
         return info
 
     def _check_size(self, record: _Record) -> None:
@@ -406,6 +476,8 @@ class AsyncProducer:
         """Like ``Producer.emit``; with ``wait=True`` also await the broker's acknowledgement
         (raises DeliveryFailed). Without it, failures surface at ``flush()``."""
         p = self._producer or await self.start()
+        if job_type not in p._types:  # first use: may read the status topic's metadata
+            await asyncio.to_thread(p._type_info, job_type)
         record = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at)
         if record[0] not in p._limits:
             await asyncio.to_thread(p._fetch_limit, record[0])
@@ -426,9 +498,23 @@ class AsyncProducer:
                 if time.monotonic() > deadline:
                     raise _queue_full(record, p.delivery_timeout) from None
                 await asyncio.sleep(0.005)  # the poll thread drains the queue meanwhile
+        p._record_emitted(job_type, record)
         if fut is not None:
             await fut
         return record[4]
+
+    async def status(self, job_id: str, *, timeout: float = 10.0) -> JobStatus | None:
+        """``Producer.status``, in a worker thread."""
+        p = self._producer or await self.start()
+        return await asyncio.to_thread(p.status, job_id, timeout=timeout)
+
+    async def watch(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+        """Await the job reaching a final state (succeeded or dead) and return its status;
+        ``TimeoutError`` after ``timeout`` seconds. Job types recording ``failures`` only
+        never show ``succeeded``: give those a timeout."""
+        p = self._producer or await self.start()
+        return await _watch(p.config, job_id, topic=status_topic(p.catalogue.topic_prefix),
+                            timeout=timeout)
 
     async def flush(self, timeout: float | None = None) -> None:
         if self._producer is not None:

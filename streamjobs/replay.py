@@ -47,6 +47,8 @@ from .scan import (
     scan,
     watermarks,
 )
+from .status.record import Transition
+from .status.writer import StatusWriter
 
 __all__ = [
     "GroupActive",
@@ -308,11 +310,15 @@ def replay_headers(hdrs: Iterable[tuple[str, bytes | None]], origin: str) -> h.H
 
 
 def emit_range(config: KafkaConfig, plan: RangePlan, *,
-               progress: Callable[[int], None] | None = None) -> int:
+               progress: Callable[[int], None] | None = None,
+               status_prefix: str | None = None) -> int:
     """Re-produce every record of the range to the end of the same partition; returns the
-    number acknowledged. DeliveryFailed if the broker refused any (some may be written)."""
+    number acknowledged. DeliveryFailed if the broker refused any (some may be written).
+    With ``status_prefix`` (the environment's topic prefix) each job gets a ``replayed``
+    record in that environment's status topic, when it exists."""
     producer = _RawProducer({**config.client_settings(), **PRODUCER_SETTINGS, "linger.ms": 5,
                              **config.role_settings("producer")})
+    status = None if status_prefix is None else StatusWriter.open(producer, status_prefix)
     failures: list[str] = []
     acked = 0
 
@@ -330,6 +336,8 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
     rng = Range(plan.topic, plan.partition, plan.start, plan.end + 1)
     for msg in scan(config, [rng]):
         origin = f"{plan.topic}/{plan.partition}/{msg.offset()}"
+        if status is not None:
+            _record_replayed(status, msg, plan, origin)
         while True:
             try:
                 hdrs: list[tuple[str, str | bytes | None]] = list(
@@ -349,6 +357,15 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
         raise DeliveryFailed(f"replay to {plan.topic}[{plan.partition}]: {acked} written, "
                              f"{len(failures) + remaining} failed: {detail}", topic=plan.topic)
     return acked
+
+
+def _record_replayed(status: StatusWriter, msg: Message, plan: RangePlan, origin: str) -> None:
+    hdrs = _headers(msg)
+    job_id = h.get(hdrs, h.JOB_ID)
+    if job_id:
+        status.send(job_id, h.get(hdrs, h.JOB_TYPE) or "", Transition(
+            "replayed", now_ms(), 1, topic=plan.topic, partition=plan.partition,
+            reason=origin))
 
 
 def _headers(msg: Message) -> h.Headers:

@@ -42,6 +42,8 @@ from .scan import (
     topic_exists,
     watermarks,
 )
+from .status.record import Transition
+from .status.writer import StatusWriter
 
 __all__ = ["Item", "Report", "Reprocessor", "load_progress", "progress_topic"]
 
@@ -149,6 +151,7 @@ class Reprocessor:
         self._producer: _RawProducer | None = None
         self._batch: list[tuple[DeadLetter, Item]] = []
         self._failed: dict[str, str] = {}  # ref (or progress key) -> delivery error
+        self._status: StatusWriter | None = None
 
     def open(self) -> int:
         """Read the progress topic and capture the ranges to scan; TopicNotFound here."""
@@ -164,6 +167,9 @@ class Reprocessor:
             self._producer = _RawProducer({**self.config.client_settings(),
                                            **PRODUCER_SETTINGS, "linger.ms": 5,
                                            **self.config.role_settings("producer")})
+            if self.codec is not None:  # its catalogue names the environment's prefix
+                self._status = StatusWriter.open(self._producer,
+                                                 self.codec.catalogue.topic_prefix)
         started = time.monotonic()
         try:
             for dl in self._records:
@@ -233,6 +239,7 @@ class Reprocessor:
             return
         assert self._producer is not None
         hdrs: list[tuple[str, str | bytes | None]] = list(republish_headers(dl))
+        self._record_status(dl, target)
         self._produce(target, dl.key, dl.value, hdrs, dl.ref)
         self._batch.append((dl, item))
 
@@ -256,6 +263,18 @@ class Reprocessor:
             except BufferError:  # local queue full: let deliveries drain
                 self._producer.poll(0.1)
         self._producer.poll(0)
+
+    def _record_status(self, dl: DeadLetter, target: str) -> None:
+        """``reprocessed`` in the status topic (types recording ``all`` or ``failures``)."""
+        job_id, job_type = dl.header(h.JOB_ID), dl.job_type
+        if self._status is None or not job_id or self.codec is None:
+            return
+        catalogue = self.codec.catalogue
+        if job_type is not None and job_type in catalogue and \
+                catalogue.get(job_type).status == "none":
+            return
+        self._status.send(job_id, job_type or "", Transition(
+            "reprocessed", time.time_ns() // 1_000_000, 1, topic=target, reason=dl.ref))
 
     def _reject(self, item: Item, problem: str) -> None:
         self.report.rejected.append(replace(item, problem=problem))

@@ -25,10 +25,11 @@ from .config import KafkaConfig
 from .errors import BrokerUnavailable, ConfigError, KafkaError
 from .reports import reports_topic
 from .retry import dlq_topic, retry_topic
+from .status.record import status_topic
 
 __all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
 
-Role = Literal["job", "retry", "dlq", "workers"]
+Role = Literal["job", "retry", "dlq", "status", "workers"]
 Action = Literal["create", "add_partitions", "alter_config", "warning"]
 
 DAY_MS = 86_400_000
@@ -36,6 +37,18 @@ DAY_MS = 86_400_000
 WAIT_MIN_RETENTION_MS = 7 * DAY_MS
 # Dead letters wait for a human: a month, or the job topic's retention if longer (-1: forever).
 DLQ_MIN_RETENTION_MS = 30 * DAY_MS
+# The status topic (docs/status.md): job ids hash to its partitions, so their number is fixed
+# once created. Compacted AND deleted: a job's records stay whole for a day
+# (min.compaction.lag.ms), then only its last state per key is kept, for at most 30 days.
+STATUS_PARTITIONS = 6
+STATUS_CONFIG: dict[str, str] = {
+    "cleanup.policy": "compact,delete",
+    "min.compaction.lag.ms": str(DAY_MS),
+    "retention.ms": str(30 * DAY_MS),
+    "segment.ms": str(DAY_MS // 4),
+    # Broker time: a lookup starts at the offset for the job id's creation time.
+    "message.timestamp.type": "LogAppendTime",
+}
 # Worker reports: the latest per worker (compact), nothing older than an hour (delete); small
 # segments so that both actually happen (a segment is cleaned only once closed).
 WORKERS_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": str(3_600_000),
@@ -77,7 +90,8 @@ def _at_least(retention_ms: int | None, minimum: int) -> str:
 
 def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
     """Every topic the catalogue needs, job topics first, each followed by its tiers and DLQ,
-    then the worker reports topic (under the catalogue's topic prefix).
+    then the status topic (``<prefix>streamjobs.status``) and the worker reports topic (under
+    the catalogue's topic prefix).
 
     Wait tiers use ``LogAppendTime``: the worker's due-time logic relies on broker-assigned,
     per-partition monotonic timestamps (docs/DESIGN.md "Topics")."""
@@ -93,6 +107,8 @@ def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
         out.append(TopicSpec(dlq_topic(topic), "dlq", s.partitions, s.replication_factor,
                              {"retention.ms": _at_least(s.retention_ms, DLQ_MIN_RETENTION_MS)}))
     replication = max((s.replication_factor for s in catalogue.job_topics().values()), default=1)
+    out.append(TopicSpec(status_topic(catalogue.topic_prefix), "status", STATUS_PARTITIONS,
+                         replication, STATUS_CONFIG))
     out.append(TopicSpec(reports_topic(catalogue.topic_prefix), "workers", 1, replication,
                          WORKERS_CONFIG))
     return out
@@ -201,7 +217,9 @@ def _plan(admin: AdminClient, catalogue: Catalogue, timeout: float) -> list[Chan
 def _drift(spec: TopicSpec, tmeta: Any, actual: Mapping[str, str]) -> list[Change]:
     out: list[Change] = []
     have = len(tmeta.partitions)
-    if spec.partitions > have:
+    if spec.role == "status":
+        pass  # kept as created: job ids hash to the partitions it has (docs/status.md)
+    elif spec.partitions > have:
         out.append(Change(spec.name, "add_partitions", f"partitions {have} -> "
                           f"{spec.partitions}", spec.role, partitions=spec.partitions))
     elif spec.partitions < have:

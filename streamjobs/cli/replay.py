@@ -134,11 +134,14 @@ def offsets(kafka: KafkaConfig, group: str, topics: tuple[str, ...], to_offset: 
               help="Up to the last record before this time (ISO 8601 or 2h ago).")
 @click.option("--execute", is_flag=True, envvar="STREAMJOBS_REPLAY_EXECUTE",
               help="Re-emit the records. Without it nothing is written.")
+@click.option("--topic-prefix", envvar="STREAMJOBS_TOPIC_PREFIX", default="",
+              help="Topic prefix of the environment: its status topic records each job "
+                   "as replayed.")
 @json_option
 @kafka_options
 def range_(kafka: KafkaConfig, topic: str, partition: int, from_offset: int | None,
            to_offset: int | None, since: str | None, until: str | None, execute: bool,
-           as_json: bool) -> None:
+           topic_prefix: str, as_json: bool) -> None:
     """Re-emit the records of a range of one partition to the end of that partition (same
     key, value and headers; sj-attempt=1, sj-replayed-from=T/P/OFFSET) while workers run."""
     if from_offset is None and to_offset is None and since is None and until is None:
@@ -156,7 +159,8 @@ def range_(kafka: KafkaConfig, topic: str, partition: int, from_offset: int | No
         bar: ProgressBar[int]
         with (_errors(),
               click.progressbar(length=plan.count, label="re-emitting", file=sys.stderr) as bar):
-            written = rp.emit_range(kafka, plan, progress=bar.update)
+            written = rp.emit_range(kafka, plan, progress=bar.update,
+                                    status_prefix=topic_prefix)
     if as_json:
         print_json({"topic": topic, "partition": partition, "from_offset": plan.start,
                     "to_offset": plan.end, "count": plan.count, "executed": execute,

@@ -77,11 +77,12 @@ class RecordContext(JobContext):
     Kafka message and its route and derives the other facts when they are read (most
     handlers read none of them). Header values were validated by the intake."""
 
-    __slots__ = ("_created", "_msg", "_part", "_route")
+    __slots__ = ("_created", "_id", "_msg", "_part", "_route")
 
     def __init__(self, msg: Any, part: Any, route: Any, offset: int, attempt: int,
-                 payload: dict[str, Any], created: bytes | None) -> None:
+                 payload: dict[str, Any], created: bytes | None, id_b: bytes) -> None:
         self._msg = msg
+        self._id = id_b  # sj-id as sent (last one; the intake checked it is UTF-8)
         self._created = created  # sj-created-at as sent (last one)
         self._part = part
         self._route = route
@@ -94,7 +95,7 @@ class RecordContext(JobContext):
 
     @property
     def job_id(self) -> str:  # type: ignore[override]
-        return h.get(self._msg.headers(), h.JOB_ID) or ""
+        return self._id.decode("utf-8")
 
     @property
     def job_type(self) -> str:  # type: ignore[override]

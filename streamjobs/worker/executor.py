@@ -27,8 +27,9 @@ __all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
 
 # (ctx, failure, decision): a handler raised; the poll thread produces the retry/DLQ record.
 FailedJob = tuple[JobContext, Failure, Decision]
-# (part, finished offsets, failed jobs or None, task ended)
-Completion = tuple[Any, list[int], list[FailedJob] | None, bool]
+# (part, finished offsets, failed jobs or None, task ended, jobs that succeeded when the
+# status of successes is recorded (``record_ok``) else None)
+Completion = tuple[Any, list[int], list[FailedJob] | None, bool, list[JobContext] | None]
 # A lane's records of one batch, in offset order, and their offsets (the same order).
 Chunk = tuple[list[JobContext], list[int]]
 
@@ -41,10 +42,17 @@ class Executor:
         self.lanes = lanes
         self.completions = completions
         self.stopping = False
+        # Status recording (worker/statuses.py), set by the worker before jobs arrive:
+        # completions carry the jobs that succeeded, and each thread shows the job it runs.
+        self.record_ok = False
+        self.track_running = False
+        self.running: list[JobContext | None] = [None] * concurrency
+        self.running_async: set[JobContext] = set()
         self._tasks: queue.SimpleQueue[tuple[Any, Hashable | None, Chunk] | None] = (
             queue.SimpleQueue())
-        self._threads = [threading.Thread(target=self._thread_main, name=f"sj-worker-{i}",
-                                          daemon=True) for i in range(concurrency)]
+        self._threads = [threading.Thread(target=self._thread_main, args=(i,),
+                                          name=f"sj-worker-{i}", daemon=True)
+                         for i in range(concurrency)]
         for t in self._threads:
             t.start()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,20 +83,20 @@ class Executor:
 
     # -- sync ---------------------------------------------------------------------------------
 
-    def _thread_main(self) -> None:
+    def _thread_main(self, slot: int) -> None:
         get = self._tasks.get
         while True:
             task = get()
             if task is None:
                 return
-            self._run_sync(*task)
+            self._run_sync(slot, *task)
 
-    def _run_sync(self, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
+    def _run_sync(self, slot: int, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
         chunks = [chunk]
         while True:
             early = False
             for jobs, offsets in chunks:
-                early = self._run_chunk(part, jobs, offsets)
+                early = self._run_chunk(slot, part, jobs, offsets)
                 if early:
                     break
             nxt = None
@@ -98,23 +106,27 @@ class Executor:
                 else:
                     nxt = self.lanes.take(lane)
             if nxt is None:
-                self.completions.append((part, _NONE, None, True))
+                self.completions.append((part, _NONE, None, True, None))
                 return
             chunks = nxt
 
-    def _run_chunk(self, part: Any, jobs: list[JobContext], offsets: list[int]) -> bool:
+    def _run_chunk(self, slot: int, part: Any, jobs: list[JobContext],
+                   offsets: list[int]) -> bool:
         """Run one chunk in this thread; True if it stopped early (revoke, shutdown)."""
         bus = self.bus
         if (bus.wants(JobStarted) or bus.wants(JobSucceeded) or bus.wants(JobsSucceeded)
                 or bus.wants(JobFailed)):
-            return self._run_observed(part, jobs, offsets)
+            return self._run_observed(slot, part, jobs, offsets)
         loop = self._loop
+        running = self.running if self.track_running else None
         failed: list[FailedJob] | None = None
         ran = len(jobs)
-        for ctx in jobs:  # the hot loop: a handler call and two flag checks per job
+        for ctx in jobs:  # the hot loop: a handler call and three flag checks per job
             if part.revoked or self.stopping:
                 ran = jobs.index(ctx)
                 break
+            if running is not None:
+                running[slot] = ctx
             handler = ctx._handler
             try:
                 if handler.is_async:
@@ -127,10 +139,13 @@ class Executor:
                 if failed is None:
                     failed = []
                 failed.append(self._failed(ctx, exc, 0.0, False))
-        self._complete(part, offsets, ran, failed)
+        if running is not None:
+            running[slot] = None  # before the completion: see StatusRecorder.sample
+        self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
 
-    def _run_observed(self, part: Any, jobs: list[JobContext], offsets: list[int]) -> bool:
+    def _run_observed(self, slot: int, part: Any, jobs: list[JobContext],
+                      offsets: list[int]) -> bool:
         """``_run_chunk`` with events: per job when a listener wants them one by one, else
         one ``JobsSucceeded`` per run of successes of one job type."""
         bus = self.bus
@@ -140,6 +155,7 @@ class Executor:
         want_failed = bus.wants(JobFailed)
         clock = time.perf_counter
         loop = self._loop
+        running = self.running if self.track_running else None
         run = _Run(bus, part, jobs) if summary else None
         durations: list[float] = run.durations if run is not None else []
         run_handler = None
@@ -151,6 +167,8 @@ class Executor:
                 ran = i
                 break
             handler = ctx._handler
+            if running is not None:
+                running[slot] = ctx
             if want_started:
                 bus.emit(JobStarted(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
                                     ctx.offset, ctx.attempt))
@@ -183,19 +201,26 @@ class Executor:
                 bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
                                       ctx.offset, ctx.attempt, t1 - t0, ctx.created_at_ms))
             t0 = t1
+        if running is not None:
+            running[slot] = None
         if run is not None:
             run.flush()
-        self._complete(part, offsets, ran, failed)
+        self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
 
-    def _complete(self, part: Any, offsets: list[int], ran: int,
+    def _complete(self, part: Any, jobs: list[JobContext], offsets: list[int], ran: int,
                   failed: list[FailedJob] | None) -> None:
+        ok: list[JobContext] | None = None
         if failed is None and ran == len(offsets):
             done = offsets  # the usual case: the chunk's own list, no per-job work
+            if self.record_ok:
+                ok = jobs
         else:
             bad = {f[0].offset for f in failed} if failed else set()
             done = [o for o in offsets[:ran] if o not in bad]
-        self.completions.append((part, done, failed, False))
+            if self.record_ok:
+                ok = [c for c in jobs[:ran] if c.offset not in bad]
+        self.completions.append((part, done, failed, False, ok))
 
     # -- async --------------------------------------------------------------------------------
 
@@ -228,7 +253,7 @@ class Executor:
                     else:
                         nxt = self.lanes.take(lane)
                 if nxt is None:
-                    self.completions.append((part, _NONE, None, True))
+                    self.completions.append((part, _NONE, None, True, None))
                     return
                 chunks = nxt
 
@@ -240,6 +265,7 @@ class Executor:
         summary = not each_ok and bus.wants(JobsSucceeded)
         want_failed = bus.wants(JobFailed)
         clock = time.perf_counter
+        running = self.running_async if self.track_running else None
         run = _Run(bus, part, jobs) if summary else None
         run_handler = None
         failed: list[FailedJob] | None = None
@@ -248,6 +274,8 @@ class Executor:
             if part.revoked or self.stopping:
                 ran = i
                 break
+            if running is not None:
+                running.add(ctx)
             if want_started:
                 bus.emit(JobStarted(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
                                     ctx.offset, ctx.attempt))
@@ -255,6 +283,8 @@ class Executor:
             try:
                 await ctx._handler.func(ctx.payload, ctx)
             except BaseException as exc:
+                if running is not None:
+                    running.discard(ctx)
                 if run is not None:
                     run.flush()
                     run_handler = None
@@ -263,6 +293,8 @@ class Executor:
                 failed.append(self._failed(ctx, exc, clock() - t0, want_failed))
                 continue
             t1 = clock()
+            if running is not None:
+                running.discard(ctx)
             if run is not None:
                 if ctx._handler is not run_handler:
                     run.flush()
@@ -274,7 +306,7 @@ class Executor:
                                       ctx.offset, ctx.attempt, t1 - t0, ctx.created_at_ms))
         if run is not None:
             run.flush()
-        self._complete(part, offsets, ran, failed)
+        self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
 
     # -- failures -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ wakes. A woken record runs if due, else moves to the largest tier that does not 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import io
 import itertools
@@ -24,6 +25,7 @@ from ..codec import MAGIC, Codec
 from ..errors import DecodeError, UnknownSchema
 from ..events import JobDeadLettered, JobReceived, JobRetried, JobsReceived
 from ..retry import dlq_topic, pick_tier, retry_topic
+from ..status.record import Transition
 from .context import JobContext, RecordContext
 from .failures import (
     Decision,
@@ -66,8 +68,8 @@ class Part:
     an earlier assignment are recognised by ``gone``)."""
 
     __slots__ = ("acks", "consumer", "gone", "hold_until_ms", "is_async", "job_topic", "next_fetch",
-                 "partition", "paused", "paused_kafka", "revoked", "single_type", "stored",
-                 "tasks", "topic", "tracker", "wait")
+                 "partition", "paused", "paused_kafka", "revoked", "single_type", "status_every",
+                 "stored", "tasks", "topic", "tracker", "wait")
 
     def __init__(self, topic: str, partition: int, routes: Routes, ordering: str,
                  consumer: Any = None) -> None:
@@ -80,6 +82,8 @@ class Part:
         self.is_async = routes.all_async(self.job_topic)
         routes_here = routes.job_topics.get(self.job_topic, ())
         self.single_type = routes_here[0].job.name if len(routes_here) == 1 else None
+        # Every job type here records every transition (no per-job check of the setting).
+        self.status_every = all(r.job.status == "all" for r in routes_here)
         self.next_fetch = -1  # first offset not taken yet (-1: nothing received)
         self.stored = -1
         self.tasks = 0  # executor tasks running for this partition
@@ -196,7 +200,8 @@ class Intake:
                     except Exception:
                         payload = None  # _decode below finds out what is wrong
                     if payload is not None:
-                        jobs.append(RecordContext(m, part, route, offset, 1, payload, c))
+                        jobs.append(RecordContext(m, part, route, offset, 1, payload, c,
+                                                  id_b))
                         offs.append(offset)
                         continue
             # Slow path: the tracker gets what this batch took so far, then this offset.
@@ -279,7 +284,7 @@ class Intake:
                     payload = None
         if payload is None:
             payload = self._decode_payload(value, route, attempt)
-        return RecordContext(m, part, route, offset, attempt, payload, c)
+        return RecordContext(m, part, route, offset, attempt, payload, c, id_b)
 
     def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
         try:
@@ -359,14 +364,14 @@ class Intake:
         now_ms = int(time.time() * 1000)
         origin = Origin(ctx.topic, ctx.partition, ctx.offset, ctx._timestamp_ms, self.host,
                         self.worker.group_id)
+        ident = (ctx.job_id, ctx.job_type, ctx._job.status)
         if decision.delay is not None:
             self._retry(part, ctx.offset, ctx.key, ctx._value, ctx.headers, origin, failure,
-                        ctx.attempt, ctx.job_topic, decision.delay, now_ms,
-                        (ctx.job_id, ctx.job_type))
+                        ctx.attempt, ctx.job_topic, decision.delay, now_ms, ident)
         else:
             self._dead_letter(part, ctx.offset, ctx.key, ctx._value, ctx.headers, origin,
                               failure, decision.reason or "max_attempts", ctx.job_topic,
-                              now_ms, (ctx.job_id, ctx.job_type), ctx.attempt)
+                              now_ms, ident, ctx.attempt)
 
     def _poison(self, m: Any, part: Part, offset: int, poison: _Poison) -> None:
         now_ms = int(time.time() * 1000)
@@ -374,7 +379,12 @@ class Intake:
         origin = Origin(part.topic, part.partition, offset, m.timestamp()[1], self.host,
                         self.worker.group_id)
         job_topic = poison.route.topic if poison.route else part.job_topic
-        ident = (h.get(hdrs, h.JOB_ID) or "", h.get(hdrs, h.JOB_TYPE) or "")
+        # A record of no known type: its status is recorded unless no type here records any.
+        mode = poison.route.job.status if poison.route else (
+            "failures" if any(r.job.status != "none"
+                              for r in self.routes.job_topics.get(part.job_topic, ()))
+            else "none")
+        ident = (h.get(hdrs, h.JOB_ID) or "", h.get(hdrs, h.JOB_TYPE) or "", mode)
         if poison.reason == "unknown_schema" and poison.route is not None:
             delay = poison.route.job.retry.delay_for(poison.attempt)
             if delay is not None:
@@ -387,20 +397,24 @@ class Intake:
 
     def _retry(self, part: Part, offset: int, key: bytes | None, value: bytes | None,
                hdrs: h.Headers, origin: Origin, failure: Failure, attempt: int,
-               job_topic: str, delay: float, now_ms: int, ident: tuple[str, str]) -> None:
+               job_topic: str, delay: float, now_ms: int, ident: tuple[str, str, str]) -> None:
         topic = retry_topic(job_topic, pick_tier(delay, self.routes.tiers[job_topic]))
+        due_at_ms = now_ms + round(delay * 1000)
         rec = retry_record(key, value, hdrs, origin=origin, failure=failure, attempt=attempt,
-                           target=job_topic, due_at_ms=now_ms + round(delay * 1000),
-                           now_ms=now_ms)
+                           target=job_topic, due_at_ms=due_at_ms, now_ms=now_ms)
         event = None
         if self.bus.wants(JobRetried):
             event = JobRetried(ident[0], ident[1], origin.topic, origin.partition, offset,
                                attempt, delay, topic)
-        self._send(part, offset, topic, *rec, event)
+        status = self._status(ident, Transition(
+            "retrying", now_ms, attempt, origin.host, failure.error_class, failure.message,
+            topic, due_at_ms=due_at_ms))
+        self._send(part, offset, topic, *rec, event, status)
 
     def _dead_letter(self, part: Part, offset: int, key: bytes | None, value: bytes | None,
                      hdrs: h.Headers, origin: Origin, failure: Failure, reason: str,
-                     job_topic: str, now_ms: int, ident: tuple[str, str], attempt: int) -> None:
+                     job_topic: str, now_ms: int, ident: tuple[str, str, str],
+                     attempt: int) -> None:
         topic = dlq_topic(job_topic)
         rec = dead_letter_record(key, value, hdrs, origin=origin, failure=failure,
                                  reason=reason, now_ms=now_ms)
@@ -408,18 +422,51 @@ class Intake:
         if self.bus.wants(JobDeadLettered):
             event = JobDeadLettered(ident[0], ident[1], origin.topic, origin.partition, offset,
                                     attempt, reason, topic)
-        self._send(part, offset, topic, *rec, event)
+        dead = Transition("dead", now_ms, attempt, origin.host, failure.error_class,
+                          failure.message, topic, reason=reason)
+        self._send(part, offset, topic, *rec, event, self._status(ident, dead))
+
+    def _status(self, ident: tuple[str, str, str],
+                t: Transition) -> tuple[str, str, Transition] | None:
+        """What to record for a failure: (job id, job type, transition), or None."""
+        if self.worker.status is None or ident[2] == "none" or not ident[0]:
+            return None
+        return ident[0], ident[1], t
 
     def _send(self, part: Part, offset: int, topic: str, key: bytes | None,
-              value: bytes | None, hdrs: h.Headers, event: Any) -> None:
+              value: bytes | None, hdrs: h.Headers, event: Any,
+              status: tuple[str, str, Transition] | None = None) -> None:
+        """Produce a retry, re-wait or dead-letter record; the record at ``offset`` is
+        finished once it, and the failure's status record with it, are acknowledged."""
         worker = self.worker
         bus = self.bus
         part.acks += 1
+        waiting = 1 if status is None else 2
+        out: Outgoing | None = None
 
         def acked() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting:
+                return
             part.acks -= 1
             worker.finish(part, offset)
             if event is not None:
                 bus.emit(event)
 
-        worker.outbox.send(Outgoing(topic, key, value, hdrs, acked))
+        def dead_letter_acked() -> None:
+            # The dead-letter record's place is known now: the same transition, with it.
+            assert status is not None and out is not None and out.where is not None
+            recorder = worker.status
+            if recorder is not None:
+                recorder.write(status[0], status[1], dataclasses.replace(
+                    status[2], partition=out.where[0], offset=out.where[1]))
+            acked()
+
+        if status is not None and worker.status is not None:
+            partition, skey, svalue = worker.status.record(*status)
+            worker.outbox.send(Outgoing(worker.status.topic, skey, svalue, [], acked, partition))
+        on_ack = dead_letter_acked if status is not None and status[2].state == "dead" else acked
+        out = Outgoing(topic, key, value, hdrs, on_ack)
+        worker.outbox.send(out)
+

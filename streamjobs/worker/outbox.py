@@ -1,4 +1,5 @@
-"""The worker's producer: retry, re-wait and dead-letter records.
+"""The worker's producer: retry, re-wait and dead-letter records (and the status records
+acknowledged with them).
 
 Idempotent, ``acks=all``. A failed record's offset is finished only when the broker
 acknowledges the record that carries it on; the delivery callback runs on the poll thread
@@ -37,6 +38,9 @@ class Outgoing:
     value: bytes | None
     headers: h.Headers
     on_ack: Callable[[], None]
+    partition: int = -1  # -1: librdkafka's partitioner (by key)
+    # (partition, offset) the broker gave it, set before on_ack runs
+    where: tuple[int, int] | None = None
 
 
 class Outbox:
@@ -65,11 +69,12 @@ class Outbox:
                 self._defer(out, 0)
                 return
             self.pending -= 1
+            out.where = (msg.partition(), msg.offset())
             out.on_ack()
 
         try:
             self.producer.produce(out.topic, value=out.value, key=out.key,
-                                  headers=cast(Any, out.headers),
+                                  partition=out.partition, headers=cast(Any, out.headers),
                                   on_delivery=delivered)
         except BufferError:  # local queue full: let poll() make room, never block here
             self._defer(out, 0.05)

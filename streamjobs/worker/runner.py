@@ -34,6 +34,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from .. import _kafka_log
+from .. import headers as h
 from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, ConfigError
@@ -62,6 +63,7 @@ from .outbox import Outbox
 from .pauses import Pauses
 from .routes import Routes
 from .settings import WorkerSettings
+from .statuses import SAMPLE_EVERY, StatusRecorder
 
 __all__ = ["Worker", "run_worker", "wait_group"]
 
@@ -102,6 +104,7 @@ class Worker:
         self.outbox: Any = None
         self.executor: Any = None
         self.intake: Any = None
+        self.status: StatusRecorder | None = None  # None: no status record is written
 
     # -- public -------------------------------------------------------------------------------
 
@@ -177,6 +180,7 @@ class Worker:
                               **self.kafka.role_settings("producer")})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
+        self._start_status(meta)
         self.intake = Intake(self, Codec(self.app.catalogue))
         topics = self.routes.subscriptions()
         callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
@@ -196,6 +200,17 @@ class Worker:
         self.broker.on_error(err)  # readiness and the broker.unreachable event
         _kafka_log.on_error(err)  # and the line on streamjobs.kafka, like every other client
 
+    def _start_status(self, meta: Any) -> None:
+        modes = {r.job.status for r in self.routes.by_type.values()}
+        if modes <= {"none"}:
+            return
+        prefix = self.app.topic_prefix + self.app.catalogue.topic_prefix
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(),
+                                             {**self.kafka.client_settings(),
+                                              "error_cb": self._on_kafka_error})
+        if self.status is not None and "all" in modes:
+            self.executor.record_ok = self.executor.track_running = True
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
@@ -211,7 +226,10 @@ class Worker:
         outbox = self.outbox
         waiter = self.waiter
         now = time.monotonic()
-        alive_at = lag_at = burst_at = 0.0
+        alive_at = lag_at = burst_at = sample_at = 0.0
+        executor = self.executor
+        status = self.status
+        sampling = status is not None and executor.track_running
         started = now
         last_inflight = -1
         while self.stop_reason is None:
@@ -230,6 +248,10 @@ class Worker:
                 if self.in_flight != last_inflight and self.bus.wants(InFlightChanged):
                     last_inflight = self.in_flight
                     self.bus.emit(InFlightChanged(self.in_flight))
+            if sampling and now - sample_at >= SAMPLE_EVERY:
+                sample_at = now
+                assert status is not None
+                status.sample([*executor.running, *list(executor.running_async)])
             if now - lag_at >= LAG_EVERY:
                 lag_at = now
                 if self.bus.wants(LagSampled):
@@ -256,6 +278,8 @@ class Worker:
                 if msgs:
                     intake.take(msgs, max_in_flight)
             outbox.poll(0)
+            if status is not None:
+                status.poll()
 
     def _fetch(self, n: int, timeout: float) -> list[Any]:
         # consume(n, t) waits for n records or t; poll(t) returns on the first record. So: take
@@ -320,10 +344,14 @@ class Worker:
     def _drain(self) -> None:
         completions = self.completions
         touched = self._touched
+        status = self.status
         while completions:
-            part, done, failed, ended = completions.popleft()
+            part, done, failed, ended, ok = completions.popleft()
             if ended:
                 part.tasks -= 1
+            if ok and status is not None:
+                # Even for a partition gone meanwhile: these handlers did return.
+                status.succeeded(part, ok)
             if part.gone:
                 continue
             if done:
@@ -486,6 +514,8 @@ class Worker:
                 self._commit(asynchronous=False)
             if self.outbox is not None:
                 self.outbox.flush(max(1.0, deadline - time.monotonic()))
+            if self.status is not None:
+                self.status.flush(max(1.0, deadline - time.monotonic()))
         finally:
             for consumer in self._consumers():
                 consumer.close()  # leaves the group

@@ -4,7 +4,8 @@ Each handler appends one JSON line per finished job to the ledger file named by
 ``STREAMJOBS_TEST_LEDGER`` (fsync'd, so a killed worker never loses a finished line), after
 sleeping ``sleep_ms``. ``fail`` makes attempts <= ``fail_attempts`` raise:
 ``error`` (RuntimeError), ``retry:<seconds>`` (errors.Retry), ``permanent`` (PermanentError),
-``bad_input`` (BadInput, listed in the catalogue's permanent_errors).
+``bad_input`` (BadInput, listed in the catalogue's permanent_errors); ``while_file:<path>``
+raises RuntimeError on every attempt while that file exists (a job that works once fixed).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class BadInput(Exception):
 
 def _maybe_fail(payload: dict[str, Any], ctx: JobContext) -> None:
     mode = payload["fail"]
+    if mode.startswith("while_file:"):
+        if os.path.exists(mode.split(":", 1)[1]):
+            raise RuntimeError("the file is still there")
+        return
     if not mode or ctx.attempt > payload["fail_attempts"]:
         return
     if mode == "error":

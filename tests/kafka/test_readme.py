@@ -20,6 +20,11 @@ COVERED_ELSEWHERE = {
     "bench/run --quick": ".ci/run",
     "make test": ".ci/run",
     "make lint": ".ci/run",
+    **{c: "tests/kafka/test_status_cli.py" for c in (
+        """JOB_ID=$(streamjobs emit send_welcome_email --json '{"user_id": "u-7", "email": "eve@example.com", "locale": "en"}')""",  # noqa: E501
+        "streamjobs worker examples.demo_app:app --burst --metrics-port 0",
+        'streamjobs status "$JOB_ID"', 'streamjobs status "$JOB_ID" --json',
+        'streamjobs status "$JOB_ID" --watch')},
 }
 
 

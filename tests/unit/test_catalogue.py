@@ -50,7 +50,8 @@ def test_demo_catalogue() -> None:
         key_field="user_id",
         retry=RetryPolicy(max_attempts=5, exponential=Exponential(1.0, 2.0, 60.0, 0.1)),
         permanent_errors=("ValueError",),
-        settings=TopicSettings(partitions=6, replication_factor=1, retention_ms=7 * 86400_000))
+        settings=TopicSettings(partitions=6, replication_factor=1, retention_ms=7 * 86400_000),
+        status="all")
     assert email.partitions == 6 and email.retention_ms == 604800000
     thumb = cat.get("make_thumbnail")
     assert (thumb.topic, thumb.key_field, thumb.retry) == ("demo.images", "image_id",

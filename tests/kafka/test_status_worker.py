@@ -1,0 +1,168 @@
+"""Status records written by emit and the worker, read back with ``lookup``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Producer as RawProducer
+
+from streamjobs import headers as h
+from streamjobs.config import KafkaConfig
+from streamjobs.status import Follower, Transition, partition_for
+from streamjobs.status.record import decode_all, encode
+from tests.conftest import wait_for
+from tests.kafka.status_support import InProcessWorker, StatusEnv, status_env
+
+
+@pytest.fixture(scope="module")
+def env(kafka_config: KafkaConfig) -> Iterator[StatusEnv]:
+    with status_env(kafka_config, "worker") as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def jobs(env: StatusEnv) -> Iterator[dict[str, str]]:
+    """One worker run over jobs of every outcome and status setting."""
+    ids = {"ok": env.emit("stask"),
+           "retried": env.emit("stask", fail="error", fail_attempts=1),
+           "dead": env.emit("stask", fail="permanent", fail_attempts=1),
+           "f_ok": env.emit("ftask"),
+           "f_dead": env.emit("ftask", fail="error", fail_attempts=5),
+           "n_dead": env.emit("ntask", fail="permanent", fail_attempts=1)}
+    for i in range(40):  # taken together: their successes are written as batches
+        env.producer.emit("stask", {"id": f"many-{i}"})
+    env.producer.flush(30)
+    mp = pytest.MonkeyPatch()
+    worker = InProcessWorker(env, mp)
+    try:
+        for name in ("ok", "retried"):
+            env.wait_state(ids[name], "succeeded")
+        wait_for(lambda: len(_batched(env)) >= 40, 30, 0.3, "40 batched successes")
+        for name in ("dead", "f_dead"):
+            env.wait_state(ids[name], "dead")
+    finally:
+        worker.stop()
+        mp.undo()
+    yield ids
+
+
+def _batched(env: StatusEnv) -> dict[str, tuple[str, Transition]]:
+    """job id -> (job type, transition) of every batch record in the status topic."""
+    c = Consumer({**env.kafka.client_settings(), "group.id": "status-test-batches",
+                  "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    out: dict[str, tuple[str, Transition]] = {}
+    try:
+        c.assign([TopicPartition(env.status_topic, p, 0) for p in range(6)])
+        eof: set[int] = set()
+        while len(eof) < 6:
+            for m in c.consume(500, 1):
+                if m.error() is not None:
+                    eof.add(m.partition())
+                elif m.key().startswith(b"_batch/"):
+                    out.update({j: (jt, t) for j, jt, t in decode_all(m.key(), m.value())})
+    finally:
+        c.close()
+    return out
+
+
+def test_successes_taken_together_are_batched_and_each_looks_up(env: StatusEnv,
+                                                                jobs: dict[str, str]) -> None:
+    """Jobs finishing in one chunk share a batch record per status partition (in the job's
+    partition), and each one's lookup shows it succeeded."""
+    batched = _batched(env)
+    assert len(batched) >= 40
+    some = sorted(batched)[:5]
+    for job_id in some:
+        s = env.status(job_id)
+        assert s is not None and [t.state for t in s.transitions] == ["emitted", "succeeded"]
+        assert s.last == batched[job_id][1]
+
+
+def test_emitted_then_succeeded_for_an_all_type(env: StatusEnv, jobs: dict[str, str]) -> None:
+    """An `all` job type records `emitted` at emit and `succeeded` (worker, where it ran) after
+    its handler returned; a job shown succeeded has succeeded."""
+    s = env.status(jobs["ok"])
+    assert s is not None and s.job_type == "stask" and s.final
+    assert [t.state for t in s.transitions] == ["emitted", "succeeded"]
+    emitted, ok = s.transitions
+    assert emitted.topic == env.topic("stask")
+    assert ok.worker == h.hostname() and ok.topic == env.topic("stask")
+    assert ok.partition is not None and ok.offset is not None and ok.at_ms >= emitted.at_ms
+
+
+def test_retried_job_shows_retrying_with_due_time_then_succeeded(env: StatusEnv,
+                                                                 jobs: dict[str, str]) -> None:
+    """A retried job's `retrying` carries the error, the wait tier and the due time; the
+    second attempt's `succeeded` follows."""
+    s = env.status(jobs["retried"])
+    assert s is not None
+    assert [t.state for t in s.transitions] == ["emitted", "retrying", "succeeded"]
+    retrying, ok = s.transitions[1:]
+    assert retrying.attempt == 1 and retrying.error_class == "RuntimeError"
+    assert retrying.error_message == "boom on attempt 1"
+    assert retrying.topic == env.topic("stask") + ".retry.1s"
+    assert retrying.due_at_ms == retrying.at_ms + 1000
+    assert ok.attempt == 2 and ok.topic == retrying.topic and s.attempts == 2
+
+
+def test_dead_job_shows_reason_and_its_dead_letter_record(env: StatusEnv,
+                                                          jobs: dict[str, str]) -> None:
+    """`dead` names the reason and error, and once acknowledged the dead-letter record's
+    partition:offset, which holds that very job."""
+    s = env.status(jobs["dead"])
+    assert s is not None
+    assert [t.state for t in s.transitions] == ["emitted", "dead"]
+    dead = s.last
+    assert dead.reason == "permanent_error"
+    assert dead.error_class == "streamjobs.errors.PermanentError"
+    assert dead.topic == env.topic("stask") + ".dlq"
+    assert dead.partition is not None and dead.offset is not None
+    c = Consumer({**env.kafka.client_settings(), "group.id": "status-test-dlq-read"})
+    try:
+        c.assign([TopicPartition(dead.topic, dead.partition, dead.offset)])
+        msg = c.consume(1, 10)[0]
+    finally:
+        c.close()
+    assert h.get(msg.headers(), h.JOB_ID) == jobs["dead"]
+
+
+def test_failures_types_record_failures_only_and_none_types_nothing(
+        env: StatusEnv, jobs: dict[str, str]) -> None:
+    """`failures` (the default) writes nothing for a job that succeeds, every retry and the
+    dead letter for one that fails; `none` writes nothing at all."""
+    assert env.status(jobs["f_ok"]) is None
+    assert env.states(jobs["f_dead"]) == ["retrying", "dead"]
+    assert env.status(jobs["n_dead"]) is None
+
+
+def test_lookup_reads_only_the_partition_the_id_hashes_to(env: StatusEnv,
+                                                          jobs: dict[str, str]) -> None:
+    """The reader assigns one partition, partition_for(id); a record for the id in any other
+    partition is never seen."""
+    job_id = jobs["ok"]
+    right = partition_for(job_id, 6)
+    wrong = (right + 1) % 6
+    p = RawProducer(env.kafka.client_settings())
+    p.produce(env.status_topic, encode("stask", Transition("dead", 2**41, reason="fake")),
+              job_id.encode(), partition=wrong)
+    assert p.flush(10) == 0
+    with Follower(env.kafka, job_id, topic=env.status_topic) as f:
+        status = f.read_to_end(10)
+        assert f.partition == right
+        assert [(tp.topic, tp.partition) for tp in f._consumer.assignment()] == [
+            (env.status_topic, right)]
+    assert status is not None and status.state == "succeeded"
+
+
+def test_records_go_to_the_prefixed_status_topic(env: StatusEnv, jobs: dict[str, str]) -> None:
+    """The status topic carries the environment's topic prefix."""
+    assert env.status_topic == f"{env.prefix}streamjobs.status"
+    c = Consumer({**env.kafka.client_settings(), "group.id": "status-test-count"})
+    try:
+        lows_highs = [c.get_watermark_offsets(TopicPartition(env.status_topic, p), timeout=10)
+                      for p in range(6)]
+    finally:
+        c.close()
+    assert sum(hi - lo for lo, hi in lows_highs) >= 10
