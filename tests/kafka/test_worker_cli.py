@@ -116,7 +116,7 @@ def test_burst_ends_with_one_line_of_counts(env: Env, spawn_cli) -> None:
     lines = [json.loads(x) for x in proc.output().splitlines() if x.startswith("{")]
     events = [x["event"] for x in lines]
     assert events[0] == "metrics.listening" and lines[0]["address"].startswith("0.0.0.0:")
-    assert events[1] == "worker.started"
+    assert "worker.started" in events  # after it; a warning (no status topic here) may precede
     stopped = lines[-1]
     assert stopped["event"] == "worker.stopped", events
     assert stopped["reason"] == "burst: drained"

@@ -21,6 +21,8 @@ from streamjobs.catalogue import Catalogue
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
 from streamjobs.retry import dlq_topic, retry_topic
+from streamjobs.status.record import status_topic
+from streamjobs.topics import STATUS_CONFIG, STATUS_PARTITIONS
 from tests.conftest import wait_visible
 
 APP = "tests.apps.tasks:app"
@@ -57,6 +59,9 @@ class Env:
                                 config={"message.timestamp.type": "LogAppendTime"})
                        for t in self.catalogue.wait_tiers(job.topic))
             new.append(NewTopic(dlq_topic(topic), n, 1))
+        # The status topic, as `topics apply` creates it: a worker warns when it is missing.
+        new.append(NewTopic(status_topic(self.prefix), STATUS_PARTITIONS, 1,
+                            config=dict(STATUS_CONFIG)))
         for name, fut in self.admin.create_topics(new).items():
             fut.result(timeout=30)
             self.created.append(name)
