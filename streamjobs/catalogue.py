@@ -101,6 +101,11 @@ class Catalogue:
                                      f"topic prefix {prefix!r}: {problem}")
         return Catalogue(self.schemas_dir, jobs, self._versions)
 
+    def with_framing(self, framing: str) -> Catalogue:
+        """The same catalogue with every job type framed ``framing``."""
+        jobs = {name: replace(job, framing=framing) for name, job in self._jobs.items()}
+        return Catalogue(self.schemas_dir, jobs, self._versions)
+
     # -- job types --------------------------------------------------------------------------
 
     def get(self, name: str) -> JobType:

@@ -277,6 +277,31 @@ class Codec:
             raise DecodeError(raw, "bad_body", f"{plan.schema} is not a record")
         return _decoded(payload, plan.fingerprint, plan.schema, plan.version)
 
+    def as_written(self, raw: bytes) -> Decoded:
+        """Decode ``raw`` with its writer schema, without resolution (what a dead letter held
+        when it was written). Raises like ``decode``."""
+        frame = parse(raw)
+        if frame.schema_id is not None:
+            writer, fp = self._registry_writer(raw, frame.schema_id)
+            local = self._writers.get(fp)
+            name, version = self._known[fp] if local is not None else (str(writer["name"]), 0)
+        else:
+            fp = frame.fingerprint or b""
+            local = self._writers.get(fp)
+            if local is None:
+                raise UnknownSchema(raw, fp)
+            writer = local.parsed
+            name, version = self._known[fp]
+        buf = io.BytesIO(raw)
+        buf.seek(frame.body)
+        try:
+            payload = fastavro.schemaless_reader(buf, writer, None)
+        except Exception as exc:
+            raise DecodeError(raw, "bad_body", f"{type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(raw) or not isinstance(payload, dict):
+            raise DecodeError(raw, "bad_body", f"not one {name} record")
+        return _decoded(payload, fp, name, version)
+
     def body_reader(self, raw: bytes, job_type: str) -> BodyReader:
         """A reader of bodies framed like ``raw`` for ``job_type`` (call after ``raw`` decoded:
         its plan is cached): what the worker's hot path calls per record."""

@@ -16,7 +16,8 @@ import click
 
 from ..config import KafkaConfig
 from ..errors import ConfigError
-from ._common import EXIT_USAGE, fail, handle_errors, kafka_options
+from ..registry import RegistryConfig
+from ._common import EXIT_USAGE, fail, handle_errors, kafka_options, registry_options
 
 __all__ = ["command", "load_app"]
 
@@ -82,12 +83,14 @@ def load_app(target: str) -> Any:
 @click.option("--log-level", default="info", show_default=True, envvar="STREAMJOBS_LOG_LEVEL",
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @kafka_options
+@registry_options
 @handle_errors
 def command(app_target: str, concurrency: int, job_types: str, group_id: str | None,
             grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
             topic_prefix: str | None,
-            processes: int, burst: bool, log_level: str, kafka: KafkaConfig) -> None:
+            processes: int, burst: bool, log_level: str, kafka: KafkaConfig,
+            registry: RegistryConfig | None) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
     once)."""
     if processes < 1:
@@ -123,7 +126,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
 
     tune_gc()
     try:
-        code = run_worker(app, settings, kafka, bus)
+        code = run_worker(app, settings, kafka, bus, registry=registry)
     finally:
         obs.close()
     sys.stdout.flush()
