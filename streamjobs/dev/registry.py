@@ -27,7 +27,9 @@ from ..errors import DevBrokerError
 from .broker import pid_alive, port_free, state_root
 from .jars import cache_dir
 
-__all__ = ["APICURIO_VERSION", "CCOMPAT_PATH", "DevRegistry", "RegistryState", "find_java"]
+__all__ = ["APICURIO_VERSION", "CCOMPAT_PATH", "DevRegistry", "RegistryState", "answers",
+           "find_java",
+           "java_major", "registry_home", "resolve_app"]
 
 APICURIO_VERSION = "3.3.3"
 CCOMPAT_PATH = "/apis/ccompat/v7"
@@ -36,7 +38,7 @@ _MIN_JAVA = 21
 _JVM_DIRS = ("/usr/lib/jvm", "/usr/local/lib/jvm", "/opt/java")
 
 
-def _java_major(java: str) -> int | None:
+def java_major(java: str) -> int | None:
     try:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
     except OSError:
@@ -73,7 +75,7 @@ def find_java(minimum: int = _MIN_JAVA) -> str:
     for java in dict.fromkeys(_java_candidates()):
         if not Path(java).exists():
             continue
-        major = _java_major(java)
+        major = java_major(java)
         if major is not None and major >= minimum:
             return java
         seen.append(f"{java} (Java {major})")
