@@ -17,11 +17,12 @@ SCHEMA = {"type": "record", "name": "Noop", "namespace": "bench",
           "fields": [{"name": "n", "type": "long"}, {"name": "name", "type": "string"}]}
 
 
-def make_catalogue(partitions: int) -> Catalogue:
+def make_catalogue(partitions: int, framing: str = "single-object") -> Catalogue:
     d = Path(tempfile.mkdtemp(prefix="sj-bench-"))
     (d / "bench.Noop.v1.avsc").write_text(json.dumps(SCHEMA))
     (d / "catalogue.toml").write_text(
-        f'[jobs.noop]\nschema = "bench.Noop"\ntopic = "noop"\npartitions = {partitions}\n')
+        f'[jobs.noop]\nschema = "bench.Noop"\ntopic = "noop"\npartitions = {partitions}\n'
+        f'framing = "{framing}"\n')
     return Catalogue.load(d)
 
 
