@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from ..errors import DevBrokerError
 from .broker import pid_alive, port_free, state_root
-from .jars import cache_dir
+from .jars import cache_dir, java_major
 
 __all__ = ["APICURIO_VERSION", "CCOMPAT_PATH", "DevRegistry", "RegistryState", "answers",
            "find_java",
@@ -36,18 +35,6 @@ CCOMPAT_PATH = "/apis/ccompat/v7"
 _ARTIFACT = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
 _MIN_JAVA = 21
 _JVM_DIRS = ("/usr/lib/jvm", "/usr/local/lib/jvm", "/opt/java")
-
-
-def java_major(java: str) -> int | None:
-    try:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
-    except OSError:
-        return None
-    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    if not m:
-        return None
-    major = int(m.group(1))
-    return int(m.group(2)) if major == 1 and m.group(2) else major
 
 
 def _java_candidates() -> list[str]:
