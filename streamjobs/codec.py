@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ __all__ = ["MAGIC", "Codec", "Decoded", "crc64_avro", "registry_schema"]
 
 MAGIC = SO_MAGIC
 _HEADER = SO_HEADER
+_MISS_SECONDS = 5.0  # how long a failed registry lookup stands for the records after it
 
 # -- CRC-64-AVRO (Rabin fingerprint), as in the Avro specification ------------------------------
 
@@ -163,6 +165,7 @@ class Codec:
         self._plans_by_header: dict[bytes, _Plan] = {}  # decode without job_type: the usual case
         self._plans: dict[tuple[bytes, str], _Plan] = {}
         self._by_id: dict[int, tuple[dict[str, Any], bytes]] = {}  # registry id -> writer
+        self._misses: dict[int | None, tuple[float, str]] = {}  # id (None: any) -> until, why
         self._checks: dict[str, Callable[[Any, str], None]] = {}
         self._encoders: dict[str, Callable[[Mapping[str, Any]], bytes]] = {}
 
@@ -188,6 +191,18 @@ class Codec:
                                 f"registered under subject {job.subject!r}; run `streamjobs "
                                 f"schemas register`", status=404)
         return registry_header(schema_id)
+
+    def check(self, job_type: str, payload: Mapping[str, Any]) -> None:
+        """Raise ``PayloadError`` unless ``payload`` fits the current version of ``job_type``'s
+        record: what ``encode`` checks, without framing (no registry needed)."""
+        schema = self.catalogue.get(job_type).schema
+        check = self._checks.get(schema)
+        if check is None:
+            check = self._checks[schema] = _compile(self.catalogue.current(schema).parsed)
+        try:
+            check(payload, "")
+        except _Invalid as exc:
+            raise PayloadError(job_type, exc.path, exc.reason) from None
 
     def encode(self, job_type: str, payload: Mapping[str, Any]) -> bytes:
         enc = self._encoders.get(job_type) or self.encoder(job_type)
@@ -360,11 +375,22 @@ class Codec:
         if self.registry is None:
             raise UnknownSchemaId(raw, schema_id, "no schema registry configured "
                                                   "(STREAMJOBS_REGISTRY_URL)")
+        # A registry that failed is not asked again for a few seconds (nor an id it did not
+        # know): each record would otherwise wait for its own request, up to the timeout.
+        now = time.monotonic()
+        for key in (None, schema_id):
+            miss = self._misses.get(key)
+            if miss is not None and now < miss[0]:
+                raise UnknownSchemaId(raw, schema_id, miss[1])
         try:
             text = self.registry.schema(schema_id)
         except RegistryUnavailable as exc:
+            self._misses[None] = (now + _MISS_SECONDS, str(exc))
             raise UnknownSchemaId(raw, schema_id, str(exc)) from None
         except RegistryError as exc:
+            if len(self._misses) > 1000:
+                self._misses.clear()
+            self._misses[schema_id] = (now + _MISS_SECONDS, f"not found: {exc}")
             raise UnknownSchemaId(raw, schema_id, f"not found: {exc}") from None
         try:
             parsed = fastavro.parse_schema(json.loads(text), named_schemas={})

@@ -332,7 +332,7 @@ def revalidate(codec: Codec | None, dl: DeadLetter) -> str | None:
         return "no value"
     try:
         decoded = codec.decode(dl.value, jt)
-        codec.encode(jt, decoded.payload)
+        codec.check(jt, decoded.payload)
     except UnknownJobType:
         return f"job type {jt!r} is not in the catalogue"
     except DecodeError as exc:

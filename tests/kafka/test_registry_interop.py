@@ -228,6 +228,14 @@ def test_unreachable_registry_retries_then_dead_letters_and_dlq_tools_handle_bot
     assert values["reg"]["framing"] == "registry" and values["reg"]["schema_id"] is not None
     assert values["so"]["framing"] == SINGLE_OBJECT and values["so"]["version"] == 2
 
+    where = f"{reg_record.partition()}:{reg_record.offset()}"
+    shown = run_cli("dlq", "show", "--topic", world.topic, where, "--schemas", str(SCHEMAS),
+                    "--json", env=world.env())
+    assert shown.returncode == 0, shown.stderr
+    story = json.loads(shown.stdout)
+    assert story["value"]["payload"] == {"id": "reg", "amount": 7, "note": ""}
+    assert story["fits_current_schema"] is True and story["reason"] == "unknown_schema"
+
     res = run_cli("dlq", "reprocess", "--topic", world.topic, "--schemas", str(SCHEMAS),
                   "--reason", "unknown_schema", "--execute", "--json", env=world.env())
     assert res.returncode == 0, res.stdout + res.stderr
