@@ -7,9 +7,11 @@ pre-filled jobs of each framing (as bench/worker_throughput.py measures it). The
 real Apicurio (``--registry-url``, else one started through ``streamjobs.dev`` on a free port
 and stopped at the end). Every registry HTTP request made in this process is counted: ids and
 schemas are cached, so a run makes one per producer or worker, never one per record (the
-first emit of each producer is a warm-up outside the timing, on both sides). Prints a JSON line:
-medians of R_emit = registry / single-object emit rate and R_worker = registry / single-object
-worker rate, the rates, the request counts and every round.
+first emit of each producer is a warm-up outside the timing, on both sides). Emit's own work per
+job is also timed with the Kafka client stubbed (as bench/produce.py does): R_emit_stubbed =
+single-object µs / registry µs, steadier than the end-to-end rates on a shared machine. Prints a
+JSON line: medians of R_emit = registry / single-object emit rate and R_worker = registry /
+single-object worker rate, the rates, the request counts and every round.
 
     python bench/registry.py --jobs 100000 --rounds 3
 """
@@ -30,6 +32,7 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import create_topics, delete_topics, make_catalogue, prefix
+from produce import _NoClient, best_us
 from worker_throughput import prefill, worker
 
 from streamjobs import subjects
@@ -55,7 +58,8 @@ SchemaRegistry._request = _counted  # type: ignore[method-assign]
 
 
 def emit_rate(kafka: KafkaConfig, catalogue: Catalogue, registry: RegistryConfig,
-              n: int) -> float:
+              n: int) -> tuple[float, float]:
+    """(jobs/s of emit + flush, µs of emit's own work per job with the client stubbed)."""
     with Producer(catalogue, kafka, linger_ms=5, registry=registry) as p:
         emit = p.emit
         # Steady state on both sides: the first emit of a type also asks the broker for the
@@ -66,7 +70,13 @@ def emit_rate(kafka: KafkaConfig, catalogue: Catalogue, registry: RegistryConfig
         for i in range(n):
             emit("noop", {"n": i, "name": f"user-{i}"})
         p.flush(120)
-        return n / (time.perf_counter() - start)
+        rate = n / (time.perf_counter() - start)
+        client, p._kafka = p._kafka, _NoClient()  # type: ignore[assignment]
+        try:
+            stubbed = best_us(lambda: emit("noop", {"n": 7, "name": "user-7"}))
+        finally:
+            p._kafka = client
+        return rate, stubbed
 
 
 def _wait_visible(admin: AdminClient, topic: str, timeout: float = 30) -> None:
@@ -120,7 +130,8 @@ def main(bootstrap_servers: str, registry_url: str | None, n: int, partitions: i
                 if label == "registry":
                     subjects.register(SchemaRegistry(registry), prefixed)
                 before = REQUESTS[0]
-                row[f"emit_{label}"] = round(emit_rate(kafka, prefixed, registry, n))
+                rate, stubbed = emit_rate(kafka, prefixed, registry, n)
+                row[f"emit_{label}"], row[f"emit_us_{label}"] = round(rate), stubbed
                 row[f"emit_requests_{label}"] = REQUESTS[0] - before
                 prefill(conf, pfx + "noop", Codec(prefixed, registry=SchemaRegistry(registry)), n)
                 before = REQUESTS[0]
@@ -130,6 +141,7 @@ def main(bootstrap_servers: str, registry_url: str | None, n: int, partitions: i
                 delete_topics(admin, names)
                 names.clear()
             row["R_emit"] = round(row["emit_registry"] / row["emit_single"], 3)
+            row["R_emit_stubbed"] = round(row["emit_us_single"] / row["emit_us_registry"], 3)
             row["R_worker"] = round(row["worker_registry"] / row["worker_single"], 3)
             results.append(row)
             print(f"round {i + 1}: {row}", file=sys.stderr)
@@ -145,6 +157,8 @@ def main(bootstrap_servers: str, registry_url: str | None, n: int, partitions: i
     print(json.dumps({
         "jobs": n, "partitions": partitions, "concurrency": concurrency, "rounds": rounds,
         "R_emit": median("R_emit"), "R_worker": median("R_worker"),
+        "R_emit_stubbed": median("R_emit_stubbed"),
+        "emit_us_single": median("emit_us_single"), "emit_us_registry": median("emit_us_registry"),
         "emit_single_per_s": median("emit_single"),
         "emit_registry_per_s": median("emit_registry"),
         "worker_single_per_s": median("worker_single"),

@@ -69,6 +69,8 @@ ROWS: list[Row] = [
      lambda v: v >= 0.95),
     ("R_worker, registry / single-object framing", "registry", ("R_worker",), ">= 0.95",
      lambda v: v >= 0.95),
+    ("R_emit, emit's own work (client stubbed): single-object µs / registry µs", "registry",
+     ("R_emit_stubbed",), "", None),
     ("emit rate, registry framing (jobs/s)", "registry", ("emit_registry_per_s",), "", None),
     ("worker rate, registry framing (jobs/s)", "registry", ("worker_registry_per_s",), "",
      None),
