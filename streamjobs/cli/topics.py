@@ -96,8 +96,7 @@ def apply_cmd(schemas_dir: str, kafka: KafkaConfig, registry: RegistryConfig | N
                     "registered": [r.as_dict() for r in registered]})
     else:
         _print(changes, "applied")
-        if registered:
-            click.echo(f"{len(registered)} schema version(s) registered at {registry.url}"
-                       if registry else "")
+        if registered and registry is not None:
+            click.echo(f"{len(registered)} schema version(s) registered at {registry.url}")
         elif subjects.subjects(catalogue):
             click.echo("registry framing: schemas not registered (no --registry-url)")
