@@ -49,6 +49,7 @@ from ..events import (
     WorkerStarted,
     WorkerStopping,
 )
+from ..framing import REGISTRY
 from ..registry import RegistryConfig, SchemaRegistry
 from .app import App
 from .backlog import read_to_end, sample_lag
@@ -84,6 +85,10 @@ class Worker:
         self.registry = registry if registry is not None else RegistryConfig.from_env()
         self.bus = bus or EventBus()
         jobs = app.check(self.settings.job_types)
+        framed = [j.name for j in jobs if j.framing == REGISTRY]
+        if framed and self.registry is None:
+            raise ConfigError("registry_url", f"{', '.join(framed)}: registry framing needs a "
+                                              "schema registry URL (STREAMJOBS_REGISTRY_URL)")
         self.routes = Routes(app, jobs)
         self.group_id = self.settings.group_id or f"streamjobs-{app.name or 'app'}"
         self.parts: dict[tuple[str, int], Part] = {}

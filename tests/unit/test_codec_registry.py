@@ -185,3 +185,16 @@ def test_catalogue_framing_keys(tmp_path: Path) -> None:
          '[jobs.b]\nschema = "test.Other"\ntopic = "t"\n', 'subject_strategy = "record"')]:
         with pytest.raises(CatalogueError, match=needle):
             load(toml)
+
+
+def test_a_worker_of_registry_framed_job_types_needs_a_registry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamjobs.worker import Worker
+    from tests.apps.registry_jobs import app
+
+    monkeypatch.delenv("STREAMJOBS_REGISTRY_URL", raising=False)
+    with pytest.raises(ConfigError) as info:
+        Worker(app)
+    assert info.value.field == "registry_url" and "order" in info.value.reason
+    worker = Worker(app, registry=RegistryConfig("http://127.0.0.1:1/ccompat"))
+    assert worker.registry is not None
