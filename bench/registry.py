@@ -13,7 +13,7 @@ single-object µs / registry µs, steadier than the end-to-end rates on a shared
 JSON line: medians of R_emit = registry / single-object emit rate and R_worker = registry /
 single-object worker rate, the rates, the request counts and every round.
 
-    python bench/registry.py --jobs 100000 --rounds 3
+    python bench/registry.py --jobs 100000 --rounds 4
 """
 
 from __future__ import annotations
