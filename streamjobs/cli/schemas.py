@@ -8,6 +8,7 @@ import click
 
 from ..codec import crc64_avro
 from ..compatibility import pairs, problems
+from ..framing import REGISTRY
 from ..registry import RegistryConfig, SchemaRegistry
 from ._common import (
     EXIT_FAILURE,
@@ -98,11 +99,13 @@ def register(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -
 @json_option
 @handle_errors
 def list_(schemas_dir: str, as_json: bool) -> None:
-    """Job types with their topic and key, and every schema version with its fingerprint."""
+    """Job types with their topic, key and framing (registry subject), and every schema version
+    with its fingerprint."""
     catalogue = load_catalogue(schemas_dir)
     jobs: list[dict[str, Any]] = [
         {"job_type": j.name, "topic": j.topic, "schema": j.schema, "key_field": j.key_field,
-         "max_attempts": j.retry.max_attempts} for j in catalogue]
+         "max_attempts": j.retry.max_attempts, "framing": j.framing,
+         "subject": j.subject if j.framing == REGISTRY else None} for j in catalogue]
     schemas: list[dict[str, Any]] = [
         {"schema": v.name, "version": v.version, "file": str(v.file),
          "current": v.version == len(catalogue.versions(v.name)),
@@ -111,8 +114,9 @@ def list_(schemas_dir: str, as_json: bool) -> None:
     if as_json:
         print_json({"job_types": jobs, "schemas": schemas})
         return
-    _table(["JOB TYPE", "TOPIC", "SCHEMA", "KEY"],
-           [[j["job_type"], j["topic"], j["schema"], j["key_field"] or "-"] for j in jobs])
+    _table(["JOB TYPE", "TOPIC", "SCHEMA", "KEY", "FRAMING"],
+           [[j["job_type"], j["topic"], j["schema"], j["key_field"] or "-",
+             j["framing"] + (f" ({j['subject']})" if j["subject"] else "")] for j in jobs])
     click.echo("")
     _table(["SCHEMA", "VERSION", "FINGERPRINT", "FILE"],
            [[s["schema"], f"v{s['version']}" + (" (current)" if s["current"] else ""),

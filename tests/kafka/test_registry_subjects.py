@@ -4,6 +4,7 @@ tests live with the other registry tests (tests/kafka) and use the same registry
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def test_record_name_strategy_registers_under_the_record_name(registry_url: str,
                                                               run_cli: RunCli,
                                                               tmp_path: Path) -> None:
     """Rule: with subject_strategy = "record" the history goes under the record's full name
-    (RecordNameStrategy), whatever the topic; re-registering changes nothing."""
+    (RecordNameStrategy), whatever the topic (`schemas list` shows it); re-registering changes
+    nothing."""
     schemas = tmp_path / "schemas"
     shutil.copytree(SCHEMAS, schemas)
     name = f"test.Order{tmp_path.name.replace('-', '_').replace('.', '_')}"
@@ -57,6 +59,9 @@ def test_record_name_strategy_registers_under_the_record_name(registry_url: str,
     (schemas / "catalogue.toml").write_text(
         toml.replace('schema = "test.Order"', f'schema = "{name}"\nsubject_strategy = "record"'))
     assert Catalogue.load(schemas).get("order").subject == name
+    listed = run_cli("schemas", "list", "--schemas", str(schemas), "--json")
+    [job] = json.loads(listed.stdout)["job_types"]
+    assert (job["framing"], job["subject"]) == ("registry", name)
     env = {"STREAMJOBS_REGISTRY_URL": registry_url}
     for _ in range(2):
         res = run_cli("schemas", "register", "--schemas", str(schemas), env=env)
