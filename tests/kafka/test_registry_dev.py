@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from streamjobs.dev.registry import DevRegistry, answers, find_java, java_major
@@ -64,6 +65,7 @@ def test_dev_up_with_registry_next_to_the_running_broker(run_cli: RunCli) -> Non
         assert f"registry up pid={state.pid} url={registry.url}" in status.stdout
     finally:
         registry.down()
+        shutil.rmtree(registry.home, ignore_errors=True)  # its log, in the shared state dir
 
 
 def test_java_21_or_newer_is_found() -> None:
