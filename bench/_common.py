@@ -17,14 +17,15 @@ SCHEMA = {"type": "record", "name": "Noop", "namespace": "bench",
           "fields": [{"name": "n", "type": "long"}, {"name": "name", "type": "string"}]}
 
 
-def make_catalogue(partitions: int, status: str | None = None) -> Catalogue:
+def make_catalogue(partitions: int, status: str | None = None,
+                   framing: str = "single-object") -> Catalogue:
     """One job type ``noop`` on topic ``noop``; ``status``: its catalogue status setting."""
     d = Path(tempfile.mkdtemp(prefix="sj-bench-"))
     (d / "bench.Noop.v1.avsc").write_text(json.dumps(SCHEMA))
     line = "" if status is None else f'status = "{status}"\n'
     (d / "catalogue.toml").write_text(
         f'[jobs.noop]\nschema = "bench.Noop"\ntopic = "noop"\npartitions = {partitions}\n'
-        + line)
+        + line + f'framing = "{framing}"\n')
     return Catalogue.load(d)
 
 

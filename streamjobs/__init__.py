@@ -2,8 +2,9 @@
 
 The public surface: ``Producer``/``AsyncProducer`` to emit jobs, ``App``/``JobContext`` to
 handle them, ``Catalogue`` and ``RetryPolicy`` for the job types, ``KafkaConfig`` for the
-connection, and the exception tree of ``streamjobs.errors``. Emitters never import the worker:
-the heavier names load on first use.
+connection, ``RegistryConfig`` for a schema registry (registry framing), and the exception
+tree of ``streamjobs.errors``. Emitters never import the worker: the heavier names load on
+first use.
 """
 
 from __future__ import annotations
@@ -23,16 +24,20 @@ from .errors import (
     PayloadError,
     PermanentError,
     RecordTooLarge,
+    RegistryError,
+    RegistryUnavailable,
     Retry,
     SchemaCompatibilityError,
     StreamjobsError,
     UnknownJobType,
     UnknownSchema,
+    UnknownSchemaId,
 )
 
 if TYPE_CHECKING:
     from .catalogue import Catalogue, JobType
     from .producer import AsyncProducer, Job, Producer
+    from .registry import RegistryConfig
     from .retry import RetryPolicy
     from .worker import App, JobContext
 
@@ -41,6 +46,7 @@ _LAZY = {
     "AsyncProducer": "streamjobs.producer", "Job": "streamjobs.producer",
     "Producer": "streamjobs.producer", "Catalogue": "streamjobs.catalogue",
     "JobType": "streamjobs.catalogue", "RetryPolicy": "streamjobs.retry",
+    "RegistryConfig": "streamjobs.registry",
 }
 
 
@@ -70,10 +76,14 @@ __all__ = [
     "PermanentError",
     "Producer",
     "RecordTooLarge",
+    "RegistryConfig",
+    "RegistryError",
+    "RegistryUnavailable",
     "Retry",
     "RetryPolicy",
     "SchemaCompatibilityError",
     "StreamjobsError",
     "UnknownJobType",
     "UnknownSchema",
+    "UnknownSchemaId",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CatalogueError, ConfigError, UnknownJobType
+from .framing import FRAMINGS, REGISTRY, SINGLE_OBJECT
 from .retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
 from .schemafiles import SchemaVersion, load_versions
 
@@ -27,11 +28,14 @@ _TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _SETTINGS_KEYS = {"partitions", "replication_factor", "retention", "retention_ms"}
-_DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors", "status"}
+_DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors", "status", "framing",
+                                   "subject_strategy"}
 # Which status transitions a job type records (docs/status.md): every one, failures only
 # (retrying, dead: the jobs needing attention; the worker's hot path writes nothing), none.
 STATUS_MODES = ("all", "failures", "none")
 DEFAULT_STATUS = "failures"
+# How a registry subject is named: Confluent's TopicNameStrategy and RecordNameStrategy.
+SUBJECT_STRATEGIES = ("topic", "record")
 _JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field"}
 
 
@@ -52,6 +56,13 @@ class JobType:
     permanent_errors: tuple[str, ...]
     settings: TopicSettings
     status: str = DEFAULT_STATUS  # one of STATUS_MODES
+    framing: str = SINGLE_OBJECT  # how emit frames the payload (framing.py)
+    subject_strategy: str = "topic"  # registry subject: "<topic>-value" or the record name
+
+    @property
+    def subject(self) -> str:
+        """The schema registry subject of this job type's schema."""
+        return f"{self.topic}-value" if self.subject_strategy == "topic" else self.schema
 
     @property
     def partitions(self) -> int:
@@ -101,6 +112,11 @@ class Catalogue:
                                      f"topic prefix {prefix!r}: {problem}")
         return Catalogue(self.schemas_dir, jobs, self._versions,
                          topic_prefix=self.topic_prefix + prefix)
+
+    def with_framing(self, framing: str) -> Catalogue:
+        """The same catalogue with every job type framed ``framing``."""
+        jobs = {name: replace(job, framing=framing) for name, job in self._jobs.items()}
+        return Catalogue(self.schemas_dir, jobs, self._versions, topic_prefix=self.topic_prefix)
 
     # -- job types --------------------------------------------------------------------------
 
@@ -250,9 +266,17 @@ class _Loader:
         if status not in STATUS_MODES:
             raise self.error(entry, f"status must be one of {', '.join(STATUS_MODES)}, "
                                     f"got {status!r}")
+        framing = merged.get("framing", SINGLE_OBJECT)
+        if framing not in FRAMINGS:
+            raise self.error(entry, f"framing must be one of {', '.join(FRAMINGS)}, "
+                                    f"got {framing!r}")
+        strategy = merged.get("subject_strategy", "topic")
+        if strategy not in SUBJECT_STRATEGIES:
+            raise self.error(entry, f"subject_strategy must be one of "
+                                    f"{', '.join(SUBJECT_STRATEGIES)}, got {strategy!r}")
         return JobType(name=name, schema=schema, topic=topic, key_field=key_field, retry=retry,
                        permanent_errors=tuple(permanent), settings=self._settings(entry, merged),
-                       status=status)
+                       framing=framing, subject_strategy=strategy, status=status)
 
     def _settings(self, entry: str, merged: dict[str, Any]) -> TopicSettings:
         values: dict[str, Any] = {}
@@ -280,12 +304,19 @@ class _Loader:
     def _check_topics(self, jobs: Mapping[str, JobType]) -> None:
         catalogue = Catalogue(self.dir, jobs, {})
         collide: dict[str, str] = {}
-        for topic, settings in ((j.topic, j.settings) for j in jobs.values()):
+        for job in jobs.values():
+            topic, settings = job.topic, job.settings
             for other in catalogue.for_topic(topic):
                 if other.settings != settings:
                     raise self.error(f"jobs.{other.name}", f"topic {topic!r} is shared with "
                                      f"other job types but its partitions/replication/retention "
                                      f"differ ({settings} vs {other.settings})")
+                # One "<topic>-value" subject cannot hold the histories of two records.
+                if (other.schema != job.schema and REGISTRY in (other.framing, job.framing)
+                        and "topic" in (other.subject_strategy, job.subject_strategy)):
+                    raise self.error(f"jobs.{other.name}", f"topic {topic!r} carries several "
+                                     f"schemas with registry framing: its job types need "
+                                     f"subject_strategy = \"record\" (one subject per record)")
             # Kafka refuses topics whose names differ only by '.' vs '_' (metric names collide).
             norm = topic.replace(".", "_")
             if collide.setdefault(norm, topic) != topic:

@@ -1,9 +1,12 @@
-"""Payload bytes: Avro single-object encoding with schema history and resolution.
+"""Payload bytes: Avro with schema history and resolution, in either framing (``framing.py``).
 
-A value is ``C3 01`` + the writer schema's 8-byte CRC-64-AVRO fingerprint (little endian) +
-the Avro binary body. ``encode`` always writes the current version of the job type's record;
-``decode`` finds the writer version by fingerprint and resolves it into the current version
-(Avro resolution: defaults for added fields, removed fields dropped, promotions).
+A value is a frame naming the writer schema + the Avro binary body. The frame is the Avro
+single-object header (``C3 01`` + the writer's 8-byte CRC-64-AVRO fingerprint) or, for job types
+with ``framing = "registry"``, the Confluent wire format (``00`` + the writer's 4-byte schema id
+in a schema registry). ``encode`` always writes the current version of the job type's record;
+``decode`` finds the writer schema (by fingerprint in ``schemas/``, or by id through the
+registry, cached) and resolves it into the current version (Avro resolution: defaults for added
+fields, removed fields dropped, promotions).
 
 Decoding is the worker's hot path and its input is untrusted: every schema is parsed once, the
 (writer, reader) pairs are cached, and every failure becomes ``DecodeError`` with the raw bytes
@@ -16,24 +19,38 @@ the catalogue refuses arrays of zero-byte items, whose corrupt counts could loop
 from __future__ import annotations
 
 import io
+import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import fastavro
+from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate as _fastavro_validate
 
 from ._avro_reader import BodyReader, compile_reader
 from ._avro_writer import compile_encoder
-from .errors import DecodeError, PayloadError, UnknownSchema
+from .errors import (
+    ConfigError,
+    DecodeError,
+    PayloadError,
+    RegistryError,
+    RegistryUnavailable,
+    UnknownSchema,
+    UnknownSchemaId,
+)
+from .framing import REGISTRY, SO_HEADER, SO_MAGIC, Frame, parse, registry_header
 
 if TYPE_CHECKING:
     from .catalogue import Catalogue, SchemaVersion
+    from .registry import SchemaRegistry
 
-__all__ = ["MAGIC", "Codec", "Decoded", "crc64_avro"]
+__all__ = ["MAGIC", "Codec", "Decoded", "crc64_avro", "registry_schema"]
 
-MAGIC = b"\xc3\x01"
-_HEADER = len(MAGIC) + 8
+MAGIC = SO_MAGIC
+_HEADER = SO_HEADER
+_MISS_SECONDS = 5.0  # how long a failed registry lookup stands for the records after it
 
 # -- CRC-64-AVRO (Rabin fingerprint), as in the Avro specification ------------------------------
 
@@ -61,8 +78,17 @@ def crc64_avro(data: bytes) -> int:
     return fp
 
 
+def _fingerprint_of(canonical: str) -> bytes:
+    return crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little")
+
+
 def _fingerprint(version: SchemaVersion) -> bytes:
-    return crc64_avro(version.canonical.encode("utf-8")).to_bytes(8, "little")
+    return _fingerprint_of(version.canonical)
+
+
+def registry_schema(version: SchemaVersion) -> str:
+    """The schema text registered for ``version`` (self-contained: shared types inline)."""
+    return json.dumps(version.schema, separators=(",", ":"))
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -73,7 +99,7 @@ class Decoded:
     payload: dict[str, Any]
     fingerprint: bytes  # the writer's
     schema: str  # record full name
-    version: int  # the writer's version
+    version: int  # the writer's version (0: a registry schema that is not in schemas/)
 
 
 # A frozen dataclass's __init__ goes through object.__setattr__ per field, which costs more
@@ -101,22 +127,29 @@ def _decoded(payload: dict[str, Any], fingerprint: bytes, schema: str, version: 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """How to read one writer version: ``reader`` is None when writer == reader (fast path)."""
+    """How to read one writer schema: ``reader`` is None when writer == reader (fast path)."""
 
     writer: dict[str, Any]
     reader: dict[str, Any] | None
     schema: str
     version: int
+    fingerprint: bytes  # the writer's
     fast: BodyReader | None = None  # compiled reader (writer == reader, plain types)
 
 
 class Codec:
-    """Encodes payloads of the catalogue's job types and decodes any version ever written."""
+    """Encodes payloads of the catalogue's job types and decodes any version ever written.
 
-    def __init__(self, catalogue: Catalogue, *, max_record_bytes: int = 16 * 1024 * 1024) -> None:
+    ``registry`` is needed by job types with registry framing (their schema id) and to decode
+    registry-framed records (writer schema by id); both are asked once per schema and cached.
+    """
+
+    def __init__(self, catalogue: Catalogue, *, registry: SchemaRegistry | None = None,
+                 max_record_bytes: int = 16 * 1024 * 1024) -> None:
         if max_record_bytes < _HEADER:
             raise ValueError(f"max_record_bytes must be >= {_HEADER}")
         self.catalogue = catalogue
+        self.registry = registry
         self.max_record_bytes = max_record_bytes
         self._known: dict[bytes, tuple[str, int]] = {}
         self._writers: dict[bytes, SchemaVersion] = {}
@@ -129,8 +162,10 @@ class Codec:
                 self._known.setdefault(fp, (name, version.version))
                 self._writers.setdefault(fp, version)
             self._current_fp[name] = _fingerprint(catalogue.current(name))
-        self._plans_by_fp: dict[bytes, _Plan] = {}  # decode without job_type: the usual case
+        self._plans_by_header: dict[bytes, _Plan] = {}  # decode without job_type: the usual case
         self._plans: dict[tuple[bytes, str], _Plan] = {}
+        self._by_id: dict[int, tuple[dict[str, Any], bytes]] = {}  # registry id -> writer
+        self._misses: dict[int | None, tuple[float, str]] = {}  # id (None: any) -> until, why
         self._checks: dict[str, Callable[[Any, str], None]] = {}
         self._encoders: dict[str, Callable[[Mapping[str, Any]], bytes]] = {}
 
@@ -138,6 +173,36 @@ class Codec:
 
     def fingerprint(self, job_type: str) -> bytes:
         return self._current_fp[self.catalogue.get(job_type).schema]
+
+    def header(self, job_type: str) -> bytes:
+        """The frame ``encode`` writes for ``job_type``: asks the registry for the schema id of
+        a registry-framed job type (RegistryError when it is not registered)."""
+        job = self.catalogue.get(job_type)
+        if job.framing != REGISTRY:
+            return MAGIC + self._current_fp[job.schema]
+        if self.registry is None:
+            raise ConfigError("registry_url", f"job type {job_type!r} uses registry framing: "
+                                              "give a schema registry URL "
+                                              "(STREAMJOBS_REGISTRY_URL)")
+        current = self.catalogue.current(job.schema)
+        schema_id = self.registry.lookup(job.subject, registry_schema(current))
+        if schema_id is None:
+            raise RegistryError(self.registry.url, f"{job.schema} v{current.version} is not "
+                                f"registered under subject {job.subject!r}; run `streamjobs "
+                                f"schemas register`", status=404)
+        return registry_header(schema_id)
+
+    def check(self, job_type: str, payload: Mapping[str, Any]) -> None:
+        """Raise ``PayloadError`` unless ``payload`` fits the current version of ``job_type``'s
+        record: what ``encode`` checks, without framing (no registry needed)."""
+        schema = self.catalogue.get(job_type).schema
+        check = self._checks.get(schema)
+        if check is None:
+            check = self._checks[schema] = _compile(self.catalogue.current(schema).parsed)
+        try:
+            check(payload, "")
+        except _Invalid as exc:
+            raise PayloadError(job_type, exc.path, exc.reason) from None
 
     def encode(self, job_type: str, payload: Mapping[str, Any]) -> bytes:
         enc = self._encoders.get(job_type) or self.encoder(job_type)
@@ -152,7 +217,7 @@ class Codec:
             return enc
         schema = self.catalogue.get(job_type).schema
         parsed = self.catalogue.current(schema).parsed
-        prefix = MAGIC + self._current_fp[schema]
+        prefix = self.header(job_type)
         check = self._checks.get(schema)
         if check is None:
             check = self._checks[schema] = _compile(parsed)
@@ -190,9 +255,10 @@ class Codec:
     def decode(self, raw: bytes, job_type: str | None = None) -> Decoded:
         """Decode ``raw`` into the current version of its record (or of ``job_type``'s record).
 
-        Raises ``UnknownSchema`` for a fingerprint no local version has (e.g. a newer deploy
-        wrote it; retry later), ``DecodeError`` for anything else that cannot be decoded and
-        ``UnknownJobType`` when ``job_type`` is not in the catalogue.
+        Raises ``UnknownSchema`` for a writer schema that cannot be found now (a fingerprint no
+        local version has, e.g. a newer deploy wrote it; a registry id the registry does not
+        know or cannot be asked about: retry later), ``DecodeError`` for anything else that
+        cannot be decoded and ``UnknownJobType`` when ``job_type`` is not in the catalogue.
         """
         if not isinstance(raw, bytes):
             raw = bytes(raw)
@@ -200,26 +266,21 @@ class Codec:
         if n > self.max_record_bytes:
             raise DecodeError(raw, "too_large", f"{n} bytes > max_record_bytes "
                                                 f"{self.max_record_bytes}")
-        if raw[:2] != MAGIC:
-            if n < 2 and MAGIC.startswith(raw):
-                raise DecodeError(raw, "truncated", f"{n} bytes, the header alone is {_HEADER}")
-            raise DecodeError(raw, "bad_magic", f"starts with {raw[:2].hex() or 'nothing'}, "
-                                                f"expected {MAGIC.hex()}")
-        if n < _HEADER:
-            raise DecodeError(raw, "truncated", f"{n} bytes, the header alone is {_HEADER}")
-        fp = raw[2:_HEADER]
+        frame = parse(raw)
+        header = frame.header
         if job_type is None:
-            plan = self._plans_by_fp.get(fp) or self._plan(raw, fp, None)
+            plan = self._plans_by_header.get(header) or self._plan(raw, frame, None)
         else:
-            plan = self._plans.get((fp, job_type)) or self._plan(raw, fp, job_type)
+            plan = self._plans.get((header, job_type)) or self._plan(raw, frame, job_type)
+        pos = len(header)
         fast = plan.fast
         if fast is not None:
             try:
-                return _decoded(fast(raw, _HEADER), fp, plan.schema, plan.version)
+                return _decoded(fast(raw, pos), plan.fingerprint, plan.schema, plan.version)
             except Exception:  # declined: fastavro decides (and names the error)
                 pass
         buf = io.BytesIO(raw)  # shares the bytes object, no copy
-        buf.seek(_HEADER)
+        buf.seek(pos)
         try:
             payload = fastavro.schemaless_reader(buf, plan.writer, plan.reader)
         except Exception as exc:  # EOFError, UnicodeDecodeError, MemoryError, fastavro errors
@@ -229,23 +290,118 @@ class Codec:
                                                f"{plan.schema} v{plan.version} body")
         if not isinstance(payload, dict):
             raise DecodeError(raw, "bad_body", f"{plan.schema} is not a record")
-        return _decoded(payload, fp, plan.schema, plan.version)
+        return _decoded(payload, plan.fingerprint, plan.schema, plan.version)
 
-    def _plan(self, raw: bytes, fp: bytes, job_type: str | None) -> _Plan:
-        writer = self._writers.get(fp)
-        if writer is None:
+    def as_written(self, raw: bytes) -> Decoded:
+        """Decode ``raw`` with its writer schema, without resolution (what a dead letter held
+        when it was written). Raises like ``decode``."""
+        frame = parse(raw)
+        if frame.schema_id is not None:
+            writer, fp = self._registry_writer(raw, frame.schema_id)
+            local = self._writers.get(fp)
+            name, version = self._known[fp] if local is not None else (str(writer["name"]), 0)
+        else:
+            fp = frame.fingerprint or b""
+            local = self._writers.get(fp)
+            if local is None:
+                raise UnknownSchema(raw, fp)
+            writer = local.parsed
+            name, version = self._known[fp]
+        buf = io.BytesIO(raw)
+        buf.seek(frame.body)
+        try:
+            payload = fastavro.schemaless_reader(buf, writer, None)
+        except Exception as exc:
+            raise DecodeError(raw, "bad_body", f"{type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(raw) or not isinstance(payload, dict):
+            raise DecodeError(raw, "bad_body", f"not one {name} record")
+        return _decoded(payload, fp, name, version)
+
+    def body_reader(self, raw: bytes, job_type: str) -> BodyReader:
+        """A reader of bodies framed like ``raw`` for ``job_type`` (call after ``raw`` decoded:
+        its plan is cached): what the worker's hot path calls per record."""
+        plan = self._plans[(parse(raw).header, job_type)]
+        if plan.fast is not None:
+            return plan.fast
+        writer, reader = plan.writer, plan.reader
+        read_body = fastavro.schemaless_reader
+
+        def read(value: bytes, pos: int) -> dict[str, Any]:
+            buf = io.BytesIO(value)
+            buf.seek(pos)
+            payload = read_body(buf, writer, reader)
+            if buf.tell() != len(value) or type(payload) is not dict:
+                raise ValueError("not one record")
+            return payload
+
+        return read
+
+    def _plan(self, raw: bytes, frame: Frame, job_type: str | None) -> _Plan:
+        if frame.schema_id is not None:
+            writer_parsed, fp = self._registry_writer(raw, frame.schema_id)
+        else:
+            fp = frame.fingerprint or b""
+            writer_parsed = None
+        local = self._writers.get(fp)
+        if local is None and writer_parsed is None:
             raise UnknownSchema(raw, fp)
-        reader_name = writer.name if job_type is None else self.catalogue.get(job_type).schema
+        writer_name = local.name if local is not None else str(writer_parsed["name"])  # type: ignore[index]
+        reader_name = writer_name if job_type is None else self.catalogue.get(job_type).schema
+        if not self.catalogue.versions(reader_name):
+            assert frame.schema_id is not None  # a local writer's record is in the catalogue
+            raise UnknownSchemaId(raw, frame.schema_id, f"record {writer_name} is not in "
+                                                        f"schemas/")
         reader = self.catalogue.current(reader_name)
         same = self._current_fp[reader_name] == fp
-        name, version = self._known[fp]
-        plan = _Plan(writer.parsed, None if same else reader.parsed, name, version,
-                     compile_reader(writer.parsed) if same else None)
-        if job_type is None:
-            self._plans_by_fp[fp] = plan
+        if local is not None:
+            writer = local.parsed
+            name, version = self._known[fp]
         else:
-            self._plans[(fp, job_type)] = plan
+            assert writer_parsed is not None
+            writer, name, version = writer_parsed, writer_name, 0
+        plan = _Plan(writer, None if same else reader.parsed, name, version, fp,
+                     compile_reader(writer) if same else None)
+        if job_type is None:
+            self._plans_by_header[frame.header] = plan
+        else:
+            self._plans[(frame.header, job_type)] = plan
         return plan
+
+    def _registry_writer(self, raw: bytes, schema_id: int) -> tuple[dict[str, Any], bytes]:
+        """The writer schema of a registry id (parsed) and its fingerprint; asked once."""
+        found = self._by_id.get(schema_id)
+        if found is not None:
+            return found
+        if self.registry is None:
+            raise UnknownSchemaId(raw, schema_id, "no schema registry configured "
+                                                  "(STREAMJOBS_REGISTRY_URL)")
+        # A registry that failed is not asked again for a few seconds (nor an id it did not
+        # know): each record would otherwise wait for its own request, up to the timeout.
+        now = time.monotonic()
+        for key in (None, schema_id):
+            miss = self._misses.get(key)
+            if miss is not None and now < miss[0]:
+                raise UnknownSchemaId(raw, schema_id, miss[1])
+        try:
+            text = self.registry.schema(schema_id)
+        except RegistryUnavailable as exc:
+            self._misses[None] = (now + _MISS_SECONDS, str(exc))
+            raise UnknownSchemaId(raw, schema_id, str(exc)) from None
+        except RegistryError as exc:
+            if len(self._misses) > 1000:
+                self._misses.clear()
+            self._misses[schema_id] = (now + _MISS_SECONDS, f"not found: {exc}")
+            raise UnknownSchemaId(raw, schema_id, f"not found: {exc}") from None
+        try:
+            parsed = fastavro.parse_schema(json.loads(text), named_schemas={})
+            canonical = to_parsing_canonical_form(parsed)
+        except Exception as exc:
+            raise DecodeError(raw, "bad_schema", f"schema id {schema_id}: "
+                                                 f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(parsed, dict) or parsed.get("type") not in ("record", "error"):
+            raise DecodeError(raw, "bad_schema", f"schema id {schema_id} is not a record")
+        found = self._by_id[schema_id] = (parsed, _fingerprint_of(canonical))
+        return found
 
 
 # -- payload validation ------------------------------------------------------------------------

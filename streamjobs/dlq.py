@@ -13,20 +13,19 @@ high watermarks captured at start (``streamjobs.scan``). Re-publishing lives in
 from __future__ import annotations
 
 import base64
-import io
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import fastavro
 from confluent_kafka import Message
 
 from . import headers as h
-from .codec import MAGIC, Codec
+from .codec import Codec
 from .config import KafkaConfig
-from .errors import DecodeError, PayloadError, UnknownJobType, UnknownSchema
+from .errors import DecodeError, PayloadError, UnknownJobType
+from .framing import parse
 from .retry import dlq_topic, parse_wait_topic
 from .scan import Range, admin_client, partitions_of, scan, watermarks
 
@@ -274,7 +273,6 @@ class Describer:
 
     def __init__(self, codec: Codec | None) -> None:
         self.codec = codec
-        self._fps = codec.known_fingerprints() if codec is not None else {}
 
     def payload(self, raw: bytes | None) -> dict[str, Any]:
         if raw is None:
@@ -282,24 +280,13 @@ class Describer:
         if self.codec is None:
             return {**_raw(raw), "problem": "no catalogue loaded (--schemas)"}
         try:
-            if len(raw) < 10 or raw[:2] != MAGIC:
-                self.codec.decode(raw)  # raises the precise DecodeError
-            fp = raw[2:10]
-            known = self._fps.get(fp)
-            if known is None:
-                raise UnknownSchema(raw, fp)
-            name, version = known
-            writer = self.codec.catalogue.versions(name)[version - 1]
-            buf = io.BytesIO(raw)
-            buf.seek(10)
-            try:
-                value = fastavro.schemaless_reader(buf, writer.parsed, None)
-            except Exception as exc:
-                raise DecodeError(raw, "bad_body", f"{type(exc).__name__}: {exc}") from None
+            decoded = self.codec.as_written(raw)
         except DecodeError as exc:
             return {**_raw(raw), "problem": f"{exc.reason}: {exc.detail}".rstrip(": ")}
-        return {"payload": jsonable(value), "schema": name, "version": version,
-                "fingerprint": fp.hex()}
+        frame = parse(raw)
+        return {"payload": jsonable(decoded.payload), "schema": decoded.schema,
+                "version": decoded.version, "fingerprint": decoded.fingerprint.hex(),
+                "framing": frame.framing, "schema_id": frame.schema_id}
 
     def fits(self, dl: DeadLetter) -> str | None:
         """None when the payload still fits the current schema of its job type, else why."""
@@ -345,7 +332,7 @@ def revalidate(codec: Codec | None, dl: DeadLetter) -> str | None:
         return "no value"
     try:
         decoded = codec.decode(dl.value, jt)
-        codec.encode(jt, decoded.payload)
+        codec.check(jt, decoded.payload)
     except UnknownJobType:
         return f"job type {jt!r} is not in the catalogue"
     except DecodeError as exc:

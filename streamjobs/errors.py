@@ -34,11 +34,14 @@ __all__ = [
     "PayloadError",
     "PermanentError",
     "RecordTooLarge",
+    "RegistryError",
+    "RegistryUnavailable",
     "Retry",
     "SchemaCompatibilityError",
     "StreamjobsError",
     "UnknownJobType",
     "UnknownSchema",
+    "UnknownSchemaId",
 ]
 
 
@@ -115,6 +118,33 @@ class UnknownSchema(DecodeError):
     def __init__(self, raw: bytes, fingerprint: bytes, **where: object) -> None:
         self.fingerprint = fingerprint
         super().__init__(raw, "unknown_schema", f"fingerprint {fingerprint.hex()}", **where)  # type: ignore[arg-type]
+
+
+class UnknownSchemaId(UnknownSchema):
+    """A registry-framed record whose schema id cannot be resolved now: the registry does not
+    know it or cannot be reached. Retryable, like an unknown fingerprint."""
+
+    def __init__(self, raw: bytes, schema_id: int, why: str) -> None:
+        self.schema_id = schema_id
+        self.why = why
+        DecodeError.__init__(self, raw, "unknown_schema", f"schema id {schema_id}: {why}")
+        self.fingerprint = raw[:5]
+
+
+class RegistryError(StreamjobsError):
+    """The schema registry refused a request (``status`` is its HTTP status, ``code`` its
+    error code when it sent one)."""
+
+    def __init__(self, url: str, message: str, *, status: int | None = None,
+                 code: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        self.code = code
+        super().__init__(f"schema registry at {url}: {message}")
+
+
+class RegistryUnavailable(RegistryError):
+    """The schema registry cannot be reached (connection refused, timeout, 5xx)."""
 
 
 class KafkaError(StreamjobsError):

@@ -33,6 +33,7 @@ from .catalogue import Catalogue
 from .codec import Codec
 from .config import KafkaConfig
 from .errors import BrokerUnavailable, DeliveryFailed, KafkaError, RecordTooLarge
+from .registry import RegistryConfig, SchemaRegistry
 from .retry import pick_tier, retry_topic
 from .status.lookup import lookup as _lookup
 from .status.lookup import watch as _watch
@@ -107,10 +108,14 @@ class Producer:
 
     def __init__(self, catalogue: Catalogue | str | Path, config: KafkaConfig | None = None, *,
                  linger_ms: float = 5, connect_timeout: float = 10.0,
-                 delivery_timeout: float = 30.0, settings: Mapping[str, Any] | None = None) -> None:
+                 delivery_timeout: float = 30.0, settings: Mapping[str, Any] | None = None,
+                 registry: RegistryConfig | None = None) -> None:
         self.catalogue = (catalogue if isinstance(catalogue, Catalogue)
                           else Catalogue.load(catalogue))
-        self.codec = Codec(self.catalogue)
+        # Schema ids of registry-framed job types (None: STREAMJOBS_REGISTRY_* or none).
+        registry = registry if registry is not None else RegistryConfig.from_env()
+        self.codec = Codec(self.catalogue, registry=(
+            SchemaRegistry(registry) if registry is not None else None))
         self.config = config if config is not None else KafkaConfig.from_env()
         self.connect_timeout = connect_timeout
         self.delivery_timeout = delivery_timeout

@@ -16,7 +16,8 @@ import orjson
 from .. import _kafka_log
 from ..catalogue import Catalogue
 from ..config import ENV, KafkaConfig, parse_settings, split_settings
-from ..errors import BrokerUnavailable, ConfigError, StreamjobsError
+from ..errors import BrokerUnavailable, ConfigError, RegistryUnavailable, StreamjobsError
+from ..registry import REGISTRY_ENV, RegistryConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -136,6 +137,33 @@ def _show_kafka_log(level: str, *, handled_by_command: bool) -> None:
         root.setLevel(logging.DEBUG)
 
 
+def registry_options(func: F) -> F:
+    """Adds the schema registry options and passes ``registry: RegistryConfig | None`` (None:
+    no URL given) to the command."""
+
+    @click.option("--registry-url", envvar=REGISTRY_ENV["url"], default=None,
+                  help="Confluent-compatible schema registry API (Apicurio: "
+                       "http://host:port/apis/ccompat/v7); needed by registry framing.")
+    @click.option("--registry-username", envvar=REGISTRY_ENV["username"], default=None,
+                  help="Basic auth user of the registry.")
+    @click.option("--registry-password", envvar=REGISTRY_ENV["password"], default=None,
+                  help="Basic auth password; prefer the environment variable; never logged.")
+    @click.option("--registry-ca-location", envvar=REGISTRY_ENV["ca_location"], default=None,
+                  help="PEM bundle trusted for an https registry URL.")
+    @click.option("--registry-timeout", envvar=REGISTRY_ENV["timeout"], type=float,
+                  default=None, help="Seconds per registry request. [default: 10]")
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        overrides = {n: kwargs.pop(f"registry_{n}") for n in REGISTRY_ENV}
+        try:
+            kwargs["registry"] = RegistryConfig.from_env({}, **overrides)
+        except ConfigError as exc:
+            fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def explain_unreachable(message: str, kafka: KafkaConfig) -> str:
     """``message``, replaced by the broker's reason when it answers but refuses the SASL
     credentials or the TLS handshake: librdkafka reports both as a mere transport failure."""
@@ -201,7 +229,7 @@ def exit_on_errors(*extra: tuple[type[Exception], int]) -> Iterator[None]:
         for kind, code in extra:
             if isinstance(exc, kind):
                 fail(str(exc), code)
-        if isinstance(exc, BrokerUnavailable):
+        if isinstance(exc, BrokerUnavailable | RegistryUnavailable):
             fail(str(exc), EXIT_UNREACHABLE)
         if isinstance(exc, StreamjobsError):
             fail(str(exc), EXIT_FAILURE)

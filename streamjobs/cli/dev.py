@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import Any
 
 import click
 
 from ..dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER, DevBroker
+from ..dev.registry import DevRegistry
 from ..dev.tools import TOOLS, tool_command
 from ..errors import DevBrokerError
 from ._common import EXIT_FAILURE, EXIT_NOT_FOUND, fail, json_option, print_json
@@ -18,6 +20,9 @@ __all__ = ["group"]
 _port = click.option("--port", type=int, default=9092, show_default=True,
                      envvar="STREAMJOBS_DEV_PORT",
                      help="Broker port on 127.0.0.1 (the controller uses port+1).")
+_registry_port = click.option("--registry-port", type=int, default=8081, show_default=True,
+                              envvar="STREAMJOBS_DEV_REGISTRY_PORT",
+                              help="Port of the local schema registry on 127.0.0.1.")
 
 
 @click.group("dev")
@@ -38,7 +43,11 @@ def group() -> None:
 @click.option("--tls", is_flag=True, envvar="STREAMJOBS_DEV_TLS",
               help="Make that listener SASL_SSL (implies --sasl), with a certificate for "
                    "127.0.0.1/localhost from a dev CA; clients trust the CA file it prints.")
-def up(port: int, nodes: int, timeout: float, sasl: bool, tls: bool) -> None:
+@click.option("--registry", is_flag=True, envvar="STREAMJOBS_DEV_REGISTRY",
+              help="Also start a schema registry (Apicurio, in memory; needs Java 21+).")
+@_registry_port
+def up(port: int, nodes: int, timeout: float, sasl: bool, tls: bool, registry: bool,
+       registry_port: int) -> None:
     """Start the broker (formats storage on first run; no-op when already up)."""
     try:
         broker = DevBroker(port, nodes=nodes, sasl=sasl, tls=tls)
@@ -60,28 +69,50 @@ def up(port: int, nodes: int, timeout: float, sasl: bool, tls: bool) -> None:
                    f"SCRAM-SHA-512; user {DEV_SASL_USER}, password {DEV_SASL_PASSWORD}: dev only)")
     if state.ca_location:
         click.echo(f"TLS CA for clients: {state.ca_location} (STREAMJOBS_SSL_CA_LOCATION)")
+    if registry:
+        _registry_up(registry_port, timeout)
+
+
+def _registry_up(port: int, timeout: float) -> None:
+    started = time.monotonic()
+    try:
+        state, fresh = DevRegistry(port).up(timeout=timeout)
+    except DevBrokerError as exc:
+        fail(str(exc))
+    if fresh:
+        click.echo(f"schema registry (Apicurio {state.version}) up on {state.url} (pid "
+                   f"{state.pid}) in {time.monotonic() - started:.1f}s")
+    else:
+        click.echo(f"schema registry already up on {state.url} (pid {state.pid})")
+    click.echo(f"export STREAMJOBS_REGISTRY_URL={state.url}")
 
 
 @group.command()
 @_port
 @click.option("--wipe", is_flag=True, envvar="STREAMJOBS_DEV_WIPE",
               help="Also delete the broker's data.")
-def down(port: int, wipe: bool) -> None:
-    """Stop the broker (SIGTERM, then SIGKILL after a grace period)."""
+@_registry_port
+def down(port: int, wipe: bool, registry_port: int) -> None:
+    """Stop the broker and the schema registry (SIGTERM, then SIGKILL after a grace period)."""
+    if DevRegistry(registry_port).down():
+        click.echo("schema registry stopped")
     was_up = DevBroker(port).down(wipe=wipe)
     click.echo(("stopped" if was_up else "not running") + (" (data wiped)" if wipe else ""))
 
 
 @group.command()
 @_port
+@_registry_port
 @json_option
-def status(port: int, as_json: bool) -> None:
-    """Print whether the broker is up, its pid and address (exit 3 when down)."""
+def status(port: int, registry_port: int, as_json: bool) -> None:
+    """Print whether the broker (and a schema registry) is up, its pid and address (exit 3 when
+    the broker is down)."""
     broker = DevBroker(port)
     state = broker.state()
     up_now = state is not None and broker.is_up()
+    registry = _registry_status(DevRegistry(registry_port))
     if as_json:
-        print_json({"up": up_now, "pid": state.pid if state else None,
+        print_json({"up": up_now, "pid": state.pid if state else None, "registry": registry,
                     "bootstrap": broker.bootstrap, "data_dir": str(broker.data_dir),
                     "log_file": str(broker.log_file),
                     "kafka_version": state.kafka_version if state else None,
@@ -92,7 +123,16 @@ def status(port: int, as_json: bool) -> None:
         click.echo(f"up pid={state.pid} address={state.bootstrap} data={state.data_dir}")
     else:
         click.echo(f"down address={broker.bootstrap}")
+    if registry["up"] and not as_json:
+        click.echo(f"registry up pid={registry['pid']} url={registry['url']}")
     sys.exit(0 if up_now else EXIT_NOT_FOUND)
+
+
+def _registry_status(registry: DevRegistry) -> dict[str, Any]:
+    state = registry.state()
+    return {"up": state is not None and registry.is_up(), "pid": state.pid if state else None,
+            "url": registry.url, "log_file": str(registry.log_file),
+            "version": state.version if state else None}
 
 
 @group.command()
@@ -100,14 +140,24 @@ def status(port: int, as_json: bool) -> None:
 @click.option("-n", "--lines", type=int, default=100, show_default=True,
               envvar="STREAMJOBS_DEV_LOG_LINES")
 @click.option("-f", "--follow", is_flag=True, envvar="STREAMJOBS_DEV_LOG_FOLLOW")
-def logs(port: int, lines: int, follow: bool) -> None:
-    """Show the broker log."""
-    broker = DevBroker(port)
-    if not broker.log_file.exists():
-        fail(f"no broker log at {broker.log_file}", EXIT_NOT_FOUND)
-    click.echo(broker.log_tail(lines))
+@click.option("--registry", is_flag=True, envvar="STREAMJOBS_DEV_LOG_REGISTRY",
+              help="Show the schema registry's log instead of the broker's.")
+@_registry_port
+def logs(port: int, lines: int, follow: bool, registry: bool, registry_port: int) -> None:
+    """Show the broker log (or the schema registry's)."""
+    if registry:
+        reg = DevRegistry(registry_port)
+        if not reg.log_file.exists():
+            fail(f"no registry log at {reg.log_file}", EXIT_NOT_FOUND)
+        log_file, tail = reg.log_file, reg.log_tail(lines)
+    else:
+        broker = DevBroker(port)
+        if not broker.log_file.exists():
+            fail(f"no broker log at {broker.log_file}", EXIT_NOT_FOUND)
+        log_file, tail = broker.log_file, broker.log_tail(lines)
+    click.echo(tail)
     if follow:
-        with open(broker.log_file, errors="replace") as fh:
+        with open(log_file, errors="replace") as fh:
             fh.seek(0, 2)
             while True:
                 line = fh.readline()
@@ -130,3 +180,38 @@ def tool(name: str, args: tuple[str, ...]) -> None:
     except DevBrokerError as exc:
         fail(str(exc), EXIT_FAILURE)
     sys.exit(subprocess.call(cmd))
+
+
+@group.group("registry")
+def registry_group() -> None:
+    """The local schema registry alone (Apicurio Registry, in memory, on 127.0.0.1)."""
+
+
+@registry_group.command("up")
+@_registry_port
+@click.option("--timeout", type=float, default=90, show_default=True,
+              envvar="STREAMJOBS_DEV_TIMEOUT", help="Seconds to wait for the registry.")
+def registry_up(registry_port: int, timeout: float) -> None:
+    """Start the schema registry (fetched from Maven Central on first use)."""
+    _registry_up(registry_port, timeout)
+
+
+@registry_group.command("down")
+@_registry_port
+def registry_down(registry_port: int) -> None:
+    """Stop the schema registry (its schemas are in memory: they are gone)."""
+    click.echo("stopped" if DevRegistry(registry_port).down() else "not running")
+
+
+@registry_group.command("status")
+@_registry_port
+@json_option
+def registry_status(registry_port: int, as_json: bool) -> None:
+    """Print whether the schema registry is up (exit 3 when down)."""
+    info = _registry_status(DevRegistry(registry_port))
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(f"up pid={info['pid']} url={info['url']}" if info["up"]
+                   else f"down url={info['url']}")
+    sys.exit(0 if info["up"] else EXIT_NOT_FOUND)

@@ -21,6 +21,7 @@ from ..catalogue import Catalogue
 from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import CatalogueError
+from ..registry import RegistryConfig, SchemaRegistry
 from ..replay import parse_when
 from ..reprocess import Report, Reprocessor, load_progress
 from ..scan import TopicNotFound
@@ -34,6 +35,7 @@ from ._common import (
     kafka_options,
     load_catalogue,
     print_json,
+    registry_options,
     schemas_option,
 )
 
@@ -109,6 +111,13 @@ def _catalogue(schemas_dir: str, required: bool) -> Catalogue | None:
             fail(str(exc), EXIT_FAILURE)
         click.echo(f"warning: payloads not decoded: {exc}", err=True)
         return None
+
+
+def _codec(cat: Catalogue | None, registry: RegistryConfig | None) -> Codec | None:
+    """The codec that decodes dead letters of either framing (registry ids: ``registry``)."""
+    if cat is None:
+        return None
+    return Codec(cat, registry=SchemaRegistry(registry) if registry is not None else None)
 
 
 def _dlq_topics(topics: tuple[str, ...], all_topics: bool, schemas_dir: str
@@ -221,12 +230,13 @@ def _print_story(s: dict[str, Any], full: bool) -> None:
 @schemas_option
 @json_option
 @kafka_options
+@registry_options
 def list_(kafka: KafkaConfig, topics: tuple[str, ...], all_topics: bool, schemas_dir: str,
-          limit: int, as_json: bool, **kw: Any) -> None:
+          limit: int, as_json: bool, registry: RegistryConfig | None, **kw: Any) -> None:
     """Dead letters with their error story and decoded payload."""
     flt = _filter(kw)
     cat = _catalogue(schemas_dir, required=False)
-    describer = dlq.Describer(Codec(cat) if cat is not None else None)
+    describer = dlq.Describer(_codec(cat, registry))
     stories: list[dict[str, Any]] = []
     truncated = False
     with _errors():
@@ -260,7 +270,9 @@ def list_(kafka: KafkaConfig, topics: tuple[str, ...], all_topics: bool, schemas
 @schemas_option
 @json_option
 @kafka_options
-def show(kafka: KafkaConfig, topic: str, where: str, schemas_dir: str, as_json: bool) -> None:
+@registry_options
+def show(kafka: KafkaConfig, topic: str, where: str, schemas_dir: str, as_json: bool,
+         registry: RegistryConfig | None) -> None:
     """One dead letter in full: error and trace, origin, headers, payload."""
     part, sep, off = where.partition(":")
     if not sep or not part.isdigit() or not off.isdigit():
@@ -271,7 +283,7 @@ def show(kafka: KafkaConfig, topic: str, where: str, schemas_dir: str, as_json: 
         dl = dlq.fetch(kafka, name, int(part), int(off))
     if dl is None:
         fail(f"no record at {name} partition {part} offset {off}", EXIT_NOT_FOUND)
-    story = dlq.Describer(Codec(cat) if cat is not None else None).story(dl)
+    story = dlq.Describer(_codec(cat, registry)).story(dl)
     if as_json:
         print_json(story)
     else:
@@ -292,14 +304,15 @@ def show(kafka: KafkaConfig, topic: str, where: str, schemas_dir: str, as_json: 
 @schemas_option
 @json_option
 @kafka_options
+@registry_options
 def reprocess(kafka: KafkaConfig, topics: tuple[str, ...], all_topics: bool, schemas_dir: str,
               limit: int | None, execute: bool, rate: float | None, force_raw: bool,
-              as_json: bool, **kw: Any) -> None:
+              as_json: bool, registry: RegistryConfig | None, **kw: Any) -> None:
     """Re-publish matching dead letters to their job topic (attempt 1, original key and
     value, sj-reprocessed-from), each at most once across runs. Dry run by default."""
     flt = _filter(kw)
     cat = _catalogue(schemas_dir, required=True)
-    codec = Codec(cat) if cat is not None else None
+    codec = _codec(cat, registry)
     reports: list[Report] = []
     with _errors():
         for topic, explicit in _dlq_topics(topics, all_topics, schemas_dir):

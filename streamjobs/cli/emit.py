@@ -20,7 +20,14 @@ import orjson
 from ..catalogue import Catalogue
 from ..codec import Codec
 from ..config import KafkaConfig
-from ..errors import BrokerUnavailable, PayloadError, StreamjobsError, UnknownJobType
+from ..errors import (
+    BrokerUnavailable,
+    PayloadError,
+    RegistryUnavailable,
+    StreamjobsError,
+    UnknownJobType,
+)
+from ..registry import RegistryConfig, SchemaRegistry
 from ..retry import parse_duration
 from ._common import (
     EXIT_FAILURE,
@@ -30,6 +37,7 @@ from ._common import (
     fail,
     kafka_options,
     load_catalogue,
+    registry_options,
     schemas_option,
 )
 
@@ -105,9 +113,9 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _validate(catalogue: Catalogue, lines: list[_Line]) -> None:
+def _validate(catalogue: Catalogue, lines: list[_Line], registry: SchemaRegistry | None) -> None:
     """Encode every payload once before connecting: errors name the line and the field."""
-    codec = Codec(catalogue)
+    codec = Codec(catalogue, registry=registry)
     for line in lines:
         try:
             codec.encode(line.job_type, line.payload)
@@ -150,10 +158,12 @@ def _show_progress(progress: bool | None, count: int) -> bool:
               help="Seconds a record may wait for the broker's acknowledgement.")
 @schemas_option
 @kafka_options
+@registry_options
 def command(job_type: str | None, payload_json: str | None, file: IO[str] | None,
             key: str | None, header: tuple[str, ...], delay: str | None,
             traceparent: str | None, fmt: str, progress: bool | None, connect_timeout: float,
-            delivery_timeout: float, schemas_dir: str, kafka: KafkaConfig) -> None:
+            delivery_timeout: float, schemas_dir: str, kafka: KafkaConfig,
+            registry: RegistryConfig | None) -> None:
     """Emit jobs: `streamjobs emit TYPE --json '{...}'` or `streamjobs emit --file jobs.jsonl`."""
     from ..producer import check_traceparent  # keeps `streamjobs --help` light
 
@@ -184,10 +194,12 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
             line.delay = line.delay if line.delay is not None else delay_s
     try:
         catalogue = load_catalogue(schemas_dir)
-        _validate(catalogue, lines)
+        schema_registry = SchemaRegistry(registry) if registry is not None else None
+        _validate(catalogue, lines, schema_registry)
         _emit(catalogue, kafka, lines, extra_headers, traceparent,
-              _show_progress(progress, len(lines)), connect_timeout, delivery_timeout)
-    except BrokerUnavailable as exc:
+              _show_progress(progress, len(lines)), connect_timeout, delivery_timeout,
+              registry)
+    except (BrokerUnavailable, RegistryUnavailable) as exc:
         fail(str(exc), EXIT_UNREACHABLE)
     except UnknownJobType as exc:
         fail(str(exc), EXIT_NOT_FOUND)
@@ -207,11 +219,12 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
 
 def _emit(catalogue: Catalogue, kafka: KafkaConfig, lines: list[_Line],
           extra_headers: Mapping[str, str], traceparent: str | None, progress: bool,
-          connect_timeout: float, delivery_timeout: float) -> None:
+          connect_timeout: float, delivery_timeout: float,
+          registry: RegistryConfig | None) -> None:
     from ..producer import Producer
 
     producer = Producer(catalogue, kafka, connect_timeout=connect_timeout,
-                        delivery_timeout=delivery_timeout)
+                        delivery_timeout=delivery_timeout, registry=registry)
     try:
         with click.progressbar(lines, label="emitting", file=sys.stderr,
                                show_pos=True) if progress else _Plain(lines) as bar:

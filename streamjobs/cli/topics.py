@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ..config import KafkaConfig
+from ..registry import RegistryConfig, SchemaRegistry
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -22,6 +23,7 @@ from ._common import (
     kafka_options,
     load_catalogue,
     print_json,
+    registry_options,
     schemas_option,
 )
 
@@ -73,17 +75,28 @@ def plan_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float
 @group.command("apply")
 @schemas_option
 @kafka_options
+@registry_options
 @json_option
 @_timeout_option(30.0)
 @handle_errors
-def apply_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float) -> None:
-    """Create missing topics, add partitions and set managed configs. Idempotent."""
-    from .. import topics
+def apply_cmd(schemas_dir: str, kafka: KafkaConfig, registry: RegistryConfig | None,
+              as_json: bool, timeout: float) -> None:
+    """Create missing topics, add partitions and set managed configs; register the schemas of
+    registry-framed job types (with --registry-url). Idempotent."""
+    from .. import subjects, topics
 
     catalogue = load_catalogue(schemas_dir)
     changes = topics.apply(kafka, catalogue, timeout=timeout)
+    registered: list[subjects.Registered] = []
+    if subjects.subjects(catalogue) and registry is not None:
+        registered = subjects.register(SchemaRegistry(registry), catalogue)
     if as_json:
         print_json({"applied": [c.as_dict() for c in changes if c.action != "warning"],
-                    "warnings": [c.as_dict() for c in changes if c.action == "warning"]})
+                    "warnings": [c.as_dict() for c in changes if c.action == "warning"],
+                    "registered": [r.as_dict() for r in registered]})
     else:
         _print(changes, "applied")
+        if registered and registry is not None:
+            click.echo(f"{len(registered)} schema version(s) registered at {registry.url}")
+        elif subjects.subjects(catalogue):
+            click.echo("registry framing: schemas not registered (no --registry-url)")

@@ -15,6 +15,7 @@ import click
 
 from ..config import KafkaConfig
 from ..errors import CatalogueError, ConfigError
+from ..registry import RegistryConfig
 from ._common import (
     _PREFIX_KEY,
     EXIT_FAILURE,
@@ -23,6 +24,7 @@ from ._common import (
     handle_errors,
     kafka_options,
     load_catalogue,
+    registry_options,
     schemas_option,
 )
 
@@ -44,9 +46,10 @@ TOKEN_ENV = "STREAMJOBS_WEB_TOKEN"
               help="Consumer group to show even when none of its workers report; repeatable.")
 @schemas_option
 @kafka_options
+@registry_options
 @handle_errors
 def command(kafka: KafkaConfig, host: str, port: int, read_only: bool, root_path: str,
-            groups: tuple[str, ...], schemas_dir: str) -> None:
+            groups: tuple[str, ...], schemas_dir: str, registry: RegistryConfig | None) -> None:
     """Serve the dashboard: overview, jobs by id (live over SSE), dead letters, replay, and a
     JSON API. Actions need STREAMJOBS_WEB_TOKEN (log in on the page, or Bearer)."""
     # The --topic-prefix the option stored: the prefix text, or a settings object holding it.
@@ -70,7 +73,7 @@ def command(kafka: KafkaConfig, host: str, port: int, read_only: bool, root_path
         click.echo(f"warning: no catalogue, dead letters and wait tiers not shown: {exc}",
                    err=True)
         catalogue = None
-    sources = Sources.open(kafka, catalogue, prefix=prefix, groups=groups)
+    sources = Sources.open(kafka, catalogue, prefix=prefix, groups=groups, registry=registry)
     app = create_app(settings, sources)
     sources.start()  # here, so a broker error is one line (exit 4), not a server traceback
     for warning in sources.warnings:

@@ -20,7 +20,15 @@ import click
 from ..config import KafkaConfig
 from ..errors import ConfigError, StreamjobsError
 from ..listeners.logging import JOB_LEVELS
-from ._common import EXIT_FAILURE, EXIT_USAGE, fail, handle_errors, kafka_options
+from ..registry import RegistryConfig
+from ._common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    fail,
+    handle_errors,
+    kafka_options,
+    registry_options,
+)
 
 __all__ = ["command", "load_app"]
 
@@ -125,13 +133,14 @@ def _log_json(log_format: str) -> bool:
               help="Level of the line per succeeded job (off: none). Failures are always "
                    "logged: warning, dead letters error.")
 @kafka_options
+@registry_options
 @handle_errors
 def command(app_target: str, concurrency: int, job_types: str, group_id: str | None,
             grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
             topic_prefix: str | None, processes: int, burst: bool, listeners: str,
             log_format: str, job_log_level: str, log_level: str, connect_timeout: float,
-            kafka: KafkaConfig) -> None:
+            kafka: KafkaConfig, registry: RegistryConfig | None) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
     once)."""
     if processes < 1:
@@ -181,7 +190,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
 
     tune_gc()
     try:
-        code = run_worker(app, settings, kafka, bus)
+        code = run_worker(app, settings, kafka, bus, registry=registry)
     finally:
         if obs is not None:
             obs.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import DevBrokerError
 
-__all__ = ["KAFKA_VERSION", "cache_dir", "check_java", "resolve_classpath"]
+__all__ = ["KAFKA_VERSION", "cache_dir", "check_java", "java_major", "resolve_classpath"]
 
 # One pinned 4.x release; bumping it is a one-line change (the cache is per version).
 KAFKA_VERSION = "4.1.1"
@@ -38,19 +38,28 @@ def cache_dir() -> Path:
     return Path(base) / f"kafka-{KAFKA_VERSION}"
 
 
+def java_major(java: str) -> int | None:
+    """The major version of the ``java`` executable (``1.8`` style counts as 8), or None."""
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2)) if major == 1 and m.group(2) else major
+
+
 def check_java() -> str:
     """Path of a Java 17+ executable, or DevBrokerError with a one-line reason."""
     java_home = os.environ.get("JAVA_HOME")
     java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
     if not java or not Path(java).exists():
         raise DevBrokerError("Java 17 or newer is required to run Kafka, but `java` was not found")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
-    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    if not m:
+    major = java_major(java)
+    if major is None:
         raise DevBrokerError(f"cannot tell the Java version of {java}")
-    major = int(m.group(1))
-    if major == 1 and m.group(2):  # "1.8" style
-        major = int(m.group(2))
     if major < 17:
         raise DevBrokerError(f"Java 17 or newer is required to run Kafka; {java} is Java {major}")
     return java

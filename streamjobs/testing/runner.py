@@ -30,6 +30,7 @@ from .. import headers as h
 from ..catalogue import Catalogue
 from ..codec import Codec
 from ..errors import DecodeError, UnknownSchema
+from ..framing import SINGLE_OBJECT, parse
 from ..producer import check_traceparent
 from ..retry import dlq_topic, pick_tier, retry_topic
 from ..worker import App, JobContext
@@ -71,7 +72,9 @@ class JobRunner:
 
     def __init__(self, app: App, *, now: float | None = None, host: str = "test-host") -> None:
         self.app = app
-        self.codec = Codec(app.catalogue)
+        # Registry framing needs a registry; in memory every job type is framed single-object
+        # (validation and schema resolution are the same either way).
+        self.codec = Codec(app.catalogue.with_framing(SINGLE_OBJECT))
         self._now_ms = round((time.time() if now is None else now) * 1000)
         self._origin_host = host
         self._group = f"streamjobs-{app.name or 'app'}"
@@ -116,7 +119,7 @@ class JobRunner:
             (h.CREATED_AT, str(self._now_ms).encode()),
             (h.JOB_TYPE, job_type.encode()),
             (h.ATTEMPT, b"1"),
-            (h.SCHEMA, value[2:10].hex().encode()),
+            (h.SCHEMA, (parse(value).fingerprint or b"").hex().encode()),
         ]
         for name, val in (headers or {}).items():
             if name in _RESERVED:
@@ -358,7 +361,8 @@ class JobRunner:
                 raise ValueError(f"{job_type}: schema_version must be within 1..{n}")
             versions = {name: catalogue.versions(name) for name in catalogue.schema_names()}
             versions[schema] = versions[schema][:version]
-            old = Catalogue(catalogue.schemas_dir, {j.name: j for j in catalogue}, versions)
+            old = Catalogue(catalogue.schemas_dir, {j.name: j for j in catalogue},
+                            versions).with_framing(SINGLE_OBJECT)
             codec = self._old_codecs[(job_type, version)] = Codec(old)
         return codec.encode(job_type, payload)
 

@@ -20,6 +20,7 @@ from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, StreamjobsError
 from ..lag import GroupLag, TierBacklog, group_lag, wait_backlog
+from ..registry import RegistryConfig, SchemaRegistry
 from ..reports import ReportsView, reports_topic
 from ..reprocess import load_progress
 from ..scan import TopicNotFound
@@ -60,6 +61,7 @@ class Sources:
     index: Index
     reports: Reports | None
     groups: tuple[str, ...] = ()  # shown even when no worker of theirs reports
+    registry: RegistryConfig | None = None  # decodes registry-framed dead letters
     warnings: list[str] = field(default_factory=list)  # shown on the overview
     _started: bool = field(default=False, repr=False)
     _cache: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)
@@ -69,15 +71,18 @@ class Sources:
 
     @classmethod
     def open(cls, config: KafkaConfig, catalogue: Catalogue | None, *, prefix: str = "",
-             groups: tuple[str, ...] = ()) -> Sources:
+             groups: tuple[str, ...] = (), registry: RegistryConfig | None = None) -> Sources:
         """The real sources for ``streamjobs web``: one status index, one reports view."""
         index = StatusIndex(config, status_topic(prefix))
         reports = ReportsView(config, reports_topic(prefix))
-        return cls(config, catalogue, index, reports, groups)
+        return cls(config, catalogue, index, reports, groups, registry)
 
     @cached_property
     def codec(self) -> Codec | None:
-        return Codec(self.catalogue) if self.catalogue is not None else None
+        if self.catalogue is None:
+            return None
+        registry = SchemaRegistry(self.registry) if self.registry is not None else None
+        return Codec(self.catalogue, registry=registry)
 
     def start(self) -> None:
         """Start following the topics (once). The index waits for a missing status topic by

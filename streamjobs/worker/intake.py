@@ -1,6 +1,7 @@
 """Intake: records from Kafka to runnable jobs (poll thread only).
 
-For each record: header lookup, Avro decode, a ``JobContext``; poison (missing headers,
+For each record: header lookup, Avro decode (either framing), a ``JobContext``; a record
+without sj- headers on a topic of one job type is that type (``_foreign``); poison (missing headers,
 unknown type, undecodable bytes) goes to the dead-letter topic with its raw bytes; an unknown
 writer schema (a newer deploy wrote it) climbs the retry ladder first. Records on wait topics
 (retry tiers, delayed jobs) wake at ``min(sj-due-at, append time + tier)``: those waking within
@@ -12,18 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import io
 import itertools
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
-import fastavro
-
 from .. import headers as h
-from .._avro_reader import BodyReader, compile_reader
-from ..codec import MAGIC, Codec
+from .._avro_reader import BodyReader
+from ..codec import Codec
 from ..errors import DecodeError, UnknownSchema
 from ..events import JobDeadLettered, JobReceived, JobRetried, JobsReceived
+from ..framing import header_of
 from ..retry import dlq_topic, pick_tier, retry_topic
 from ..status.record import Transition
 from .context import JobContext, RecordContext
@@ -44,23 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Intake", "Part"]
 
-_read = fastavro.schemaless_reader
 _TYPE, _ID, _ATTEMPT, _CREATED = h.JOB_TYPE, h.JOB_ID, h.ATTEMPT, h.CREATED_AT
-_HEADER = len(MAGIC) + 8  # magic + writer fingerprint
-
-
-def _fastavro_reader(writer: Any, reader: Any) -> BodyReader:
-    """A body reader through fastavro (schema resolution, logical types)."""
-
-    def read(value: bytes, pos: int) -> dict[str, Any]:
-        buf = io.BytesIO(value)
-        buf.seek(pos)
-        payload = _read(buf, writer, reader)
-        if buf.tell() != len(value) or type(payload) is not dict:
-            raise ValueError("not one record")
-        return payload
-
-    return read
+# Ids of records that came without sj- headers (foreign producers): stable across redeliveries.
+_FOREIGN_IDS = uuid.UUID("5f0c8a52-3d1e-4c56-9a57-1d9e3b7f2c10")
 
 
 class Part:
@@ -97,11 +83,12 @@ class Part:
 
 class _Poison(Exception):
     def __init__(self, reason: str, failure: Failure, route: Route | None = None,
-                 attempt: int = 1) -> None:
+                 attempt: int = 1, headers: h.Headers | None = None) -> None:
         self.reason = reason
         self.failure = failure
         self.route = route
         self.attempt = attempt
+        self.headers = headers  # the record's, completed for a foreign record
 
 
 class Intake:
@@ -142,6 +129,7 @@ class Intake:
         offs: list[int] = []
         route_c: Route | None = None  # the last (route, framing) -> reader, cached
         prefix_c = b""
+        body_c = 0
         read_c: Any = None
         now_ms = 0.0
         for m in msgs:
@@ -192,11 +180,12 @@ class Intake:
                     and (a is None or a == b"1") and (c is None or c.isdigit())
                     and id_b.isascii()):
                 if route is not route_c or not value.startswith(prefix_c):
-                    route_c, prefix_c = route, value[:_HEADER]
+                    route_c, prefix_c = route, header_of(value)
+                    body_c = len(prefix_c)
                     read_c = readers.get((route, prefix_c))
                 if read_c is not None and len(value) <= max_bytes:
                     try:
-                        payload = read_c(value, _HEADER)
+                        payload = read_c(value, body_c)
                     except Exception:
                         payload = None  # _decode below finds out what is wrong
                     if payload is not None:
@@ -251,6 +240,9 @@ class Intake:
 
     def _decode(self, m: Any, part: Part, offset: int) -> JobContext:
         hdrs = m.headers()
+        if part.single_type is not None and (
+                h.get(hdrs, h.JOB_TYPE) is None or h.get(hdrs, h.JOB_ID) is None):
+            return self._foreign(m, part, offset, hdrs or [])
         if not hdrs:
             raise _Poison("missing_headers", Failure("MissingHeaders", "record has no headers"))
         hd = dict(hdrs)
@@ -276,15 +268,42 @@ class Intake:
         value = m.value()
         payload = None
         if value is not None and len(value) <= self._max_bytes:
-            read = self._readers.get((route, value[:_HEADER]))
+            frame = header_of(value)
+            read = self._readers.get((route, frame))
             if read is not None:
                 try:
-                    payload = read(value, _HEADER)
+                    payload = read(value, len(frame))
                 except Exception:
                     payload = None
         if payload is None:
             payload = self._decode_payload(value, route, attempt)
         return RecordContext(m, part, route, offset, attempt, payload, c, id_b)
+
+    def _foreign(self, m: Any, part: Part, offset: int, hdrs: h.Headers) -> JobContext:
+        """A record without ``sj-type``/``sj-id`` (a foreign producer) on a topic of one job
+        type: it is that type, with an id derived from its position (stable across
+        redeliveries); both are added to its headers so a retry keeps them."""
+        assert part.single_type is not None
+        job_type = h.get(hdrs, h.JOB_TYPE) or part.single_type
+        route = self.routes.by_type.get(job_type.encode())
+        if route is None:
+            raise _Poison("unknown_type", Failure(
+                "UnknownJobType", f"job type {job_type!r} is not run by this worker"))
+        job_id = h.get(hdrs, h.JOB_ID) or str(
+            uuid.uuid5(_FOREIGN_IDS, f"{part.topic}/{part.partition}/{offset}"))
+        full = [*hdrs, (h.JOB_TYPE, job_type.encode()), (h.JOB_ID, job_id.encode())]
+        attempt_s = h.get(hdrs, h.ATTEMPT)
+        attempt = int(attempt_s) if attempt_s and attempt_s.isdigit() else 1
+        value = m.value()
+        try:
+            payload = self._decode_payload(value, route, attempt)
+        except _Poison as poison:
+            poison.headers = full
+            raise
+        ts = m.timestamp()[1]
+        return JobContext(job_id, job_type, attempt, full, part.topic, part.partition, offset,
+                          m.key(), ts, payload, route.topic, value, ts, route.job,
+                          route.handler)
 
     def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
         try:
@@ -296,22 +315,9 @@ class Intake:
         except DecodeError as exc:
             raise _Poison("decode_error", Failure("DecodeError", f"{exc.reason}: {exc.detail}"),
                           route, attempt) from None
-        self._learn(decoded.fingerprint, route)
+        # The hot path in ``take`` reads this framing with the codec's cached reader from now on.
+        self._readers[(route, header_of(value))] = self.codec.body_reader(value, route.job.name)
         return decoded.payload
-
-    def _learn(self, fp: bytes, route: Route) -> None:
-        """Remember a body reader for a fingerprint that decoded fine (the hot path in ``take``)."""
-        known = self.codec.known_fingerprints().get(fp)
-        if known is None:
-            return
-        name, version = known
-        catalogue = self.codec.catalogue
-        writer = catalogue.versions(name)[version - 1]
-        reader = catalogue.current(route.job.schema)
-        same = reader.canonical == writer.canonical
-        fast = compile_reader(writer.parsed) if same else None
-        self._readers[(route, MAGIC + fp)] = fast or _fastavro_reader(
-            writer.parsed, None if same else reader.parsed)
 
     # -- wait topics --------------------------------------------------------------------------
 
@@ -375,7 +381,7 @@ class Intake:
 
     def _poison(self, m: Any, part: Part, offset: int, poison: _Poison) -> None:
         now_ms = int(time.time() * 1000)
-        hdrs = m.headers() or []
+        hdrs = poison.headers or m.headers() or []
         origin = Origin(part.topic, part.partition, offset, m.timestamp()[1], self.host,
                         self.worker.group_id)
         job_topic = poison.route.topic if poison.route else part.job_topic

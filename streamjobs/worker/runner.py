@@ -52,6 +52,8 @@ from ..events import (
     WorkerStopped,
     WorkerStopping,
 )
+from ..framing import REGISTRY
+from ..registry import RegistryConfig, SchemaRegistry
 from .app import App
 from .backlog import read_to_end, sample_lag
 from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
@@ -79,12 +81,19 @@ class Worker:
     drained) and returns the exit code."""
 
     def __init__(self, app: App, settings: WorkerSettings | None = None,
-                 kafka: KafkaConfig | None = None, bus: EventBus | None = None) -> None:
+                 kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
+                 registry: RegistryConfig | None = None) -> None:
         self.app = app
         self.settings = settings or WorkerSettings()
         self.kafka = kafka or KafkaConfig.from_env()
+        # Writer schemas of registry-framed records (None: STREAMJOBS_REGISTRY_* or none).
+        self.registry = registry if registry is not None else RegistryConfig.from_env()
         self.bus = bus or EventBus()
         jobs = app.check(self.settings.job_types)
+        framed = [j.name for j in jobs if j.framing == REGISTRY]
+        if framed and self.registry is None:
+            raise ConfigError("registry_url", f"{', '.join(framed)}: registry framing needs a "
+                                              "schema registry URL (STREAMJOBS_REGISTRY_URL)")
         self.routes = Routes(app, jobs)
         self.group_id = self.settings.group_id or f"streamjobs-{app.name or 'app'}"
         self.parts: dict[tuple[str, int], Part] = {}
@@ -181,7 +190,8 @@ class Worker:
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self._start_status(meta)
-        self.intake = Intake(self, Codec(self.app.catalogue))
+        self.intake = Intake(self, Codec(self.app.catalogue, registry=(
+            SchemaRegistry(self.registry) if self.registry is not None else None)))
         topics = self.routes.subscriptions()
         callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
                      "on_lost": self._on_lost}
@@ -531,7 +541,8 @@ def wait_group(group_id: str) -> str:
 
 def run_worker(app: App, settings: WorkerSettings | None = None,
                kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
-               install_signals: bool = True) -> int:
+               install_signals: bool = True, registry: RegistryConfig | None = None) -> int:
     """Run a worker until stopped; returns the exit code."""
-    return Worker(app, settings, kafka, bus).run(install_signals=install_signals)
+    return Worker(app, settings, kafka, bus, registry=registry).run(
+        install_signals=install_signals)
 

@@ -177,7 +177,7 @@ def test_list_and_show_decode_payload_and_error_story(env: Env, run_cli: RunCli)
     (class, message, origin, attempt, worker); undecodable values are shown as hex/base64 with
     the reason; show of an offset with no record exits 3."""
     env.dead_letter("send_email", {"user_id": "u1", "email": "a@b"}, key="u1", dlq_at=NOW)
-    env.dead_letter("resize", b"\x00garbage", reason="decode_error", error="DecodeError")
+    env.dead_letter("resize", b"\xffgarbage", reason="decode_error", error="DecodeError")
     res = cli(run_cli, env, "list", "--topic", env.emails, "--json")
     assert res.returncode == 0, res.stderr
     [story] = json.loads(res.stdout)["records"]
@@ -194,8 +194,8 @@ def test_list_and_show_decode_payload_and_error_story(env: Env, run_cli: RunCli)
     res = cli(run_cli, env, "show", "--topic", env.images, "0:0", "--json")
     assert res.returncode == 0, res.stderr
     shown = json.loads(res.stdout)
-    assert shown["value"]["raw_hex"] == b"\x00garbage".hex()
-    assert shown["value"]["raw_base64"] == "AGdhcmJhZ2U="
+    assert shown["value"]["raw_hex"] == b"\xffgarbage".hex()
+    assert shown["value"]["raw_base64"] == "/2dhcmJhZ2U="
     assert shown["value"]["problem"].startswith("bad_magic")
     assert shown["error"]["trace"] == "Traceback...\nDecodeError: boom"
     text = cli(run_cli, env, "show", "--topic", env.emails, "0:0")

@@ -22,31 +22,36 @@ def _dlq_by_reason(env: Env, n: int) -> dict[str, list]:
 
 def test_poison_goes_to_dlq_with_raw_bytes_and_partition_moves_on(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Undecodable bytes, unknown job type and missing headers are dead-lettered with their
+    """Undecodable bytes, unknown job type and bad headers are dead-lettered with their
     raw bytes, original headers and a reason; an unknown writer schema climbs the retry
-    ladder first (reason unknown_schema); the jobs after them in the partition still run."""
+    ladder first (reason unknown_schema); a record without headers on a topic of one job type
+    is that type (here undecodable); the jobs after them in the partition still run."""
     env.create_topics("task", partitions=1)
     topic = env.topic()
     base = [(h.JOB_ID, b"p1"), (h.JOB_TYPE, b"task"), (h.ATTEMPT, b"1")]
-    env.emit_raw(topic, b"\x00\x01garbage", base, key=b"kg")
+    env.emit_raw(topic, b"\x01\x02garbage", base, key=b"kg")
     env.emit_raw(topic, b"\xc3\x01" + b"\x11" * 8 + b"\x02x", [*base[:1], (h.JOB_TYPE, b"task")])
     env.emit_raw(topic, b"whatever", [(h.JOB_ID, b"p3"), (h.JOB_TYPE, b"nope")])
     env.emit_raw(topic, b"no headers at all", None)
+    env.emit_raw(topic, b"bad attempt", [(h.JOB_ID, b"p5"), (h.JOB_TYPE, b"task"),
+                                         (h.ATTEMPT, b"x")])
     good = env.emit()
     env.flush()
     w = InProcess(env, monkeypatch)
     try:
         wait_for(lambda: any(x["id"] == good for x in env.lines()), 20, what="good job")
-        by_reason = _dlq_by_reason(env, 4)
+        by_reason = _dlq_by_reason(env, 5)
         assert set(by_reason) == {"decode_error", "unknown_type", "missing_headers",
                                   "unknown_schema"}
-        garbage = by_reason["decode_error"][0]
-        assert garbage.value() == b"\x00\x01garbage" and garbage.key() == b"kg"
+        garbage, bare = by_reason["decode_error"]
+        assert garbage.value() == b"\x01\x02garbage" and garbage.key() == b"kg"
+        assert bare.value() == b"no headers at all"
+        assert h.get(bare.headers(), h.JOB_TYPE) == "task"  # the topic's one job type
         assert garbage.headers()[:3] == base  # original headers first, byte for byte
         assert h.get(garbage.headers(), h.ORIG_OFFSET) == "0"
         unknown = by_reason["unknown_schema"][0]
         assert h.get(unknown.headers(), h.ATTEMPT) == "3"  # went through 2 retries first
-        assert by_reason["missing_headers"][0].value() == b"no headers at all"
+        assert by_reason["missing_headers"][0].value() == b"bad attempt"
         end = env.end_offsets(topic, 1)
         wait_for(lambda: env.committed(topic, 1) == end, 15, what="commit past poison")
     finally:

@@ -60,14 +60,16 @@ CONNECTION = {"--bootstrap-servers", "--security-protocol", "--sasl-mechanism",
               "--ssl-certificate-location", "--ssl-key-location", "--ssl-key-password",
               "--client-id", "--connect-timeout", "--log-level", "--consumer-config",
               "--producer-config"}
+REGISTRY = {"--registry-url", "--registry-username", "--registry-password",
+            "--registry-ca-location", "--registry-timeout"}
 
 
 def test_every_command_and_option_is_in_the_readme() -> None:
     """Rule: the README's command table has a row for every command, naming every option (the
-    connection options once, in the paragraph above the table)."""
+    connection and registry options once, in the paragraph above the table)."""
     section = README[README.index("### Every command and option"):]
     intro, _, table = section.partition("| command |")
-    assert all(f"`{o}`" in intro for o in CONNECTION)
+    assert all(f"`{o}`" in intro for o in CONNECTION | REGISTRY)
     rows = {line.split("|")[1].strip().strip("`").split(" [")[0]: line
             for line in table.splitlines() if line.startswith("| `streamjobs")}
     ctx = click.Context(main, info_name="streamjobs")
@@ -79,5 +81,7 @@ def test_every_command_and_option_is_in_the_readme() -> None:
                 flag = max(p.opts, key=len)
                 if flag in CONNECTION:
                     assert "connection options" in row, path
+                elif flag in REGISTRY:
+                    assert "registry options" in row, path
                 else:
                     assert f"`{flag}`" in row, f"{path}: {flag} missing from the README"

@@ -226,8 +226,10 @@ def test_bad_input_reasons(codec: Codec) -> None:
         (b"\xc3", "truncated"),
         (b"\xc3\x01\x00", "truncated"),
         (b"{\"id\": 1}", "bad_magic"),
-        (b"\x00" + good[1:], "bad_magic"),
-        (b"\x00", "bad_magic"),
+        (b"\x01" + good[1:], "bad_magic"),
+        # 00 opens a registry frame: its id cannot be resolved without a registry (retryable)
+        (b"\x00" + good[1:], "unknown_schema"),
+        (b"\x00", "truncated"),
         (MAGIC + b"\x00" * 8 + good[10:], "unknown_schema"),
         (good[:-1], "bad_body"),  # truncated body
         (good + b"\x00", "bad_body"),  # trailing bytes

@@ -438,3 +438,23 @@ def test_dockerfile_copies_existing_files_not_ignored(dockerfile: list[tuple[str
             assert source.rstrip("/") in allowed, f"COPY {source}: excluded by .dockerignore"
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^streamjobs = "streamjobs\.cli:main"$', pyproject, re.M)
+
+
+def test_registry_service_is_the_dev_registry_and_services_point_at_it(
+        compose: dict[str, Any]) -> None:
+    """Rule: the registry service runs Apicurio Registry at the version `dev up --registry`
+    fetches, published on the host's loopback only, and the streamjobs services' registry URL
+    is its Confluent-compatible API; `topics` (which registers schemas) waits for it."""
+    from streamjobs.dev.registry import APICURIO_VERSION, CCOMPAT_PATH
+
+    svc = _svc(compose, "registry")
+    image, _, tag = svc["image"].partition(":")
+    assert (image, tag) == ("apicurio/apicurio-registry", APICURIO_VERSION)
+    [port] = svc["ports"]
+    host_ip, _host_port, container_port = port.split(":")
+    assert host_ip == "127.0.0.1"
+    for name in ("topics", "worker", "producer"):
+        assert _env(_svc(compose, name))["STREAMJOBS_REGISTRY_URL"] == (
+            f"http://registry:{container_port}{CCOMPAT_PATH}"), name
+    assert CCOMPAT_PATH in " ".join(svc["healthcheck"]["test"])
+    assert _svc(compose, "topics")["depends_on"]["registry"]["condition"] == "service_healthy"

@@ -1,0 +1,167 @@
+"""The registry client: its frozen config, and what it sends to a (local, stand-in) HTTP registry:
+basic auth, a trusted CA over TLS, errors by kind, and caching (no request per record)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamjobs.errors import ConfigError, RegistryError, RegistryUnavailable
+from streamjobs.registry import REGISTRY_ENV, RegistryConfig, SchemaRegistry
+
+SCHEMA = '{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}'
+
+
+class _Registry(BaseHTTPRequestHandler):
+    """Answers like a Confluent-compatible registry holding schema id 7 under subject s."""
+
+    seen: list[tuple[str, str, str | None]]
+    status = 200
+
+    def _answer(self) -> None:
+        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        if self.status != 200:
+            self.send_response(self.status)
+            self.end_headers()
+            self.wfile.write(b'{"error_code": 50001, "message": "store down"}')
+            return
+        body: Any = {"error_code": 40403, "message": "Schema not found"}
+        code = 404
+        if self.path == "/api/schemas/ids/7":
+            body, code = {"schema": SCHEMA}, 200
+        elif self.path == "/api/subjects/s" and self.command == "POST":
+            body, code = {"id": 7, "version": 1, "subject": "s", "schema": SCHEMA}, 200
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _serve(context: ssl.SSLContext | None = None, status: int = 200
+           ) -> tuple[ThreadingHTTPServer, list[tuple[str, str, str | None]]]:
+    seen: list[tuple[str, str, str | None]] = []
+    handler = type("H", (_Registry,), {"seen": seen, "status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+@pytest.fixture
+def http() -> Iterator[tuple[str, list[tuple[str, str, str | None]]]]:
+    server, seen = _serve()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api", seen
+    server.shutdown()
+
+
+def test_config_is_validated_and_hides_the_password(tmp_path: Path) -> None:
+    cfg = RegistryConfig("http://r:8081/apis/ccompat/v7/", username="u", password="secret")
+    assert cfg.url == "http://r:8081/apis/ccompat/v7" and "secret" not in repr(cfg)
+    for kwargs, field in [({"url": "r:8081"}, "registry_url"),
+                          ({"url": "ftp://r"}, "registry_url"),
+                          ({"url": "http://r", "username": "u"}, "registry_username"),
+                          ({"url": "http://r", "ca_location": str(tmp_path / "no.pem")},
+                           "registry_ca_location"),
+                          ({"url": "http://r", "timeout": 0}, "registry_timeout")]:
+        with pytest.raises(ConfigError) as info:
+            RegistryConfig(**kwargs)
+        assert info.value.field == field
+
+
+def test_config_from_environment() -> None:
+    assert RegistryConfig.from_env({}) is None
+    env = {REGISTRY_ENV["url"]: "https://r/ccompat", REGISTRY_ENV["username"]: "u",
+           REGISTRY_ENV["password"]: "p", REGISTRY_ENV["timeout"]: "2.5"}
+    cfg = RegistryConfig.from_env(env)
+    assert cfg == RegistryConfig("https://r/ccompat", "u", "p", None, 2.5)
+    assert RegistryConfig.from_env(env, url="http://other") == RegistryConfig(
+        "http://other", "u", "p", None, 2.5)
+    with pytest.raises(ConfigError) as info:
+        RegistryConfig.from_env({REGISTRY_ENV["username"]: "u"})
+    assert info.value.field == "registry_url"
+
+
+def test_basic_auth_is_sent_and_answers_are_cached(
+        http: tuple[str, list[tuple[str, str, str | None]]]) -> None:
+    url, seen = http
+    client = SchemaRegistry(RegistryConfig(url, username="alice", password="s3cret"))
+    for _ in range(3):
+        assert client.schema(7) == SCHEMA
+        assert client.lookup("s", SCHEMA) == 7
+    assert [(m, p) for m, p, _ in seen] == [("GET", "/api/schemas/ids/7"),
+                                            ("POST", "/api/subjects/s")]
+    assert {a for _, _, a in seen} == {"Basic YWxpY2U6czNjcmV0"}  # base64("alice:s3cret")
+    assert client.lookup("other", SCHEMA) is None  # 404: not registered there
+    with pytest.raises(RegistryError) as info:
+        client.schema(8)
+    assert (info.value.status, info.value.code) == (404, 40403)
+    assert not isinstance(info.value, RegistryUnavailable)
+
+
+def test_unreachable_and_failing_registries_are_unavailable() -> None:
+    server, _ = _serve(status=500)
+    port = server.server_address[1]
+    try:
+        with pytest.raises(RegistryUnavailable, match="store down"):
+            SchemaRegistry(RegistryConfig(f"http://127.0.0.1:{port}/api")).schema(7)
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(RegistryUnavailable, match="GET /schemas/ids/7"):
+        SchemaRegistry(RegistryConfig(f"http://127.0.0.1:{port}/api", timeout=2)).schema(7)
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "ca.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_with_the_given_ca(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server, _ = _serve(context)
+    url = f"https://127.0.0.1:{server.server_address[1]}/api"
+    try:
+        assert SchemaRegistry(RegistryConfig(url, ca_location=str(cert))).schema(7) == SCHEMA
+        with pytest.raises(RegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            SchemaRegistry(RegistryConfig(url)).schema(7)  # not trusted without the CA
+    finally:
+        server.shutdown()
