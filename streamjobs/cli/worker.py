@@ -16,6 +16,7 @@ import click
 
 from ..config import KafkaConfig
 from ..errors import ConfigError
+from ..settings import Settings
 from ._common import EXIT_USAGE, fail, handle_errors, kafka_options
 
 __all__ = ["command", "load_app"]
@@ -49,7 +50,7 @@ def load_app(target: str) -> Any:
 @click.option("--job-types", envvar="STREAMJOBS_JOB_TYPES", default="",
               help="Comma-separated job types to run. [default: every handled type]")
 @click.option("--group-id", envvar="STREAMJOBS_GROUP_ID", default=None,
-              help="Consumer group. [default: streamjobs-<app name or module>]")
+              help="Consumer group. [default: <topic prefix>streamjobs-<app name or module>]")
 @click.option("--grace-period", type=float, default=30.0, show_default=True,
               envvar="STREAMJOBS_GRACE_PERIOD",
               help="Seconds running jobs get to finish on shutdown or revocation.")
@@ -102,12 +103,14 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
 
     app = load_app(app_target)
     if topic_prefix is not None:
-        app.topic_prefix = topic_prefix
-    name = app.name or app_target.partition(":")[0]
+        try:
+            app.topic_prefix = Settings(topic_prefix).topic_prefix
+        except ConfigError as exc:
+            fail(f"invalid option topic-prefix: {exc.reason}", EXIT_USAGE)
     try:
         settings = WorkerSettings(
             concurrency=concurrency, max_in_flight=max_in_flight, ordering=ordering,
-            group_id=group_id or f"streamjobs-{name}",
+            group_id=group_id or app.default_group_id(app_target.partition(":")[0]),
             job_types=tuple(t.strip() for t in job_types.split(",") if t.strip()),
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,

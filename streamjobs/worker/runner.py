@@ -81,7 +81,7 @@ class Worker:
         self.bus = bus or EventBus()
         jobs = app.check(self.settings.job_types)
         self.routes = Routes(app, jobs)
-        self.group_id = self.settings.group_id or f"streamjobs-{app.name or 'app'}"
+        self.group_id = self.settings.group_id or app.default_group_id()
         self.parts: dict[tuple[str, int], Part] = {}
         self.completions: deque[Completion] = deque()
         self.lanes: Lanes[Chunk] = Lanes()
