@@ -7,7 +7,7 @@ PORT ?= 9092
 export STREAMJOBS_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(PORT)
 PYTEST_ARGS ?=
 
-.PHONY: install up down demo test lint bench clean
+.PHONY: install tools up down demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ down:
 demo: up
 	$(VENV)/bin/python -m examples.demo
 
-test: up
+# Names every missing program (java, mvn, kcat, chromium, chromium-driver) and its package.
+tools:
+	@.ci/tools
+
+test: tools up
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install
