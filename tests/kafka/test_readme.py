@@ -21,6 +21,7 @@ COVERED_ELSEWHERE = {
     "bench/run --quick": ".ci/run",
     "make test": ".ci/run",
     "make lint": ".ci/run",
+    "make floor": ".ci/run",
 }
 
 
