@@ -208,6 +208,9 @@ class Reprocessor:
             self._flush_batch()
         finally:
             if self._producer is not None and not self._fenced:
+                if self._in_txn:  # stopped mid-batch by an error: make none of it visible now
+                    with contextlib.suppress(KafkaException):
+                        self._producer.abort_transaction(TXN_TIMEOUT_S)
                 self._producer.flush(30)
         return self.report
 
