@@ -96,7 +96,7 @@ def test_two_concurrent_runs_republish_each_dead_letter_once(env: Env, run_cli: 
     line and exits 1; a third run finds nothing left to do."""
     refs = dead_letters(env, 120)
     args = ("dlq", "reprocess", "--topic", env.emails, "--schemas", str(env.schemas),
-            "--execute", "--rate", "15")  # ~8 s each: the two runs overlap
+            "--execute", "--rate", "10")  # ~12 s each: the two runs overlap
     first, second = spawn_cli(*args), spawn_cli(*args)
     codes = sorted([first.wait(90), second.wait(90)])
     outputs = first.output() + second.output()
