@@ -74,7 +74,8 @@ def load_app(target: str) -> Any:
               envvar="STREAMJOBS_SESSION_TIMEOUT_MS",
               help="Classic protocol: a silent member is expelled after this long.")
 @click.option("--topic-prefix", envvar="STREAMJOBS_TOPIC_PREFIX", default=None,
-              help="Prefix of every catalogue topic (overrides the app's).")
+              help="Prefix of every catalogue topic and of the default group id (overrides "
+                   "the app's).")
 @click.option("--processes", "-p", type=int, default=1, show_default=True,
               envvar="STREAMJOBS_PROCESSES",
               help="Run P worker processes under a supervisor that replaces crashed ones.")
