@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer as RawConsumer
+from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka import Producer as RawProducer
-from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streamjobs import headers as h
 from streamjobs.catalogue import Catalogue
@@ -66,10 +66,25 @@ def dead_letters(env: Env, n: int) -> set[str]:
     return {f"{env.emails}.dlq/{i % 2}/{i // 2}" for i in range(n)}
 
 
+def settled(admin: AdminClient, topic: str, parts: list[int]) -> bool:
+    """No transaction open on ``topic``: the last stable offset is the log end everywhere.
+    (A transaction's markers are written just after its commit or abort returns.)"""
+    def ends(level: IsolationLevel) -> list[int]:
+        futs = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in parts},
+                                  isolation_level=level)
+        return [f.result(timeout=30).offset for f in futs.values()]
+    return ends(IsolationLevel.READ_COMMITTED) == ends(IsolationLevel.READ_UNCOMMITTED)
+
+
 def reprocessed_from(config: KafkaConfig, topic: str, isolation: str) -> Counter[str]:
-    """sj-reprocessed-from of every record of ``topic`` a consumer with ``isolation`` sees."""
-    md = AdminClient(config.client_settings()).list_topics(topic, timeout=10)
+    """sj-reprocessed-from of every record of ``topic`` a consumer with ``isolation`` sees
+    (read_committed: once no transaction is open there)."""
+    admin = AdminClient(config.client_settings())
+    md = admin.list_topics(topic, timeout=10)
     parts = list(md.topics[topic].partitions)
+    if isolation == "read_committed":
+        wait_for(lambda: settled(admin, topic, parts), 60,
+                 what=f"no open transaction on {topic}")
     c = RawConsumer({**config.client_settings(), "group.id": "unused",
                      "enable.auto.commit": False, "enable.partition.eof": True,
                      "isolation.level": isolation})

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from streamjobs import Producer
 from streamjobs.settings import default_group_id
 from streamjobs.worker import wait_group
-from tests.conftest import ROOT, RunCli
+from tests.conftest import ROOT, RunCli, wait_for
 
 SCHEMAS = str(ROOT / "tests" / "apps" / "schemas")
 APP_NAME = "tests-apps"  # tests/apps/tasks.py
@@ -132,7 +132,8 @@ def test_two_prefixes_share_nothing(run_cli: RunCli, admin: AdminClient, tmp_pat
         # KEDA's query on (this group, this topic): exactly the re-published record waits.
         # KEDA's query on (this group, this topic): the re-published record and the marker
         # of its transaction (docs/dlq.md); then a burst worker runs it and ends.
-        assert keda_lag(admin, group, f"{p}tasks") == 2
+        wait_for(lambda: keda_lag(admin, group, f"{p}tasks") == 2, 30,  # noqa: B023
+                 what="the re-published record and its commit marker")
         cli(p, "worker", "tests.apps.tasks:app", "--burst")
         assert keda_lag(admin, group, f"{p}tasks") <= 1  # at most the marker
         # replay: the catalogue's topic name under the prefix; the group committed there.
