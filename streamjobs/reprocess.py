@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
@@ -207,12 +208,23 @@ class Reprocessor:
                     self._pace(started)
             self._flush_batch()
         finally:
-            if self._producer is not None and not self._fenced:
-                if self._in_txn:  # stopped mid-batch by an error: make none of it visible now
-                    with contextlib.suppress(KafkaException):
-                        self._producer.abort_transaction(TXN_TIMEOUT_S)
-                self._producer.flush(30)
+            self._close()
         return self.report
+
+    def _close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        # A long-lived caller (the web dashboard) runs many of these: end librdkafka's threads.
+        with contextlib.suppress(KafkaException, RuntimeError), warnings.catch_warnings():
+            # close() tries to abort an open transaction and warns when it cannot (fenced):
+            # the fenced run has said so already, in one line.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if self._in_txn and not self._fenced:
+                # Stopped mid-batch by an error: make none of it visible now, not after
+                # transaction.timeout.ms (read_committed consumers wait until then).
+                producer.abort_transaction(TXN_TIMEOUT_S)
+            producer.close()
 
     def _transactional_producer(self) -> _RawProducer:
         tid = transactional_id(self.dlq)
