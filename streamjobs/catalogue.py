@@ -18,6 +18,7 @@ from .errors import CatalogueError, ConfigError, UnknownJobType
 from .framing import FRAMINGS, REGISTRY, SINGLE_OBJECT
 from .retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
 from .schemafiles import SchemaVersion, load_versions
+from .settings import Settings
 
 __all__ = ["CATALOGUE_FILE", "DEFAULT_STATUS", "STATUS_MODES", "Catalogue", "JobType",
            "SchemaVersion", "TopicSettings"]
@@ -84,9 +85,7 @@ class Catalogue:
                  versions: Mapping[str, tuple[SchemaVersion, ...]], *,
                  topic_prefix: str = "") -> None:
         self.schemas_dir = schemas_dir
-        # The prefix already applied to the job topics; streamjobs' own topics (worker
-        # reports) take it too.
-        self.topic_prefix = topic_prefix
+        self.topic_prefix = topic_prefix  # already applied to every job's topic
         self._jobs = dict(jobs)
         self._versions = dict(versions)
         self._topics: dict[str, tuple[JobType, ...]] = {}
@@ -94,24 +93,32 @@ class Catalogue:
             self._topics[job.topic] = (*self._topics.get(job.topic, ()), job)
 
     @classmethod
-    def load(cls, schemas_dir: str | Path, *, topic_prefix: str = "") -> Catalogue:
+    def load(cls, schemas_dir: str | Path, *, topic_prefix: str | None = None) -> Catalogue:
         """Loads ``<schemas_dir>/catalogue.toml`` and every schema version.
 
         ``topic_prefix`` is put before every job topic (and so before its retry and dead-letter
-        topics): several environments or test runs can share one cluster.
+        topics): several environments or test runs can share one cluster. None (the default)
+        means ``STREAMJOBS_TOPIC_PREFIX`` (``Settings.from_env()``), as for the CLI; ``""``
+        means no prefix whatever the environment says.
         """
+        if topic_prefix is None:
+            topic_prefix = Settings.from_env().topic_prefix
         catalogue = _Loader(Path(schemas_dir)).load()
         return catalogue.with_topic_prefix(topic_prefix) if topic_prefix else catalogue
 
     def with_topic_prefix(self, prefix: str) -> Catalogue:
-        jobs = {name: replace(job, topic=prefix + job.topic) for name, job in self._jobs.items()}
+        """This catalogue with ``prefix`` instead of its own (prefixes never stack)."""
+        if prefix == self.topic_prefix:
+            return self
+        cut = len(self.topic_prefix)
+        jobs = {name: replace(job, topic=prefix + job.topic[cut:])
+                for name, job in self._jobs.items()}
         for job in jobs.values():
             problem = _topic_problem(job.topic)
             if problem:
                 raise CatalogueError(str(self.schemas_dir / CATALOGUE_FILE), job.name,
                                      f"topic prefix {prefix!r}: {problem}")
-        return Catalogue(self.schemas_dir, jobs, self._versions,
-                         topic_prefix=self.topic_prefix + prefix)
+        return Catalogue(self.schemas_dir, jobs, self._versions, topic_prefix=prefix)
 
     def with_framing(self, framing: str) -> Catalogue:
         """The same catalogue with every job type framed ``framing``."""

@@ -59,6 +59,25 @@ def dlq_name(topic: str) -> str:
     return topic if topic.endswith(".dlq") else dlq_topic(topic)
 
 
+def parse_ref(text: str) -> tuple[str | None, int, int]:
+    """(dead-letter topic or None, partition, offset) of a record reference as ``dlq list``
+    prints it (``<topic>/<partition>/<offset>``) or as ``PARTITION:OFFSET`` /
+    ``PARTITION/OFFSET``. ValueError naming the accepted forms otherwise."""
+    topic: str | None = None
+    if ":" in text:
+        part, _, off = text.partition(":")
+    else:
+        head, _, off = text.rpartition("/")
+        topic, _, part = head.rpartition("/")
+        topic = topic or None
+        if topic is None and "/" in head:
+            part = ""  # "/0/5": an empty topic
+    if not (part.isdigit() and off.isdigit()):
+        raise ValueError(f"expected PARTITION:OFFSET or TOPIC/PARTITION/OFFSET (as `dlq list` "
+                         f"prints it), got {text!r}")
+    return topic, int(part), int(off)
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One record of a dead-letter topic, with its provenance read from the headers."""

@@ -33,6 +33,7 @@ __all__ = [
     "KafkaError",
     "PayloadError",
     "PermanentError",
+    "ProducerFenced",
     "RecordTooLarge",
     "RegistryError",
     "RegistryUnavailable",
@@ -172,6 +173,17 @@ class DeliveryFailed(KafkaError):
                  job_id: str | None = None) -> None:
         self.job_id = job_id
         super().__init__(message, code=code, topic=topic)
+
+
+class ProducerFenced(KafkaError):
+    """A newer producer with the same ``transactional_id`` took over (e.g. a second
+    ``dlq reprocess --execute`` on the same dead-letter topic): this one can write nothing
+    more, and its unfinished transaction was aborted."""
+
+    def __init__(self, message: str, *, transactional_id: str, topic: str | None = None
+                 ) -> None:
+        self.transactional_id = transactional_id
+        super().__init__(message, code="PRODUCER_FENCED", topic=topic)
 
 
 class DevBrokerError(StreamjobsError):

@@ -120,6 +120,14 @@ class ResetPlan:
     def rerun(self) -> int:
         return sum(p.rerun for p in self.partitions)
 
+    def never_committed(self) -> tuple[str, ...]:
+        """Topics of the plan on which the group has no committed offset at all: a typo in
+        the group or topic name, or a group that never ran there."""
+        seen: dict[str, bool] = {}
+        for p in self.partitions:
+            seen[p.topic] = seen.get(p.topic, False) or p.current is not None
+        return tuple(t for t, any_committed in seen.items() if not any_committed)
+
 
 # -- parsing -------------------------------------------------------------------------------
 

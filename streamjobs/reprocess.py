@@ -1,11 +1,13 @@
-"""Re-publishing dead letters to their job topics, at most once per dead letter per success.
+"""Re-publishing dead letters to their job topics, exactly once per dead letter.
 
 Progress is a compacted topic ``<dlq topic>.reprocessed`` keyed by ``"<partition>/<offset>"``
-of the dead letter (docs/dlq.md). It is read completely before a run, and a dead letter is
-written there only after its re-publish was acknowledged (``acks=all``, idempotent producer).
-So any filtered run, in any order, skips exactly the dead letters already re-published and
-never loses those it did not select; a crash between the acknowledgement and the progress
-write can at worst re-publish that batch again on the next run (at-least-once).
+of the dead letter (docs/dlq.md). An executing run writes with a transactional producer whose
+``transactional.id`` is fixed per dead-letter topic (``transactional_id``): each batch of
+re-published records and their progress records is one transaction, so both are visible
+(``read_committed``) or neither is. Starting a run fences any earlier run on the same topic
+(Kafka aborts its open transaction and refuses its further writes: it stops with
+``ProducerFenced``); only then does the new run read the committed progress and decide what to
+publish. Two concurrent runs, or a run after a crash, never re-publish a dead letter twice.
 
 Before publishing, each payload is re-validated against the current schema of its job type
 (``dlq.revalidate``); records that no longer fit are reported and left in place (``force_raw``
@@ -16,23 +18,24 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
 from confluent_kafka import Producer as _RawProducer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from . import headers as h
-from ._delivery import PRODUCER_SETTINGS, resend, unconfirmed
+from ._delivery import PRODUCER_SETTINGS, kafka_error, unconfirmed
 from .codec import Codec
 from .config import KafkaConfig
 from .dlq import DeadLetter, Filter, read, revalidate
-from .errors import KafkaError
+from .errors import KafkaError, ProducerFenced
 from .scan import (
     Range,
     TopicNotFound,
@@ -45,13 +48,26 @@ from .scan import (
 from .status.record import Transition
 from .status.writer import StatusWriter
 
-__all__ = ["Item", "Report", "Reprocessor", "load_progress", "progress_topic"]
+__all__ = ["Item", "Report", "Reprocessor", "load_progress", "progress_topic", "transactional_id"]
 
-BATCH = 200  # re-publishes acknowledged (and recorded) together
+BATCH = 200  # re-publishes committed (with their progress records) in one transaction
+TXN_TIMEOUT_S = 60.0  # bound of init/commit/abort calls
+# A run killed mid-transaction leaves it open until the next run fences it or the coordinator
+# aborts it after this long; meanwhile read_committed consumers of the target partitions
+# (the workers) cannot read past it, so keep it short: a batch takes well under a second.
+TXN_TIMEOUT_MS = 30_000
+_FENCED_CODES = frozenset({_RdKafkaError._FENCED, _RdKafkaError.PRODUCER_FENCED,
+                           _RdKafkaError.INVALID_PRODUCER_EPOCH})
 
 
 def progress_topic(dlq: str) -> str:
     return f"{dlq}.reprocessed"
+
+
+def transactional_id(dlq: str) -> str:
+    """The one transactional id of every executing run over ``dlq``: a new run fences the
+    previous one."""
+    return f"streamjobs-reprocess-{dlq}"
 
 
 def load_progress(config: KafkaConfig, dlq: str, admin: AdminClient | None = None
@@ -152,6 +168,8 @@ class Reprocessor:
         self._batch: list[tuple[DeadLetter, Item]] = []
         self._failed: dict[str, str] = {}  # ref (or progress key) -> delivery error
         self._status: StatusWriter | None = None
+        self._in_txn = False
+        self._fenced = False
 
     def open(self) -> int:
         """Read the progress topic and capture the ranges to scan; TopicNotFound here."""
@@ -162,11 +180,15 @@ class Reprocessor:
         return sum(len(r) for r in ranges)
 
     def run(self, progress: Callable[[int], None] | None = None) -> Report:
+        """Scan, filter and (with ``execute``) re-publish. ``ProducerFenced`` when another
+        run on the same dead-letter topic started meanwhile: this one then wrote nothing
+        after its last committed batch (``report.published`` lists what it did write)."""
         if self.execute:
             self._ensure_progress_topic()
-            self._producer = _RawProducer({**self.config.client_settings(),
-                                           **PRODUCER_SETTINGS, "linger.ms": 5,
-                                           **self.config.role_settings("producer")})
+            self._producer = self._transactional_producer()
+            # After init_transactions no earlier run can commit any more: what is committed
+            # now is final, so read it again (the open() read may predate that run's work).
+            self._done = load_progress(self.config, self.dlq, self.admin)
             if self.codec is not None:  # its catalogue names the environment's prefix
                 self._status = StatusWriter.open(self._producer,
                                                  self.codec.catalogue.topic_prefix)
@@ -192,9 +214,37 @@ class Reprocessor:
                     self._pace(started)
             self._flush_batch()
         finally:
-            if self._producer is not None:
-                self._producer.flush(30)
+            self._close()
         return self.report
+
+    def _close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        # A long-lived caller (the web dashboard) runs many of these: end librdkafka's threads.
+        with contextlib.suppress(KafkaException, RuntimeError), warnings.catch_warnings():
+            # close() tries to abort an open transaction and warns when it cannot (fenced):
+            # the fenced run has said so already, in one line.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if self._in_txn and not self._fenced:
+                # Stopped mid-batch by an error: make none of it visible now, not after
+                # transaction.timeout.ms (read_committed consumers wait until then).
+                producer.abort_transaction(TXN_TIMEOUT_S)
+            producer.close()
+
+    def _transactional_producer(self) -> _RawProducer:
+        tid = transactional_id(self.dlq)
+        producer = _RawProducer({**self.config.client_settings(), **PRODUCER_SETTINGS,
+                                 "linger.ms": 5, **self.config.role_settings("producer"),
+                                 "transactional.id": tid,
+                                 "transaction.timeout.ms": TXN_TIMEOUT_MS})
+        try:
+            # Fences every earlier producer with this id and aborts its open transaction.
+            producer.init_transactions(TXN_TIMEOUT_S)
+        except KafkaException as exc:
+            raise kafka_error(exc.args[0], f"cannot start the transaction of {tid!r}",
+                              topic=self.dlq) from None
+        return producer
 
     def _already(self, dl: DeadLetter) -> bool:
         # The timestamp check keeps a deleted and re-created dead-letter topic (offsets
@@ -239,21 +289,24 @@ class Reprocessor:
             return
         assert self._producer is not None
         hdrs: list[tuple[str, str | bytes | None]] = list(republish_headers(dl))
-        self._record_status(dl, target)
-        self._produce(target, dl.key, dl.value, hdrs, dl.ref)
+        self._produce(target, dl.key, dl.value, hdrs, dl.ref)  # opens the batch's transaction
+        self._record_status(dl, target)  # so the status record joins it
         self._batch.append((dl, item))
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  hdrs: list[tuple[str, str | bytes | None]] | None, ref: str) -> None:
         assert self._producer is not None
-        producer, failed = self._producer, self._failed
+        failed = self._failed
+        if not self._in_txn:
+            self._txn(self._producer.begin_transaction)
+            self._in_txn = True
 
         def on_delivery(err: _RdKafkaError | None, msg: Message) -> None:
+            # The whole batch is aborted on any failure, so nothing is re-sent here.
             if err is not None:
                 failed[ref] = f"{err.name()}: {err.str()}"
-            elif unconfirmed(err, msg) and (why := resend(producer, msg, hdrs,
-                                                         on_delivery)) is not None:
-                failed[ref] = why
+            elif unconfirmed(err, msg):
+                failed[ref] = "delivery reported without an offset"
 
         while True:
             try:
@@ -262,6 +315,8 @@ class Reprocessor:
                 break
             except BufferError:  # local queue full: let deliveries drain
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                self._raise(exc)
         self._producer.poll(0)
 
     def _record_status(self, dl: DeadLetter, target: str) -> None:
@@ -275,6 +330,45 @@ class Reprocessor:
             return
         self._status.send(job_id, job_type or "", Transition(
             "reprocessed", time.time_ns() // 1_000_000, 1, topic=target, reason=dl.ref))
+
+    def _txn(self, call: Callable[..., Any], *args: Any) -> None:
+        """A transaction call; retried while librdkafka says it may be, fencing raised."""
+        deadline = time.monotonic() + TXN_TIMEOUT_S
+        while True:
+            try:
+                call(*args)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                    continue
+                self._raise(exc)
+
+    def _flush(self) -> int:
+        assert self._producer is not None
+        try:
+            return int(self._producer.flush(TXN_TIMEOUT_S))
+        except KafkaException as exc:  # a fatal error (fenced) surfaces here too
+            self._raise(exc)
+        except SystemError as exc:  # confluent-kafka wraps it when raised within a callback
+            if isinstance(exc.__cause__, KafkaException):
+                self._raise(exc.__cause__)
+            raise
+        raise AssertionError("unreachable")
+
+    def _raise(self, exc: KafkaException) -> NoReturn:
+        err = exc.args[0]
+        tid = transactional_id(self.dlq)
+        if err.code() in _FENCED_CODES or (err.fatal() and "fenced" in err.str().lower()):
+            self._fenced = True
+            done = len(self.report.published)
+            raise ProducerFenced(
+                f"another `dlq reprocess --execute` on {self.dlq} took over (transactional id "
+                f"{tid!r}); this run stopped after re-publishing {done} record(s) and wrote "
+                f"nothing more", transactional_id=tid, topic=self.dlq) from None
+        if err.fatal():
+            self._fenced = True  # unusable either way: nothing more can be written
+        raise kafka_error(err, f"reprocess transaction on {self.dlq}", topic=self.dlq) from None
 
     def _reject(self, item: Item, problem: str) -> None:
         self.report.rejected.append(replace(item, problem=problem))
@@ -291,37 +385,40 @@ class Reprocessor:
         return self._targets[topic]
 
     def _flush_batch(self) -> None:
-        """Wait for the batch's acknowledgements, then record progress for the acked ones."""
+        """Write the batch's progress records and commit the batch as one transaction; on any
+        delivery failure abort it (nothing of it becomes visible; the next run retries)."""
         if not self._batch or self._producer is None:
             return
         batch, self._batch = self._batch, []
-        if self._producer.flush(60):
-            raise KafkaError("re-published records not acknowledged within 60s; they may be "
-                             "re-published again by the next run")
-        acked = []
-        for dl, item in batch:
-            err = self._failed.pop(dl.ref, None)
-            if err is None:
-                acked.append((dl, item))
-            else:
-                self.report.failed.append(replace(item, problem=f"delivery failed: {err}"))
-        self._write_progress(acked)
-        self.report.published.extend(item for _, item in acked)
-
-    def _write_progress(self, acked: list[tuple[DeadLetter, Item]]) -> None:
-        """Record the acknowledged re-publishes; only once this returns are they 'done'."""
-        if not acked or self._producer is None:
-            return
         topic = progress_topic(self.dlq)
         now = time.time_ns() // 1_000_000
-        for dl, item in acked:
+        for dl, item in batch:
             value = orjson.dumps({"to": item.target, "at": now, "dlq_ts": dl.timestamp})
             self._produce(topic, f"{dl.partition}/{dl.offset}".encode(), value, None,
                           f"progress:{dl.ref}")
-        remaining = self._producer.flush(60)
-        if remaining or any(k.startswith("progress:") for k in self._failed):
-            raise KafkaError(f"could not record reprocess progress in {topic!r}; the records "
-                             f"just re-published may be re-published again by the next run")
+        remaining = self._flush()
+        problem = next(iter(self._failed.values()), None)
+        if remaining:
+            problem = f"{remaining} record(s) not acknowledged within {TXN_TIMEOUT_S:g}s"
+        if problem is None:
+            try:
+                self._producer.commit_transaction(TXN_TIMEOUT_S)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.txn_requires_abort():
+                    self._raise(exc)
+                problem = f"{err.name()}: {err.str()}"
+        if problem is not None:
+            self._txn(self._producer.abort_transaction, TXN_TIMEOUT_S)
+        self._in_txn = False
+        if problem is None:
+            self.report.published.extend(item for _, item in batch)
+        else:
+            for dl, item in batch:
+                why = self._failed.get(dl.ref) or problem
+                self.report.failed.append(replace(
+                    item, problem=f"delivery failed: {why} (batch aborted, nothing written)"))
+        self._failed.clear()
 
     def _ensure_progress_topic(self) -> None:
         topic = progress_topic(self.dlq)

@@ -18,6 +18,8 @@ from ..catalogue import Catalogue
 from ..config import ENV, KafkaConfig, parse_settings, split_settings
 from ..errors import BrokerUnavailable, ConfigError, RegistryUnavailable, StreamjobsError
 from ..registry import REGISTRY_ENV, RegistryConfig
+from ..settings import ENV as SETTINGS_ENV
+from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -175,26 +177,40 @@ _PREFIX_KEY = "streamjobs.topic_prefix"
 
 
 def _remember_prefix(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    ctx.meta[_PREFIX_KEY] = value or ""
+    try:
+        ctx.meta[_PREFIX_KEY] = Settings(topic_prefix=value or "")
+    except ConfigError as exc:
+        raise click.BadParameter(exc.reason) from None
+
+
+def topic_prefix_option(func: F) -> F:
+    """``--topic-prefix`` (env ``STREAMJOBS_TOPIC_PREFIX``); read it with ``settings()``."""
+    return click.option(
+        "--topic-prefix", envvar=SETTINGS_ENV["topic_prefix"], default=None,
+        expose_value=False, callback=_remember_prefix, is_eager=True,
+        help="Prefix of every catalogue topic and default group id (environments sharing a "
+             "cluster); --topic names are taken under it.")(func)
 
 
 def schemas_option(func: F) -> F:
     """``--schemas DIR`` and ``--topic-prefix``; load the catalogue with ``load_catalogue``."""
-    func = click.option(
-        "--topic-prefix", envvar="STREAMJOBS_TOPIC_PREFIX", default=None, expose_value=False,
-        callback=_remember_prefix, is_eager=True,
-        help="Prefix of every catalogue topic (environments sharing a cluster).")(func)
+    func = topic_prefix_option(func)
     return click.option(
         "--schemas", "schemas_dir", envvar="STREAMJOBS_SCHEMAS", default="schemas",
         show_default=True, type=click.Path(file_okay=False),
         help="Directory with the .avsc files and catalogue.toml.")(func)
 
 
+def settings() -> Settings:
+    """The ``Settings`` of the running command: its ``--topic-prefix``, else the environment."""
+    ctx = click.get_current_context(silent=True)
+    found = ctx.meta.get(_PREFIX_KEY) if ctx is not None else None
+    return found if isinstance(found, Settings) else Settings.from_env()
+
+
 def load_catalogue(schemas_dir: str) -> Catalogue:
     """The catalogue of ``--schemas`` with the ``--topic-prefix`` of the running command."""
-    ctx = click.get_current_context(silent=True)
-    prefix = ctx.meta.get(_PREFIX_KEY, "") if ctx is not None else ""
-    return Catalogue.load(schemas_dir, topic_prefix=prefix)
+    return Catalogue.load(schemas_dir, topic_prefix=settings().topic_prefix)
 
 
 def json_option(func: F) -> F:

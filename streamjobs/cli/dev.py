@@ -169,10 +169,17 @@ def logs(port: int, lines: int, follow: bool, registry: bool, registry_port: int
 
 @group.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                  "help_option_names": []})
-@click.argument("name")
+@click.argument("name", metavar="NAME|--help")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def tool(name: str, args: tuple[str, ...]) -> None:
-    """Run one of Kafka's own CLI tools (e.g. kafka-topics --list) from the same jars."""
+@click.pass_context
+def tool(ctx: click.Context, name: str, args: tuple[str, ...]) -> None:
+    """Run one of Kafka's own CLI tools (e.g. kafka-topics --list) from the same jars.
+    Options after NAME go to the tool (`dev tool kafka-topics --help` is the tool's help);
+    `dev tool --help` lists the tools."""
+    if name in ("--help", "-h", "help"):
+        click.echo(ctx.get_help())
+        click.echo("\nTools:\n" + "\n".join(f"  {t}" for t in sorted(TOOLS)))
+        return
     if name.removesuffix(".sh") not in TOOLS:
         fail(f"unknown tool {name!r}; available: {', '.join(sorted(TOOLS))}", EXIT_NOT_FOUND)
     try:

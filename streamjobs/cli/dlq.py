@@ -37,6 +37,7 @@ from ._common import (
     print_json,
     registry_options,
     schemas_option,
+    settings,
 )
 
 __all__ = ["group"]
@@ -59,8 +60,8 @@ def _topic_options(func: F) -> F:
     func = click.option("--all", "all_topics", is_flag=True, envvar="STREAMJOBS_DLQ_ALL",
                         help="Every job topic of the catalogue (--schemas).")(func)
     return click.option("--topic", "topics", multiple=True, envvar="STREAMJOBS_DLQ_TOPIC",
-                        help="Job topic (its <topic>.dlq is read) or a .dlq topic; "
-                             "repeatable.")(func)
+                        help="Job topic (its <topic>.dlq is read) or a .dlq topic, under "
+                             "--topic-prefix; repeatable.")(func)
 
 
 def _filter_options(func: F) -> F:
@@ -126,7 +127,8 @@ def _dlq_topics(topics: tuple[str, ...], all_topics: bool, schemas_dir: str
     if all_topics == bool(topics):
         fail("give --topic JOB_TOPIC (repeatable) or --all", EXIT_USAGE)
     if topics:
-        return [(dlq.dlq_name(t), True) for t in topics]
+        prefix = settings()
+        return [(dlq.dlq_name(prefix.topic(t)), True) for t in topics]
     cat = _catalogue(schemas_dir, required=True)
     assert cat is not None
     return [(dlq.dlq_name(t), False) for t in cat.job_topics()]
@@ -264,23 +266,33 @@ def list_(kafka: KafkaConfig, topics: tuple[str, ...], all_topics: bool, schemas
 
 
 @group.command()
-@click.option("--topic", required=True, envvar="STREAMJOBS_DLQ_TOPIC",
-              help="Job topic or its .dlq topic.")
-@click.argument("where", metavar="PARTITION:OFFSET", envvar="STREAMJOBS_DLQ_RECORD")
+@click.option("--topic", default=None, envvar="STREAMJOBS_DLQ_TOPIC",
+              help="Job topic or its .dlq topic, under --topic-prefix (not needed when RECORD "
+                   "names it).")
+@click.argument("where", metavar="RECORD", envvar="STREAMJOBS_DLQ_RECORD")
 @schemas_option
 @json_option
 @kafka_options
 @registry_options
-def show(kafka: KafkaConfig, topic: str, where: str, schemas_dir: str, as_json: bool,
-         registry: RegistryConfig | None) -> None:
-    """One dead letter in full: error and trace, origin, headers, payload."""
-    part, sep, off = where.partition(":")
-    if not sep or not part.isdigit() or not off.isdigit():
-        fail(f"expected PARTITION:OFFSET, got {where!r}", EXIT_USAGE)
+def show(kafka: KafkaConfig, topic: str | None, where: str, schemas_dir: str,
+         as_json: bool, registry: RegistryConfig | None) -> None:
+    """One dead letter in full: error and trace, origin, headers, payload. RECORD is what
+    `dlq list` prints (TOPIC/PARTITION/OFFSET) or PARTITION:OFFSET with --topic."""
+    try:
+        named, part, off = dlq.parse_ref(where)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if named is None and topic is None:
+        fail(f"{where!r} names no topic: give --topic JOB_TOPIC or TOPIC/PARTITION/OFFSET",
+             EXIT_USAGE)
+    wanted = dlq.dlq_name(settings().topic(topic)) if topic is not None else None
+    if named is not None and wanted is not None and named != wanted:
+        fail(f"{where!r} is a record of {named}, but --topic means {wanted}", EXIT_USAGE)
     cat = _catalogue(schemas_dir, required=False)
-    name = dlq.dlq_name(topic)
+    name = named or wanted
+    assert name is not None
     with _errors():
-        dl = dlq.fetch(kafka, name, int(part), int(off))
+        dl = dlq.fetch(kafka, name, part, off)
     if dl is None:
         fail(f"no record at {name} partition {part} offset {off}", EXIT_NOT_FOUND)
     story = dlq.Describer(_codec(cat, registry)).story(dl)

@@ -1,7 +1,8 @@
 """``streamjobs emit``: send one job (``TYPE --json '{...}'``) or a JSON Lines file of jobs.
 
 Everything is parsed and validated before anything is sent, so a bad line sends nothing.
-Prints the job ids, one per line (``--format json``: one JSON object per line).
+Prints the job ids, one per line (``--format json``: one JSON object per line), once the broker
+acknowledged every record: exit 0 means the broker has them.
 Exit codes: 0 ok; 1 invalid payload, record too large or delivery failed; 2 bad usage or
 unparseable JSON (with the line number); 3 unknown job type; 4 Kafka unreachable.
 See docs/producer.md.

@@ -23,6 +23,8 @@ from ._common import (
     json_option,
     kafka_options,
     print_json,
+    settings,
+    topic_prefix_option,
 )
 
 __all__ = ["command"]
@@ -67,7 +69,8 @@ def _spec(to_offset: int | None, to_datetime: str | None, by_duration: str | Non
 @click.option("--group", required=True, envvar="STREAMJOBS_REPLAY_GROUP",
               help="Consumer group whose committed offsets move (the workers' group).")
 @click.option("--topic", "topics", required=True, multiple=True, envvar="STREAMJOBS_REPLAY_TOPIC",
-              help="TOPIC or TOPIC:P[,P...]; repeatable. Without partitions: all of them.")
+              help="TOPIC or TOPIC:P[,P...], under --topic-prefix; repeatable. Without "
+                   "partitions: all of them.")
 @click.option("--to-offset", type=int, default=None, envvar="STREAMJOBS_REPLAY_TO_OFFSET",
               help="Move to this offset (clamped to the log).")
 @click.option("--to-datetime", default=None, envvar="STREAMJOBS_REPLAY_TO_DATETIME",
@@ -82,6 +85,7 @@ def _spec(to_offset: int | None, to_datetime: str | None, by_duration: str | Non
               help="Move to the log end (skip everything pending).")
 @click.option("--execute", is_flag=True, envvar="STREAMJOBS_REPLAY_EXECUTE",
               help="Apply the plan. Without it nothing changes.")
+@topic_prefix_option
 @json_option
 @kafka_options
 def offsets(kafka: KafkaConfig, group: str, topics: tuple[str, ...], to_offset: int | None,
@@ -91,16 +95,22 @@ def offsets(kafka: KafkaConfig, group: str, topics: tuple[str, ...], to_offset: 
     per partition current -> new and the jobs that will run again."""
     spec = _spec(to_offset, to_datetime, by_duration, shift_by, to_earliest, to_latest)
     try:
-        parsed = [rp.parse_topic_spec(t) for t in topics]
+        parsed = [(settings().topic(t), parts) for t, parts in map(rp.parse_topic_spec, topics)]
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     with _errors():
         plan = rp.plan_reset(kafka, group, parsed, spec)
         if execute:
             rp.apply_reset(kafka, plan)
+    warnings = [f"group {group!r} has never committed an offset on {t} (is the group or the "
+                f"topic misspelt? `streamjobs dev tool kafka-consumer-groups --list` shows the "
+                f"groups)" for t in plan.never_committed()]
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         print_json({
             "group": group, "mode": spec.mode, "executed": execute, "rerun": plan.rerun,
+            "warnings": warnings,
             "partitions": [{"topic": p.topic, "partition": p.partition, "current": p.current,
                             "new": p.new, "low": p.low, "high": p.high, "rerun": p.rerun,
                             "skipped": p.skipped} for p in plan.partitions],
@@ -122,7 +132,8 @@ def offsets(kafka: KafkaConfig, group: str, topics: tuple[str, ...], to_offset: 
 
 
 @command.command("range")
-@click.option("--topic", required=True, envvar="STREAMJOBS_REPLAY_TOPIC", help="Job topic.")
+@click.option("--topic", required=True, envvar="STREAMJOBS_REPLAY_TOPIC",
+              help="Job topic, under --topic-prefix.")
 @click.option("--partition", type=int, required=True, envvar="STREAMJOBS_REPLAY_PARTITION")
 @click.option("--from-offset", type=int, default=None, envvar="STREAMJOBS_REPLAY_FROM_OFFSET",
               help="First offset (inclusive). Default: log start.")
@@ -134,18 +145,17 @@ def offsets(kafka: KafkaConfig, group: str, topics: tuple[str, ...], to_offset: 
               help="Up to the last record before this time (ISO 8601 or 2h ago).")
 @click.option("--execute", is_flag=True, envvar="STREAMJOBS_REPLAY_EXECUTE",
               help="Re-emit the records. Without it nothing is written.")
-@click.option("--topic-prefix", envvar="STREAMJOBS_TOPIC_PREFIX", default="",
-              help="Topic prefix of the environment: its status topic records each job "
-                   "as replayed.")
+@topic_prefix_option
 @json_option
 @kafka_options
 def range_(kafka: KafkaConfig, topic: str, partition: int, from_offset: int | None,
            to_offset: int | None, since: str | None, until: str | None, execute: bool,
-           topic_prefix: str, as_json: bool) -> None:
+           as_json: bool) -> None:
     """Re-emit the records of a range of one partition to the end of that partition (same
     key, value and headers; sj-attempt=1, sj-replayed-from=T/P/OFFSET) while workers run."""
     if from_offset is None and to_offset is None and since is None and until is None:
         fail("give the range: --from-offset/--to-offset and/or --since/--until", EXIT_USAGE)
+    topic = settings().topic(topic)
     try:
         since_ms = None if since is None else rp.parse_when(since)
         until_ms = None if until is None else rp.parse_when(until)
@@ -160,7 +170,7 @@ def range_(kafka: KafkaConfig, topic: str, partition: int, from_offset: int | No
         with (_errors(),
               click.progressbar(length=plan.count, label="re-emitting", file=sys.stderr) as bar):
             written = rp.emit_range(kafka, plan, progress=bar.update,
-                                    status_prefix=topic_prefix)
+                                    status_prefix=settings().topic_prefix)
     if as_json:
         print_json({"topic": topic, "partition": partition, "from_offset": plan.start,
                     "to_offset": plan.end, "count": plan.count, "executed": execute,

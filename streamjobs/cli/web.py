@@ -17,7 +17,6 @@ from ..config import KafkaConfig
 from ..errors import CatalogueError, ConfigError
 from ..registry import RegistryConfig
 from ._common import (
-    _PREFIX_KEY,
     EXIT_FAILURE,
     EXIT_USAGE,
     fail,
@@ -26,6 +25,9 @@ from ._common import (
     load_catalogue,
     registry_options,
     schemas_option,
+)
+from ._common import (
+    settings as cli_settings,
 )
 
 __all__ = ["command"]
@@ -52,9 +54,7 @@ def command(kafka: KafkaConfig, host: str, port: int, read_only: bool, root_path
             groups: tuple[str, ...], schemas_dir: str, registry: RegistryConfig | None) -> None:
     """Serve the dashboard: overview, jobs by id (live over SSE), dead letters, replay, and a
     JSON API. Actions need STREAMJOBS_WEB_TOKEN (log in on the page, or Bearer)."""
-    # The --topic-prefix the option stored: the prefix text, or a settings object holding it.
-    remembered = click.get_current_context().meta.get(_PREFIX_KEY, "")
-    prefix = str(getattr(remembered, "topic_prefix", remembered) or "")
+    prefix = cli_settings().topic_prefix
     try:
         import uvicorn
 

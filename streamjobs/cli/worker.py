@@ -21,6 +21,7 @@ from ..config import KafkaConfig
 from ..errors import ConfigError, StreamjobsError
 from ..listeners.logging import JOB_LEVELS
 from ..registry import RegistryConfig
+from ..settings import Settings
 from ._common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -90,7 +91,7 @@ def _log_json(log_format: str) -> bool:
 @click.option("--job-types", envvar="STREAMJOBS_JOB_TYPES", default="",
               help="Comma-separated job types to run. [default: every handled type]")
 @click.option("--group-id", envvar="STREAMJOBS_GROUP_ID", default=None,
-              help="Consumer group. [default: streamjobs-<app name or module>]")
+              help="Consumer group. [default: <topic prefix>streamjobs-<app name or module>]")
 @click.option("--grace-period", type=float, default=30.0, show_default=True,
               envvar="STREAMJOBS_GRACE_PERIOD",
               help="Seconds running jobs get to finish on shutdown or revocation.")
@@ -118,7 +119,8 @@ def _log_json(log_format: str) -> bool:
               envvar="STREAMJOBS_SESSION_TIMEOUT_MS",
               help="Classic protocol: a silent member is expelled after this long.")
 @click.option("--topic-prefix", envvar="STREAMJOBS_TOPIC_PREFIX", default=None,
-              help="Prefix of every catalogue topic (overrides the app's).")
+              help="Prefix of every catalogue topic and of the default group id (overrides "
+                   "the app's).")
 @click.option("--processes", "-p", type=int, default=1, show_default=True,
               envvar="STREAMJOBS_PROCESSES",
               help="Run P worker processes under a supervisor that replaces crashed ones.")
@@ -150,12 +152,14 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
 
     app = load_app(app_target)
     if topic_prefix is not None:
-        app.topic_prefix = topic_prefix
-    name = app.name or app_target.partition(":")[0]
+        try:
+            app.topic_prefix = Settings(topic_prefix).topic_prefix
+        except ConfigError as exc:
+            fail(f"invalid option topic-prefix: {exc.reason}", EXIT_USAGE)
     try:
         settings = WorkerSettings(
             concurrency=concurrency, max_in_flight=max_in_flight, ordering=ordering,
-            group_id=group_id or f"streamjobs-{name}",
+            group_id=group_id or app.default_group_id(app_target.partition(":")[0]),
             job_types=tuple(t.strip() for t in job_types.split(",") if t.strip()),
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,

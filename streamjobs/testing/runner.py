@@ -77,7 +77,7 @@ class JobRunner:
         self.codec = Codec(app.catalogue.with_framing(SINGLE_OBJECT))
         self._now_ms = round((time.time() if now is None else now) * 1000)
         self._origin_host = host
-        self._group = f"streamjobs-{app.name or 'app'}"
+        self._group = app.default_group_id()
         self._queue: list[tuple[int, int, _Record]] = []  # (due ms, seq, record)
         self._seq = itertools.count()
         self._offsets: dict[tuple[str, int], int] = {}

@@ -7,7 +7,9 @@
 
 Sync handlers run in a bounded thread pool, ``async def`` handlers on one asyncio loop in its
 own thread. ``topic_prefix`` prefixes every catalogue topic (and so its retry tiers and
-dead-letter topic): several environments can share one cluster, and tests get private topics.
+dead-letter topic) and the default consumer group: several environments can share one cluster,
+and tests get private topics. Left out (None), it is ``STREAMJOBS_TOPIC_PREFIX``, as for
+``Catalogue.load`` and the CLI (``streamjobs.settings``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 
 from ..catalogue import Catalogue, JobType
 from ..errors import ConfigError, UnknownJobType
+from ..settings import Settings, default_group_id
 from .context import JobContext
 
 __all__ = ["App", "Handler", "HandlerFunc", "check_handler"]
@@ -37,19 +40,29 @@ class Handler:
 
 class App:
     def __init__(self, schemas: str | Path | Catalogue = "schemas", *, name: str | None = None,
-                 topic_prefix: str = "") -> None:
+                 topic_prefix: str | None = None) -> None:
         self._schemas = schemas
-        self._catalogue: Catalogue | None = schemas if isinstance(schemas, Catalogue) else None
+        self._loaded: Catalogue | None = schemas if isinstance(schemas, Catalogue) else None
         self.name = name
-        self.topic_prefix = topic_prefix
+        self.topic_prefix = (Settings.from_env().topic_prefix if topic_prefix is None
+                             else Settings(topic_prefix).topic_prefix)
         self.handlers: dict[str, Handler] = {}
 
     @property
     def catalogue(self) -> Catalogue:
-        """Loaded on first use, so importing an app module never touches the disk."""
-        if self._catalogue is None:
-            self._catalogue = Catalogue.load(Path(self._schemas))  # type: ignore[arg-type]
-        return self._catalogue
+        """The catalogue under this app's ``topic_prefix`` (whatever prefix a given Catalogue
+        had). Loaded on first use, so importing an app module never touches the disk."""
+        if self._loaded is None:
+            self._loaded = Catalogue.load(Path(self._schemas),  # type: ignore[arg-type]
+                                          topic_prefix=self.topic_prefix)
+        # topic_prefix may be set after construction (the CLI's --topic-prefix, tests).
+        if self._loaded.topic_prefix != self.topic_prefix:
+            self._loaded = self._loaded.with_topic_prefix(self.topic_prefix)
+        return self._loaded
+
+    def default_group_id(self, fallback_name: str = "app") -> str:
+        """``<topic prefix>streamjobs-<app name>``: the worker group when none is given."""
+        return default_group_id(self.name or fallback_name, self.topic_prefix)
 
     def job(self, job_type: str) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``job_type``."""
@@ -72,8 +85,8 @@ class App:
             raise UnknownJobType(job_type, tuple(self.handlers)) from None
 
     def topic(self, job: JobType) -> str:
-        """The Kafka topic of ``job`` (with the prefix)."""
-        return self.topic_prefix + job.topic
+        """The Kafka topic of ``job`` under this app's prefix."""
+        return self.catalogue.get(job.name).topic
 
     def check(self, job_types: tuple[str, ...] = ()) -> tuple[JobType, ...]:
         """The job types a worker runs (``job_types`` or every handled one), checked: each is

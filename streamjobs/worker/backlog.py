@@ -60,8 +60,20 @@ def read_to_end(parts: Iterable[Part], now_ms: float) -> bool:
             lo, hi = part.consumer.get_watermark_offsets(tp, cached=True)
             if hi < 0:
                 lo, hi = part.consumer.get_watermark_offsets(tp, timeout=5)
-            if (pos if pos >= 0 else lo) < hi:
+            if (pos if pos >= 0 else lo) < hi and not _past_markers(part, hi):
                 return False
     except KafkaException:
         return False
     return True
+
+
+def _past_markers(part: Part, hi: int) -> bool:
+    """A job topic written by a transaction (``dlq reprocess``) ends with a commit marker the
+    application never receives: the last record's offset + 1 stays below the log end.
+    librdkafka's position moves past such markers (and past aborted records), so it says the
+    partition was read to the end. Only for unpaused job topics: a pause seeks back, and a
+    wait tier may hold a record it received."""
+    if part.wait is not None or part.paused:
+        return False
+    [tp] = part.consumer.position([TopicPartition(part.topic, part.partition)])
+    return bool(tp.offset >= hi)

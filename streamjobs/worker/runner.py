@@ -95,7 +95,7 @@ class Worker:
             raise ConfigError("registry_url", f"{', '.join(framed)}: registry framing needs a "
                                               "schema registry URL (STREAMJOBS_REGISTRY_URL)")
         self.routes = Routes(app, jobs)
-        self.group_id = self.settings.group_id or f"streamjobs-{app.name or 'app'}"
+        self.group_id = self.settings.group_id or app.default_group_id()
         self.parts: dict[tuple[str, int], Part] = {}
         self.completions: deque[Completion] = deque()
         self.lanes: Lanes[Chunk] = Lanes()

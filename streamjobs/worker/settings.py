@@ -25,7 +25,7 @@ class WorkerSettings:
                       partition is paused (and resumed at half). None: max(5000, 4 x concurrency)
     ordering          partition (one job of a partition at a time, in order), key (same key
                       never concurrent, in order), unordered
-    group_id          consumer group; None: "streamjobs-<app name>"
+    group_id          consumer group; None: "<topic prefix>streamjobs-<app name>"
     job_types         job types this process runs; empty: every handled type
     grace_period      seconds to finish running jobs on shutdown or revocation
     group_protocol    classic (with assignment_strategy) or consumer (KIP-848)

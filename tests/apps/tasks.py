@@ -21,8 +21,8 @@ from typing import Any
 from streamjobs.errors import PermanentError, Retry
 from streamjobs.worker import App, JobContext
 
-app = App(schemas=Path(__file__).parent / "schemas", name="tests-apps",
-          topic_prefix=os.environ.get("STREAMJOBS_TOPIC_PREFIX", ""))
+# Topics and the default group follow STREAMJOBS_TOPIC_PREFIX (streamjobs.settings).
+app = App(schemas=Path(__file__).parent / "schemas", name="tests-apps")
 
 _lock = threading.Lock()
 

@@ -24,9 +24,6 @@ from streamjobs import headers as h
 from streamjobs.catalogue import Catalogue
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
-from streamjobs.dlq import Filter
-from streamjobs.errors import KafkaError
-from streamjobs.reprocess import Reprocessor
 from streamjobs.retry import dlq_topic
 from streamjobs.worker.failures import Failure, Origin, dead_letter_record
 from tests.conftest import MakeTopic, RunCli, wait_for
@@ -315,34 +312,6 @@ def test_record_no_longer_fitting_is_reported_not_published(
     assert "published raw (--force-raw)" in forced.stdout
     [job] = read_all(env.config, env.emails)
     assert job.key() == b"old"
-
-
-def test_crash_between_republish_and_progress_at_worst_duplicates(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rule: if the process dies after a batch is acknowledged but before its progress is
-    written, the next run re-publishes that batch again (at-least-once), never loses a record,
-    and a third run publishes nothing."""
-    for i in range(4):
-        env.dead_letter("send_email", {"user_id": f"u{i}", "email": "x"})
-
-    def crash(self: Reprocessor, acked: list[Any]) -> None:
-        raise KafkaError("simulated crash before the progress write")
-
-    with monkeypatch.context() as m:
-        m.setattr(Reprocessor, "_write_progress", crash)
-        run = Reprocessor(env.config, env.codec, f"{env.emails}.dlq", Filter(), execute=True)
-        run.open()
-        with pytest.raises(KafkaError):
-            run.run()
-    assert len(read_all(env.config, env.emails)) == 4
-    again = Reprocessor(env.config, env.codec, f"{env.emails}.dlq", Filter(), execute=True)
-    again.open()
-    assert len(again.run().published) == 4
-    third = Reprocessor(env.config, env.codec, f"{env.emails}.dlq", Filter(), execute=True)
-    third.open()
-    assert third.run().published == []
-    refs = [h.get(m.headers(), h.REPROCESSED_FROM) for m in read_all(env.config, env.emails)]
-    assert len(refs) == 8 and all(refs.count(r) == 2 for r in refs)
 
 
 def test_missing_topic_exits_3(run_cli: RunCli, unique: str, tmp_path: Path) -> None:

@@ -126,3 +126,23 @@ def test_delay_lands_on_the_wait_tier(run_cli: object, kafka_config: KafkaConfig
     created, due = h.get_int(msg.headers(), h.CREATED_AT), h.get_int(msg.headers(), h.DUE_AT)
     assert created is not None and due == created + 30_000
     assert total_records(kafka_config, topic) == 0
+
+
+def test_emit_exits_0_only_once_the_broker_has_the_record(
+        run_cli: object, kafka_config: KafkaConfig, schemas: Path, make_topic: object) -> None:
+    """Rule: emit prints the job id and exits 0 only after the broker acknowledged the record:
+    a record the broker refuses once it arrives (no key, on a compacted topic) exits 1 naming
+    the error and prints no job id; an accepted one is in the topic when emit returns."""
+    toml = schemas / "catalogue.toml"
+    toml.write_text(toml.read_text().replace('key_field = "user_id"\n', ""))  # no key
+    topic = make_topic("emails", partitions=1,  # type: ignore[operator]
+                       config={"cleanup.policy": "compact"})
+    r = run_cli("emit", JOB, "--json", '{"user_id": "u1", "email": "a@b"}',  # type: ignore[operator]
+                "--schemas", str(schemas), "--delivery-timeout", "10")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert total_records(kafka_config, topic) == 0
+    r = run_cli("emit", JOB, "--json", '{"user_id": "u1", "email": "a@b"}',  # type: ignore[operator]
+                "--key", "k", "--schemas", str(schemas))
+    assert r.returncode == 0 and uuid.UUID(r.stdout.strip()).version == 7
+    assert total_records(kafka_config, topic) == 1  # read at once: no waiting needed

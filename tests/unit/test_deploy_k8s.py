@@ -22,6 +22,7 @@ import yaml
 
 from streamjobs.catalogue import Catalogue
 from streamjobs.config import ENV, KafkaConfig
+from streamjobs.settings import default_group_id
 from tests.unit.test_deploy_compose import served_status
 
 from .test_deploy_compose import (
@@ -434,9 +435,9 @@ def test_keda_scales_the_worker_group_within_the_partition_count(
     assert so["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     config = _config(rendered)
     app = load_app(dep["spec"]["template"]["spec"]["containers"][0]["args"][0])
-    group = config.get("STREAMJOBS_GROUP_ID") or f"streamjobs-{app.name}"
     prefix = config.get("STREAMJOBS_TOPIC_PREFIX", app.topic_prefix)
-    catalogue = Catalogue.load(ROOT / "schemas")
+    group = config.get("STREAMJOBS_GROUP_ID") or default_group_id(app.name, prefix)
+    catalogue = Catalogue.load(ROOT / "schemas", topic_prefix="")
     types = [t for t in config.get("STREAMJOBS_JOB_TYPES", "").split(",") if t] or \
         list(app.handlers)
     partitions = {prefix + catalogue.get(t).topic: catalogue.get(t).partitions for t in types}

@@ -30,8 +30,15 @@ def write_versions(path: Path, *field_lists: list[dict[str, Any]], name: str = "
     return path
 
 
+def _runner() -> CliRunner:
+    try:  # click < 8.2 mixes stderr into stdout unless told (the dependency floor runs these)
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:  # click >= 8.2: always separate, and the argument is gone
+        return CliRunner()
+
+
 def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(group, list(args))
+    result = _runner().invoke(group, list(args))
     return result.exit_code, result.stdout, result.stderr
 
 
