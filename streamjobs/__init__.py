@@ -1,6 +1,7 @@
 """streamjobs: background jobs as Avro events on partitioned Apache Kafka topics.
 
-The public surface: ``Producer``/``AsyncProducer`` to emit jobs, ``App``/``JobContext`` to
+The public surface: ``Producer``/``AsyncProducer`` to emit jobs (and look them up:
+``status``, ``watch`` -> ``JobStatus``), ``App``/``JobContext`` to
 handle them, ``Catalogue`` and ``RetryPolicy`` for the job types, ``KafkaConfig`` for the
 connection, and the exception tree of ``streamjobs.errors``. Emitters never import the worker:
 the heavier names load on first use.
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .catalogue import Catalogue, JobType
     from .producer import AsyncProducer, Job, Producer
     from .retry import RetryPolicy
+    from .status import JobStatus, StatusIndex, Transition
     from .worker import App, JobContext
 
 _LAZY = {
@@ -41,6 +43,8 @@ _LAZY = {
     "AsyncProducer": "streamjobs.producer", "Job": "streamjobs.producer",
     "Producer": "streamjobs.producer", "Catalogue": "streamjobs.catalogue",
     "JobType": "streamjobs.catalogue", "RetryPolicy": "streamjobs.retry",
+    "JobStatus": "streamjobs.status", "StatusIndex": "streamjobs.status",
+    "Transition": "streamjobs.status",
 }
 
 
@@ -63,6 +67,7 @@ __all__ = [
     "Job",
     "JobContext",
     "JobFailure",
+    "JobStatus",
     "JobType",
     "KafkaConfig",
     "KafkaError",
@@ -73,7 +78,9 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "SchemaCompatibilityError",
+    "StatusIndex",
     "StreamjobsError",
+    "Transition",
     "UnknownJobType",
     "UnknownSchema",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ from confluent_kafka import Producer as RawProducer
 
 from streamjobs import headers as h
 from streamjobs.config import KafkaConfig
-from streamjobs.status import Follower, Transition, partition_for
+from streamjobs.status import Follower, Transition, partition_for, watch
 from streamjobs.status.record import decode_all, encode
 from tests.conftest import wait_for
 from tests.kafka.status_support import InProcessWorker, StatusEnv, status_env
@@ -166,3 +167,13 @@ def test_records_go_to_the_prefixed_status_topic(env: StatusEnv, jobs: dict[str,
     finally:
         c.close()
     assert sum(hi - lo for lo, hi in lows_highs) >= 10
+
+
+def test_watch_returns_a_final_status_and_times_out_on_others(env: StatusEnv,
+                                                              jobs: dict[str, str]) -> None:
+    """`watch` resolves with the job's status once it is final, and raises TimeoutError when
+    the job never gets there within the timeout (a `failures` type that succeeded)."""
+    done = asyncio.run(watch(env.kafka, jobs["retried"], topic=env.status_topic, timeout=10))
+    assert done.state == "succeeded" and done.attempts == 2
+    with pytest.raises(TimeoutError, match="unknown"):
+        asyncio.run(watch(env.kafka, jobs["f_ok"], topic=env.status_topic, timeout=1.5))
