@@ -48,7 +48,7 @@ def jobs(env: StatusEnv) -> Iterator[dict[str, str]]:
         for name in ("ok", "retried", "delayed", "async_slow"):
             env.wait_state(ids[name], "succeeded")
         env.wait_state(ids["poison"], "dead")
-        wait_for(lambda: len(_batched(env)) >= 40, 30, 0.3, "40 batched successes")
+        wait_for(lambda: len(_batched(env)) >= 40, 60, 0.3, "40 batched successes")
         for name in ("dead", "f_dead"):
             env.wait_state(ids[name], "dead")
     finally:
