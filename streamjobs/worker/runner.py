@@ -182,9 +182,9 @@ class Worker:
         if modes <= {"none"}:
             return
         prefix = self.app.topic_prefix + self.app.catalogue.topic_prefix
-        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(),
-                                             {**self.kafka.client_settings(),
-                                              "error_cb": self.broker.on_error})
+        own = ({**self.kafka.client_settings(), "error_cb": self.broker.on_error}
+               if "all" in modes else None)  # None: the outbox's client serves
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own)
         if self.status is not None and "all" in modes:
             self.executor.record_ok = self.executor.track_running = True
 

@@ -50,15 +50,23 @@ _PLAIN = re.compile(rb'[^"\\\x00-\x1f\x7f-\xff]*')  # a job id needing no JSON e
 
 class StatusRecorder:
     def __init__(self, outbox: Outbox, topic: str, partitions: int, host: str,
-                 settings: dict[str, Any]) -> None:
+                 settings: dict[str, Any] | None) -> None:
         self.outbox = outbox
         self.topic = topic
         self.partitions = partitions
         self.host = host
-        self.producer = KafkaProducer({
-            **PRODUCER_SETTINGS, "linger.ms": 50, "compression.type": "none",
-            "queue.buffering.max.messages": 500_000,
-            "delivery.report.only.error": True, "on_delivery": _on_error, **settings})
+        # Successes get a producer of their own (error reports only); with no job type
+        # recording them, the few fire-and-forget records (a dead letter's place) use the
+        # outbox's client, and no idle client's threads compete with the handlers.
+        self.own = settings is not None
+        self.producer: Any
+        if settings is None:
+            self.producer = outbox.producer
+        else:
+            self.producer = KafkaProducer({
+                **PRODUCER_SETTINGS, "linger.ms": 50, "compression.type": "none",
+                "queue.buffering.max.messages": 500_000,
+                "delivery.report.only.error": True, "on_delivery": _on_error, **settings})
         self._loose: list[tuple[int, bytes, bytes]] = []  # refused by a full local queue
         # Keys of batch records: unique per worker process and record (never compacted).
         self._batch_key = f"{BATCH_PREFIX}{host}/{os.getpid()}/{os.urandom(4).hex()}/".encode()
@@ -69,7 +77,7 @@ class StatusRecorder:
 
     @classmethod
     def connect(cls, outbox: Outbox, prefix: str, meta: Any, host: str,
-                settings: dict[str, Any]) -> StatusRecorder | None:
+                settings: dict[str, Any] | None) -> StatusRecorder | None:
         """A recorder for the status topic of ``prefix`` (``meta``: cluster metadata); None
         and a warning when the topic does not exist: jobs still run, unrecorded."""
         topic = status_topic(prefix)
@@ -192,7 +200,8 @@ class StatusRecorder:
 
     def poll(self) -> None:
         """Serve the producer (error reports only) and send what a full queue held back."""
-        self.producer.poll(0)
+        if self.own:
+            self.producer.poll(0)
         if self._loose:
             self._send_loose()
 

@@ -214,3 +214,21 @@ def test_a_poison_record_with_a_job_id_is_recorded_dead(env: StatusEnv,
     s = env.status(jobs["poison"])
     assert s is not None and s.state == "dead" and s.last.reason == "decode_error"
     assert s.last.partition is not None
+
+
+def test_a_failures_only_worker_records_dead_with_its_place(kafka_config: KafkaConfig) -> None:
+    """A worker whose job types record failures only (no producer of successes of its own)
+    still writes `retrying`, `dead` and then the dead letter's partition:offset."""
+    with status_env(kafka_config, "fonly") as env:
+        job_id = env.emit("ftask", fail="error", fail_attempts=5)
+        mp = pytest.MonkeyPatch()
+        worker = InProcessWorker(env, mp, job_types=("ftask",))
+        try:
+            dead = wait_for(lambda: (s := env.status(job_id)) is not None
+                            and s.state == "dead" and s.last.offset is not None and s,
+                            60, 0.3, "dead with its place")
+            assert worker.worker.status is not None and not worker.worker.status.own
+        finally:
+            worker.stop()
+            mp.undo()
+    assert [t.state for t in dead.transitions] == ["retrying", "dead"]  # type: ignore[attr-defined]
