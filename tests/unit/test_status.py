@@ -294,3 +294,26 @@ def test_a_chunk_of_successes_is_one_batch_record_per_status_partition() -> None
     recorder.succeeded(part, [NS(_route=route, _id=ids[0].encode(), attempt=3, offset=7)])
     (_, value, key, _), = client.sent
     assert key == ids[0].encode() and decode(value) is not None
+
+
+def test_an_id_that_is_not_plain_json_text_leaves_the_batch() -> None:
+    """A job id needing JSON escapes (a quote, say) gets a record of its own: the batch's
+    value is built without escaping."""
+    from types import SimpleNamespace as NS
+
+    from streamjobs.status.record import decode_all
+    from streamjobs.worker.statuses import StatusRecorder
+
+    class Route:
+        job = NS(status="all", name="x")
+
+    client = _FakeClient()
+    recorder = StatusRecorder(None, "st", 1, "h", {})  # type: ignore[arg-type]
+    recorder.producer = client  # type: ignore[assignment]
+    route = Route()
+    ids = [b"plain-1", b'quo"ted', b"plain-2"]
+    recorder.succeeded(NS(topic="t", partition=0, status_every=True),
+                       [NS(_route=route, _id=i, attempt=1, offset=k) for k, i in enumerate(ids)])
+    got = {j: tr.offset for _, v, key, _ in client.sent for j, _, tr in decode_all(key, v)}
+    assert got == {"plain-1": 0, 'quo"ted': 1, "plain-2": 2}
+    assert len(client.sent) == 2
