@@ -73,8 +73,12 @@ def _unknown(job_id: str) -> None:
 
 def _from_kafka(kafka: KafkaConfig, job_id: str, topic: str, watch: bool, timeout: float,
                 as_json: bool) -> None:
-    with exit_on_errors((TopicNotFound, EXIT_NOT_FOUND)):
-        follower = Follower(kafka, job_id, topic=topic, timeout=timeout)
+    with exit_on_errors():
+        try:
+            follower = Follower(kafka, job_id, topic=topic, timeout=timeout)
+        except TopicNotFound:
+            fail(f"status topic {topic!r} not found (created by `streamjobs topics apply`; "
+                 f"is --topic-prefix right?)", EXIT_NOT_FOUND)
     with follower, exit_on_errors():
         _report(job_id, follower.read_to_end(timeout), lambda: follower.poll(0.5), watch,
                 as_json)

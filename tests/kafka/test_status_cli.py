@@ -53,6 +53,8 @@ def test_status_prints_the_timeline_json_and_exits_3_when_unknown(
     assert r.returncode == 3
     assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
     assert "not known" in r.stderr and "failures" in r.stderr
+    r = run_cli("status", job_id, env=env.cli_env(STREAMJOBS_TOPIC_PREFIX="no-such-env."))
+    assert r.returncode == 3 and "`streamjobs topics apply`" in r.stderr
 
 
 def test_watch_follows_the_job_to_a_final_state(env: StatusEnv, spawn_cli: SpawnCli) -> None:
