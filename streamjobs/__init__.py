@@ -1,6 +1,7 @@
 """streamjobs: background jobs as Avro events on partitioned Apache Kafka topics.
 
-The public surface: ``Producer``/``AsyncProducer`` to emit jobs, ``App``/``JobContext`` to
+The public surface: ``Producer``/``AsyncProducer`` to emit jobs (and look them up:
+``status``, ``watch`` -> ``JobStatus``), ``App``/``JobContext`` to
 handle them, ``Catalogue`` and ``RetryPolicy`` for the job types, ``KafkaConfig`` for the
 connection, ``RegistryConfig`` for a schema registry (registry framing), and the exception
 tree of ``streamjobs.errors``. Emitters never import the worker: the heavier names load on
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .producer import AsyncProducer, Job, Producer
     from .registry import RegistryConfig
     from .retry import RetryPolicy
+    from .status import JobStatus, StatusIndex, Transition
     from .worker import App, JobContext
 
 _LAZY = {
@@ -47,6 +49,8 @@ _LAZY = {
     "Producer": "streamjobs.producer", "Catalogue": "streamjobs.catalogue",
     "JobType": "streamjobs.catalogue", "RetryPolicy": "streamjobs.retry",
     "RegistryConfig": "streamjobs.registry",
+    "JobStatus": "streamjobs.status", "StatusIndex": "streamjobs.status",
+    "Transition": "streamjobs.status",
 }
 
 
@@ -69,6 +73,7 @@ __all__ = [
     "Job",
     "JobContext",
     "JobFailure",
+    "JobStatus",
     "JobType",
     "KafkaConfig",
     "KafkaError",
@@ -82,7 +87,9 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "SchemaCompatibilityError",
+    "StatusIndex",
     "StreamjobsError",
+    "Transition",
     "UnknownJobType",
     "UnknownSchema",
     "UnknownSchemaId",

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import click
@@ -72,29 +73,30 @@ def _unknown(job_id: str) -> None:
 
 def _from_kafka(kafka: KafkaConfig, job_id: str, topic: str, watch: bool, timeout: float,
                 as_json: bool) -> None:
-    with exit_on_errors((TopicNotFound, EXIT_NOT_FOUND)):
-        follower = Follower(kafka, job_id, topic=topic, timeout=timeout)
+    with exit_on_errors():
+        try:
+            follower = Follower(kafka, job_id, topic=topic, timeout=timeout)
+        except TopicNotFound:
+            fail(f"status topic {topic!r} not found (created by `streamjobs topics apply`; "
+                 f"is --topic-prefix right?)", EXIT_NOT_FOUND)
     with follower, exit_on_errors():
-        status = follower.read_to_end(timeout)
-        if not watch:
-            if status is None:
-                _unknown(job_id)
-            assert status is not None
-            _show(status, as_json)
-            return
-        shown = _show_changes(None, status, as_json)
-        if status is None and not as_json:
-            click.echo(f"waiting for job {job_id} ...", err=True)
-        while status is None or not status.final:
-            changed = follower.poll(0.5)
-            if changed is not None:
-                shown = _show_changes(shown, changed, as_json)
-                status = changed
+        _report(job_id, follower.read_to_end(timeout), lambda: follower.poll(0.5), watch,
+                as_json)
 
 
 def _from_server(url: str, job_id: str, token: str | None, watch: bool, timeout: float,
                  as_json: bool) -> None:
-    status = _fetch(url, job_id, token, timeout)
+    def later() -> JobStatus | None:
+        time.sleep(1.0)
+        return _fetch(url, job_id, token, timeout)
+
+    _report(job_id, _fetch(url, job_id, token, timeout), later, watch, as_json)
+
+
+def _report(job_id: str, status: JobStatus | None, updates: Callable[[], JobStatus | None],
+            watch: bool, as_json: bool) -> None:
+    """Show ``status``; with ``watch``, also each change ``updates()`` brings until a final
+    state."""
     if not watch:
         if status is None:
             _unknown(job_id)
@@ -102,12 +104,13 @@ def _from_server(url: str, job_id: str, token: str | None, watch: bool, timeout:
         _show(status, as_json)
         return
     shown = _show_changes(None, status, as_json)
+    if status is None and not as_json:
+        click.echo(f"waiting for job {job_id} ...", err=True)
     while status is None or not status.final:
-        time.sleep(1.0)
-        latest = _fetch(url, job_id, token, timeout)
-        if latest is not None and latest != status:
-            shown = _show_changes(shown, latest, as_json)
-            status = latest
+        changed = updates()
+        if changed is not None and changed != status:
+            shown = _show_changes(shown, changed, as_json)
+            status = changed
 
 
 def _fetch(url: str, job_id: str, token: str | None, timeout: float) -> JobStatus | None:

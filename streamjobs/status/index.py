@@ -2,10 +2,11 @@
 current by following it (what ``streamjobs web`` serves lookups from).
 
 Memory is bounded by ``max_jobs``: past it, the jobs whose last change is oldest are evicted,
-finished ones (succeeded, dead) first. An entry is one tuple of (state, job type, the job's
-record values joined by newlines): states and job types are shared strings, the timeline stays
-in the bytes the writers produced and is decoded only when asked for (``get``, ``recent``,
-subscribers). ``stats()["approx_bytes"]`` estimates what the entries hold.
+finished ones (succeeded, dead) first. An entry is one ``bytes``: the job's record values, as
+the writers produced them, joined by newlines in timeline order (JSON text has no raw
+newline). The job's state is that of the last line, read from its first bytes; the timeline is
+decoded only when asked for (``get``, ``recent``, subscribers). ``stats()["approx_bytes"]``
+estimates what the entries hold.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ _TYPE_TAG = b'","type":"'
 _STATE_NAMES = {s.encode(): s for s in STATES}
 _FINAL = FINAL
 _BATCH = BATCH_PREFIX.encode()
-# (state, job type, record values joined by b"\n")
-Entry = tuple[str, str, bytes]
+# The job's record values joined by b"\n", in timeline order.
+Entry = bytes
 
 
 class StatusIndex:
@@ -48,7 +49,6 @@ class StatusIndex:
         self.max_jobs = max_jobs
         self._open: dict[str, Entry] = {}  # not finished, oldest change first
         self._done: dict[str, Entry] = {}  # succeeded or dead, oldest change first
-        self._types: dict[str, str] = {}
         self._lock = threading.Lock()
         self._subscribers: tuple[Callable[[JobStatus], None], ...] = ()
         self._thread: threading.Thread | None = None
@@ -124,7 +124,7 @@ class StatusIndex:
         size = sys.getsizeof(self._open) + sys.getsizeof(self._done)
         for d in (self._open, self._done):
             for job_id, entry in d.items():
-                size += sys.getsizeof(job_id) + sys.getsizeof(entry) + sys.getsizeof(entry[2])
+                size += sys.getsizeof(job_id) + sys.getsizeof(entry)
         return size
 
     # -- folding (index thread; public for tests and benchmarks) ------------------------------
@@ -163,17 +163,12 @@ class StatusIndex:
             if old is not None:
                 self._keep(job_id, old)
             return None
-        state, job_type = parsed
-        job_type = self._types.setdefault(job_type, job_type)
-        if old is None:
-            entry: Entry = (state, job_type, value)
-        else:
-            entry = _fold_raw(old, state, job_type, value)
+        entry = value if old is None else _fold_raw(old, parsed[0], value)
         self._keep(job_id, entry)
         return entry
 
     def _keep(self, job_id: str, entry: Entry) -> None:
-        (self._done if entry[0] in _FINAL else self._open)[job_id] = entry
+        (self._done if _state(entry) in _FINAL else self._open)[job_id] = entry
         while len(self._open) + len(self._done) > self.max_jobs:
             victim = self._done if self._done else self._open
             del victim[next(iter(victim))]
@@ -233,43 +228,45 @@ def _parse(value: bytes) -> tuple[str, str] | None:
     return None if got is None else (got[1].state, got[0])
 
 
-def _fold_raw(old: Entry, state: str, job_type: str, value: bytes) -> Entry:
+def _state(entry: Entry) -> str:
+    """The job's state: that of its last line."""
+    parsed = _parse(entry[entry.rfind(b"\n") + 1:])
+    return "" if parsed is None else parsed[0]
+
+
+def _fold_raw(old: Entry, state: str, value: bytes) -> Entry:
     """``timeline.fold`` on the raw values (the same rules, kept in step by the unit tests)."""
-    old_state, old_type, blob = old
-    job_type = old_type or job_type
     if state == "emitted":
-        if blob.startswith(b'{"state":"emitted"') or b'\n{"state":"emitted"' in blob:
+        if old.startswith(b'{"state":"emitted"') or b'\n{"state":"emitted"' in old:
             return old
-        return old_state, job_type, value + b"\n" + blob
+        return value + b"\n" + old
     if state in ENQUEUED:
-        return _insert(old, job_type, value)
-    if old_state == "dead" and state == "dead":
-        cut = blob.rfind(b"\n")
-        return state, job_type, (blob[:cut + 1] + value) if cut >= 0 else value
-    return state, job_type, blob + b"\n" + value
+        return _insert(old, value)
+    if state == "dead" and _state(old) == "dead":
+        return old[:old.rfind(b"\n") + 1] + value
+    return old + b"\n" + value
 
 
-def _insert(old: Entry, job_type: str, value: bytes) -> Entry:
+def _insert(old: Entry, value: bytes) -> Entry:
     """A ``reprocessed``/``replayed`` value placed as ``timeline.place`` says (rare: decode)."""
     got = decode(value)
-    lines = old[2].split(b"\n")
+    lines = old.split(b"\n")
     steps = [t for line in lines if (d := decode(line)) is not None for t in (d[1],)]
     if got is None or got[1] in steps:
         return old
     i = place(steps, got[1]) if len(steps) == len(lines) else len(lines)
     lines.insert(i, value)
-    last = _parse(lines[-1])
-    return (last[0] if last is not None else old[0]), job_type, b"\n".join(lines)
+    return b"\n".join(lines)
 
 
 def _status(job_id: str, entry: Entry) -> JobStatus:
     status: JobStatus | None = None
-    for line in entry[2].split(b"\n"):
+    for line in entry.split(b"\n"):
         got = decode(line)
         if got is not None:
             status = fold(status, job_id, got[0], got[1])
     if status is None:  # unreachable: entries are made from decodable values
-        return JobStatus(job_id, entry[1], entry[0], ())
+        return JobStatus(job_id, "", "", ())
     return status
 
 
@@ -278,7 +275,7 @@ def _newest(d: dict[str, Entry], limit: int,
     n = 0
     for job_id in reversed(d):
         entry = d[job_id]
-        if state is None or entry[0] == state:
+        if state is None or _state(entry) == state:
             yield job_id, entry
             n += 1
             if n >= limit:

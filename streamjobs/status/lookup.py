@@ -19,7 +19,14 @@ from confluent_kafka import KafkaError as _RdKafkaError
 
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, KafkaError
-from ..scan import admin_client, offsets_for_time, partitions_of, reader, watermarks
+from ..scan import (
+    TopicNotFound,
+    admin_client,
+    offsets_for_time,
+    partitions_of,
+    reader,
+    watermarks,
+)
 from .record import BATCH_PREFIX, decode, decode_all, partition_for, record_keys
 from .timeline import JobStatus, fold
 
@@ -59,13 +66,7 @@ class Follower:
         admin = admin_client(config)
         parts = partitions_of(admin, config, topic, timeout)
         self.partition = partition_for(job_id, len(parts))
-        tp = (topic, self.partition)
-        low, self.end = watermarks(admin, config, [tp])[tp]
-        start = low
-        created = created_ms(job_id)
-        if created is not None:
-            found = offsets_for_time(admin, config, [tp], created - SKEW_MS)[tp]
-            start = self.end if found is None else max(low, found)
+        start, self.end = _offsets(admin, config, (topic, self.partition), job_id, timeout)
         self.position = start
         self.caught_up = start >= self.end
         self._consumer: Consumer = reader(config, **{"fetch.wait.max.ms": 100})
@@ -125,6 +126,27 @@ class Follower:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _offsets(admin: Any, config: KafkaConfig, tp: tuple[str, int], job_id: str,
+             timeout: float) -> tuple[int, int]:
+    """(first offset to read, end offset now). A partition whose leader is moving (a topic
+    just created, a broker restarting) is asked again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, end = watermarks(admin, config, [tp])[tp]
+            created = created_ms(job_id)
+            if created is None:
+                return low, end
+            found = offsets_for_time(admin, config, [tp], created - SKEW_MS)[tp]
+            return (end if found is None else max(low, found)), end
+        except (TopicNotFound, BrokerUnavailable):
+            raise
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def lookup(config: KafkaConfig, job_id: str, *, topic: str,

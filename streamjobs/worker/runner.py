@@ -214,10 +214,11 @@ class Worker:
         modes = {r.job.status for r in self.routes.by_type.values()}
         if modes <= {"none"}:
             return
-        prefix = self.app.topic_prefix + self.app.catalogue.topic_prefix
-        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(),
-                                             {**self.kafka.client_settings(),
-                                              "error_cb": self._on_kafka_error})
+        prefix = self.app.catalogue.topic_prefix  # the app's prefix, applied to its catalogue
+        own = ({**self.kafka.client_settings(), "error_cb": self._on_kafka_error,
+                **self.kafka.role_settings("producer")}
+               if "all" in modes else None)  # None: the outbox's client serves
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own)
         if self.status is not None and "all" in modes:
             self.executor.record_ok = self.executor.track_running = True
 

@@ -50,15 +50,23 @@ _PLAIN = re.compile(rb'[^"\\\x00-\x1f\x7f-\xff]*')  # a job id needing no JSON e
 
 class StatusRecorder:
     def __init__(self, outbox: Outbox, topic: str, partitions: int, host: str,
-                 settings: dict[str, Any]) -> None:
+                 settings: dict[str, Any] | None) -> None:
         self.outbox = outbox
         self.topic = topic
         self.partitions = partitions
         self.host = host
-        self.producer = KafkaProducer({
-            **PRODUCER_SETTINGS, "linger.ms": 50, "compression.type": "none",
-            "queue.buffering.max.messages": 500_000,
-            "delivery.report.only.error": True, "on_delivery": _on_error, **settings})
+        # Successes get a producer of their own (error reports only); with no job type
+        # recording them, the few fire-and-forget records (a dead letter's place) use the
+        # outbox's client, and no idle client's threads compete with the handlers.
+        self.own = settings is not None
+        self.producer: Any
+        if settings is None:
+            self.producer = outbox.producer
+        else:
+            self.producer = KafkaProducer({
+                **PRODUCER_SETTINGS, "linger.ms": 50, "compression.type": "none",
+                "queue.buffering.max.messages": 500_000,
+                "delivery.report.only.error": True, "on_delivery": _on_error, **settings})
         self._loose: list[tuple[int, bytes, bytes]] = []  # refused by a full local queue
         # Keys of batch records: unique per worker process and record (never compacted).
         self._batch_key = f"{BATCH_PREFIX}{host}/{os.getpid()}/{os.urandom(4).hex()}/".encode()
@@ -69,7 +77,7 @@ class StatusRecorder:
 
     @classmethod
     def connect(cls, outbox: Outbox, prefix: str, meta: Any, host: str,
-                settings: dict[str, Any]) -> StatusRecorder | None:
+                settings: dict[str, Any] | None) -> StatusRecorder | None:
         """A recorder for the status topic of ``prefix`` (``meta``: cluster metadata); None
         and a warning when the topic does not exist: jobs still run, unrecorded."""
         topic = status_topic(prefix)
@@ -88,12 +96,11 @@ class StatusRecorder:
     def succeeded(self, part: Any, jobs: list[JobContext]) -> None:
         """``succeeded`` for the jobs of ``all`` types among ``jobs`` (one partition's): one
         record per job type and status partition (``record.BATCH_PREFIX``), or the job's own
-        record when it is alone there."""
-        at = int(time.time() * 1000)
-        heads = self._heads
+        record when it is alone there. Per job: a CRC and a list append; the rest per group."""
+        crc = zlib.crc32
         n = self.partitions
         every = part.status_every
-        groups: dict[tuple[Any, int], list[bytes]] = {}
+        groups: dict[tuple[Any, int], list[Any]] = {}
         last: Any = None
         for ctx in jobs:
             route = ctx._route  # type: ignore[attr-defined]
@@ -101,29 +108,32 @@ class StatusRecorder:
                 if not every and route.job.status != "all":
                     continue
                 last = route
-            id_b = ctx._id  # type: ignore[attr-defined]
-            if _PLAIN.fullmatch(id_b) is None:  # not JSON text as it is: a record of its own
-                head = heads.get((route, part.topic, part.partition)) or self._head(
-                    (route, part.topic, part.partition))
-                self._post(zlib.crc32(id_b) % n, id_b, b'%s,"at":%d,"attempt":%d,"offset":%d}'
-                           % (head, at, ctx.attempt, ctx.offset))
-                continue
-            entry = b'["%s",%d,%d]' % (id_b, ctx.attempt, ctx.offset)
-            group = groups.get((route, zlib.crc32(id_b) % n))
+            key = (route, crc(ctx._id) % n)  # type: ignore[attr-defined]
+            group = groups.get(key)
             if group is None:
-                groups[(route, zlib.crc32(id_b) % n)] = [entry]
+                groups[key] = [ctx]
             else:
-                group.append(entry)
-        for (route, partition), entries in groups.items():
-            head = heads.get((route, part.topic, part.partition)) or self._head(
+                group.append(ctx)
+        at = int(time.time() * 1000)
+        for (route, partition), group in groups.items():
+            head = self._heads.get((route, part.topic, part.partition)) or self._head(
                 (route, part.topic, part.partition))
-            if len(entries) == 1:
-                id_b, attempt, offset = orjson.loads(entries[0])
-                self._post(partition, id_b.encode(),
-                           b'%s,"at":%d,"attempt":%d,"offset":%d}' % (head, at, attempt, offset))
-            else:
+            if len(group) > 1 and _PLAIN.fullmatch(b"".join([c._id for c in group])) is None:
+                # Some id is not JSON text as it is: those get records of their own.
+                single = [c for c in group if _PLAIN.fullmatch(c._id) is None]
+                group = [c for c in group if _PLAIN.fullmatch(c._id) is not None]
+                for c in single:
+                    self._post(partition, c._id, b'%s,"at":%d,"attempt":%d,"offset":%d}'
+                               % (head, at, c.attempt, c.offset))
+            if len(group) == 1:
+                c = group[0]
+                self._post(partition, c._id, b'%s,"at":%d,"attempt":%d,"offset":%d}'
+                           % (head, at, c.attempt, c.offset))
+            elif group:
+                entries = b",".join([b'["%s",%d,%d]' % (c._id, c.attempt, c.offset)
+                                     for c in group])
                 self._post(partition, b"%s%d/%d" % (self._batch_key, at, next(self._seq)),
-                           b'%s,"at":%d,"jobs":[%s]}' % (head, at, b",".join(entries)))
+                           b'%s,"at":%d,"jobs":[%s]}' % (head, at, entries))
 
     def _post(self, partition: int, key: bytes, value: bytes) -> None:
         if self._loose:
@@ -192,7 +202,8 @@ class StatusRecorder:
 
     def poll(self) -> None:
         """Serve the producer (error reports only) and send what a full queue held back."""
-        self.producer.poll(0)
+        if self.own:
+            self.producer.poll(0)
         if self._loose:
             self._send_loose()
 

@@ -1,5 +1,6 @@
 """The app the status tests run (``tests.apps.status_tasks:app``): the handlers of
-``tests.apps.tasks`` under one job type per catalogue ``status`` setting."""
+``tests.apps.tasks`` under one job type per catalogue ``status`` setting (and ``satask``, the
+async one, recording everything)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import os
 from pathlib import Path
 
 from streamjobs.worker import App
-from tests.apps.tasks import task
+from tests.apps.tasks import atask, task
 
 app = App(schemas=Path(__file__).parent / "status_schemas", name="tests-status",
           topic_prefix=os.environ.get("STREAMJOBS_TOPIC_PREFIX", ""))
 for _name in ("stask", "ftask", "ntask"):
     app.job(_name)(task)
+app.job("satask")(atask)

@@ -54,7 +54,7 @@ class StatusEnv:
         s = self.status(job_id)
         return [] if s is None else [t.state for t in s.transitions]
 
-    def wait_state(self, job_id: str, state: str, timeout: float = 30) -> JobStatus:
+    def wait_state(self, job_id: str, state: str, timeout: float = 60) -> JobStatus:
         def reached() -> JobStatus | None:
             s = self.status(job_id)
             return s if s is not None and s.state == state else None

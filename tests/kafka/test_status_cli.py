@@ -17,7 +17,7 @@ import pytest
 
 from streamjobs.config import KafkaConfig
 from tests.conftest import BOOTSTRAP, ROOT, RunCli, SpawnCli, wait_for
-from tests.kafka.status_support import APP, InProcessWorker, StatusEnv, status_env
+from tests.kafka.status_support import APP, SCHEMAS, InProcessWorker, StatusEnv, status_env
 from tests.kafka.test_readme import README, _delete_prefixed
 
 
@@ -53,6 +53,8 @@ def test_status_prints_the_timeline_json_and_exits_3_when_unknown(
     assert r.returncode == 3
     assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
     assert "not known" in r.stderr and "failures" in r.stderr
+    r = run_cli("status", job_id, env=env.cli_env(STREAMJOBS_TOPIC_PREFIX="no-such-env."))
+    assert r.returncode == 3 and "`streamjobs topics apply`" in r.stderr
 
 
 def test_watch_follows_the_job_to_a_final_state(env: StatusEnv, spawn_cli: SpawnCli) -> None:
@@ -141,5 +143,27 @@ def test_readme_job_status_commands_run(run_cli: RunCli, tmp_path: Path,
         assert "state succeeded" in text and "now: succeeded" in text
         assert orjson.loads(as_json.split("\n", 1)[1])["state"] == "succeeded"
         assert watched.strip().splitlines()[-1].startswith("now: succeeded")
+    finally:
+        _delete_prefixed(prefix)
+
+
+def test_topics_plan_and_apply_include_the_prefixed_status_topic(run_cli: RunCli,
+                                                                 kafka_config: KafkaConfig,
+                                                                 ) -> None:
+    """`topics plan` lists `<prefix>streamjobs.status` (compacted) and `topics apply` creates
+    it; a second plan has nothing to do."""
+    prefix = f"st-plan-{uuid.uuid4().hex[:8]}."
+    env = {"STREAMJOBS_TOPIC_PREFIX": prefix, "STREAMJOBS_SCHEMAS": str(SCHEMAS)}
+    try:
+        r = run_cli("topics", "plan", "--json", env=env)
+        assert r.returncode == 2, r.stderr
+        status = [c for c in orjson.loads(r.stdout)["changes"]
+                  if c["topic"] == f"{prefix}streamjobs.status"]
+        assert [(c["action"], c["role"], c["partitions"]) for c in status] == [
+            ("create", "status", 6)]
+        assert status[0]["config"]["cleanup.policy"] == "compact,delete"
+        assert run_cli("topics", "apply", env=env).returncode == 0
+        r = run_cli("topics", "plan", env=env)
+        assert r.returncode == 0 and "nothing to do" in r.stdout
     finally:
         _delete_prefixed(prefix)

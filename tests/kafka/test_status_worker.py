@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ from confluent_kafka import Producer as RawProducer
 
 from streamjobs import headers as h
 from streamjobs.config import KafkaConfig
-from streamjobs.status import Follower, Transition, partition_for
+from streamjobs.status import Follower, Transition, partition_for, watch
 from streamjobs.status.record import decode_all, encode
 from tests.conftest import wait_for
 from tests.kafka.status_support import InProcessWorker, StatusEnv, status_env
@@ -31,15 +32,23 @@ def jobs(env: StatusEnv) -> Iterator[dict[str, str]]:
            "f_ok": env.emit("ftask"),
            "f_dead": env.emit("ftask", fail="error", fail_attempts=5),
            "n_dead": env.emit("ntask", fail="permanent", fail_attempts=1)}
+    ids["delayed"] = env.producer.emit("stask", {"id": "delayed"}, delay=1.5)
+    ids["async_slow"] = env.producer.emit("satask", {"id": "async-slow", "sleep_ms": 3000})
+    ids["poison"] = "019ad3c1-0000-7000-8000-00000000dead"
+    p = RawProducer(env.kafka.client_settings())
+    p.produce(env.topic("stask"), b"not avro at all", headers=[
+        (h.JOB_ID, ids["poison"].encode()), (h.JOB_TYPE, b"stask"), (h.ATTEMPT, b"1")])
+    assert p.flush(10) == 0
     for i in range(40):  # taken together: their successes are written as batches
         env.producer.emit("stask", {"id": f"many-{i}"})
     env.producer.flush(30)
     mp = pytest.MonkeyPatch()
     worker = InProcessWorker(env, mp)
     try:
-        for name in ("ok", "retried"):
+        for name in ("ok", "retried", "delayed", "async_slow"):
             env.wait_state(ids[name], "succeeded")
-        wait_for(lambda: len(_batched(env)) >= 40, 30, 0.3, "40 batched successes")
+        env.wait_state(ids["poison"], "dead")
+        wait_for(lambda: len(_batched(env)) >= 40, 60, 0.3, "40 batched successes")
         for name in ("dead", "f_dead"):
             env.wait_state(ids[name], "dead")
     finally:
@@ -166,3 +175,60 @@ def test_records_go_to_the_prefixed_status_topic(env: StatusEnv, jobs: dict[str,
     finally:
         c.close()
     assert sum(hi - lo for lo, hi in lows_highs) >= 10
+
+
+def test_watch_returns_a_final_status_and_times_out_on_others(env: StatusEnv,
+                                                              jobs: dict[str, str]) -> None:
+    """`watch` resolves with the job's status once it is final, and raises TimeoutError when
+    the job never gets there within the timeout (a `failures` type that succeeded)."""
+    done = asyncio.run(watch(env.kafka, jobs["retried"], topic=env.status_topic, timeout=10))
+    assert done.state == "succeeded" and done.attempts == 2
+    with pytest.raises(TimeoutError, match="unknown"):
+        asyncio.run(watch(env.kafka, jobs["f_ok"], topic=env.status_topic, timeout=1.5))
+
+
+def test_a_delayed_job_is_emitted_to_its_wait_tier_with_its_due_time(
+        env: StatusEnv, jobs: dict[str, str]) -> None:
+    """`emitted` of a delayed job names the wait tier and the due time; it ran after it."""
+    s = env.status(jobs["delayed"])
+    assert s is not None and [t.state for t in s.transitions] == ["emitted", "succeeded"]
+    emitted, ok = s.transitions
+    assert emitted.topic == env.topic("stask") + ".retry.1s"
+    assert emitted.due_at_ms == emitted.at_ms + 1500 and ok.at_ms >= emitted.due_at_ms
+
+
+def test_a_long_async_job_shows_started_before_succeeded(env: StatusEnv,
+                                                         jobs: dict[str, str]) -> None:
+    """An async handler still running after a second gets `started` (dated when first seen
+    running), then `succeeded`."""
+    s = env.status(jobs["async_slow"])
+    assert s is not None
+    assert [t.state for t in s.transitions] == ["emitted", "started", "succeeded"]
+    started, ok = s.transitions[1:]
+    assert started.worker == h.hostname() and ok.at_ms - started.at_ms >= 1500
+
+
+def test_a_poison_record_with_a_job_id_is_recorded_dead(env: StatusEnv,
+                                                        jobs: dict[str, str]) -> None:
+    """An undecodable record that names its job shows `dead` with reason decode_error."""
+    s = env.status(jobs["poison"])
+    assert s is not None and s.state == "dead" and s.last.reason == "decode_error"
+    assert s.last.partition is not None
+
+
+def test_a_failures_only_worker_records_dead_with_its_place(kafka_config: KafkaConfig) -> None:
+    """A worker whose job types record failures only (no producer of successes of its own)
+    still writes `retrying`, `dead` and then the dead letter's partition:offset."""
+    with status_env(kafka_config, "fonly") as env:
+        job_id = env.emit("ftask", fail="error", fail_attempts=5)
+        mp = pytest.MonkeyPatch()
+        worker = InProcessWorker(env, mp, job_types=("ftask",))
+        try:
+            dead = wait_for(lambda: (s := env.status(job_id)) is not None
+                            and s.state == "dead" and s.last.offset is not None and s,
+                            60, 0.3, "dead with its place")
+            assert worker.worker.status is not None and not worker.worker.status.own
+        finally:
+            worker.stop()
+            mp.undo()
+    assert [t.state for t in dead.transitions] == ["retrying", "dead"]  # type: ignore[attr-defined]

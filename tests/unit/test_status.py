@@ -172,12 +172,12 @@ def test_index_subscribers_see_every_change_until_they_unsubscribe() -> None:
     assert seen == ["started", "succeeded"]
 
 
-def test_index_interns_job_types_and_reports_its_size() -> None:
+def test_index_keeps_one_bytes_per_job_and_reports_its_size() -> None:
     index = _index()
     for i in range(50):
-        _apply(index, f"job-{i}", "send_" + "email", t("succeeded", i))
-    entries = list(index._done.values())
-    assert all(e[1] is entries[0][1] for e in entries)
+        _apply(index, f"job-{i}", "send_email", t("emitted", i))
+        _apply(index, f"job-{i}", "send_email", t("succeeded", i + 1))
+    assert all(type(e) is bytes and e.count(b"\n") == 1 for e in index._done.values())
     stats = index.stats()
     assert stats["jobs"] == 50 and stats["finished"] == 50 and stats["approx_bytes"] > 50 * 100
 
@@ -294,3 +294,26 @@ def test_a_chunk_of_successes_is_one_batch_record_per_status_partition() -> None
     recorder.succeeded(part, [NS(_route=route, _id=ids[0].encode(), attempt=3, offset=7)])
     (_, value, key, _), = client.sent
     assert key == ids[0].encode() and decode(value) is not None
+
+
+def test_an_id_that_is_not_plain_json_text_leaves_the_batch() -> None:
+    """A job id needing JSON escapes (a quote, say) gets a record of its own: the batch's
+    value is built without escaping."""
+    from types import SimpleNamespace as NS
+
+    from streamjobs.status.record import decode_all
+    from streamjobs.worker.statuses import StatusRecorder
+
+    class Route:
+        job = NS(status="all", name="x")
+
+    client = _FakeClient()
+    recorder = StatusRecorder(None, "st", 1, "h", {})  # type: ignore[arg-type]
+    recorder.producer = client  # type: ignore[assignment]
+    route = Route()
+    ids = [b"plain-1", b'quo"ted', b"plain-2"]
+    recorder.succeeded(NS(topic="t", partition=0, status_every=True),
+                       [NS(_route=route, _id=i, attempt=1, offset=k) for k, i in enumerate(ids)])
+    got = {j: tr.offset for _, v, key, _ in client.sent for j, _, tr in decode_all(key, v)}
+    assert got == {"plain-1": 0, 'quo"ted': 1, "plain-2": 2}
+    assert len(client.sent) == 2
