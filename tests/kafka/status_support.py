@@ -100,8 +100,8 @@ class InProcessWorker:
         from streamjobs.worker import Worker, WorkerSettings
         from tests.apps.status_tasks import app
 
-        monkeypatch.setattr(app, "topic_prefix", "")
-        monkeypatch.setattr(app, "_catalogue", env.catalogue)  # already prefixed
+        monkeypatch.setattr(app, "topic_prefix", env.catalogue.topic_prefix)
+        monkeypatch.setattr(app, "_loaded", env.catalogue)  # already prefixed
         monkeypatch.delenv("STREAMJOBS_TEST_LEDGER", raising=False)
         settings.setdefault("group_id", f"{env.prefix}group")
         self.worker = Worker(app, WorkerSettings(**settings), env.kafka)
