@@ -16,7 +16,9 @@ from typing import Any
 
 from .errors import CatalogueError, ConfigError, UnknownJobType
 from .retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
+from .schedules import Schedule, parse_schedule
 from .schemafiles import SchemaVersion, load_versions
+from .unique import TICK_WINDOW_S, UniquePolicy, parse_unique, unique_topic
 
 __all__ = ["CATALOGUE_FILE", "Catalogue", "JobType", "SchemaVersion", "TopicSettings"]
 
@@ -27,7 +29,7 @@ _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _SETTINGS_KEYS = {"partitions", "replication_factor", "retention", "retention_ms"}
 _DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors"}
-_JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field"}
+_JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field", "unique"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class JobType:
     retry: RetryPolicy
     permanent_errors: tuple[str, ...]
     settings: TopicSettings
+    unique: UniquePolicy | None = None  # docs/catalogue.md "Unique jobs"
 
     @property
     def partitions(self) -> int:
@@ -64,10 +67,14 @@ class Catalogue:
     """Job types and schema versions of one schemas directory. Immutable after ``load``."""
 
     def __init__(self, schemas_dir: Path, jobs: Mapping[str, JobType],
-                 versions: Mapping[str, tuple[SchemaVersion, ...]]) -> None:
+                 versions: Mapping[str, tuple[SchemaVersion, ...]],
+                 schedules: Mapping[str, Schedule] | None = None,
+                 topic_prefix: str = "") -> None:
         self.schemas_dir = schemas_dir
         self._jobs = dict(jobs)
         self._versions = dict(versions)
+        self.schedules: Mapping[str, Schedule] = dict(schedules or {})
+        self.topic_prefix = topic_prefix  # what with_topic_prefix put before every topic
         self._topics: dict[str, tuple[JobType, ...]] = {}
         for job in self._jobs.values():
             self._topics[job.topic] = (*self._topics.get(job.topic, ()), job)
@@ -89,7 +96,8 @@ class Catalogue:
             if problem:
                 raise CatalogueError(str(self.schemas_dir / CATALOGUE_FILE), job.name,
                                      f"topic prefix {prefix!r}: {problem}")
-        return Catalogue(self.schemas_dir, jobs, self._versions)
+        return Catalogue(self.schemas_dir, jobs, self._versions, self.schedules,
+                         self.topic_prefix + prefix)
 
     # -- job types --------------------------------------------------------------------------
 
@@ -116,6 +124,18 @@ class Catalogue:
 
     def job_topics(self) -> dict[str, TopicSettings]:
         return {topic: jobs[0].settings for topic, jobs in self._topics.items()}
+
+    def unique_topics(self) -> dict[str, float]:
+        """Job topics whose records are deduplicated (a unique job type, or the target of a
+        schedule, whose ticks are deduplicated by job id) -> the longest window in seconds."""
+        out: dict[str, float] = {}
+        for job in self._jobs.values():
+            if job.unique is not None:
+                out[job.topic] = max(out.get(job.topic, 0.0), job.unique.window_s)
+        for schedule in self.schedules.values():
+            topic = self._jobs[schedule.job_type].topic
+            out[topic] = max(out.get(topic, 0.0), TICK_WINDOW_S)
+        return out
 
     def wait_tiers(self, topic: str) -> tuple[float, ...]:
         """Tiers of ``<topic>.retry.<tier>``: the policies' tiers plus the default tiers."""
@@ -161,9 +181,10 @@ class _Loader:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise self.error(None, f"invalid TOML: {exc}") from None
-        unknown = set(doc) - {"defaults", "jobs"}
+        unknown = set(doc) - {"defaults", "jobs", "schedules"}
         if unknown:
-            raise self.error(sorted(unknown)[0], "unknown section (expected defaults, jobs)")
+            raise self.error(sorted(unknown)[0], "unknown section (expected defaults, jobs, "
+                                                 "schedules)")
         versions = load_versions(self.dir)
         defaults = doc.get("defaults", {})
         self._check_table(defaults, "defaults", _DEFAULT_KEYS)
@@ -173,7 +194,22 @@ class _Loader:
         jobs = {name: self._job(name, spec, defaults, versions)
                 for name, spec in jobs_doc.items()}
         self._check_topics(jobs)
-        return Catalogue(self.dir, jobs, versions)
+        return Catalogue(self.dir, jobs, versions, self._schedules(doc.get("schedules", {}), jobs))
+
+    def _schedules(self, doc: Any, jobs: Mapping[str, JobType]) -> dict[str, Schedule]:
+        if not isinstance(doc, dict):
+            raise self.error("schedules", "must be a table of [schedules.<name>] tables")
+        out: dict[str, Schedule] = {}
+        for name, table in doc.items():
+            try:
+                schedule = parse_schedule(name, table)
+            except ValueError as exc:
+                raise self.error(f"schedules.{name}", str(exc)) from None
+            if schedule.job_type not in jobs:
+                raise self.error(f"schedules.{name}", f"job {schedule.job_type!r} is not a job "
+                                 f"type of this catalogue")
+            out[name] = schedule
+        return out
 
     def _check_duplicate_jobs(self, text: str) -> None:
         # tomllib rejects duplicate tables too, but without naming the job type.
@@ -235,8 +271,15 @@ class _Loader:
                 isinstance(p, str) and _CLASS_NAME.match(p) for p in permanent):
             raise self.error(entry, "permanent_errors must be a list of exception class names "
                                     "('module.Class' or 'Class')")
+        unique = None
+        if "unique" in spec:
+            try:
+                unique = parse_unique(spec["unique"])
+            except ValueError as exc:
+                raise self.error(entry, str(exc)) from None
         return JobType(name=name, schema=schema, topic=topic, key_field=key_field, retry=retry,
-                       permanent_errors=tuple(permanent), settings=self._settings(entry, merged))
+                       permanent_errors=tuple(permanent), settings=self._settings(entry, merged),
+                       unique=unique)
 
     def _settings(self, entry: str, merged: dict[str, Any]) -> TopicSettings:
         values: dict[str, Any] = {}
@@ -277,7 +320,7 @@ class _Loader:
                                  f"topic {topic!r} collides with {collide[norm]!r} ('.' and '_' "
                                  f"are the same to Kafka)")
         for topic, jobs_of_topic in catalogue._topics.items():
-            derived = [dlq_topic(topic), *(retry_topic(topic, t)
+            derived = [dlq_topic(topic), unique_topic(topic), *(retry_topic(topic, t)
                                            for t in catalogue.wait_tiers(topic))]
             for name in derived:
                 problem = _topic_problem(name)

@@ -24,10 +24,12 @@ from .catalogue import Catalogue
 from .config import KafkaConfig
 from .errors import BrokerUnavailable, ConfigError, KafkaError
 from .retry import dlq_topic, retry_topic
+from .schedules import schedules_topic
+from .unique import unique_topic
 
 __all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
 
-Role = Literal["job", "retry", "dlq"]
+Role = Literal["job", "retry", "dlq", "unique", "schedules"]
 Action = Literal["create", "add_partitions", "alter_config", "warning"]
 
 _KAFKA_LOG = logging.getLogger("streamjobs.kafka")
@@ -36,6 +38,9 @@ DAY_MS = 86_400_000
 WAIT_MIN_RETENTION_MS = 7 * DAY_MS
 # Dead letters wait for a human: a month, or the job topic's retention if longer (-1: forever).
 DLQ_MIN_RETENTION_MS = 30 * DAY_MS
+# Seen sets of unique jobs: entries older than the window are useless, kept twice as long
+# (at least an hour) so a worker restart inside the window always finds them.
+UNIQUE_MIN_RETENTION_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ def _at_least(retention_ms: int | None, minimum: int) -> str:
 
 
 def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
-    """Every topic the catalogue needs, job topics first, each followed by its tiers and DLQ.
+    """Every topic the catalogue needs: each job topic followed by its tiers, DLQ and (for
+    unique jobs and schedule targets) seen-set topic; then the schedule topic, if any.
 
     Wait tiers use ``LogAppendTime``: the worker's due-time logic relies on broker-assigned,
     per-partition monotonic timestamps (docs/DESIGN.md "Topics")."""
@@ -87,6 +93,18 @@ def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
                    for tier in catalogue.wait_tiers(topic))
         out.append(TopicSpec(dlq_topic(topic), "dlq", s.partitions, s.replication_factor,
                              {"retention.ms": _at_least(s.retention_ms, DLQ_MIN_RETENTION_MS)}))
+        window = catalogue.unique_topics().get(topic)
+        if window is not None:
+            keep_ms = max(2 * round(window * 1000), UNIQUE_MIN_RETENTION_MS)
+            out.append(TopicSpec(unique_topic(topic), "unique", s.partitions,
+                                 s.replication_factor, {
+                                     "cleanup.policy": "compact,delete",
+                                     "retention.ms": str(keep_ms),
+                                     "segment.ms": str(keep_ms // 2)}))
+    if catalogue.schedules:
+        replication = max(s.replication_factor for s in catalogue.job_topics().values())
+        out.append(TopicSpec(schedules_topic(catalogue.topic_prefix), "schedules", 1,
+                             replication, {"cleanup.policy": "compact"}))
     return out
 
 

@@ -37,6 +37,7 @@ class Outgoing:
     value: bytes | None
     headers: h.Headers
     on_ack: Callable[[], None]
+    partition: int = -1  # -1: the partitioner picks (by key)
 
 
 class Outbox:
@@ -69,7 +70,7 @@ class Outbox:
 
         try:
             self.producer.produce(out.topic, value=out.value, key=out.key,
-                                  headers=cast(Any, out.headers),
+                                  headers=cast(Any, out.headers), partition=out.partition,
                                   on_delivery=delivered)
         except BufferError:  # local queue full: let poll() make room, never block here
             self._defer(out, 0.05)

@@ -59,7 +59,9 @@ from .ordering import Lanes
 from .outbox import Outbox
 from .pauses import Pauses
 from .routes import Routes
+from .scheduler import Scheduler
 from .settings import WorkerSettings
+from .uniqueness import Uniqueness
 
 __all__ = ["Worker", "run_worker", "wait_group"]
 
@@ -98,6 +100,8 @@ class Worker:
         self.outbox: Any = None
         self.executor: Any = None
         self.intake: Any = None
+        self.uniqueness: Any = None
+        self.scheduler: Scheduler | None = None  # when the catalogue has schedules
 
     # -- public -------------------------------------------------------------------------------
 
@@ -115,7 +119,7 @@ class Worker:
             self._loop()
         finally:
             self._shutdown()
-        return 0
+        return 1 if self.scheduler is not None and self.scheduler.error is not None else 0
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -149,13 +153,21 @@ class Worker:
             self.consumer.close()
             raise BrokerUnavailable(f"Kafka at {self.kafka.bootstrap_servers} unreachable: "
                                     f"{exc}") from None
-        needed = self.routes.subscriptions() + self.routes.produced()
+        scheduler = self._scheduler()
+        self.uniqueness = Uniqueness(self, self.routes, {
+            s.job_type for s in self.app.catalogue.schedules.values()}, self.kafka, self.bus)
+        needed = self.routes.subscriptions() + self.routes.produced() + self.uniqueness.topics()
+        if scheduler is not None:
+            needed.append(scheduler.topic)
         missing = [t for t in needed if t not in meta.topics]
         if missing:
             self.consumer.close()
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
         self.broker.started()
+        if scheduler is not None:
+            scheduler.start()
+            self.scheduler = scheduler
         self.outbox = Outbox({**base, "error_cb": self.broker.on_error})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
@@ -172,6 +184,14 @@ class Worker:
                 "group.id": wait_group(self.group_id)})
             self.waiter.subscribe(sorted(self.routes.wait), **callbacks)
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
+
+    def _scheduler(self) -> Scheduler | None:
+        catalogue = self.app.catalogue
+        if not catalogue.schedules:
+            return None
+        if self.app.topic_prefix:
+            catalogue = catalogue.with_topic_prefix(self.app.topic_prefix)
+        return Scheduler(catalogue, self.kafka, self.bus, prefix=catalogue.topic_prefix)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
@@ -204,6 +224,8 @@ class Worker:
             if now - alive_at >= ALIVE_EVERY:
                 alive_at = now
                 self.bus.emit(LoopAlive(now))
+                if self.scheduler is not None and self.scheduler.error is not None:
+                    self.stop(f"scheduler failed: {self.scheduler.error}")
                 if self.in_flight != last_inflight and self.bus.wants(InFlightChanged):
                     last_inflight = self.in_flight
                     self.bus.emit(InFlightChanged(self.in_flight))
@@ -385,6 +407,7 @@ class Worker:
     def _on_assign(self, consumer: Any, tps: list[Any]) -> None:
         for tp in tps:
             part = Part(tp.topic, tp.partition, self.routes, self.settings.ordering, consumer)
+            part.dedupe = self.uniqueness.load(tp.topic, tp.partition)
             self.parts[(tp.topic, tp.partition)] = part
         self._pauses.dirty = True  # new partitions join a paused assignment paused
         self.bus.emit(PartitionsAssigned(tuple((tp.topic, tp.partition) for tp in tps)))
@@ -443,6 +466,8 @@ class Worker:
     def _shutdown(self) -> None:
         reason = self.stop_reason or "error"
         self.bus.emit(WorkerStopping(reason))
+        if self.scheduler is not None:
+            self.scheduler.stop()  # hands the firing to another worker at once
         if self.executor is not None:
             self.executor.stopping = True  # chunks stop between jobs
         deadline = time.monotonic() + self.settings.grace_period
