@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from cronsim import CronSim, CronSimError
 
+from .config import KafkaConfig
 from .retry import format_duration, parse_duration
+from .scan import Range, admin_client, partitions_of, scan, watermarks
 
 __all__ = [
     "CATCH_UP",
@@ -31,6 +33,7 @@ __all__ = [
     "ScheduleState",
     "parse_schedule",
     "plan_fires",
+    "read_states",
     "schedules_topic",
     "tick_job_id",
 ]
@@ -223,3 +226,19 @@ def plan_fires(schedule: Schedule, last_tick_ms: int | None,
     if schedule.catch_up == "none" and now_ms - newest > ON_TIME_MS:
         return [], newest
     return [newest], newest
+
+
+def read_states(config: KafkaConfig, topic: str) -> dict[str, ScheduleState]:
+    """The schedule topic read to its end: schedule name -> its latest state (TopicNotFound
+    when it does not exist, BrokerUnavailable when Kafka does not answer)."""
+    admin = admin_client(config)
+    partitions_of(admin, config, topic)
+    low, high = watermarks(admin, config, [(topic, 0)])[(topic, 0)]
+    out: dict[str, ScheduleState] = {}
+    if high > low:
+        for m in scan(config, [Range(topic, 0, low, high)]):
+            key, value = m.key(), m.value()
+            state = ScheduleState.from_bytes(value) if value is not None else None
+            if key is not None and state is not None:
+                out[key.decode("utf-8", "replace")] = state
+    return out

@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "worker": "streamjobs.cli.worker:command",
     "dlq": "streamjobs.cli.dlq:group",
     "replay": "streamjobs.cli.replay:command",
+    "schedules": "streamjobs.cli.schedules:group",
 }
 
 

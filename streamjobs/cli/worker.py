@@ -79,6 +79,9 @@ def load_app(target: str) -> Any:
               help="Run P worker processes under a supervisor that replaces crashed ones.")
 @click.option("--burst", is_flag=True, envvar="STREAMJOBS_BURST",
               help="Exit 0 once all assigned partitions are drained and nothing is in flight.")
+@click.option("--schedules/--no-schedules", default=True, show_default=True,
+              envvar="STREAMJOBS_SCHEDULES",
+              help="Take part in firing the catalogue's schedules (one worker fires each tick).")
 @click.option("--log-level", default="info", show_default=True, envvar="STREAMJOBS_LOG_LEVEL",
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @kafka_options
@@ -87,7 +90,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
             topic_prefix: str | None,
-            processes: int, burst: bool, log_level: str, kafka: KafkaConfig) -> None:
+            processes: int, burst: bool, schedules: bool, log_level: str,
+            kafka: KafkaConfig) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
     once)."""
     if processes < 1:
@@ -111,7 +115,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             job_types=tuple(t.strip() for t in job_types.split(",") if t.strip()),
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,
-            session_timeout_ms=session_timeout_ms, burst=burst)
+            session_timeout_ms=session_timeout_ms, burst=burst, schedules=schedules)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
     from ..listeners import install_default_listeners

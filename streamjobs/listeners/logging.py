@@ -15,8 +15,10 @@ at ``info`` the worker's ``bus.wants(JobReceived)`` is False and debug events ar
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -30,6 +32,7 @@ from ..events import (
     Event,
     EventBus,
     JobDeadLettered,
+    JobDuplicate,
     JobEvent,
     JobFailed,
     JobReceived,
@@ -40,6 +43,9 @@ from ..events import (
     PartitionsAssigned,
     PartitionsLost,
     PartitionsRevoked,
+    ScheduleFired,
+    SchedulerOwnership,
+    ScheduleSkipped,
     WorkerStarted,
     WorkerStopping,
 )
@@ -156,6 +162,10 @@ class LogListener:
             ("info", WorkerStopping, self.on_worker_stopping),
             ("debug", LagSampled, self.on_lag),
             ("info", BrokerStatus, self.on_broker_status),
+            ("info", JobDuplicate, self.on_duplicate),
+            ("info", ScheduleFired, self.on_schedule_fired),
+            ("warning", ScheduleSkipped, self.on_schedule_skipped),
+            ("info", SchedulerOwnership, self.on_scheduler_owner),
         ]
         for level, event_type, handler in table:
             if self.enabled(level):
@@ -200,6 +210,23 @@ class LogListener:
             "job.dead_lettered", reason=e.reason, dlq_topic=e.dlq_topic, **_job_fields(e)
         )
 
+    def on_duplicate(self, e: JobDuplicate) -> None:
+        self._log.info("job.duplicate", unique_key=e.unique_key, first_offset=e.first_offset,
+                       **_job_fields(e))
+
+    # --- schedules -------------------------------------------------------------------
+
+    def on_schedule_fired(self, e: ScheduleFired) -> None:
+        self._log.info("schedule.fired", schedule=e.schedule, job_type=e.job_type,
+                       tick=_iso(e.tick_ms), job_id=e.job_id, late_s=round(e.late_s, 3))
+
+    def on_schedule_skipped(self, e: ScheduleSkipped) -> None:
+        self._log.warning("schedule.skipped", schedule=e.schedule, count=e.count,
+                          through_tick=_iso(e.through_tick_ms))
+
+    def on_scheduler_owner(self, e: SchedulerOwnership) -> None:
+        self._log.info("schedules.owner" if e.owner else "schedules.released", pid=os.getpid())
+
     # --- consumer group and process --------------------------------------------------
 
     def on_partitions(self, e: PartitionsAssigned | PartitionsRevoked | PartitionsLost) -> None:
@@ -243,6 +270,10 @@ class LogListener:
             self._log.info("broker.reachable", detail=e.detail)
 
 
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 _HANDLERS: dict[type[Event], str] = {
     JobReceived: "on_received",
     JobStarted: "on_started",
@@ -259,4 +290,8 @@ _HANDLERS: dict[type[Event], str] = {
     WorkerStopping: "on_worker_stopping",
     LagSampled: "on_lag",
     BrokerStatus: "on_broker_status",
+    JobDuplicate: "on_duplicate",
+    ScheduleFired: "on_schedule_fired",
+    ScheduleSkipped: "on_schedule_skipped",
+    SchedulerOwnership: "on_scheduler_owner",
 }

@@ -187,7 +187,7 @@ class Worker:
 
     def _scheduler(self) -> Scheduler | None:
         catalogue = self.app.catalogue
-        if not catalogue.schedules:
+        if not catalogue.schedules or not self.settings.schedules:
             return None
         if self.app.topic_prefix:
             catalogue = catalogue.with_topic_prefix(self.app.topic_prefix)

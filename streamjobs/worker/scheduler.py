@@ -59,7 +59,7 @@ class Scheduler:
         self.owner = False
         self.state: dict[str, ScheduleState] = {}
         self._caught_up = False
-        self._end = 0  # the topic's end offset when ownership began
+        self._end: int | None = None  # the topic's end offset when ownership began
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._who = f"{h.hostname()}/{os.getpid()}"
@@ -104,12 +104,7 @@ class Scheduler:
             return
         self.state.clear()
         self._caught_up = False
-        try:
-            self._end = consumer.get_watermark_offsets(TopicPartition(self.topic, 0),
-                                                       timeout=10)[1]
-        except KafkaException as exc:
-            _log.warning("schedules: cannot read the end of %s (%s)", self.topic, exc)
-            self._end = -1  # unknown: caught up once a read returns nothing
+        self._end = None  # read by _read_to_end (this may be a topic created moments ago)
         # Nothing is ever committed in this group, so reading starts at the beginning
         # (auto.offset.reset) and every owner rebuilds the state.
         self.owner = True
@@ -138,7 +133,7 @@ class Scheduler:
                 if not self.owner:
                     continue
                 if not self._caught_up:
-                    self._caught_up = self._read_to_end(consumer, bool(msgs))
+                    self._caught_up = self._read_to_end(consumer)
                     if not self._caught_up:
                         wait = 0.05
                         continue
@@ -154,12 +149,15 @@ class Scheduler:
             if self._recorder is not None:
                 self._recorder.flush(5)
 
-    def _read_to_end(self, consumer: Any, got: bool) -> bool:
-        if self._end < 0:
-            return not got
+    def _read_to_end(self, consumer: Any) -> bool:
+        """True once the state written before this ownership began has been read."""
+        tp = TopicPartition(self.topic, 0)
         try:
-            pos = consumer.position([TopicPartition(self.topic, 0)])[0].offset
-        except KafkaException:
+            if self._end is None:
+                self._end = int(consumer.get_watermark_offsets(tp, timeout=5)[1])
+            pos = consumer.position([tp])[0].offset
+        except KafkaException as exc:
+            _log.debug("schedules: reading %s (%s)", self.topic, exc)  # leader not ready
             return False
         return self._end == 0 or pos >= self._end
 

@@ -37,6 +37,7 @@ class WorkerSettings:
                       pause their partition
     burst             exit once all assigned partitions are drained and nothing is in flight
     consumer_config   extra librdkafka consumer settings (win over ours)
+    schedules         take part in firing the catalogue's schedules (docs/catalogue.md)
     """
 
     concurrency: int = 8
@@ -55,6 +56,7 @@ class WorkerSettings:
     wake_horizon: float = 2.0
     burst: bool = False
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
+    schedules: bool = True
 
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")

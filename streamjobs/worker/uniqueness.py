@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import headers as h
 from ..config import KafkaConfig
+from ..errors import KafkaError
 from ..events import EventBus, JobDuplicate
 from ..scan import Range, admin_client, scan, watermarks
 from ..unique import TICK_WINDOW_S, SeenEntry, SeenSet, UniquePolicy, unique_topic
@@ -36,6 +37,7 @@ __all__ = ["Uniqueness"]
 
 _TICK = UniquePolicy(by="job_id", window_s=TICK_WINDOW_S)
 _EXEMPT = (h.REPROCESSED_FROM, h.REPLAYED_FROM)
+LOAD_RETRY_S = 15.0
 
 
 class Uniqueness:
@@ -75,7 +77,7 @@ class Uniqueness:
         state = unique_topic(topic)
         if self._admin is None:
             self._admin = admin_client(self.kafka)
-        low, high = watermarks(self._admin, self.kafka, [(state, partition)])[(state, partition)]
+        low, high = self._watermarks(state, partition)
         if high > low:
             for m in scan(self.kafka, [Range(state, partition, low, high)]):
                 entry = SeenEntry.from_bytes(m.value())
@@ -84,6 +86,17 @@ class Uniqueness:
                     seen.load(key.decode("utf-8", "replace"), entry)
         seen.prune(int(time.time() * 1000))
         return seen
+
+    def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        # A topic created moments ago may not have a leader yet (NOT_LEADER_FOR_PARTITION).
+        deadline = time.monotonic() + LOAD_RETRY_S
+        while True:
+            try:
+                return watermarks(self._admin, self.kafka, [(topic, partition)])[(topic, partition)]
+            except KafkaError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def filter(self, part: Part, seen: SeenSet, jobs: list[JobContext],
                offsets: list[int]) -> tuple[list[JobContext], list[int]]:
