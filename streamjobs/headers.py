@@ -101,14 +101,14 @@ REPLAYED_FROM = "sj-replayed-from"
 SCHEDULE = "sj-schedule"
 TICK = "sj-tick"
 
-_JOB_ID_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
+_JOB_ID_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}")
 
 
 def check_job_id(value: str) -> str:
     """``value`` if it can be a caller-given job id, else ValueError: 1-200 characters of
     letters, digits and ``. _ : @ / + = -``, starting with a letter or digit (a UUID, an order
     number, an idempotency key), so it is safe in headers, keys, logs and URLs."""
-    if not isinstance(value, str) or not _JOB_ID_TEXT.match(value):
+    if not isinstance(value, str) or not _JOB_ID_TEXT.fullmatch(value):
         raise ValueError(f"job_id {value!r}: 1-200 characters of letters, digits and "
                          f"'._:@/+=-', starting with a letter or digit")
     return value

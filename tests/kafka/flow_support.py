@@ -90,8 +90,8 @@ class Flow:
                     fut.result(timeout=30)
 
 
-@pytest.fixture
-def flow(kafka_config: KafkaConfig, admin: AdminClient, unique: str, tmp_path: Path,
+@pytest.fixture(name="flow")
+def flow_fixture(kafka_config: KafkaConfig, admin: AdminClient, unique: str, tmp_path: Path,
          run_cli: RunCli, spawn_cli: SpawnCli) -> Iterator[Flow]:
     f = Flow(kafka_config, admin, f"{unique}.", tmp_path / "schemas", tmp_path / "ledger.jsonl",
              f"{unique}-group", run_cli, spawn_cli)

@@ -20,6 +20,8 @@ COVERED_ELSEWHERE = {
     "bench/run --quick": ".ci/run",
     "make test": ".ci/run",
     "make lint": ".ci/run",
+    "streamjobs schedules list": "tests/kafka/test_schedules.py",
+    "streamjobs schedules list --json": "tests/kafka/test_schedules.py",
 }
 
 

@@ -5,6 +5,7 @@ shows the last and next fire."""
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ from streamjobs import headers as h
 from streamjobs.schedules import ScheduleState, read_states, schedules_topic, tick_job_id
 from tests.conftest import Proc, wait_for
 
-from .flow_support import Flow, flow  # noqa: F401
+from .flow_support import Flow, flow_fixture  # noqa: F401
 
 CATALOGUE = """
 [jobs.beat]
@@ -112,11 +113,14 @@ def test_killed_owner_every_tick_fired_and_run_once(flow: Flow) -> None:
     assert len(refired) <= 1 and all(abs(t - killed_ms) < 4000 for t in refired), emitted
     assert "schedule.fired" in survivor.output()
 
-    listed = flow.run_cli("schedules", "list", "--json", env=flow.env())
+    # The README's commands, as shown there.
+    listed = flow.run_cli(*shlex.split("streamjobs schedules list --json")[1:], env=flow.env())
     assert listed.returncode == 0, listed.stderr
     row = json.loads(listed.stdout)["schedules"][0]
     assert row["schedule"] == "pulse" and row["spec"] == "every 2s"
     assert row["fired_by"].endswith(f"/{survivor.pid}")
     assert row["last_tick"] is not None and row["next_tick"] > row["last_tick"]
+    text = flow.run_cli(*shlex.split("streamjobs schedules list")[1:], env=flow.env())
+    assert text.returncode == 0 and "pulse" in text.stdout and "every 2s" in text.stdout
     runner.signal(signal.SIGTERM)
     assert runner.wait(40) == 0

@@ -10,7 +10,7 @@ from streamjobs import headers as h
 from streamjobs.schedules import tick_job_id
 from tests.conftest import wait_for
 
-from .flow_support import Flow, flow  # noqa: F401
+from .flow_support import Flow, flow_fixture  # noqa: F401
 
 CATALOGUE = """
 [defaults]
