@@ -165,9 +165,6 @@ class Worker:
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
         self.broker.started()
-        if scheduler is not None:
-            scheduler.start()
-            self.scheduler = scheduler
         self.outbox = Outbox({**base, "error_cb": self.broker.on_error})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
@@ -183,6 +180,9 @@ class Worker:
                    if k not in ("stats_cb", "statistics.interval.ms")},
                 "group.id": wait_group(self.group_id)})
             self.waiter.subscribe(sorted(self.routes.wait), **callbacks)
+        if scheduler is not None:
+            self.scheduler = scheduler
+            scheduler.start()
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
 
     def _scheduler(self) -> Scheduler | None:
