@@ -28,7 +28,7 @@ _TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _SETTINGS_KEYS = {"partitions", "replication_factor", "retention", "retention_ms"}
-_DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors"}
+_DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors", "timeout"}
 _JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field", "unique"}
 
 
@@ -49,6 +49,7 @@ class JobType:
     permanent_errors: tuple[str, ...]
     settings: TopicSettings
     unique: UniquePolicy | None = None  # docs/catalogue.md "Unique jobs"
+    timeout_s: float | None = None  # async handlers are cancelled past it (docs/worker.md)
 
     @property
     def partitions(self) -> int:
@@ -277,9 +278,17 @@ class _Loader:
                 unique = parse_unique(spec["unique"])
             except ValueError as exc:
                 raise self.error(entry, str(exc)) from None
+        timeout = None
+        if "timeout" in merged:
+            try:
+                timeout = parse_duration(merged["timeout"])
+            except ValueError as exc:
+                raise self.error(entry, f"timeout: {exc}") from None
+            if timeout <= 0:
+                raise self.error(entry, "timeout must be > 0")
         return JobType(name=name, schema=schema, topic=topic, key_field=key_field, retry=retry,
                        permanent_errors=tuple(permanent), settings=self._settings(entry, merged),
-                       unique=unique)
+                       unique=unique, timeout_s=timeout)
 
     def _settings(self, entry: str, merged: dict[str, Any]) -> TopicSettings:
         values: dict[str, Any] = {}

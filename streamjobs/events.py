@@ -17,6 +17,8 @@ Job lifecycle (all carry job_id, job_type, topic, partition, offset, attempt):
 - ``JobRetried``       re-published to a retry topic; ``delay_s``, ``retry_topic``
 - ``JobDeadLettered``  sent to the dead-letter topic; ``reason``, ``dlq_topic``
                        (job_id/job_type may be "" for undecodable poison records)
+- ``JobTimedOut``      an async handler ran past its timeout and was cancelled (``timeout_s``);
+                       the job then fails with ``JobTimeout`` (``JobFailed``, retry path)
 - ``JobDuplicate``     not run: a duplicate of a unique job (or of a schedule's tick) first
                        seen at ``first_offset`` within the window; ``unique_key``; its offset
                        is acknowledged
@@ -83,6 +85,7 @@ __all__ = [
     "JobRetried",
     "JobStarted",
     "JobSucceeded",
+    "JobTimedOut",
     "JobsReceived",
     "JobsSucceeded",
     "LagSampled",
@@ -163,6 +166,13 @@ class JobDuplicate(JobEvent):
 
     unique_key: str
     first_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobTimedOut(JobEvent):
+    """The handler ran past ``timeout_s`` and was cancelled; a ``JobFailed`` follows."""
+
+    timeout_s: float
 
 
 # --- job summaries -------------------------------------------------------------------

@@ -39,6 +39,7 @@ from ..events import (
     JobRetried,
     JobStarted,
     JobSucceeded,
+    JobTimedOut,
     LagSampled,
     PartitionsAssigned,
     PartitionsLost,
@@ -163,6 +164,7 @@ class LogListener:
             ("debug", LagSampled, self.on_lag),
             ("info", BrokerStatus, self.on_broker_status),
             ("info", JobDuplicate, self.on_duplicate),
+            ("warning", JobTimedOut, self.on_timed_out),
             ("info", ScheduleFired, self.on_schedule_fired),
             ("warning", ScheduleSkipped, self.on_schedule_skipped),
             ("info", SchedulerOwnership, self.on_scheduler_owner),
@@ -213,6 +215,9 @@ class LogListener:
     def on_duplicate(self, e: JobDuplicate) -> None:
         self._log.info("job.duplicate", unique_key=e.unique_key, first_offset=e.first_offset,
                        **_job_fields(e))
+
+    def on_timed_out(self, e: JobTimedOut) -> None:
+        self._log.warning("job.timed_out", timeout_s=e.timeout_s, **_job_fields(e))
 
     # --- schedules -------------------------------------------------------------------
 
@@ -291,6 +296,7 @@ _HANDLERS: dict[type[Event], str] = {
     LagSampled: "on_lag",
     BrokerStatus: "on_broker_status",
     JobDuplicate: "on_duplicate",
+    JobTimedOut: "on_timed_out",
     ScheduleFired: "on_schedule_fired",
     ScheduleSkipped: "on_schedule_skipped",
     SchedulerOwnership: "on_scheduler_owner",

@@ -35,6 +35,7 @@ from ..events import (
     JobsReceived,
     JobsSucceeded,
     JobSucceeded,
+    JobTimedOut,
     LagSampled,
     PartitionsAssigned,
     PartitionsLost,
@@ -129,6 +130,12 @@ class MetricsListener:
             ["job_type"],
             registry=r,
         )
+        self.timed_out = Counter(
+            "streamjobs_jobs_timed_out",
+            "Async handlers cancelled past their timeout (the job then takes the retry path).",
+            ["job_type"],
+            registry=r,
+        )
         self.schedule_fired = Counter(
             "streamjobs_schedule_fired", "Schedule ticks emitted by this worker.",
             ["schedule"], registry=r,
@@ -170,6 +177,7 @@ class MetricsListener:
             (WorkerStopping, self.on_worker_stopping),
             (BrokerStatus, self.on_broker_status),
             (JobDuplicate, self.on_duplicate),
+            (JobTimedOut, self.on_timed_out),
             (ScheduleFired, self.on_schedule_fired),
             (ScheduleSkipped, self.on_schedule_skipped),
             (SchedulerOwnership, self.on_scheduler_owner),
@@ -251,6 +259,9 @@ class MetricsListener:
 
     def on_duplicate(self, e: JobDuplicate) -> None:
         self.duplicates.labels(job_type=e.job_type).inc()
+
+    def on_timed_out(self, e: JobTimedOut) -> None:
+        self.timed_out.labels(job_type=e.job_type).inc()
 
     # --- schedules -------------------------------------------------------------------
 

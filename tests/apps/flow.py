@@ -3,10 +3,13 @@
 Its catalogue is the one in ``STREAMJOBS_TEST_SCHEMAS`` (each test writes its own), its topic
 prefix ``STREAMJOBS_TOPIC_PREFIX``. Every handler appends one JSON line per run to the ledger
 named by ``STREAMJOBS_TEST_LEDGER`` (fsync'd): job id, type, key, schedule tick, offset, pid.
+Job types named ``slow*`` get an async handler that hangs on its first attempt when the key
+starts with ``hang`` (the timeout tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -29,7 +32,7 @@ def record(payload: dict[str, Any], ctx: JobContext) -> None:
     line = json.dumps({"job_id": ctx.job_id, "type": ctx.job_type, "id": payload["id"],
                        "key": payload["key"], "tick": ctx.header("sj-tick"),
                        "schedule": ctx.header("sj-schedule"), "topic": ctx.topic,
-                       "partition": ctx.partition, "offset": ctx.offset,
+                       "partition": ctx.partition, "offset": ctx.offset, "attempt": ctx.attempt,
                        "pid": os.getpid()}) + "\n"
     with _lock:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -40,5 +43,11 @@ def record(payload: dict[str, Any], ctx: JobContext) -> None:
             os.close(fd)
 
 
+async def slow(payload: dict[str, Any], ctx: JobContext) -> None:
+    if payload["key"].startswith("hang") and ctx.attempt == 1:
+        await asyncio.sleep(60)
+    record(payload, ctx)
+
+
 for _name in app.catalogue.names():  # every job type of the test's catalogue
-    app.job(_name)(record)
+    app.job(_name)(slow if _name.startswith("slow") else record)
