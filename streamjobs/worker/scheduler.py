@@ -186,9 +186,14 @@ class Scheduler:
         job_id = prior.job_id if prior else None
         fired_at = prior.fired_at_ms if prior else None
         try:
+            job = self.catalogue.get(s.job_type)
+            keyed = job.key_field is not None and s.payload.get(job.key_field) is not None
             for tick in fire:
+                tick_id = tick_job_id(s.name, tick)
+                # Both emits of a re-fired tick must meet in one partition, where the worker
+                # compares job ids: a payload key does that; without one, the id is the key.
                 job_id = self._producer.emit(
-                    s.job_type, s.payload, job_id=tick_job_id(s.name, tick),
+                    s.job_type, s.payload, job_id=tick_id, key=None if keyed else tick_id,
                     headers={h.SCHEDULE: s.name, h.TICK: str(tick)})
                 fired_tick, fired_at = tick, int(time.time() * 1000)
             self._producer.flush(30)

@@ -115,7 +115,9 @@ def test_caller_job_id_unique_by_id_with_a_window(flow: Flow) -> None:
     flow.producer.emit("byid", {"id": "3"}, job_id="order-43")
     tick = 1_700_000_000_000
     for i in range(2):
+        # As the scheduler emits a tick of a job type without key_field: keyed by its id.
         flow.producer.emit("beat", {"id": f"t{i}"}, job_id=tick_job_id("hourly", tick),
+                           key=tick_job_id("hourly", tick),
                            headers={h.SCHEDULE: "hourly", h.TICK: str(tick)})
     flow.producer.flush(10)
     wait_for(lambda: len(flow.lines()) >= 3, 60, what="first runs")
