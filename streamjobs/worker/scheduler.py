@@ -201,9 +201,8 @@ class Scheduler:
             _log.warning("schedules: %s: emit failed (%s); trying again", s.name, exc)
             return False
         skipped = 0
-        after = prior.last_tick_ms if prior else None
-        if after is not None and last > (fire[-1] if fire else after):
-            skipped = len(s.ticks(after, last, MAX_CATCH_UP)) - len(fire)
+        if prior is not None:  # ticks handled now that were not fired (counted up to a bound)
+            skipped = len(s.ticks(prior.last_tick_ms, last, MAX_CATCH_UP)) - len(fire)
         state = ScheduleState(last, fired_tick, job_id, fired_at, self._who)
         if not self._record(s.name, state):
             return False

@@ -4,6 +4,7 @@ shows the last and next fire."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 import signal
@@ -46,13 +47,13 @@ def _owner_pid(flow: Flow) -> int | None:
     return int(st.owner.rsplit("/", 1)[1]) if st is not None else None
 
 
-def _records(flow: Flow, topic: str) -> list[tuple[int, str]]:
+def _records(flow: Flow, topic: str, partitions: int = 3) -> list[tuple[int, str]]:
     """(tick, job id) of every record of ``topic``."""
     c = Consumer({**flow.kafka.client_settings(), "group.id": f"{topic}.reader",
                   "enable.auto.commit": False})
     out = []
     try:
-        for p in range(3):
+        for p in range(partitions):
             tp = TopicPartition(topic, p)
             high = c.get_watermark_offsets(tp, timeout=10)[1]
             if high == 0:
@@ -124,3 +125,42 @@ def test_killed_owner_every_tick_fired_and_run_once(flow: Flow) -> None:
     assert text.returncode == 0 and "pulse" in text.stdout and "every 2s" in text.stdout
     runner.signal(signal.SIGTERM)
     assert runner.wait(40) == 0
+
+
+LATEST = """
+[jobs.beat]
+schema = "test.Flow"
+topic = "beat"
+partitions = 1
+
+[schedules.pulse]
+job = "beat"
+every = "1s"
+payload = { id = "pulse" }
+"""
+
+
+def test_catch_up_latest_fires_the_newest_missed_tick_once(flow: Flow) -> None:
+    """Rule: with catch_up = "latest" (the default), ticks missed while no worker ran are not
+    fired one by one: the next owner reads the last handled tick back from the schedule topic,
+    fires the newest missed tick once, records the rest as skipped (schedule.skipped), then
+    carries on every second."""
+    flow.setup(LATEST)
+    w = flow.worker()
+    wait_for(lambda: len(flow.lines()) >= 2, 60, what="two ticks run")
+    w.signal(signal.SIGTERM)
+    assert w.wait(40) == 0
+    before = _state(flow)
+    assert before is not None
+    time.sleep(5)  # about five ticks with no worker
+    w2 = flow.worker()
+    wait_for(lambda: (st := _state(flow)) is not None and st.last_tick_ms
+             >= before.last_tick_ms + 9000, 60, interval=0.5, what="ticks after the restart")
+    w2.signal(signal.SIGTERM)
+    assert w2.wait(40) == 0
+    emitted = sorted(t for t, _ in _records(flow, f"{flow.prefix}beat", 1))
+    gaps = [b - a for a, b in itertools.pairwise(emitted)]
+    # One gap of several seconds (the downtime, caught up by one tick), every other 1 s.
+    assert sorted(gaps)[:-1] == [1000] * (len(gaps) - 1), gaps
+    assert max(gaps) >= 4000, gaps
+    assert "schedule.skipped" in w2.output()
