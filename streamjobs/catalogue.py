@@ -17,8 +17,10 @@ from typing import Any
 from .errors import CatalogueError, ConfigError, UnknownJobType
 from .framing import FRAMINGS, REGISTRY, SINGLE_OBJECT
 from .retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
+from .schedules import Schedule, parse_schedule
 from .schemafiles import SchemaVersion, load_versions
 from .settings import Settings
+from .unique import TICK_WINDOW_S, UniquePolicy, parse_unique, unique_topic
 
 __all__ = ["CATALOGUE_FILE", "DEFAULT_STATUS", "STATUS_MODES", "Catalogue", "JobType",
            "SchemaVersion", "TopicSettings"]
@@ -30,14 +32,14 @@ _JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
 _CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _SETTINGS_KEYS = {"partitions", "replication_factor", "retention", "retention_ms"}
 _DEFAULT_KEYS = _SETTINGS_KEYS | {"retry", "permanent_errors", "status", "framing",
-                                   "subject_strategy"}
+                                   "subject_strategy", "timeout"}
 # Which status transitions a job type records (docs/status.md): every one, failures only
 # (retrying, dead: the jobs needing attention; the worker's hot path writes nothing), none.
 STATUS_MODES = ("all", "failures", "none")
 DEFAULT_STATUS = "failures"
 # How a registry subject is named: Confluent's TopicNameStrategy and RecordNameStrategy.
 SUBJECT_STRATEGIES = ("topic", "record")
-_JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field"}
+_JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field", "unique"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class JobType:
     def subject(self) -> str:
         """The schema registry subject of this job type's schema."""
         return f"{self.topic}-value" if self.subject_strategy == "topic" else self.schema
+    unique: UniquePolicy | None = None  # docs/catalogue.md "Unique jobs"
+    timeout_s: float | None = None  # async handlers are cancelled past it (docs/worker.md)
 
     @property
     def partitions(self) -> int:
@@ -82,12 +86,14 @@ class Catalogue:
     """Job types and schema versions of one schemas directory. Immutable after ``load``."""
 
     def __init__(self, schemas_dir: Path, jobs: Mapping[str, JobType],
-                 versions: Mapping[str, tuple[SchemaVersion, ...]], *,
+                 versions: Mapping[str, tuple[SchemaVersion, ...]],
+                 schedules: Mapping[str, Schedule] | None = None, *,
                  topic_prefix: str = "") -> None:
         self.schemas_dir = schemas_dir
         self.topic_prefix = topic_prefix  # already applied to every job's topic
         self._jobs = dict(jobs)
         self._versions = dict(versions)
+        self.schedules: Mapping[str, Schedule] = dict(schedules or {})
         self._topics: dict[str, tuple[JobType, ...]] = {}
         for job in self._jobs.values():
             self._topics[job.topic] = (*self._topics.get(job.topic, ()), job)
@@ -118,12 +124,14 @@ class Catalogue:
             if problem:
                 raise CatalogueError(str(self.schemas_dir / CATALOGUE_FILE), job.name,
                                      f"topic prefix {prefix!r}: {problem}")
-        return Catalogue(self.schemas_dir, jobs, self._versions, topic_prefix=prefix)
+        return Catalogue(self.schemas_dir, jobs, self._versions, self.schedules,
+                         topic_prefix=prefix)
 
     def with_framing(self, framing: str) -> Catalogue:
         """The same catalogue with every job type framed ``framing``."""
         jobs = {name: replace(job, framing=framing) for name, job in self._jobs.items()}
-        return Catalogue(self.schemas_dir, jobs, self._versions, topic_prefix=self.topic_prefix)
+        return Catalogue(self.schemas_dir, jobs, self._versions, self.schedules,
+                         topic_prefix=self.topic_prefix)
 
     # -- job types --------------------------------------------------------------------------
 
@@ -150,6 +158,18 @@ class Catalogue:
 
     def job_topics(self) -> dict[str, TopicSettings]:
         return {topic: jobs[0].settings for topic, jobs in self._topics.items()}
+
+    def unique_topics(self) -> dict[str, float]:
+        """Job topics whose records are deduplicated (a unique job type, or the target of a
+        schedule, whose ticks are deduplicated by job id) -> the longest window in seconds."""
+        out: dict[str, float] = {}
+        for job in self._jobs.values():
+            if job.unique is not None:
+                out[job.topic] = max(out.get(job.topic, 0.0), job.unique.window_s)
+        for schedule in self.schedules.values():
+            topic = self._jobs[schedule.job_type].topic
+            out[topic] = max(out.get(topic, 0.0), TICK_WINDOW_S)
+        return out
 
     def wait_tiers(self, topic: str) -> tuple[float, ...]:
         """Tiers of ``<topic>.retry.<tier>``: the policies' tiers plus the default tiers."""
@@ -195,9 +215,10 @@ class _Loader:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise self.error(None, f"invalid TOML: {exc}") from None
-        unknown = set(doc) - {"defaults", "jobs"}
+        unknown = set(doc) - {"defaults", "jobs", "schedules"}
         if unknown:
-            raise self.error(sorted(unknown)[0], "unknown section (expected defaults, jobs)")
+            raise self.error(sorted(unknown)[0], "unknown section (expected defaults, jobs, "
+                                                 "schedules)")
         versions = load_versions(self.dir)
         defaults = doc.get("defaults", {})
         self._check_table(defaults, "defaults", _DEFAULT_KEYS)
@@ -207,7 +228,22 @@ class _Loader:
         jobs = {name: self._job(name, spec, defaults, versions)
                 for name, spec in jobs_doc.items()}
         self._check_topics(jobs)
-        return Catalogue(self.dir, jobs, versions)
+        return Catalogue(self.dir, jobs, versions, self._schedules(doc.get("schedules", {}), jobs))
+
+    def _schedules(self, doc: Any, jobs: Mapping[str, JobType]) -> dict[str, Schedule]:
+        if not isinstance(doc, dict):
+            raise self.error("schedules", "must be a table of [schedules.<name>] tables")
+        out: dict[str, Schedule] = {}
+        for name, table in doc.items():
+            try:
+                schedule = parse_schedule(name, table)
+            except ValueError as exc:
+                raise self.error(f"schedules.{name}", str(exc)) from None
+            if schedule.job_type not in jobs:
+                raise self.error(f"schedules.{name}", f"job {schedule.job_type!r} is not a job "
+                                 f"type of this catalogue")
+            out[name] = schedule
+        return out
 
     def _check_duplicate_jobs(self, text: str) -> None:
         # tomllib rejects duplicate tables too, but without naming the job type.
@@ -269,6 +305,20 @@ class _Loader:
                 isinstance(p, str) and _CLASS_NAME.match(p) for p in permanent):
             raise self.error(entry, "permanent_errors must be a list of exception class names "
                                     "('module.Class' or 'Class')")
+        unique = None
+        if "unique" in spec:
+            try:
+                unique = parse_unique(spec["unique"])
+            except ValueError as exc:
+                raise self.error(entry, str(exc)) from None
+        timeout = None
+        if "timeout" in merged:
+            try:
+                timeout = parse_duration(merged["timeout"])
+            except ValueError as exc:
+                raise self.error(entry, f"timeout: {exc}") from None
+            if timeout <= 0:
+                raise self.error(entry, "timeout must be > 0")
         status = merged.get("status", DEFAULT_STATUS)
         if status not in STATUS_MODES:
             raise self.error(entry, f"status must be one of {', '.join(STATUS_MODES)}, "
@@ -283,7 +333,8 @@ class _Loader:
                                     f"{', '.join(SUBJECT_STRATEGIES)}, got {strategy!r}")
         return JobType(name=name, schema=schema, topic=topic, key_field=key_field, retry=retry,
                        permanent_errors=tuple(permanent), settings=self._settings(entry, merged),
-                       framing=framing, subject_strategy=strategy, status=status)
+                       framing=framing, subject_strategy=strategy, status=status,
+                       unique=unique, timeout_s=timeout)
 
     def _settings(self, entry: str, merged: dict[str, Any]) -> TopicSettings:
         values: dict[str, Any] = {}
@@ -331,7 +382,7 @@ class _Loader:
                                  f"topic {topic!r} collides with {collide[norm]!r} ('.' and '_' "
                                  f"are the same to Kafka)")
         for topic, jobs_of_topic in catalogue._topics.items():
-            derived = [dlq_topic(topic), *(retry_topic(topic, t)
+            derived = [dlq_topic(topic), unique_topic(topic), *(retry_topic(topic, t)
                                            for t in catalogue.wait_tiers(topic))]
             for name in derived:
                 problem = _topic_problem(name)

@@ -13,6 +13,7 @@
     │   ├── RecordTooLarge       a record larger than the topic or client accepts
     │   └── DeliveryFailed       the broker did not acknowledge a produced record
     ├── DevBrokerError           the local development broker (``streamjobs dev``)
+    ├── JobTimeout               a handler ran past its job type's timeout (retried)
     └── JobFailure               raised by handlers to steer the failure path
         ├── Retry                retry this job after a given delay
         └── PermanentError       do not retry; dead-letter at once
@@ -30,6 +31,7 @@ __all__ = [
     "DeliveryFailed",
     "DevBrokerError",
     "JobFailure",
+    "JobTimeout",
     "KafkaError",
     "PayloadError",
     "PermanentError",
@@ -188,6 +190,14 @@ class ProducerFenced(KafkaError):
 
 class DevBrokerError(StreamjobsError):
     pass
+
+
+class JobTimeout(StreamjobsError):
+    """A handler ran longer than its timeout (``timeout_s``); the job takes the retry path."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"handler ran past its timeout of {timeout_s:g}s")
 
 
 class JobFailure(StreamjobsError):

@@ -17,6 +17,11 @@ Job lifecycle (all carry job_id, job_type, topic, partition, offset, attempt):
 - ``JobRetried``       re-published to a retry topic; ``delay_s``, ``retry_topic``
 - ``JobDeadLettered``  sent to the dead-letter topic; ``reason``, ``dlq_topic``
                        (job_id/job_type may be "" for undecodable poison records)
+- ``JobTimedOut``      an async handler ran past its timeout and was cancelled (``timeout_s``);
+                       the job then fails with ``JobTimeout`` (``JobFailed``, retry path)
+- ``JobDuplicate``     not run: a duplicate of a unique job (or of a schedule's tick) first
+                       seen at ``first_offset`` within the window; ``unique_key``; its offset
+                       is acknowledged
 
 Job summaries (the batch form of a per-job event, for listeners that only count):
 
@@ -34,6 +39,14 @@ Consumer group:
 - ``PartitionsAssigned`` / ``PartitionsRevoked`` / ``PartitionsLost``  ``partitions``
 - ``CommitDone``       ``offsets`` as (topic, partition, next offset)
 - ``CommitFailed``     ``error``
+
+Schedules (the worker that owns the schedule topic's partition fires them):
+
+- ``SchedulerOwnership`` this worker became (``owner``) or stopped being the firing owner
+- ``ScheduleFired``    one tick emitted: ``schedule``, ``job_type``, ``tick_ms``, ``job_id``,
+                       ``late_s`` (how long after the tick it was emitted)
+- ``ScheduleSkipped``  ticks not fired by the catch-up policy: ``schedule``, ``count``,
+                       ``through_tick_ms``
 
 Worker process:
 
@@ -66,12 +79,14 @@ __all__ = [
     "EventBus",
     "InFlightChanged",
     "JobDeadLettered",
+    "JobDuplicate",
     "JobEvent",
     "JobFailed",
     "JobReceived",
     "JobRetried",
     "JobStarted",
     "JobSucceeded",
+    "JobTimedOut",
     "JobsReceived",
     "JobsSucceeded",
     "LagSampled",
@@ -80,6 +95,9 @@ __all__ = [
     "PartitionsAssigned",
     "PartitionsLost",
     "PartitionsRevoked",
+    "ScheduleFired",
+    "ScheduleSkipped",
+    "SchedulerOwnership",
     "WorkerStarted",
     "WorkerStopped",
     "WorkerStopping",
@@ -142,6 +160,21 @@ class JobDeadLettered(JobEvent):
 
     reason: str
     dlq_topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobDuplicate(JobEvent):
+    """Not run: the same ``unique_key`` was first seen at ``first_offset`` within the window."""
+
+    unique_key: str
+    first_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobTimedOut(JobEvent):
+    """The handler ran past ``timeout_s`` and was cancelled; a ``JobFailed`` follows."""
+
+    timeout_s: float
 
 
 # --- job summaries -------------------------------------------------------------------
@@ -211,6 +244,30 @@ class CommitDone(Event):
 @dataclass(frozen=True, slots=True)
 class CommitFailed(Event):
     error: str
+
+
+# --- schedules -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerOwnership(Event):
+    owner: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFired(Event):
+    schedule: str
+    job_type: str
+    tick_ms: int
+    job_id: str
+    late_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSkipped(Event):
+    schedule: str
+    count: int
+    through_tick_ms: int
 
 
 # --- worker process ------------------------------------------------------------------

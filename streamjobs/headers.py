@@ -4,7 +4,7 @@ All names are namespaced ``sj-`` (``traceparent`` keeps its W3C name so tracing 
 Values are UTF-8 text; numbers are decimal ASCII so ``kcat -f '%h'`` shows them readably.
 
 Job headers (every record ``emit`` writes):
-    sj-id            time-ordered unique job id (UUIDv7, text)
+    sj-id            job id: a time-ordered UUIDv7 (text), or the caller's ``emit(job_id=...)``
     sj-type          job type name from the catalogue
     sj-attempt       attempt number, 1 for the first run
     sj-created-at    creation time, ms since the epoch
@@ -14,6 +14,10 @@ Job headers (every record ``emit`` writes):
 Scheduling headers (records on retry/delay topics):
     sj-due-at        ms since the epoch before which the job must not run
     sj-target        topic the job belongs to (where it runs when due)
+
+Schedule headers (jobs fired by a schedule; their sj-id is ``schedules.tick_job_id``):
+    sj-schedule      the schedule's name
+    sj-tick          the tick's time, ms since the epoch
 
 Provenance headers (retried and dead-lettered records; the first original-* set is kept
 through a retry chain, the error set is the latest):
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from collections.abc import Iterable, Sequence
 
@@ -56,12 +61,15 @@ __all__ = [
     "ORIG_TOPIC",
     "REPLAYED_FROM",
     "REPROCESSED_FROM",
+    "SCHEDULE",
     "SCHEMA",
     "TARGET",
+    "TICK",
     "TRACEPARENT",
     "WORKER_GROUP",
     "WORKER_HOST",
     "Headers",
+    "check_job_id",
     "get",
     "get_int",
     "new_job_id",
@@ -90,6 +98,20 @@ DLQ_REASON = "sj-dlq-reason"
 DLQ_AT = "sj-dlq-at"
 REPROCESSED_FROM = "sj-reprocessed-from"
 REPLAYED_FROM = "sj-replayed-from"
+SCHEDULE = "sj-schedule"
+TICK = "sj-tick"
+
+_JOB_ID_TEXT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}")
+
+
+def check_job_id(value: str) -> str:
+    """``value`` if it can be a caller-given job id, else ValueError: 1-200 characters of
+    letters, digits and ``. _ : @ / + = -``, starting with a letter or digit (a UUID, an order
+    number, an idempotency key), so it is safe in headers, keys, logs and URLs."""
+    if not isinstance(value, str) or not _JOB_ID_TEXT.fullmatch(value):
+        raise ValueError(f"job_id {value!r}: 1-200 characters of letters, digits and "
+                         f"'._:@/+=-', starting with a letter or digit")
+    return value
 
 # Kafka headers as confluent-kafka hands them over: ordered, repeatable, values may be None.
 Headers = list[tuple[str, bytes | None]]

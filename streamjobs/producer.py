@@ -71,13 +71,14 @@ class Job:
     traceparent: str | None = None
     delay: float | timedelta | None = None
     run_at: datetime | None = None
+    job_id: str | None = None
 
 
 class _TypeInfo:
     """What emit needs per job type, computed once."""
 
-    __slots__ = ("const", "const_size", "encode", "key_field", "name", "status", "target",
-                 "tier_topics", "tiers", "topic")
+    __slots__ = ("const", "const_size", "encode", "key_by_id", "key_field", "name", "status",
+                 "target", "tier_topics", "tiers", "topic", "unique")
 
     def __init__(self, catalogue: Catalogue, codec: Codec, name: str,
                  status: StatusWriter | None) -> None:
@@ -86,6 +87,9 @@ class _TypeInfo:
         self.topic = job.topic
         self.target = job.topic.encode()
         self.key_field = job.key_field
+        self.unique = job.unique
+        # Unique by job id: records of one id must meet in one partition (docs/catalogue.md).
+        self.key_by_id = job.unique is not None and job.unique.by == "job_id"
         self.encode = codec.encoder(name)
         self.const: list[tuple[str, bytes]] = [
             (h.JOB_TYPE, name.encode()),
@@ -159,15 +163,18 @@ class Producer:
     def emit(self, job_type: str, payload: Mapping[str, Any], *, key: str | bytes | None = None,
              headers: Mapping[str, str | bytes] | None = None, traceparent: str | None = None,
              delay: float | timedelta | None = None, run_at: datetime | None = None,
-             on_delivery: OnDelivery | None = None) -> str:
+             on_delivery: OnDelivery | None = None, job_id: str | None = None) -> str:
         """Validate, encode and send one job; returns its id before the broker acknowledges.
 
-        Raises PayloadError / UnknownJobType / RecordTooLarge with nothing sent.
+        ``job_id``: the caller's id instead of a new UUIDv7 (``headers.check_job_id``); a job
+        type that is unique by job id runs one job per id within its window.
+        Raises PayloadError / UnknownJobType / RecordTooLarge / ValueError with nothing sent.
         ``on_delivery(job_id, error_or_None)`` runs on the producer's poll thread.
         """
         if (headers or traceparent is not None or delay is not None or run_at is not None
-                or on_delivery is not None):
-            record = self._prepare(job_type, payload, key, headers, traceparent, delay, run_at)
+                or on_delivery is not None or job_id is not None):
+            record = self._prepare(job_type, payload, key, headers, traceparent, delay, run_at,
+                                   job_id)
             self._check_size(record)
             self._send(record, on_delivery)
             self._record_emitted(job_type, record)
@@ -184,6 +191,8 @@ class Producer:
                     key = str(field_value).encode()
         elif isinstance(key, str):
             key = key.encode()
+        if key is None and info.key_by_id:
+            key = job_id.encode()
         size = info.const_size + len(value) + (len(key) if key else 0)
         topic = info.topic
         if size > (self._limits.get(topic) or self._fetch_limit(topic)):
@@ -208,7 +217,7 @@ class Producer:
             try:
                 if isinstance(job, Job):
                     rec = self._prepare(job.job_type, job.payload, job.key, job.headers,
-                                        job.traceparent, job.delay, job.run_at)
+                                        job.traceparent, job.delay, job.run_at, job.job_id)
                 else:
                     rec = self._prepare(job[0], job[1], None, None, None, None, None)
                 self._check_size(rec)
@@ -309,12 +318,13 @@ class Producer:
 
     def _prepare(self, job_type: str, payload: Mapping[str, Any], key: str | bytes | None,
                  headers: Mapping[str, str | bytes] | None, traceparent: str | None,
-                 delay: float | timedelta | None, run_at: datetime | None) -> _Record:
+                 delay: float | timedelta | None, run_at: datetime | None,
+                 job_id: str | None = None) -> _Record:
         """(topic, key, value, headers, job id, size estimate); raises before anything is sent."""
         info = self._types.get(job_type) or self._type_info(job_type)
         value = info.encode(payload)
         now_ms = _time_ns() // 1_000_000
-        job_id = _new_job_id(now_ms)
+        job_id = _new_job_id(now_ms) if job_id is None else h.check_job_id(job_id)
         hdrs: _Headers = [(_JOB_ID, job_id), (_CREATED_AT, str(now_ms)), *info.const]
         if key is None:
             if info.key_field is not None:
@@ -323,10 +333,16 @@ class Producer:
                     key = str(field_value).encode()
         elif isinstance(key, str):
             key = key.encode()
-        size = info.const_size + len(value) + (len(key) if key else 0)
+        if key is None and info.key_by_id:
+            key = job_id.encode()
+        size = info.const_size + len(value) + (len(key) if key else 0) + max(0, len(job_id) - 36)
         topic = info.topic
         if headers or traceparent is not None or delay is not None or run_at is not None:
             topic, extra = _extras(info, now_ms, headers, traceparent, delay, run_at)
+            if topic != info.topic and info.unique is not None:
+                # Duplicates are detected on the job topic; a delayed job runs from its wait
+                # tier without passing there.
+                raise ValueError(f"job type {job_type!r} is unique: it cannot be delayed")
             hdrs += extra
             size += sum(len(k) + len(v) + _HEADER_OVERHEAD for k, v in extra)
         return topic, key, value, hdrs, job_id, size
@@ -477,13 +493,15 @@ class AsyncProducer:
                    key: str | bytes | None = None,
                    headers: Mapping[str, str | bytes] | None = None,
                    traceparent: str | None = None, delay: float | timedelta | None = None,
-                   run_at: datetime | None = None, wait: bool = False) -> str:
+                   run_at: datetime | None = None, wait: bool = False,
+                   job_id: str | None = None) -> str:
         """Like ``Producer.emit``; with ``wait=True`` also await the broker's acknowledgement
         (raises DeliveryFailed). Without it, failures surface at ``flush()``."""
         p = self._producer or await self.start()
         if job_type not in p._types:  # first use: may read the status topic's metadata
             await asyncio.to_thread(p._type_info, job_type)
-        record = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at)
+        record = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at,
+                            job_id)
         if record[0] not in p._limits:
             await asyncio.to_thread(p._fetch_limit, record[0])
         p._check_size(record)

@@ -25,11 +25,13 @@ from .config import KafkaConfig
 from .errors import BrokerUnavailable, ConfigError, KafkaError
 from .reports import reports_topic
 from .retry import dlq_topic, retry_topic
+from .schedules import schedules_topic
 from .status.record import status_topic
+from .unique import unique_topic
 
 __all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
 
-Role = Literal["job", "retry", "dlq", "status", "workers"]
+Role = Literal["job", "retry", "dlq", "status", "workers", "unique", "schedules"]
 Action = Literal["create", "add_partitions", "alter_config", "warning"]
 
 DAY_MS = 86_400_000
@@ -53,6 +55,9 @@ STATUS_CONFIG: dict[str, str] = {
 # segments so that both actually happen (a segment is cleaned only once closed).
 WORKERS_CONFIG = {"cleanup.policy": "compact,delete", "retention.ms": str(3_600_000),
                   "segment.ms": str(600_000)}
+# Seen sets of unique jobs: entries older than the window are useless, kept twice as long
+# (at least an hour) so a worker restart inside the window always finds them.
+UNIQUE_MIN_RETENTION_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,10 @@ def _at_least(retention_ms: int | None, minimum: int) -> str:
 
 
 def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
-    """Every topic the catalogue needs, job topics first, each followed by its tiers and DLQ,
-    then the status topic (``<prefix>streamjobs.status``) and the worker reports topic (under
-    the catalogue's topic prefix).
+    """Every topic the catalogue needs: each job topic followed by its tiers, DLQ and (for
+    unique jobs and schedule targets) seen-set topic; then the schedule topic, if any, the
+    status topic (``<prefix>streamjobs.status``) and the worker reports topic (under the
+    catalogue's topic prefix).
 
     Wait tiers use ``LogAppendTime``: the worker's due-time logic relies on broker-assigned,
     per-partition monotonic timestamps (docs/DESIGN.md "Topics")."""
@@ -106,11 +112,22 @@ def desired_topics(catalogue: Catalogue) -> list[TopicSpec]:
                    for tier in catalogue.wait_tiers(topic))
         out.append(TopicSpec(dlq_topic(topic), "dlq", s.partitions, s.replication_factor,
                              {"retention.ms": _at_least(s.retention_ms, DLQ_MIN_RETENTION_MS)}))
+        window = catalogue.unique_topics().get(topic)
+        if window is not None:
+            keep_ms = max(2 * round(window * 1000), UNIQUE_MIN_RETENTION_MS)
+            out.append(TopicSpec(unique_topic(topic), "unique", s.partitions,
+                                 s.replication_factor, {
+                                     "cleanup.policy": "compact,delete",
+                                     "retention.ms": str(keep_ms),
+                                     "segment.ms": str(keep_ms // 2)}))
     replication = max((s.replication_factor for s in catalogue.job_topics().values()), default=1)
     out.append(TopicSpec(status_topic(catalogue.topic_prefix), "status", STATUS_PARTITIONS,
                          replication, STATUS_CONFIG))
     out.append(TopicSpec(reports_topic(catalogue.topic_prefix), "workers", 1, replication,
                          WORKERS_CONFIG))
+    if catalogue.schedules:
+        out.append(TopicSpec(schedules_topic(catalogue.topic_prefix), "schedules", 1,
+                             replication, {"cleanup.policy": "compact"}))
     return out
 
 

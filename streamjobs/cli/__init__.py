@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "dlq": "streamjobs.cli.dlq:group",
     "replay": "streamjobs.cli.replay:command",
     "lag": "streamjobs.cli.lag:command",
+    "schedules": "streamjobs.cli.schedules:group",
     "status": "streamjobs.cli.status:command",
     "web": "streamjobs.cli.web:command",
 }

@@ -126,6 +126,9 @@ def _log_json(log_format: str) -> bool:
               help="Run P worker processes under a supervisor that replaces crashed ones.")
 @click.option("--burst", is_flag=True, envvar="STREAMJOBS_BURST",
               help="Exit 0 once all assigned partitions are drained and nothing is in flight.")
+@click.option("--schedules/--no-schedules", default=True, show_default=True,
+              envvar="STREAMJOBS_SCHEDULES",
+              help="Take part in firing the catalogue's schedules (one worker fires each tick).")
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto",
               show_default=True, envvar="STREAMJOBS_LOG_FORMAT",
               help="console (readable) or json (one object per line); auto: console on a "
@@ -140,7 +143,7 @@ def _log_json(log_format: str) -> bool:
 def command(app_target: str, concurrency: int, job_types: str, group_id: str | None,
             grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
-            topic_prefix: str | None, processes: int, burst: bool, listeners: str,
+            topic_prefix: str | None, processes: int, burst: bool, schedules: bool, listeners: str,
             log_format: str, job_log_level: str, log_level: str, connect_timeout: float,
             kafka: KafkaConfig, registry: RegistryConfig | None) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
@@ -163,7 +166,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             job_types=tuple(t.strip() for t in job_types.split(",") if t.strip()),
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,
-            session_timeout_ms=session_timeout_ms, burst=burst, connect_timeout=connect_timeout)
+            session_timeout_ms=session_timeout_ms, burst=burst, connect_timeout=connect_timeout,
+            schedules=schedules)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
     try:

@@ -19,9 +19,11 @@ at ``info`` the worker's ``bus.wants(JobReceived)`` is False and debug events ar
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -35,6 +37,7 @@ from ..events import (
     Event,
     EventBus,
     JobDeadLettered,
+    JobDuplicate,
     JobEvent,
     JobFailed,
     JobReceived,
@@ -42,10 +45,14 @@ from ..events import (
     JobsSucceeded,
     JobStarted,
     JobSucceeded,
+    JobTimedOut,
     LagSampled,
     PartitionsAssigned,
     PartitionsLost,
     PartitionsRevoked,
+    ScheduleFired,
+    SchedulerOwnership,
+    ScheduleSkipped,
     WorkerStarted,
     WorkerStopped,
     WorkerStopping,
@@ -221,6 +228,11 @@ class LogListener:
             ("info", WorkerStopped, self.on_worker_stopped),
             ("debug", LagSampled, self.on_lag),
             ("info", BrokerStatus, self.on_broker_status),
+            ("info", JobDuplicate, self.on_duplicate),
+            ("warning", JobTimedOut, self.on_timed_out),
+            ("info", ScheduleFired, self.on_schedule_fired),
+            ("warning", ScheduleSkipped, self.on_schedule_skipped),
+            ("info", SchedulerOwnership, self.on_scheduler_owner),
         ]
         for level, event_type, handler in table:
             if self.enabled(level):
@@ -268,6 +280,26 @@ class LogListener:
         self._log.error(
             "job.dead_lettered", reason=e.reason, dlq_topic=e.dlq_topic, **_job_fields(e)
         )
+
+    def on_duplicate(self, e: JobDuplicate) -> None:
+        self._log.info("job.duplicate", unique_key=e.unique_key, first_offset=e.first_offset,
+                       **_job_fields(e))
+
+    def on_timed_out(self, e: JobTimedOut) -> None:
+        self._log.warning("job.timed_out", timeout_s=e.timeout_s, **_job_fields(e))
+
+    # --- schedules -------------------------------------------------------------------
+
+    def on_schedule_fired(self, e: ScheduleFired) -> None:
+        self._log.info("schedule.fired", schedule=e.schedule, job_type=e.job_type,
+                       tick=_iso(e.tick_ms), job_id=e.job_id, late_s=round(e.late_s, 3))
+
+    def on_schedule_skipped(self, e: ScheduleSkipped) -> None:
+        self._log.warning("schedule.skipped", schedule=e.schedule, count=e.count,
+                          through_tick=_iso(e.through_tick_ms))
+
+    def on_scheduler_owner(self, e: SchedulerOwnership) -> None:
+        self._log.info("schedules.owner" if e.owner else "schedules.released", pid=os.getpid())
 
     # --- consumer group and process --------------------------------------------------
 
@@ -324,6 +356,10 @@ class LogListener:
             self._log.info("broker.reachable", detail=e.detail)
 
 
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 _HANDLERS: dict[type[Event], str] = {
     JobReceived: "on_received",
     JobStarted: "on_started",
@@ -342,4 +378,9 @@ _HANDLERS: dict[type[Event], str] = {
     JobsSucceeded: "count_succeeded",
     LagSampled: "on_lag",
     BrokerStatus: "on_broker_status",
+    JobDuplicate: "on_duplicate",
+    JobTimedOut: "on_timed_out",
+    ScheduleFired: "on_schedule_fired",
+    ScheduleSkipped: "on_schedule_skipped",
+    SchedulerOwnership: "on_scheduler_owner",
 }

@@ -28,16 +28,21 @@ from ..events import (
     EventBus,
     InFlightChanged,
     JobDeadLettered,
+    JobDuplicate,
     JobFailed,
     JobReceived,
     JobRetried,
     JobsReceived,
     JobsSucceeded,
     JobSucceeded,
+    JobTimedOut,
     LagSampled,
     PartitionsAssigned,
     PartitionsLost,
     PartitionsRevoked,
+    ScheduleFired,
+    SchedulerOwnership,
+    ScheduleSkipped,
     WorkerStarted,
     WorkerStopping,
 )
@@ -119,6 +124,33 @@ class MetricsListener:
         self.broker_reachable = Gauge(
             "streamjobs_broker_reachable", "1 if the last broker check succeeded.", registry=r
         )
+        self.duplicates = Counter(
+            "streamjobs_jobs_duplicate",
+            "Records not run: duplicates of a unique job or of a schedule tick.",
+            ["job_type"],
+            registry=r,
+        )
+        self.timed_out = Counter(
+            "streamjobs_jobs_timed_out",
+            "Async handlers cancelled past their timeout (the job then takes the retry path).",
+            ["job_type"],
+            registry=r,
+        )
+        self.schedule_fired = Counter(
+            "streamjobs_schedule_fired", "Schedule ticks emitted by this worker.",
+            ["schedule"], registry=r,
+        )
+        self.schedule_skipped = Counter(
+            "streamjobs_schedule_skipped", "Missed schedule ticks not fired (catch-up policy).",
+            ["schedule"], registry=r,
+        )
+        self.schedule_late = Histogram(
+            "streamjobs_schedule_late_seconds", "From a tick's time to its emit.",
+            buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.scheduler_owner = Gauge(
+            "streamjobs_scheduler_owner", "1 while this worker fires the schedules.", registry=r
+        )
         # NaN until the first check, so an alert on "== 0" cannot fire for "not checked yet".
         self.broker_reachable.set(float("nan"))
         self._commit_ok = self.commits.labels(outcome="succeeded")
@@ -144,6 +176,11 @@ class MetricsListener:
             (WorkerStarted, self.on_worker_started),
             (WorkerStopping, self.on_worker_stopping),
             (BrokerStatus, self.on_broker_status),
+            (JobDuplicate, self.on_duplicate),
+            (JobTimedOut, self.on_timed_out),
+            (ScheduleFired, self.on_schedule_fired),
+            (ScheduleSkipped, self.on_schedule_skipped),
+            (SchedulerOwnership, self.on_scheduler_owner),
         ]
         for event_type, handler in handlers:
             bus.subscribe(handler, event_type)
@@ -219,6 +256,24 @@ class MetricsListener:
             )
             self._dlq_children[key] = child
         child.inc()
+
+    def on_duplicate(self, e: JobDuplicate) -> None:
+        self.duplicates.labels(job_type=e.job_type).inc()
+
+    def on_timed_out(self, e: JobTimedOut) -> None:
+        self.timed_out.labels(job_type=e.job_type).inc()
+
+    # --- schedules -------------------------------------------------------------------
+
+    def on_schedule_fired(self, e: ScheduleFired) -> None:
+        self.schedule_fired.labels(schedule=e.schedule).inc()
+        self.schedule_late.observe(e.late_s)
+
+    def on_schedule_skipped(self, e: ScheduleSkipped) -> None:
+        self.schedule_skipped.labels(schedule=e.schedule).inc(e.count)
+
+    def on_scheduler_owner(self, e: SchedulerOwnership) -> None:
+        self.scheduler_owner.set(1 if e.owner else 0)
 
     # --- gauges ----------------------------------------------------------------------
 

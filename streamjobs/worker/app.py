@@ -36,6 +36,7 @@ class Handler:
     job_type: str
     func: Callable[[dict[str, Any], JobContext], Any]
     is_async: bool
+    timeout: float | None = None  # overrides the job type's catalogue timeout
 
 
 class App:
@@ -64,8 +65,11 @@ class App:
         """``<topic prefix>streamjobs-<app name>``: the worker group when none is given."""
         return default_group_id(self.name or fallback_name, self.topic_prefix)
 
-    def job(self, job_type: str) -> Callable[[F], F]:
-        """Register the decorated function as the handler of ``job_type``."""
+    def job(self, job_type: str, *, timeout: float | None = None) -> Callable[[F], F]:
+        """Register the decorated function as the handler of ``job_type``; ``timeout``
+        (seconds) overrides the catalogue's ``timeout`` of the job type."""
+        if timeout is not None and not timeout > 0:
+            raise ConfigError(f"handlers.{job_type}.timeout", f"must be > 0, got {timeout!r}")
 
         def register(func: F) -> F:
             check_handler(job_type, func)
@@ -73,7 +77,7 @@ class App:
                 raise ConfigError(f"handlers.{job_type}", "a handler is already registered "
                                   f"({self.handlers[job_type].func.__qualname__})")
             self.handlers[job_type] = Handler(job_type, func,
-                                              inspect.iscoroutinefunction(func))
+                                              inspect.iscoroutinefunction(func), timeout)
             return func
 
         return register

@@ -18,7 +18,15 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
-from ..events import EventBus, JobFailed, JobsSucceeded, JobStarted, JobSucceeded
+from ..errors import JobTimeout
+from ..events import (
+    EventBus,
+    JobFailed,
+    JobsSucceeded,
+    JobStarted,
+    JobSucceeded,
+    JobTimedOut,
+)
 from .context import JobContext
 from .failures import Decision, Failure, decide, describe
 from .ordering import Lanes
@@ -131,8 +139,7 @@ class Executor:
             try:
                 if handler.is_async:
                     assert loop is not None
-                    asyncio.run_coroutine_threadsafe(handler.func(ctx.payload, ctx),
-                                                     loop).result()
+                    asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
                 else:
                     handler.func(ctx.payload, ctx)
             except BaseException as exc:
@@ -176,8 +183,7 @@ class Executor:
             try:
                 if handler.is_async:
                     assert loop is not None
-                    asyncio.run_coroutine_threadsafe(handler.func(ctx.payload, ctx),
-                                                     loop).result()
+                    asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
                 else:
                     handler.func(ctx.payload, ctx)
             except BaseException as exc:
@@ -281,7 +287,11 @@ class Executor:
                                     ctx.offset, ctx.attempt))
             t0 = clock()
             try:
-                await ctx._handler.func(ctx.payload, ctx)
+                handler = ctx._handler
+                if handler.timeout is None and ctx._job.timeout_s is None:
+                    await handler.func(ctx.payload, ctx)
+                else:
+                    await self._call_async(ctx)
             except BaseException as exc:
                 if running is not None:
                     running.discard(ctx)
@@ -308,6 +318,23 @@ class Executor:
             run.flush()
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
+
+    async def _call_async(self, ctx: JobContext) -> None:
+        """Run an async handler, cancelled past its timeout (``JobTimeout``, retry path)."""
+        handler = ctx._handler
+        timeout = handler.timeout if handler.timeout is not None else ctx._job.timeout_s
+        if timeout is None:
+            await handler.func(ctx.payload, ctx)
+            return
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                await handler.func(ctx.payload, ctx)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the handler's own TimeoutError
+            self.bus.emit(JobTimedOut(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                      ctx.offset, ctx.attempt, timeout))
+            raise JobTimeout(timeout) from None
 
     # -- failures -----------------------------------------------------------------------------
 

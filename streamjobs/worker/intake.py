@@ -40,6 +40,9 @@ from .outbox import Outgoing
 from .routes import Route, Routes
 
 if TYPE_CHECKING:
+    from ..unique import SeenSet
+
+if TYPE_CHECKING:
     from .runner import Worker
 
 __all__ = ["Intake", "Part"]
@@ -53,8 +56,9 @@ class Part:
     """State of one assigned partition (a new object per assignment, so late completions for
     an earlier assignment are recognised by ``gone``)."""
 
-    __slots__ = ("acks", "consumer", "gone", "hold_until_ms", "is_async", "job_topic", "next_fetch",
-                 "partition", "paused", "paused_kafka", "revoked", "single_type", "status_every",
+    __slots__ = ("acks", "consumer", "dedupe", "gone", "hold_until_ms", "is_async", "job_topic",
+                 "next_fetch", "partition", "paused", "paused_kafka", "revoked", "single_type",
+                 "status_every",
                  "stored", "tasks", "topic", "tracker", "wait")
 
     def __init__(self, topic: str, partition: int, routes: Routes, ordering: str,
@@ -63,6 +67,7 @@ class Part:
         self.partition = partition
         self.consumer = consumer  # the one of the worker's two consumers that owns it
         self.tracker = PartitionTracker()
+        self.dedupe: SeenSet | None = None  # unique jobs / schedule ticks (uniqueness.py)
         self.wait = routes.wait.get(topic)  # (job topic, tier) for a wait topic
         self.job_topic = routes.job_topic_of(topic)
         self.is_async = routes.all_async(self.job_topic)
@@ -211,6 +216,8 @@ class Intake:
         for part, batch in batches.items():
             self._add_taken(part, batch)
             jobs, offs = batch[0], batch[1]
+            if part.dedupe is not None and jobs:
+                jobs, offs = worker.uniqueness.filter(part, part.dedupe, jobs, offs)
             if not jobs:
                 continue
             if each:

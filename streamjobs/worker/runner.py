@@ -64,8 +64,10 @@ from .ordering import Lanes
 from .outbox import Outbox
 from .pauses import Pauses
 from .routes import Routes
+from .scheduler import Scheduler
 from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
+from .uniqueness import Uniqueness
 
 __all__ = ["Worker", "run_worker", "wait_group"]
 
@@ -114,6 +116,8 @@ class Worker:
         self.executor: Any = None
         self.intake: Any = None
         self.status: StatusRecorder | None = None  # None: no status record is written
+        self.uniqueness: Any = None
+        self.scheduler: Scheduler | None = None  # when the catalogue has schedules
 
     # -- public -------------------------------------------------------------------------------
 
@@ -131,7 +135,7 @@ class Worker:
             self._loop()
         finally:
             self._shutdown()
-        return 0
+        return 1 if self.scheduler is not None and self.scheduler.error is not None else 0
 
     # -- start-up -----------------------------------------------------------------------------
 
@@ -178,7 +182,12 @@ class Worker:
             raise BrokerUnavailable(f"no Kafka broker answered at {self.kafka.bootstrap_servers}"
                                     f" within {s.connect_timeout:g}s ({exc.args[0].str()})",
                                     code="_TRANSPORT") from None
-        needed = self.routes.subscriptions() + self.routes.produced()
+        scheduler = self._scheduler()
+        self.uniqueness = Uniqueness(self, self.routes, {
+            s.job_type for s in self.app.catalogue.schedules.values()}, self.kafka, self.bus)
+        needed = self.routes.subscriptions() + self.routes.produced() + self.uniqueness.topics()
+        if scheduler is not None:
+            needed.append(scheduler.topic)
         missing = [t for t in needed if t not in meta.topics]
         if missing:
             self.consumer.close()
@@ -204,6 +213,9 @@ class Worker:
                 "group.id": wait_group(self.group_id)})
             self.waiter.subscribe(sorted(self.routes.wait), **callbacks)
         self._started_at = time.monotonic()
+        if scheduler is not None:
+            self.scheduler = scheduler
+            scheduler.start()
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
 
     def _on_kafka_error(self, err: Any) -> None:
@@ -221,6 +233,12 @@ class Worker:
         self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own)
         if self.status is not None and "all" in modes:
             self.executor.record_ok = self.executor.track_running = True
+
+    def _scheduler(self) -> Scheduler | None:
+        catalogue = self.app.catalogue  # already under the app's topic prefix
+        if not catalogue.schedules or not self.settings.schedules:
+            return None
+        return Scheduler(catalogue, self.kafka, self.bus, prefix=catalogue.topic_prefix)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
@@ -256,6 +274,8 @@ class Worker:
             if now - alive_at >= ALIVE_EVERY:
                 alive_at = now
                 self.bus.emit(LoopAlive(now))
+                if self.scheduler is not None and self.scheduler.error is not None:
+                    self.stop(f"scheduler failed: {self.scheduler.error}")
                 if self.in_flight != last_inflight and self.bus.wants(InFlightChanged):
                     last_inflight = self.in_flight
                     self.bus.emit(InFlightChanged(self.in_flight))
@@ -447,6 +467,7 @@ class Worker:
     def _on_assign(self, consumer: Any, tps: list[Any]) -> None:
         for tp in tps:
             part = Part(tp.topic, tp.partition, self.routes, self.settings.ordering, consumer)
+            part.dedupe = self.uniqueness.load(tp.topic, tp.partition)
             self.parts[(tp.topic, tp.partition)] = part
         self._pauses.dirty = True  # new partitions join a paused assignment paused
         self.bus.emit(PartitionsAssigned(tuple((tp.topic, tp.partition) for tp in tps)))
@@ -505,6 +526,8 @@ class Worker:
     def _shutdown(self) -> None:
         reason = self.stop_reason or "error"
         self.bus.emit(WorkerStopping(reason))
+        if self.scheduler is not None:
+            self.scheduler.stop()  # hands the firing to another worker at once
         if self.executor is not None:
             self.executor.stopping = True  # chunks stop between jobs
         deadline = time.monotonic() + self.settings.grace_period

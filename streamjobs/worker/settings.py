@@ -38,6 +38,7 @@ class WorkerSettings:
     burst             exit once all assigned partitions are drained and nothing is in flight
     connect_timeout   seconds the start-up metadata request may wait (BrokerUnavailable after)
     consumer_config   extra librdkafka consumer settings (win over ours)
+    schedules         take part in firing the catalogue's schedules (docs/catalogue.md)
     """
 
     concurrency: int = 8
@@ -57,6 +58,7 @@ class WorkerSettings:
     burst: bool = False
     connect_timeout: float = 10.0
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
+    schedules: bool = True
 
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")

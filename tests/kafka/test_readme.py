@@ -27,6 +27,8 @@ COVERED_ELSEWHERE = {
         'streamjobs status "$JOB_ID"', 'streamjobs status "$JOB_ID" --json',
         'streamjobs status "$JOB_ID" --watch')},
     "make floor": ".ci/run",
+    "streamjobs schedules list": "tests/kafka/test_schedules.py",
+    "streamjobs schedules list --json": "tests/kafka/test_schedules.py",
 }
 
 
