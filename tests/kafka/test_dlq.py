@@ -249,7 +249,8 @@ def test_reprocess_execute_twice_republishes_each_record_once(env: Env,
         names = [k for k, _ in m.headers()]
         assert h.get(m.headers(), h.ATTEMPT) == "1" and names.count(h.ATTEMPT) == 1
         assert h.get(m.headers(), "tenant") == "acme"
-        assert h.get(m.headers(), h.JOB_ID) == h.get(src.headers(), h.JOB_ID)
+        meta, was = h.JobMeta.from_headers(m.headers()), h.JobMeta.from_headers(src.headers())
+        assert meta.job_id == was.job_id
         assert not {h.DLQ_REASON, h.ERROR_CLASS, h.ORIG_TOPIC, h.WORKER_HOST} & set(names)
     stats = cli(run_cli, env, "stats", "--topic", env.emails, "--json")
     assert json.loads(stats.stdout)["topics"][0]["reprocessed"] == 5
