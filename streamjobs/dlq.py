@@ -317,7 +317,7 @@ class Describer:
             "ref": dl.ref, "partition": dl.partition, "offset": dl.offset,
             "timestamp_ms": dl.timestamp, "key": dl.key_text,
             "key_hex": dl.key.hex() if dl.key is not None and dl.key_text is None else None,
-            "job_type": dl.job_type, "job_id": dl.meta.job_id, "attempt": dl.meta.attempt,
+            "job_type": dl.job_type, "job_id": dl.meta.job_id, "attempt": str(dl.meta.attempt),
             "created_at_ms": dl.meta.created_at_ms,
             "reason": dl.reason, "dlq_at_ms": dl.dlq_at,
             "first_failure_at_ms": h.get_int(dl.headers, h.FIRST_FAILURE_AT),
