@@ -89,8 +89,8 @@ def child(py: str, system: str, a: argparse.Namespace, topic: str, **extra: str)
             str(a.budget), "--bootstrap-servers", a.bootstrap_servers]
     for k, v in extra.items():
         args += [f"--{k}", v]
-    proc = subprocess.run(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, timeout=a.budget + 180)
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
+                          timeout=a.budget + 180)
     if proc.returncode != 0:
         raise RuntimeError(f"{system}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -80,6 +80,7 @@ __all__ = [
     "get",
     "get_int",
     "new_job_id",
+    "new_job_ids",
     "replace",
     "scan",
 ]
@@ -263,6 +264,17 @@ def new_job_id(now_ms: int | None = None) -> str:
     # about twice as fast as formatting the int with "x".
     r = _rng.getrandbits(80).to_bytes(10, "little").hex()
     return f"{last[1]}{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
+
+
+def new_job_ids(count: int, now_ms: int) -> list[str]:
+    """``count`` UUIDv7s of one millisecond (``emit_many``'s batch): one draw of random bits
+    for them all, the same layout as ``new_job_id``."""
+    t = f"{now_ms & 0xFFFFFFFFFFFF:012x}"
+    head = f"{t[:8]}-{t[8:]}-7"
+    r = _rng.getrandbits(80 * count).to_bytes(10 * count, "little").hex() if count else ""
+    v = _VARIANT
+    return [f"{head}{r[i:i + 3]}-{v[r[i + 3]]}{r[i + 4:i + 7]}-{r[i + 7:i + 19]}"
+            for i in range(0, 20 * count, 20)]
 
 
 def hostname() -> str:

@@ -59,6 +59,7 @@ _BATCH_OVERHEAD = 61 + 30
 _HEADER_OVERHEAD = 8
 _CLIENT_MAX = 1_000_000  # librdkafka's default message.max.bytes
 _time_ns, _new_job_id, _META = time.time_ns, h.new_job_id, h.META
+_new_job_ids = h.new_job_ids
 
 
 @dataclass(frozen=True)
@@ -204,15 +205,19 @@ class Producer:
                   on_delivery: OnDelivery | None = None) -> list[str]:
         """Emit a batch. Every job is validated and encoded first, so one bad payload sends
         nothing (the error carries a note naming its position in the batch); then the records
-        are produced in one tight loop. Returns the job ids in order."""
+        are produced in one tight loop. Returns the job ids in order. The jobs of a batch share
+        one creation time (the call's), so their ids are made in one go."""
+        batch = jobs if isinstance(jobs, list) else list(jobs)
         records: list[_Record] = []
         append = records.append
         emitted: list[tuple[_TypeInfo, str, int]] = []  # for job types recording everything
         types = self._types
-        limits = self._limits
+        now_ms = _time_ns() // 1_000_000
+        ids = _new_job_ids(len(batch), now_ms)
         last_type: str | None = None
         info: _TypeInfo | None = None
-        for i, job in enumerate(jobs):
+        limit = 0
+        for i, job in enumerate(batch):
             try:
                 if isinstance(job, Job):
                     rec = self._prepare(job.job_type, job.payload, job.key, job.headers,
@@ -220,7 +225,7 @@ class Producer:
                     self._check_size(rec)
                     append(rec)
                     info = types[job.job_type]
-                    last_type = job.job_type
+                    last_type = None  # the limit below is for its plain topic
                     if info.status is not None:
                         emitted.append((info, rec[4], rec[6]))
                     continue
@@ -229,9 +234,9 @@ class Producer:
                 if job_type != last_type or info is None:
                     info = types.get(job_type) or self._type_info(job_type)
                     last_type = job_type
+                    limit = self._limits.get(info.topic) or self._fetch_limit(info.topic)
                 value = info.encode(payload)
-                now_ms = _time_ns() // 1_000_000
-                job_id = _new_job_id(now_ms)
+                job_id = ids[i]
                 key = None
                 if info.key_field is not None:
                     field_value = payload.get(info.key_field)
@@ -239,8 +244,8 @@ class Producer:
                         key = str(field_value).encode()
                 size = info.const_size + len(value) + (len(key) if key else 0)
                 topic = info.topic
-                if size > (limits.get(topic) or self._fetch_limit(topic)):
-                    raise RecordTooLarge(size, limits[topic], topic=topic)
+                if size > limit:
+                    raise RecordTooLarge(size, limit, topic=topic)
                 append((topic, key, value, [(_META, job_id + info.suffix)], job_id, size,
                         now_ms))
                 if info.status is not None:
