@@ -121,9 +121,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--budget", type=float, default=60.0,
+    ap.add_argument("--budget", type=float, default=30.0,
                     help="seconds a system may take per run; a slower one is rated on what it "
-                         "did in that time [60]")
+                         "did in that time [30]")
     ap.add_argument("--bootstrap-servers",
                     default=os.environ.get("STREAMJOBS_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
     a = ap.parse_args()
