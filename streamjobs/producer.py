@@ -211,6 +211,7 @@ class Producer:
         records: list[_Record] = []
         append = records.append
         emitted: list[tuple[_TypeInfo, str, int]] = []  # for job types recording everything
+        prepared: list[tuple[str, _Record]] = []  # Job values (their status: _record_emitted)
         types = self._types
         now_ms = _time_ns() // 1_000_000
         ids = _new_job_ids(len(batch), now_ms)
@@ -224,10 +225,8 @@ class Producer:
                                         job.traceparent, job.delay, job.run_at)
                     self._check_size(rec)
                     append(rec)
-                    info = types[job.job_type]
-                    last_type = None  # the limit below is for its plain topic
-                    if info.status is not None:
-                        emitted.append((info, rec[4], rec[6]))
+                    prepared.append((job.job_type, rec))
+                    last_type = None  # the limit kept below is for its type's own topic
                     continue
                 # (type, payload): emit's common case, with the per-type state kept across jobs.
                 job_type, payload = job
@@ -266,6 +265,8 @@ class Producer:
                     send(rec, None)
         for info, job_id, now_ms in emitted:
             self._emitted(info, job_id, now_ms, None)
+        for job_type, rec in prepared:
+            self._record_emitted(job_type, rec)
         return [rec[4] for rec in records]
 
     def flush(self, timeout: float | None = None) -> None:
