@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -132,12 +133,15 @@ def main() -> None:
     if skipped:
         say(f"SKIPPED the peers {', '.join(skipped)}: no interpreter has faststream and "
             f"quixstreams (pip install -e '.[bench]' in .venv-bench; bench/run does it)")
+    # SIGTERM (bench/run's timeout, a kill) still deletes the topics made below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     schemas = catalogue_dir(6)
     catalogue = Catalogue.load(schemas)
     admin = AdminClient({"bootstrap.servers": a.bootstrap_servers})
     consume_pfx, produce_pfx = prefix(), prefix()
     names = (create_topics(admin, catalogue, consume_pfx, 6)
              + create_topics(admin, catalogue, produce_pfx, 6))
+    say(f"topics {consume_pfx}* (consumed) and {produce_pfx}* (produced to)")
     rounds: list[dict[str, float]] = []
     errors: dict[str, str] = {}
     try:
