@@ -230,11 +230,13 @@ def expand(headers: Iterable[tuple[str, bytes | None]], timestamp_ms: int) -> He
     and rich headers, are kept as they are."""
     out: Headers = []
     for k, v in headers:
-        if k == META and v is not None and (i := v.rfind(b";")) >= 0:
-            out += [(JOB_ID, v[:i]), (JOB_TYPE, v[i + 1:]), (ATTEMPT, b"1"),
-                    (CREATED_AT, str(timestamp_ms).encode())]
-        else:
-            out.append((k, v))
+        if k == META and v is not None:
+            type_b, id_b, _, _ = scan(((k, v),))  # the one parser of the compact form
+            if type_b is not None and id_b is not None:
+                out += [(JOB_ID, id_b), (JOB_TYPE, type_b), (ATTEMPT, b"1"),
+                        (CREATED_AT, str(timestamp_ms).encode())]
+                continue
+        out.append((k, v))
     return out
 
 
