@@ -20,13 +20,19 @@ SCHEMA = {"type": "record", "name": "Noop", "namespace": "bench",
 def make_catalogue(partitions: int, status: str | None = None,
                    framing: str = "single-object") -> Catalogue:
     """One job type ``noop`` on topic ``noop``; ``status``: its catalogue status setting."""
+    return Catalogue.load(catalogue_dir(partitions, status, framing))
+
+
+def catalogue_dir(partitions: int, status: str | None = None,
+                  framing: str = "single-object") -> Path:
+    """The directory ``make_catalogue`` loads (for a `streamjobs worker` subprocess)."""
     d = Path(tempfile.mkdtemp(prefix="sj-bench-"))
     (d / "bench.Noop.v1.avsc").write_text(json.dumps(SCHEMA))
     line = "" if status is None else f'status = "{status}"\n'
     (d / "catalogue.toml").write_text(
         f'[jobs.noop]\nschema = "bench.Noop"\ntopic = "noop"\npartitions = {partitions}\n'
         + line + f'framing = "{framing}"\n')
-    return Catalogue.load(d)
+    return d
 
 
 def create_topics(admin: AdminClient, catalogue: Catalogue, prefix: str,

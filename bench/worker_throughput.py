@@ -55,12 +55,9 @@ FETCH = {"fetch.queue.backoff.ms": 10}
 def prefill(conf: dict, topic: str, codec: Codec, n: int) -> None:
     p = Producer({**conf, "linger.ms": 50, "batch.num.messages": 10000,
                   "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})
-    fp = codec.fingerprint("noop").hex().encode()
     values = [codec.encode("noop", {"n": i, "name": f"user-{i}"}) for i in range(1000)]
-    now = str(int(time.time() * 1000)).encode()
     for i in range(n):
-        hdrs = [(h.JOB_ID, f"{i:036d}".encode()), (h.JOB_TYPE, b"noop"), (h.ATTEMPT, b"1"),
-                (h.CREATED_AT, now), (h.SCHEMA, fp)]
+        hdrs = [(h.META, h.compact(f"{i:036d}", "noop"))]  # as emit writes a job
         while True:
             try:
                 p.produce(topic, values[i % 1000], str(i).encode(), headers=hdrs)
@@ -90,14 +87,7 @@ def raw(conf: dict, topic: str, codec: Codec, n: int, headers: bool = False) -> 
                 continue
             if headers:
                 # As the worker must: find the job's type, id and attempt among the headers.
-                job_type = job_id = attempt = None
-                for k, v in m.headers():
-                    if k == h.JOB_TYPE:
-                        job_type = v
-                    elif k == h.JOB_ID:
-                        job_id = v
-                    elif k == h.ATTEMPT:
-                        attempt = v
+                job_type, job_id, attempt, _ = h.scan(m.headers())
                 if job_type is None or job_id is None or attempt not in (None, b"1"):
                     raise SystemExit(f"record {m.offset()} lacks the prefill's job headers")
             buf = io.BytesIO(m.value())

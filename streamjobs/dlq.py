@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from confluent_kafka import Message
@@ -107,13 +108,18 @@ class DeadLetter:
     def header(self, name: str) -> str | None:
         return h.get(self.headers, name)
 
+    @cached_property
+    def meta(self) -> h.JobMeta:
+        """The job's id, type, attempt and creation time, whichever form its headers carry."""
+        return h.JobMeta.from_headers(self.headers, self.timestamp)
+
     @property
     def reason(self) -> str:
         return self.header(h.DLQ_REASON) or "unknown"
 
     @property
     def job_type(self) -> str | None:
-        return self.header(h.JOB_TYPE)
+        return self.meta.job_type
 
     @property
     def error_class(self) -> str | None:
@@ -317,7 +323,8 @@ class Describer:
             "ref": dl.ref, "partition": dl.partition, "offset": dl.offset,
             "timestamp_ms": dl.timestamp, "key": dl.key_text,
             "key_hex": dl.key.hex() if dl.key is not None and dl.key_text is None else None,
-            "job_type": dl.job_type, "job_id": g(h.JOB_ID), "attempt": g(h.ATTEMPT),
+            "job_type": dl.job_type, "job_id": dl.meta.job_id, "attempt": str(dl.meta.attempt),
+            "created_at_ms": dl.meta.created_at_ms,
             "reason": dl.reason, "dlq_at_ms": dl.dlq_at,
             "first_failure_at_ms": h.get_int(dl.headers, h.FIRST_FAILURE_AT),
             "error": {"class": g(h.ERROR_CLASS), "message": g(h.ERROR_MESSAGE)},

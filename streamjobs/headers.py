@@ -1,15 +1,25 @@
 """Kafka header names: the single place job metadata lives.
 
-All names are namespaced ``sj-`` (``traceparent`` keeps its W3C name so tracing tools find it).
+All names are namespaced ``sj`` (``traceparent`` keeps its W3C name so tracing tools find it).
 Values are UTF-8 text; numbers are decimal ASCII so ``kcat -f '%h'`` shows them readably.
 
-Job headers (every record ``emit`` writes):
+Compact job header (a first-attempt job as ``emit`` writes it: the hot path):
+    sj               "<job id>;<job type>"; attempt 1 is implied, created-at is the record's
+                     timestamp (CreateTime, set by the producer) and the writer schema's
+                     fingerprint is in the value
+    traceparent      W3C trace context, when the caller has one
+
+Rich job headers (delayed jobs, retries, dead letters, replays: the cold path; also every
+record written before the compact form existed, which workers still run):
     sj-id            job id: a time-ordered UUIDv7 (text), or the caller's ``emit(job_id=...)``
     sj-type          job type name from the catalogue
     sj-attempt       attempt number, 1 for the first run
     sj-created-at    creation time, ms since the epoch
     sj-schema        writer schema fingerprint (CRC-64-AVRO, 16 hex chars)
     traceparent      W3C trace context, when the caller has one
+
+``JobMeta.from_headers`` (and ``scan`` on the worker's hot path) is the one reader of both forms;
+``expand`` turns the compact form into the rich one when a record leaves the hot path.
 
 Scheduling headers (records on retry/delay topics):
     sj-due-at        ms since the epoch before which the job must not run
@@ -42,6 +52,7 @@ import random
 import re
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 __all__ = [
     "ATTEMPT",
@@ -55,6 +66,7 @@ __all__ = [
     "FIRST_FAILURE_AT",
     "JOB_ID",
     "JOB_TYPE",
+    "META",
     "ORIG_OFFSET",
     "ORIG_PARTITION",
     "ORIG_TIMESTAMP",
@@ -69,13 +81,19 @@ __all__ = [
     "WORKER_GROUP",
     "WORKER_HOST",
     "Headers",
+    "JobMeta",
     "check_job_id",
+    "compact",
+    "expand",
     "get",
     "get_int",
     "new_job_id",
+    "new_job_ids",
     "replace",
+    "scan",
 ]
 
+META = "sj"
 JOB_ID = "sj-id"
 JOB_TYPE = "sj-type"
 ATTEMPT = "sj-attempt"
@@ -154,6 +172,96 @@ def replace(
     return out
 
 
+# -- job metadata: the compact form and the rich form, one reader -------------------------------
+
+RawMeta = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+
+
+def compact(job_id: str, job_type: str) -> str:
+    """The ``sj`` header's value: ``<job id>;<job type>`` (type names never contain ``;``)."""
+    return f"{job_id};{job_type}"
+
+
+def scan(headers: Sequence[tuple[str, bytes | None]] | None) -> RawMeta:
+    """(type, id, attempt, created-at) of a record's job metadata, in either form, as the bytes
+    sent; None where absent (the compact form has no attempt or created-at). Later headers win,
+    as in ``get``. The worker's hot path calls this per record: one pass, no decoding."""
+    type_b = id_b = attempt_b = created_b = None
+    if headers:
+        for k, v in headers:
+            if k == META:
+                if v is not None:
+                    i = v.rfind(b";")  # the type has no ";": an id may
+                    if i < 0:
+                        id_b, type_b = v, None
+                    else:
+                        id_b, type_b = v[:i], v[i + 1:]
+            elif k == JOB_TYPE:
+                type_b = v
+            elif k == JOB_ID:
+                id_b = v
+            elif k == ATTEMPT:
+                attempt_b = v
+            elif k == CREATED_AT:
+                created_b = v
+    return type_b, id_b, attempt_b, created_b
+
+
+def _text(v: bytes | None) -> str | None:
+    if v is None:
+        return None
+    try:
+        return v.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _int(v: bytes | None) -> int | None:
+    if not v or not v.isdigit():
+        return None
+    return int(v)
+
+
+@dataclass(frozen=True, slots=True)
+class JobMeta:
+    """A record's job metadata, whichever form it carries. Fields a record lacks (or carries
+    unreadably) are None; ``attempt`` defaults to 1 and ``created_at_ms`` to the record's
+    timestamp, as the compact form implies."""
+
+    job_id: str | None
+    job_type: str | None
+    attempt: int
+    created_at_ms: int | None
+    compact: bool
+
+    @classmethod
+    def from_headers(cls, headers: Sequence[tuple[str, bytes | None]] | None,
+                     timestamp_ms: int | None = None) -> JobMeta:
+        type_b, id_b, attempt_b, created_b = scan(headers)
+        created = _int(created_b)
+        return cls(_text(id_b), _text(type_b), _int(attempt_b) or 1,
+                   created if created is not None else
+                   (timestamp_ms if timestamp_ms is not None and timestamp_ms > 0 else None),
+                   any(k == META for k, _ in headers or ()))
+
+
+def expand(headers: Iterable[tuple[str, bytes | None]], timestamp_ms: int) -> Headers:
+    """The rich form of a record's headers, for a record leaving the hot path (a retry, a dead
+    letter, a replay): each ``sj`` header becomes ``sj-id``, ``sj-type``, ``sj-attempt`` 1 and
+    ``sj-created-at`` (``timestamp_ms``, the record's own timestamp) in its place. Other headers,
+    and rich headers, are kept as they are."""
+    out: Headers = []
+    for k, v in headers:
+        if k == META and v is not None:
+            type_b, id_b, _, _ = scan(((k, v),))  # the one parser of the compact form
+            if type_b is not None and id_b is not None:
+                out += [(JOB_ID, id_b), (JOB_TYPE, type_b), (ATTEMPT, b"1"),
+                        (CREATED_AT, str(timestamp_ms).encode())]
+                continue
+        out.append((k, v))
+    return out
+
+
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 # os.urandom releases the GIL on every call, which hands it to other threads on each emit
 # (measured: ~8 us per call with a poll thread running). A private generator seeded from
@@ -180,6 +288,17 @@ def new_job_id(now_ms: int | None = None) -> str:
     # about twice as fast as formatting the int with "x".
     r = _rng.getrandbits(80).to_bytes(10, "little").hex()
     return f"{last[1]}{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
+
+
+def new_job_ids(count: int, now_ms: int) -> list[str]:
+    """``count`` UUIDv7s of one millisecond (``emit_many``'s batch): one draw of random bits
+    for them all, the same layout as ``new_job_id``."""
+    t = f"{now_ms & 0xFFFFFFFFFFFF:012x}"
+    head = f"{t[:8]}-{t[8:]}-7"
+    r = _rng.getrandbits(80 * count).to_bytes(10 * count, "little").hex() if count else ""
+    v = _VARIANT
+    return [f"{head}{r[i:i + 3]}-{v[r[i + 3]]}{r[i + 4:i + 7]}-{r[i + 7:i + 19]}"
+            for i in range(0, 20 * count, 20)]
 
 
 def hostname() -> str:

@@ -1,7 +1,8 @@
 """Emitting jobs: ``Producer`` (threads) and ``AsyncProducer`` (asyncio).
 
 ``emit`` validates and encodes the payload (nothing is sent when it is invalid), writes the job
-headers, sends the record without waiting and returns the job id at once. Delivery is checked
+metadata (one compact ``sj`` header, the record's timestamp as created-at; delayed jobs carry the
+rich headers), sends the record without waiting and returns the job id at once. Delivery is checked
 by ``flush()`` (or per record with ``on_delivery`` / ``wait=True``). Delayed jobs go to the wait
 tier of their topic with ``sj-due-at``; the worker runs them when due (docs/DESIGN.md "Topics").
 
@@ -45,19 +46,21 @@ __all__ = ["AsyncProducer", "Job", "Producer", "check_traceparent"]
 
 OnDelivery = Callable[[str, KafkaError | None], None]
 _Headers = list[tuple[str, str | bytes | None]]  # as confluent-kafka's produce() takes them
-_Record = tuple[str, bytes | None, bytes, _Headers, str, int]
+# (topic, key, value, headers, job id, size estimate, timestamp ms = created-at)
+_Record = tuple[str, bytes | None, bytes, _Headers, str, int, int]
 
 _TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}"
                           r"-[0-9a-f]{2}$")
 # Set by emit itself; a caller's value would contradict ours.
-_RESERVED = frozenset({h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, h.DUE_AT,
+_RESERVED = frozenset({h.META, h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, h.DUE_AT,
                        h.TARGET, h.TRACEPARENT})
 # Upper bound of what Kafka adds around key, value and headers in a one-record batch:
 # 61 bytes of batch header, record varints, 2 length varints per header (<= 4 bytes each).
 _BATCH_OVERHEAD = 61 + 30
 _HEADER_OVERHEAD = 8
 _CLIENT_MAX = 1_000_000  # librdkafka's default message.max.bytes
-_time_ns, _new_job_id, _JOB_ID, _CREATED_AT = time.time_ns, h.new_job_id, h.JOB_ID, h.CREATED_AT
+_time_ns, _new_job_id, _META = time.time_ns, h.new_job_id, h.META
+_new_job_ids = h.new_job_ids
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,8 @@ class Job:
 class _TypeInfo:
     """What emit needs per job type, computed once."""
 
-    __slots__ = ("const", "const_size", "encode", "key_by_id", "key_field", "name", "status",
-                 "target", "tier_topics", "tiers", "topic", "unique")
+    __slots__ = ("const_size", "encode", "key_by_id", "key_field", "name", "rich", "rich_size",
+                 "status", "suffix", "target", "tier_topics", "tiers", "topic", "unique")
 
     def __init__(self, catalogue: Catalogue, codec: Codec, name: str,
                  status: StatusWriter | None) -> None:
@@ -91,15 +94,20 @@ class _TypeInfo:
         # Unique by job id: records of one id must meet in one partition (docs/catalogue.md).
         self.key_by_id = job.unique is not None and job.unique.by == "job_id"
         self.encode = codec.encoder(name)
-        self.const: list[tuple[str, bytes]] = [
+        self.suffix = f";{name}"  # the compact header is job id + this (headers.compact)
+        # The rich headers' constant part, for delayed jobs (they wait on a LogAppendTime
+        # tier, so created-at must travel as a header).
+        self.rich: list[tuple[str, bytes]] = [
             (h.JOB_TYPE, name.encode()),
             (h.ATTEMPT, b"1"),
             (h.SCHEMA, codec.fingerprint(name).hex().encode()),
         ]
         # sj-id (36 chars) and sj-created-at (13 digits) vary in value, not in size.
-        fixed = [*self.const, (h.JOB_ID, b"x" * 36), (h.CREATED_AT, b"x" * 13)]
-        self.const_size = _BATCH_OVERHEAD + sum(len(k) + len(v) + _HEADER_OVERHEAD
-                                                for k, v in fixed)
+        self.const_size = _BATCH_OVERHEAD + len(h.META) + 36 + len(self.suffix) + \
+            _HEADER_OVERHEAD
+        fixed = [*self.rich, (h.JOB_ID, b"x" * 36), (h.CREATED_AT, b"x" * 13)]
+        self.rich_size = _BATCH_OVERHEAD + sum(len(k) + len(v) + _HEADER_OVERHEAD
+                                               for k, v in fixed)
         self.tiers = catalogue.wait_tiers(job.topic)
         self.tier_topics = {t: retry_topic(job.topic, t) for t in self.tiers}
         # The start of its ``emitted`` status record, for job types recording everything.
@@ -197,12 +205,12 @@ class Producer:
         topic = info.topic
         if size > (self._limits.get(topic) or self._fetch_limit(topic)):
             raise RecordTooLarge(size, self._limits[topic], topic=topic)
-        # str values: the client writes their UTF-8 itself, sparing a bytes object each.
-        hdrs: _Headers = [(_JOB_ID, job_id), (_CREATED_AT, str(now_ms)), *info.const]
+        # A str value: the client writes its UTF-8 itself, sparing a bytes object.
+        hdrs: _Headers = [(_META, job_id + info.suffix)]
         try:
-            self._kafka.produce(topic, value, key, headers=hdrs)
+            self._kafka.produce(topic, value, key, headers=hdrs, timestamp=now_ms)
         except (BufferError, KafkaException):
-            self._send((topic, key, value, hdrs, job_id, size), None)
+            self._send((topic, key, value, hdrs, job_id, size, now_ms), None)
         if info.status is not None:
             self._emitted(info, job_id, now_ms, None)
         return job_id
@@ -210,24 +218,71 @@ class Producer:
     def emit_many(self, jobs: Iterable[tuple[str, Mapping[str, Any]] | Job], *,
                   on_delivery: OnDelivery | None = None) -> list[str]:
         """Emit a batch. Every job is validated and encoded first, so one bad payload sends
-        nothing (the error carries a note naming its position in the batch)."""
+        nothing (the error carries a note naming its position in the batch); then the records
+        are produced in one tight loop. Returns the job ids in order. The jobs of a batch share
+        one creation time (the call's), so their ids are made in one go."""
+        batch = jobs if isinstance(jobs, list) else list(jobs)
         records: list[_Record] = []
-        jobs_list = list(jobs)
-        for i, job in enumerate(jobs_list):
+        append = records.append
+        emitted: list[tuple[_TypeInfo, str, int]] = []  # for job types recording everything
+        prepared: list[tuple[str, _Record]] = []  # Job values (their status: _record_emitted)
+        types = self._types
+        now_ms = _time_ns() // 1_000_000
+        ids = _new_job_ids(len(batch), now_ms)
+        last_type: str | None = None
+        info: _TypeInfo | None = None
+        limit = 0
+        for i, job in enumerate(batch):
             try:
                 if isinstance(job, Job):
                     rec = self._prepare(job.job_type, job.payload, job.key, job.headers,
                                         job.traceparent, job.delay, job.run_at, job.job_id)
-                else:
-                    rec = self._prepare(job[0], job[1], None, None, None, None, None)
-                self._check_size(rec)
+                    self._check_size(rec)
+                    append(rec)
+                    prepared.append((job.job_type, rec))
+                    last_type = None  # the limit kept below is for its type's own topic
+                    continue
+                # (type, payload): emit's common case, with the per-type state kept across jobs.
+                job_type, payload = job
+                if job_type != last_type or info is None:
+                    info = types.get(job_type) or self._type_info(job_type)
+                    last_type = job_type
+                    limit = self._limits.get(info.topic) or self._fetch_limit(info.topic)
+                value = info.encode(payload)
+                job_id = ids[i]
+                key = None
+                if info.key_field is not None:
+                    field_value = payload.get(info.key_field)
+                    if field_value is not None:
+                        key = str(field_value).encode()
+                if key is None and info.key_by_id:
+                    key = job_id.encode()
+                size = info.const_size + len(value) + (len(key) if key else 0)
+                topic = info.topic
+                if size > limit:
+                    raise RecordTooLarge(size, limit, topic=topic)
+                append((topic, key, value, [(_META, job_id + info.suffix)], job_id, size,
+                        now_ms))
+                if info.status is not None:
+                    emitted.append((info, job_id, now_ms))
             except Exception as exc:
                 exc.add_note(f"job #{i} of the batch; nothing was sent")
                 raise
-            records.append(rec)
-        for job, rec in zip(jobs_list, records, strict=True):
-            self._send(rec, on_delivery)
-            self._record_emitted(job.job_type if isinstance(job, Job) else job[0], rec)
+        if on_delivery is not None:
+            for rec in records:
+                self._send(rec, on_delivery)
+        else:
+            produce = self._kafka.produce
+            send = self._send
+            for rec in records:
+                try:
+                    produce(rec[0], rec[2], rec[1], headers=rec[3], timestamp=rec[6])
+                except (BufferError, KafkaException):
+                    send(rec, None)
+        for info, job_id, now_ms in emitted:
+            self._emitted(info, job_id, now_ms, None)
+        for job_type, rec in prepared:
+            self._record_emitted(job_type, rec)
         return [rec[4] for rec in records]
 
     def flush(self, timeout: float | None = None) -> None:
@@ -271,10 +326,8 @@ class Producer:
         info = self._types.get(job_type) or self._type_info(job_type)
         if info.status is None or self._status is None:
             return
-        topic, _, _, hdrs, job_id, _ = record
+        topic, _, _, hdrs, job_id, _, at = record
         due = next((v for k, v in hdrs if k == h.DUE_AT), None)
-        created = next((v for k, v in hdrs if k == _CREATED_AT), None)
-        at = int(created) if created is not None else _time_ns() // 1_000_000
         t = Transition("emitted", at, topic=topic,
                        due_at_ms=int(due) if due is not None else None)
         self._emitted(info, job_id, at, t)
@@ -320,12 +373,12 @@ class Producer:
                  headers: Mapping[str, str | bytes] | None, traceparent: str | None,
                  delay: float | timedelta | None, run_at: datetime | None,
                  job_id: str | None = None) -> _Record:
-        """(topic, key, value, headers, job id, size estimate); raises before anything is sent."""
+        """A ``_Record``; raises before anything is sent."""
         info = self._types.get(job_type) or self._type_info(job_type)
         value = info.encode(payload)
         now_ms = _time_ns() // 1_000_000
         job_id = _new_job_id(now_ms) if job_id is None else h.check_job_id(job_id)
-        hdrs: _Headers = [(_JOB_ID, job_id), (_CREATED_AT, str(now_ms)), *info.const]
+        hdrs: _Headers = [(_META, job_id + info.suffix)]
         if key is None:
             if info.key_field is not None:
                 field_value = payload.get(info.key_field)
@@ -343,9 +396,12 @@ class Producer:
                 # Duplicates are detected on the job topic; a delayed job runs from its wait
                 # tier without passing there.
                 raise ValueError(f"job type {job_type!r} is unique: it cannot be delayed")
+            if topic != info.topic:  # delayed: the rich headers (see _TypeInfo.rich)
+                hdrs = [(h.JOB_ID, job_id), (h.CREATED_AT, str(now_ms)), *info.rich]
+                size += info.rich_size - info.const_size
             hdrs += extra
             size += sum(len(k) + len(v) + _HEADER_OVERHEAD for k, v in extra)
-        return topic, key, value, hdrs, job_id, size
+        return topic, key, value, hdrs, job_id, size, now_ms
 
     def _type_info(self, job_type: str) -> _TypeInfo:
         if not self._status_opened and self.catalogue.get(job_type).status == "all":
@@ -412,12 +468,13 @@ class Producer:
 
     def _send_once(self, record: _Record, cb: Callable[[Any, Any], None] | None) -> None:
         """One produce call; BufferError (queue full) is the caller's to handle."""
-        topic, key, value, hdrs, job_id, size = record
+        topic, key, value, hdrs, job_id, size, ts = record
         try:
             if cb is None:
-                self._kafka.produce(topic, value, key, headers=hdrs)
+                self._kafka.produce(topic, value, key, headers=hdrs, timestamp=ts)
             else:
-                self._kafka.produce(topic, value, key, headers=hdrs, on_delivery=cb)
+                self._kafka.produce(topic, value, key, headers=hdrs, timestamp=ts,
+                                    on_delivery=cb)
         except KafkaException as exc:
             err = exc.args[0]
             if err.name() == "MSG_SIZE_TOO_LARGE":

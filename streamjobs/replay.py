@@ -311,10 +311,13 @@ def plan_range(config: KafkaConfig, topic: str, partition: int, *,
     return RangePlan(topic, partition, max(start, low), min(end, high - 1), low, high)
 
 
-def replay_headers(hdrs: Iterable[tuple[str, bytes | None]], origin: str) -> h.Headers:
-    """Original headers with the attempt reset and the replay link set (a replayed record
-    that is replayed again links to its latest source)."""
-    return h.replace(hdrs, {h.ATTEMPT: "1", h.REPLAYED_FROM: origin})
+def replay_headers(hdrs: Iterable[tuple[str, bytes | None]], origin: str,
+                   timestamp_ms: int = 0) -> h.Headers:
+    """Original headers in the rich form (a compact header expanded with ``timestamp_ms``, the
+    source record's, as its created-at: the copy gets a new timestamp), the attempt reset and
+    the replay link set (a replayed record that is replayed again links to its latest
+    source)."""
+    return h.replace(h.expand(hdrs, timestamp_ms), {h.ATTEMPT: "1", h.REPLAYED_FROM: origin})
 
 
 def emit_range(config: KafkaConfig, plan: RangePlan, *,
@@ -349,7 +352,7 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
         while True:
             try:
                 hdrs: list[tuple[str, str | bytes | None]] = list(
-                    replay_headers(_headers(msg), origin))
+                    replay_headers(_headers(msg), origin, msg.timestamp()[1]))
                 producer.produce(plan.topic, value=msg.value(), key=msg.key(),
                                  partition=plan.partition, headers=hdrs,
                                  on_delivery=partial(on_delivery, hdrs))
@@ -368,10 +371,10 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
 
 
 def _record_replayed(status: StatusWriter, msg: Message, plan: RangePlan, origin: str) -> None:
-    hdrs = _headers(msg)
-    job_id = h.get(hdrs, h.JOB_ID)
+    meta = h.JobMeta.from_headers(_headers(msg))
+    job_id = meta.job_id
     if job_id:
-        status.send(job_id, h.get(hdrs, h.JOB_TYPE) or "", Transition(
+        status.send(job_id, meta.job_type or "", Transition(
             "replayed", now_ms(), 1, topic=plan.topic, partition=plan.partition,
             reason=origin))
 

@@ -321,7 +321,7 @@ class Reprocessor:
 
     def _record_status(self, dl: DeadLetter, target: str) -> None:
         """``reprocessed`` in the status topic (types recording ``all`` or ``failures``)."""
-        job_id, job_type = dl.header(h.JOB_ID), dl.job_type
+        job_id, job_type = dl.meta.job_id, dl.job_type
         if self._status is None or not job_id or self.codec is None:
             return
         catalogue = self.codec.catalogue

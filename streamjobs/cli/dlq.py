@@ -201,6 +201,7 @@ def _print_story(s: dict[str, Any], full: bool) -> None:
     err = s["error"]
     click.echo(f"{s['ref']}  {_ts(s['dlq_at_ms'])}  {s['job_type'] or '(no type)'}  "
                f"{s['reason']}  key={s['key'] if s['key'] is not None else s['key_hex']}")
+    click.echo(f"  job {s['job_id'] or '(no id)'}, created {_ts(s['created_at_ms'])}")
     if err["class"] or err["message"]:
         click.echo(f"  error: {err['class']}: {err['message']}")
     o = s["origin"]

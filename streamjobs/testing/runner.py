@@ -48,7 +48,7 @@ from .outcome import JobOutcome, RunawayJobs, RunReport, Status
 __all__ = ["JobRunner"]
 
 # Set by emit itself, as in Producer.emit.
-_RESERVED = frozenset({h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, h.DUE_AT,
+_RESERVED = frozenset({h.META, h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, h.DUE_AT,
                        h.TARGET, h.TRACEPARENT})
 
 
@@ -114,35 +114,38 @@ class JobRunner:
         job = self.app.catalogue.get(job_type)
         if key is None and job.key_field is not None and payload.get(job.key_field) is not None:
             key = str(payload[job.key_field])
-        hdrs: h.Headers = [
-            (h.JOB_ID, h.new_job_id(self._now_ms).encode()),
-            (h.CREATED_AT, str(self._now_ms).encode()),
-            (h.JOB_TYPE, job_type.encode()),
-            (h.ATTEMPT, b"1"),
-            (h.SCHEMA, (parse(value).fingerprint or b"").hex().encode()),
-        ]
+        due_at_ms = self._due_ms(delay, run_at)
+        hdrs = self._job_headers(job_type, due_at_ms)
+        if len(hdrs) > 1:
+            hdrs.append((h.SCHEMA, (parse(value).fingerprint or b"").hex().encode()))
         for name, val in (headers or {}).items():
             if name in _RESERVED:
                 raise ValueError(f"header {name!r} is set by emit itself")
             hdrs.append((name, val if isinstance(val, bytes) else val.encode()))
         if traceparent is not None:
             hdrs.append((h.TRACEPARENT, check_traceparent(traceparent).encode()))
-        return self.emit_raw(job_type, value, key=key, headers=hdrs,
-                             due_at_ms=self._due_ms(delay, run_at))
+        return self.emit_raw(job_type, value, key=key, headers=hdrs, due_at_ms=due_at_ms)
+
+    def _job_headers(self, job_type: str, due_at_ms: int | None) -> h.Headers:
+        """As ``Producer.emit`` writes them: the compact header, or for a delayed job (it waits
+        on a tier topic, whose timestamps are the broker's) the rich ones."""
+        job_id = h.new_job_id(self._now_ms)
+        if due_at_ms is None or due_at_ms <= self._now_ms:
+            return [(h.META, h.compact(job_id, job_type).encode())]
+        return [(h.JOB_ID, job_id.encode()), (h.CREATED_AT, str(self._now_ms).encode()),
+                (h.JOB_TYPE, job_type.encode()), (h.ATTEMPT, b"1")]
 
     def emit_raw(self, job_type: str, value: bytes, *, key: str | bytes | None = None,
                  headers: h.Headers | None = None, due_at_ms: int | None = None) -> str:
         """Queue a record as it would arrive from Kafka: ``value`` is not checked here (bad
         bytes are dead-lettered with ``decode_error`` when run, as by the worker).
-        ``headers`` default to a fresh job's; returns the ``sj-id``."""
+        ``headers`` default to a fresh job's; returns the job id."""
         job = self.app.catalogue.get(job_type)
         if job_type not in self._checked:  # what a worker running this type checks at start
             self.app.check((job_type,))
             self._checked.add(job_type)
         if headers is None:
-            headers = [(h.JOB_ID, h.new_job_id(self._now_ms).encode()),
-                       (h.CREATED_AT, str(self._now_ms).encode()),
-                       (h.JOB_TYPE, job_type.encode()), (h.ATTEMPT, b"1")]
+            headers = self._job_headers(job_type, due_at_ms)
         key_b = key.encode() if isinstance(key, str) else key
         topic = self.app.topic(job)
         due = self._now_ms
@@ -150,7 +153,7 @@ class JobRunner:
             due = due_at_ms
             headers = [*headers, (h.DUE_AT, str(due).encode()), (h.TARGET, topic.encode())]
             topic = self._wait_topic(job_type, self._now_ms, due)
-        job_id = h.get(headers, h.JOB_ID) or ""
+        job_id = h.JobMeta.from_headers(headers).job_id or ""
         self._push(due, _Record(job_type, job_id, topic, self._partition(job_type, key_b), -1,
                                 key_b, value, list(headers), self._now_ms))
         return job_id
@@ -185,7 +188,8 @@ class JobRunner:
         job = self.app.catalogue.get(rec.job_type)
         handler = self.app.handler(rec.job_type)
         job_topic = self.app.topic(job)
-        attempt = h.get_int(rec.headers, h.ATTEMPT) or 1
+        meta = h.JobMeta.from_headers(rec.headers, rec.timestamp_ms)
+        attempt = meta.attempt
         payload: dict[str, Any] | None = None
         try:
             payload = self.codec.decode(rec.value, rec.job_type).payload
@@ -198,7 +202,7 @@ class JobRunner:
             failure = Failure("DecodeError", f"{exc.reason}: {exc.detail}")
             return self._fail(rec, job_topic, attempt, None, exc, failure,
                               Decision(reason="decode_error"))
-        created = h.get_int(rec.headers, h.CREATED_AT)
+        created = meta.created_at_ms
         ctx = JobContext(job_id=rec.job_id, job_type=rec.job_type, attempt=attempt,
                          headers=rec.headers, topic=rec.topic, partition=rec.partition,
                          offset=rec.offset, key=rec.key, created_at_ms=created, payload=payload,

@@ -82,8 +82,8 @@ class RecordContext(JobContext):
     def __init__(self, msg: Any, part: Any, route: Any, offset: int, attempt: int,
                  payload: dict[str, Any], created: bytes | None, id_b: bytes) -> None:
         self._msg = msg
-        self._id = id_b  # sj-id as sent (last one; the intake checked it is UTF-8)
-        self._created = created  # sj-created-at as sent (last one)
+        self._id = id_b  # the job id as sent (the intake checked it is UTF-8)
+        self._created = created  # sj-created-at as sent; None: the record's timestamp
         self._part = part
         self._route = route
         self._handler = route.handler
@@ -125,7 +125,10 @@ class RecordContext(JobContext):
     @property
     def created_at_ms(self) -> int | None:  # type: ignore[override]
         c = self._created
-        return int(c) if c else None  # the intake checked that it parses
+        if c:
+            return int(c)  # the intake checked that it parses
+        ts: int = self._msg.timestamp()[1]  # the compact form: created-at is CreateTime
+        return ts if ts > 0 else None
 
     @property
     def job_topic(self) -> str:  # type: ignore[override]

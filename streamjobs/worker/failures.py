@@ -5,6 +5,10 @@ or "dead-letter with reason R"; ``retry_record`` and ``dead_letter_record`` buil
 (key, value, headers) to produce. The value bytes are never re-encoded, so a record survives
 a retry chain and the dead-letter topic exactly as it was emitted.
 
+A first-attempt job carries the compact ``sj`` header; its retry and dead-letter records carry
+the rich headers instead (``headers.expand``: id, type, attempt, created-at from the record's
+timestamp), so the cold path reads like it always did.
+
 Provenance (see ``streamjobs.headers``): the ``sj-orig-*`` set and ``sj-first-failure-at``
 describe the FIRST failure and are kept through a retry chain; the error set
 (``sj-error-class/message/trace``) and worker set describe the latest failure.
@@ -157,15 +161,16 @@ def retry_record(key: bytes | None, value: bytes | None, original: h.Headers, *,
         h.TARGET: target,
     }
     updates.update(_provenance(original, origin, failure, now_ms))
-    return key, value, h.replace(original, updates)
+    return key, value, h.replace(h.expand(original, origin.timestamp_ms), updates)
 
 
 def dead_letter_record(key: bytes | None, value: bytes | None, original: h.Headers, *,
                        origin: Origin, failure: Failure, reason: str, now_ms: int) -> Record:
-    """The dead-letter record: key, value and the original headers byte for byte, then the
-    provenance, ``sj-dlq-reason`` and ``sj-dlq-at`` appended (readers take the last value
-    of a name). First-failure headers already present are not repeated."""
-    out: h.Headers = list(original)
+    """The dead-letter record: key, value and the original headers byte for byte (a compact
+    ``sj`` header expanded into the rich set), then the provenance, ``sj-dlq-reason`` and
+    ``sj-dlq-at`` appended (readers take the last value of a name). First-failure headers
+    already present are not repeated."""
+    out: h.Headers = h.expand(original, origin.timestamp_ms)
     present = {name for name, _ in original}
     for name, text in _provenance(original, origin, failure, now_ms).items():
         keep_first = name in (h.ORIG_TOPIC, h.ORIG_PARTITION, h.ORIG_OFFSET, h.ORIG_TIMESTAMP,

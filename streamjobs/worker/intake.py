@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Intake", "Part"]
 
-_TYPE, _ID, _ATTEMPT, _CREATED = h.JOB_TYPE, h.JOB_ID, h.ATTEMPT, h.CREATED_AT
 # Ids of records that came without sj- headers (foreign producers): stable across redeliveries.
 _FOREIGN_IDS = uuid.UUID("5f0c8a52-3d1e-4c56-9a57-1d9e3b7f2c10")
+_scan = h.scan
 
 
 class Part:
@@ -167,18 +167,7 @@ class Intake:
                 continue
             part.next_fetch = offset + 1
             in_flight += 1
-            hdrs = m.headers()
-            type_b = id_b = a = c = None
-            if hdrs:
-                for k, v in hdrs:  # later headers win, as in dict(hdrs)
-                    if k == _TYPE:
-                        type_b = v
-                    elif k == _ID:
-                        id_b = v
-                    elif k == _ATTEMPT:
-                        a = v
-                    elif k == _CREATED:
-                        c = v
+            type_b, id_b, a, c = _scan(m.headers())  # either form (compact or rich)
             route = by_type.get(type_b) if type_b is not None else None
             value = m.value()
             if (route is not None and id_b is not None and value is not None
@@ -247,26 +236,22 @@ class Intake:
 
     def _decode(self, m: Any, part: Part, offset: int) -> JobContext:
         hdrs = m.headers()
-        if part.single_type is not None and (
-                h.get(hdrs, h.JOB_TYPE) is None or h.get(hdrs, h.JOB_ID) is None):
+        type_b, id_b, a, c = h.scan(hdrs) if hdrs else (None, None, None, None)
+        if part.single_type is not None and (type_b is None or id_b is None):
             return self._foreign(m, part, offset, hdrs or [])
         if not hdrs:
             raise _Poison("missing_headers", Failure("MissingHeaders", "record has no headers"))
-        hd = dict(hdrs)
-        type_b = hd.get(h.JOB_TYPE)
-        id_b = hd.get(h.JOB_ID)
         if type_b is None or id_b is None:
             raise _Poison("missing_headers", Failure(
-                "MissingHeaders", f"missing {h.JOB_TYPE if type_b is None else h.JOB_ID}"))
+                "MissingHeaders", f"missing the job {'type' if type_b is None else 'id'} "
+                f"({h.META} or {h.JOB_TYPE if type_b is None else h.JOB_ID})"))
         route = self.routes.by_type.get(type_b)
         if route is None:
             name = type_b.decode("utf-8", "replace")
             raise _Poison("unknown_type", Failure(
                 "UnknownJobType", f"job type {name!r} is not run by this worker"))
         try:
-            a = hd.get(h.ATTEMPT)
             attempt = int(a) if a else 1
-            c = hd.get(h.CREATED_AT)
             if c:
                 int(c)  # checked here; RecordContext parses it when it is read
             id_b.decode("utf-8")
@@ -397,7 +382,8 @@ class Intake:
             "failures" if any(r.job.status != "none"
                               for r in self.routes.job_topics.get(part.job_topic, ()))
             else "none")
-        ident = (h.get(hdrs, h.JOB_ID) or "", h.get(hdrs, h.JOB_TYPE) or "", mode)
+        meta = h.JobMeta.from_headers(hdrs)
+        ident = (meta.job_id or "", meta.job_type or "", mode)
         if poison.reason == "unknown_schema" and poison.route is not None:
             delay = poison.route.job.retry.delay_for(poison.attempt)
             if delay is not None:

@@ -65,7 +65,7 @@ class Outbox:
                 return
             if unconfirmed(err, msg):  # an implicit ack: maybe never written
                 _log.warning("%s: delivery of job %s reported without an offset; sending it "
-                             "again", out.topic, h.get(out.headers, h.JOB_ID))
+                             "again", out.topic, h.JobMeta.from_headers(out.headers).job_id)
                 self._defer(out, 0)
                 return
             self.pending -= 1

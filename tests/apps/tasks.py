@@ -56,7 +56,8 @@ def _record(payload: dict[str, Any], ctx: JobContext, start: float) -> None:
     line = json.dumps({"id": payload["id"], "job_id": ctx.job_id, "attempt": ctx.attempt,
                        "topic": ctx.topic, "partition": ctx.partition, "offset": ctx.offset,
                        "key": payload["key"], "start": start, "end": time.time(),
-                       "due_at": ctx.header("sj-due-at"), "pid": os.getpid()}) + "\n"
+                       "due_at": ctx.header("sj-due-at"), "created_at": ctx.created_at_ms,
+                       "pid": os.getpid()}) + "\n"
     with _lock:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

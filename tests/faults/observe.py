@@ -201,6 +201,7 @@ def to_record(m: Any) -> TopicRecord:
     orig_p, orig_o = h.get_int(hdrs, h.ORIG_PARTITION), h.get_int(hdrs, h.ORIG_OFFSET)
     orig = ((orig_topic, orig_p, orig_o) if orig_topic is not None and orig_p is not None
             and orig_o is not None else None)
+    meta = h.JobMeta.from_headers(hdrs)
     return TopicRecord(m.topic(), m.partition(), m.offset(), float(m.timestamp()[1]),
-                       h.get(hdrs, h.JOB_ID), h.get_int(hdrs, h.ATTEMPT),
+                       meta.job_id, h.get_int(hdrs, h.ATTEMPT) or (1 if meta.compact else None),
                        h.get_int(hdrs, h.DUE_AT), orig, h.get(hdrs, h.DLQ_REASON))

@@ -82,9 +82,10 @@ class Env:
     def dead_letter(self, job_type: str | None, payload: dict[str, Any] | bytes, *,
                     reason: str = "max_attempts", error: str = "TimeoutError",
                     key: str | None = None, dlq_at: int | None = None, partition: int = 0,
-                    topic: str | None = None) -> None:
+                    topic: str | None = None, compact_id: str | None = None) -> None:
         """Write one dead letter in the worker's format to the DLQ of ``topic`` (dead-lettered
-        at ``dlq_at``, default now)."""
+        at ``dlq_at``, default now); with ``compact_id``, of a first attempt that carried the
+        compact header with that id."""
         if dlq_at is None:
             dlq_at = _now_ms()
         job_topic = topic or (self.images if job_type == "resize" else self.emails)
@@ -95,6 +96,9 @@ class Env:
                                ("tenant", b"acme")]
         if job_type is not None:
             original.insert(1, (h.JOB_TYPE, job_type.encode()))
+        if compact_id is not None:
+            original = [(h.META, h.compact(compact_id, job_type or "").encode()),
+                        ("tenant", b"acme")]
         k, v, hdrs = dead_letter_record(
             key.encode() if key else None, value, original,
             origin=Origin(job_topic, 1, 42, dlq_at - 5000, "host-a", "workers"),
@@ -246,7 +250,8 @@ def test_reprocess_execute_twice_republishes_each_record_once(env: Env,
         names = [k for k, _ in m.headers()]
         assert h.get(m.headers(), h.ATTEMPT) == "1" and names.count(h.ATTEMPT) == 1
         assert h.get(m.headers(), "tenant") == "acme"
-        assert h.get(m.headers(), h.JOB_ID) == h.get(src.headers(), h.JOB_ID)
+        meta, was = h.JobMeta.from_headers(m.headers()), h.JobMeta.from_headers(src.headers())
+        assert meta.job_id == was.job_id
         assert not {h.DLQ_REASON, h.ERROR_CLASS, h.ORIG_TOPIC, h.WORKER_HOST} & set(names)
     stats = cli(run_cli, env, "stats", "--topic", env.emails, "--json")
     assert json.loads(stats.stdout)["topics"][0]["reprocessed"] == 5
@@ -368,3 +373,21 @@ def test_end_to_end_with_the_real_worker(worker_env: WorkerEnv, run_cli: RunCli,
                     "--execute", "--json")
     assert json.loads(again.stdout)["topics"][0]["already_reprocessed"] == 2
     assert len(read_all(env.kafka, env.topic())) == 4  # 2 originals + 2 re-published
+
+
+def test_dead_letter_of_a_compact_job_shows_its_id_type_and_created_at(
+        env: Env, run_cli: RunCli) -> None:
+    """Rule: a first attempt that carried the compact ``sj`` header is dead-lettered with the
+    rich headers (id, type, attempt 1, created-at = its record's timestamp), and ``dlq show``
+    prints them (JSON and text)."""
+    job_id = h.new_job_id()
+    env.dead_letter("send_email", {"user_id": "u9", "email": "c@d"}, dlq_at=NOW,
+                    compact_id=job_id)
+    res = cli(run_cli, env, "show", "--topic", env.emails, "0:0", "--json")
+    assert res.returncode == 0, res.stderr
+    story = json.loads(res.stdout)
+    assert (story["job_id"], story["job_type"], story["attempt"]) == (job_id, "send_email", "1")
+    assert story["created_at_ms"] == NOW - 5000  # the original record's timestamp
+    assert h.META not in story["headers"] and story["headers"][h.JOB_ID] == job_id
+    text = cli(run_cli, env, "show", "--topic", env.emails, "0:0")
+    assert f"job {job_id}, created " in text.stdout

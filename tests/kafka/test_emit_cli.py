@@ -38,7 +38,7 @@ def test_emit_json_prints_the_id(run_cli: object, kafka_config: KafkaConfig, sch
     job_id = r.stdout.strip()
     assert uuid.UUID(job_id).version == 7
     (msg,) = read(kafka_config, topic, 1)
-    assert h.get(msg.headers(), h.JOB_ID) == job_id
+    assert h.JobMeta.from_headers(msg.headers()).job_id == job_id
     assert h.get(msg.headers(), "tenant") == "acme"
     assert msg.key() == b"k1"
 
@@ -63,7 +63,7 @@ def test_emit_file_with_progress_and_json_output(run_cli: object, kafka_config: 
     assert [o["line"] for o in out] == [1, 3, 4]
     assert "emitting" in r.stderr
     msgs = read(kafka_config, topic, 3)
-    assert {h.get(m.headers(), h.JOB_ID) for m in msgs} == {o["id"] for o in out}
+    assert {h.JobMeta.from_headers(m.headers()).job_id for m in msgs} == {o["id"] for o in out}
     assert {m.key() for m in msgs} == {b"u1", b"kk", b"u3"}
 
 
@@ -120,7 +120,7 @@ def test_delay_lands_on_the_wait_tier(run_cli: object, kafka_config: KafkaConfig
                      "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
     assert r.returncode == 0, r.stderr
     (msg,) = read(kafka_config, wait, 1)
-    assert h.get(msg.headers(), h.JOB_ID) == r.stdout.strip()
+    assert h.JobMeta.from_headers(msg.headers()).job_id == r.stdout.strip()
     assert h.get(msg.headers(), h.TARGET) == topic
     assert h.get(msg.headers(), h.TRACEPARENT) is not None
     created, due = h.get_int(msg.headers(), h.CREATED_AT), h.get_int(msg.headers(), h.DUE_AT)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME
 from confluent_kafka.admin import AdminClient
 
 from streamjobs import headers as h
@@ -45,8 +46,10 @@ def topic(make_topic: object, unique: str) -> str:
 
 def test_emit_returns_id_before_delivery_and_writes_headers_and_key(
         kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
-    """emit returns a UUIDv7 job id before the broker acknowledges; the record carries every
-    job header (schema fingerprint = the codec's), the key_field value as key, and the payload."""
+    """emit returns a UUIDv7 job id before the broker acknowledges; the record carries the job
+    metadata in one compact header (``sj: <id>;<type>``, created-at = its CreateTime, the
+    schema fingerprint in the value), the caller's headers, the key_field value as key, and
+    the payload."""
     delivered: list[tuple[str, object]] = []
     with Producer(catalogue, kafka_config, linger_ms=300) as p:
         before = time.time_ns() // 1_000_000
@@ -59,12 +62,14 @@ def test_emit_returns_id_before_delivery_and_writes_headers_and_key(
     assert uuid.UUID(job_id).version == 7
     (msg,) = read(kafka_config, topic, 1)
     hdrs = msg.headers()
-    assert h.get(hdrs, h.JOB_ID) == job_id
-    assert h.get(hdrs, h.JOB_TYPE) == JOB
-    assert h.get(hdrs, h.ATTEMPT) == "1"
-    created = h.get_int(hdrs, h.CREATED_AT)
-    assert created is not None and before <= created <= time.time_ns() // 1_000_000
-    assert h.get(hdrs, h.SCHEMA) == Codec(catalogue).fingerprint(JOB).hex()
+    assert h.get(hdrs, h.META) == f"{job_id};{JOB}"
+    assert [k for k, _ in hdrs if k.startswith("sj")] == [h.META]
+    meta = h.JobMeta.from_headers(hdrs, msg.timestamp()[1])
+    assert (meta.job_id, meta.job_type, meta.attempt, meta.compact) == (job_id, JOB, 1, True)
+    kind, created = msg.timestamp()
+    assert kind == TIMESTAMP_CREATE_TIME and meta.created_at_ms == created
+    assert before <= created <= time.time_ns() // 1_000_000
+    assert msg.value()[2:10] == Codec(catalogue).fingerprint(JOB)
     assert h.get(hdrs, h.TRACEPARENT) == TRACE
     assert h.get(hdrs, "tenant") == "acme"
     assert h.get(hdrs, h.DUE_AT) is None
@@ -82,19 +87,30 @@ def test_explicit_key_wins(kafka_config: KafkaConfig, catalogue: Catalogue, topi
 
 def test_emit_many_validates_everything_before_sending(
         kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
-    """A batch with one bad payload sends nothing; a good batch sends all, ids in order."""
+    """A batch with one bad payload sends nothing (the note names its position); a good batch
+    sends all, ids in order, each record as emit writes it (compact header, key_field key,
+    an explicit key kept)."""
     good = {"user_id": "u1", "email": "e1"}
     with Producer(catalogue, kafka_config) as p:
         with pytest.raises(PayloadError) as info:
             p.emit_many([(JOB, good), (JOB, {"user_id": 5, "email": "e"}), (JOB, good)])
         assert info.value.field == "user_id"
+        assert "job #1 of the batch" in "".join(getattr(info.value, "__notes__", []))
         p.flush()
         assert total_records(kafka_config, topic) == 0
         ids = p.emit_many([(JOB, good), Job(JOB, {"user_id": "u2", "email": "e2"}, key="k"),
                            (JOB, {"user_id": "u1", "email": "e3"})])
     assert len(set(ids)) == 3
-    got = {h.get(m.headers(), h.JOB_ID) for m in read(kafka_config, topic, 3)}
-    assert got == set(ids)
+    msgs = read(kafka_config, topic, 3)
+    got = {h.JobMeta.from_headers(m.headers()).job_id: m for m in msgs}
+    assert set(got) == set(ids)
+    assert [got[i].key() for i in ids] == [b"u1", b"k", b"u1"]
+    for m in msgs:
+        assert m.headers() == [(h.META, f"{h.JobMeta.from_headers(m.headers()).job_id};{JOB}"
+                                .encode())]
+        assert m.timestamp()[0] == TIMESTAMP_CREATE_TIME
+    assert [Codec(catalogue).decode(got[i].value()).payload["email"] for i in ids] == \
+        ["e1", "e2", "e3"]
 
 
 def test_invalid_payload_and_unknown_type_send_nothing(
@@ -187,7 +203,7 @@ def test_concurrent_emits_from_threads(kafka_config: KafkaConfig, catalogue: Cat
         for t in threads:
             t.join()
     assert len(set(ids)) == 1000
-    got = [h.get(m.headers(), h.JOB_ID) for m in read(kafka_config, topic, 1000)]
+    got = [h.JobMeta.from_headers(m.headers()).job_id for m in read(kafka_config, topic, 1000)]
     assert sorted(got) == sorted(ids)  # all delivered, none twice
 
 
@@ -205,7 +221,10 @@ def test_delayed_emit_goes_to_the_wait_tier(kafka_config: KafkaConfig, catalogue
         with pytest.raises(ValueError):
             p.emit(JOB, {"user_id": "u3", "email": "e"}, run_at=datetime.now())  # naive
     (msg,) = read(kafka_config, wait, 1)
-    assert h.get(msg.headers(), h.JOB_ID) == job_id
+    # A delayed job waits on a LogAppendTime tier: it carries the rich headers, created-at too.
+    assert h.get(msg.headers(), h.JOB_ID) == job_id and h.get(msg.headers(), h.META) is None
+    assert h.get(msg.headers(), h.JOB_TYPE) == JOB and h.get(msg.headers(), h.ATTEMPT) == "1"
+    assert before <= (h.get_int(msg.headers(), h.CREATED_AT) or 0) <= before + 60_000
     assert h.get(msg.headers(), h.TARGET) == topic
     due = h.get_int(msg.headers(), h.DUE_AT)
     assert due is not None and before + 5000 <= due <= time.time_ns() // 1_000_000 + 5000

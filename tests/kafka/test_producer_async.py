@@ -68,7 +68,7 @@ def test_emits_keep_the_loop_running(kafka_config: KafkaConfig, catalogue: Catal
 
     ids = asyncio.run(main())
     assert len(set(ids)) == 5000
-    got = {h.get(m.headers(), h.JOB_ID) for m in read(kafka_config, topic, 5000)}
+    got = {h.JobMeta.from_headers(m.headers()).job_id for m in read(kafka_config, topic, 5000)}
     assert got == set(ids)
 
 

@@ -134,7 +134,7 @@ def test_dead_job_shows_reason_and_its_dead_letter_record(env: StatusEnv,
         msg = c.consume(1, 10)[0]
     finally:
         c.close()
-    assert h.get(msg.headers(), h.JOB_ID) == jobs["dead"]
+    assert h.JobMeta.from_headers(msg.headers()).job_id == jobs["dead"]
 
 
 def test_failures_types_record_failures_only_and_none_types_nothing(

@@ -83,17 +83,19 @@ class Env:
 
     def emit(self, job_type: str = "task", *, partition: int | None = None,
              headers: dict[str, str] | None = None, topic: str | None = None,
-             **payload: Any) -> str:
+             legacy: bool = False, **payload: Any) -> str:
         """Produce one job record as ``Producer.emit`` would (without the prefix support it
-        lacks); returns the job id."""
+        lacks): the compact ``sj`` header, or with ``legacy`` the five headers records carried
+        before it; returns the payload's ``id``."""
         codec = Codec(self.catalogue)
         payload.setdefault("id", uuid.uuid4().hex[:12])
         value = codec.encode(job_type, payload)
         job_id = h.new_job_id()
         now = int(time.time() * 1000)
-        hdrs = {h.JOB_ID: job_id, h.JOB_TYPE: job_type, h.ATTEMPT: "1",
-                h.CREATED_AT: str(now), h.SCHEMA: codec.fingerprint(job_type).hex(),
-                **(headers or {})}
+        hdrs = ({h.JOB_ID: job_id, h.JOB_TYPE: job_type, h.ATTEMPT: "1",
+                 h.CREATED_AT: str(now), h.SCHEMA: codec.fingerprint(job_type).hex()}
+                if legacy else {h.META: h.compact(job_id, job_type)})
+        hdrs.update(headers or {})
         key = payload.get("key") or None
         kwargs: dict[str, Any] = {}
         if partition is not None:

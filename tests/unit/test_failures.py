@@ -123,3 +123,18 @@ def test_dead_letter_after_retries_does_not_repeat_first_failure_headers() -> No
     assert sum(1 for k, _ in dead if k == h.ORIG_TOPIC) == 1
     assert h.get(dead, h.FIRST_FAILURE_AT) == "4000"
     assert h.get(dead, h.DLQ_REASON) == "max_attempts"
+
+
+def test_failure_records_of_a_compact_job_carry_the_rich_headers() -> None:
+    compact: h.Headers = [(h.META, b"id-9;t"), ("tenant", b"acme")]
+    _, _, retry = retry_record(b"k", b"v", compact, origin=ORIGIN, failure=FAIL, attempt=1,
+                               target="jobs", due_at_ms=5000, now_ms=4000)
+    assert h.get(retry, h.META) is None
+    assert (h.get(retry, h.JOB_ID), h.get(retry, h.JOB_TYPE), h.get(retry, h.ATTEMPT)) == \
+        ("id-9", "t", "2")
+    assert h.get_int(retry, h.CREATED_AT) == ORIGIN.timestamp_ms
+    _, _, dead = dead_letter_record(b"k", b"v", compact, origin=ORIGIN, failure=FAIL,
+                                    reason="permanent_error", now_ms=4000)
+    assert dead[:5] == [(h.JOB_ID, b"id-9"), (h.JOB_TYPE, b"t"), (h.ATTEMPT, b"1"),
+                        (h.CREATED_AT, str(ORIGIN.timestamp_ms).encode()), ("tenant", b"acme")]
+    assert h.get(dead, h.DLQ_REASON) == "permanent_error"

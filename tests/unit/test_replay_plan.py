@@ -86,3 +86,10 @@ def test_replay_headers_reset_attempt_and_link_source() -> None:
     out = replay_headers([(h.JOB_ID, b"id"), (h.ATTEMPT, b"3"), (h.REPLAYED_FROM, b"a/0/1")],
                          "t/1/7")
     assert out == [(h.JOB_ID, b"id"), (h.ATTEMPT, b"1"), (h.REPLAYED_FROM, b"t/1/7")]
+
+
+def test_replayed_compact_record_carries_the_rich_headers() -> None:
+    """A replayed copy gets a new timestamp: its created-at travels as sj-created-at."""
+    out = replay_headers([(h.META, b"id-1;send"), ("tenant", b"acme")], "t/1/7", 1795820000123)
+    assert out == [(h.JOB_ID, b"id-1"), (h.JOB_TYPE, b"send"), (h.CREATED_AT, b"1795820000123"),
+                   ("tenant", b"acme"), (h.ATTEMPT, b"1"), (h.REPLAYED_FROM, b"t/1/7")]

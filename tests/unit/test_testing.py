@@ -69,9 +69,9 @@ def test_success_runs_decoded_payload_with_worker_like_context() -> None:
     assert ctx.key == b"img-1"  # the catalogue's key_field
     assert ctx.partition == zlib.crc32(b"img-1") % 6 and ctx.offset == 0
     assert ctx.created_at_ms == int(T0 * 1000)
-    assert ctx.header(h.JOB_ID) == job_id and ctx.header(h.JOB_TYPE) == "make_thumbnail"
-    assert ctx.header(h.ATTEMPT) == "1" and ctx.header(h.CREATED_AT) == str(int(T0 * 1000))
-    assert ctx.header(h.SCHEMA) == runner.codec.fingerprint("make_thumbnail").hex()
+    # As Producer.emit writes it: one compact header; attempt and created-at are implied.
+    assert ctx.header(h.META) == f"{job_id};make_thumbnail"
+    assert ctx.header(h.JOB_ID) is None and ctx.header(h.ATTEMPT) is None
     assert ctx.header("tenant") == "acme"
     ctx.log.info("bound logger works")
     assert runner.outcome(job_id) is out and runner.succeeded == [out]
@@ -115,7 +115,9 @@ def test_transient_failure_retries_after_policy_delay_with_retry_headers() -> No
     retry_ctx = seen[1]
     assert (retry_ctx.job_id, retry_ctx.attempt) == (job_id, 2)
     assert retry_ctx.topic == "demo.images.retry.1s" and retry_ctx.job_topic == "demo.images"
-    assert retry_ctx.header(h.ATTEMPT) == "2"
+    assert retry_ctx.header(h.ATTEMPT) == "2" and retry_ctx.header(h.META) is None
+    assert retry_ctx.header(h.JOB_ID) == job_id
+    assert retry_ctx.header(h.CREATED_AT) == str(int(T0 * 1000))
     assert retry_ctx.header(h.DUE_AT) == str(int((T0 + 1) * 1000))
     assert retry_ctx.header(h.ERROR_CLASS) == "ConnectionError"
     assert retry_ctx.header(h.ORIG_TOPIC) == "demo.images"
