@@ -276,12 +276,13 @@ class Intake:
         type: it is that type, with an id derived from its position (stable across
         redeliveries); both are added to its headers so a retry keeps them."""
         assert part.single_type is not None
-        job_type = h.get(hdrs, h.JOB_TYPE) or part.single_type
+        meta = h.JobMeta.from_headers(hdrs)
+        job_type = meta.job_type or part.single_type
         route = self.routes.by_type.get(job_type.encode())
         if route is None:
             raise _Poison("unknown_type", Failure(
                 "UnknownJobType", f"job type {job_type!r} is not run by this worker"))
-        job_id = h.get(hdrs, h.JOB_ID) or str(
+        job_id = meta.job_id or str(
             uuid.uuid5(_FOREIGN_IDS, f"{part.topic}/{part.partition}/{offset}"))
         full = [*hdrs, (h.JOB_TYPE, job_type.encode()), (h.JOB_ID, job_id.encode())]
         attempt_s = h.get(hdrs, h.ATTEMPT)

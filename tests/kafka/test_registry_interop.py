@@ -136,7 +136,7 @@ def test_emitted_records_are_read_by_confluent_avro_deserializer(world: World,
     for m in read(world.kafka, world.topic, 2):
         value = m.value()
         assert value[0] == 0 and int.from_bytes(value[1:5], "big") == current_id
-        assert h.get(m.headers(), h.JOB_TYPE) == "order"
+        assert h.JobMeta.from_headers(m.headers()).job_type == "order"
         payloads.append(deserialize(value, SerializationContext(world.topic,
                                                                 MessageField.VALUE)))
     assert sorted(payloads, key=lambda p: p["id"]) == [

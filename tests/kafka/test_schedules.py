@@ -65,7 +65,7 @@ def _records(flow: Flow, topic: str, partitions: int = 3) -> list[tuple[int, str
                     if m.error() is None:
                         seen = m.offset() + 1
                         hd = dict(m.headers() or [])
-                        out.append((int(hd[h.TICK]), hd[h.JOB_ID].decode()))
+                        out.append((int(hd[h.TICK]), h.JobMeta.from_headers(m.headers()).job_id))
     finally:
         c.close()
     return out
