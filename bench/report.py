@@ -34,6 +34,8 @@ ROWS: list[Row] = [
      lambda v: v >= 0.8),
     ("R_framework with listeners", "worker_throughput", ("R_framework_with_listeners",), "",
      None),
+    ("default listeners: worker with them / without (same round)", "worker_throughput",
+     ("R_listeners",), ">= 0.9", lambda v: v >= 0.9),
     ("R_framework vs raw consume reading the same headers", "worker_throughput",
      ("R_framework_vs_headers",), "", None),
     ("worker rate (jobs/s)", "worker_throughput", ("worker_jobs_per_s",), "", None),

@@ -175,6 +175,7 @@ class Worker:
             self.consumer.close()
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
+        self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
         self.broker.started()
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
                               **self.kafka.role_settings("producer")})
