@@ -186,9 +186,11 @@ class MetricsListener:
         c.succeeded.inc(len(durations))
         _observe_many(c.duration, durations)
         created = e.created_at_ms
-        # Job i finished at started_at + the durations up to it.
-        ends = list(itertools.accumulate(durations, initial=e.started_at))
-        del ends[0]
+        if e.finished_at:
+            ends = list(e.finished_at)
+        else:  # back to back: job i finished at started_at + the durations up to it
+            ends = list(itertools.accumulate(durations, initial=e.started_at))
+            del ends[0]
         if None in created:
             pairs = [(end, ms) for end, ms in zip(ends, created, strict=True) if ms is not None]
             if not pairs:
