@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from itertools import chain
 from operator import attrgetter, sub
 from typing import Any
@@ -31,9 +31,10 @@ __all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
 FailedJob = tuple[JobContext, Failure, Decision]
 # (part, finished offsets, failed jobs or None, task ended, jobs that succeeded when the
 # status of successes is recorded (``record_ok``) else None)
-Completion = tuple[Any, list[int], list[FailedJob] | None, bool, list[JobContext] | None]
-# A lane's records of one batch, in offset order, and their offsets (the same order).
-Chunk = tuple[list[JobContext], list[int]]
+Completion = tuple[Any, Sequence[int], list[FailedJob] | None, bool, list[JobContext] | None]
+# A lane's records of one batch, in offset order, and their offsets (the same order; a
+# ``range`` when contiguous, which the tracker retires in O(1)).
+Chunk = tuple[list[JobContext], Sequence[int]]
 
 
 class Executor:
@@ -125,7 +126,7 @@ class Executor:
             chunks = nxt
 
     def _run_chunk(self, slot: int, part: Any, jobs: list[JobContext],
-                   offsets: list[int]) -> bool:
+                   offsets: Sequence[int]) -> bool:
         """Run one chunk in this thread; True if it stopped early (revoke, shutdown)."""
         bus = self.bus
         if (bus.wants(JobStarted) or bus.wants(JobSucceeded) or bus.wants(JobsSucceeded)
@@ -162,7 +163,7 @@ class Executor:
         return ran < len(jobs)
 
     def _run_summarised(self, slot: int, part: Any, jobs: list[JobContext],
-                        offsets: list[int]) -> bool:
+                        offsets: Sequence[int]) -> bool:
         """``_run_chunk`` for the default listeners (one job type, successes wanted only as
         ``JobsSucceeded``): per job, the handler call, one clock read and one append; the
         durations are the differences of the clock reads, taken per run in C-level passes."""
@@ -213,7 +214,7 @@ class Executor:
         return ran < len(jobs)
 
     def _run_observed(self, slot: int, part: Any, jobs: list[JobContext],
-                      offsets: list[int]) -> bool:
+                      offsets: Sequence[int]) -> bool:
         """``_run_chunk`` with events: per job when a listener wants them one by one, else
         one ``JobsSucceeded`` per run of successes of one job type."""
         bus = self.bus
@@ -276,7 +277,7 @@ class Executor:
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
 
-    def _complete(self, part: Any, jobs: list[JobContext], offsets: list[int], ran: int,
+    def _complete(self, part: Any, jobs: list[JobContext], offsets: Sequence[int], ran: int,
                   failed: list[FailedJob] | None) -> None:
         ok: list[JobContext] | None = None
         if failed is None and ran == len(offsets):
@@ -328,7 +329,7 @@ class Executor:
             else:
                 loop.create_task(self._run_async(part, lane, chunk))
 
-    async def _run_one(self, part: Any, ctx: JobContext, offsets: list[int]) -> None:
+    async def _run_one(self, part: Any, ctx: JobContext, offsets: Sequence[int]) -> None:
         """A one-job chunk on the loop: the handler, two clock reads, one completion (its
         offset and the task's end together); the success joins this iteration's summary."""
         try:
@@ -396,7 +397,7 @@ class Executor:
                 self._start_queued()
 
     async def _run_chunk_async(self, part: Any, jobs: list[JobContext],
-                               offsets: list[int]) -> bool:
+                               offsets: Sequence[int]) -> bool:
         bus = self.bus
         want_started = bus.wants(JobStarted)
         each_ok = bus.wants_each(JobSucceeded)

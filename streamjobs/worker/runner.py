@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -297,7 +297,7 @@ class Worker:
         return [first]
 
     def dispatch(self, part: Part, jobs: list[JobContext],
-                 offsets: list[int] | None = None) -> None:
+                 offsets: Sequence[int] | None = None) -> None:
         """Hand a partition's jobs (in offset order; ``offsets`` are theirs) to lanes and the
         executor."""
         if offsets is None:
@@ -305,7 +305,11 @@ class Worker:
         ordering = self.settings.ordering
         submit = self.executor.submit
         if ordering == "partition":
-            chunk = (jobs, offsets)
+            n = len(offsets)
+            if n > 1 and offsets[-1] - offsets[0] == n - 1:
+                # Contiguous (offsets increase): the chunk finishes as one range, in O(1).
+                offsets = range(offsets[0], offsets[-1] + 1)
+            chunk: Chunk = (jobs, offsets)
             if self.lanes.offer(part, chunk):
                 part.tasks += 1
                 submit(part, part, chunk, part.is_async)
@@ -330,7 +334,7 @@ class Worker:
             return
         self._unordered(part, jobs, offsets)
 
-    def _unordered(self, part: Part, jobs: list[JobContext], offsets: list[int]) -> None:
+    def _unordered(self, part: Part, jobs: list[JobContext], offsets: Sequence[int]) -> None:
         # Small batches: one job per task (a slow job delays nobody). Big batches: a few
         # tasks per thread, so per-task overhead is spread over many jobs.
         n = len(jobs)
