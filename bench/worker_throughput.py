@@ -14,7 +14,8 @@ raw/worker jobs/s and of R_framework = worker / raw (per round), R_framework_vs_
 worker / (a'), ``headers_us`` (what (a') adds per record), ``headers_ceiling`` = (a') / (a):
 the R_framework a worker would reach if reading each record's headers were all it did beyond
 raw, ``R_listeners`` = (c) / (b) per round (target >= 0.9: the default listeners cost at most
-10%), plus every round.
+10%), ``R_listeners_cpu`` = the same as CPU per job of (b) / (c) (process CPU from the first job
+to the last: steadier than rates on a shared machine), plus every round.
 
     python bench/worker_throughput.py --jobs 300000 --partitions 6 --rounds 3
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import resource
 import statistics
 import sys
 import threading
@@ -132,6 +134,7 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
     w = Worker(app, WorkerSettings(concurrency=concurrency, consumer_config=FETCH,
                                    group_id=f"sjbench-{uuid.uuid4().hex}"), kafka, bus)
     done = [0.0]
+    cpu = [0.0, 0.0, 0]  # process CPU seconds at the first and the last job, jobs in between
 
     def watch() -> None:
         last = 0
@@ -141,8 +144,10 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
             last += 1
             if seen and not first[0]:
                 first[0] = time.perf_counter()
+                cpu[0], cpu[2] = _cpu(), seen
             if seen >= n:
                 done[0] = time.perf_counter()
+                cpu[1], cpu[2] = _cpu(), seen - cpu[2]
                 w.stop("bench done")
                 return
             time.sleep(0.002)
@@ -155,7 +160,19 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
         w.run(install_signals=False)
     if obs is not None:
         obs.close()
+    cpu_us[listeners].append((cpu[1] - cpu[0]) / max(1, int(cpu[2])) * 1e6)
     return n / (done[0] - first[0])
+
+
+# CPU per job of each kind of worker run (False: no listeners, True: default listeners), from
+# the first job to the last: all threads of the process, start-up and group join excluded.
+# Other processes on the machine change a rate more than they change this.
+cpu_us: dict[bool, list[float]] = {False: [], True: []}
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 @click.command()
@@ -207,7 +224,10 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
                             "headers_us": round(1e6 / raw_h_rate - 1e6 / raw_rate, 2),
                             "headers_ceiling": round(raw_h_rate / raw_rate, 3),
                             "R_with_listeners": round(wl_rate / raw_rate, 3),
-                            "R_listeners": round(wl_rate / w_rate, 3)})
+                            "R_listeners": round(wl_rate / w_rate, 3),
+                            "cpu_us_per_job": round(cpu_us[False][-1], 2),
+                            "cpu_us_per_job_with_listeners": round(cpu_us[True][-1], 2),
+                            "R_listeners_cpu": round(cpu_us[False][-1] / cpu_us[True][-1], 3)})
             print(f"round {i + 1}: {results[-1]}", file=sys.stderr)
     finally:
         delete_topics(admin, names)
@@ -223,6 +243,9 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
                       "R_framework": median("R"),
                       "R_framework_with_listeners": median("R_with_listeners"),
                       "R_listeners": median("R_listeners"),
+                      "R_listeners_cpu": median("R_listeners_cpu"),
+                      "cpu_us_per_job": median("cpu_us_per_job"),
+                      "cpu_us_per_job_with_listeners": median("cpu_us_per_job_with_listeners"),
                       "R_framework_vs_headers": median("R_vs_headers"),
                       "headers_us": median("headers_us"),
                       "headers_ceiling": median("headers_ceiling"),
