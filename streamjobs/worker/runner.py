@@ -307,16 +307,19 @@ class Worker:
 
     def dispatch(self, part: Part, jobs: list[JobContext],
                  offsets: Sequence[int] | None = None) -> None:
-        """Hand a partition's jobs (in offset order; ``offsets`` are theirs) to lanes and the
-        executor."""
+        """Hand a partition's jobs to lanes and the executor: a batch just taken, with
+        ``offsets`` theirs in increasing order, or (``offsets`` None) wait-tier jobs that fell
+        due, in due order."""
+        taken = offsets is not None
         if offsets is None:
             offsets = [ctx.offset for ctx in jobs]
         ordering = self.settings.ordering
         submit = self.executor.submit
         if ordering == "partition":
             n = len(offsets)
-            if n > 1 and offsets[-1] - offsets[0] == n - 1:
-                # Contiguous (offsets increase): the chunk finishes as one range, in O(1).
+            if taken and n > 1 and offsets[-1] - offsets[0] == n - 1:
+                # Increasing and as many as their span: contiguous, so the chunk finishes as
+                # one range, in O(1). (Due wait-tier jobs come in wake order: never a range.)
                 offsets = range(offsets[0], offsets[-1] + 1)
             chunk: Chunk = (jobs, offsets)
             if self.lanes.offer(part, chunk):
