@@ -71,7 +71,6 @@ LAG_EVERY = 5.0
 ALIVE_EVERY = 1.0
 BURST_CHECK_EVERY = 0.5
 WAIT_SWEEP_EVERY = 0.05  # the longest a due wait-tier record waits for the loop to look
-IDLE_CALLS_EVERY = 0.005  # a busy loop's calls to the wait consumer and an idle producer
 FETCH_QUEUE_BACKOFF_MS = 10
 
 
@@ -228,7 +227,7 @@ class Worker:
         outbox = self.outbox
         waiter = self.waiter
         now = time.monotonic()
-        alive_at = lag_at = burst_at = sample_at = sweep_at = outbox_at = 0.0
+        alive_at = lag_at = burst_at = sample_at = 0.0
         executor = self.executor
         status = self.status
         sampling = status is not None and executor.track_running
@@ -274,20 +273,12 @@ class Worker:
                 if self.broker.down:
                     self.broker.records_arrived()
                 intake.take(msgs, max_in_flight)
-            # Each call into librdkafka releases the GIL, and a handler thread that takes it
-            # meanwhile keeps it for up to a chunk: on a busy loop (iterations of a few ms)
-            # the wait consumer and an idle producer are served every IDLE_CALLS_EVERY s.
-            now = time.monotonic()
-            busy = bool(msgs)
-            if waiter is not None and (not busy or now - sweep_at >= IDLE_CALLS_EVERY):
-                sweep_at = now
+            if waiter is not None:
                 room = max_in_flight - self.in_flight
                 msgs = waiter.consume(min(s.batch_size, max(room, 1)), 0)
                 if msgs:
                     intake.take(msgs, max_in_flight)
-            if outbox.pending or not busy or now - outbox_at >= IDLE_CALLS_EVERY:
-                outbox_at = now
-                outbox.poll(0)
+            outbox.poll(0)
             if status is not None:
                 status.poll()
 
