@@ -83,6 +83,8 @@ ROWS: list[Row] = [
      ("io_sync", "jobs_per_s"), "", None),
     ("CPU-bound 1 ms handlers: --processes 2 / --processes 1", "handlers",
      ("cpu", "speedup"), ">= 1.7", lambda v: v >= 1.7),
+    ("CPU-bound 1 ms handlers: --processes 2 while both run jobs / --processes 1", "handlers",
+     ("cpu", "speedup_all_running"), "", None),
     ("CPU-bound 1 ms handlers, --processes 1 (jobs/s)", "handlers", ("cpu", "p1", "jobs_per_s"),
      "", None),
     ("CPU-bound 1 ms handlers, --processes 2 (jobs/s)", "handlers", ("cpu", "p2", "jobs_per_s"),
