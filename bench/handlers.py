@@ -14,7 +14,7 @@ partitions, ``--cpu-jobs`` jobs are produced; each child logs ``time count`` aft
 the rate is the jobs over the time from the first job started to the last one done
 (``speedup_all_running``: P2's rate while both children were running jobs, over P1's rate).
 ``speedup`` = P2 / P1 (target >= 1.7 on two free cores: a shared box
-gives less). Prints one JSON line.
+gives less). The children log at ``SJ_BENCH_LOG_LEVEL`` (warning). Prints one JSON line.
 
     python bench/handlers.py --io-jobs 100000 --sync-jobs 16000 --cpu-jobs 8000
 """
