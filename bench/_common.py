@@ -47,6 +47,15 @@ def create_topics(admin: AdminClient, catalogue: Catalogue, prefix: str,
     return names
 
 
+def create_reports_topic(admin: AdminClient, prefix: str) -> str:
+    """The worker reports topic under ``prefix`` (what ``topics apply`` creates)."""
+    from streamjobs.reports import reports_topic
+
+    name = reports_topic(prefix)
+    admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
+    return name
+
+
 def delete_topics(admin: AdminClient, names: list[str]) -> None:
     for fut in admin.delete_topics(names).values():
         with contextlib.suppress(Exception):

@@ -51,9 +51,15 @@ def pace(conf: dict, topic: str, codec: Codec, rate: int, seconds: float) -> Non
     value = codec.encode("noop", {"n": 1, "name": "x"})
     fp = codec.fingerprint("noop").hex().encode()
     proc = multiprocessing.get_context("spawn").Process(
-        target=_pace, args=(conf, topic, value, fp, rate, seconds))
+        target=_pace, args=(_plain(conf), topic, value, fp, rate, seconds))
     proc.start()
     proc.join(seconds + 120)
+
+
+def _plain(conf: dict) -> dict:
+    """Settings only: the log forwarder and error callback of ``client_settings()`` do not
+    pickle into a spawned process."""
+    return {k: v for k, v in conf.items() if isinstance(v, str | int | float | bool)}
 
 
 def _pace(conf: dict, topic: str, value: bytes, fp: bytes, rate: int, seconds: float) -> None:
@@ -152,7 +158,7 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, codec: Codec, rate: int,
 
     ctx = multiprocessing.get_context("spawn")
     along_ready, along_out = ctx.Event(), ctx.Queue()
-    along = ctx.Process(target=_raw_alongside, args=(kafka.client_settings(), job_topic, n,
+    along = ctx.Process(target=_raw_alongside, args=(_plain(kafka.client_settings()), job_topic, n,
                                                      seconds, along_ready, along_out))
     along.start()
     along_lat: list[float] = []

@@ -4,16 +4,18 @@ Pre-fills a topic with N small Avro jobs, then measures (a) raw: consume(1000) +
 decode + store_offsets per batch, fresh group; (a') the same loop also reading each record's
 headers with ``Message.headers()``, the metadata every job carries and the worker must read
 (type, id, attempt: a lower bound of what the worker does beyond raw); (b) the streamjobs worker
-in-process with a
-no-op sync handler, no listeners; (c) the same as users run it: the default listeners
-(structured logs at the default level ``info``, metrics, health). Rates count from the first
-record received to the last handled (group join excluded). Each round runs (a), (b), (c) back
-to back on the same topic (fresh consumer groups); the machine is shared, so compare within a
-round and read the medians over ``--rounds``. Prints a JSON line: medians of raw/worker jobs/s
-and of R_framework = worker / raw (per round), R_framework_vs_headers = worker / (a'),
-``headers_us`` (what (a') adds per record), ``headers_ceiling`` = (a') / (a): the R_framework a
-worker would reach if reading each record's headers were all it did beyond raw, plus every
-round.
+in-process with a no-op sync handler, no listeners; (c) the same as users run it: the default
+listeners (structured logs at the default level ``info``, metrics, health, worker reports).
+Rates count from the first record received to the last handled (group join excluded). Each
+round runs (a), (b), (c) back to back on the same topic (fresh consumer groups; (b) and (c)
+swap places every other round, so neither always runs second); the machine is shared, so
+compare within a round and read the medians over ``--rounds``. Prints a JSON line: medians of
+raw/worker jobs/s and of R_framework = worker / raw (per round), R_framework_vs_headers =
+worker / (a'), ``headers_us`` (what (a') adds per record), ``headers_ceiling`` = (a') / (a):
+the R_framework a worker would reach if reading each record's headers were all it did beyond
+raw, ``R_listeners`` = (c) / (b) per round (target >= 0.9: the default listeners cost at most
+10%), ``R_listeners_cpu`` = the same as CPU per job of (b) / (c) (process CPU from the first job
+to the last: steadier than rates on a shared machine), plus every round.
 
     python bench/worker_throughput.py --jobs 300000 --partitions 6 --rounds 3
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import resource
 import statistics
 import sys
 import threading
@@ -35,7 +38,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from _common import create_topics, delete_topics, make_catalogue, prefix
+from _common import create_reports_topic, create_topics, delete_topics, make_catalogue, prefix
 
 from streamjobs import headers as h
 from streamjobs.codec import Codec
@@ -121,6 +124,7 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
     w = Worker(app, WorkerSettings(concurrency=concurrency, consumer_config=FETCH,
                                    group_id=f"sjbench-{uuid.uuid4().hex}"), kafka, bus)
     done = [0.0]
+    cpu = [0.0, 0.0, 0]  # process CPU seconds at the first and the last job, jobs in between
 
     def watch() -> None:
         last = 0
@@ -130,8 +134,10 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
             last += 1
             if seen and not first[0]:
                 first[0] = time.perf_counter()
+                cpu[0], cpu[2] = _cpu(), seen
             if seen >= n:
                 done[0] = time.perf_counter()
+                cpu[1], cpu[2] = _cpu(), seen - cpu[2]
                 w.stop("bench done")
                 return
             time.sleep(0.002)
@@ -144,7 +150,19 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
         w.run(install_signals=False)
     if obs is not None:
         obs.close()
+    cpu_us[listeners].append((cpu[1] - cpu[0]) / max(1, int(cpu[2])) * 1e6)
     return n / (done[0] - first[0])
+
+
+# CPU per job of each kind of worker run (False: no listeners, True: default listeners), from
+# the first job to the last: all threads of the process, start-up and group join excluded.
+# Other processes on the machine change a rate more than they change this.
+cpu_us: dict[bool, list[float]] = {False: [], True: []}
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 @click.command()
@@ -155,8 +173,10 @@ def worker(kafka: KafkaConfig, catalogue, pfx: str, n: int, concurrency: int,
 @click.option("--concurrency", default=4, show_default=True)
 @click.option("--rounds", default=3, show_default=True, help="raw/worker/listeners rounds")
 @click.option("--profile", default=None, help="write a cProfile of the worker run here")
+@click.option("--profile-listeners", "listeners_profile", default=None,
+              help="write a cProfile of the run with the default listeners here")
 def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, rounds: int,
-         profile: str | None) -> None:
+         profile: str | None, listeners_profile: str | None) -> None:
     kafka = KafkaConfig(bootstrap_servers=bootstrap_servers)
     conf = kafka.client_settings()
     admin = AdminClient(conf)
@@ -168,6 +188,8 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
     codec = Codec(catalogue)
     pfx = prefix()
     names = create_topics(admin, catalogue, pfx, partitions)
+    # The reports listener publishes here, as `streamjobs worker` does after `topics apply`.
+    names.append(create_reports_topic(admin, pfx))
     try:
         t0 = time.perf_counter()
         prefill(conf, pfx + "noop", codec, n)
@@ -176,9 +198,14 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
         for i in range(rounds):
             raw_rate = raw(conf, pfx + "noop", codec, n)
             raw_h_rate = raw(conf, pfx + "noop", codec, n, headers=True)
+            if i % 2:
+                wl_rate = worker(kafka, catalogue, pfx, n, concurrency, True, None,
+                                 reports=True)
             w_rate = worker(kafka, catalogue, pfx, n, concurrency, False,
                             profile if i == 0 else None)
-            wl_rate = worker(kafka, catalogue, pfx, n, concurrency, True, None)
+            if not i % 2:
+                wl_rate = worker(kafka, catalogue, pfx, n, concurrency, True,
+                                 listeners_profile if i == 0 else None, reports=True)
             results.append({"raw": round(raw_rate), "raw_headers": round(raw_h_rate),
                             "worker": round(w_rate),
                             "worker_with_listeners": round(wl_rate),
@@ -186,7 +213,11 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
                             "R_vs_headers": round(w_rate / raw_h_rate, 3),
                             "headers_us": round(1e6 / raw_h_rate - 1e6 / raw_rate, 2),
                             "headers_ceiling": round(raw_h_rate / raw_rate, 3),
-                            "R_with_listeners": round(wl_rate / raw_rate, 3)})
+                            "R_with_listeners": round(wl_rate / raw_rate, 3),
+                            "R_listeners": round(wl_rate / w_rate, 3),
+                            "cpu_us_per_job": round(cpu_us[False][-1], 2),
+                            "cpu_us_per_job_with_listeners": round(cpu_us[True][-1], 2),
+                            "R_listeners_cpu": round(cpu_us[False][-1] / cpu_us[True][-1], 3)})
             print(f"round {i + 1}: {results[-1]}", file=sys.stderr)
     finally:
         delete_topics(admin, names)
@@ -201,6 +232,10 @@ def main(bootstrap_servers: str, n: int, partitions: int, concurrency: int, roun
                       "worker_with_listeners_jobs_per_s": median("worker_with_listeners"),
                       "R_framework": median("R"),
                       "R_framework_with_listeners": median("R_with_listeners"),
+                      "R_listeners": median("R_listeners"),
+                      "R_listeners_cpu": median("R_listeners_cpu"),
+                      "cpu_us_per_job": median("cpu_us_per_job"),
+                      "cpu_us_per_job_with_listeners": median("cpu_us_per_job_with_listeners"),
                       "R_framework_vs_headers": median("R_vs_headers"),
                       "headers_us": median("headers_us"),
                       "headers_ceiling": median("headers_ceiling"),

@@ -172,11 +172,12 @@ class Catalogue:
         return out
 
     def wait_tiers(self, topic: str) -> tuple[float, ...]:
-        """Tiers of ``<topic>.retry.<tier>``: the policies' tiers plus the default tiers."""
-        tiers = set(DEFAULT_DELAY_TIERS)
-        for job in self.for_topic(topic):
-            tiers.update(job.retry.tiers())
-        return tuple(sorted(tiers))
+        """Tiers of ``<topic>.retry.<tier>``: the fixed ``DEFAULT_DELAY_TIERS`` whatever the
+        retry policies say. A delay that is not a tier hops through the largest tiers that
+        fit (``retry.pick_tier``), so a job topic costs the same few topics (docs/topics.md,
+        "Footprint") and its wait consumer reads the same few partitions."""
+        del topic  # one ladder for every job topic; the argument keeps callers per-topic
+        return DEFAULT_DELAY_TIERS
 
     # -- schemas ----------------------------------------------------------------------------
 

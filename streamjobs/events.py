@@ -27,7 +27,8 @@ Job summaries (the batch form of a per-job event, for listeners that only count)
 
 - ``JobsReceived``     ``count`` jobs of ``job_type`` from one partition (``JobReceived``)
 - ``JobsSucceeded``    jobs of ``job_type`` that succeeded back to back from ``started_at``
-                       (wall clock): ``durations_s``, ``created_at_ms`` (``JobSucceeded``)
+                       (wall clock): ``durations_s``, ``created_at_ms`` (``JobSucceeded``);
+                       async jobs that ran concurrently carry ``finished_at`` per job
 
 A listener subscribed to a summary type receives every matching job exactly once: as
 summaries when the emitter batches, or as one-job summaries (``of``) of per-job events emitted
@@ -198,7 +199,9 @@ class JobsReceived(Event):
 class JobsSucceeded(Event):
     """Jobs of ``job_type`` from ``topic``/``partition`` that ran back to back from
     ``started_at`` (``time.time()``) and succeeded: job *i* took ``durations_s[i]`` and
-    finished at ``started_at + sum(durations_s[:i + 1])`` (batch ``JobSucceeded``)."""
+    finished at ``started_at + sum(durations_s[:i + 1])`` (batch ``JobSucceeded``), unless
+    ``finished_at`` is given: then job *i* finished at ``finished_at[i]`` (async jobs that ran
+    concurrently; ``started_at`` is then the first one's start)."""
 
     job_type: str
     topic: str
@@ -206,6 +209,7 @@ class JobsSucceeded(Event):
     started_at: float
     durations_s: tuple[float, ...]
     created_at_ms: tuple[int | None, ...]
+    finished_at: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, e: JobSucceeded) -> JobsSucceeded:

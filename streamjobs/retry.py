@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +24,15 @@ __all__ = [
     "RetryPolicy",
     "dlq_topic",
     "format_duration",
+    "old_tier_topics",
     "parse_duration",
     "parse_wait_topic",
     "pick_tier",
     "retry_topic",
 ]
 
+# The wait tiers of every job topic (``Catalogue.wait_tiers``): any delay is a walk down this
+# ladder, at most ``ratio - 1`` hops per step (9 between 1s and 10s), each hop one produce.
 DEFAULT_DELAY_TIERS: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0, 3600.0)
 
 _UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -253,6 +256,20 @@ def parse_wait_topic(name: str) -> tuple[str, float] | None:
     if retry_topic(m.group("topic"), tier) != name:
         return None
     return m.group("topic"), tier
+
+
+def old_tier_topics(topic: str, tiers: Sequence[float],
+                    names: Iterable[str]) -> dict[str, float]:
+    """Wait topics of ``topic`` among ``names`` whose tier is not in ``tiers`` (left by an
+    earlier version that made a tier per retry delay): name -> tier. Workers still drain them;
+    nothing writes to them any more; ``topics plan`` lists them as removable."""
+    current = set(tiers)
+    out: dict[str, float] = {}
+    for name in names:
+        parsed = parse_wait_topic(name)
+        if parsed is not None and parsed[0] == topic and parsed[1] not in current:
+            out[name] = parsed[1]
+    return dict(sorted(out.items(), key=lambda item: item[1]))
 
 
 def pick_tier(remaining: float, tiers: Sequence[float]) -> float:

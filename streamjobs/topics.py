@@ -24,15 +24,18 @@ from .catalogue import Catalogue
 from .config import KafkaConfig
 from .errors import BrokerUnavailable, ConfigError, KafkaError
 from .reports import reports_topic
-from .retry import dlq_topic, retry_topic
+from .retry import dlq_topic, format_duration, old_tier_topics, retry_topic
 from .schedules import schedules_topic
 from .status.record import status_topic
 from .unique import unique_topic
 
-__all__ = ["Change", "TopicSpec", "apply", "desired_topics", "plan"]
+__all__ = ["INFORMATIONAL", "Change", "TopicSpec", "apply", "desired_topics", "footprint",
+           "plan"]
 
 Role = Literal["job", "retry", "dlq", "status", "workers", "unique", "schedules"]
-Action = Literal["create", "add_partitions", "alter_config", "warning"]
+Action = Literal["create", "add_partitions", "alter_config", "warning", "removable"]
+# Reported, never done by ``apply``: drift it leaves alone and topics nothing needs any more.
+INFORMATIONAL: tuple[Action, ...] = ("warning", "removable")
 
 DAY_MS = 86_400_000
 # A waiting job must outlive a worker outage: wait tiers keep records at least a week.
@@ -228,7 +231,26 @@ def _plan(admin: AdminClient, catalogue: Catalogue, timeout: float) -> list[Chan
                                   spec.replication_factor, dict(spec.config)))
             continue
         changes.extend(_drift(spec, tmeta, actual_cfg.get(spec.name, {})))
+    for topic in catalogue.job_topics():
+        old = old_tier_topics(topic, catalogue.wait_tiers(topic), meta.topics)
+        changes.extend(Change(name, "removable", f"old wait tier ({format_duration(tier)}), no "
+                              "longer written: workers still drain it; delete it once the "
+                              "workers' <group>.wait has no lag on it", "retry")
+                       for name, tier in old.items())
     return changes
+
+
+def footprint(catalogue: Catalogue) -> dict[str, dict[str, Any]]:
+    """Per job topic: the topics it needs (itself, its wait tiers, its DLQ) and their
+    partitions, i.e. what its wait consumer reads besides the job topic itself."""
+    out: dict[str, dict[str, Any]] = {}
+    for topic, s in catalogue.job_topics().items():
+        tiers = catalogue.wait_tiers(topic)
+        out[topic] = {"topics": len(tiers) + 2,
+                      "wait_tiers": [format_duration(t) for t in tiers],
+                      "partitions": (len(tiers) + 2) * s.partitions,
+                      "wait_partitions": len(tiers) * s.partitions}
+    return out
 
 
 def _drift(spec: TopicSpec, tmeta: Any, actual: Mapping[str, str]) -> list[Change]:

@@ -37,13 +37,24 @@ def _timeout_option(default: float) -> Callable[[Any], Any]:
 
 
 def _print(changes: list[Any], verb: str) -> None:
+    from ..topics import INFORMATIONAL
+
     width = max((len(c.topic) for c in changes), default=0)
     for c in changes:
         click.echo(f"{c.action:<15} {c.topic:<{width}}  {c.detail}")
-    done = [c for c in changes if c.action != "warning"]
-    warned = len(changes) - len(done)
+    done = [c for c in changes if c.action not in INFORMATIONAL]
+    warned = sum(c.action == "warning" for c in changes)
+    removable = sum(c.action == "removable" for c in changes)
     tail = f", {warned} warning(s)" if warned else ""
+    tail += f", {removable} removable old tier(s)" if removable else ""
     click.echo(f"{len(done)} change(s) {verb}{tail}" if done else f"nothing to do{tail}")
+
+
+def _print_footprint(footprint: dict[str, dict[str, Any]]) -> None:
+    for topic, f in footprint.items():
+        click.echo(f"{topic}: {f['topics']} topics (job, wait tiers {' '.join(f['wait_tiers'])}"
+                   f", dlq), {f['partitions']} partitions, the wait consumer reads "
+                   f"{f['wait_partitions']}")
 
 
 @click.group("topics")
@@ -63,12 +74,16 @@ def plan_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float
 
     catalogue = load_catalogue(schemas_dir)
     changes = topics.plan(kafka, catalogue, timeout=timeout)
-    pending = [c for c in changes if c.action != "warning"]
+    pending = [c for c in changes if c.action not in topics.INFORMATIONAL]
+    footprint = topics.footprint(catalogue)
     if as_json:
         print_json({"changes": [c.as_dict() for c in changes], "pending": len(pending),
-                    "warnings": len(changes) - len(pending)})
+                    "warnings": sum(c.action == "warning" for c in changes),
+                    "removable": sum(c.action == "removable" for c in changes),
+                    "footprint": footprint})
     else:
         _print(changes, "pending")
+        _print_footprint(footprint)
     raise SystemExit(EXIT_USAGE if pending else EXIT_OK)
 
 
@@ -91,8 +106,10 @@ def apply_cmd(schemas_dir: str, kafka: KafkaConfig, registry: RegistryConfig | N
     if subjects.subjects(catalogue) and registry is not None:
         registered = subjects.register(SchemaRegistry(registry), catalogue)
     if as_json:
-        print_json({"applied": [c.as_dict() for c in changes if c.action != "warning"],
+        print_json({"applied": [c.as_dict() for c in changes
+                                if c.action not in topics.INFORMATIONAL],
                     "warnings": [c.as_dict() for c in changes if c.action == "warning"],
+                    "removable": [c.as_dict() for c in changes if c.action == "removable"],
                     "registered": [r.as_dict() for r in registered]})
     else:
         _print(changes, "applied")

@@ -109,7 +109,7 @@ def _log_json(log_format: str) -> bool:
                    "never concurrent; unordered.")
 @click.option("--max-in-flight", type=int, default=None, envvar="STREAMJOBS_MAX_IN_FLIGHT",
               help="Records taken and not finished before partitions pause. "
-                   "[default: max(5000, 4 x concurrency)]")
+                   "[default: max(5000, 20 x concurrency)]")
 @click.option("--group-protocol", type=click.Choice(["classic", "consumer"]), default="classic",
               show_default=True, envvar="STREAMJOBS_GROUP_PROTOCOL",
               help="classic (cooperative-sticky) or consumer (KIP-848).")

@@ -158,8 +158,8 @@ def _ranges(numbers: list[int]) -> str:
 
 def summarise_partitions(parts: tuple[tuple[str, int], ...] | tuple[str, ...]) -> list[str]:
     """One entry per job topic (``demo.emails[0-5]``) and one per job topic's wait tiers
-    (``demo.emails.retry.*: 7 topics, 42 partitions``), instead of a line per partition.
-    Topic names alone: ``demo.emails`` and ``demo.emails.retry.*: 7 topics``."""
+    (``demo.emails.retry.*: 5 topics, 30 partitions``), instead of a line per partition.
+    Topic names alone: ``demo.emails`` and ``demo.emails.retry.*: 5 topics``."""
     topics: dict[str, list[int]] = {}
     for item in parts:
         if isinstance(item, str):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from operator import sub, truediv
 from typing import Any, NamedTuple
@@ -223,20 +223,21 @@ class MetricsListener:
         c.succeeded.inc(len(durations))
         _observe_many(c.duration, durations)
         created = e.created_at_ms
+        if e.finished_at:
+            ends = list(e.finished_at)
+        else:  # back to back: job i finished at started_at + the durations up to it
+            ends = list(itertools.accumulate(durations, initial=e.started_at))
+            del ends[0]
         if None in created:
-            pairs = [(d, ms) for d, ms in zip(durations, created, strict=True) if ms is not None]
+            pairs = [(end, ms) for end, ms in zip(ends, created, strict=True) if ms is not None]
             if not pairs:
                 return
-            # Ends must still add up every duration: compute them before dropping.
-            ends_all = list(itertools.accumulate(durations, initial=e.started_at))[1:]
-            ends = [end for end, ms in zip(ends_all, created, strict=True) if ms is not None]
+            ends = [end for end, _ in pairs]
             created = tuple(ms for _, ms in pairs)
-        else:
-            ends = list(itertools.accumulate(durations, initial=e.started_at))[1:]
-        # Job i finished at started_at + the durations up to it; skew clamped as above.
-        seconds = map(truediv, created, itertools.repeat(1000.0))
-        _observe_many(c.end_to_end, list(map(max, itertools.repeat(0.0),
-                                              map(sub, ends, seconds))))
+        seconds = list(map(sub, ends, map(truediv, created, itertools.repeat(1000.0))))
+        if min(seconds) < 0.0:  # clock skew between producer and worker hosts: clamp
+            seconds = list(map(max, itertools.repeat(0.0), seconds))
+        _observe_many(c.end_to_end, seconds)
 
     def on_failed(self, e: JobFailed) -> None:
         c = self._job(e.job_type)
@@ -316,10 +317,12 @@ class MetricsListener:
 
 
 def _observe_many(child: Any, values: Any) -> None:
-    """``child.observe(v)`` for each value, in C-level passes: sort, then one ``bisect`` per
-    bucket bound, one increment per non-empty bucket. Uses the histogram child's bucket
-    counters directly (prometheus_client has no bulk observe); falls back to ``observe`` when
-    its internals differ or for a handful of values."""
+    """``child.observe(v)`` for each value, in C-level passes. When all values fall in one
+    bucket (the usual case for a chunk of similar jobs: its min and max share a bucket) that
+    is one increment; otherwise sort, then one ``bisect`` per bucket bound, one increment per
+    non-empty bucket. Uses the histogram child's bucket counters directly (prometheus_client
+    has no bulk observe); falls back to ``observe`` when its internals differ or for a handful
+    of values."""
     bounds = getattr(child, "_upper_bounds", None)
     buckets = getattr(child, "_buckets", None)
     total = getattr(child, "_sum", None)
@@ -327,10 +330,15 @@ def _observe_many(child: Any, values: Any) -> None:
         for v in values:
             child.observe(v)
         return
+    low = bisect_left(bounds, min(values))  # observe: first bucket with v <= bound
+    if low == bisect_left(bounds, max(values)):
+        buckets[low].inc(len(values))
+        total.inc(sum(values))
+        return
     ordered = sorted(values)
     below = 0
     for i, bound in enumerate(bounds):
-        upto = bisect_right(ordered, bound, below)  # observe: first bucket with v <= bound
+        upto = bisect_right(ordered, bound, below)
         if upto > below:
             buckets[i].inc(upto - below)
             below = upto

@@ -15,7 +15,9 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
+from itertools import chain
+from operator import attrgetter, sub
 from typing import Any
 
 from ..errors import JobTimeout
@@ -37,9 +39,10 @@ __all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
 FailedJob = tuple[JobContext, Failure, Decision]
 # (part, finished offsets, failed jobs or None, task ended, jobs that succeeded when the
 # status of successes is recorded (``record_ok``) else None)
-Completion = tuple[Any, list[int], list[FailedJob] | None, bool, list[JobContext] | None]
-# A lane's records of one batch, in offset order, and their offsets (the same order).
-Chunk = tuple[list[JobContext], list[int]]
+Completion = tuple[Any, Sequence[int], list[FailedJob] | None, bool, list[JobContext] | None]
+# A lane's records of one batch, in offset order, and their offsets (the same order; a
+# ``range`` when contiguous, which the tracker retires in O(1)).
+Chunk = tuple[list[JobContext], Sequence[int]]
 
 
 class Executor:
@@ -64,7 +67,16 @@ class Executor:
         for t in self._threads:
             t.start()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sem: asyncio.Semaphore | None = None
+        # Async chunks: the poll thread appends to the inbox and wakes the loop once per batch
+        # (not once per chunk); the loop starts up to ``concurrency`` tasks and queues the rest
+        # (a counter and a deque: no semaphore waiter per queued chunk).
+        self._inbox: deque[tuple[Any, Hashable | None, Chunk]] = deque()
+        self._inbox_wake = False
+        self._queued: deque[tuple[Any, Hashable | None, Chunk]] = deque()
+        self._active = 0
+        # part -> (jobs, durations, perf_counter ends): async successes of this loop iteration
+        self._tick: dict[Any, tuple[list[JobContext], list[float], list[float]]] = {}
+        self._tick_flush = False
         if use_async:
             self._loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -78,7 +90,10 @@ class Executor:
         """Run ``chunk`` in order as one task. ``lane`` is None for unordered chunks; otherwise
         the caller won ``lanes.offer(lane, ...)`` and the task keeps the lane until idle."""
         if is_async and self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._run_async(part, lane, chunk), self._loop)
+            self._inbox.append((part, lane, chunk))
+            if not self._inbox_wake:
+                self._inbox_wake = True
+                self._loop.call_soon_threadsafe(self._take_inbox)
         else:
             self._tasks.put((part, lane, chunk))
 
@@ -119,11 +134,14 @@ class Executor:
             chunks = nxt
 
     def _run_chunk(self, slot: int, part: Any, jobs: list[JobContext],
-                   offsets: list[int]) -> bool:
+                   offsets: Sequence[int]) -> bool:
         """Run one chunk in this thread; True if it stopped early (revoke, shutdown)."""
         bus = self.bus
         if (bus.wants(JobStarted) or bus.wants(JobSucceeded) or bus.wants(JobsSucceeded)
                 or bus.wants(JobFailed)):
+            if (part.single_type is not None and not bus.wants(JobStarted)
+                    and not bus.wants_each(JobSucceeded)):
+                return self._run_summarised(slot, part, jobs, offsets)
             return self._run_observed(slot, part, jobs, offsets)
         loop = self._loop
         running = self.running if self.track_running else None
@@ -151,8 +169,58 @@ class Executor:
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
 
+    def _run_summarised(self, slot: int, part: Any, jobs: list[JobContext],
+                        offsets: Sequence[int]) -> bool:
+        """``_run_chunk`` for the default listeners (one job type, successes wanted only as
+        ``JobsSucceeded``): per job, the handler call, one clock read and one append; the
+        durations are the differences of the clock reads, taken per run in C-level passes."""
+        bus = self.bus
+        want_failed = bus.wants(JobFailed)
+        clock = time.perf_counter
+        loop = self._loop
+        running = self.running if self.track_running else None
+        failed: list[FailedJob] | None = None
+        ran = len(jobs)
+        first = 0  # index of the run's first job: the run is jobs[first:first + len(ends)]
+        ends: list[float] = []
+        add = ends.append
+        start = clock()
+        wall = time.time() - start  # perf_counter -> wall clock
+        for ctx in jobs:  # the hot loop: a handler call, a clock read, an append per job
+            if part.revoked or self.stopping:
+                ran = first + len(ends)
+                break
+            if running is not None:
+                running[slot] = ctx
+            handler = ctx._handler
+            try:
+                if handler.is_async:
+                    assert loop is not None
+                    asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
+                else:
+                    handler.func(ctx.payload, ctx)
+            except BaseException as exc:
+                t1 = clock()
+                i = first + len(ends)
+                began = ends[-1] if ends else start
+                _emit_run(bus, part, jobs, first, start, ends, wall)
+                if failed is None:
+                    failed = []
+                failed.append(self._failed(ctx, exc, t1 - began, want_failed))
+                first = i + 1
+                ends = []
+                add = ends.append
+                start = clock()
+                continue
+            add(clock())
+        if running is not None:
+            running[slot] = None
+        _emit_run(bus, part, jobs, first, start, ends, wall)
+        self._complete(part, jobs, offsets, ran, failed)
+        return ran < len(jobs)
+
     def _run_observed(self, slot: int, part: Any, jobs: list[JobContext],
-                      offsets: list[int]) -> bool:
+                      offsets: Sequence[int]) -> bool:
         """``_run_chunk`` with events: per job when a listener wants them one by one, else
         one ``JobsSucceeded`` per run of successes of one job type."""
         bus = self.bus
@@ -214,7 +282,7 @@ class Executor:
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
 
-    def _complete(self, part: Any, jobs: list[JobContext], offsets: list[int], ran: int,
+    def _complete(self, part: Any, jobs: list[JobContext], offsets: Sequence[int], ran: int,
                   failed: list[FailedJob] | None) -> None:
         ok: list[JobContext] | None = None
         if failed is None and ran == len(offsets):
@@ -233,7 +301,6 @@ class Executor:
     def _loop_main(self, ready: threading.Event) -> None:
         assert self._loop is not None
         asyncio.set_event_loop(self._loop)
-        self._sem = asyncio.Semaphore(self.concurrency)
         ready.set()
         try:
             self._loop.run_forever()
@@ -242,9 +309,80 @@ class Executor:
             # loop's self-pipe outlived it (and an embedding process leaked two fds per worker).
             self._loop.close()
 
+    def _take_inbox(self) -> None:
+        """On the loop: queue what the poll thread submitted since the last wake-up."""
+        self._inbox_wake = False  # first: a chunk appended from now on schedules a new call
+        inbox = self._inbox
+        queued = self._queued
+        while inbox:
+            queued.append(inbox.popleft())
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        queued = self._queued
+        bus = self.bus
+        # One-job unordered chunks with at most summaries wanted (the usual async set-up):
+        # one coroutine per job, no chunk machinery (see _run_one).
+        lean = not (bus.wants(JobStarted) or bus.wants_each(JobSucceeded))
+        while queued and self._active < self.concurrency:
+            self._active += 1
+            part, lane, chunk = queued.popleft()
+            if lean and lane is None and len(chunk[0]) == 1 and part.single_type is not None:
+                loop.create_task(self._run_one(part, chunk[0][0], chunk[1]))
+            else:
+                loop.create_task(self._run_async(part, lane, chunk))
+
+    async def _run_one(self, part: Any, ctx: JobContext, offsets: Sequence[int]) -> None:
+        """A one-job chunk on the loop: the handler, two clock reads, one completion (its
+        offset and the task's end together); the success joins this iteration's summary."""
+        try:
+            if part.revoked or self.stopping:
+                self.completions.append((part, _NONE, None, True, None))
+                return
+            running = self.running_async if self.track_running else None
+            if running is not None:
+                running.add(ctx)
+            clock = time.perf_counter
+            t0 = clock()
+            try:
+                handler = ctx._handler
+                if handler.timeout is None and ctx._job.timeout_s is None:
+                    await handler.func(ctx.payload, ctx)
+                else:
+                    await self._call_async(ctx)
+            except BaseException as exc:
+                if running is not None:
+                    running.discard(ctx)
+                failed = [self._failed(ctx, exc, clock() - t0, self.bus.wants(JobFailed))]
+                self.completions.append((part, _NONE, failed, True, None))
+                return
+            t1 = clock()
+            if running is not None:
+                running.discard(ctx)
+            if self.bus.wants(JobsSucceeded):
+                self._ticked(part, ctx, t1 - t0, t1)
+            self.completions.append((part, offsets, None, True,
+                                     [ctx] if self.record_ok else None))
+        finally:
+            self._active -= 1
+            if self._queued:
+                self._start_queued()
+
+    def _ticked(self, part: Any, ctx: JobContext, duration: float, end: float) -> None:
+        acc = self._tick.get(part)
+        if acc is None:
+            acc = self._tick[part] = ([], [], [])
+            if not self._tick_flush:
+                self._tick_flush = True
+                asyncio.get_running_loop().call_soon(self._flush_tick)
+        acc[0].append(ctx)
+        acc[1].append(duration)
+        acc[2].append(end)
+
     async def _run_async(self, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
-        assert self._sem is not None
-        async with self._sem:
+        try:
             chunks = [chunk]
             while True:
                 early = False
@@ -262,9 +400,13 @@ class Executor:
                     self.completions.append((part, _NONE, None, True, None))
                     return
                 chunks = nxt
+        finally:
+            self._active -= 1
+            if self._queued:
+                self._start_queued()
 
     async def _run_chunk_async(self, part: Any, jobs: list[JobContext],
-                               offsets: list[int]) -> bool:
+                               offsets: Sequence[int]) -> bool:
         bus = self.bus
         want_started = bus.wants(JobStarted)
         each_ok = bus.wants_each(JobSucceeded)
@@ -272,7 +414,10 @@ class Executor:
         want_failed = bus.wants(JobFailed)
         clock = time.perf_counter
         running = self.running_async if self.track_running else None
-        run = _Run(bus, part, jobs) if summary else None
+        # One job type here: successes join the loop iteration's summary of this partition
+        # (chunks run concurrently on the loop; one event per partition and iteration).
+        ticked = summary and not want_started and part.single_type is not None
+        run = _Run(bus, part, jobs) if summary and not ticked else None
         run_handler = None
         failed: list[FailedJob] | None = None
         ran = len(jobs)
@@ -305,7 +450,9 @@ class Executor:
             t1 = clock()
             if running is not None:
                 running.discard(ctx)
-            if run is not None:
+            if ticked:
+                self._ticked(part, ctx, t1 - t0, t1)
+            elif run is not None:
                 if ctx._handler is not run_handler:
                     run.flush()
                     run.start(i, ctx._handler.job_type, t0)
@@ -336,6 +483,19 @@ class Executor:
                                       ctx.offset, ctx.attempt, timeout))
             raise JobTimeout(timeout) from None
 
+    def _flush_tick(self) -> None:
+        """On the loop, once per iteration with successes: one ``JobsSucceeded`` per
+        partition for the async jobs that succeeded since the last one (``finished_at``
+        per job: they ran concurrently, not back to back)."""
+        self._tick_flush = False
+        tick, self._tick = self._tick, {}
+        wall = time.time() - time.perf_counter()
+        for part, (jobs, durations, ends) in tick.items():
+            finished = tuple([wall + end for end in ends])
+            self.bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition,
+                                        finished[0] - durations[0], tuple(durations),
+                                        tuple(map(_CREATED, jobs)), finished))
+
     # -- failures -----------------------------------------------------------------------------
 
     def _failed(self, ctx: JobContext, exc: BaseException, duration: float,
@@ -351,6 +511,20 @@ class Executor:
 
 
 _NONE: list[int] = []  # "no offsets" (never mutated)
+_CREATED = attrgetter("created_at_ms")
+
+
+def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, start: float,
+              ends: list[float], wall: float) -> None:
+    """One ``JobsSucceeded`` for ``jobs[first:first + len(ends)]``, which ran back to back
+    from ``start`` and ended at ``ends`` (``perf_counter``; ``wall`` converts to wall time)."""
+    if not ends:
+        return
+    n = len(ends)
+    durations = tuple(map(sub, ends, chain((start,), ends)))
+    created = tuple(map(_CREATED, jobs[first:first + n] if first or n < len(jobs) else jobs))
+    bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition, wall + start,
+                           durations, created))
 
 
 class _Run:

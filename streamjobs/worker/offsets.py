@@ -23,8 +23,9 @@ class PartitionTracker:
     """Offsets received (``add``, increasing) and finished (``done``, any order).
 
     Received offsets live in one sorted list with a head index (everything before the head is
-    finished), so a batch is added and, when it finishes in order (the usual case), retired
-    with one C-level list operation instead of a Python step per offset.
+    finished), so a batch is added with one C-level list operation and, when it finishes in
+    order (the usual case), retired by moving the head: a chunk of contiguous offsets finishes
+    as one range (``done_range``: two comparisons whatever its length).
     """
 
     __slots__ = ("_finished", "_head", "_last", "_pending")
@@ -46,6 +47,9 @@ class PartitionTracker:
         """``add`` each of ``offsets`` (increasing)."""
         if not offsets:
             return
+        if type(offsets) is range and offsets.step == 1:
+            self.add_range(offsets.start, offsets.stop)
+            return
         last = self._last
         if (last is not None and offsets[0] <= last) or not _increasing(offsets):
             for offset in offsets:  # raises at the first offset out of order
@@ -53,6 +57,15 @@ class PartitionTracker:
             return
         self._pending += offsets
         self._last = offsets[-1]
+
+    def add_range(self, start: int, stop: int) -> None:
+        """``add`` each of ``start .. stop - 1`` (no check per offset: a range increases)."""
+        if stop <= start:
+            return
+        if self._last is not None and start <= self._last:
+            raise ValueError(f"offset {start} added after {self._last}")
+        self._pending += range(start, stop)
+        self._last = stop - 1
 
     def done(self, offset: int) -> None:
         """The record at ``offset`` is finished. Unknown offsets are ignored (e.g. a late
@@ -72,9 +85,34 @@ class PartitionTracker:
             if i < len(pending) and pending[i] == offset:
                 self._finished.add(offset)
 
+    def done_range(self, start: int, stop: int) -> None:
+        """Offsets ``start .. stop - 1`` are finished: a partition's chunk of contiguous offsets
+        that ran in order. When they are the next unfinished offsets (the usual case) this is
+        two comparisons and a head move, whatever their number."""
+        n = stop - start
+        if n <= 0:
+            return
+        pending = self._pending
+        head = self._head
+        end = head + n - 1
+        # Received offsets strictly increase, so n entries from the head that begin at start
+        # and end at stop - 1 are exactly start .. stop - 1.
+        if end < len(pending) and pending[head] == start and pending[end] == stop - 1:
+            self._head = head + n
+            if self._finished:
+                self._drain()
+            else:
+                self._compact()
+            return
+        self.done_many(list(range(start, stop)))
+
     def done_many(self, offsets: Sequence[int] | Iterable[int]) -> None:
         """``done`` each of ``offsets``; a run that is exactly the next unfinished offsets (a
-        chunk finishing in order) costs one comparison of lists."""
+        chunk finishing in order) costs one comparison of lists, and a ``range`` one
+        ``done_range``."""
+        if type(offsets) is range and offsets.step == 1:
+            self.done_range(offsets.start, offsets.stop)
+            return
         if not isinstance(offsets, list):
             offsets = list(offsets)
         k = len(offsets)

@@ -1,17 +1,19 @@
 """Which topics a worker reads and what each record on them means.
 
 Built once at start-up from the app and its catalogue: job topics (with the app's topic prefix),
-their wait-tier topics (``<topic>.retry.<tier>``) and dead-letter topics, and a lookup from the
+their wait-tier topics (``<topic>.retry.<tier>``, plus old tiers still on the broker, drained
+but never written) and dead-letter topics, and a lookup from the
 ``sj-type`` header bytes to (job type, handler, job topic) so the hot path decodes a header
 with one dict lookup.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..catalogue import JobType
-from ..retry import dlq_topic, retry_topic
+from ..retry import dlq_topic, old_tier_topics, retry_topic
 from .app import App, Handler
 
 __all__ = ["Route", "Routes"]
@@ -39,6 +41,18 @@ class Routes:
             for tier in tiers:
                 self.wait[retry_topic(route.topic, tier)] = (route.topic, tier)
 
+    def add_old_tiers(self, names: Iterable[str]) -> dict[str, float]:
+        """Also read the wait topics of old tiers present among ``names`` (the broker's
+        topics): records still waiting there run when due, or move to a current tier; none is
+        written there. Returns them (wait topic -> tier)."""
+        found: dict[str, float] = {}
+        for job_topic, tiers in self.tiers.items():
+            old = old_tier_topics(job_topic, tiers, names)
+            for name, tier in old.items():
+                self.wait[name] = (job_topic, tier)
+            found.update(old)
+        return found
+
     def all_async(self, job_topic: str) -> bool:
         """Every handler of ``job_topic`` is ``async def`` (its chunks run on the loop)."""
         return all(r.handler.is_async for r in self.job_topics[job_topic])
@@ -48,7 +62,8 @@ class Routes:
 
     def produced(self) -> list[str]:
         """Topics the worker writes to (retry tiers and dead-letter topics)."""
-        return sorted({*self.wait, *(dlq_topic(t) for t in self.job_topics)})
+        return sorted({*(retry_topic(t, tier) for t, tiers in self.tiers.items() for tier in tiers),
+                       *(dlq_topic(t) for t in self.job_topics)})
 
     def job_topic_of(self, topic: str) -> str:
         """The job topic a record read from ``topic`` belongs to."""

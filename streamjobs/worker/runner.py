@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -193,6 +193,7 @@ class Worker:
             self.consumer.close()
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
+        self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
         self.broker.started()
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
                               **self.kafka.role_settings("producer")})
@@ -327,15 +328,22 @@ class Worker:
         return [first]
 
     def dispatch(self, part: Part, jobs: list[JobContext],
-                 offsets: list[int] | None = None) -> None:
-        """Hand a partition's jobs (in offset order; ``offsets`` are theirs) to lanes and the
-        executor."""
+                 offsets: Sequence[int] | None = None) -> None:
+        """Hand a partition's jobs to lanes and the executor: a batch just taken, with
+        ``offsets`` theirs in increasing order, or (``offsets`` None) wait-tier jobs that fell
+        due, in due order."""
+        taken = offsets is not None
         if offsets is None:
             offsets = [ctx.offset for ctx in jobs]
         ordering = self.settings.ordering
         submit = self.executor.submit
         if ordering == "partition":
-            chunk = (jobs, offsets)
+            n = len(offsets)
+            if taken and n > 1 and offsets[-1] - offsets[0] == n - 1:
+                # Increasing and as many as their span: contiguous, so the chunk finishes as
+                # one range, in O(1). (Due wait-tier jobs come in wake order: never a range.)
+                offsets = range(offsets[0], offsets[-1] + 1)
+            chunk: Chunk = (jobs, offsets)
             if self.lanes.offer(part, chunk):
                 part.tasks += 1
                 submit(part, part, chunk, part.is_async)
@@ -360,7 +368,7 @@ class Worker:
             return
         self._unordered(part, jobs, offsets)
 
-    def _unordered(self, part: Part, jobs: list[JobContext], offsets: list[int]) -> None:
+    def _unordered(self, part: Part, jobs: list[JobContext], offsets: Sequence[int]) -> None:
         # Small batches: one job per task (a slow job delays nobody). Big batches: a few
         # tasks per thread, so per-task overhead is spread over many jobs.
         n = len(jobs)

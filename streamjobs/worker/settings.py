@@ -22,7 +22,7 @@ class WorkerSettings:
     """
     concurrency       sync handlers: threads in the pool; async handlers: jobs at once
     max_in_flight     records taken from Kafka and not finished; at this bound every
-                      partition is paused (and resumed at half). None: max(5000, 4 x concurrency)
+                      partition is paused (and resumed at half). None: max(5000, 20 x concurrency)
     ordering          partition (one job of a partition at a time, in order), key (same key
                       never concurrent, in order), unordered
     group_id          consumer group; None: "<topic prefix>streamjobs-<app name>"
@@ -63,7 +63,10 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")
         if self.max_in_flight is None:
-            object.__setattr__(self, "max_in_flight", max(5000, 4 * self.concurrency))
+            # A pause drops the pre-fetched records and a resume re-fetches them (over 100 ms
+            # measured): the half left must keep every slot busy meanwhile, even for 20 ms jobs
+            # at concurrency 500 (docs/worker.md, "Back-pressure").
+            object.__setattr__(self, "max_in_flight", max(5000, 20 * self.concurrency))
         _positive_int(self, "max_in_flight")
         if self.ordering not in ORDERINGS:
             raise ConfigError("ordering", f"must be one of {', '.join(ORDERINGS)}, "

@@ -22,8 +22,9 @@ When is a record (a topic/partition/offset) finished?
     attempt in a wait topic (``sj-attempt`` + 1) or the job in the dead-letter topic. Its
     timestamp (LogAppendTime on wait topics, the worker's produce time on the DLQ) is when;
   - no handler ran it and a dead-letter record names it in ``sj-orig-*`` (poison);
-  - no handler ran it, it sits in a wait topic and the same attempt was re-produced to another
-    wait topic later (a record woken before its due time moves to a smaller tier), or its next
+  - no handler ran it, it sits in a wait topic and the same attempt was re-produced to a wait
+    topic later (a record woken before its due time moves to the largest tier that fits, the
+    same tier or a smaller one), or its next
     attempt / dead letter exists (a failure no handler saw, e.g. an unknown writer schema).
 """
 
@@ -258,10 +259,13 @@ def finish_times(runs: Iterable[Run], records: Iterable[TopicRecord],
         if pos in dlq_orig:
             done(pos, dlq_orig[pos])
         elif rec.job_id is not None and rec.attempt is not None and ".retry." in rec.topic:
-            # The re-produced copy (same attempt, another wait topic, appended later), or the
-            # record of a failure no handler saw (an unknown schema climbing the ladder).
+            # The re-produced copy (same attempt, a wait topic, appended later: another tier,
+            # or the same one when a delay hops down the fixed ladder, e.g. 2 s = two 1s
+            # stays), or the record of a failure no handler saw (an unknown schema climbing
+            # the ladder).
             carriers = [c.t for c in copies[(rec.job_id, rec.attempt)]
-                        if c.topic != rec.topic and ".retry." in c.topic and c.t >= rec.t]
+                        if c.position != rec.position and ".retry." in c.topic
+                        and c.t >= rec.t]
             carriers += successors.get((rec.job_id, rec.attempt + 1), [])
             if rec.job_id in dlq_at:
                 carriers.append(dlq_at[rec.job_id])

@@ -136,6 +136,15 @@ def test_wait_record_moved_to_a_smaller_tier_is_finished_by_the_copy() -> None:
     assert check(h).skips == [((w10, 0), 1, 0, 200)]
 
 
+def test_wait_record_hopping_within_its_tier_is_finished_by_the_later_copy() -> None:
+    """A 2 s delay on the fixed ladder stays twice in the 1s tier: the first record is finished
+    by the copy appended later to the same topic, and only by it."""
+    h = history(records=[rec(0, "a", 100, topic=W, attempt=2),
+                         rec(1, "a", 1100, topic=W, attempt=2)],
+                commits=[CommitSample(600, W, 0, 1), CommitSample(1200, W, 0, 1)])
+    assert check(h).skips == [((W, 0), 1, 0, 600)]
+
+
 def test_kill_exposure_counts_in_flight_and_finished_above_commit() -> None:
     """After a kill, the exposure is the worker's unfinished starts plus its finishes at or
     above the committed offset; other workers' runs and later runs do not count."""

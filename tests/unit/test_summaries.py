@@ -85,3 +85,46 @@ def test_metrics_from_a_summary_equal_metrics_from_per_job_events() -> None:
     assert e2e_a.keys() == e2e_b.keys()
     count = ("streamjobs_job_end_to_end_seconds_count", (("job_type", "email"),))
     assert e2e_a[count] == e2e_b[count] == sum(c is not None for c in created)
+
+
+def test_metrics_use_finished_at_when_jobs_ran_concurrently() -> None:
+    # Async jobs summarised per loop iteration: they ran side by side, so each one's end is
+    # its own finished_at, not started_at + the durations before it.
+    reg = CollectorRegistry()
+    bus = EventBus()
+    MetricsListener(reg).attach(bus)
+    now = time.time()
+    now_ms = int(now * 1000)
+    bus.emit(JobsSucceeded("email", "t", 0, now - 0.02, (0.02, 0.02, 0.02, 0.02),
+                           (now_ms - 3000, now_ms - 30, now_ms - 30, now_ms - 30),
+                           (now, now, now, now)))
+
+    def value(name: str, **labels: str) -> float | None:
+        return reg.get_sample_value(name, {"job_type": "email", **labels})
+
+    # Back to back the last three would have ended 40-80 ms later (le=0.1): concurrently, at
+    # 30 ms they all fall in le=0.05.
+    assert value("streamjobs_job_end_to_end_seconds_bucket", le="0.05") == 3
+    assert value("streamjobs_job_end_to_end_seconds_bucket", le="2.5") == 3
+    assert value("streamjobs_job_end_to_end_seconds_bucket", le="5.0") == 4
+    assert value("streamjobs_job_duration_seconds_bucket", le="0.025") == 4
+    assert value("streamjobs_jobs_total", outcome="succeeded") == 4
+
+
+def test_histogram_values_in_one_bucket_and_across_buckets_match_observe() -> None:
+    from streamjobs.listeners.metrics import _observe_many
+
+    rng = random.Random(11)
+    for values in ([0.0002] * 10, [0.001, 0.001, 0.0010001, 0.0009],
+                   [rng.uniform(0, 3) for _ in range(200)], [0.0005] * 5):
+        a, b = CollectorRegistry(), CollectorRegistry()
+        ha, hb = MetricsListener(a).job_duration.labels(job_type="x"), \
+            MetricsListener(b).job_duration.labels(job_type="x")
+        for v in values:
+            ha.observe(v)
+        _observe_many(hb, values)
+        samples = [{(s.name, tuple(sorted(s.labels.items()))): round(s.value, 9)
+                    for m in reg.collect() for s in m.samples
+                    if m.name == "streamjobs_job_duration_seconds"
+                    and not s.name.endswith("_created")} for reg in (a, b)]
+        assert samples[0] == samples[1]
