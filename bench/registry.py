@@ -116,7 +116,7 @@ def main(bootstrap_servers: str, registry_url: str | None, n: int, partitions: i
     registry = RegistryConfig(registry_url)
     os.environ["STREAMJOBS_REGISTRY_URL"] = registry_url  # the worker reads it
     tune_gc()
-    single, framed = make_catalogue(partitions), make_catalogue(partitions, REGISTRY)
+    single, framed = make_catalogue(partitions), make_catalogue(partitions, framing=REGISTRY)
     names: list[str] = []
     try:
         results = []
