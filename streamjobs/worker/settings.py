@@ -63,8 +63,8 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")
         if self.max_in_flight is None:
-            # A pause drops the pre-fetched records and a resume re-fetches them (over 100 ms
-            # measured): the half left must keep every slot busy meanwhile, even for 20 ms jobs
+            # A pause drops the pre-fetched records and a resume re-fetches them (a fetch round
+            # trip or more): the half left must keep every slot busy meanwhile, even for 20 ms jobs
             # at concurrency 500 (docs/worker.md, "Back-pressure").
             object.__setattr__(self, "max_in_flight", max(5000, 20 * self.concurrency))
         _positive_int(self, "max_in_flight")

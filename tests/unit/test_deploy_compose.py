@@ -83,25 +83,15 @@ def option_default(path: tuple[str, ...], option: str) -> Any:
     raise AssertionError(f"`streamjobs {' '.join(path)}` has no {option}")
 
 
-def _web() -> click.Command | None:
-    return main.get_command(click.Context(main), "web")
-
-
 def web_option(option: str) -> None:
-    """``option`` is an option of `streamjobs web` with the agreed variable (checked on the
-    command itself where it is built, else on the agreed contract)."""
+    """``option`` is an option of `streamjobs web`, read from its agreed variable."""
     assert option in WEB_CONTRACT, f"`streamjobs web` has no {option} in the contract"
-    cmd = _web()
-    if cmd is not None:
-        [param] = [p for p in cmd.params if option in getattr(p, "opts", ())]
-        assert param.envvar == WEB_CONTRACT[option], option
+    [param] = [p for p in cli_command("web").params if option in getattr(p, "opts", ())]
+    assert param.envvar == WEB_CONTRACT[option], option
 
 
 def web_reads() -> set[str]:
     """Every variable the dashboard reads: its options' and the token."""
-    cmd = _web()
-    if cmd is None:
-        return set(WEB_CONTRACT.values()) | set(ENV.values()) | {WEB_TOKEN}
     return envvars("web") | {WEB_TOKEN}
 
 
