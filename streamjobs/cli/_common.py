@@ -64,8 +64,9 @@ def kafka_options(func: F) -> F:
     (and ``log_level`` / ``connect_timeout`` when its signature takes them).
 
     Before the command runs, a broker must answer within ``--connect-timeout``: otherwise one
-    line (the address and what to check) and exit 4. librdkafka's own log lines reach stderr
-    only with ``--log-level debug``."""
+    line (the address and what to check) and exit 4. A command whose signature takes
+    ``require_broker`` gets that check as a function to call when it needs Kafka. librdkafka's
+    own log lines reach stderr only with ``--log-level debug``."""
     takes = set(inspect.signature(func).parameters)
 
     @click.option("--bootstrap-servers", envvar=ENV["bootstrap_servers"], default=None,
@@ -111,12 +112,21 @@ def kafka_options(func: F) -> F:
             kafka = _active_kafka = KafkaConfig.from_env({}, **overrides)
         except ConfigError as exc:
             fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
-        try:
-            kafka.check_reachable(connect_timeout)
-        except BrokerUnavailable as exc:
-            _active_kafka = None  # the reason is in the message already
-            hint = "" if exc.code == "_AUTHENTICATION" else f"; {UNREACHABLE_HINT}"
-            fail(f"{exc}{hint}", EXIT_UNREACHABLE)
+
+        def require_broker() -> None:
+            global _active_kafka
+            try:
+                kafka.check_reachable(connect_timeout)
+            except BrokerUnavailable as exc:
+                _active_kafka = None  # the reason is in the message already
+                hint = "" if exc.code == "_AUTHENTICATION" else f"; {UNREACHABLE_HINT}"
+                fail(f"{exc}{hint}", EXIT_UNREACHABLE)
+
+        if "require_broker" in takes:
+            # The command checks its own input first, or may not need Kafka at all.
+            kwargs["require_broker"] = require_broker
+        else:
+            require_broker()
         kwargs["kafka"] = kafka
         if "log_level" in takes:
             kwargs["log_level"] = log_level

@@ -53,14 +53,16 @@ EXIT_INTERRUPTED = 130
               help="Seconds to wait for Kafka or the dashboard to answer.")
 @json_option
 @kafka_options
-def command(kafka: KafkaConfig, job_id: str, watch: bool, url: str | None, token: str | None,
-            topic_prefix: str, timeout: float, as_json: bool) -> None:
+def command(kafka: KafkaConfig, require_broker: Callable[[], None], job_id: str, watch: bool,
+            url: str | None, token: str | None, topic_prefix: str, timeout: float,
+            as_json: bool) -> None:
     """Show the timeline of job JOB_ID (state, attempts, times, worker, error, where its
     record is now). --json: the status as JSON (with --watch: one JSON line per change)."""
     try:
         if url:
             _from_server(url.rstrip("/"), job_id, token, watch, timeout, as_json)
         else:
+            require_broker()  # --url needs no Kafka
             _from_kafka(kafka, job_id, status_topic(topic_prefix), watch, timeout, as_json)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)

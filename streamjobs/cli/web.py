@@ -9,6 +9,7 @@ Binds 127.0.0.1 unless told otherwise; any other address needs ``STREAMJOBS_WEB_
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import FrameType
 
 import click
@@ -50,8 +51,9 @@ TOKEN_ENV = "STREAMJOBS_WEB_TOKEN"
 @kafka_options
 @registry_options
 @handle_errors
-def command(kafka: KafkaConfig, host: str, port: int, read_only: bool, root_path: str,
-            groups: tuple[str, ...], schemas_dir: str, registry: RegistryConfig | None) -> None:
+def command(kafka: KafkaConfig, require_broker: Callable[[], None], host: str, port: int,
+            read_only: bool, root_path: str, groups: tuple[str, ...], schemas_dir: str,
+            registry: RegistryConfig | None) -> None:
     """Serve the dashboard: overview, jobs by id (live over SSE), dead letters, replay, and a
     JSON API. Actions need STREAMJOBS_WEB_TOKEN (log in on the page, or Bearer)."""
     prefix = cli_settings().topic_prefix
@@ -67,6 +69,7 @@ def command(kafka: KafkaConfig, host: str, port: int, read_only: bool, root_path
                                token=os.environ.get(TOKEN_ENV) or None, topic_prefix=prefix)
     except ConfigError as exc:
         fail(f"invalid option --{exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
+    require_broker()  # after the options are known good
     try:
         catalogue = load_catalogue(schemas_dir)
     except CatalogueError as exc:
