@@ -24,9 +24,9 @@ from pathlib import Path
 import click
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.producer import Producer
+from streamjobs._config import KafkaConfig
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,7 +199,7 @@ def main(emails: int, thumbnails: int, keep: bool, timeout: float) -> None:
 def _delete_topics(kafka: KafkaConfig, catalogue: Catalogue) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from streamjobs.topics import desired_topics
+    from streamjobs._ops.topics import desired_topics
 
     admin = AdminClient(kafka.client_settings())
     names = [t.name for t in desired_topics(catalogue)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streamjobs import PermanentError
-from streamjobs.worker import App, JobContext
+from streamjobs._worker import App, JobContext
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("DEMO_STATE_DIR", ROOT / ".streamjobs" / "demo"))

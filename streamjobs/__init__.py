@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import KafkaConfig
+from ._config import KafkaConfig
 from .errors import (
     BrokerUnavailable,
     CatalogueError,
@@ -36,21 +36,21 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .catalogue import Catalogue, JobType
-    from .producer import AsyncProducer, Job, Producer
-    from .registry import RegistryConfig
-    from .retry import RetryPolicy
-    from .status import JobStatus, StatusIndex, Transition
-    from .worker import App, JobContext
+    from ._producer import AsyncProducer, Job, Producer
+    from ._retry import RetryPolicy
+    from ._schemas.catalogue import Catalogue, JobType
+    from ._schemas.registry import RegistryConfig
+    from ._status import JobStatus, StatusIndex, Transition
+    from ._worker import App, JobContext
 
 _LAZY = {
-    "App": "streamjobs.worker", "JobContext": "streamjobs.worker",
-    "AsyncProducer": "streamjobs.producer", "Job": "streamjobs.producer",
-    "Producer": "streamjobs.producer", "Catalogue": "streamjobs.catalogue",
-    "JobType": "streamjobs.catalogue", "RetryPolicy": "streamjobs.retry",
-    "RegistryConfig": "streamjobs.registry",
-    "JobStatus": "streamjobs.status", "StatusIndex": "streamjobs.status",
-    "Transition": "streamjobs.status",
+    "App": "streamjobs._worker", "JobContext": "streamjobs._worker",
+    "AsyncProducer": "streamjobs._producer", "Job": "streamjobs._producer",
+    "Producer": "streamjobs._producer", "Catalogue": "streamjobs._schemas.catalogue",
+    "JobType": "streamjobs._schemas.catalogue", "RetryPolicy": "streamjobs._retry",
+    "RegistryConfig": "streamjobs._schemas.registry",
+    "JobStatus": "streamjobs._status", "StatusIndex": "streamjobs._status",
+    "Transition": "streamjobs._status",
 }
 
 

@@ -16,15 +16,15 @@ import click
 import orjson
 from click._termui_impl import ProgressBar
 
-from .. import dlq
-from ..catalogue import Catalogue
-from ..codec import Codec
-from ..config import KafkaConfig
+from .._avro.codec import Codec
+from .._config import KafkaConfig
+from .._ops import dlq
+from .._ops.replay import parse_when
+from .._ops.reprocess import Report, Reprocessor, load_progress
+from .._ops.scan import TopicNotFound
+from .._schemas.catalogue import Catalogue
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ..errors import CatalogueError
-from ..registry import RegistryConfig, SchemaRegistry
-from ..replay import parse_when
-from ..reprocess import Report, Reprocessor, load_progress
-from ..scan import TopicNotFound
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,

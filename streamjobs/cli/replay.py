@@ -12,9 +12,9 @@ from contextlib import AbstractContextManager
 import click
 from click._termui_impl import ProgressBar
 
-from .. import replay as rp
-from ..config import KafkaConfig
-from ..scan import TopicNotFound
+from .._config import KafkaConfig
+from .._ops import replay as rp
+from .._ops.scan import TopicNotFound
 from ._common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import KafkaConfig
+from .._config import KafkaConfig
 from ._common import (
     EXIT_NOT_FOUND,
     exit_on_errors,
@@ -43,8 +43,8 @@ def group() -> None:
 @handle_errors
 def list_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool) -> None:
     """Each schedule with its last fire (from the schedule topic) and its next fire."""
-    from ..scan import TopicNotFound
-    from ..schedules import read_states, schedules_topic
+    from .._ops.scan import TopicNotFound
+    from .._schedules import read_states, schedules_topic
 
     catalogue = load_catalogue(schemas_dir)
     topic = schedules_topic(catalogue.topic_prefix)

@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from ..codec import crc64_avro
-from ..compatibility import pairs, problems
-from ..framing import REGISTRY
-from ..registry import RegistryConfig, SchemaRegistry
+from .._avro.codec import crc64_avro
+from .._avro.framing import REGISTRY
+from .._schemas.compatibility import pairs, problems
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ._common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -43,7 +43,7 @@ def check(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> N
     and a registry URL, also checks that the registry holds every version, in order. Exit 1 on
     any problem.
     """
-    from .. import subjects
+    from .._schemas import subjects
 
     catalogue = load_catalogue(schemas_dir)
     found: list[Any] = list(problems(catalogue))
@@ -80,7 +80,7 @@ def check(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> N
 def register(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> None:
     """Register every version of each registry-framed job type's schema under its subject,
     oldest first, so the registry's history matches schemas/ (idempotent)."""
-    from .. import subjects
+    from .._schemas import subjects
 
     if registry is None:
         fail("no schema registry: give --registry-url or STREAMJOBS_REGISTRY_URL", EXIT_USAGE)

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 import click
 import orjson
 
-from ..config import KafkaConfig
-from ..scan import TopicNotFound
-from ..status.lookup import Follower
-from ..status.record import Transition, status_topic
-from ..status.timeline import JobStatus
+from .._config import KafkaConfig
+from .._ops.scan import TopicNotFound
+from .._status.lookup import Follower
+from .._status.record import Transition, status_topic
+from .._status.timeline import JobStatus
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,

@@ -26,15 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import headers as h
-from ..catalogue import Catalogue
-from ..codec import Codec
-from ..errors import DecodeError, UnknownSchema
-from ..framing import SINGLE_OBJECT, parse
-from ..producer import check_traceparent
-from ..retry import dlq_topic, pick_tier, retry_topic
-from ..worker import App, JobContext
-from ..worker.failures import (
+from .. import _headers as h
+from .._avro.codec import Codec
+from .._avro.framing import SINGLE_OBJECT, parse
+from .._producer import check_traceparent
+from .._retry import dlq_topic, pick_tier, retry_topic
+from .._schemas.catalogue import Catalogue
+from .._worker import App, JobContext
+from .._worker.failures import (
     Decision,
     Failure,
     Origin,
@@ -43,6 +42,7 @@ from ..worker.failures import (
     describe,
     retry_record,
 )
+from ..errors import DecodeError, UnknownSchema
 from .outcome import JobOutcome, RunawayJobs, RunReport, Status
 
 __all__ = ["JobRunner"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.retry import pick_tier, retry_topic
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._retry import pick_tier, retry_topic
+from streamjobs._schemas.catalogue import Catalogue
 
 from .jobs_catalogue import read, total_records, write_catalogue
 

@@ -20,14 +20,14 @@ from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka import Producer as RawProducer
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.dlq import Filter
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._ops.dlq import Filter
+from streamjobs._ops.reprocess import Reprocessor, transactional_id
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker.failures import Failure, Origin, dead_letter_record
 from streamjobs.errors import ProducerFenced
-from streamjobs.reprocess import Reprocessor, transactional_id
-from streamjobs.worker.failures import Failure, Origin, dead_letter_record
 from tests.conftest import BOOTSTRAP, ROOT, MakeTopic, RunCli, SpawnCli, wait_for
 from tests.kafka.test_dlq import Env, write_schemas
 

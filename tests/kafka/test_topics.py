@@ -11,11 +11,11 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
-from streamjobs import topics
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
+from streamjobs._ops import topics
+from streamjobs._retry import dlq_topic, retry_topic
+from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import ConfigError
-from streamjobs.retry import dlq_topic, retry_topic
 
 from .jobs_catalogue import delete_topics_with_prefix, write_catalogue
 

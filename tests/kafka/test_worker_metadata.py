@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
-from streamjobs import headers as h
-from streamjobs.retry import dlq_topic, pick_tier, retry_topic
+from streamjobs import _headers as h
+from streamjobs._retry import dlq_topic, pick_tier, retry_topic
 from tests.conftest import wait_for
 
 from .worker_support import Env, InProcess, env_fixture  # noqa: F401

@@ -14,8 +14,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import MAGIC, Codec, Decoded, crc64_avro
+from streamjobs._avro.codec import MAGIC, Codec, Decoded, crc64_avro
+from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import DecodeError, PayloadError, UnknownJobType, UnknownSchema
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streamjobs.listeners.metrics import MetricsListener
+from streamjobs.listeners._metrics import MetricsListener
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "streamjobs.json"

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streamjobs.config import KafkaConfig
-from streamjobs.worker import App, Worker, WorkerSettings
-from streamjobs.worker.intake import Part
-from streamjobs.worker.offsets import PartitionTracker
+from streamjobs._config import KafkaConfig
+from streamjobs._worker import App, Worker, WorkerSettings
+from streamjobs._worker.intake import Part
+from streamjobs._worker.offsets import PartitionTracker
 
 ROOT = Path(__file__).resolve().parents[2]
 

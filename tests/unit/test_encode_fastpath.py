@@ -11,7 +11,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from streamjobs._avro_writer import _Slow, compile_encoder
+from streamjobs._avro.writer import _Slow, compile_encoder
 
 # What the fast path raises to decline (Codec.encode then takes the checked path).
 DECLINED = (_Slow, KeyError, OverflowError)

@@ -19,7 +19,7 @@ def test_every_public_name_resolves() -> None:
 def test_import_does_not_load_the_worker() -> None:
     """Rule: a service that only emits never imports the worker machinery."""
     code = ("import sys, streamjobs; from streamjobs import Producer; "
-            "print('streamjobs.worker' in sys.modules)")
+            "print('streamjobs._worker' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.replay import (
+from streamjobs import _headers as h
+from streamjobs._ops.replay import (
     PartitionPlan,
     ResetSpec,
     parse_ago,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
+from streamjobs._reports import ReportsView, WorkerReport, reports_topic, worker_id
 from streamjobs.events import EventBus, JobFailed, JobsSucceeded, JobSucceeded
 from streamjobs.listeners import install_default_listeners
-from streamjobs.reports import ReportsView, WorkerReport, reports_topic, worker_id
 
 NOW = 1_800_000_000_000  # ms
 

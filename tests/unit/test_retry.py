@@ -6,8 +6,7 @@ import random
 
 import pytest
 
-from streamjobs.errors import ConfigError
-from streamjobs.retry import (
+from streamjobs._retry import (
     DEFAULT_DELAY_TIERS,
     Exponential,
     RetryPolicy,
@@ -18,6 +17,7 @@ from streamjobs.retry import (
     pick_tier,
     retry_topic,
 )
+from streamjobs.errors import ConfigError
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

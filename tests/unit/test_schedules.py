@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.schedules import (
+from streamjobs._ops.topics import desired_topics
+from streamjobs._schedules import (
     MAX_CATCH_UP,
     ON_TIME_MS,
     Schedule,
@@ -20,7 +20,7 @@ from streamjobs.schedules import (
     schedules_topic,
     tick_job_id,
 )
-from streamjobs.topics import desired_topics
+from streamjobs._schemas.catalogue import Catalogue
 from tests.unit.test_catalogue import GOOD, load_error, make_dir
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from streamjobs import headers as h
+from streamjobs import _headers as h
+from streamjobs._worker import App, JobContext
 from streamjobs.errors import ConfigError, PayloadError, PermanentError, Retry, UnknownJobType
 from streamjobs.testing import (
     JobRunner,
@@ -21,7 +22,6 @@ from streamjobs.testing import (
     assert_dead_lettered,
     assert_succeeded,
 )
-from streamjobs.worker import App, JobContext
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.retry import (
+from streamjobs._ops.topics import desired_topics, footprint
+from streamjobs._retry import (
     DEFAULT_DELAY_TIERS,
     Exponential,
     RetryPolicy,
@@ -17,9 +17,9 @@ from streamjobs.retry import (
     pick_tier,
     retry_topic,
 )
-from streamjobs.topics import desired_topics, footprint
-from streamjobs.worker import App
-from streamjobs.worker.routes import Routes
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App
+from streamjobs._worker.routes import Routes
 
 ROOT = Path(__file__).resolve().parents[2]
 

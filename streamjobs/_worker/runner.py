@@ -1,0 +1,580 @@
+"""The poll loop: one thread owns the consumers, the producer and all offset state.
+
+It never waits on a handler. Each iteration: drain finished chunks (offsets), fire wait
+timers, apply pauses, take a batch of records (decode + route), dispatch them to lanes, serve
+producer callbacks. ``consume`` is called with a short timeout so a job longer than
+``max.poll.interval.ms`` never costs the partitions and SIGTERM is honoured promptly.
+Intake (decoding, poison, wait topics) lives in ``intake.py``, pausing in ``pauses.py``, lag and
+burst's end-of-log check in ``backlog.py``; this module is the lifecycle: start-up, the loop,
+rebalances, commits, shutdown.
+
+Two consumers: one for the job topics and, when there are wait tiers, one for them in the
+group ``<group>.wait`` (``wait_group``). Every record appended to a job topic answers the job
+consumer's pending fetch, and the broker's work for a fetch grows with the partitions in it:
+with seven idle tiers in the same fetches the produce-to-handler p99 at 1,000 jobs/s was 2-4x
+that of a consumer of the job topic alone (docs/worker.md). The wait consumer's fetches
+long-poll idle tiers. Its own group, because in a shared one every join of a wait consumer
+made the job consumers rejoin too, and their jobs stalled 0.1-0.6 s each time. The loop waits
+on the job consumer only and sweeps the wait consumer without waiting, at least every
+``WAIT_SWEEP_EVERY`` s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from .. import _headers as h
+from .. import _kafka_log
+from .._avro.codec import Codec
+from .._avro.framing import REGISTRY
+from .._config import KafkaConfig
+from .._schemas.registry import RegistryConfig, SchemaRegistry
+from ..errors import BrokerUnavailable, ConfigError
+from ..events import (
+    CommitDone,
+    CommitFailed,
+    EventBus,
+    InFlightChanged,
+    LagSampled,
+    LoopAlive,
+    PartitionsAssigned,
+    PartitionsLost,
+    PartitionsRevoked,
+    WorkerStarted,
+    WorkerStopped,
+    WorkerStopping,
+)
+from .app import App
+from .backlog import read_to_end, sample_lag
+from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
+from .context import JobContext
+from .executor import Chunk, Completion, Executor
+from .intake import Intake, Part
+from .ordering import Lanes
+from .outbox import Outbox
+from .pauses import Pauses
+from .routes import Routes
+from .scheduler import Scheduler
+from .settings import WorkerSettings
+from .statuses import SAMPLE_EVERY, StatusRecorder
+from .uniqueness import Uniqueness
+
+__all__ = ["Worker", "run_worker", "wait_group"]
+
+LAG_EVERY = 5.0
+ALIVE_EVERY = 1.0
+BURST_CHECK_EVERY = 0.5
+WAIT_SWEEP_EVERY = 0.05  # the longest a due wait-tier record waits for the loop to look
+FETCH_QUEUE_BACKOFF_MS = 10
+
+
+class Worker:
+    """One worker process's engine. ``run()`` blocks until ``stop()`` (or a signal, or burst
+    drained) and returns the exit code."""
+
+    def __init__(self, app: App, settings: WorkerSettings | None = None,
+                 kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
+                 registry: RegistryConfig | None = None) -> None:
+        self.app = app
+        self.settings = settings or WorkerSettings()
+        self.kafka = kafka or KafkaConfig.from_env()
+        # Writer schemas of registry-framed records (None: STREAMJOBS_REGISTRY_* or none).
+        self.registry = registry if registry is not None else RegistryConfig.from_env()
+        self.bus = bus or EventBus()
+        jobs = app.check(self.settings.job_types)
+        framed = [j.name for j in jobs if j.framing == REGISTRY]
+        if framed and self.registry is None:
+            raise ConfigError("registry_url", f"{', '.join(framed)}: registry framing needs a "
+                                              "schema registry URL (STREAMJOBS_REGISTRY_URL)")
+        self.routes = Routes(app, jobs)
+        self.group_id = self.settings.group_id or app.default_group_id()
+        self.parts: dict[tuple[str, int], Part] = {}
+        self.completions: deque[Completion] = deque()
+        self.lanes: Lanes[Chunk] = Lanes()
+        self.in_flight = 0
+        self.stop_reason: str | None = None
+        self._pauses = Pauses()
+        self._touched: set[Part] = set()
+        self._finished = 0
+        self._finished_at_commit = 0
+        self.broker = BrokerWatch(self.bus)
+        self._signals = 0
+        self._started_at = time.monotonic()
+        self.consumer: Any = None  # job topics
+        self.waiter: Any = None  # wait tiers (None when no job type has any)
+        self.outbox: Any = None
+        self.executor: Any = None
+        self.intake: Any = None
+        self.status: StatusRecorder | None = None  # None: no status record is written
+        self.uniqueness: Any = None
+        self.scheduler: Scheduler | None = None  # when the catalogue has schedules
+
+    # -- public -------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "stop") -> None:
+        """Ask the loop to stop (thread-safe; idempotent)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def run(self, *, install_signals: bool = True) -> int:
+        self._start()
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 1 if self.scheduler is not None and self.scheduler.error is not None else 0
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    def consumer_settings(self) -> dict[str, Any]:
+        """The job consumer's librdkafka settings: ours, then ``KafkaConfig.consumer_config``,
+        then ``WorkerSettings.consumer_config`` (the user's win)."""
+        s = self.settings
+        conf: dict[str, Any] = {
+            **self.kafka.client_settings(),
+            "group.id": self.group_id,
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": int(s.commit_interval * 1000),
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "max.poll.interval.ms": s.max_poll_interval_ms,
+            "on_commit": self._on_commit,
+            "error_cb": self._on_kafka_error,
+            "stats_cb": self.broker.on_stats,
+            "statistics.interval.ms": STATS_INTERVAL_MS,
+            # librdkafka's default (1000) idles a partition for a second whenever its pre-fetch
+            # queue is full: a fast worker then waits for records that are already on the
+            # broker. The published throughput (docs/benchmarks.md) is measured with 10.
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+        }
+        if s.group_protocol == "consumer":
+            conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
+        else:
+            conf["partition.assignment.strategy"] = s.assignment_strategy
+            conf["session.timeout.ms"] = s.session_timeout_ms
+        conf.update(self.kafka.role_settings("consumer"))
+        conf.update(s.consumer_config)
+        return conf
+
+    def _start(self) -> None:
+        s = self.settings
+        base = self.kafka.client_settings()
+        conf = self.consumer_settings()
+        self.consumer = Consumer(conf)
+        try:
+            meta = self.consumer.list_topics(timeout=s.connect_timeout)
+        except KafkaException as exc:
+            self.consumer.close()
+            raise BrokerUnavailable(f"no Kafka broker answered at {self.kafka.bootstrap_servers}"
+                                    f" within {s.connect_timeout:g}s ({exc.args[0].str()})",
+                                    code="_TRANSPORT") from None
+        scheduler = self._scheduler()
+        self.uniqueness = Uniqueness(self, self.routes, {
+            s.job_type for s in self.app.catalogue.schedules.values()}, self.kafka, self.bus)
+        needed = self.routes.subscriptions() + self.routes.produced() + self.uniqueness.topics()
+        if scheduler is not None:
+            needed.append(scheduler.topic)
+        missing = [t for t in needed if t not in meta.topics]
+        if missing:
+            self.consumer.close()
+            raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
+                                        f"`streamjobs topics apply`)")
+        self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
+        self.broker.started()
+        self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
+                              **self.kafka.role_settings("producer")})
+        self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
+                                 use_async=any(h.is_async for h in self.app.handlers.values()))
+        self._start_status(meta)
+        self.intake = Intake(self, Codec(self.app.catalogue, registry=(
+            SchemaRegistry(self.registry) if self.registry is not None else None)))
+        topics = self.routes.subscriptions()
+        callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
+                     "on_lost": self._on_lost}
+        self.consumer.subscribe(sorted(self.routes.job_topics), **callbacks)
+        if self.routes.wait:
+            # No stats_cb: broker health is judged by the job consumer's connections.
+            self.waiter = Consumer({
+                **{k: v for k, v in conf.items()
+                   if k not in ("stats_cb", "statistics.interval.ms")},
+                "group.id": wait_group(self.group_id)})
+            self.waiter.subscribe(sorted(self.routes.wait), **callbacks)
+        self._started_at = time.monotonic()
+        if scheduler is not None:
+            self.scheduler = scheduler
+            scheduler.start()
+        self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
+
+    def _on_kafka_error(self, err: Any) -> None:
+        self.broker.on_error(err)  # readiness and the broker.unreachable event
+        _kafka_log.on_error(err)  # and the line on streamjobs.kafka, like every other client
+
+    def _start_status(self, meta: Any) -> None:
+        modes = {r.job.status for r in self.routes.by_type.values()}
+        if modes <= {"none"}:
+            return
+        prefix = self.app.catalogue.topic_prefix  # the app's prefix, applied to its catalogue
+        own = ({**self.kafka.client_settings(), "error_cb": self._on_kafka_error,
+                **self.kafka.role_settings("producer")}
+               if "all" in modes else None)  # None: the outbox's client serves
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own)
+        if self.status is not None and "all" in modes:
+            self.executor.record_ok = self.executor.track_running = True
+
+    def _scheduler(self) -> Scheduler | None:
+        catalogue = self.app.catalogue  # already under the app's topic prefix
+        if not catalogue.schedules or not self.settings.schedules:
+            return None
+        return Scheduler(catalogue, self.kafka, self.bus, prefix=catalogue.topic_prefix)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            os._exit(128 + signum)  # second signal: at once, nothing more is waited for
+        self.stop(signal.Signals(signum).name)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        s = self.settings
+        max_in_flight = s.max_in_flight or 1
+        intake = self.intake
+        outbox = self.outbox
+        waiter = self.waiter
+        now = time.monotonic()
+        alive_at = lag_at = burst_at = sample_at = 0.0
+        executor = self.executor
+        status = self.status
+        sampling = status is not None and executor.track_running
+        started = now
+        last_inflight = -1
+        while self.stop_reason is None:
+            self._drain()
+            now_ms = time.time() * 1000.0
+            next_wake = intake.fire(now_ms)
+            self._count_in_flight()
+            self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
+                                   max_in_flight=max_in_flight, resume_at=s.resume_at,
+                                   stopping=self.stop_reason is not None, now_ms=now_ms)
+            self._store()
+            now = time.monotonic()
+            if now - alive_at >= ALIVE_EVERY:
+                alive_at = now
+                self.bus.emit(LoopAlive(now))
+                if self.scheduler is not None and self.scheduler.error is not None:
+                    self.stop(f"scheduler failed: {self.scheduler.error}")
+                if self.in_flight != last_inflight and self.bus.wants(InFlightChanged):
+                    last_inflight = self.in_flight
+                    self.bus.emit(InFlightChanged(self.in_flight))
+            if sampling and now - sample_at >= SAMPLE_EVERY:
+                sample_at = now
+                assert status is not None
+                status.sample([*executor.running, *list(executor.running_async)])
+            if now - lag_at >= LAG_EVERY:
+                lag_at = now
+                if self.bus.wants(LagSampled):
+                    sample_lag(self.parts.values(), self.bus)
+            if s.burst and now - burst_at >= BURST_CHECK_EVERY:
+                burst_at = now
+                if self._drained(now - started):
+                    self.stop("burst: drained")
+                    break
+            timeout = 0.005 if self._pauses.for_in_flight else 0.1
+            if waiter is not None:
+                timeout = min(timeout, WAIT_SWEEP_EVERY)
+            if next_wake is not None:
+                timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
+            room = max_in_flight - self.in_flight
+            msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
+            if msgs:
+                if self.broker.down:
+                    self.broker.records_arrived()
+                intake.take(msgs, max_in_flight)
+            if waiter is not None:
+                room = max_in_flight - self.in_flight
+                msgs = waiter.consume(min(s.batch_size, max(room, 1)), 0)
+                if msgs:
+                    intake.take(msgs, max_in_flight)
+            outbox.poll(0)
+            if status is not None:
+                status.poll()
+
+    def _fetch(self, n: int, timeout: float) -> list[Any]:
+        # consume(n, t) waits for n records or t; poll(t) returns on the first record. So: take
+        # what is buffered without waiting, else wait for one record and sweep the rest.
+        consumer = self.consumer
+        msgs: list[Any] = consumer.consume(n, 0)
+        if msgs or timeout <= 0:
+            return msgs
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        if n > 1:
+            return [first, *consumer.consume(n - 1, 0)]
+        return [first]
+
+    def dispatch(self, part: Part, jobs: list[JobContext],
+                 offsets: Sequence[int] | None = None) -> None:
+        """Hand a partition's jobs to lanes and the executor: a batch just taken, with
+        ``offsets`` theirs in increasing order, or (``offsets`` None) wait-tier jobs that fell
+        due, in due order."""
+        taken = offsets is not None
+        if offsets is None:
+            offsets = [ctx.offset for ctx in jobs]
+        ordering = self.settings.ordering
+        submit = self.executor.submit
+        if ordering == "partition":
+            n = len(offsets)
+            if taken and n > 1 and offsets[-1] - offsets[0] == n - 1:
+                # Increasing and as many as their span: contiguous, so the chunk finishes as
+                # one range, in O(1). (Due wait-tier jobs come in wake order: never a range.)
+                offsets = range(offsets[0], offsets[-1] + 1)
+            chunk: Chunk = (jobs, offsets)
+            if self.lanes.offer(part, chunk):
+                part.tasks += 1
+                submit(part, part, chunk, part.is_async)
+            return
+        if ordering == "key":
+            by_key: dict[bytes | None, tuple[list[JobContext], list[int]]] = {}
+            for ctx, offset in zip(jobs, offsets, strict=True):
+                group = by_key.get(ctx.key)
+                if group is None:
+                    group = by_key[ctx.key] = ([], [])
+                group[0].append(ctx)
+                group[1].append(offset)
+            for key, (group_jobs, group_offsets) in by_key.items():
+                if key is None:
+                    self._unordered(part, group_jobs, group_offsets)
+                    continue
+                lane: Hashable = (part, key)
+                chunk = (group_jobs, group_offsets)
+                if self.lanes.offer(lane, chunk):
+                    part.tasks += 1
+                    submit(part, lane, chunk, part.is_async)
+            return
+        self._unordered(part, jobs, offsets)
+
+    def _unordered(self, part: Part, jobs: list[JobContext], offsets: Sequence[int]) -> None:
+        # Small batches: one job per task (a slow job delays nobody). Big batches: a few
+        # tasks per thread, so per-task overhead is spread over many jobs.
+        n = len(jobs)
+        size = max(1, n // (4 * self.settings.concurrency))
+        for i in range(0, n, size):
+            part.tasks += 1
+            self.executor.submit(part, None, (jobs[i:i + size], offsets[i:i + size]),
+                                 part.is_async)
+
+    # -- completions and offsets --------------------------------------------------------------
+
+    def _drain(self) -> None:
+        completions = self.completions
+        touched = self._touched
+        status = self.status
+        while completions:
+            part, done, failed, ended, ok = completions.popleft()
+            if ended:
+                part.tasks -= 1
+            if ok and status is not None:
+                # Even for a partition gone meanwhile: these handlers did return.
+                status.succeeded(part, ok)
+            if part.gone:
+                continue
+            if done:
+                part.tracker.done_many(done)
+                touched.add(part)
+                self._finished += len(done)
+            if failed:
+                for ctx, failure, decision in failed:
+                    self.intake.route_failure(part, ctx, failure, decision)
+
+    def finish(self, part: Part, offset: int) -> None:
+        """One record is finished (a failure's record was acknowledged)."""
+        if not part.gone:
+            part.tracker.done(offset)
+            self._touched.add(part)
+            self._finished += 1
+
+    def _count_in_flight(self) -> None:
+        self.in_flight = sum(p.tracker.in_flight for p in self.parts.values())
+
+    def _store(self) -> None:
+        if not self._touched:
+            return
+        by_consumer: dict[Any, list[Any]] = {}
+        for part in self._touched:
+            pos = part.tracker.commit_position()
+            if not part.gone and pos is not None and pos > part.stored:
+                part.stored = pos
+                by_consumer.setdefault(part.consumer, []).append(
+                    TopicPartition(part.topic, part.partition, pos))
+        self._touched.clear()
+        for consumer, tps in by_consumer.items():
+            # KafkaException: a partition just left the assignment; nothing to store for it.
+            with contextlib.suppress(KafkaException):
+                consumer.store_offsets(offsets=tps)
+        if self._finished - self._finished_at_commit >= self.settings.commit_every:
+            self._finished_at_commit = self._finished
+            self._commit(asynchronous=True)
+
+    def _consumers(self) -> list[Any]:
+        return [c for c in (self.consumer, self.waiter) if c is not None]
+
+    def _commit(self, *, asynchronous: bool, offsets: list[Any] | None = None,
+                consumer: Any = None) -> None:
+        """Commit the stored offsets of both consumers, or ``offsets`` through ``consumer``."""
+        for c in [consumer] if consumer is not None else self._consumers():
+            try:
+                if offsets is None:
+                    c.commit(asynchronous=asynchronous)
+                else:
+                    c.commit(offsets=offsets, asynchronous=asynchronous)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if getattr(err, "code", lambda: None)() != KafkaError._NO_OFFSET:
+                    self.bus.emit(CommitFailed(str(exc)))
+
+    def _on_commit(self, err: Any, tps: list[Any]) -> None:
+        if err is not None:
+            if err.code() != KafkaError._NO_OFFSET:
+                self.bus.emit(CommitFailed(str(err)))
+        elif self.bus.wants(CommitDone):
+            self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps
+                                           if tp.offset >= 0)))
+
+    # -- pause / resume (pauses.py) -----------------------------------------------------------
+
+    def request_pause(self) -> None:
+        """The in-flight bound was reached while taking a batch."""
+        self._pauses.request()
+
+    def hold(self, part: Part, until_ms: float) -> None:
+        """Pause ``part`` until ``until_ms`` (a waiting record is not due within the horizon)."""
+        self._pauses.hold(part, until_ms)
+
+    @property
+    def pauses(self) -> int:
+        """Partitions paused so far (tests and debugging)."""
+        return self._pauses.count
+
+    # -- rebalances (called inside consume/poll, on this thread) ------------------------------
+
+    def _on_assign(self, consumer: Any, tps: list[Any]) -> None:
+        for tp in tps:
+            part = Part(tp.topic, tp.partition, self.routes, self.settings.ordering, consumer)
+            part.dedupe = self.uniqueness.load(tp.topic, tp.partition)
+            self.parts[(tp.topic, tp.partition)] = part
+        self._pauses.dirty = True  # new partitions join a paused assignment paused
+        self.bus.emit(PartitionsAssigned(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _on_revoke(self, consumer: Any, tps: list[Any]) -> None:
+        parts = [p for tp in tps if (p := self.parts.get((tp.topic, tp.partition)))]
+        for part in parts:
+            part.revoked = True  # no new job of these partitions starts
+        # Let their running jobs finish (bounded), then commit what is finished.
+        deadline = time.monotonic() + self.settings.grace_period
+        while any(p.tasks or p.acks for p in parts) and time.monotonic() < deadline:
+            self._drain()
+            self.outbox.poll(0.01)
+        self._drain()
+        offsets = []
+        for part in parts:
+            pos = part.tracker.commit_position()
+            if pos is not None:
+                offsets.append(TopicPartition(part.topic, part.partition, pos))
+        if offsets:
+            # Store them too: with auto commit on, librdkafka commits the *stored* offsets of
+            # revoked partitions after this callback, which would move the commit back to an
+            # older stored position (docs/faults.md, finding 1).
+            with contextlib.suppress(KafkaException):
+                consumer.store_offsets(offsets=offsets)
+            self._commit(asynchronous=False, offsets=offsets, consumer=consumer)
+        self._forget(parts)
+        self.bus.emit(PartitionsRevoked(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _on_lost(self, _consumer: Any, tps: list[Any]) -> None:
+        parts = [p for tp in tps if (p := self.parts.get((tp.topic, tp.partition)))]
+        for part in parts:
+            part.revoked = True
+        self._forget(parts)  # never commit: another member may own them already
+        self.bus.emit(PartitionsLost(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _forget(self, parts: list[Part]) -> None:
+        for part in parts:
+            part.gone = True
+            self._touched.discard(part)
+            self.parts.pop((part.topic, part.partition), None)
+        self._count_in_flight()
+
+    # -- periodic -----------------------------------------------------------------------------
+
+    def _drained(self, running_for: float) -> bool:
+        """Burst mode: nothing in flight and every assigned partition read to its end."""
+        if self.in_flight or self.outbox.pending or any(p.tasks for p in self.parts.values()):
+            return False
+        if not self.parts:
+            return running_for > 10.0  # this member got no partitions
+        return read_to_end(self.parts.values(), time.time() * 1000)
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        reason = self.stop_reason or "error"
+        self.bus.emit(WorkerStopping(reason))
+        if self.scheduler is not None:
+            self.scheduler.stop()  # hands the firing to another worker at once
+        if self.executor is not None:
+            self.executor.stopping = True  # chunks stop between jobs
+        deadline = time.monotonic() + self.settings.grace_period
+        try:
+            if self.consumer is not None and self.parts:
+                self._pauses.pause(list(self.parts.values()))
+            while (self.parts and any(p.tasks or p.acks for p in self.parts.values())
+                   and time.monotonic() < deadline):
+                self.consumer.poll(0.02)  # paused: serves callbacks, keeps the membership
+                if self.waiter is not None:
+                    self.waiter.poll(0)
+                self._drain()
+                self._store()
+                self.outbox.poll(0)
+            self._drain()
+            self._store()
+            if self.parts:
+                self._commit(asynchronous=False)
+            if self.outbox is not None:
+                self.outbox.flush(max(1.0, deadline - time.monotonic()))
+            if self.status is not None:
+                self.status.flush(max(1.0, deadline - time.monotonic()))
+        finally:
+            for consumer in self._consumers():
+                consumer.close()  # leaves the group
+            if self.executor is not None:
+                self.executor.shutdown()
+            self.bus.emit(WorkerStopped(reason, time.monotonic() - self._started_at))
+
+
+def wait_group(group_id: str) -> str:
+    """The consumer group of a worker group's wait-tier consumers."""
+    return f"{group_id}.wait"
+
+
+def run_worker(app: App, settings: WorkerSettings | None = None,
+               kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
+               install_signals: bool = True, registry: RegistryConfig | None = None) -> int:
+    """Run a worker until stopped; returns the exit code."""
+    return Worker(app, settings, kafka, bus, registry=registry).run(
+        install_signals=install_signals)
+
