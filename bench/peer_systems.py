@@ -197,7 +197,7 @@ def _produce_all(p: Any, topic: str, items: Any, make: Callable[[Any], tuple[byt
 
 
 def raw_produce(a: argparse.Namespace, encode: bool) -> dict[str, Any]:
-    from streamjobs._avro.codec import MAGIC
+    from streamjobs._avro.framing import SO_MAGIC as MAGIC
 
     prefix = MAGIC + bytes(8)
     p = _raw_producer(a)

@@ -38,7 +38,15 @@ from ..errors import (
     UnknownSchema,
     UnknownSchemaId,
 )
-from .framing import REGISTRY, SO_HEADER, SO_MAGIC, Frame, parse, registry_header
+from .framing import (
+    REGISTRY,
+    SO_HEADER,
+    Frame,
+    fingerprint,
+    parse,
+    registry_header,
+    single_object_header,
+)
 from .reader import BodyReader, compile_reader
 from .writer import compile_encoder
 
@@ -46,44 +54,12 @@ if TYPE_CHECKING:
     from .._schemas.catalogue import Catalogue, SchemaVersion
     from .._schemas.registry import SchemaRegistry
 
-__all__ = ["MAGIC", "Codec", "Decoded", "crc64_avro", "registry_schema"]
+__all__ = ["Codec", "Decoded", "registry_schema"]
 
-MAGIC = SO_MAGIC
-_HEADER = SO_HEADER
 _MISS_SECONDS = 5.0  # how long a failed registry lookup stands for the records after it
 
-# -- CRC-64-AVRO (Rabin fingerprint), as in the Avro specification ------------------------------
-
-_EMPTY = 0xC15D213AA4D7A795
-
-
-def _table() -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_EMPTY & -(fp & 1))
-        table.append(fp)
-    return tuple(table)
-
-
-_TABLE = _table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """Avro's 64-bit Rabin fingerprint of ``data`` (the schema's Parsing Canonical Form)."""
-    fp = _EMPTY
-    for b in data:
-        fp = (fp >> 8) ^ _TABLE[(fp ^ b) & 0xFF]
-    return fp
-
-
-def _fingerprint_of(canonical: str) -> bytes:
-    return crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little")
-
-
 def _fingerprint(version: SchemaVersion) -> bytes:
-    return _fingerprint_of(version.canonical)
+    return fingerprint(version.canonical)
 
 
 def registry_schema(version: SchemaVersion) -> str:
@@ -146,8 +122,8 @@ class Codec:
 
     def __init__(self, catalogue: Catalogue, *, registry: SchemaRegistry | None = None,
                  max_record_bytes: int = 16 * 1024 * 1024) -> None:
-        if max_record_bytes < _HEADER:
-            raise ValueError(f"max_record_bytes must be >= {_HEADER}")
+        if max_record_bytes < SO_HEADER:
+            raise ValueError(f"max_record_bytes must be >= {SO_HEADER}")
         self.catalogue = catalogue
         self.registry = registry
         self.max_record_bytes = max_record_bytes
@@ -179,7 +155,7 @@ class Codec:
         a registry-framed job type (RegistryError when it is not registered)."""
         job = self.catalogue.get(job_type)
         if job.framing != REGISTRY:
-            return MAGIC + self._current_fp[job.schema]
+            return single_object_header(self._current_fp[job.schema])
         if self.registry is None:
             raise ConfigError("registry_url", f"job type {job_type!r} uses registry framing: "
                                               "give a schema registry URL "
@@ -400,7 +376,7 @@ class Codec:
                                                  f"{type(exc).__name__}: {exc}") from None
         if not isinstance(parsed, dict) or parsed.get("type") not in ("record", "error"):
             raise DecodeError(raw, "bad_schema", f"schema id {schema_id} is not a record")
-        found = self._by_id[schema_id] = (parsed, _fingerprint_of(canonical))
+        found = self._by_id[schema_id] = (parsed, fingerprint(canonical))
         return found
 
 

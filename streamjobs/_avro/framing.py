@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastavro.schema import fingerprint as _fastavro_fingerprint
+
 from ..errors import DecodeError
 
-__all__ = ["FRAMINGS", "REGISTRY", "SINGLE_OBJECT", "Frame", "header_of", "parse",
+__all__ = ["FRAMINGS", "REGISTRY", "SINGLE_OBJECT", "Frame", "fingerprint", "header_of", "parse",
            "registry_header", "single_object_header"]
 
 SINGLE_OBJECT = "single-object"
@@ -68,6 +70,12 @@ def header_of(raw: bytes) -> bytes:
     """The frame bytes of ``raw`` without checks (a cache key on the hot path): a wrong or
     short header simply matches no cached reader."""
     return raw[:CF_HEADER] if raw[:1] == CF_MAGIC else raw[:SO_HEADER]
+
+
+def fingerprint(canonical: str) -> bytes:
+    """The single-object frame's fingerprint of a schema: CRC-64-AVRO of its Parsing Canonical
+    Form, 8 bytes little endian (fastavro's hex string is those bytes in order)."""
+    return bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
 
 
 def single_object_header(fingerprint: bytes) -> bytes:

@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 
-from .._avro.codec import crc64_avro
-from .._avro.framing import REGISTRY
+from .._avro.framing import REGISTRY, fingerprint
 from .._schemas.compatibility import pairs, problems
 from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ._common import (
@@ -109,7 +108,7 @@ def list_(schemas_dir: str, as_json: bool) -> None:
     schemas: list[dict[str, Any]] = [
         {"schema": v.name, "version": v.version, "file": str(v.file),
          "current": v.version == len(catalogue.versions(v.name)),
-         "fingerprint": crc64_avro(v.canonical.encode()).to_bytes(8, "little").hex()}
+         "fingerprint": fingerprint(v.canonical).hex()}
         for name in catalogue.schema_names() for v in catalogue.versions(name)]
     if as_json:
         print_json({"job_types": jobs, "schemas": schemas})

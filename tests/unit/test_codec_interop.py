@@ -15,7 +15,8 @@ import avro.io
 import avro.schema
 import pytest
 
-from streamjobs._avro.codec import MAGIC, Codec
+from streamjobs._avro.codec import Codec
+from streamjobs._avro.framing import SO_MAGIC as MAGIC
 from streamjobs._schemas.catalogue import Catalogue, SchemaVersion
 
 ROOT = Path(__file__).resolve().parents[2]
