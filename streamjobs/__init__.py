@@ -1,11 +1,16 @@
 """streamjobs: background jobs as Avro events on partitioned Apache Kafka topics.
 
-The public surface: ``Producer``/``AsyncProducer`` to emit jobs (and look them up:
-``status``, ``watch`` -> ``JobStatus``), ``App``/``JobContext`` to
-handle them, ``Catalogue`` and ``RetryPolicy`` for the job types, ``KafkaConfig`` for the
-connection, ``RegistryConfig`` for a schema registry (registry framing), and the exception
-tree of ``streamjobs.errors``. Emitters never import the worker: the heavier names load on
-first use.
+Everything a user imports comes from here: ``Producer``/``AsyncProducer`` to emit jobs (and
+look them up: ``status``, ``watch`` -> ``JobStatus``), ``App``/``JobContext`` to handle them
+(``run_worker``/``Worker`` with ``WorkerSettings`` to run them in-process), ``Catalogue`` and
+``RetryPolicy`` for the job types, ``KafkaConfig`` for the connection, ``RegistryConfig`` for a
+schema registry, ``JobMeta`` to read a record's job headers, ``desired_topics`` for the
+topics a catalogue needs, and the exception tree (defined in ``streamjobs.errors``, whose class
+paths are what ``sj-error-class`` records). Observability has its own public modules,
+``streamjobs.events`` and ``streamjobs.listeners``; tests use ``streamjobs.testing``.
+
+The modules behind these names are private (``_producer``, ``_worker``, ...; docs/DESIGN.md
+draws the map). Emitters never import the worker: the heavier names load on first use.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from .errors import (
     ConfigError,
     DecodeError,
     DeliveryFailed,
+    DevBrokerError,
     JobFailure,
+    JobTimeout,
     KafkaError,
     PayloadError,
     PermanentError,
+    ProducerFenced,
     RecordTooLarge,
     RegistryError,
     RegistryUnavailable,
@@ -36,21 +44,34 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from ._headers import JobMeta
+    from ._ops.topics import TopicSpec, desired_topics
     from ._producer import AsyncProducer, Job, Producer
     from ._retry import RetryPolicy
     from ._schemas.catalogue import Catalogue, JobType
     from ._schemas.registry import RegistryConfig
     from ._status import JobStatus, StatusIndex, Transition
-    from ._worker import App, JobContext
+    from ._worker import App, JobContext, Worker, WorkerSettings, run_worker
 
 _LAZY = {
-    "App": "streamjobs._worker", "JobContext": "streamjobs._worker",
-    "AsyncProducer": "streamjobs._producer", "Job": "streamjobs._producer",
-    "Producer": "streamjobs._producer", "Catalogue": "streamjobs._schemas.catalogue",
-    "JobType": "streamjobs._schemas.catalogue", "RetryPolicy": "streamjobs._retry",
+    "App": "streamjobs._worker",
+    "AsyncProducer": "streamjobs._producer",
+    "Catalogue": "streamjobs._schemas.catalogue",
+    "Job": "streamjobs._producer",
+    "JobContext": "streamjobs._worker",
+    "JobMeta": "streamjobs._headers",
+    "JobStatus": "streamjobs._status",
+    "JobType": "streamjobs._schemas.catalogue",
+    "Producer": "streamjobs._producer",
     "RegistryConfig": "streamjobs._schemas.registry",
-    "JobStatus": "streamjobs._status", "StatusIndex": "streamjobs._status",
+    "RetryPolicy": "streamjobs._retry",
+    "StatusIndex": "streamjobs._status",
+    "TopicSpec": "streamjobs._ops.topics",
     "Transition": "streamjobs._status",
+    "Worker": "streamjobs._worker",
+    "WorkerSettings": "streamjobs._worker",
+    "desired_topics": "streamjobs._ops.topics",
+    "run_worker": "streamjobs._worker",
 }
 
 
@@ -59,6 +80,10 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'streamjobs' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
@@ -70,16 +95,20 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DeliveryFailed",
+    "DevBrokerError",
     "Job",
     "JobContext",
     "JobFailure",
+    "JobMeta",
     "JobStatus",
+    "JobTimeout",
     "JobType",
     "KafkaConfig",
     "KafkaError",
     "PayloadError",
     "PermanentError",
     "Producer",
+    "ProducerFenced",
     "RecordTooLarge",
     "RegistryConfig",
     "RegistryError",
@@ -89,8 +118,13 @@ __all__ = [
     "SchemaCompatibilityError",
     "StatusIndex",
     "StreamjobsError",
+    "TopicSpec",
     "Transition",
     "UnknownJobType",
     "UnknownSchema",
     "UnknownSchemaId",
+    "Worker",
+    "WorkerSettings",
+    "desired_topics",
+    "run_worker",
 ]
