@@ -39,8 +39,8 @@ from streamjobs._avro.codec import Codec
 from streamjobs._avro.framing import REGISTRY
 from streamjobs._config import KafkaConfig
 from streamjobs._dev.registry import DevRegistry
+from streamjobs._ops import subjects
 from streamjobs._producer import Producer
-from streamjobs._schemas import subjects
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs._schemas.registry import RegistryConfig, SchemaRegistry
 from streamjobs._worker.process import tune_gc

@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from confluent_kafka import TopicPartition
 
 from ._config import KafkaConfig
-from ._ops.scan import admin_client, offsets_for_time, partitions_of, reader
+from ._scan import admin_client, offsets_for_time, partitions_of, reader
 
 __all__ = [
     "OUTCOMES",

@@ -22,8 +22,8 @@ import orjson
 from cronsim import CronSim, CronSimError
 
 from ._config import KafkaConfig
-from ._ops.scan import Range, admin_client, partitions_of, scan, watermarks
 from ._retry import format_duration, parse_duration
+from ._scan import Range, admin_client, partitions_of, scan, watermarks
 
 __all__ = [
     "CATCH_UP",

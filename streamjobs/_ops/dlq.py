@@ -6,7 +6,7 @@ first read (``sj-orig-*``), the latest error (``sj-error-*``), who failed it (``
 why it was dead-lettered (``sj-dlq-reason``, one of ``REASONS``) and when (``sj-dlq-at``).
 
 Reading never joins a consumer group: partitions are assigned directly and read up to the
-high watermarks captured at start (``streamjobs._ops.scan``). Re-publishing lives in
+high watermarks captured at start (``streamjobs._scan``). Re-publishing lives in
 ``streamjobs._ops.reprocess``.
 """
 
@@ -27,8 +27,8 @@ from .._avro.codec import Codec
 from .._avro.framing import parse
 from .._config import KafkaConfig
 from .._retry import dlq_topic, parse_wait_topic
+from .._scan import Range, admin_client, partitions_of, scan, watermarks
 from ..errors import DecodeError, PayloadError, UnknownJobType
-from .scan import Range, admin_client, partitions_of, scan, watermarks
 
 __all__ = [
     "PROVENANCE",

@@ -27,9 +27,7 @@ from confluent_kafka.admin import AdminClient
 from .. import _headers as h
 from .._config import KafkaConfig
 from .._retry import format_duration, retry_topic
-from .._schemas.catalogue import Catalogue
-from ..errors import KafkaError
-from .scan import (
+from .._scan import (
     Range,
     TopicNotFound,
     admin_client,
@@ -40,6 +38,8 @@ from .scan import (
     scan,
     watermarks,
 )
+from .._schemas.catalogue import Catalogue
+from ..errors import KafkaError
 
 __all__ = [
     "GroupLag",

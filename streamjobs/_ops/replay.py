@@ -36,10 +36,7 @@ from .. import _headers as h
 from .._config import KafkaConfig
 from .._delivery import PRODUCER_SETTINGS, resend, unconfirmed
 from .._retry import parse_duration
-from .._status.record import Transition
-from .._status.writer import StatusWriter
-from ..errors import DeliveryFailed, KafkaError, StreamjobsError
-from .scan import (
+from .._scan import (
     Range,
     admin_client,
     committed,
@@ -49,6 +46,9 @@ from .scan import (
     scan,
     watermarks,
 )
+from .._status.record import Transition
+from .._status.writer import StatusWriter
+from ..errors import DeliveryFailed, KafkaError, StreamjobsError
 
 __all__ = [
     "GroupActive",

@@ -34,11 +34,7 @@ from .. import _headers as h
 from .._avro.codec import Codec
 from .._config import KafkaConfig
 from .._delivery import PRODUCER_SETTINGS, kafka_error, unconfirmed
-from .._status.record import Transition
-from .._status.writer import StatusWriter
-from ..errors import KafkaError, ProducerFenced
-from .dlq import DeadLetter, Filter, read, revalidate
-from .scan import (
+from .._scan import (
     Range,
     TopicNotFound,
     admin_client,
@@ -47,6 +43,10 @@ from .scan import (
     topic_exists,
     watermarks,
 )
+from .._status.record import Transition
+from .._status.writer import StatusWriter
+from ..errors import KafkaError, ProducerFenced
+from .dlq import DeadLetter, Filter, read, revalidate
 
 __all__ = ["Item", "Report", "Reprocessor", "load_progress", "progress_topic", "transactional_id"]
 

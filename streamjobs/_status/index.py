@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from confluent_kafka import KafkaError as _RdKafkaError
 
 from .._config import KafkaConfig
-from .._ops.scan import admin_client, partitions_of, reader
+from .._scan import admin_client, partitions_of, reader
 from ..errors import StreamjobsError
 from .record import BATCH_PREFIX, ENQUEUED, FINAL, STATES, decode, decode_all, encode, job_id_of
 from .timeline import JobStatus, fold, place

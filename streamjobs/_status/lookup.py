@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka import KafkaError as _RdKafkaError
 
 from .._config import KafkaConfig
-from .._ops.scan import (
+from .._scan import (
     TopicNotFound,
     admin_client,
     offsets_for_time,

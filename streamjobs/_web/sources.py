@@ -19,8 +19,8 @@ from .._config import KafkaConfig
 from .._ops import dlq
 from .._ops.lag import GroupLag, TierBacklog, group_lag, wait_backlog
 from .._ops.reprocess import load_progress
-from .._ops.scan import TopicNotFound
 from .._reports import ReportsView, reports_topic
+from .._scan import TopicNotFound
 from .._schemas.catalogue import Catalogue
 from .._schemas.registry import RegistryConfig, SchemaRegistry
 from .._status import StatusIndex, status_topic

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _headers as h
 from .._config import KafkaConfig
-from .._ops.scan import Range, admin_client, scan, watermarks
+from .._scan import Range, admin_client, scan, watermarks
 from .._unique import TICK_WINDOW_S, SeenEntry, SeenSet, UniquePolicy, unique_topic
 from ..errors import KafkaError
 from ..events import EventBus, JobDuplicate

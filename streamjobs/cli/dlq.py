@@ -21,7 +21,7 @@ from .._config import KafkaConfig
 from .._ops import dlq
 from .._ops.replay import parse_when
 from .._ops.reprocess import Report, Reprocessor, load_progress
-from .._ops.scan import TopicNotFound
+from .._scan import TopicNotFound
 from .._schemas.catalogue import Catalogue
 from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ..errors import CatalogueError

@@ -14,7 +14,7 @@ from click._termui_impl import ProgressBar
 
 from .._config import KafkaConfig
 from .._ops import replay as rp
-from .._ops.scan import TopicNotFound
+from .._scan import TopicNotFound
 from ._common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,

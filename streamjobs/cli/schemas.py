@@ -42,7 +42,7 @@ def check(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> N
     and a registry URL, also checks that the registry holds every version, in order. Exit 1 on
     any problem.
     """
-    from .._schemas import subjects
+    from .._ops import subjects
 
     catalogue = load_catalogue(schemas_dir)
     found: list[Any] = list(problems(catalogue))
@@ -79,7 +79,7 @@ def check(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> N
 def register(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> None:
     """Register every version of each registry-framed job type's schema under its subject,
     oldest first, so the registry's history matches schemas/ (idempotent)."""
-    from .._schemas import subjects
+    from .._ops import subjects
 
     if registry is None:
         fail("no schema registry: give --registry-url or STREAMJOBS_REGISTRY_URL", EXIT_USAGE)

@@ -18,7 +18,7 @@ import click
 import orjson
 
 from .._config import KafkaConfig
-from .._ops.scan import TopicNotFound
+from .._scan import TopicNotFound
 from .._status.lookup import Follower
 from .._status.record import Transition, status_topic
 from .._status.timeline import JobStatus

@@ -98,8 +98,7 @@ def apply_cmd(schemas_dir: str, kafka: KafkaConfig, registry: RegistryConfig | N
               as_json: bool, timeout: float) -> None:
     """Create missing topics, add partitions and set managed configs; register the schemas of
     registry-framed job types (with --registry-url). Idempotent."""
-    from .._ops import topics
-    from .._schemas import subjects
+    from .._ops import subjects, topics
 
     catalogue = load_catalogue(schemas_dir)
     changes = topics.apply(kafka, catalogue, timeout=timeout)

@@ -11,7 +11,7 @@ from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
 from streamjobs._ops.dlq import PROVENANCE, DeadLetter, Describer, Filter, dlq_name, revalidate
 from streamjobs._ops.reprocess import republish_headers
-from streamjobs._ops.scan import Range
+from streamjobs._scan import Range
 from streamjobs._schemas.catalogue import Catalogue
 
 

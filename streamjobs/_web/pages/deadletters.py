@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ..._ops import dlq
 from ..._ops.replay import parse_when
 from ..._ops.reprocess import Report, Reprocessor, load_progress
-from ..._ops.scan import TopicNotFound
+from ..._scan import TopicNotFound
 from ...errors import StreamjobsError
 from ..render import page
 from ..state import WebState, web

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..._ops import replay as rp
-from ..._ops.scan import TopicNotFound
+from ..._scan import TopicNotFound
 from ...errors import StreamjobsError
 from ..render import page
 from ..state import web

@@ -17,8 +17,8 @@ from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 from .._avro.codec import registry_schema
 from .._avro.framing import REGISTRY
-from .catalogue import Catalogue
-from .registry import SchemaRegistry
+from .._schemas.catalogue import Catalogue
+from .._schemas.registry import SchemaRegistry
 
 __all__ = ["Registered", "SubjectProblem", "check", "register", "subjects"]
 

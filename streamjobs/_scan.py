@@ -27,8 +27,8 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec
 
-from .._config import KafkaConfig
-from ..errors import BrokerUnavailable, KafkaError
+from ._config import KafkaConfig
+from .errors import BrokerUnavailable, KafkaError
 
 __all__ = [
     "NOT_FOUND",
