@@ -59,7 +59,7 @@ Worker process:
 - ``LagSampled``       consumer lag of one assigned partition, every few seconds
 - ``BrokerStatus``     whether the broker is reachable
 
-Hot path: the worker emits per job at >100k jobs/s, so ``EventBus.wants`` and
+Hot path: the worker emits per job, as often as it runs jobs, so ``EventBus.wants`` and
 ``EventBus.emit`` are a single dict lookup plus a loop over a precomputed tuple.
 The worker calls ``wants`` before building an event so unobserved events cost nothing.
 """

@@ -1,8 +1,8 @@
 """Structured logs from worker events on stderr (structlog): one JSON object per line, or
 human-readable console lines.
 
-Levels: job succeeded -> ``job_level`` (default debug: one line per job costs tens of µs, more
-than a small job, so at the default ``info`` level a busy worker logs only what needs attention;
+Levels: job succeeded -> ``job_level`` (default debug: formatting a line costs more than a
+small job takes, so at the default ``info`` level a busy worker logs only what needs attention;
 ``streamjobs_jobs_total`` counts successes; ``"info"`` shows every success, ``"off"`` none, not
 even at debug); job received/started -> debug (off with ``job_level="off"``); failed/retried ->
 warning; dead-lettered -> error; partitions, worker start/stop -> info (wait-tier partitions
@@ -74,7 +74,7 @@ def _level_number(level: str) -> int:
 
 
 def _dumps(obj: Any, **_: Any) -> str:
-    # orjson is ~10x faster than json.dumps; default=str keeps odd values from raising.
+    # orjson, because this runs once per logged job; default=str keeps odd values from raising.
     return orjson.dumps(obj, default=str).decode()
 
 
