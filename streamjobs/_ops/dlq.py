@@ -1,6 +1,6 @@
 """Dead-letter topics: reading, filtering, stats and the story of each dead letter.
 
-A dead-letter record (written by the worker, ``worker/failures.py``) is the failed record's
+A dead-letter record (written by the worker, ``_worker/failures.py``) is the failed record's
 key, value and original headers byte for byte, with provenance headers appended: where it was
 first read (``sj-orig-*``), the latest error (``sj-error-*``), who failed it (``sj-worker-*``),
 why it was dead-lettered (``sj-dlq-reason``, one of ``REASONS``) and when (``sj-dlq-at``).

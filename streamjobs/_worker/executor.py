@@ -53,7 +53,7 @@ class Executor:
         self.lanes = lanes
         self.completions = completions
         self.stopping = False
-        # Status recording (worker/statuses.py), set by the worker before jobs arrive:
+        # Status recording (_worker/statuses.py), set by the worker before jobs arrive:
         # completions carry the jobs that succeeded, and each thread shows the job it runs.
         self.record_ok = False
         self.track_running = False

@@ -1,5 +1,5 @@
 """The Grafana dashboard and the Prometheus alert rules use valid PromQL over metric names the
-worker exports (streamjobs/listeners/metrics.py, documented in docs/observability.md), and
+worker exports (streamjobs/listeners/_metrics.py, documented in docs/observability.md), and
 cover what operators need. tests/kafka/test_metrics_names_live.py repeats the name check
 against a real worker's /metrics."""
 

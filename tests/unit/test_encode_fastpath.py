@@ -1,4 +1,4 @@
-"""The generated encoders (streamjobs/_avro_writer.py): byte-for-byte what fastavro writes for the
+"""The generated encoders (streamjobs/_avro/writer.py): byte-for-byte what fastavro writes for the
 payloads they take, and never taking a payload the codec's checker refuses."""
 
 from __future__ import annotations
