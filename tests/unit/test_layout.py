@@ -1,5 +1,5 @@
 """The package's map (docs/DESIGN.md): each top-level module or package of streamjobs sits in a
-layer, and imports only go down (a lower number) or stay inside their own unit."""
+layer, and run-time imports only go down (a lower number) or stay inside their own unit."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ PACKAGE = Path(__file__).resolve().parents[2] / "streamjobs"
 
 # unit (top-level module or package under streamjobs/) -> layer. Same table as docs/DESIGN.md.
 LAYERS = {
-    "errors": 0, "_headers": 0, "_kafka_log": 0, "events": 0,
-    "_settings": 1, "_retry": 1, "_delivery": 1, "_config": 1,
-    "_scan": 2, "_unique": 2, "_dev": 2,
-    "_schedules": 3,
-    "_schemas": 4,
-    "_avro": 5, "_status": 5, "_reports": 5,
-    "_producer": 6,
-    "_ops": 7, "_worker": 7, "listeners": 7,
-    "testing": 8, "_web": 8,
-    "cli": 9,
-    "__init__": 10, "__main__": 11,
+    "errors": 0, "_headers": 0, "_kafka_log": 0, "events": 0, "_durations": 0,
+    "_names": 1, "_connection": 1,
+    "_settings": 2, "_retry": 2, "_config": 2, "_delivery": 2,
+    "_scan": 3, "_unique": 3, "_dev": 3,
+    "_schedules": 4,
+    "_schemas": 5,
+    "_avro": 6, "_status": 6, "_reports": 6,
+    "_producer": 7,
+    "_ops": 8, "_worker": 8, "listeners": 8,
+    "testing": 9, "_web": 9,
+    "cli": 10,
+    "__init__": 11, "__main__": 12,
 }
 
 # Module-level imports that cross the table upward or sideways, each with its reason.
@@ -33,14 +34,21 @@ ALLOWED = {
 
 
 def _imports() -> list[tuple[str, str]]:
-    """(importer, imported) for every import of a streamjobs module inside the package."""
+    """(importer, imported) for every run-time import of a streamjobs module inside the
+    package (imports under ``if TYPE_CHECKING:`` name types only and are left out)."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         is_pkg = parts[-1] == "__init__"
         if is_pkg:
             parts = parts[:-1]
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(block.test)
+                       for stmt in block.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if not isinstance(node, ast.ImportFrom):
                 if isinstance(node, ast.Import):
                     found += [(".".join(parts), a.name) for a in node.names
