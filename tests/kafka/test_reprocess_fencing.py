@@ -170,7 +170,7 @@ def test_crash_mid_transaction_leaves_no_duplicate(env: Env, run_cli: RunCli,
     # process waits to be killed instead of committing.
     script.write_text(textwrap.dedent("""
         import sys, time
-        from streamjobs import reprocess
+        from streamjobs._ops import reprocess
         def hang(self):
             if self._batch:
                 self._producer.flush(30)
