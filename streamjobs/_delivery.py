@@ -15,28 +15,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_CREATE_TIME
-from confluent_kafka import KafkaException as CKafkaException
+from .connection import TIMESTAMP_CREATE_TIME, ClientError
+from .errors import DeliveryFailed, KafkaError
 
-from .errors import BrokerUnavailable, DeliveryFailed, KafkaError
-
-__all__ = ["PRODUCER_SETTINGS", "DeliveryTracker", "Poller", "kafka_error", "resend",
+__all__ = ["PRODUCER_SETTINGS", "DeliveryTracker", "Poller", "resend",
            "unconfirmed"]
 
 log = logging.getLogger("streamjobs.producer")
 
-# librdkafka codes meaning "no broker answered" rather than "the broker said no".
-_UNREACHABLE = frozenset({"_TRANSPORT", "_TIMED_OUT", "_ALL_BROKERS_DOWN", "_RESOLVE"})
 _KEEP = 1000  # failures kept in detail between flushes; the rest are only counted
-
-
-def kafka_error(err: Any, message: str, *, topic: str | None = None) -> KafkaError:
-    """A streamjobs error for a ``confluent_kafka.KafkaError``."""
-    code = err.name() if hasattr(err, "name") else None
-    text = f"{message}: {err.str() if hasattr(err, 'str') else err}"
-    if code in _UNREACHABLE:
-        return BrokerUnavailable(text, code=code, topic=topic)
-    return KafkaError(text, code=code, topic=topic)
 
 
 def delivery_error(err: Any, msg: Any, job_id: str | None) -> DeliveryFailed:
@@ -83,7 +70,7 @@ def resend(client: Any, msg: Any, headers: Any, on_delivery: Callable[[Any, Any]
         client.produce(msg.topic(), msg.value(), msg.key(), partition=msg.partition(),
                        headers=headers, timestamp=ts if kind == TIMESTAMP_CREATE_TIME else 0,
                        on_delivery=on_delivery)
-    except (BufferError, CKafkaException) as exc:
+    except (BufferError, ClientError) as exc:
         return f"delivery unconfirmed and not sent again ({exc!r})"
     return None
 

@@ -21,21 +21,18 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import ConsumerGroupState
-from confluent_kafka.admin import AdminClient
-
 from . import headers as h
 from .catalogue import Catalogue
 from .config import KafkaConfig
+from .connection import AdminClient, ConsumerGroupState, admin_call
+from .connection import admin as admin_client
 from .errors import KafkaError
 from .retry import format_duration, retry_topic
 from .scan import (
     Range,
     TopicNotFound,
-    admin_client,
     check_reachable,
     committed,
-    group_call,
     partitions_of,
     scan,
     watermarks,
@@ -138,7 +135,7 @@ def list_groups(config: KafkaConfig, *, timeout: float = DEFAULT_TIMEOUT) -> lis
     def call() -> object:
         return admin.list_consumer_groups(request_timeout=timeout).result()
 
-    res = group_call("list consumer groups", call)
+    res = admin_call("list consumer groups", call)
     return sorted(g.group_id for g in getattr(res, "valid", None) or [])
 
 
@@ -226,7 +223,7 @@ def _describe(admin: AdminClient, group: str, timeout: float) -> tuple[str, tupl
     def call() -> object:
         return admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
 
-    desc = group_call(f"describe group {group!r}", call)
+    desc = admin_call(f"describe group {group!r}", call)
     state = getattr(desc, "state", None)
     name = state.name.lower() if isinstance(state, ConsumerGroupState) else "unknown"
     members = []

@@ -22,26 +22,25 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
-from confluent_kafka import (
+from . import connection
+from . import headers as h
+from ._delivery import PRODUCER_SETTINGS, resend, unconfirmed
+from .config import KafkaConfig
+from .connection import (
+    AdminClient,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     Message,
     TopicPartition,
+    admin_call,
 )
-from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka import Producer as _RawProducer
-from confluent_kafka.admin import AdminClient
-
-from . import headers as h
-from ._delivery import PRODUCER_SETTINGS, resend, unconfirmed
-from .config import KafkaConfig
+from .connection import RdKafkaError as _RdKafkaError
+from .connection import admin as admin_client
 from .errors import DeliveryFailed, KafkaError, StreamjobsError
 from .retry import parse_duration
 from .scan import (
     Range,
-    admin_client,
     committed,
-    group_call,
     offsets_for_time,
     partitions_of,
     scan,
@@ -194,7 +193,7 @@ def check_inactive(admin: AdminClient, group: str) -> None:
     def describe() -> object:
         return admin.describe_consumer_groups([group], request_timeout=10)[group].result()
 
-    desc = group_call(f"describe group {group!r}", describe)
+    desc = admin_call(f"describe group {group!r}", describe)
     state = getattr(desc, "state", None)
     members = list(getattr(desc, "members", None) or [])
     if members or state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
@@ -263,7 +262,7 @@ def apply_reset(config: KafkaConfig, plan: ResetPlan, *, admin: AdminClient | No
     def alter() -> object:
         return admin.alter_consumer_group_offsets([req], request_timeout=10)[plan.group].result()
 
-    res = group_call(f"alter offsets of {plan.group!r}", alter)
+    res = admin_call(f"alter offsets of {plan.group!r}", alter)
     for tp in getattr(res, "topic_partitions", None) or []:
         if tp.error is not None:
             raise KafkaError(f"{tp.topic}[{tp.partition}]: {tp.error.str()}",
@@ -327,8 +326,7 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
     number acknowledged. DeliveryFailed if the broker refused any (some may be written).
     With ``status_prefix`` (the environment's topic prefix) each job gets a ``replayed``
     record in that environment's status topic, when it exists."""
-    producer = _RawProducer({**config.client_settings(), **PRODUCER_SETTINGS, "linger.ms": 5,
-                             **config.role_settings("producer")})
+    producer = connection.producer(config, {**PRODUCER_SETTINGS, "linger.ms": 5})
     status = None if status_prefix is None else StatusWriter.open(producer, status_prefix)
     failures: list[str] = []
     acked = 0
@@ -349,16 +347,12 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
         origin = f"{plan.topic}/{plan.partition}/{msg.offset()}"
         if status is not None:
             _record_replayed(status, msg, plan, origin)
-        while True:
-            try:
-                hdrs: list[tuple[str, str | bytes | None]] = list(
-                    replay_headers(_headers(msg), origin, msg.timestamp()[1]))
-                producer.produce(plan.topic, value=msg.value(), key=msg.key(),
-                                 partition=plan.partition, headers=hdrs,
-                                 on_delivery=partial(on_delivery, hdrs))
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                producer.poll(0.1)
+        hdrs: list[tuple[str, str | bytes | None]] = list(
+            replay_headers(_headers(msg), origin, msg.timestamp()[1]))
+        connection.until_queued(producer, partial(
+            producer.produce, plan.topic, value=msg.value(), key=msg.key(),
+            partition=plan.partition, headers=hdrs, on_delivery=partial(on_delivery, hdrs)),
+            step=0.1)
         producer.poll(0)
         if progress is not None:
             progress(1)

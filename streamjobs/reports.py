@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka import TopicPartition
 
 from .config import KafkaConfig
-from .scan import admin_client, offsets_for_time, partitions_of, reader
+from .connection import RdKafkaError as _RdKafkaError
+from .connection import TopicPartition
+from .connection import admin as admin_client
+from .scan import offsets_for_time, partitions_of, reader
 
 __all__ = [
     "OUTCOMES",

@@ -22,8 +22,9 @@ import orjson
 from cronsim import CronSim, CronSimError
 
 from .config import KafkaConfig
+from .connection import admin as admin_client
 from .retry import format_duration, parse_duration
-from .scan import Range, admin_client, partitions_of, scan, watermarks
+from .scan import Range, partitions_of, scan, watermarks
 
 __all__ = [
     "CATCH_UP",

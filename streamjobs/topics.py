@@ -13,15 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
-from confluent_kafka.admin._resource import ResourceType
-from confluent_kafka.cimpl import NewPartitions, NewTopic
-
-from ._delivery import kafka_error
 from .catalogue import Catalogue
 from .config import KafkaConfig
+from .connection import (
+    AdminClient,
+    AlterConfigOpType,
+    ClientError,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+    kafka_error,
+)
+from .connection import admin as _admin
 from .errors import BrokerUnavailable, ConfigError, KafkaError
 from .reports import reports_topic
 from .retry import dlq_topic, format_duration, old_tier_topics, retry_topic
@@ -170,10 +175,6 @@ def apply(config: KafkaConfig, catalogue: Catalogue, *, timeout: float = 30) -> 
 
 # -- internals ------------------------------------------------------------------------------
 
-def _admin(config: KafkaConfig) -> AdminClient:
-    return AdminClient(config.client_settings())
-
-
 def _settle(admin: AdminClient, expected: Mapping[str, int], timeout: float) -> None:
     """Wait until metadata shows every created or grown topic with its partitions, so clients
     started right after ``apply`` see them (metadata lags the admin request a little)."""
@@ -209,7 +210,7 @@ def _settle_configs(admin: AdminClient, alters: list[Change], timeout: float) ->
 def _plan(admin: AdminClient, catalogue: Catalogue, timeout: float) -> list[Change]:
     try:
         meta = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
+    except ClientError as exc:
         raise BrokerUnavailable(f"no Kafka broker answered within {timeout:g}s "
                                 f"({exc.args[0].str()})", code=exc.args[0].name()) from None
     brokers = len(meta.brokers)
@@ -286,7 +287,7 @@ def _describe(admin: AdminClient, topics: list[str],
     for res, fut in futures.items():
         try:
             entries = fut.result(timeout=timeout + 1)
-        except KafkaException as exc:
+        except ClientError as exc:
             raise kafka_error(exc.args[0], f"cannot describe topic {res.name!r}",
                               topic=res.name) from None
         except TimeoutError:
@@ -302,7 +303,7 @@ def _wait(futures: Mapping[Any, Any], timeout: float, ok: frozenset[str] | set[s
         topic = getattr(name, "name", name)
         try:
             fut.result(timeout=timeout + 1)
-        except KafkaException as exc:
+        except ClientError as exc:
             err = exc.args[0]
             if err.name() in ok:
                 continue

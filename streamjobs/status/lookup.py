@@ -14,14 +14,13 @@ import asyncio
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka import KafkaError as _RdKafkaError
-
 from ..config import KafkaConfig
+from ..connection import Consumer, TopicPartition
+from ..connection import RdKafkaError as _RdKafkaError
+from ..connection import admin as admin_client
 from ..errors import BrokerUnavailable, KafkaError
 from ..scan import (
     TopicNotFound,
-    admin_client,
     offsets_for_time,
     partitions_of,
     reader,

@@ -31,12 +31,12 @@ from collections.abc import Hashable, Sequence
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
 from .. import _kafka_log
 from .. import headers as h
 from ..codec import Codec
 from ..config import KafkaConfig
+from ..connection import ClientError, Consumer, TopicPartition
+from ..connection import RdKafkaError as KafkaError
 from ..errors import BrokerUnavailable, ConfigError
 from ..events import (
     CommitDone,
@@ -177,7 +177,7 @@ class Worker:
         self.consumer = Consumer(conf)
         try:
             meta = self.consumer.list_topics(timeout=s.connect_timeout)
-        except KafkaException as exc:
+        except ClientError as exc:
             self.consumer.close()
             raise BrokerUnavailable(f"no Kafka broker answered at {self.kafka.bootstrap_servers}"
                                     f" within {s.connect_timeout:g}s ({exc.args[0].str()})",
@@ -423,8 +423,8 @@ class Worker:
                     TopicPartition(part.topic, part.partition, pos))
         self._touched.clear()
         for consumer, tps in by_consumer.items():
-            # KafkaException: a partition just left the assignment; nothing to store for it.
-            with contextlib.suppress(KafkaException):
+            # ClientError: a partition just left the assignment; nothing to store for it.
+            with contextlib.suppress(ClientError):
                 consumer.store_offsets(offsets=tps)
         if self._finished - self._finished_at_commit >= self.settings.commit_every:
             self._finished_at_commit = self._finished
@@ -442,7 +442,7 @@ class Worker:
                     c.commit(asynchronous=asynchronous)
                 else:
                     c.commit(offsets=offsets, asynchronous=asynchronous)
-            except KafkaException as exc:
+            except ClientError as exc:
                 err = exc.args[0] if exc.args else None
                 if getattr(err, "code", lambda: None)() != KafkaError._NO_OFFSET:
                     self.bus.emit(CommitFailed(str(exc)))
@@ -499,7 +499,7 @@ class Worker:
             # Store them too: with auto commit on, librdkafka commits the *stored* offsets of
             # revoked partitions after this callback, which would move the commit back to an
             # older stored position (docs/faults.md, finding 1).
-            with contextlib.suppress(KafkaException):
+            with contextlib.suppress(ClientError):
                 consumer.store_offsets(offsets=offsets)
             self._commit(asynchronous=False, offsets=offsets, consumer=consumer)
         self._forget(parts)

@@ -24,13 +24,12 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka import Producer as KafkaProducer
-
 from .. import headers as h
 from .._delivery import PRODUCER_SETTINGS
 from ..catalogue import Catalogue
 from ..config import KafkaConfig
+from ..connection import ClientError, Consumer, TopicPartition
+from ..connection import Producer as KafkaProducer
 from ..errors import StreamjobsError
 from ..events import EventBus, ScheduleFired, SchedulerOwnership, ScheduleSkipped
 from ..producer import Producer
@@ -156,7 +155,7 @@ class Scheduler:
             if self._end is None:
                 self._end = int(consumer.get_watermark_offsets(tp, timeout=5)[1])
             pos = consumer.position([tp])[0].offset
-        except KafkaException as exc:
+        except ClientError as exc:
             _log.debug("schedules: reading %s (%s)", self.topic, exc)  # leader not ready
             return False
         return self._end == 0 or pos >= self._end
