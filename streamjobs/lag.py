@@ -26,21 +26,12 @@ from .catalogue import Catalogue
 from .config import KafkaConfig
 from .connection import AdminClient, ConsumerGroupState, admin_call
 from .connection import admin as admin_client
-from .errors import KafkaError
+from .errors import GroupNotFound, TopicNotFound
 from .retry import format_duration, retry_topic
-from .scan import (
-    Range,
-    TopicNotFound,
-    check_reachable,
-    committed,
-    partitions_of,
-    scan,
-    watermarks,
-)
+from .scan import Range, check_reachable, committed, partitions_of, scan, watermarks
 
 __all__ = [
     "GroupLag",
-    "GroupNotFound",
     "Member",
     "PartitionLag",
     "TierBacklog",
@@ -52,14 +43,6 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 10.0
 
-
-class GroupNotFound(KafkaError):
-    """No consumer group of that name: no member and no committed offset (CLI exit code 3)."""
-
-    def __init__(self, group: str) -> None:
-        self.group = group
-        super().__init__(f"consumer group {group!r} not found (no members, no committed "
-                         f"offsets)", code="GROUP_ID_NOT_FOUND")
 
 
 @dataclass(frozen=True)

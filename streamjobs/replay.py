@@ -36,7 +36,7 @@ from .connection import (
 )
 from .connection import RdKafkaError as _RdKafkaError
 from .connection import admin as admin_client
-from .errors import DeliveryFailed, KafkaError, StreamjobsError
+from .errors import DeliveryFailed, GroupActive, KafkaError
 from .retry import parse_duration
 from .scan import (
     Range,
@@ -50,7 +50,6 @@ from .status.record import Transition
 from .status.writer import StatusWriter
 
 __all__ = [
-    "GroupActive",
     "PartitionPlan",
     "RangePlan",
     "ResetPlan",
@@ -68,17 +67,6 @@ __all__ = [
 
 Mode = Literal["to_offset", "to_datetime", "shift_by", "to_earliest", "to_latest"]
 
-
-class GroupActive(StreamjobsError):
-    """Offsets of a group with live members cannot be moved: they would overwrite them."""
-
-    def __init__(self, group: str, state: str, members: int) -> None:
-        self.group = group
-        self.state = state
-        self.members = members
-        super().__init__(f"group {group!r} is active (state {state}, {members} member(s)): "
-                         f"stop its workers first, or use `streamjobs replay range` to re-run "
-                         f"records while they keep running")
 
 
 @dataclass(frozen=True)

@@ -35,15 +35,8 @@ from .connection import Producer as _RawProducer
 from .connection import RdKafkaError as _RdKafkaError
 from .connection import admin as admin_client
 from .dlq import DeadLetter, Filter, read, revalidate
-from .errors import KafkaError, ProducerFenced
-from .scan import (
-    Range,
-    TopicNotFound,
-    partitions_of,
-    scan,
-    topic_exists,
-    watermarks,
-)
+from .errors import KafkaError, ProducerFenced, TopicNotFound
+from .scan import Range, partitions_of, scan, topic_exists, watermarks
 from .status.record import Transition
 from .status.writer import StatusWriter
 

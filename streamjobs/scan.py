@@ -29,12 +29,11 @@ from .connection import (
 )
 from .connection import RdKafkaError as _RdKafkaError
 from .connection import consumer as _consumer
-from .errors import BrokerUnavailable, KafkaError
+from .errors import BrokerUnavailable, KafkaError, TopicNotFound
 
 __all__ = [
     "NOT_FOUND",
     "Range",
-    "TopicNotFound",
     "check_reachable",
     "committed",
     "offsets_for_time",
@@ -47,12 +46,6 @@ __all__ = [
 NOT_FOUND = "UNKNOWN_TOPIC_OR_PART"
 DEFAULT_TIMEOUT = 10.0
 
-
-class TopicNotFound(KafkaError):
-    """The topic does not exist on the broker (CLI exit code 3)."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__(f"topic {topic!r} not found", code=NOT_FOUND, topic=topic)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import click
 
 from ..catalogue import Catalogue
 from ..config import KafkaConfig
-from ..lag import GroupLag, GroupNotFound, TierBacklog
+from ..errors import GroupNotFound
+from ..lag import GroupLag, TierBacklog
 from ._common import (
     EXIT_NOT_FOUND,
     exit_on_errors,

@@ -10,11 +10,10 @@ import sys
 from contextlib import AbstractContextManager
 
 import click
-from click._termui_impl import ProgressBar
 
 from .. import replay as rp
 from ..config import KafkaConfig
-from ..scan import TopicNotFound
+from ..errors import TopicNotFound
 from ._common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -166,7 +165,6 @@ def range_(kafka: KafkaConfig, topic: str, partition: int, from_offset: int | No
                              to_offset=to_offset, since_ms=since_ms, until_ms=until_ms)
     written = 0
     if execute and plan.count:
-        bar: ProgressBar[int]
         with (_errors(),
               click.progressbar(length=plan.count, label="re-emitting", file=sys.stderr) as bar):
             written = rp.emit_range(kafka, plan, progress=bar.update,

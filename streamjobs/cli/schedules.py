@@ -43,7 +43,7 @@ def group() -> None:
 @handle_errors
 def list_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool) -> None:
     """Each schedule with its last fire (from the schedule topic) and its next fire."""
-    from ..scan import TopicNotFound
+    from ..errors import TopicNotFound
     from ..schedules import read_states, schedules_topic
 
     catalogue = load_catalogue(schemas_dir)

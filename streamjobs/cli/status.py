@@ -18,7 +18,7 @@ import click
 import orjson
 
 from ..config import KafkaConfig
-from ..scan import TopicNotFound
+from ..errors import TopicNotFound
 from ..status.lookup import Follower
 from ..status.record import Transition, status_topic
 from ..status.timeline import JobStatus

@@ -18,14 +18,8 @@ from ..config import KafkaConfig
 from ..connection import Consumer, TopicPartition
 from ..connection import RdKafkaError as _RdKafkaError
 from ..connection import admin as admin_client
-from ..errors import BrokerUnavailable, KafkaError
-from ..scan import (
-    TopicNotFound,
-    offsets_for_time,
-    partitions_of,
-    reader,
-    watermarks,
-)
+from ..errors import BrokerUnavailable, KafkaError, TopicNotFound
+from ..scan import offsets_for_time, partitions_of, reader, watermarks
 from .record import BATCH_PREFIX, decode, decode_all, partition_for, record_keys
 from .timeline import JobStatus, fold
 
