@@ -26,8 +26,9 @@ from .catalogue import Catalogue
 from .config import KafkaConfig
 from .connection import AdminClient, ConsumerGroupState, admin_call
 from .connection import admin as admin_client
+from .durations import format_duration
 from .errors import GroupNotFound, TopicNotFound
-from .retry import format_duration, retry_topic
+from .names import retry_topic
 from .scan import Range, check_reachable, committed, partitions_of, scan, watermarks
 
 __all__ = [
@@ -167,7 +168,7 @@ def wait_backlog(config: KafkaConfig, catalogue: Catalogue, group: str, *,
                  timeout: float = DEFAULT_TIMEOUT) -> list[TierBacklog]:
     """Per wait-tier topic of ``catalogue`` (missing topics skipped): jobs the wait consumers
     of ``group`` have not finished, and the next due time."""
-    from .worker.runner import wait_group
+    from .names import wait_group
 
     admin = admin_client(config)
     tiers: list[tuple[str, str, float]] = []  # (tier topic, job topic, seconds)

@@ -30,11 +30,12 @@ from .codec import Codec
 from .config import KafkaConfig
 from .connection import AdminClient, ClientError, ConfigResource, ResourceType, kafka_error
 from .errors import BrokerUnavailable, DeliveryFailed, KafkaError, RecordTooLarge
+from .names import retry_topic, status_topic
 from .registry import RegistryConfig, SchemaRegistry
-from .retry import pick_tier, retry_topic
+from .retry import pick_tier
 from .status.lookup import lookup as _lookup
 from .status.lookup import watch as _watch
-from .status.record import Transition, status_topic
+from .status.record import Transition
 from .status.timeline import JobStatus
 from .status.writer import StatusWriter
 

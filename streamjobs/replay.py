@@ -14,7 +14,6 @@ Two tools, for two situations (docs/replay.md):
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,8 +35,8 @@ from .connection import (
 )
 from .connection import RdKafkaError as _RdKafkaError
 from .connection import admin as admin_client
+from .durations import parse_ago
 from .errors import DeliveryFailed, GroupActive, KafkaError
-from .retry import parse_duration
 from .scan import (
     Range,
     committed,
@@ -56,7 +55,6 @@ __all__ = [
     "ResetSpec",
     "apply_reset",
     "emit_range",
-    "parse_ago",
     "parse_datetime",
     "parse_topic_spec",
     "parse_when",
@@ -66,7 +64,6 @@ __all__ = [
 ]
 
 Mode = Literal["to_offset", "to_datetime", "shift_by", "to_earliest", "to_latest"]
-
 
 
 @dataclass(frozen=True)
@@ -145,19 +142,6 @@ def parse_datetime(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
-
-
-_ISO_DURATION = re.compile(r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?"
-                           r"(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
-
-
-def parse_ago(text: str) -> float:
-    """Seconds from ``2h``, ``30m``, ``1d`` or Kafka's ISO 8601 form ``PT2H``, ``P1DT30M``."""
-    m = _ISO_DURATION.match(text.strip().upper())
-    if m and any(m.groupdict().values()):
-        g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
-        return g["d"] * 86400 + g["h"] * 3600 + g["m"] * 60 + g["s"]
-    return parse_duration(text)
 
 
 def parse_when(text: str, now: int | None = None) -> int:

@@ -32,18 +32,12 @@ __all__ = [
     "REPORT_EVERY",
     "ReportsView",
     "WorkerReport",
-    "reports_topic",
     "worker_id",
 ]
 
 OUTCOMES = ("succeeded", "failed", "retried", "dead")
 REPORT_EVERY = 5.0  # seconds between two reports of one worker
 WINDOW_MS = 60_000  # rates are over the last minute
-
-
-def reports_topic(prefix: str = "") -> str:
-    """The compacted topic of worker reports under a topic prefix."""
-    return f"{prefix}streamjobs.workers"
 
 
 def worker_id(host: str, pid: int, group: str) -> str:

@@ -36,11 +36,17 @@ from .connection import RdKafkaError as _RdKafkaError
 from .connection import admin as admin_client
 from .dlq import DeadLetter, Filter, read, revalidate
 from .errors import KafkaError, ProducerFenced, TopicNotFound
+from .names import progress_topic, transactional_id
 from .scan import Range, partitions_of, scan, topic_exists, watermarks
 from .status.record import Transition
 from .status.writer import StatusWriter
 
-__all__ = ["Item", "Report", "Reprocessor", "load_progress", "progress_topic", "transactional_id"]
+__all__ = [
+    "Item",
+    "Report",
+    "Reprocessor",
+    "load_progress",
+]
 
 BATCH = 200  # re-publishes committed (with their progress records) in one transaction
 TXN_TIMEOUT_S = 60.0  # bound of init/commit/abort calls
@@ -50,16 +56,6 @@ TXN_TIMEOUT_S = 60.0  # bound of init/commit/abort calls
 TXN_TIMEOUT_MS = 30_000
 _FENCED_CODES = frozenset({_RdKafkaError._FENCED, _RdKafkaError.PRODUCER_FENCED,
                            _RdKafkaError.INVALID_PRODUCER_EPOCH})
-
-
-def progress_topic(dlq: str) -> str:
-    return f"{dlq}.reprocessed"
-
-
-def transactional_id(dlq: str) -> str:
-    """The one transactional id of every executing run over ``dlq``: a new run fences the
-    previous one."""
-    return f"streamjobs-reprocess-{dlq}"
 
 
 def load_progress(config: KafkaConfig, dlq: str, admin: AdminClient | None = None

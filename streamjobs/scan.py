@@ -30,6 +30,7 @@ from .connection import (
 from .connection import RdKafkaError as _RdKafkaError
 from .connection import consumer as _consumer
 from .errors import BrokerUnavailable, KafkaError, TopicNotFound
+from .names import SCAN_GROUP
 
 __all__ = [
     "NOT_FOUND",
@@ -163,8 +164,7 @@ def committed(admin: AdminClient, group: str,
 def reader(config: KafkaConfig, **overrides: Any) -> Consumer:
     """A consumer for direct assignment: never commits, reports partition EOF."""
     conf: dict[str, Any] = {
-        # librdkafka wants a group id even for assign(); nothing is committed under it.
-        "group.id": "streamjobs-scan",
+        "group.id": SCAN_GROUP,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,

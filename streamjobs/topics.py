@@ -27,12 +27,17 @@ from .connection import (
     kafka_error,
 )
 from .connection import admin as _admin
+from .durations import format_duration
 from .errors import BrokerUnavailable, ConfigError, KafkaError
-from .reports import reports_topic
-from .retry import dlq_topic, format_duration, old_tier_topics, retry_topic
-from .schedules import schedules_topic
-from .status.record import status_topic
-from .unique import unique_topic
+from .names import (
+    dlq_topic,
+    reports_topic,
+    retry_topic,
+    schedules_topic,
+    status_topic,
+    unique_topic,
+)
+from .retry import old_tier_topics
 
 __all__ = ["INFORMATIONAL", "Change", "TopicSpec", "apply", "desired_topics", "footprint",
            "plan"]

@@ -102,7 +102,7 @@ def _print_groups(groups: list[GroupLag]) -> None:
 
 def _consumes(g: GroupLag, catalogue: Catalogue) -> bool:
     """The group reads a job topic or a wait tier of the catalogue."""
-    from ..retry import parse_wait_topic
+    from ..names import parse_wait_topic
 
     topics = set(catalogue.job_topics())
     for t in g.topics:

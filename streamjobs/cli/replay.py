@@ -13,6 +13,7 @@ import click
 
 from .. import replay as rp
 from ..config import KafkaConfig
+from ..durations import parse_ago
 from ..errors import TopicNotFound
 from ._common import (
     EXIT_NOT_FOUND,
@@ -58,7 +59,7 @@ def _spec(to_offset: int | None, to_datetime: str | None, by_duration: str | Non
             return rp.ResetSpec("to_datetime", rp.parse_datetime(to_datetime))
         if by_duration is not None:
             return rp.ResetSpec("to_datetime",
-                                rp.now_ms() - round(rp.parse_ago(by_duration) * 1000))
+                                rp.now_ms() - round(parse_ago(by_duration) * 1000))
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     return rp.ResetSpec("to_earliest" if to_earliest else "to_latest")

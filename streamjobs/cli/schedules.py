@@ -44,7 +44,8 @@ def group() -> None:
 def list_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool) -> None:
     """Each schedule with its last fire (from the schedule topic) and its next fire."""
     from ..errors import TopicNotFound
-    from ..schedules import read_states, schedules_topic
+    from ..names import schedules_topic
+    from ..schedules import read_states
 
     catalogue = load_catalogue(schemas_dir)
     topic = schedules_topic(catalogue.topic_prefix)

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 
 from ..connection import until_queued
-from .record import EMITTED_SUFFIX, Transition, encode, record_key, status_topic
+from ..names import status_topic
+from .record import EMITTED_SUFFIX, Transition, encode, record_key
 
 __all__ = ["StatusWriter"]
 

@@ -31,8 +31,9 @@ from ..catalogue import Catalogue
 from ..codec import Codec
 from ..errors import DecodeError, RunawayJobs, UnknownSchema
 from ..framing import SINGLE_OBJECT, parse
+from ..names import dlq_topic, retry_topic
 from ..producer import check_traceparent
-from ..retry import dlq_topic, pick_tier, retry_topic
+from ..retry import pick_tier
 from ..worker import App, JobContext
 from ..worker.failures import (
     Decision,

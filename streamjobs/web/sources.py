@@ -20,8 +20,9 @@ from ..codec import Codec
 from ..config import KafkaConfig
 from ..errors import BrokerUnavailable, StreamjobsError, TopicNotFound
 from ..lag import GroupLag, TierBacklog, group_lag, wait_backlog
+from ..names import reports_topic
 from ..registry import RegistryConfig, SchemaRegistry
-from ..reports import ReportsView, reports_topic
+from ..reports import ReportsView
 from ..reprocess import load_progress
 from ..status import StatusIndex, status_topic
 

@@ -53,6 +53,7 @@ from ..events import (
     WorkerStopping,
 )
 from ..framing import REGISTRY
+from ..names import wait_group
 from ..registry import RegistryConfig, SchemaRegistry
 from .app import App
 from .backlog import read_to_end, sample_lag
@@ -69,7 +70,10 @@ from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
 from .uniqueness import Uniqueness
 
-__all__ = ["Worker", "run_worker", "wait_group"]
+__all__ = [
+    "Worker",
+    "run_worker",
+]
 
 LAG_EVERY = 5.0
 ALIVE_EVERY = 1.0
@@ -564,11 +568,6 @@ class Worker:
             if self.executor is not None:
                 self.executor.shutdown()
             self.bus.emit(WorkerStopped(reason, time.monotonic() - self._started_at))
-
-
-def wait_group(group_id: str) -> str:
-    """The consumer group of a worker group's wait-tier consumers."""
-    return f"{group_id}.wait"
 
 
 def run_worker(app: App, settings: WorkerSettings | None = None,

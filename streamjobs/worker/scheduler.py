@@ -32,8 +32,9 @@ from ..connection import ClientError, Consumer, TopicPartition
 from ..connection import Producer as KafkaProducer
 from ..errors import StreamjobsError
 from ..events import EventBus, ScheduleFired, SchedulerOwnership, ScheduleSkipped
+from ..names import schedules_topic
 from ..producer import Producer
-from ..schedules import MAX_CATCH_UP, ScheduleState, plan_fires, schedules_topic, tick_job_id
+from ..schedules import MAX_CATCH_UP, ScheduleState, plan_fires, tick_job_id
 
 __all__ = ["SESSION_TIMEOUT_MS", "Scheduler"]
 

@@ -35,7 +35,8 @@ import orjson
 from .._delivery import PRODUCER_SETTINGS
 from ..connection import ClientError
 from ..connection import Producer as KafkaProducer
-from ..status.record import BATCH_PREFIX, Transition, encode, status_topic
+from ..names import status_topic
+from ..status.record import BATCH_PREFIX, Transition, encode
 from .context import JobContext
 from .outbox import Outbox
 from .routes import Route

@@ -24,8 +24,9 @@ from ..config import KafkaConfig
 from ..connection import admin as admin_client
 from ..errors import KafkaError
 from ..events import EventBus, JobDuplicate
+from ..names import unique_topic
 from ..scan import Range, scan, watermarks
-from ..unique import TICK_WINDOW_S, SeenEntry, SeenSet, UniquePolicy, unique_topic
+from ..unique import TICK_WINDOW_S, SeenEntry, SeenSet, UniquePolicy
 from .context import JobContext
 from .outbox import Outgoing
 from .routes import Routes

@@ -13,7 +13,7 @@ from streamjobs import topics
 from streamjobs.catalogue import Catalogue
 from streamjobs.config import KafkaConfig
 from streamjobs.errors import ConfigError
-from streamjobs.retry import dlq_topic, retry_topic
+from streamjobs.names import dlq_topic, retry_topic
 
 from .jobs_catalogue import delete_topics_with_prefix, write_catalogue
 
