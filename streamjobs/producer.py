@@ -28,7 +28,7 @@ from ._delivery import PRODUCER_SETTINGS, DeliveryTracker, Poller
 from .catalogue import Catalogue
 from .codec import Codec
 from .config import KafkaConfig
-from .connection import AdminClient, ClientError, ConfigResource, ResourceType, kafka_error
+from .connection import AdminClient, ClientError, ConfigResource, ResourceType, translate
 from .errors import BrokerUnavailable, DeliveryFailed, KafkaError, RecordTooLarge
 from .names import retry_topic, status_topic
 from .registry import RegistryConfig, SchemaRegistry
@@ -302,8 +302,7 @@ class Producer:
     def _destroy(self) -> None:
         # Ends librdkafka's threads now. Left to garbage collection (the client and the
         # tracker's callback refer to each other) they outlive the interpreter, and a client
-        # still retrying a refused login crashed the process at exit (SIGSEGV/SIGABRT, 2 of 15
-        # `emit` runs with a wrong password).
+        # still retrying a refused login can crash the process at exit.
         self._tracker.client = None
         self._admin = None
         self._kafka.close()
@@ -342,7 +341,7 @@ class Producer:
             queued, _ = connection.until_queued(self._kafka, write,
                                                 timeout=self.delivery_timeout)
         except ClientError as exc:
-            raise kafka_error(exc.args[0], f"cannot record the status of job {job_id}",
+            raise translate(exc, f"cannot record the status of job {job_id}",
                               topic=status.topic) from None
         if not queued:
             raise DeliveryFailed(f"job {job_id}: local queue still full after "
@@ -403,7 +402,7 @@ class Producer:
                 self._status = StatusWriter.open(self._kafka, self.catalogue.topic_prefix,
                                                  self.connect_timeout)
             except ClientError as exc:
-                raise kafka_error(exc.args[0], "cannot read the status topic's metadata"
+                raise translate(exc, "cannot read the status topic's metadata"
                                   ) from None
         info = self._types[job_type] = _TypeInfo(self.catalogue, self.codec, job_type,
                                                  self._status)
@@ -432,7 +431,7 @@ class Producer:
                 raise KafkaError(f"topic {topic!r} does not exist (create it with "
                                  f"`streamjobs topics apply`)", code=err.name(),
                                  topic=topic) from None
-            raise kafka_error(err, f"cannot read the configuration of topic {topic!r}",
+            raise translate(exc, f"cannot read the configuration of topic {topic!r}",
                               topic=topic) from None
         except TimeoutError:
             raise BrokerUnavailable(f"no answer about topic {topic!r} within "
@@ -464,7 +463,7 @@ class Producer:
             err = exc.args[0]
             if err.name() == "MSG_SIZE_TOO_LARGE":
                 raise RecordTooLarge(size, self._client_max, topic=topic) from None
-            raise kafka_error(err, f"cannot produce job {job_id}", topic=topic) from None
+            raise translate(exc, f"cannot produce job {job_id}", topic=topic) from None
 
 
 def _queue_full(record: _Record, timeout: float) -> DeliveryFailed:

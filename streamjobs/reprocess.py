@@ -30,7 +30,7 @@ from . import headers as h
 from ._delivery import PRODUCER_SETTINGS, unconfirmed
 from .codec import Codec
 from .config import KafkaConfig
-from .connection import AdminClient, ClientError, Message, NewTopic, kafka_error
+from .connection import AdminClient, ClientError, Message, NewTopic, kafka_error, translate
 from .connection import Producer as _RawProducer
 from .connection import RdKafkaError as _RdKafkaError
 from .connection import admin as admin_client
@@ -229,7 +229,7 @@ class Reprocessor:
             # Fences every earlier producer with this id and aborts its open transaction.
             producer.init_transactions(TXN_TIMEOUT_S)
         except ClientError as exc:
-            raise kafka_error(exc.args[0], f"cannot start the transaction of {tid!r}",
+            raise translate(exc, f"cannot start the transaction of {tid!r}",
                               topic=self.dlq) from None
         return producer
 

@@ -24,7 +24,7 @@ from .connection import (
     NewPartitions,
     NewTopic,
     ResourceType,
-    kafka_error,
+    translate,
 )
 from .connection import admin as _admin
 from .durations import format_duration
@@ -293,7 +293,7 @@ def _describe(admin: AdminClient, topics: list[str],
         try:
             entries = fut.result(timeout=timeout + 1)
         except ClientError as exc:
-            raise kafka_error(exc.args[0], f"cannot describe topic {res.name!r}",
+            raise translate(exc, f"cannot describe topic {res.name!r}",
                               topic=res.name) from None
         except TimeoutError:
             raise BrokerUnavailable(f"no answer about topic {res.name!r} within {timeout:g}s",
@@ -312,7 +312,7 @@ def _wait(futures: Mapping[Any, Any], timeout: float, ok: frozenset[str] | set[s
             err = exc.args[0]
             if err.name() in ok:
                 continue
-            raise kafka_error(err, f"topic {topic!r}", topic=topic) from None
+            raise translate(exc, f"topic {topic!r}", topic=topic) from None
         except TimeoutError:
             raise BrokerUnavailable(f"no answer about topic {topic!r} within {timeout:g}s",
                                     code="_TIMED_OUT", topic=topic) from None
