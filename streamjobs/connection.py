@@ -13,6 +13,7 @@ around calls that are not per record and turn it into a streamjobs error with ``
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -92,6 +93,7 @@ __all__ = [
     "transactional_producer",
     "translate",
     "until_queued",
+    "until_queued_async",
 ]
 
 T = TypeVar("T")
@@ -198,6 +200,20 @@ def until_queued(client: Producer, send: Callable[[], T], *, timeout: float | No
                 if now > deadline:
                     return False, None
             client.poll(step)
+
+
+async def until_queued_async(send: Callable[[], T], *, timeout: float,
+                             step: float = 0.005) -> tuple[bool, T | None]:
+    """``until_queued`` for an event loop whose client is served by another thread (the
+    producer's poller): sleep ``step`` between attempts instead of polling."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return True, send()
+        except BufferError:
+            if time.monotonic() > deadline:
+                return False, None
+            await asyncio.sleep(step)
 
 
 def admin_call(what: str, call: Callable[[], T], *, attempts: int = 8) -> T:

@@ -553,15 +553,10 @@ class AsyncProducer:
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
             cb = p._tracker.per_message(record[4], record[3], _resolver(loop, fut), track=False)
-        deadline = time.monotonic() + p.delivery_timeout
-        while True:
-            try:
-                p._send_once(record, cb)
-                break
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise _queue_full(record, p.delivery_timeout) from None
-                await asyncio.sleep(0.005)  # the poll thread drains the queue meanwhile
+        queued, _ = await connection.until_queued_async(lambda: p._send_once(record, cb),
+                                                        timeout=p.delivery_timeout)
+        if not queued:
+            raise _queue_full(record, p.delivery_timeout)
         p._record_emitted(job_type, record)
         if fut is not None:
             await fut

@@ -24,12 +24,12 @@ import threading
 import time
 from typing import Any
 
+from .. import connection
 from .. import headers as h
 from .._delivery import PRODUCER_SETTINGS
 from ..catalogue import Catalogue
 from ..config import KafkaConfig
-from ..connection import ClientError, Consumer, TopicPartition
-from ..connection import Producer as KafkaProducer
+from ..connection import ClientError, TopicPartition
 from ..errors import StreamjobsError
 from ..events import EventBus, ScheduleFired, SchedulerOwnership, ScheduleSkipped
 from ..names import schedules_topic
@@ -76,15 +76,14 @@ class Scheduler:
         self._producer = Producer(self.catalogue, self.kafka, linger_ms=0)
         for s in self.schedules.values():
             self._producer.codec.encode(s.job_type, s.payload)  # PayloadError at start-up
-        base = self.kafka.client_settings()
-        self._recorder = KafkaProducer({**base, **PRODUCER_SETTINGS, "linger.ms": 0})
-        self._consumer = Consumer({
-            **base,
+        self._recorder = connection.producer(self.kafka, {**PRODUCER_SETTINGS, "linger.ms": 0})
+        self._consumer = connection.consumer(self.kafka, {
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
+        }, overrides={  # over the user's consumer_config: the scheduler depends on these
             "group.id": self.topic,
             "enable.auto.commit": False,  # every owner reads the whole (compacted) topic
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
         })
         self._consumer.subscribe([self.topic], on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_revoke)

@@ -3,6 +3,7 @@ retry; and the package-wide rule that only the adapter touches confluent-kafka."
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -153,3 +154,21 @@ def test_only_the_adapter_imports_confluent_kafka_or_catches_its_exception() -> 
     found = [str(p.relative_to(PACKAGE)) for p, text in _sources()
              if p.name != "connection.py" and (imports.search(text) or catches.search(text))]
     assert found == []
+
+
+def test_until_queued_async_sleeps_between_attempts_and_gives_up() -> None:
+    tries = iter([BufferError(), None])
+
+    def send() -> str:
+        exc = next(tries)
+        if exc is not None:
+            raise exc
+        return "sent"
+
+    def full() -> None:
+        raise BufferError
+
+    assert asyncio.run(connection.until_queued_async(send, timeout=5, step=0.001)) == (
+        True, "sent")
+    assert asyncio.run(connection.until_queued_async(full, timeout=0.02, step=0.001)) == (
+        False, None)
