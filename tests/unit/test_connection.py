@@ -172,3 +172,14 @@ def test_until_queued_async_sleeps_between_attempts_and_gives_up() -> None:
         True, "sent")
     assert asyncio.run(connection.until_queued_async(full, timeout=0.02, step=0.001)) == (
         False, None)
+
+
+def test_kafka_config_makes_no_network_call() -> None:
+    """Probing the broker is the adapter's (``check_reachable``, ``refusal``): the settings
+    object only validates and hands out settings."""
+    from streamjobs import config
+
+    source = Path(config.__file__).read_text()
+    assert not re.search(r"list_topics|AdminClient|\.poll\(", source)
+    assert not hasattr(config.KafkaConfig, "check_reachable")
+    assert not hasattr(config.KafkaConfig, "refusal")
