@@ -87,6 +87,7 @@ __all__ = [
     "code_of",
     "consumer",
     "kafka_error",
+    "no_answer",
     "producer",
     "refusal",
     "settings_problem",
@@ -179,6 +180,14 @@ def translate(exc: BaseException, message: str, *, topic: str | None = None) -> 
     if isinstance(exc, KafkaException) and exc.args:
         return kafka_error(exc.args[0], message, topic=topic)
     return KafkaError(f"{message}: {exc}", topic=topic)
+
+
+def no_answer(kafka: KafkaConfig, timeout: float, exc: BaseException) -> BrokerUnavailable:
+    """The error of a first request (metadata, say) that ``ClientError`` ended unanswered."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    words = err.str() if isinstance(err, RdKafkaError) else str(exc)
+    return BrokerUnavailable(f"no Kafka broker answered at {kafka.bootstrap_servers} within "
+                             f"{timeout:g}s ({words})", code=code_of(exc) or "_TRANSPORT")
 
 
 # -- back-off and retry ----------------------------------------------------------------------

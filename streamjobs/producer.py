@@ -154,9 +154,7 @@ class Producer:
             self._kafka.list_topics(timeout=connect_timeout)
         except ClientError as exc:
             self._destroy()
-            raise BrokerUnavailable(
-                f"no Kafka broker answered at {self.config.bootstrap_servers} within "
-                f"{connect_timeout:g}s ({exc.args[0].str()})", code=exc.args[0].name()) from None
+            raise connection.no_answer(self.config, connect_timeout, exc) from None
         self._poller = Poller(self._kafka)
         self._poller.start()
         self._closed = False

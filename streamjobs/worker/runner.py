@@ -35,9 +35,9 @@ from .. import _kafka_log
 from .. import headers as h
 from ..codec import Codec
 from ..config import KafkaConfig
-from ..connection import ClientError, Consumer, TopicPartition
+from ..connection import ClientError, Consumer, TopicPartition, no_answer
 from ..connection import RdKafkaError as KafkaError
-from ..errors import BrokerUnavailable, ConfigError
+from ..errors import ConfigError
 from ..events import (
     CommitDone,
     CommitFailed,
@@ -183,9 +183,7 @@ class Worker:
             meta = self.consumer.list_topics(timeout=s.connect_timeout)
         except ClientError as exc:
             self.consumer.close()
-            raise BrokerUnavailable(f"no Kafka broker answered at {self.kafka.bootstrap_servers}"
-                                    f" within {s.connect_timeout:g}s ({exc.args[0].str()})",
-                                    code="_TRANSPORT") from None
+            raise no_answer(self.kafka, s.connect_timeout, exc) from None
         scheduler = self._scheduler()
         self.uniqueness = Uniqueness(self, self.routes, {
             s.job_type for s in self.app.catalogue.schedules.values()}, self.kafka, self.bus)

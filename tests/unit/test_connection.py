@@ -183,3 +183,12 @@ def test_kafka_config_makes_no_network_call() -> None:
     assert not re.search(r"list_topics|AdminClient|\.poll\(", source)
     assert not hasattr(config.KafkaConfig, "check_reachable")
     assert not hasattr(config.KafkaConfig, "refusal")
+
+
+def test_no_answer_names_the_address_the_wait_and_the_reason() -> None:
+    from streamjobs.config import KafkaConfig
+
+    err = connection.no_answer(KafkaConfig(bootstrap_servers="b1:9092"), 2,
+                               _client_error(RdKafkaError._TRANSPORT, "refused"))
+    assert isinstance(err, BrokerUnavailable) and err.code == "_TRANSPORT"
+    assert str(err) == "no Kafka broker answered at b1:9092 within 2s (refused)"
