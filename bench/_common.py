@@ -10,7 +10,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs._retry import dlq_topic, retry_topic
+from streamjobs._names import dlq_topic, retry_topic
 from streamjobs._schemas.catalogue import Catalogue
 
 SCHEMA = {"type": "record", "name": "Noop", "namespace": "bench",
@@ -49,7 +49,7 @@ def create_topics(admin: AdminClient, catalogue: Catalogue, prefix: str,
 
 def create_reports_topic(admin: AdminClient, prefix: str) -> str:
     """The worker reports topic under ``prefix`` (what ``topics apply`` creates)."""
-    from streamjobs._reports import reports_topic
+    from streamjobs._names import reports_topic
 
     name = reports_topic(prefix)
     admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)

@@ -40,7 +40,7 @@ from _common import create_topics, delete_topics, make_catalogue, prefix
 from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
 from streamjobs._config import KafkaConfig
-from streamjobs._retry import dlq_topic
+from streamjobs._names import dlq_topic
 from streamjobs._worker import App, Worker, WorkerSettings
 from streamjobs._worker.process import tune_gc
 

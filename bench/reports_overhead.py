@@ -27,8 +27,8 @@ from worker_throughput import prefill, worker
 
 from streamjobs._avro.codec import Codec
 from streamjobs._config import KafkaConfig
+from streamjobs._names import reports_topic
 from streamjobs._ops.topics import WORKERS_CONFIG
-from streamjobs._reports import reports_topic
 from streamjobs._worker.process import tune_gc
 
 

@@ -20,14 +20,14 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from confluent_kafka import Message
-
 from .. import _headers as h
 from .._avro.codec import Codec
 from .._avro.framing import parse
 from .._config import KafkaConfig
-from .._retry import dlq_topic, parse_wait_topic
-from .._scan import Range, admin_client, partitions_of, scan, watermarks
+from .._connection import Message
+from .._connection import admin as admin_client
+from .._names import dlq_topic, is_dlq_topic, parse_wait_topic
+from .._scan import Range, partitions_of, scan, watermarks
 from ..errors import DecodeError, PayloadError, UnknownJobType
 
 __all__ = [
@@ -57,7 +57,7 @@ PROVENANCE = frozenset({
 
 def dlq_name(topic: str) -> str:
     """The dead-letter topic for a job topic; a name ending in ``.dlq`` is taken as is."""
-    return topic if topic.endswith(".dlq") else dlq_topic(topic)
+    return topic if is_dlq_topic(topic) else dlq_topic(topic)
 
 
 def parse_ref(text: str) -> tuple[str | None, int, int]:

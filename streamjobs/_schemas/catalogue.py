@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .._avro.framing import FRAMINGS, REGISTRY, SINGLE_OBJECT
-from .._retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
+from .._durations import parse_duration
+from .._names import dlq_topic, retry_topic, unique_topic
+from .._retry import DEFAULT_DELAY_TIERS, RetryPolicy
 from .._schedules import Schedule, parse_schedule
 from .._settings import Settings
-from .._unique import TICK_WINDOW_S, UniquePolicy, parse_unique, unique_topic
+from .._unique import TICK_WINDOW_S, UniquePolicy, parse_unique
 from ..errors import CatalogueError, ConfigError, UnknownJobType
 from .files import SchemaVersion, load_versions
 

@@ -17,11 +17,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-from confluent_kafka import KafkaError as _RdKafkaError
-
 from .._config import KafkaConfig
-from .._scan import admin_client, partitions_of, reader
+from .._connection import OFFSET_BEGINNING, TopicPartition
+from .._connection import RdKafkaError as _RdKafkaError
+from .._connection import admin as admin_client
+from .._scan import partitions_of, reader
 from ..errors import StreamjobsError
 from .record import BATCH_PREFIX, ENQUEUED, FINAL, STATES, decode, decode_all, encode, job_id_of
 from .timeline import JobStatus, fold, place

@@ -16,15 +16,15 @@ from typing import Any, Protocol
 
 from .._avro.codec import Codec
 from .._config import KafkaConfig
+from .._names import reports_topic
 from .._ops import dlq
 from .._ops.lag import GroupLag, TierBacklog, group_lag, wait_backlog
 from .._ops.reprocess import load_progress
-from .._reports import ReportsView, reports_topic
-from .._scan import TopicNotFound
+from .._reports import ReportsView
 from .._schemas.catalogue import Catalogue
 from .._schemas.registry import RegistryConfig, SchemaRegistry
 from .._status import StatusIndex, status_topic
-from ..errors import BrokerUnavailable, StreamjobsError
+from ..errors import BrokerUnavailable, StreamjobsError, TopicNotFound
 
 __all__ = ["Index", "Reports", "Sources"]
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._names import default_group_id
 from .._schemas.catalogue import Catalogue, JobType
-from .._settings import Settings, default_group_id
+from .._settings import Settings
 from ..errors import ConfigError, UnknownJobType
 from .context import JobContext
 

@@ -22,7 +22,8 @@ from .. import _headers as h
 from .._avro.codec import Codec
 from .._avro.framing import header_of
 from .._avro.reader import BodyReader
-from .._retry import dlq_topic, pick_tier, retry_topic
+from .._names import dlq_topic, retry_topic
+from .._retry import pick_tier
 from .._status.record import Transition
 from ..errors import DecodeError, UnknownSchema
 from ..events import JobDeadLettered, JobReceived, JobRetried, JobsReceived

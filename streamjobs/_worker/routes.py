@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .._retry import dlq_topic, old_tier_topics, retry_topic
+from .._names import dlq_topic, retry_topic
+from .._retry import old_tier_topics
 from .._schemas.catalogue import JobType
 from .app import App, Handler
 

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _headers as h
 from .._config import KafkaConfig
-from .._scan import Range, admin_client, scan, watermarks
-from .._unique import TICK_WINDOW_S, SeenEntry, SeenSet, UniquePolicy, unique_topic
+from .._connection import admin as admin_client
+from .._names import unique_topic
+from .._scan import Range, scan, watermarks
+from .._unique import TICK_WINDOW_S, SeenEntry, SeenSet, UniquePolicy
 from ..errors import KafkaError
 from ..events import EventBus, JobDuplicate
 from .context import JobContext

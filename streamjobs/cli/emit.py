@@ -20,7 +20,7 @@ import orjson
 
 from .._avro.codec import Codec
 from .._config import KafkaConfig
-from .._retry import parse_duration
+from .._durations import parse_duration
 from .._schemas.catalogue import Catalogue
 from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ..errors import (

@@ -17,8 +17,9 @@ from typing import Any
 import click
 
 from .._config import KafkaConfig
-from .._ops.lag import GroupLag, GroupNotFound, TierBacklog
+from .._ops.lag import GroupLag, TierBacklog
 from .._schemas.catalogue import Catalogue
+from ..errors import GroupNotFound
 from ._common import (
     EXIT_NOT_FOUND,
     exit_on_errors,
@@ -101,7 +102,7 @@ def _print_groups(groups: list[GroupLag]) -> None:
 
 def _consumes(g: GroupLag, catalogue: Catalogue) -> bool:
     """The group reads a job topic or a wait tier of the catalogue."""
-    from .._retry import parse_wait_topic
+    from .._names import parse_wait_topic
 
     topics = set(catalogue.job_topics())
     for t in g.topics:

@@ -18,10 +18,11 @@ import click
 import orjson
 
 from .._config import KafkaConfig
-from .._scan import TopicNotFound
+from .._names import status_topic
 from .._status.lookup import Follower
-from .._status.record import Transition, status_topic
+from .._status.record import Transition
 from .._status.timeline import JobStatus
+from ..errors import TopicNotFound
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from .._config import KafkaConfig
-from .._reports import reports_topic
+from .._names import reports_topic
 from ..errors import ConfigError
 from ..events import EventBus
 from ._health import HealthListener, HealthServer, serve

@@ -29,8 +29,9 @@ from typing import Any
 from .. import _headers as h
 from .._avro.codec import Codec
 from .._avro.framing import SINGLE_OBJECT, parse
+from .._names import dlq_topic, retry_topic
 from .._producer import check_traceparent
-from .._retry import dlq_topic, pick_tier, retry_topic
+from .._retry import pick_tier
 from .._schemas.catalogue import Catalogue
 from .._worker import App, JobContext
 from .._worker.failures import (
@@ -42,8 +43,8 @@ from .._worker.failures import (
     describe,
     retry_record,
 )
-from ..errors import DecodeError, UnknownSchema
-from .outcome import JobOutcome, RunawayJobs, RunReport, Status
+from ..errors import DecodeError, RunawayJobs, UnknownSchema
+from .outcome import JobOutcome, RunReport, Status
 
 __all__ = ["JobRunner"]
 

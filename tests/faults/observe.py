@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from streamjobs import _headers as h
 from streamjobs._config import KafkaConfig
-from streamjobs._retry import parse_wait_topic
+from streamjobs._names import parse_wait_topic
 from streamjobs._worker import wait_group
 from tests.faults.checker import CommitSample, TopicRecord
 from tests.faults.ledger import now_ms

@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient
 from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
 from streamjobs._config import KafkaConfig
-from streamjobs._retry import dlq_topic
+from streamjobs._names import dlq_topic
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs._worker.failures import Failure, Origin, dead_letter_record
 from tests.conftest import MakeTopic, RunCli, wait_for

@@ -11,7 +11,8 @@ import pytest
 
 from streamjobs import _headers as h
 from streamjobs._config import KafkaConfig
-from streamjobs._retry import pick_tier, retry_topic
+from streamjobs._names import retry_topic
+from streamjobs._retry import pick_tier
 from streamjobs._schemas.catalogue import Catalogue
 
 from .jobs_catalogue import read, total_records, write_catalogue

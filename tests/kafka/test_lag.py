@@ -17,8 +17,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamjobs import _headers as h
 from streamjobs._config import KafkaConfig
+from streamjobs._names import retry_topic
 from streamjobs._ops.lag import group_lag, wait_backlog
-from streamjobs._retry import retry_topic
 from streamjobs._schemas.catalogue import Catalogue
 from tests.conftest import BOOTSTRAP, MakeTopic, RunCli, wait_for, wait_visible
 

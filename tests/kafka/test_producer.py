@@ -16,8 +16,9 @@ from confluent_kafka.admin import AdminClient
 from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
 from streamjobs._config import KafkaConfig
+from streamjobs._names import retry_topic
 from streamjobs._producer import Job, Producer
-from streamjobs._retry import pick_tier, retry_topic
+from streamjobs._retry import pick_tier
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import (
     BrokerUnavailable,

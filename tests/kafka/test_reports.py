@@ -9,8 +9,9 @@ import time
 import pytest
 
 from streamjobs._headers import hostname
+from streamjobs._names import reports_topic
 from streamjobs._ops.topics import WORKERS_CONFIG
-from streamjobs._reports import ReportsView, WorkerReport, reports_topic
+from streamjobs._reports import ReportsView, WorkerReport
 from tests.conftest import MakeTopic, SpawnCli, wait_for
 
 from .worker_support import APP, Env, env_fixture  # noqa: F401

@@ -23,8 +23,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
 from streamjobs._config import KafkaConfig
+from streamjobs._names import transactional_id
 from streamjobs._ops.dlq import Filter
-from streamjobs._ops.reprocess import Reprocessor, transactional_id
+from streamjobs._ops.reprocess import Reprocessor
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs._worker.failures import Failure, Origin, dead_letter_record
 from streamjobs.errors import ProducerFenced

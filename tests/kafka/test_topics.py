@@ -7,13 +7,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import ConfigResource
-from confluent_kafka.admin._resource import ResourceType
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
 from streamjobs._config import KafkaConfig
+from streamjobs._names import dlq_topic, retry_topic
 from streamjobs._ops import topics
-from streamjobs._retry import dlq_topic, retry_topic
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import ConfigError
 

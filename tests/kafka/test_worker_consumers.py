@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streamjobs._retry import parse_wait_topic, retry_topic
+from streamjobs._names import parse_wait_topic, retry_topic
 from streamjobs._worker import wait_group
 from streamjobs.events import PartitionsAssigned
 from tests.conftest import wait_for

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from streamjobs import _headers as h
-from streamjobs._retry import dlq_topic
+from streamjobs._names import dlq_topic
 from tests.conftest import wait_for
 
 from .worker_support import Env, InProcess, env_fixture  # noqa: F401

@@ -6,7 +6,8 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
 from streamjobs import _headers as h
-from streamjobs._retry import dlq_topic, pick_tier, retry_topic
+from streamjobs._names import dlq_topic, retry_topic
+from streamjobs._retry import pick_tier
 from tests.conftest import wait_for
 
 from .worker_support import Env, InProcess, env_fixture  # noqa: F401

@@ -19,10 +19,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
 from streamjobs._config import KafkaConfig
+from streamjobs._names import dlq_topic, retry_topic, status_topic
 from streamjobs._ops.topics import STATUS_CONFIG, STATUS_PARTITIONS
-from streamjobs._retry import dlq_topic, retry_topic
 from streamjobs._schemas.catalogue import Catalogue
-from streamjobs._status.record import status_topic
 from tests.conftest import wait_visible
 
 APP = "tests.apps.tasks:app"

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from streamjobs._config import ENV, KafkaConfig
+from streamjobs._names import default_group_id
 from streamjobs._schemas.catalogue import Catalogue
-from streamjobs._settings import default_group_id
 from tests.unit.test_deploy_compose import served_status
 
 from .test_deploy_compose import (

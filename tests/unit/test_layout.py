@@ -28,8 +28,6 @@ LAYERS = {
 ALLOWED = {
     # framing.py imports only errors; the catalogue validates `framing =` against its names.
     ("streamjobs._schemas.catalogue", "streamjobs._avro.framing"),
-    # the wait group's name; moves to the module naming every topic and group (issue #14).
-    ("streamjobs._ops.lag", "streamjobs._worker.runner"),
 }
 
 

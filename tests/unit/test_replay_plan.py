@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from streamjobs import _headers as h
+from streamjobs._durations import parse_ago
 from streamjobs._ops.replay import (
     PartitionPlan,
     ResetSpec,
-    parse_ago,
     parse_datetime,
     parse_topic_spec,
     parse_when,

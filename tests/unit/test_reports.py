@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from streamjobs._config import KafkaConfig
-from streamjobs._reports import ReportsView, WorkerReport, reports_topic, worker_id
+from streamjobs._names import reports_topic
+from streamjobs._reports import ReportsView, WorkerReport, worker_id
 from streamjobs.events import EventBus, JobFailed, JobsSucceeded, JobSucceeded
 from streamjobs.listeners import install_default_listeners
 

@@ -6,17 +6,9 @@ import random
 
 import pytest
 
-from streamjobs._retry import (
-    DEFAULT_DELAY_TIERS,
-    Exponential,
-    RetryPolicy,
-    dlq_topic,
-    format_duration,
-    parse_duration,
-    parse_wait_topic,
-    pick_tier,
-    retry_topic,
-)
+from streamjobs._durations import format_duration, parse_duration
+from streamjobs._names import dlq_topic, parse_wait_topic, retry_topic
+from streamjobs._retry import DEFAULT_DELAY_TIERS, Exponential, RetryPolicy, pick_tier
 from streamjobs.errors import ConfigError
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from streamjobs._names import schedules_topic
 from streamjobs._ops.topics import desired_topics
 from streamjobs._schedules import (
     MAX_CATCH_UP,
@@ -17,7 +18,6 @@ from streamjobs._schedules import (
     ScheduleState,
     parse_schedule,
     plan_fires,
-    schedules_topic,
     tick_job_id,
 )
 from streamjobs._schemas.catalogue import Catalogue

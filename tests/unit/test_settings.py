@@ -9,10 +9,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from streamjobs._names import default_group_id
 from streamjobs._ops.dlq import parse_ref
 from streamjobs._ops.replay import PartitionPlan, ResetPlan, ResetSpec
 from streamjobs._schemas.catalogue import Catalogue
-from streamjobs._settings import Settings, default_group_id
+from streamjobs._settings import Settings
 from streamjobs._worker import App, Worker, wait_group
 from streamjobs.cli._common import load_catalogue, schemas_option, settings
 from streamjobs.errors import ConfigError

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from streamjobs._names import retry_topic
 from streamjobs._ops.topics import desired_topics, footprint
 from streamjobs._retry import (
     DEFAULT_DELAY_TIERS,
@@ -15,7 +16,6 @@ from streamjobs._retry import (
     RetryPolicy,
     old_tier_topics,
     pick_tier,
-    retry_topic,
 )
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs._worker import App

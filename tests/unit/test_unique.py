@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from streamjobs._headers import check_job_id
+from streamjobs._names import unique_topic
 from streamjobs._ops.topics import desired_topics
 from streamjobs._schemas.catalogue import Catalogue
-from streamjobs._unique import SeenEntry, SeenSet, UniquePolicy, parse_unique, unique_topic
+from streamjobs._unique import SeenEntry, SeenSet, UniquePolicy, parse_unique
 from streamjobs.events import EventBus, JobDuplicate
 from streamjobs.listeners._metrics import MetricsListener
 from tests.unit.test_catalogue import GOOD, load_error, make_dir

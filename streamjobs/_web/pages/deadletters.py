@@ -20,8 +20,7 @@ from starlette.routing import Route
 from ..._ops import dlq
 from ..._ops.replay import parse_when
 from ..._ops.reprocess import Report, Reprocessor, load_progress
-from ..._scan import TopicNotFound
-from ...errors import StreamjobsError
+from ...errors import StreamjobsError, TopicNotFound
 from ..render import page
 from ..state import WebState, web
 
