@@ -35,55 +35,18 @@ from .failures import (
     describe,
     retry_record,
 )
-from .offsets import PartitionTracker
 from .outbox import Outgoing
-from .routes import Route, Routes
-
-if TYPE_CHECKING:
-    from ..unique import SeenSet
+from .partition import Part
+from .routes import Route
 
 if TYPE_CHECKING:
     from .runner import Worker
 
-__all__ = ["Intake", "Part"]
+__all__ = ["Intake"]
 
 # Ids of records that came without sj- headers (foreign producers): stable across redeliveries.
 _FOREIGN_IDS = uuid.UUID("5f0c8a52-3d1e-4c56-9a57-1d9e3b7f2c10")
 _scan = h.scan
-
-
-class Part:
-    """State of one assigned partition (a new object per assignment, so late completions for
-    an earlier assignment are recognised by ``gone``)."""
-
-    __slots__ = ("acks", "consumer", "dedupe", "gone", "hold_until_ms", "is_async", "job_topic",
-                 "next_fetch", "partition", "paused", "paused_kafka", "revoked", "single_type",
-                 "status_every",
-                 "stored", "tasks", "topic", "tracker", "wait")
-
-    def __init__(self, topic: str, partition: int, routes: Routes, ordering: str,
-                 consumer: Any = None) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.consumer = consumer  # the one of the worker's two consumers that owns it
-        self.tracker = PartitionTracker()
-        self.dedupe: SeenSet | None = None  # unique jobs / schedule ticks (uniqueness.py)
-        self.wait = routes.wait.get(topic)  # (job topic, tier) for a wait topic
-        self.job_topic = routes.job_topic_of(topic)
-        self.is_async = routes.all_async(self.job_topic)
-        routes_here = routes.job_topics.get(self.job_topic, ())
-        self.single_type = routes_here[0].job.name if len(routes_here) == 1 else None
-        # Every job type here records every transition (no per-job check of the setting).
-        self.status_every = all(r.job.status == "all" for r in routes_here)
-        self.next_fetch = -1  # first offset not taken yet (-1: nothing received)
-        self.stored = -1
-        self.tasks = 0  # executor tasks running for this partition
-        self.acks = 0  # retry/DLQ records awaiting acknowledgement
-        self.hold_until_ms = 0.0
-        self.paused = False  # drop incoming records (pause requested or in effect)
-        self.paused_kafka = False
-        self.revoked = False
-        self.gone = False
 
 
 class _Poison(Exception):

@@ -4,7 +4,7 @@ It never waits on a handler. Each iteration: drain finished chunks (offsets), fi
 timers, apply pauses, take a batch of records (decode + route), dispatch them to lanes, serve
 producer callbacks. ``consume`` is called with a short timeout so a job longer than
 ``max.poll.interval.ms`` never costs the partitions and SIGTERM is honoured promptly.
-Intake (decoding, poison, wait topics) lives in ``intake.py``, pausing in ``pauses.py``, lag and
+Intake (decoding, poison, wait topics) lives in ``intake.py``, pausing in ``partition.py``, lag and
 burst's end-of-log check in ``backlog.py``; this module is the lifecycle: start-up, the loop,
 rebalances, commits, shutdown.
 
@@ -59,10 +59,10 @@ from .backlog import read_to_end, sample_lag
 from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
-from .intake import Intake, Part
+from .intake import Intake
 from .ordering import Lanes
 from .outbox import Outbox
-from .pauses import Pauses
+from .partition import Part, Pauses
 from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
@@ -455,7 +455,7 @@ class Worker:
             self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps
                                            if tp.offset >= 0)))
 
-    # -- pause / resume (pauses.py) -----------------------------------------------------------
+    # -- pause / resume (partition.py) -----------------------------------------------------------
 
     def request_pause(self) -> None:
         """The in-flight bound was reached while taking a batch."""

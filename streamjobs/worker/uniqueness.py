@@ -30,7 +30,7 @@ from .outbox import Outgoing
 from .routes import Routes
 
 if TYPE_CHECKING:
-    from .intake import Part
+    from .partition import Part
     from .runner import Worker
 
 __all__ = ["Uniqueness"]
