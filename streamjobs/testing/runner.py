@@ -4,11 +4,12 @@ What is real: the payload is validated and Avro-encoded by the production ``Code
 decoded again (into the current schema version) before the handler runs; the handler gets a
 ``JobContext`` with the headers a worker would see; a failure goes through the worker's own
 ``decide`` (catalogue retry policy, ``Retry(after=...)``, ``PermanentError``,
-``permanent_errors``) and the retry and dead-letter headers are built by the worker's
-``retry_record`` / ``dead_letter_record``. What is fake: the clock (``runner.now``; retries and
-delayed jobs run instantly but in due order), topics/partitions/offsets (plausible: keyed jobs
-land on ``crc32(key) % partitions`` as with librdkafka's default partitioner), and concurrency:
-jobs run one at a time, in due order, then emit order. See docs/testing.md.
+``permanent_errors``) and the retry and dead-letter records are built by the worker's
+failure router (``worker.router.route``; ``produced`` lists them). What is fake: the clock
+(``runner.now``; retries and delayed jobs run instantly but in due order),
+topics/partitions/offsets (plausible: keyed jobs land on ``crc32(key) % partitions`` as with
+librdkafka's default partitioner), and concurrency: jobs run one at a time, in due order,
+then emit order. See docs/testing.md.
 """
 
 
@@ -32,17 +33,10 @@ from ..codec import Codec
 from ..errors import DecodeError, UnknownSchema
 from ..framing import SINGLE_OBJECT, parse
 from ..producer import check_traceparent
-from ..retry import dlq_topic, pick_tier, retry_topic
+from ..retry import pick_tier, retry_topic
 from ..worker import App, JobContext
-from ..worker.failures import (
-    Decision,
-    Failure,
-    Origin,
-    dead_letter_record,
-    decide,
-    describe,
-    retry_record,
-)
+from ..worker.failures import Decision, Failure, Origin, decide, describe
+from ..worker.router import Routed, route, unknown_schema_decision
 from .outcome import JobOutcome, RunawayJobs, RunReport, Status
 
 __all__ = ["JobRunner"]
@@ -86,6 +80,8 @@ class JobRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_loop: Callable[[], object] = lambda: None
         self.outcomes: list[JobOutcome] = []
+        # Every retry and dead-letter record a worker would produce, in order (the router's).
+        self.produced: list[Routed] = []
 
     # -- clock --------------------------------------------------------------------------------
 
@@ -194,10 +190,8 @@ class JobRunner:
         try:
             payload = self.codec.decode(rec.value, rec.job_type).payload
         except UnknownSchema as exc:  # the worker retries these along the job's ladder
-            delay = job.retry.delay_for(attempt)
-            decision = (Decision(delay=delay) if delay is not None
-                        else Decision(reason="unknown_schema"))
-            return self._fail(rec, job_topic, attempt, None, exc, describe(exc), decision)
+            return self._fail(rec, job_topic, attempt, None, exc, describe(exc),
+                              unknown_schema_decision(attempt, job.retry))
         except DecodeError as exc:
             failure = Failure("DecodeError", f"{exc.reason}: {exc.detail}")
             return self._fail(rec, job_topic, attempt, None, exc, failure,
@@ -223,22 +217,20 @@ class JobRunner:
         origin = Origin(rec.topic, rec.partition, rec.offset, rec.timestamp_ms,
                         self._origin_host, self._group)
         now = self._now_ms
-        if decision.delay is not None:
-            due = now + round(decision.delay * 1000)
-            key, value, hdrs = retry_record(rec.key, rec.value, rec.headers, origin=origin,
-                                            failure=failure, attempt=attempt, target=job_topic,
-                                            due_at_ms=due, now_ms=now)
-            assert value is not None
+        routed = route(rec.key, rec.value, rec.headers, origin=origin, failure=failure,
+                       decision=decision, attempt=attempt, job_topic=job_topic,
+                       tiers=self._tiers(rec.job_type), now_ms=now)
+        self.produced.append(routed)
+        if routed.delay is not None:
+            due = now + round(routed.delay * 1000)
+            assert routed.value is not None
             self._push(due, _Record(rec.job_type, rec.job_id,
                                     self._wait_topic(rec.job_type, now, due), rec.partition, -1,
-                                    key, value, hdrs, now))
+                                    routed.key, routed.value, routed.headers, now))
             return self._outcome(rec, attempt, "retried", payload, rec.headers, exc, failure,
-                                 delay=decision.delay)
-        reason = decision.reason or "max_attempts"
-        _, _, hdrs = dead_letter_record(rec.key, rec.value, rec.headers, origin=origin,
-                                        failure=failure, reason=reason, now_ms=now)
-        return self._outcome(rec, attempt, "dead_lettered", payload, hdrs, exc, failure,
-                             reason=reason, topic=dlq_topic(job_topic))
+                                 delay=routed.delay)
+        return self._outcome(rec, attempt, "dead_lettered", payload, routed.headers, exc,
+                             failure, reason=routed.reason, topic=routed.topic)
 
     def _outcome(self, rec: _Record, attempt: int, status: Status,
                  payload: dict[str, Any] | None, headers: h.Headers,
@@ -330,11 +322,14 @@ class JobRunner:
         n = self.app.catalogue.get(job_type).partitions
         return zlib.crc32(key) % n if key else 0
 
+    def _tiers(self, job_type: str) -> tuple[float, ...]:
+        return self.app.catalogue.wait_tiers(self.app.catalogue.get(job_type).topic)
+
     def _wait_topic(self, job_type: str, now: int, due: int) -> str:
         """The tier topic a record waiting until ``due`` is read from last: a tier shorter
         than the wait wakes it early and it moves to the tier that fits the rest (intake)."""
         job = self.app.catalogue.get(job_type)
-        tiers = self.app.catalogue.wait_tiers(job.topic)
+        tiers = self._tiers(job_type)
         tier = pick_tier((due - now) / 1000, tiers)
         while now + tier * 1000 < due:
             now += round(tier * 1000)

@@ -59,6 +59,11 @@ class Part:
         self.revoked = False
         self.gone = False
 
+    def hold(self, until_ms: float) -> None:
+        """Pause until ``until_ms`` (a waiting record is not due within the horizon)."""
+        self.hold_until_ms = until_ms
+        self.paused = True  # drop the rest of this batch for it; seek back happens on pause
+
 
 def by_consumer(parts: Iterable[Part]) -> dict[Any, list[Any]]:
     """Partitions of ``parts`` grouped by the consumer that owns them."""
@@ -84,8 +89,7 @@ class Pauses:
 
     def hold(self, part: Part, until_ms: float) -> None:
         """Pause ``part`` until ``until_ms`` (a waiting record is not due within the horizon)."""
-        part.hold_until_ms = until_ms
-        part.paused = True  # drop the rest of this batch for it; seek back happens on pause
+        part.hold(until_ms)
         self.dirty = True
 
     def reconcile(self, parts: Collection[Part], *, in_flight: int, max_in_flight: int,

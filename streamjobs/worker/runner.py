@@ -22,6 +22,7 @@ on the job consumer only and sweeps the wait consumer without waiting, at least 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -43,6 +44,8 @@ from ..events import (
     CommitFailed,
     EventBus,
     InFlightChanged,
+    JobReceived,
+    JobsReceived,
     LagSampled,
     LoopAlive,
     PartitionsAssigned,
@@ -59,10 +62,11 @@ from .backlog import read_to_end, sample_lag
 from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
-from .intake import Intake
+from .intake import Intake, Taken, announce
 from .ordering import Lanes
-from .outbox import Outbox
+from .outbox import Outbox, Outgoing
 from .partition import Part, Pauses
+from .router import Routed, Router
 from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
@@ -200,8 +204,11 @@ class Worker:
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self._start_status(meta)
-        self.intake = Intake(self, Codec(self.app.catalogue, registry=(
-            SchemaRegistry(self.registry) if self.registry is not None else None)))
+        self.router = Router(self.routes.tiers, h.hostname(), self.group_id,
+                             records_status=self.status is not None)
+        self.intake = Intake(self.routes, Codec(self.app.catalogue, registry=(
+            SchemaRegistry(self.registry) if self.registry is not None else None)),
+            self.router, self.bus, s.wake_horizon)
         topics = self.routes.subscriptions()
         callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
                      "on_lost": self._on_lost}
@@ -265,7 +272,10 @@ class Worker:
         while self.stop_reason is None:
             self._drain()
             now_ms = time.time() * 1000.0
-            next_wake = intake.fire(now_ms)
+            fired = Taken(self.in_flight)
+            next_wake = intake.fire(now_ms, fired)
+            if fired.jobs or fired.routed:
+                self._apply(fired)
             self._count_in_flight()
             self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
                                    max_in_flight=max_in_flight, resume_at=s.resume_at,
@@ -303,12 +313,12 @@ class Worker:
             if msgs:
                 if self.broker.down:
                     self.broker.records_arrived()
-                intake.take(msgs, max_in_flight)
+                self._apply(intake.take(msgs, self.parts, self.in_flight, max_in_flight))
             if waiter is not None:
                 room = max_in_flight - self.in_flight
                 msgs = waiter.consume(min(s.batch_size, max(room, 1)), 0)
                 if msgs:
-                    intake.take(msgs, max_in_flight)
+                    self._apply(intake.take(msgs, self.parts, self.in_flight, max_in_flight))
             outbox.poll(0)
             if status is not None:
                 status.poll()
@@ -326,6 +336,68 @@ class Worker:
         if n > 1:
             return [first, *consumer.consume(n - 1, 0)]
         return [first]
+
+    def _apply(self, taken: Taken) -> None:
+        """Act on what intake decided: send poison and re-wait records, pause, run jobs."""
+        self.in_flight = taken.in_flight
+        for part, routed in taken.routed:
+            self._send(part, routed)
+        if taken.pause:
+            self._pauses.request()
+        if taken.held:
+            self._pauses.dirty = True
+        if not taken.jobs:
+            return
+        bus = self.bus
+        each = bus.wants_each(JobReceived)
+        summary = not each and bus.wants(JobsReceived)
+        for part, jobs, offs in taken.jobs:
+            if offs is not None:  # a batch just taken (not wait-tier jobs that fell due)
+                if part.dedupe is not None:
+                    jobs, offs = self.uniqueness.filter(part, part.dedupe, jobs, offs)
+                    if not jobs:
+                        continue
+                if each or summary:
+                    announce(bus, part, jobs, each)
+            self.dispatch(part, jobs, offs)
+
+    def _send(self, part: Part, routed: Routed) -> None:
+        """Produce a retry, re-wait or dead-letter record; the record it carries on is
+        finished once it, and the failure's status record with it, are acknowledged."""
+        bus = self.bus
+        recorder = self.status
+        status = routed.status if recorder is not None else None
+        event = routed.event if routed.event is not None and bus.wants(type(routed.event)) \
+            else None
+        offset = routed.offset
+        part.acks += 1
+        waiting = 1 if status is None else 2
+        out: Outgoing | None = None
+
+        def acked() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting:
+                return
+            part.acks -= 1
+            self.finish(part, offset)
+            if event is not None:
+                bus.emit(event)
+
+        def dead_letter_acked() -> None:
+            # The dead-letter record's place is known now: the same transition, with it.
+            assert status is not None and out is not None and out.where is not None
+            if recorder is not None:
+                recorder.write(status[0], status[1], dataclasses.replace(
+                    status[2], partition=out.where[0], offset=out.where[1]))
+            acked()
+
+        if status is not None and recorder is not None:
+            partition, skey, svalue = recorder.record(*status)
+            self.outbox.send(Outgoing(recorder.topic, skey, svalue, [], acked, partition))
+        on_ack = dead_letter_acked if status is not None and status[2].state == "dead" else acked
+        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, on_ack)
+        self.outbox.send(out)
 
     def dispatch(self, part: Part, jobs: list[JobContext],
                  offsets: Sequence[int] | None = None) -> None:
@@ -399,7 +471,8 @@ class Worker:
                 self._finished += len(done)
             if failed:
                 for ctx, failure, decision in failed:
-                    self.intake.route_failure(part, ctx, failure, decision)
+                    self._send(part, self.router.failed(ctx, failure, decision,
+                                                        int(time.time() * 1000)))
 
     def finish(self, part: Part, offset: int) -> None:
         """One record is finished (a failure's record was acknowledged)."""
