@@ -44,9 +44,10 @@ class Outgoing:
 
 
 class Outbox:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any],
+                 make: Callable[[dict[str, Any]], Any] = KafkaProducer) -> None:
         conf = {**PRODUCER_SETTINGS, "linger.ms": 5, **settings}
-        self.producer = KafkaProducer(conf)
+        self.producer = make(conf)
         self._deferred: list[tuple[float, int, Outgoing]] = []
         self._seq = itertools.count()
         self.pending = 0

@@ -32,7 +32,7 @@ from collections.abc import Hashable, Sequence
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from .. import _kafka_log
 from .. import headers as h
@@ -60,6 +60,7 @@ from ..registry import RegistryConfig, SchemaRegistry
 from .app import App
 from .backlog import read_to_end, sample_lag
 from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
+from .clients import Clients
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
 from .intake import Intake, Taken, announce
@@ -88,8 +89,9 @@ class Worker:
 
     def __init__(self, app: App, settings: WorkerSettings | None = None,
                  kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
-                 registry: RegistryConfig | None = None) -> None:
+                 registry: RegistryConfig | None = None, clients: Clients | None = None) -> None:
         self.app = app
+        self.clients = clients or Clients()  # every consumer and producer of the loop
         self.settings = settings or WorkerSettings()
         self.kafka = kafka or KafkaConfig.from_env()
         # Writer schemas of registry-framed records (None: STREAMJOBS_REGISTRY_* or none).
@@ -178,7 +180,7 @@ class Worker:
         s = self.settings
         base = self.kafka.client_settings()
         conf = self.consumer_settings()
-        self.consumer = Consumer(conf)
+        self.consumer = self.clients.consumer(conf)
         try:
             meta = self.consumer.list_topics(timeout=s.connect_timeout)
         except KafkaException as exc:
@@ -200,7 +202,7 @@ class Worker:
         self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
         self.broker.started()
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
-                              **self.kafka.role_settings("producer")})
+                              **self.kafka.role_settings("producer")}, self.clients.producer)
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self._start_status(meta)
@@ -215,7 +217,7 @@ class Worker:
         self.consumer.subscribe(sorted(self.routes.job_topics), **callbacks)
         if self.routes.wait:
             # No stats_cb: broker health is judged by the job consumer's connections.
-            self.waiter = Consumer({
+            self.waiter = self.clients.consumer({
                 **{k: v for k, v in conf.items()
                    if k not in ("stats_cb", "statistics.interval.ms")},
                 "group.id": wait_group(self.group_id)})
@@ -238,7 +240,8 @@ class Worker:
         own = ({**self.kafka.client_settings(), "error_cb": self._on_kafka_error,
                 **self.kafka.role_settings("producer")}
                if "all" in modes else None)  # None: the outbox's client serves
-        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own)
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own,
+                                             self.clients.producer)
         if self.status is not None and "all" in modes:
             self.executor.record_ok = self.executor.track_running = True
 
