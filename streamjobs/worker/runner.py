@@ -1,34 +1,34 @@
 """The poll loop: one thread owns the consumers, the producer and all offset state.
 
-It never waits on a handler. Each iteration: drain finished chunks (offsets), fire wait
-timers, apply pauses, take a batch of records (decode + route), dispatch them to lanes, serve
-producer callbacks. ``consume`` is called with a short timeout so a job longer than
-``max.poll.interval.ms`` never costs the partitions and SIGTERM is honoured promptly.
-Intake (decoding, poison, wait topics) lives in ``intake.py``, pausing in ``partition.py``, lag and
-burst's end-of-log check in ``backlog.py``; this module is the lifecycle: start-up, the loop,
+It never waits on a handler. Each iteration: drain finished chunks (offsets, failures through
+the router), fire wait timers, apply pauses, take a batch of records, apply what intake
+decided (jobs to lanes, records to send, pauses), serve producer callbacks. ``consume`` is
+called with a short timeout so a job longer than ``max.poll.interval.ms`` never costs the
+partitions and SIGTERM is honoured promptly. Data flows one way: intake (``intake.py``) and
+the failure router (``router.py``) return decisions, this module acts on them; partition state
+and pausing live in ``partition.py``, lag and burst's end-of-log check in ``backlog.py``,
+client construction in ``clients.py``. This module is the lifecycle: start-up, the loop,
 rebalances, commits, shutdown.
 
 Two consumers: one for the job topics and, when there are wait tiers, one for them in the
 group ``<group>.wait`` (``wait_group``). Every record appended to a job topic answers the job
-consumer's pending fetch, and the broker's work for a fetch grows with the partitions in it:
-with seven idle tiers in the same fetches the produce-to-handler p99 at 1,000 jobs/s was 2-4x
-that of a consumer of the job topic alone (docs/worker.md). The wait consumer's fetches
-long-poll idle tiers. Its own group, because in a shared one every join of a wait consumer
-made the job consumers rejoin too, and their jobs stalled 0.1-0.6 s each time. The loop waits
-on the job consumer only and sweeps the wait consumer without waiting, at least every
+consumer's pending fetch, and the broker's work for a fetch grows with the partitions in it,
+so idle tiers in the same fetches would slow the job topics' latency (docs/worker.md); the
+wait consumer's fetches long-poll idle tiers. Its own group, because in a shared one every
+join of a wait consumer makes the job consumers rejoin too, stalling their jobs. The loop
+waits on the job consumer only and sweeps the wait consumer without waiting, at least every
 ``WAIT_SWEEP_EVERY`` s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -64,8 +64,8 @@ from .clients import Clients
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
 from .intake import Intake, Taken, announce
-from .ordering import Lanes
-from .outbox import Outbox, Outgoing
+from .ordering import Lanes, dispatch
+from .outbox import Outbox
 from .partition import Part, Pauses
 from .router import Routed, Router
 from .routes import Routes
@@ -164,7 +164,7 @@ class Worker:
             "statistics.interval.ms": STATS_INTERVAL_MS,
             # librdkafka's default (1000) idles a partition for a second whenever its pre-fetch
             # queue is full: a fast worker then waits for records that are already on the
-            # broker. The published throughput (docs/benchmarks.md) is measured with 10.
+            # broker.
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
         if s.group_protocol == "consumer":
@@ -366,92 +366,26 @@ class Worker:
 
     def _send(self, part: Part, routed: Routed) -> None:
         """Produce a retry, re-wait or dead-letter record; the record it carries on is
-        finished once it, and the failure's status record with it, are acknowledged."""
+        finished once it (and its status record) are acknowledged."""
         bus = self.bus
-        recorder = self.status
-        status = routed.status if recorder is not None else None
         event = routed.event if routed.event is not None and bus.wants(type(routed.event)) \
             else None
         offset = routed.offset
         part.acks += 1
-        waiting = 1 if status is None else 2
-        out: Outgoing | None = None
 
-        def acked() -> None:
-            nonlocal waiting
-            waiting -= 1
-            if waiting:
-                return
+        def done() -> None:
             part.acks -= 1
             self.finish(part, offset)
             if event is not None:
                 bus.emit(event)
 
-        def dead_letter_acked() -> None:
-            # The dead-letter record's place is known now: the same transition, with it.
-            assert status is not None and out is not None and out.where is not None
-            if recorder is not None:
-                recorder.write(status[0], status[1], dataclasses.replace(
-                    status[2], partition=out.where[0], offset=out.where[1]))
-            acked()
-
-        if status is not None and recorder is not None:
-            partition, skey, svalue = recorder.record(*status)
-            self.outbox.send(Outgoing(recorder.topic, skey, svalue, [], acked, partition))
-        on_ack = dead_letter_acked if status is not None and status[2].state == "dead" else acked
-        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, on_ack)
-        self.outbox.send(out)
+        self.outbox.carry(routed, self.status, done)
 
     def dispatch(self, part: Part, jobs: list[JobContext],
                  offsets: Sequence[int] | None = None) -> None:
-        """Hand a partition's jobs to lanes and the executor: a batch just taken, with
-        ``offsets`` theirs in increasing order, or (``offsets`` None) wait-tier jobs that fell
-        due, in due order."""
-        taken = offsets is not None
-        if offsets is None:
-            offsets = [ctx.offset for ctx in jobs]
-        ordering = self.settings.ordering
-        submit = self.executor.submit
-        if ordering == "partition":
-            n = len(offsets)
-            if taken and n > 1 and offsets[-1] - offsets[0] == n - 1:
-                # Increasing and as many as their span: contiguous, so the chunk finishes as
-                # one range, in O(1). (Due wait-tier jobs come in wake order: never a range.)
-                offsets = range(offsets[0], offsets[-1] + 1)
-            chunk: Chunk = (jobs, offsets)
-            if self.lanes.offer(part, chunk):
-                part.tasks += 1
-                submit(part, part, chunk, part.is_async)
-            return
-        if ordering == "key":
-            by_key: dict[bytes | None, tuple[list[JobContext], list[int]]] = {}
-            for ctx, offset in zip(jobs, offsets, strict=True):
-                group = by_key.get(ctx.key)
-                if group is None:
-                    group = by_key[ctx.key] = ([], [])
-                group[0].append(ctx)
-                group[1].append(offset)
-            for key, (group_jobs, group_offsets) in by_key.items():
-                if key is None:
-                    self._unordered(part, group_jobs, group_offsets)
-                    continue
-                lane: Hashable = (part, key)
-                chunk = (group_jobs, group_offsets)
-                if self.lanes.offer(lane, chunk):
-                    part.tasks += 1
-                    submit(part, lane, chunk, part.is_async)
-            return
-        self._unordered(part, jobs, offsets)
-
-    def _unordered(self, part: Part, jobs: list[JobContext], offsets: Sequence[int]) -> None:
-        # Small batches: one job per task (a slow job delays nobody). Big batches: a few
-        # tasks per thread, so per-task overhead is spread over many jobs.
-        n = len(jobs)
-        size = max(1, n // (4 * self.settings.concurrency))
-        for i in range(0, n, size):
-            part.tasks += 1
-            self.executor.submit(part, None, (jobs[i:i + size], offsets[i:i + size]),
-                                 part.is_async)
+        """Hand a partition's jobs to lanes and the executor (``ordering.dispatch``)."""
+        dispatch(part, jobs, offsets, self.settings.ordering, self.lanes, self.executor.submit,
+                 self.settings.concurrency)
 
     # -- completions and offsets --------------------------------------------------------------
 
