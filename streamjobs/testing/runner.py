@@ -33,10 +33,10 @@ from ..codec import Codec
 from ..errors import DecodeError, UnknownSchema
 from ..framing import SINGLE_OBJECT, parse
 from ..producer import check_traceparent
-from ..retry import pick_tier, retry_topic
+from ..producer import due_at_ms as due_at_ms_of
 from ..worker import App, JobContext
 from ..worker.failures import Decision, Failure, Origin, decide, describe
-from ..worker.router import Routed, route, unknown_schema_decision
+from ..worker.router import Routed, last_wait_topic, route, unknown_schema_decision
 from .outcome import JobOutcome, RunawayJobs, RunReport, Status
 
 __all__ = ["JobRunner"]
@@ -110,7 +110,7 @@ class JobRunner:
         job = self.app.catalogue.get(job_type)
         if key is None and job.key_field is not None and payload.get(job.key_field) is not None:
             key = str(payload[job.key_field])
-        due_at_ms = self._due_ms(delay, run_at)
+        due_at_ms = due_at_ms_of(self._now_ms, delay, run_at)
         hdrs = self._job_headers(job_type, due_at_ms)
         if len(hdrs) > 1:
             hdrs.append((h.SCHEMA, (parse(value).fingerprint or b"").hex().encode()))
@@ -326,27 +326,9 @@ class JobRunner:
         return self.app.catalogue.wait_tiers(self.app.catalogue.get(job_type).topic)
 
     def _wait_topic(self, job_type: str, now: int, due: int) -> str:
-        """The tier topic a record waiting until ``due`` is read from last: a tier shorter
-        than the wait wakes it early and it moves to the tier that fits the rest (intake)."""
-        job = self.app.catalogue.get(job_type)
-        tiers = self._tiers(job_type)
-        tier = pick_tier((due - now) / 1000, tiers)
-        while now + tier * 1000 < due:
-            now += round(tier * 1000)
-            tier = pick_tier((due - now) / 1000, tiers)
-        return retry_topic(self.app.topic(job), tier)
-
-    def _due_ms(self, delay: float | timedelta | None, run_at: datetime | None) -> int | None:
-        if delay is not None and run_at is not None:
-            raise ValueError("give delay or run_at, not both")
-        if delay is not None:
-            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-            return self._now_ms + round(seconds * 1000) if seconds > 0 else None
-        if run_at is not None:
-            if run_at.tzinfo is None:
-                raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
-            return round(run_at.timestamp() * 1000)
-        return None
+        """The tier topic a record waiting until ``due`` is read from last (the router's)."""
+        return last_wait_topic(self.app.topic(self.app.catalogue.get(job_type)),
+                               self._tiers(job_type), now, due)
 
     def _encode_version(self, job_type: str, payload: Mapping[str, Any], version: int) -> bytes:
         """The production codec over a catalogue whose newest version of this job's schema is

@@ -21,7 +21,7 @@ from ..status.record import Transition
 from .context import JobContext
 from .failures import Decision, Failure, Origin, dead_letter_record, retry_record
 
-__all__ = ["Routed", "Router", "route", "unknown_schema_decision"]
+__all__ = ["Routed", "Router", "last_wait_topic", "route", "unknown_schema_decision"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,17 @@ def route(key: bytes | None, value: bytes | None, headers: h.Headers, *, origin:
     dead = JobDeadLettered(job_id, job_type, origin.topic, origin.partition, origin.offset,
                            attempt, reason, topic)
     return Routed(origin.offset, topic, k, v, hdrs, dead, status, reason=reason)
+
+
+def last_wait_topic(job_topic: str, tiers: Sequence[float], now_ms: int, due_ms: int) -> str:
+    """The tier topic a record waiting from ``now_ms`` until ``due_ms`` is read from last: a
+    tier shorter than the wait wakes it early and ``Router.rewait`` moves it to the tier that
+    fits the rest (as the worker does, hop by hop)."""
+    tier = pick_tier((due_ms - now_ms) / 1000, tiers)
+    while now_ms + tier * 1000 < due_ms:
+        now_ms += round(tier * 1000)
+        tier = pick_tier((due_ms - now_ms) / 1000, tiers)
+    return retry_topic(job_topic, tier)
 
 
 class Router:
