@@ -1,9 +1,11 @@
-"""Intake: records from Kafka to runnable jobs (poll thread only).
+"""Intake: records from Kafka to runnable jobs and decisions (poll thread only).
 
-For each record: header lookup, Avro decode (either framing), a ``JobContext``; a record
-without sj- headers on a topic of one job type is that type (``_foreign``); poison (missing headers,
-unknown type, undecodable bytes) goes to the dead-letter topic with its raw bytes; an unknown
-writer schema (a newer deploy wrote it) climbs the retry ladder first. Records on wait topics
+It acts on nothing: ``take`` and ``fire`` return a ``Taken`` (jobs per partition, records to
+send, whether to pause) that the runner applies. For each record: header lookup, Avro decode
+(either framing), a ``JobContext``; a record without sj- headers on a topic of one job type is
+that type (``_foreign``); poison (missing headers, unknown type, undecodable bytes) becomes a
+dead-letter record with its raw bytes, and an unknown writer schema (a newer deploy wrote it)
+a retry first (both built by ``router.py``). Records on wait topics
 (retry tiers, delayed jobs) wake at ``min(sj-due-at, append time + tier)``: those waking within
 the horizon wait in a timer heap, a later one pauses its partition until shortly before it
 wakes. A woken record runs if due, else moves to the largest tier that does not overshoot.

@@ -272,13 +272,15 @@ class Worker:
         sampling = status is not None and executor.track_running
         started = now
         last_inflight = -1
+        fired = Taken(0)  # reused: most turns fire nothing
         while self.stop_reason is None:
             self._drain()
             now_ms = time.time() * 1000.0
-            fired = Taken(self.in_flight)
+            fired.in_flight = self.in_flight
             next_wake = intake.fire(now_ms, fired)
             if fired.jobs or fired.routed:
                 self._apply(fired)
+                fired.jobs, fired.routed = [], []
             self._count_in_flight()
             self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
                                    max_in_flight=max_in_flight, resume_at=s.resume_at,
