@@ -30,14 +30,14 @@ from typing import Any
 from .. import headers as h
 from ..catalogue import Catalogue
 from ..codec import Codec
-from ..errors import DecodeError, UnknownSchema
+from ..errors import DecodeError, RunawayJobs, UnknownSchema
 from ..framing import SINGLE_OBJECT, parse
 from ..producer import check_traceparent
 from ..producer import due_at_ms as due_at_ms_of
 from ..worker import App, JobContext
 from ..worker.failures import Decision, Failure, Origin, decide, describe
 from ..worker.router import Routed, last_wait_topic, route, unknown_schema_decision
-from .outcome import JobOutcome, RunawayJobs, RunReport, Status
+from .outcome import JobOutcome, RunReport, Status
 
 __all__ = ["JobRunner"]
 

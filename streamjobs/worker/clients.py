@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Consumer
-from confluent_kafka import Producer as KafkaProducer
+from ..connection import Consumer
+from ..connection import Producer as KafkaProducer
 
 __all__ = ["Clients"]
 

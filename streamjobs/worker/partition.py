@@ -15,8 +15,7 @@ import contextlib
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaException, TopicPartition
-
+from ..connection import ClientError, TopicPartition
 from .offsets import PartitionTracker
 from .routes import Routes
 
@@ -132,7 +131,7 @@ class Pauses:
 
 
 def _safe(fn: Callable[[Any], Any], arg: Any) -> None:
-    # KafkaException: the partition was revoked meanwhile; its new owner starts from the
+    # ClientError: the partition was revoked meanwhile; its new owner starts from the
     # committed offset.
-    with contextlib.suppress(KafkaException):
+    with contextlib.suppress(ClientError):
         fn(arg)

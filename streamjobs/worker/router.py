@@ -16,7 +16,8 @@ from typing import Any
 
 from .. import headers as h
 from ..events import JobDeadLettered, JobRetried
-from ..retry import RetryPolicy, dlq_topic, pick_tier, retry_topic
+from ..names import dlq_topic, retry_topic
+from ..retry import RetryPolicy, pick_tier
 from ..status.record import Transition
 from .context import JobContext
 from .failures import Decision, Failure, Origin, dead_letter_record, retry_record
