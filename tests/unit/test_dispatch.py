@@ -9,8 +9,8 @@ from typing import Any
 
 from streamjobs._config import KafkaConfig
 from streamjobs._worker import App, Worker, WorkerSettings
-from streamjobs._worker.intake import Part
 from streamjobs._worker.offsets import PartitionTracker
+from streamjobs._worker.partition import Part
 
 ROOT = Path(__file__).resolve().parents[2]
 
