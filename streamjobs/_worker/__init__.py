@@ -1,6 +1,6 @@
 """The worker: consume job topics, run handlers, commit at-least-once, retry and dead-letter.
 
-    from streamjobs._worker import App, JobContext
+    from streamjobs import App, JobContext
 
     app = App(schemas="schemas")
 
