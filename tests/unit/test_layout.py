@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "streamjobs"
 LAYERS = {
     "errors": 0, "_headers": 0, "_kafka_log": 0, "events": 0, "_durations": 0,
     "_names": 1, "_connection": 1,
-    "_settings": 2, "_retry": 2, "_config": 2, "_delivery": 2,
+    "_settings": 2, "_retry": 2, "_config": 2, "_delivery": 2, "_limits": 2, "_priorities": 2,
     "_scan": 3, "_unique": 3, "_dev": 3,
     "_schedules": 4,
     "_schemas": 5,
