@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..events import (
+    BreakerChanged,
     BrokerStatus,
     CommitDone,
     CommitFailed,
@@ -40,12 +41,15 @@ from ..events import (
     PartitionsAssigned,
     PartitionsLost,
     PartitionsRevoked,
+    PartitionThrottled,
     ScheduleFired,
     SchedulerOwnership,
     ScheduleSkipped,
     WorkerStarted,
     WorkerStopping,
 )
+
+_BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 __all__ = ["DURATION_BUCKETS", "END_TO_END_BUCKETS", "UNKNOWN_JOB_TYPE", "MetricsListener"]
 
@@ -151,6 +155,19 @@ class MetricsListener:
         self.scheduler_owner = Gauge(
             "streamjobs_scheduler_owner", "1 while this worker fires the schedules.", registry=r
         )
+        self.throttled = Counter(
+            "streamjobs_partition_throttled",
+            "Partitions paused by a rate limit, a concurrency limit or an open breaker.",
+            ["job_type", "reason"], registry=r,
+        )
+        self.breaker_state = Gauge(
+            "streamjobs_breaker_state", "A job type's circuit: 0 closed, 1 half-open, 2 open.",
+            ["job_type"], registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "streamjobs_breaker_transitions", "Circuit breaker transitions, by the new state.",
+            ["job_type", "state"], registry=r,
+        )
         # NaN until the first check, so an alert on "== 0" cannot fire for "not checked yet".
         self.broker_reachable.set(float("nan"))
         self._commit_ok = self.commits.labels(outcome="succeeded")
@@ -181,6 +198,8 @@ class MetricsListener:
             (ScheduleFired, self.on_schedule_fired),
             (ScheduleSkipped, self.on_schedule_skipped),
             (SchedulerOwnership, self.on_scheduler_owner),
+            (PartitionThrottled, self.on_throttled),
+            (BreakerChanged, self.on_breaker),
         ]
         for event_type, handler in handlers:
             bus.subscribe(handler, event_type)
@@ -275,6 +294,15 @@ class MetricsListener:
 
     def on_scheduler_owner(self, e: SchedulerOwnership) -> None:
         self.scheduler_owner.set(1 if e.owner else 0)
+
+    # --- flow control ----------------------------------------------------------------
+
+    def on_throttled(self, e: PartitionThrottled) -> None:
+        self.throttled.labels(job_type=e.job_type, reason=e.reason).inc()
+
+    def on_breaker(self, e: BreakerChanged) -> None:
+        self.breaker_state.labels(job_type=e.job_type).set(_BREAKER_STATES.get(e.state, 0))
+        self.breaker_transitions.labels(job_type=e.job_type, state=e.state).inc()
 
     # --- gauges ----------------------------------------------------------------------
 

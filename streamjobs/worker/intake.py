@@ -122,6 +122,7 @@ class Intake:
         worker = self.worker
         parts = worker.parts
         in_flight = worker.in_flight
+        throttle = worker.throttle
         by_type = self.routes.by_type
         readers = self._readers
         max_bytes = self._max_bytes
@@ -159,6 +160,9 @@ class Intake:
             if in_flight >= max_in_flight:
                 worker.request_pause()  # next_fetch stays here: the pause seeks back to it
                 continue
+            if (throttle is not None and part.job_topic in throttle.topics
+                    and not throttle.admit(part, m, offset)):
+                continue  # held (throttle.py): the pause seeks back to this record
             if part.wait is not None:
                 if not now_ms:
                     now_ms = time.time() * 1000.0

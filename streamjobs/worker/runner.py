@@ -67,6 +67,7 @@ from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
+from .throttle import Throttle
 from .uniqueness import Uniqueness
 
 __all__ = ["Worker", "run_worker", "wait_group"]
@@ -118,6 +119,7 @@ class Worker:
         self.status: StatusRecorder | None = None  # None: no status record is written
         self.uniqueness: Any = None
         self.scheduler: Scheduler | None = None  # when the catalogue has schedules
+        self.throttle: Throttle | None = None  # rate/concurrency limits, breakers (throttle.py)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -194,6 +196,10 @@ class Worker:
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
         self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
+        self.throttle = Throttle.of(
+            [r.job for r in self.routes.by_type.values()],
+            {t: len(meta.topics[t].partitions) for t in self.routes.job_topics},
+            self.bus, self.hold, self.parts.values)
         self.broker.started()
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
                               **self.kafka.role_settings("producer")})
@@ -298,6 +304,10 @@ class Worker:
                 timeout = min(timeout, WAIT_SWEEP_EVERY)
             if next_wake is not None:
                 timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
+            if self.throttle is not None:
+                held = self.throttle.next_wake_ms(self.parts.values())
+                if held is not None:
+                    timeout = max(0.0, min(timeout, (held - now_ms) / 1000.0))
             room = max_in_flight - self.in_flight
             msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
             if msgs:
@@ -335,6 +345,8 @@ class Worker:
         taken = offsets is not None
         if offsets is None:
             offsets = [ctx.offset for ctx in jobs]
+            if self.throttle is not None:
+                self.throttle.waited(part, jobs)
         ordering = self.settings.ordering
         submit = self.executor.submit
         if ordering == "partition":
@@ -393,6 +405,8 @@ class Worker:
                 status.succeeded(part, ok)
             if part.gone:
                 continue
+            if self.throttle is not None:
+                self.throttle.finished(part, done, failed)
             if done:
                 part.tracker.done_many(done)
                 touched.add(part)
@@ -407,6 +421,8 @@ class Worker:
             part.tracker.done(offset)
             self._touched.add(part)
             self._finished += 1
+            if self.throttle is not None:
+                self.throttle.release(part, offset)
 
     def _count_in_flight(self) -> None:
         self.in_flight = sum(p.tracker.in_flight for p in self.parts.values())
@@ -516,6 +532,8 @@ class Worker:
         for part in parts:
             part.gone = True
             self._touched.discard(part)
+            if self.throttle is not None:
+                self.throttle.forget(part)
             self.parts.pop((part.topic, part.partition), None)
         self._count_in_flight()
 
