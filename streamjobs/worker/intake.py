@@ -160,9 +160,10 @@ class Intake:
             if in_flight >= max_in_flight:
                 worker.request_pause()  # next_fetch stays here: the pause seeks back to it
                 continue
-            if (throttle is not None and part.job_topic in throttle.topics
-                    and not throttle.admit(part, m, offset)):
-                continue  # held (throttle.py): the pause seeks back to this record
+            if throttle is not None and part.job_topic in throttle.topics:
+                part.next_fetch = offset  # if held (throttle.py), the pause seeks back here
+                if not throttle.admit(part, m, offset):
+                    continue
             if part.wait is not None:
                 if not now_ms:
                     now_ms = time.time() * 1000.0

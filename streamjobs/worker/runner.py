@@ -199,7 +199,7 @@ class Worker:
         self.throttle = Throttle.of(
             [r.job for r in self.routes.by_type.values()],
             {t: len(meta.topics[t].partitions) for t in self.routes.job_topics},
-            self.bus, self.hold, self.parts.values)
+            self.bus, self.hold_now, self.parts.values, s.concurrency)
         self.broker.started()
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
                               **self.kafka.role_settings("producer")})
@@ -480,6 +480,13 @@ class Worker:
     def hold(self, part: Part, until_ms: float) -> None:
         """Pause ``part`` until ``until_ms`` (a waiting record is not due within the horizon)."""
         self._pauses.hold(part, until_ms)
+
+    def hold_now(self, part: Part, until_ms: float) -> None:
+        """Pause ``part`` at once (seeking back to its first record not taken) until
+        ``until_ms``; an earlier time releases it (throttle.py)."""
+        self._pauses.hold(part, until_ms)
+        if not part.paused_kafka:
+            self._pauses.pause([part])
 
     @property
     def pauses(self) -> int:

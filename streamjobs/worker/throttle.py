@@ -17,7 +17,9 @@ reordered). Nothing ever sleeps, and workers exchange nothing.
   passes, to look again). Retries falling due count but are not held.
 - **Circuit breaker** (``breaker = {...}``, ``breaker.py``): open, the type's partitions (job
   topic and its wait tiers) are held for the cool-down; half-open, one record is let through
-  and the others wait for its outcome.
+  and the others wait for its outcome. A type with a breaker and no ``concurrency`` is limited
+  to the worker's concurrency, so that no records wait taken in memory: when the circuit
+  opens, only the jobs already running finish, and the rest are still in Kafka.
 """
 
 from __future__ import annotations
@@ -86,11 +88,12 @@ class Throttle:
     """The worker's gate for job types with a rate limit, a concurrency limit or a breaker."""
 
     def __init__(self, jobs: Iterable[JobType], partitions: Mapping[str, int], bus: EventBus,
-                 hold: Callable[[Any, float], None],
-                 parts: Callable[[], Iterable[Any]]) -> None:
+                 hold: Callable[[Any, float], None], parts: Callable[[], Iterable[Any]],
+                 concurrency: int) -> None:
         jobs = [j for j in jobs if j.rate_limit or j.concurrency or j.breaker]
         self.rates = {j.name: j.rate_limit for j in jobs if j.rate_limit is not None}
-        self.limits = {j.name: j.concurrency for j in jobs if j.concurrency is not None}
+        self.limits = {j.name: j.concurrency or concurrency for j in jobs
+                       if j.concurrency is not None or j.breaker is not None}
         self.breakers = {j.name: Breaker(j.name, j.breaker) for j in jobs
                          if j.breaker is not None}
         self.topic_of = {j.name: j.topic for j in jobs}
@@ -107,12 +110,12 @@ class Throttle:
 
     @classmethod
     def of(cls, jobs: Sequence[JobType], partitions: Mapping[str, int], bus: EventBus,
-           hold: Callable[[Any, float], None],
-           parts: Callable[[], Iterable[Any]]) -> Throttle | None:
+           hold: Callable[[Any, float], None], parts: Callable[[], Iterable[Any]],
+           concurrency: int) -> Throttle | None:
         """None when no job type has a limit or a breaker (the worker then asks nothing)."""
         if not any(j.rate_limit or j.concurrency or j.breaker for j in jobs):
             return None
-        return cls(jobs, partitions, bus, hold, parts)
+        return cls(jobs, partitions, bus, hold, parts, concurrency)
 
     # -- intake -------------------------------------------------------------------------------
 
