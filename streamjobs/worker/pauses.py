@@ -58,13 +58,6 @@ class Pauses:
                 pause.append(part)
             elif not should and part.paused_kafka:
                 resume.append(part)
-            elif not should and part.paused:
-                # Held and released before the pause took effect: the records dropped
-                # meanwhile are fetched again from the first one not taken.
-                part.paused = False
-                if part.next_fetch >= 0:
-                    _safe(part.consumer.seek,
-                          TopicPartition(part.topic, part.partition, part.next_fetch))
         if pause:
             self.pause(pause)
         if resume:
