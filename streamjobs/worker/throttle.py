@@ -38,6 +38,7 @@ __all__ = ["BURST_S", "RESUME_S", "Throttle", "TokenBucket", "bucket_for"]
 
 BURST_S = 1.0  # a partition's bucket holds at most this long a stretch of its share
 RESUME_S = 0.1  # a throttled partition resumes once this much of its share has refilled
+_EPS = 1e-9
 RECHECK_S = 1.0  # a partition held for a slot or a probe looks again after this at the latest
 
 
@@ -60,7 +61,7 @@ class TokenBucket:
     def take(self, now: float) -> bool:
         """Take a token if there is a whole one."""
         self._refill(now)
-        if self.tokens >= 1.0:
+        if self.tokens >= 1.0 - _EPS:  # at ready_at() a token is there, float sums or not
             self.tokens -= 1.0
             return True
         return False
@@ -261,8 +262,8 @@ class Throttle:
         for part in held or ():
             if part.gone:
                 continue
-            if breaker is not None and breaker.state == OPEN:
-                continue  # the opening held it until the cool-down ends
+            if not part.paused_kafka or (breaker is not None and breaker.state == OPEN):
+                continue  # resumed already, or held by the opening until the cool-down ends
             self._hold(part, now * 1000.0)
 
     def forget(self, part: Any) -> None:
