@@ -67,7 +67,7 @@ from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
-from .throttle import Throttle
+from .throttle import FETCH_WAIT_MS, Throttle
 from .uniqueness import Uniqueness
 
 __all__ = ["Worker", "run_worker", "wait_group"]
@@ -163,6 +163,8 @@ class Worker:
             # broker. The published throughput (docs/benchmarks.md) is measured with 10.
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
+        if Throttle.wanted(r.job for r in self.routes.by_type.values()):
+            conf["fetch.wait.max.ms"] = FETCH_WAIT_MS  # a released partition's next fetch
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
         else:
@@ -199,7 +201,7 @@ class Worker:
         self.throttle = Throttle.of(
             [r.job for r in self.routes.by_type.values()],
             {t: len(meta.topics[t].partitions) for t in self.routes.job_topics},
-            self.bus, self.hold_now, self.parts.values, s.concurrency)
+            self.bus, self._pauses, self.parts.values, s.concurrency)
         self.broker.started()
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
                               **self.kafka.role_settings("producer")})
@@ -480,13 +482,6 @@ class Worker:
     def hold(self, part: Part, until_ms: float) -> None:
         """Pause ``part`` until ``until_ms`` (a waiting record is not due within the horizon)."""
         self._pauses.hold(part, until_ms)
-
-    def hold_now(self, part: Part, until_ms: float) -> None:
-        """Pause ``part`` at once (seeking back to its first record not taken) until
-        ``until_ms``; an earlier time releases it (throttle.py)."""
-        self._pauses.hold(part, until_ms)
-        if not part.paused_kafka:
-            self._pauses.pause([part])
 
     @property
     def pauses(self) -> int:

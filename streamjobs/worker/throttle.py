@@ -34,10 +34,13 @@ from ..events import BreakerChanged, EventBus, PartitionThrottled
 from ..limits import RateLimit
 from .breaker import HALF_OPEN, OPEN, Breaker, Transition
 
-__all__ = ["BURST_S", "RESUME_S", "Throttle", "TokenBucket", "bucket_for"]
+__all__ = ["BURST_S", "FETCH_WAIT_MS", "RESUME_S", "Throttle", "TokenBucket", "bucket_for"]
 
 BURST_S = 1.0  # a partition's bucket holds at most this long a stretch of its share
 RESUME_S = 0.1  # a throttled partition resumes once this much of its share has refilled
+# A resumed partition joins the consumer's next fetch, which waits for the one in flight (up to
+# fetch.wait.max.ms, librdkafka's 500 ms by default): workers of throttled types use this.
+FETCH_WAIT_MS = 50
 _EPS = 1e-9
 RECHECK_S = 1.0  # a partition held for a slot or a probe looks again after this at the latest
 
@@ -89,8 +92,7 @@ class Throttle:
     """The worker's gate for job types with a rate limit, a concurrency limit or a breaker."""
 
     def __init__(self, jobs: Iterable[JobType], partitions: Mapping[str, int], bus: EventBus,
-                 hold: Callable[[Any, float], None], parts: Callable[[], Iterable[Any]],
-                 concurrency: int) -> None:
+                 pauses: Any, parts: Callable[[], Iterable[Any]], concurrency: int) -> None:
         jobs = [j for j in jobs if j.rate_limit or j.concurrency or j.breaker]
         self.rates = {j.name: j.rate_limit for j in jobs if j.rate_limit is not None}
         self.limits = {j.name: j.concurrency or concurrency for j in jobs
@@ -103,7 +105,7 @@ class Throttle:
         self._watched = frozenset(self.limits) | frozenset(self.breakers)
         self._partitions = partitions
         self._bus = bus
-        self._hold = hold
+        self._pauses = pauses  # hold(part, until_ms), pause(parts): pauses.py
         self._parts = parts
         self._buckets: dict[tuple[Any, str], TokenBucket] = {}
         self._tracked: dict[Any, dict[int, tuple[str, int]]] = {}  # part -> offset -> (type,
@@ -111,12 +113,17 @@ class Throttle:
 
     @classmethod
     def of(cls, jobs: Sequence[JobType], partitions: Mapping[str, int], bus: EventBus,
-           hold: Callable[[Any, float], None], parts: Callable[[], Iterable[Any]],
+           pauses: Any, parts: Callable[[], Iterable[Any]],
            concurrency: int) -> Throttle | None:
         """None when no job type has a limit or a breaker (the worker then asks nothing)."""
-        if not any(j.rate_limit or j.concurrency or j.breaker for j in jobs):
+        if not cls.wanted(jobs):
             return None
-        return cls(jobs, partitions, bus, hold, parts, concurrency)
+        return cls(jobs, partitions, bus, pauses, parts, concurrency)
+
+    @staticmethod
+    def wanted(jobs: Iterable[JobType]) -> bool:
+        """Does any of ``jobs`` have a rate limit, a concurrency limit or a breaker?"""
+        return any(j.rate_limit or j.concurrency or j.breaker for j in jobs)
 
     # -- intake -------------------------------------------------------------------------------
 
@@ -176,7 +183,9 @@ class Throttle:
                     bucket.charge(now, 1.0)
             breaker = self.breakers.get(job_type)
             if breaker is not None:
-                breaker.blocked_until(now)  # an ended cool-down makes this job the probe
+                _, moved = breaker.blocked_until(now)  # an ended cool-down: this is the probe
+                if moved is not None:
+                    self._changed(breaker, moved, now)
                 breaker.started(now)
             if job_type in self._watched:
                 self._track(part, ctx.offset, job_type, breaker)
@@ -193,6 +202,14 @@ class Throttle:
             bucket = self._buckets[(part, job_type)] = bucket_for(
                 rate, self._partitions.get(part.topic, 1), now)
         return bucket
+
+    def _hold(self, part: Any, until_ms: float) -> None:
+        """Pause ``part`` until ``until_ms`` at once: the pause seeks back to its first record
+        not taken, and a release (an earlier time) finds it paused, so resuming is the poll
+        loop's usual job."""
+        self._pauses.hold(part, until_ms)
+        if not part.paused_kafka:
+            self._pauses.pause([part])
 
     def _throttle(self, part: Any, job_type: str, until: float, reason: str,
                   now: float) -> None:

@@ -163,11 +163,16 @@ def _gate(tmp_path: Path, extra: str, parts: list[_Part]) -> tuple[Throttle, lis
     bus.subscribe(seen.append, PartitionThrottled, BreakerChanged)
     MetricsListener().attach(bus)
 
-    def hold(part: Any, until_ms: float) -> None:
-        part.hold_until_ms = until_ms
-        part.paused_kafka = True
+    return Throttle([job], {"t.users": 2}, bus, _Pauses(), lambda: parts, 8), seen
 
-    return Throttle([job], {"t.users": 2}, bus, hold, lambda: parts, 8), seen
+
+class _Pauses:
+    def hold(self, part: Any, until_ms: float) -> None:
+        part.hold_until_ms = until_ms
+
+    def pause(self, parts: list[Any]) -> None:
+        for part in parts:
+            part.paused_kafka = True
 
 
 def test_gate_concurrency_holds_then_releases(tmp_path: Path) -> None:
