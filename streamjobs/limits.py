@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .retry import parse_duration
+from .durations import parse_duration
 
 __all__ = ["BreakerPolicy", "RateLimit", "parse_breaker", "parse_concurrency", "parse_rate"]
 
