@@ -105,7 +105,7 @@ class Throttle:
         self._watched = frozenset(self.limits) | frozenset(self.breakers)
         self._partitions = partitions
         self._bus = bus
-        self._pauses = pauses  # hold(part, until_ms), pause(parts): pauses.py
+        self._pauses = pauses  # hold(part, until_ms), pause(parts): partition.py
         self._parts = parts
         self._buckets: dict[tuple[Any, str], TokenBucket] = {}
         self._tracked: dict[Any, dict[int, tuple[str, int]]] = {}  # part -> offset -> (type,
