@@ -16,7 +16,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from operator import sub, truediv
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -223,7 +223,7 @@ class MetricsListener:
         c.succeeded.inc(len(durations))
         _observe_many(c.duration, durations)
         created = e.created_at_ms
-        if None not in created and _end_to_end_at_once(c.end_to_end, e):
+        if _end_to_end_at_once(c.end_to_end, e):
             return
         if e.finished_at:
             ends = list(e.finished_at)
@@ -322,13 +322,16 @@ def _end_to_end_at_once(child: Any, e: JobsSucceeded) -> bool:
     """Observe every job's end-to-end time (its end minus its created-at) as one increment,
     without a value per job, when bounds of the chunk's extremes (earliest end minus latest
     created-at, latest end minus earliest created-at) fall in one bucket: the usual case, as
-    a chunk's jobs were created and ran close together. False (nothing observed) otherwise."""
+    a chunk's jobs were created and ran close together. False (nothing observed) otherwise,
+    or when a job has no created-at."""
     bounds = getattr(child, "_upper_bounds", None)
     buckets = getattr(child, "_buckets", None)
     total = getattr(child, "_sum", None)
-    durations, created = e.durations_s, e.created_at_ms
-    if bounds is None or buckets is None or total is None or not durations:
+    durations = e.durations_s
+    if (bounds is None or buckets is None or total is None or not durations
+            or None in e.created_at_ms):
         return False
+    created = cast(tuple[int, ...], e.created_at_ms)
     n = len(created)
     # Sums relative to the first job's created-at: epoch seconds summed over a chunk would
     # lose the sub-millisecond part to rounding.
