@@ -29,7 +29,7 @@ from ..events import (
     JobSucceeded,
     JobTimedOut,
 )
-from .context import JobContext
+from .context import JobContext, bind_thread
 from .failures import Decision, Failure, decide, describe
 from .ordering import Lanes
 
@@ -59,6 +59,7 @@ class Executor:
         self.track_running = False
         self.running: list[JobContext | None] = [None] * concurrency
         self.running_async: set[JobContext] = set()
+        self.followups: Any = None  # where ctx.emit hands follow-ups (followups.py)
         self._tasks: queue.SimpleQueue[tuple[Any, Hashable | None, Chunk] | None] = (
             queue.SimpleQueue())
         self._threads = [threading.Thread(target=self._thread_main, args=(i,),
@@ -107,6 +108,7 @@ class Executor:
     # -- sync ---------------------------------------------------------------------------------
 
     def _thread_main(self, slot: int) -> None:
+        bind_thread(self)
         get = self._tasks.get
         while True:
             task = get()
@@ -301,6 +303,7 @@ class Executor:
     def _loop_main(self, ready: threading.Event) -> None:
         assert self._loop is not None
         asyncio.set_event_loop(self._loop)
+        bind_thread(self)
         ready.set()
         try:
             self._loop.run_forever()

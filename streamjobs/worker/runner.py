@@ -59,6 +59,7 @@ from .backlog import read_to_end, sample_lag
 from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
+from .followups import FollowUps
 from .intake import Intake, Part
 from .ordering import Lanes
 from .outbox import Outbox
@@ -117,6 +118,7 @@ class Worker:
         self.intake: Any = None
         self.status: StatusRecorder | None = None  # None: no status record is written
         self.uniqueness: Any = None
+        self.followups: Any = None  # what handlers emit with ctx.emit (followups.py)
         self.scheduler: Scheduler | None = None  # when the catalogue has schedules
 
     # -- public -------------------------------------------------------------------------------
@@ -200,6 +202,8 @@ class Worker:
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self._start_status(meta)
+        self.followups = self.executor.followups = FollowUps(
+            self.outbox, self.finish, self._encoder)
         self.intake = Intake(self, Codec(self.app.catalogue, registry=(
             SchemaRegistry(self.registry) if self.registry is not None else None)))
         topics = self.routes.subscriptions()
@@ -218,6 +222,12 @@ class Worker:
             self.scheduler = scheduler
             scheduler.start()
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
+
+    def _encoder(self) -> Any:
+        # Producer's own validation and encoding for ctx.emit (its client sends nothing).
+        from ..producer import Producer
+        return Producer(self.app.catalogue, self.kafka, registry=self.registry,
+                        connect_timeout=self.settings.connect_timeout)
 
     def _on_kafka_error(self, err: Any) -> None:
         self.broker.on_error(err)  # readiness and the broker.unreachable event
@@ -384,7 +394,12 @@ class Worker:
         completions = self.completions
         touched = self._touched
         status = self.status
-        while completions:
+        followups = self.followups
+        # Completions counted first: a handler hands its follow-ups over before its
+        # completion, so each of these n has its follow-ups registered by take().
+        n = len(completions)
+        followups.take(self._part_of)
+        for _ in range(n):
             part, done, failed, ended, ok = completions.popleft()
             if ended:
                 part.tasks -= 1
@@ -394,6 +409,8 @@ class Worker:
             if part.gone:
                 continue
             if done:
+                if followups.pending:
+                    done = followups.gate(part, done)
                 part.tracker.done_many(done)
                 touched.add(part)
                 self._finished += len(done)
@@ -403,10 +420,17 @@ class Worker:
 
     def finish(self, part: Part, offset: int) -> None:
         """One record is finished (a failure's record was acknowledged)."""
-        if not part.gone:
+        if not part.gone and not self.followups.holds(part, offset):
             part.tracker.done(offset)
             self._touched.add(part)
             self._finished += 1
+
+    def _part_of(self, where: tuple[str, int]) -> Part | None:
+        return self.parts.get(where)
+
+    def _busy(self, part: Part) -> bool:
+        """Jobs running, or records of it waiting for the broker."""
+        return bool(part.tasks or part.acks or self.followups.unacked(part))
 
     def _count_in_flight(self) -> None:
         self.in_flight = sum(p.tracker.in_flight for p in self.parts.values())
@@ -486,7 +510,7 @@ class Worker:
             part.revoked = True  # no new job of these partitions starts
         # Let their running jobs finish (bounded), then commit what is finished.
         deadline = time.monotonic() + self.settings.grace_period
-        while any(p.tasks or p.acks for p in parts) and time.monotonic() < deadline:
+        while any(self._busy(p) for p in parts) and time.monotonic() < deadline:
             self._drain()
             self.outbox.poll(0.01)
         self._drain()
@@ -515,6 +539,7 @@ class Worker:
     def _forget(self, parts: list[Part]) -> None:
         for part in parts:
             part.gone = True
+            self.followups.forget(part)
             self._touched.discard(part)
             self.parts.pop((part.topic, part.partition), None)
         self._count_in_flight()
@@ -542,7 +567,7 @@ class Worker:
         try:
             if self.consumer is not None and self.parts:
                 self._pauses.pause(list(self.parts.values()))
-            while (self.parts and any(p.tasks or p.acks for p in self.parts.values())
+            while (self.parts and any(self._busy(p) for p in self.parts.values())
                    and time.monotonic() < deadline):
                 self.consumer.poll(0.02)  # paused: serves callbacks, keeps the membership
                 if self.waiter is not None:
@@ -563,6 +588,8 @@ class Worker:
                 consumer.close()  # leaves the group
             if self.executor is not None:
                 self.executor.shutdown()
+            if self.followups is not None:
+                self.followups.close()
             self.bus.emit(WorkerStopped(reason, time.monotonic() - self._started_at))
 
 
