@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FollowUps"]
 
+
+def _nothing() -> None:
+    pass
+
 # (part, parent offset, topic, key, value, headers)
 _Pending = tuple[Any, int, str, bytes | None, bytes, Any]
 
@@ -98,15 +102,15 @@ class FollowUps:
             if part.gone:
                 continue  # its parent runs again where the partition went
             self.emitted += 1
+            if self.transactional:  # sent with the commit of its parent's offset
+                self.held.setdefault(part, {}).setdefault(offset, []).append(
+                    Outgoing(topic, key, value, hdrs, _nothing))
+                continue
             counts = self.pending.get(part)
             if counts is None:
                 counts = self.pending[part] = {}
             counts[offset] = counts.get(offset, 0) + 1
-            out = Outgoing(topic, key, value, hdrs, self._acked_cb(part, offset))
-            if self.transactional:
-                self.held.setdefault(part, {}).setdefault(offset, []).append(out)
-            else:
-                self._outbox.send(out)
+            self._outbox.send(Outgoing(topic, key, value, hdrs, self._acked_cb(part, offset)))
 
     def _acked_cb(self, part: Any, offset: int) -> Callable[[], None]:
         def acked() -> None:
@@ -154,6 +158,13 @@ class FollowUps:
         """Parents of ``part`` whose follow-ups are not all acknowledged."""
         counts = self.pending.get(part)
         return len(counts) if counts else 0
+
+    def discard(self, part: Any, offset: int) -> None:
+        """Exactly-once: the parent at ``offset`` failed; the follow-ups of that attempt
+        go with it (the attempt that succeeds emits its own)."""
+        held = self.held.get(part)
+        if held is not None and held.pop(offset, None) is not None and not held:
+            del self.held[part]
 
     def release(self, part: Any, below: int) -> list[Outgoing]:
         """Exactly-once: the held records of parents below ``below`` (the watermark)."""

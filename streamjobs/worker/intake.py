@@ -467,6 +467,6 @@ class Intake:
             partition, skey, svalue = worker.status.record(*status)
             worker.outbox.send(Outgoing(worker.status.topic, skey, svalue, [], acked, partition))
         on_ack = dead_letter_acked if status is not None and status[2].state == "dead" else acked
-        out = Outgoing(topic, key, value, hdrs, on_ack)
+        out = Outgoing(topic, key, value, hdrs, on_ack, cause=(part, offset))
         worker.outbox.send(out)
 

@@ -41,6 +41,9 @@ class Outgoing:
     partition: int = -1  # -1: librdkafka's partitioner (by key)
     # (partition, offset) the broker gave it, set before on_ack runs
     where: tuple[int, int] | None = None
+    # (part, offset) of the consumed record it answers; exactly-once holds it until that
+    # offset commits (transactions.py)
+    cause: tuple[Any, int] | None = None
 
 
 class Outbox:

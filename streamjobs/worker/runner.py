@@ -68,6 +68,7 @@ from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
+from .transactions import TXN_TIMEOUT, TransactionalOutbox, transactional_id
 from .uniqueness import Uniqueness
 
 __all__ = ["Worker", "run_worker", "wait_group"]
@@ -108,6 +109,8 @@ class Worker:
         self._touched: set[Part] = set()
         self._finished = 0
         self._finished_at_commit = 0
+        self._eos = self.settings.exactly_once or app.exactly_once
+        self._txn_at = 0.0  # exactly-once: when the last transaction committed (monotonic)
         self.broker = BrokerWatch(self.bus)
         self._signals = 0
         self._started_at = time.monotonic()
@@ -163,6 +166,8 @@ class Worker:
             # broker. The published throughput (docs/benchmarks.md) is measured with 10.
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
+        if self._eos:  # offsets commit in the producer's transactions
+            conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
         else:
@@ -197,13 +202,17 @@ class Worker:
                                         f"`streamjobs topics apply`)")
         self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
         self.broker.started()
-        self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
-                              **self.kafka.role_settings("producer")})
+        producer = {**base, "error_cb": self._on_kafka_error,
+                    **self.kafka.role_settings("producer")}
+        self.outbox = (TransactionalOutbox(producer, transactional_id(self.group_id),
+                                           timeout=max(s.connect_timeout, TXN_TIMEOUT),
+                                           finish=self.finish)
+                       if self._eos else Outbox(producer))
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self._start_status(meta)
         self.followups = self.executor.followups = FollowUps(
-            self.outbox, self.finish, self._encoder)
+            self.outbox, self.finish, self._encoder, transactional=self._eos)
         self.intake = Intake(self, Codec(self.app.catalogue, registry=(
             SchemaRegistry(self.registry) if self.registry is not None else None)))
         topics = self.routes.subscriptions()
@@ -240,7 +249,8 @@ class Worker:
         prefix = self.app.catalogue.topic_prefix  # the app's prefix, applied to its catalogue
         own = ({**self.kafka.client_settings(), "error_cb": self._on_kafka_error,
                 **self.kafka.role_settings("producer")}
-               if "all" in modes else None)  # None: the outbox's client serves
+               if "all" in modes or self._eos  # a transactional client writes in
+               else None)  # transactions only; None: the outbox's client serves
         self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own)
         if self.status is not None and "all" in modes:
             self.executor.record_ok = self.executor.track_running = True
@@ -416,6 +426,8 @@ class Worker:
                 self._finished += len(done)
             if failed:
                 for ctx, failure, decision in failed:
+                    if self._eos:
+                        followups.discard(part, ctx.offset)
                     self.intake.route_failure(part, ctx, failure, decision)
 
     def finish(self, part: Part, offset: int) -> None:
@@ -429,13 +441,22 @@ class Worker:
         return self.parts.get(where)
 
     def _busy(self, part: Part) -> bool:
-        """Jobs running, or records of it waiting for the broker."""
+        """Jobs running, or records of it waiting for the broker (exactly-once: they wait
+        for the commit instead)."""
+        if self._eos:
+            return bool(part.tasks)
         return bool(part.tasks or part.acks or self.followups.unacked(part))
 
     def _count_in_flight(self) -> None:
         self.in_flight = sum(p.tracker.in_flight for p in self.parts.values())
 
     def _store(self) -> None:
+        if self._eos:
+            self._touched.clear()
+            due = self._finished - self._finished_at_commit >= self.settings.commit_every
+            if due or time.monotonic() - self._txn_at >= self.settings.commit_interval:
+                self._commit_txn()
+            return
         if not self._touched:
             return
         by_consumer: dict[Any, list[Any]] = {}
@@ -453,6 +474,14 @@ class Worker:
         if self._finished - self._finished_at_commit >= self.settings.commit_every:
             self._finished_at_commit = self._finished
             self._commit(asynchronous=True)
+
+    def _commit_txn(self) -> None:
+        """Exactly-once: one transaction with every finished offset and its records."""
+        self._finished_at_commit = self._finished
+        self._txn_at = time.monotonic()
+        tps = self.outbox.commit(list(self.parts.values()), self.followups)
+        if tps and self.bus.wants(CommitDone):
+            self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps)))
 
     def _consumers(self) -> list[Any]:
         return [c for c in (self.consumer, self.waiter) if c is not None]
@@ -515,7 +544,9 @@ class Worker:
             self.outbox.poll(0.01)
         self._drain()
         offsets = []
-        for part in parts:
+        if self._eos:
+            self._commit_txn()  # in the current generation: a zombie's fails (fenced)
+        for part in [] if self._eos else parts:
             pos = part.tracker.commit_position()
             if pos is not None:
                 offsets.append(TopicPartition(part.topic, part.partition, pos))
@@ -540,6 +571,8 @@ class Worker:
         for part in parts:
             part.gone = True
             self.followups.forget(part)
+            if self._eos:
+                self.outbox.forget(part)
             self._touched.discard(part)
             self.parts.pop((part.topic, part.partition), None)
         self._count_in_flight()
@@ -576,9 +609,12 @@ class Worker:
                 self._store()
                 self.outbox.poll(0)
             self._drain()
-            self._store()
-            if self.parts:
-                self._commit(asynchronous=False)
+            if self._eos:
+                self._commit_txn()
+            else:
+                self._store()
+                if self.parts:
+                    self._commit(asynchronous=False)
             if self.outbox is not None:
                 self.outbox.flush(max(1.0, deadline - time.monotonic()))
             if self.status is not None:
@@ -590,6 +626,8 @@ class Worker:
                 self.executor.shutdown()
             if self.followups is not None:
                 self.followups.close()
+            if self._eos and self.outbox is not None:
+                self.outbox.close()  # aborts a transaction a failure left open
             self.bus.emit(WorkerStopped(reason, time.monotonic() - self._started_at))
 
 

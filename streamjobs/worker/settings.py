@@ -39,6 +39,8 @@ class WorkerSettings:
     connect_timeout   seconds the start-up metadata request may wait (BrokerUnavailable after)
     consumer_config   extra librdkafka consumer settings (win over ours)
     schedules         take part in firing the catalogue's schedules (docs/catalogue.md)
+    exactly_once      Kafka transactions: follow-ups, retry/dead-letter records and consumed
+                      offsets commit atomically per batch (worker/transactions.py)
     """
 
     concurrency: int = 8
@@ -59,6 +61,7 @@ class WorkerSettings:
     connect_timeout: float = 10.0
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     schedules: bool = True
+    exactly_once: bool = False
 
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")

@@ -84,3 +84,9 @@ def read_all(env: Env, topic: str, *, committed: bool = False, idle: float = 3.0
 
 def meta(m: Any) -> h.JobMeta:
     return h.JobMeta.from_headers(m.headers() or [], m.timestamp()[1])
+
+
+def at_end(env: Env, topic: str) -> bool:
+    """The group's committed offsets are at the end of every non-empty partition."""
+    committed = env.committed(topic)
+    return all(committed[p] == end for p, end in env.end_offsets(topic).items() if end)

@@ -12,7 +12,7 @@ from streamjobs import headers as h
 from streamjobs.retry import dlq_topic
 from tests.conftest import wait_for
 
-from .followup_support import ChainWorker, chain_env, meta, read_all
+from .followup_support import ChainWorker, at_end, chain_env, meta, read_all
 from .worker_support import Env, env_fixture  # noqa: F401
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -61,7 +61,7 @@ def test_parent_offset_waits_for_followup_ack(env: Env,
     w = ChainWorker(env, monkeypatch, commit_interval=0.2)
     try:
         wait_for(lambda: first in {x["id"] for x in env.lines()}, 40, what="first parent")
-        wait_for(lambda: _at_end(env, parents), 20, what="first commit")
+        wait_for(lambda: at_end(env, parents), 20, what="first commit")
         _topic_config(env, child, "max.message.bytes", "64")
         before = env.committed(parents)
         ids = [env.emit("parent", key=f"k{i}") for i in range(3)]
@@ -74,7 +74,7 @@ def test_parent_offset_waits_for_followup_ack(env: Env,
             committed, ends)
         assert len(read_all(env, child, idle=1)) == 1
         _topic_config(env, child, "max.message.bytes", "1048588")
-        wait_for(lambda: _at_end(env, parents), 40, what="commits")
+        wait_for(lambda: at_end(env, parents), 40, what="commits")
     finally:
         w.stop()
     assert env.end_offsets(parents) == ends
@@ -113,8 +113,3 @@ def _topic_config(env: Env, topic: str, name: str, value: str) -> None:
     for fut in env.admin.incremental_alter_configs([res]).values():
         fut.result(timeout=30)
 
-
-def _at_end(env: Env, topic: str) -> bool:
-    """The group's committed offsets are at the end of every non-empty partition."""
-    committed = env.committed(topic)
-    return all(committed[p] == end for p, end in env.end_offsets(topic).items() if end)
