@@ -38,6 +38,7 @@ from .outbox import Outbox, Outgoing
 __all__ = ["TransactionalOutbox", "transactional_id"]
 
 _log = logging.getLogger("streamjobs.worker")
+TXN_ABORT_AFTER_MS = 10_000
 TXN_TIMEOUT = 30.0  # seconds a begin/send-offsets/commit call may wait for the coordinator
 # Codes meaning this producer (or its consumer's generation) is no longer the owner.
 _FENCED = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH",
@@ -53,7 +54,10 @@ def transactional_id(group_id: str) -> str:
 class TransactionalOutbox(Outbox):
     def __init__(self, settings: dict[str, Any], tid: str, *, timeout: float,
                  finish: Callable[[Any, int], None]) -> None:
-        super().__init__({**settings, "transactional.id": tid})
+        # A killed worker's open transaction holds back read_committed readers of its
+        # partitions (the retry tiers too) until the coordinator aborts it: after this long.
+        super().__init__({"transaction.timeout.ms": TXN_ABORT_AFTER_MS, **settings,
+                          "transactional.id": tid})
         self._finish = finish  # marks a consumed record finished (the worker's tracker)
         self.tid = tid
         self.timeout = timeout
