@@ -581,7 +581,8 @@ class Worker:
 
     def _drained(self, running_for: float) -> bool:
         """Burst mode: nothing in flight and every assigned partition read to its end."""
-        if self.in_flight or self.outbox.pending or any(p.tasks for p in self.parts.values()):
+        if (self.in_flight or self.outbox.pending or self.followups.held
+                or any(p.tasks for p in self.parts.values())):
             return False
         if not self.parts:
             return running_for > 10.0  # this member got no partitions
