@@ -59,8 +59,10 @@ from .backlog import read_to_end, sample_lag
 from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
+from .failures import Decision, Failure
 from .followups import FollowUps
 from .intake import Intake, Part
+from .keyhold import HELD_CLASS, KeyHold
 from .ordering import Lanes
 from .outbox import Outbox
 from .pauses import Pauses
@@ -122,6 +124,9 @@ class Worker:
         self.status: StatusRecorder | None = None  # None: no status record is written
         self.uniqueness: Any = None
         self.followups: Any = None  # what handlers emit with ctx.emit (followups.py)
+        # --ordering key-strict: keys waiting behind a job being retried (keyhold.py)
+        self.keyhold = (KeyHold(self.settings.key_dead_letter)
+                        if self.settings.ordering == "key-strict" else None)
         self.scheduler: Scheduler | None = None  # when the catalogue has schedules
 
     # -- public -------------------------------------------------------------------------------
@@ -368,7 +373,8 @@ class Worker:
                 part.tasks += 1
                 submit(part, part, chunk, part.is_async)
             return
-        if ordering == "key":
+        if ordering in ("key", "key-strict"):
+            hold = self.keyhold
             by_key: dict[bytes | None, tuple[list[JobContext], list[int]]] = {}
             for ctx, offset in zip(jobs, offsets, strict=True):
                 group = by_key.get(ctx.key)
@@ -380,6 +386,14 @@ class Worker:
                 if key is None:
                     self._unordered(part, group_jobs, group_offsets)
                     continue
+                if hold is not None:
+                    for ctx in group_jobs:
+                        if hasattr(ctx, "_part"):
+                            hold.guard(ctx)
+                    if hold.is_blocked(part, key):
+                        for ctx in group_jobs:
+                            hold.wait(part, ctx)
+                        continue
                 lane: Hashable = (part, key)
                 chunk = (group_jobs, group_offsets)
                 if self.lanes.offer(lane, chunk):
@@ -409,6 +423,8 @@ class Worker:
         # completion, so each of these n has its follow-ups registered by take().
         n = len(completions)
         followups.take(self._part_of)
+        if self.keyhold is not None:
+            self.keyhold.fire(self.dispatch)
         for _ in range(n):
             part, done, failed, ended, ok = completions.popleft()
             if ended:
@@ -428,7 +444,40 @@ class Worker:
                 for ctx, failure, decision in failed:
                     if self._eos:
                         followups.discard(part, ctx.offset)
+                    if self.keyhold is not None and self._held(part, ctx, failure, decision):
+                        continue
                     self.intake.route_failure(part, ctx, failure, decision)
+
+    def _held(self, part: Part, ctx: JobContext, failure: Failure,
+              decision: Decision) -> bool:
+        """key-strict: a failure kept in its key's order (True), or one for the failure
+        router (False; a dead letter then releases or dead-letters the jobs behind it)."""
+        hold = self.keyhold
+        assert hold is not None
+        if ctx.key is None or not hasattr(ctx, "_part"):
+            return False  # no key (or a foreign record): as with --ordering key
+        if failure.error_class == HELD_CLASS:
+            what = hold.held(part, ctx)
+            if what == "run":
+                self.dispatch(part, [ctx])
+            elif what == "dead":
+                self._key_held(part, ctx, "")
+            return True
+        if decision.delay is not None and hold.is_blocked(part, ctx.key):
+            hold.retry_later(part, ctx, decision.delay)
+            return True
+        self.intake.route_failure(part, ctx, failure, decision)
+        behind = hold.dead_lettered(part, ctx.key)
+        if behind and hold.on_dead_letter == "release":
+            self.dispatch(part, behind)
+        for job in behind if hold.on_dead_letter == "hold" else ():
+            self._key_held(part, job, ctx.job_id)
+        return True
+
+    def _key_held(self, part: Part, ctx: JobContext, behind: str) -> None:
+        self.intake.route_failure(part, ctx, Failure(
+            "KeyHeld", f"dead-lettered behind job {behind or 'earlier'} of the same key"),
+            Decision(reason="key_held"))
 
     def finish(self, part: Part, offset: int) -> None:
         """One record is finished (a failure's record was acknowledged)."""
@@ -571,6 +620,8 @@ class Worker:
         for part in parts:
             part.gone = True
             self.followups.forget(part)
+            if self.keyhold is not None:
+                self.keyhold.forget(part)
             if self._eos:
                 self.outbox.forget(part)
             self._touched.discard(part)

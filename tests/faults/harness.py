@@ -179,8 +179,9 @@ class Scenario:
         """Passed to emit so each record gets a per-message callback (``_per_message``)."""
 
     def emit(self, count: int, *, rate: float | None = None, work_ms: int = 0,
-             fail_permille: int = 0) -> threading.Thread:
-        """Emit ``count`` jobs at ``rate`` per second (None: as fast as possible) in a thread."""
+             fail_permille: int = 0, keys: int | None = None) -> threading.Thread:
+        """Emit ``count`` jobs at ``rate`` per second (None: as fast as possible) in a thread;
+        ``keys``: spread over that many keys (default: a key per job)."""
         start_n = self._n
         self._n += count
         producer = self.producer
@@ -193,7 +194,8 @@ class Scenario:
                     ahead = t0 + i / rate - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
-                producer.emit(JOB, {"n": n, "key": f"k{n}", "work_ms": work_ms,
+                key = f"k{n % keys}" if keys else f"k{n}"
+                producer.emit(JOB, {"n": n, "key": key, "work_ms": work_ms,
                                     "fail_permille": fail_permille},
                               on_delivery=self._delivered)
                 self.emitted += 1
