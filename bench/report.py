@@ -106,6 +106,8 @@ ROWS: list[Row] = [
      ("R_eos_alo",), ">= 0.5", lambda v: v >= 0.5),
     ("follow-ups: at-least-once / no follow-ups throughput", "followups", ("R_alo_none",), "",
      None),
+    ("key-strict / key ordering throughput, 1% of jobs retried", "followups",
+     ("R_strict_key",), ">= 0.8", lambda v: v >= 0.8),
     ("async handlers awaiting 20 ms, concurrency 500: rate / Little's-law limit", "handlers",
      ("io_async", "ratio"), ">= 0.9", lambda v: v >= 0.9),
     ("async handlers awaiting 20 ms, concurrency 500 (jobs/s; limit 25,000)", "handlers",

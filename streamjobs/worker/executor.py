@@ -31,6 +31,7 @@ from ..events import (
 )
 from .context import JobContext, bind_thread
 from .failures import Decision, Failure, decide, describe
+from .keyhold import HELD_DECISION, HELD_FAILURE, KeyHeld
 from .ordering import Lanes
 
 __all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
@@ -503,6 +504,8 @@ class Executor:
 
     def _failed(self, ctx: JobContext, exc: BaseException, duration: float,
                 want_failed: bool) -> FailedJob:
+        if type(exc) is KeyHeld:  # it did not run: no event, no traceback (keyhold.py)
+            return ctx, HELD_FAILURE, HELD_DECISION
         job = ctx._job
         failure = describe(exc)
         decision = decide(exc, ctx.attempt, job.retry, job.permanent_errors)

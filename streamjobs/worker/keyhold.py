@@ -18,8 +18,8 @@ stays below the blocked job: other keys' finished jobs above it run again after 
 (at-least-once).
 
 The blocking is decided on the handler thread (``guard``), so a key's next job in the same
-chunk already sees it; that job is handed back as failed with ``KeyHeld`` (one ``JobFailed``
-event) and queued.
+chunk already sees it; that job is handed back with ``KeyHeld`` (no event: it did not run)
+and queued.
 """
 
 from __future__ import annotations
@@ -33,12 +33,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .app import Handler
-from .failures import decide
+from .failures import Decision, Failure, decide
 
 __all__ = ["HOLD_MODES", "KeyHeld", "KeyHold"]
 
 HOLD_MODES = ("release", "hold")
 HELD_CLASS = "streamjobs.worker.keyhold.KeyHeld"
+# What the executor reports for a job that raised KeyHeld (it never ran).
+HELD_FAILURE = Failure(HELD_CLASS, "its key waits behind a job being retried")
+HELD_DECISION = Decision(delay=0.0)
 
 
 class KeyHeld(Exception):
@@ -139,6 +142,11 @@ class KeyHold:
     def retry_later(self, part: Any, ctx: Any, delay: float) -> None:
         """The blocked job runs again after ``delay`` seconds."""
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), part, ctx))
+
+    @property
+    def due(self) -> float | None:
+        """When the next blocked job runs again (``time.monotonic``), if any."""
+        return self._timers[0][0] if self._timers else None
 
     def fire(self, dispatch: Callable[[Any, list[Any]], None]) -> None:
         """Run the blocked jobs whose delay is over, each followed by its key's waiting

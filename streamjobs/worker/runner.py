@@ -323,6 +323,8 @@ class Worker:
                 timeout = min(timeout, WAIT_SWEEP_EVERY)
             if next_wake is not None:
                 timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
+            if self.keyhold is not None and self.keyhold.due is not None:
+                timeout = max(0.0, min(timeout, self.keyhold.due - now))
             room = max_in_flight - self.in_flight
             msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
             if msgs:
