@@ -29,9 +29,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
-
 from .. import headers as h
+from ..connection import ClientError, TopicPartition, code_of, translate
 from ..errors import KafkaError, ProducerFenced
 from .outbox import Outbox, Outgoing
 
@@ -68,7 +67,7 @@ class TransactionalOutbox(Outbox):
         self.held: dict[Any, dict[int, list[Outgoing]]] = {}
         try:
             self.producer.init_transactions(timeout)
-        except KafkaException as exc:
+        except ClientError as exc:
             raise _error(exc, tid, "cannot start transactions") from None
 
     def send(self, out: Outgoing) -> None:
@@ -120,7 +119,7 @@ class TransactionalOutbox(Outbox):
                 self.producer.send_offsets_to_transaction(
                     tps, consumer.consumer_group_metadata(), self.timeout)
             self.producer.commit_transaction(self.timeout)
-        except KafkaException as exc:
+        except ClientError as exc:
             self.broken = True
             self._abort()
             raise _error(exc, self.tid, "transaction not committed") from None
@@ -153,7 +152,7 @@ class TransactionalOutbox(Outbox):
         self.open = False
         try:
             self.producer.abort_transaction(self.timeout)
-        except KafkaException as exc:
+        except ClientError as exc:
             _log.error("could not abort the transaction of %s: %s", self.tid, exc)
 
     def flush(self, timeout: float) -> int:
@@ -166,11 +165,10 @@ class TransactionalOutbox(Outbox):
         self._abort()
 
 
-def _error(exc: KafkaException, tid: str, what: str) -> KafkaError:
+def _error(exc: ClientError, tid: str, what: str) -> KafkaError:
     err = exc.args[0] if exc.args else None
-    code = err.name() if err is not None and hasattr(err, "name") else None
-    text = f"{what} ({tid}): {err.str() if err is not None and hasattr(err, 'str') else exc}"
     fatal = err is not None and hasattr(err, "fatal") and err.fatal()
-    if fatal or code in _FENCED:
-        return ProducerFenced(text, transactional_id=tid)
-    return KafkaError(text, code=code)
+    if fatal or code_of(exc) in _FENCED:
+        detail = err.str() if err is not None and hasattr(err, "str") else exc
+        return ProducerFenced(f"{what} ({tid}): {detail}", transactional_id=tid)
+    return translate(exc, f"{what} ({tid})")
