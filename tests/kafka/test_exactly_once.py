@@ -9,7 +9,7 @@ import time
 import pytest
 
 from streamjobs import headers as h
-from streamjobs.retry import retry_topic
+from streamjobs.names import retry_topic
 from tests.conftest import wait_for
 
 from .followup_support import CHAIN_APP, ChainWorker, at_end, chain_env, meta, read_all

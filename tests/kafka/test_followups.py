@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from streamjobs import headers as h
-from streamjobs.retry import dlq_topic
+from streamjobs.names import dlq_topic
 from tests.conftest import wait_for
 
 from .followup_support import ChainWorker, at_end, chain_env, meta, read_all

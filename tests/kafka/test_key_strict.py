@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamjobs import headers as h
-from streamjobs.retry import dlq_topic
+from streamjobs.names import dlq_topic
 from tests.conftest import wait_for
 
 from .followup_support import read_all
