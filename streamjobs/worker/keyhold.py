@@ -29,7 +29,7 @@ import itertools
 import threading
 import time
 from bisect import insort
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .app import Handler
@@ -118,6 +118,30 @@ class KeyHold:
         return Handler(handler.job_type, run, False, handler.timeout)
 
     # -- poll thread --------------------------------------------------------------------------
+
+    def admit(self, part: Any, jobs: list[Any],
+              offsets: Sequence[int] | None) -> tuple[list[Any], Sequence[int] | None]:
+        """At dispatch (poll thread): guard every job and keep back, waiting, those of a
+        blocked key; returns the others (and their offsets when given)."""
+        with self._lock:
+            blocked = {k for p, k in self._blocked if p is part}
+        keep: list[Any] = []
+        kept: list[int] = []
+        offs = offsets if offsets is not None else [ctx.offset for ctx in jobs]
+        for ctx, offset in zip(jobs, offs, strict=True):
+            if not hasattr(ctx, "_part"):
+                keep.append(ctx)  # a foreign record: as with --ordering key
+                kept.append(offset)
+                continue
+            self.guard(ctx)
+            if ctx.key is not None and ctx.key in blocked:
+                self.wait(part, ctx)
+            else:
+                keep.append(ctx)
+                kept.append(offset)
+        if len(keep) == len(jobs):
+            return jobs, offsets
+        return keep, kept if offsets is not None else None
 
     def is_blocked(self, part: Any, key: bytes) -> bool:
         with self._lock:

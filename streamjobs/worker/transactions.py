@@ -52,11 +52,16 @@ def transactional_id(group_id: str) -> str:
 
 class TransactionalOutbox(Outbox):
     def __init__(self, settings: dict[str, Any], tid: str, *, timeout: float,
-                 finish: Callable[[Any, int], None]) -> None:
+                 finish: Callable[[Any, int], None],
+                 make: Callable[[dict[str, Any]], Any] | None = None) -> None:
         # A killed worker's open transaction holds back read_committed readers of its
         # partitions (the retry tiers too) until the coordinator aborts it: after this long.
-        super().__init__({"transaction.timeout.ms": TXN_ABORT_AFTER_MS, **settings,
-                          "transactional.id": tid})
+        conf = {"transaction.timeout.ms": TXN_ABORT_AFTER_MS, **settings,
+                "transactional.id": tid}
+        if make is None:
+            super().__init__(conf)
+        else:
+            super().__init__(conf, make)
         self._finish = finish  # marks a consumed record finished (the worker's tracker)
         self.tid = tid
         self.timeout = timeout
