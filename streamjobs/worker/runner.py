@@ -76,6 +76,7 @@ from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
+from .throttle import FETCH_WAIT_MS, Throttle
 from .transactions import TXN_TIMEOUT, TransactionalOutbox, transactional_id
 from .uniqueness import Uniqueness
 
@@ -138,6 +139,7 @@ class Worker:
         self.keyhold = (KeyHold(self.settings.key_dead_letter)
                         if self.settings.ordering == "key-strict" else None)
         self.scheduler: Scheduler | None = None  # when the catalogue has schedules
+        self.throttle: Throttle | None = None  # rate/concurrency limits, breakers (throttle.py)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -183,6 +185,8 @@ class Worker:
         }
         if self._eos:  # offsets commit in the producer's transactions
             conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
+        if Throttle.wanted(r.job for r in self.routes.by_type.values()):
+            conf["fetch.wait.max.ms"] = FETCH_WAIT_MS  # a released partition's next fetch
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
         else:
@@ -214,6 +218,11 @@ class Worker:
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
         self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
+        self.throttle = Throttle.of(
+            [r.job for r in self.routes.by_type.values()],
+            {t: len(tm.partitions) for t in self.routes.job_topics
+             if (tm := meta.topics.get(t)) is not None},
+            self.bus, self._pauses, self.parts.values, s.concurrency)
         self.broker.started()
         producer = {**base, "error_cb": self._on_kafka_error,
                     **self.kafka.role_settings("producer")}
@@ -230,7 +239,7 @@ class Worker:
                              records_status=self.status is not None)
         self.intake = Intake(self.routes, Codec(self.app.catalogue, registry=(
             SchemaRegistry(self.registry) if self.registry is not None else None)),
-            self.router, self.bus, s.wake_horizon)
+            self.router, self.bus, s.wake_horizon, self.throttle)
         topics = self.routes.subscriptions()
         callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
                      "on_lost": self._on_lost}
@@ -342,6 +351,10 @@ class Worker:
                 timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
             if self.keyhold is not None and self.keyhold.due is not None:
                 timeout = max(0.0, min(timeout, self.keyhold.due - now))
+            if self.throttle is not None:
+                held = self.throttle.next_wake_ms(self.parts.values())
+                if held is not None:
+                    timeout = max(0.0, min(timeout, (held - now_ms) / 1000.0))
             room = max_in_flight - self.in_flight
             msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
             if msgs:
@@ -416,6 +429,8 @@ class Worker:
                  offsets: Sequence[int] | None = None) -> None:
         """Hand a partition's jobs to lanes and the executor (``ordering.dispatch``); with
         ``key-strict`` the jobs of a key waiting behind a retried job stay back (keyhold.py)."""
+        if offsets is None and self.throttle is not None:
+            self.throttle.waited(part, jobs)  # wait-tier jobs that fell due
         ordering = self.settings.ordering
         if self.keyhold is not None:
             jobs, offsets = self.keyhold.admit(part, jobs, offsets)
@@ -447,6 +462,8 @@ class Worker:
                 status.succeeded(part, ok)
             if part.gone:
                 continue
+            if self.throttle is not None:
+                self.throttle.finished(part, done, failed)
             if done:
                 if followups.pending:
                     done = followups.gate(part, done)
@@ -499,6 +516,8 @@ class Worker:
             part.tracker.done(offset)
             self._touched.add(part)
             self._finished += 1
+            if self.throttle is not None:
+                self.throttle.release(part, offset)
 
     def _part_of(self, where: tuple[str, int]) -> Part | None:
         return self.parts.get(where)
@@ -639,6 +658,8 @@ class Worker:
             if self._eos:
                 self.outbox.forget(part)
             self._touched.discard(part)
+            if self.throttle is not None:
+                self.throttle.forget(part)
             self.parts.pop((part.topic, part.partition), None)
         self._count_in_flight()
 
