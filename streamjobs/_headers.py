@@ -43,6 +43,9 @@ Reprocess link (records re-published by ``streamjobs dlq reprocess``):
 
 Replay link (records re-emitted by ``streamjobs replay range``):
     sj-replayed-from      "<topic>/<partition>/<offset>"
+
+Follow-up link (jobs a handler emitted with ``ctx.emit``):
+    sj-parent-id          the job id of the job whose handler emitted it
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ __all__ = [
     "ORIG_PARTITION",
     "ORIG_TIMESTAMP",
     "ORIG_TOPIC",
+    "PARENT_ID",
     "REPLAYED_FROM",
     "REPROCESSED_FROM",
     "SCHEDULE",
@@ -116,6 +120,7 @@ DLQ_REASON = "sj-dlq-reason"
 DLQ_AT = "sj-dlq-at"
 REPROCESSED_FROM = "sj-reprocessed-from"
 REPLAYED_FROM = "sj-replayed-from"
+PARENT_ID = "sj-parent-id"
 SCHEDULE = "sj-schedule"
 TICK = "sj-tick"
 

@@ -50,7 +50,7 @@ _TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0
                           r"-[0-9a-f]{2}$")
 # Set by emit itself; a caller's value would contradict ours.
 _RESERVED = frozenset({h.META, h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, h.DUE_AT,
-                       h.TARGET, h.TRACEPARENT})
+                       h.TARGET, h.TRACEPARENT, h.PARENT_ID})
 # Upper bound of what Kafka adds around key, value and headers in a one-record batch:
 # 61 bytes of batch header, record varints, 2 length varints per header (<= 4 bytes each).
 _BATCH_OVERHEAD = 61 + 30

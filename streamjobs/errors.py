@@ -21,6 +21,7 @@
     ├── GroupActive              a group with live members: its offsets cannot be moved
     ├── DevBrokerError           the local development broker (``streamjobs dev``)
     ├── JobTimeout               a handler ran past its job type's timeout (retried)
+    ├── NotInWorker              ``ctx.emit`` called outside a worker's handler
     ├── JobFailure               raised by handlers to steer the failure path
     │   ├── Retry                retry this job after a given delay
     │   └── PermanentError       do not retry; dead-letter at once
@@ -46,6 +47,7 @@ __all__ = [
     "JobFailure",
     "JobTimeout",
     "KafkaError",
+    "NotInWorker",
     "PayloadError",
     "PermanentError",
     "ProducerFenced",
@@ -241,6 +243,10 @@ class JobTimeout(StreamjobsError):
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         super().__init__(f"handler ran past its timeout of {timeout_s:g}s")
+
+
+class NotInWorker(StreamjobsError):
+    """``ctx.emit`` was called outside a worker's handler threads or event loop."""
 
 
 class JobFailure(StreamjobsError):

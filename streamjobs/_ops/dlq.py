@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 REASONS = ("decode_error", "unknown_schema", "unknown_type", "missing_headers", "max_attempts",
-           "permanent_error")
+           "permanent_error", "key_held")  # key_held: behind its key's dead letter (key-strict)
 
 # Headers the failure path added: dropped when a dead letter is re-published, so the job runs
 # as new (scheduling headers too: a dead letter read from a wait tier carries them).

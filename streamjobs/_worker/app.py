@@ -32,8 +32,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class App:
     def __init__(self, schemas: str | Path | Catalogue = "schemas", *, name: str | None = None,
-                 topic_prefix: str | None = None) -> None:
+                 topic_prefix: str | None = None, exactly_once: bool = False) -> None:
         self._schemas = schemas
+        # Run this app's workers in exactly-once mode (_worker/transactions.py) even without
+        # ``--exactly-once`` / ``STREAMJOBS_EXACTLY_ONCE``.
+        self.exactly_once = exactly_once
         self._loaded: Catalogue | None = schemas if isinstance(schemas, Catalogue) else None
         self.name = name
         self.topic_prefix = (Settings.from_env().topic_prefix if topic_prefix is None

@@ -7,18 +7,29 @@ use: binding a structlog logger per job would cost more than a no-op handler.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .. import _headers as h
+from ..errors import NotInWorker
 
 if TYPE_CHECKING:
     from .._schemas.catalogue import JobType
 
-__all__ = ["Handler", "HandlerFunc", "JobContext", "RecordContext"]
+__all__ = ["Handler", "HandlerFunc", "JobContext", "RecordContext", "bind_thread"]
+
+# The executor whose thread (or event loop) this is: where ``ctx.emit`` hands follow-ups.
+_bound = threading.local()
+
+
+def bind_thread(executor: Any) -> None:
+    """Called once by each handler thread (and the asyncio loop's) of an executor."""
+    _bound.executor = executor
 
 
 class JobContext:
@@ -66,6 +77,23 @@ class JobContext:
     def header(self, name: str) -> str | None:
         """Last value of header ``name`` as text."""
         return h.get(self.headers, name)
+
+    def emit(self, job_type: str, payload: Mapping[str, Any], *,
+             key: str | bytes | None = None, headers: Mapping[str, str | bytes] | None = None,
+             traceparent: str | None = None, delay: float | timedelta | None = None,
+             run_at: datetime | None = None, job_id: str | None = None) -> str:
+        """Emit a follow-up job; returns its id. Validated like ``Producer.emit`` (raises
+        with nothing sent); carries this job's ``traceparent`` (unless given) and
+        ``sj-parent-id``. This job's offset is finished only once the broker acknowledged
+        the follow-up (exactly-once: they commit in one transaction). See docs/worker.md."""
+        executor = getattr(_bound, "executor", None)
+        followups = getattr(executor, "followups", None)
+        if followups is None:
+            raise NotInWorker("ctx.emit works inside a worker's handlers only")
+        result: str = followups.emit(self, job_type, payload, key=key, headers=headers,
+                                     traceparent=traceparent, delay=delay, run_at=run_at,
+                                     job_id=job_id)
+        return result
 
     def __repr__(self) -> str:
         return (f"JobContext(job_id={self.job_id!r}, job_type={self.job_type!r}, "

@@ -29,8 +29,9 @@ from ..events import (
     JobSucceeded,
     JobTimedOut,
 )
-from .context import JobContext
+from .context import JobContext, bind_thread
 from .failures import Decision, Failure, decide, describe
+from .keyhold import HELD_DECISION, HELD_FAILURE, KeyHeld
 from .ordering import Chunk, Lanes
 
 __all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
@@ -56,6 +57,7 @@ class Executor:
         self.track_running = False
         self.running: list[JobContext | None] = [None] * concurrency
         self.running_async: set[JobContext] = set()
+        self.followups: Any = None  # where ctx.emit hands follow-ups (followups.py)
         self._tasks: queue.SimpleQueue[tuple[Any, Hashable | None, Chunk] | None] = (
             queue.SimpleQueue())
         self._threads = [threading.Thread(target=self._thread_main, args=(i,),
@@ -104,6 +106,7 @@ class Executor:
     # -- sync ---------------------------------------------------------------------------------
 
     def _thread_main(self, slot: int) -> None:
+        bind_thread(self)
         get = self._tasks.get
         while True:
             task = get()
@@ -298,6 +301,7 @@ class Executor:
     def _loop_main(self, ready: threading.Event) -> None:
         assert self._loop is not None
         asyncio.set_event_loop(self._loop)
+        bind_thread(self)
         ready.set()
         try:
             self._loop.run_forever()
@@ -497,6 +501,8 @@ class Executor:
 
     def _failed(self, ctx: JobContext, exc: BaseException, duration: float,
                 want_failed: bool) -> FailedJob:
+        if type(exc) is KeyHeld:  # it did not run: no event, no traceback (keyhold.py)
+            return ctx, HELD_FAILURE, HELD_DECISION
         job = ctx._job
         failure = describe(exc)
         decision = decide(exc, ctx.attempt, job.retry, job.permanent_errors)

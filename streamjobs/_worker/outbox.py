@@ -42,6 +42,9 @@ class Outgoing:
     partition: int = -1  # -1: librdkafka's partitioner (by key)
     # (partition, offset) the broker gave it, set before on_ack runs
     where: tuple[int, int] | None = None
+    # (part, offset) of the consumed record it answers; exactly-once holds it until that
+    # offset commits (transactions.py)
+    cause: tuple[Any, int] | None = None
 
 
 class Outbox:
@@ -58,10 +61,12 @@ class Outbox:
         self.pending += 1
         self._produce(out)
 
-    def carry(self, routed: Routed, recorder: Any, done: Callable[[], None]) -> None:
+    def carry(self, routed: Routed, recorder: Any, done: Callable[[], None],
+              cause: tuple[Any, int] | None = None) -> None:
         """Produce a failure's record (``router.Routed``) and, when ``recorder`` (the status
         recorder, or None) records it, its status record; ``done`` runs once both are
-        acknowledged. A dead letter's status is written again with its place once known."""
+        acknowledged. A dead letter's status is written again with its place once known.
+        ``cause``: the (part, offset) it answers (``Outgoing.cause``)."""
         status = routed.status if recorder is not None else None
         waiting = 1 if status is None else 2
         out: Outgoing | None = None
@@ -83,7 +88,8 @@ class Outbox:
             partition, skey, svalue = recorder.record(*status)
             self.send(Outgoing(recorder.topic, skey, svalue, [], acked, partition))
         on_ack = dead_letter_acked if status is not None and status[2].state == "dead" else acked
-        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, on_ack)
+        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, on_ack,
+                       cause=cause)
         self.send(out)
 
     def _produce(self, out: Outgoing) -> None:

@@ -64,7 +64,10 @@ from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
 from .clients import Clients
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
+from .failures import Decision, Failure
+from .followups import FollowUps
 from .intake import Intake, Taken, announce
+from .keyhold import HELD_CLASS, KeyHold
 from .ordering import Lanes, dispatch
 from .outbox import Outbox
 from .partition import Part, Pauses
@@ -74,6 +77,7 @@ from .scheduler import Scheduler
 from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
 from .throttle import FETCH_WAIT_MS, Throttle
+from .transactions import TXN_TIMEOUT, TransactionalOutbox, transactional_id
 from .uniqueness import Uniqueness
 
 __all__ = [
@@ -118,6 +122,8 @@ class Worker:
         self._touched: set[Part] = set()
         self._finished = 0
         self._finished_at_commit = 0
+        self._eos = self.settings.exactly_once or app.exactly_once
+        self._txn_at = 0.0  # exactly-once: when the last transaction committed (monotonic)
         self.broker = BrokerWatch(self.bus)
         self._signals = 0
         self._started_at = time.monotonic()
@@ -128,6 +134,10 @@ class Worker:
         self.intake: Any = None
         self.status: StatusRecorder | None = None  # None: no status record is written
         self.uniqueness: Any = None
+        self.followups: Any = None  # what handlers emit with ctx.emit (followups.py)
+        # --ordering key-strict: keys waiting behind a job being retried (keyhold.py)
+        self.keyhold = (KeyHold(self.settings.key_dead_letter)
+                        if self.settings.ordering == "key-strict" else None)
         self.scheduler: Scheduler | None = None  # when the catalogue has schedules
         self.throttle: Throttle | None = None  # rate/concurrency limits, breakers (throttle.py)
 
@@ -173,6 +183,8 @@ class Worker:
             # broker.
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
+        if self._eos:  # offsets commit in the producer's transactions
+            conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
         if Throttle.wanted(r.job for r in self.routes.by_type.values()):
             conf["fetch.wait.max.ms"] = FETCH_WAIT_MS  # a released partition's next fetch
         if s.group_protocol == "consumer":
@@ -212,11 +224,17 @@ class Worker:
              if (tm := meta.topics.get(t)) is not None},
             self.bus, self._pauses, self.parts.values, s.concurrency)
         self.broker.started()
-        self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
-                              **self.kafka.role_settings("producer")}, self.clients.producer)
+        producer = {**base, "error_cb": self._on_kafka_error,
+                    **self.kafka.role_settings("producer")}
+        self.outbox = (TransactionalOutbox(producer, transactional_id(self.group_id),
+                                           timeout=max(s.connect_timeout, TXN_TIMEOUT),
+                                           finish=self.finish, make=self.clients.producer)
+                       if self._eos else Outbox(producer, self.clients.producer))
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self._start_status(meta)
+        self.followups = self.executor.followups = FollowUps(
+            self.outbox, self.finish, self._encoder, transactional=self._eos)
         self.router = Router(self.routes.tiers, h.hostname(), self.group_id,
                              records_status=self.status is not None)
         self.intake = Intake(self.routes, Codec(self.app.catalogue, registry=(
@@ -239,6 +257,12 @@ class Worker:
             scheduler.start()
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
 
+    def _encoder(self) -> Any:
+        # Producer's own validation and encoding for ctx.emit (its client sends nothing).
+        from .._producer import Producer
+        return Producer(self.app.catalogue, self.kafka, registry=self.registry,
+                        connect_timeout=self.settings.connect_timeout)
+
     def _on_kafka_error(self, err: Any) -> None:
         self.broker.on_error(err)  # readiness and the broker.unreachable event
         _kafka_log.on_error(err)  # and the line on streamjobs.kafka, like every other client
@@ -250,7 +274,8 @@ class Worker:
         prefix = self.app.catalogue.topic_prefix  # the app's prefix, applied to its catalogue
         own = ({**self.kafka.client_settings(), "error_cb": self._on_kafka_error,
                 **self.kafka.role_settings("producer")}
-               if "all" in modes else None)  # None: the outbox's client serves
+               if "all" in modes or self._eos  # a transactional client writes in
+               else None)  # transactions only; None: the outbox's client serves
         self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own,
                                              self.clients.producer)
         if self.status is not None and "all" in modes:
@@ -324,6 +349,8 @@ class Worker:
                 timeout = min(timeout, WAIT_SWEEP_EVERY)
             if next_wake is not None:
                 timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
+            if self.keyhold is not None and self.keyhold.due is not None:
+                timeout = max(0.0, min(timeout, self.keyhold.due - now))
             if self.throttle is not None:
                 held = self.throttle.next_wake_ms(self.parts.values())
                 if held is not None:
@@ -396,14 +423,21 @@ class Worker:
             if event is not None:
                 bus.emit(event)
 
-        self.outbox.carry(routed, self.status, done)
+        self.outbox.carry(routed, self.status, done, cause=(part, offset))
 
     def dispatch(self, part: Part, jobs: list[JobContext],
                  offsets: Sequence[int] | None = None) -> None:
-        """Hand a partition's jobs to lanes and the executor (``ordering.dispatch``)."""
+        """Hand a partition's jobs to lanes and the executor (``ordering.dispatch``); with
+        ``key-strict`` the jobs of a key waiting behind a retried job stay back (keyhold.py)."""
         if offsets is None and self.throttle is not None:
             self.throttle.waited(part, jobs)  # wait-tier jobs that fell due
-        dispatch(part, jobs, offsets, self.settings.ordering, self.lanes, self.executor.submit,
+        ordering = self.settings.ordering
+        if self.keyhold is not None:
+            jobs, offsets = self.keyhold.admit(part, jobs, offsets)
+            if not jobs:
+                return
+            ordering = "key"
+        dispatch(part, jobs, offsets, ordering, self.lanes, self.executor.submit,
                  self.settings.concurrency)
 
     # -- completions and offsets --------------------------------------------------------------
@@ -412,7 +446,14 @@ class Worker:
         completions = self.completions
         touched = self._touched
         status = self.status
-        while completions:
+        followups = self.followups
+        # Completions counted first: a handler hands its follow-ups over before its
+        # completion, so each of these n has its follow-ups registered by take().
+        n = len(completions)
+        followups.take(self._part_of)
+        if self.keyhold is not None:
+            self.keyhold.fire(self.dispatch)
+        for _ in range(n):
             part, done, failed, ended, ok = completions.popleft()
             if ended:
                 part.tasks -= 1
@@ -424,27 +465,80 @@ class Worker:
             if self.throttle is not None:
                 self.throttle.finished(part, done, failed)
             if done:
+                if followups.pending:
+                    done = followups.gate(part, done)
                 part.tracker.done_many(done)
                 touched.add(part)
                 self._finished += len(done)
             if failed:
                 for ctx, failure, decision in failed:
+                    if self._eos:
+                        followups.discard(part, ctx.offset)
+                    if self.keyhold is not None and self._held(part, ctx, failure, decision):
+                        continue
                     self._send(part, self.router.failed(ctx, failure, decision,
                                                         int(time.time() * 1000)))
 
+    def _held(self, part: Part, ctx: JobContext, failure: Failure,
+              decision: Decision) -> bool:
+        """key-strict: a failure kept in its key's order (True), or one for the failure
+        router (False; a dead letter then releases or dead-letters the jobs behind it)."""
+        hold = self.keyhold
+        assert hold is not None
+        if ctx.key is None or not hasattr(ctx, "_part"):
+            return False  # no key (or a foreign record): as with --ordering key
+        if failure.error_class == HELD_CLASS:
+            what = hold.held(part, ctx)
+            if what == "run":
+                self.dispatch(part, [ctx])
+            elif what == "dead":
+                self._key_held(part, ctx, "")
+            return True
+        if decision.delay is not None and hold.is_blocked(part, ctx.key):
+            hold.retry_later(part, ctx, decision.delay)
+            return True
+        self._send(part, self.router.failed(ctx, failure, decision, int(time.time() * 1000)))
+        behind = hold.dead_lettered(part, ctx.key)
+        if behind and hold.on_dead_letter == "release":
+            self.dispatch(part, behind)
+        for job in behind if hold.on_dead_letter == "hold" else ():
+            self._key_held(part, job, ctx.job_id)
+        return True
+
+    def _key_held(self, part: Part, ctx: JobContext, behind: str) -> None:
+        self._send(part, self.router.failed(ctx, Failure(
+            "KeyHeld", f"dead-lettered behind job {behind or 'earlier'} of the same key"),
+            Decision(reason="key_held"), int(time.time() * 1000)))
+
     def finish(self, part: Part, offset: int) -> None:
         """One record is finished (a failure's record was acknowledged)."""
-        if not part.gone:
+        if not part.gone and not self.followups.holds(part, offset):
             part.tracker.done(offset)
             self._touched.add(part)
             self._finished += 1
             if self.throttle is not None:
                 self.throttle.release(part, offset)
 
+    def _part_of(self, where: tuple[str, int]) -> Part | None:
+        return self.parts.get(where)
+
+    def _busy(self, part: Part) -> bool:
+        """Jobs running, or records of it waiting for the broker (exactly-once: they wait
+        for the commit instead)."""
+        if self._eos:
+            return bool(part.tasks)
+        return bool(part.tasks or part.acks or self.followups.unacked(part))
+
     def _count_in_flight(self) -> None:
         self.in_flight = sum(p.tracker.in_flight for p in self.parts.values())
 
     def _store(self) -> None:
+        if self._eos:
+            self._touched.clear()
+            due = self._finished - self._finished_at_commit >= self.settings.commit_every
+            if due or time.monotonic() - self._txn_at >= self.settings.commit_interval:
+                self._commit_txn()
+            return
         if not self._touched:
             return
         by_consumer: dict[Any, list[Any]] = {}
@@ -462,6 +556,14 @@ class Worker:
         if self._finished - self._finished_at_commit >= self.settings.commit_every:
             self._finished_at_commit = self._finished
             self._commit(asynchronous=True)
+
+    def _commit_txn(self) -> None:
+        """Exactly-once: one transaction with every finished offset and its records."""
+        self._finished_at_commit = self._finished
+        self._txn_at = time.monotonic()
+        tps = self.outbox.commit(list(self.parts.values()), self.followups)
+        if tps and self.bus.wants(CommitDone):
+            self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps)))
 
     def _consumers(self) -> list[Any]:
         return [c for c in (self.consumer, self.waiter) if c is not None]
@@ -519,12 +621,14 @@ class Worker:
             part.revoked = True  # no new job of these partitions starts
         # Let their running jobs finish (bounded), then commit what is finished.
         deadline = time.monotonic() + self.settings.grace_period
-        while any(p.tasks or p.acks for p in parts) and time.monotonic() < deadline:
+        while any(self._busy(p) for p in parts) and time.monotonic() < deadline:
             self._drain()
             self.outbox.poll(0.01)
         self._drain()
         offsets = []
-        for part in parts:
+        if self._eos:
+            self._commit_txn()  # in the current generation: a zombie's fails (fenced)
+        for part in [] if self._eos else parts:
             pos = part.tracker.commit_position()
             if pos is not None:
                 offsets.append(TopicPartition(part.topic, part.partition, pos))
@@ -548,6 +652,11 @@ class Worker:
     def _forget(self, parts: list[Part]) -> None:
         for part in parts:
             part.gone = True
+            self.followups.forget(part)
+            if self.keyhold is not None:
+                self.keyhold.forget(part)
+            if self._eos:
+                self.outbox.forget(part)
             self._touched.discard(part)
             if self.throttle is not None:
                 self.throttle.forget(part)
@@ -558,7 +667,8 @@ class Worker:
 
     def _drained(self, running_for: float) -> bool:
         """Burst mode: nothing in flight and every assigned partition read to its end."""
-        if self.in_flight or self.outbox.pending or any(p.tasks for p in self.parts.values()):
+        if (self.in_flight or self.outbox.pending or self.followups.held
+                or any(p.tasks for p in self.parts.values())):
             return False
         if not self.parts:
             return running_for > 10.0  # this member got no partitions
@@ -577,7 +687,7 @@ class Worker:
         try:
             if self.consumer is not None and self.parts:
                 self._pauses.pause(list(self.parts.values()))
-            while (self.parts and any(p.tasks or p.acks for p in self.parts.values())
+            while (self.parts and any(self._busy(p) for p in self.parts.values())
                    and time.monotonic() < deadline):
                 self.consumer.poll(0.02)  # paused: serves callbacks, keeps the membership
                 if self.waiter is not None:
@@ -586,9 +696,12 @@ class Worker:
                 self._store()
                 self.outbox.poll(0)
             self._drain()
-            self._store()
-            if self.parts:
-                self._commit(asynchronous=False)
+            if self._eos:
+                self._commit_txn()
+            else:
+                self._store()
+                if self.parts:
+                    self._commit(asynchronous=False)
             if self.outbox is not None:
                 self.outbox.flush(max(1.0, deadline - time.monotonic()))
             if self.status is not None:
@@ -598,6 +711,10 @@ class Worker:
                 consumer.close()  # leaves the group
             if self.executor is not None:
                 self.executor.shutdown()
+            if self.followups is not None:
+                self.followups.close()
+            if self._eos and self.outbox is not None:
+                self.outbox.close()  # aborts a transaction a failure left open
             self.bus.emit(WorkerStopped(reason, time.monotonic() - self._started_at))
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["GROUP_PROTOCOLS", "ORDERINGS", "WorkerSettings"]
+__all__ = ["GROUP_PROTOCOLS", "KEY_DEAD_LETTER", "ORDERINGS", "WorkerSettings"]
 
-ORDERINGS = ("partition", "key", "unordered")
+ORDERINGS = ("partition", "key", "key-strict", "unordered")
+KEY_DEAD_LETTER = ("release", "hold")
 GROUP_PROTOCOLS = ("classic", "consumer")
 
 
@@ -24,7 +25,11 @@ class WorkerSettings:
     max_in_flight     records taken from Kafka and not finished; at this bound every
                       partition is paused (and resumed at half). None: max(5000, 20 x concurrency)
     ordering          partition (one job of a partition at a time, in order), key (same key
-                      never concurrent, in order), unordered
+                      never concurrent, in order), key-strict (key, and a retried job keeps
+                      its key's order: later jobs of the key wait for it; _worker/keyhold.py),
+                      unordered
+    key_dead_letter   key-strict: once the job they wait for is dead-lettered, the jobs behind
+                      it run (release) or are dead-lettered behind it, reason key_held (hold)
     group_id          consumer group; None: "<topic prefix>streamjobs-<app name>"
     job_types         job types this process runs; empty: every handled type
     grace_period      seconds to finish running jobs on shutdown or revocation
@@ -39,6 +44,8 @@ class WorkerSettings:
     connect_timeout   seconds the start-up metadata request may wait (BrokerUnavailable after)
     consumer_config   extra librdkafka consumer settings (win over ours)
     schedules         take part in firing the catalogue's schedules (docs/catalogue.md)
+    exactly_once      Kafka transactions: follow-ups, retry/dead-letter records and consumed
+                      offsets commit atomically per batch (_worker/transactions.py)
     """
 
     concurrency: int = 8
@@ -59,6 +66,8 @@ class WorkerSettings:
     connect_timeout: float = 10.0
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     schedules: bool = True
+    exactly_once: bool = False
+    key_dead_letter: str = "release"
 
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")
@@ -71,6 +80,9 @@ class WorkerSettings:
         if self.ordering not in ORDERINGS:
             raise ConfigError("ordering", f"must be one of {', '.join(ORDERINGS)}, "
                                           f"got {self.ordering!r}")
+        if self.key_dead_letter not in KEY_DEAD_LETTER:
+            raise ConfigError("key_dead_letter", f"must be one of {', '.join(KEY_DEAD_LETTER)}"
+                                                 f", got {self.key_dead_letter!r}")
         if self.group_protocol not in GROUP_PROTOCOLS:
             raise ConfigError("group_protocol", f"must be one of {', '.join(GROUP_PROTOCOLS)}, "
                                                 f"got {self.group_protocol!r}")

@@ -103,10 +103,19 @@ def _log_json(log_format: str) -> bool:
               show_default=True, envvar="STREAMJOBS_LISTENERS",
               help="default: logs, metrics and the HTTP server; logs: logs only, no port; "
                    "none: nothing observes the worker (fastest).")
-@click.option("--ordering", type=click.Choice(["partition", "key", "unordered"]),
+@click.option("--ordering", type=click.Choice(["partition", "key", "key-strict", "unordered"]),
               default="partition", show_default=True, envvar="STREAMJOBS_ORDERING",
               help="partition: one job of a partition at a time, in order; key: same key "
-                   "never concurrent; unordered.")
+                   "never concurrent; key-strict: key, and a retried job keeps its key's "
+                   "order; unordered.")
+@click.option("--key-dead-letter", type=click.Choice(["release", "hold"]), default="release",
+              show_default=True, envvar="STREAMJOBS_KEY_DEAD_LETTER",
+              help="key-strict: once the job they wait for is dead-lettered, the jobs behind "
+                   "it run (release) or are dead-lettered behind it (hold).")
+@click.option("--exactly-once", is_flag=True, envvar="STREAMJOBS_EXACTLY_ONCE",
+              help="Kafka transactions: follow-ups, retry/dead-letter records and offsets "
+                   "commit atomically per batch (read_committed consumers); also "
+                   "App(exactly_once=True).")
 @click.option("--max-in-flight", type=int, default=None, envvar="STREAMJOBS_MAX_IN_FLIGHT",
               help="Records taken and not finished before partitions pause. "
                    "[default: max(5000, 20 x concurrency)]")
@@ -141,7 +150,9 @@ def _log_json(log_format: str) -> bool:
 @registry_options
 @handle_errors
 def command(app_target: str, concurrency: int, job_types: str, group_id: str | None,
-            grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
+            grace_period: float, metrics_port: int, ordering: str, key_dead_letter: str,
+            exactly_once: bool,
+            max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
             topic_prefix: str | None, processes: int, burst: bool, schedules: bool, listeners: str,
             log_format: str, job_log_level: str, log_level: str, connect_timeout: float,
@@ -167,7 +178,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,
             session_timeout_ms=session_timeout_ms, burst=burst, connect_timeout=connect_timeout,
-            schedules=schedules)
+            schedules=schedules,
+            exactly_once=bool(exactly_once), key_dead_letter=key_dead_letter)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
     try:

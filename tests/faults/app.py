@@ -22,6 +22,8 @@ from tests.faults.ledger import FAIL, OK, START, process_writer
 
 SCHEMAS = os.environ.get("STREAMJOBS_FAULTS_SCHEMAS") or str(Path(__file__).parent / "schemas")
 LEDGER = os.environ.get("STREAMJOBS_FAULTS_LEDGER")
+# Each run emits one follow-up (``fault_followup``, scenario i) before it may fail.
+FOLLOWUPS = bool(os.environ.get("STREAMJOBS_FAULTS_FOLLOWUPS"))
 
 app = App(schemas=SCHEMAS, name="faults")
 
@@ -44,6 +46,8 @@ def fault_job(payload: dict[str, Any], ctx: JobContext) -> None:
     ledger = process_writer(LEDGER) if LEDGER else None
     if ledger:
         ledger.run(START, ctx.job_id, ctx.attempt, ctx.topic, ctx.partition, ctx.offset, due)
+    if FOLLOWUPS:
+        ctx.emit("fault_followup", {"n": payload["n"], "key": payload["key"]})
     if payload["work_ms"]:
         time.sleep(payload["work_ms"] / 1000)
     if should_fail(ctx.job_id, ctx.attempt, payload["fail_permille"]):

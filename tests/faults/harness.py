@@ -38,6 +38,7 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 RESULTS_DIR = ROOT / ".streamjobs" / "faults"
 SCALE = os.environ.get("STREAMJOBS_FAULT_SCALE", "ci")
 JOB = "fault_job"
+FOLLOWUP = "fault_followup"
 # Worker log level (info shows rebalances and commits: handy when a scenario finds something).
 LOG_LEVEL = os.environ.get("STREAMJOBS_FAULTS_LOG_LEVEL", "info")
 # Figures of every scenario run in this session, printed by conftest's terminal summary.
@@ -51,7 +52,8 @@ def size(ci: int, full: int) -> int:
 class Scenario:
     def __init__(self, name: str, tmp: Path, config: KafkaConfig, *, partitions: int = 12,
                  replication_factor: int = 1, retry: str = '{ delays = ["1s", "2s"], '
-                 'max_attempts = 3 }', session_timeout_ms: int = 6000) -> None:
+                 'max_attempts = 3 }', session_timeout_ms: int = 6000,
+                 followups: bool = False) -> None:
         self.name = name
         self.tmp = tmp
         self.config = config
@@ -67,6 +69,14 @@ class Scenario:
             f'[jobs.{JOB}]\nschema = "faults.Job"\ntopic = "{self.topic}"\nkey_field = "key"\n'
             f"partitions = {partitions}\nreplication_factor = {replication_factor}\n"
             f"retry = {retry}\n")
+        self.followups = f"{self.prefix}.followups" if followups else None
+        if followups:  # the job type tests/faults/app.py emits with ctx.emit
+            with open(schemas / "catalogue.toml", "a") as f:
+                f.write(f'\n[jobs.{FOLLOWUP}]\nschema = "faults.Job"\n'
+                        f'topic = "{self.followups}"\nkey_field = "key"\n'
+                        f"partitions = {partitions}\nreplication_factor = "
+                        f"{replication_factor}\nretry = {{ delays = [\"1s\"], "
+                        f"max_attempts = 1 }}\n")
         self.schemas = schemas
         self.catalogue = Catalogue.load(schemas)
         self.specs = desired_topics(self.catalogue)
@@ -90,11 +100,13 @@ class Scenario:
 
     @property
     def wait_topics(self) -> list[str]:
-        return [s.name for s in self.specs if s.role == "retry"]
+        return [s.name for s in self.specs
+                if s.role == "retry" and s.name.startswith(f"{self.topic}.")]
 
     @property
     def dlq(self) -> str:
-        return next(s.name for s in self.specs if s.role == "dlq")
+        return next(s.name for s in self.specs
+                    if s.role == "dlq" and s.name.startswith(f"{self.topic}."))
 
     @property
     def consumed_topics(self) -> list[str]:
@@ -167,8 +179,9 @@ class Scenario:
         """Passed to emit so each record gets a per-message callback (``_per_message``)."""
 
     def emit(self, count: int, *, rate: float | None = None, work_ms: int = 0,
-             fail_permille: int = 0) -> threading.Thread:
-        """Emit ``count`` jobs at ``rate`` per second (None: as fast as possible) in a thread."""
+             fail_permille: int = 0, keys: int | None = None) -> threading.Thread:
+        """Emit ``count`` jobs at ``rate`` per second (None: as fast as possible) in a thread;
+        ``keys``: spread over that many keys (default: a key per job)."""
         start_n = self._n
         self._n += count
         producer = self.producer
@@ -181,7 +194,8 @@ class Scenario:
                     ahead = t0 + i / rate - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
-                producer.emit(JOB, {"n": n, "key": f"k{n}", "work_ms": work_ms,
+                key = f"k{n % keys}" if keys else f"k{n}"
+                producer.emit(JOB, {"n": n, "key": key, "work_ms": work_ms,
                                     "fail_permille": fail_permille},
                               on_delivery=self._delivered)
                 self.emitted += 1
@@ -294,15 +308,16 @@ class Scenario:
 
     # -- history ----------------------------------------------------------------------------------
 
-    def history(self) -> History:
+    def history(self, *, committed: bool = False) -> History:
+        """``committed``: topics read as a ``read_committed`` consumer (exactly-once)."""
         self.sampler.sample()
         reader = self.ledger()
         # Kept next to the ledger for post-mortems (pytest keeps the last few tmp dirs).
         with open(self.tmp / "commits.jsonl", "wb") as f:
             for c in self.sampler.samples:
                 f.write(orjson.dumps(c) + b"\n")
-        records = read_topics(self.config, self.consumed_topics)
-        dead_letters = read_topics(self.config, [self.dlq])
+        records = read_topics(self.config, self.consumed_topics, committed=committed)
+        dead_letters = read_topics(self.config, [self.dlq], committed=committed)
         with open(self.tmp / "records.jsonl", "wb") as f:
             for rec in (*records, *dead_letters):
                 f.write(orjson.dumps(rec) + b"\n")

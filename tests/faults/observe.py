@@ -167,14 +167,18 @@ def end_offsets(config: KafkaConfig, topics: list[str]) -> dict[tuple[str, int],
         c.close()
 
 
-def read_topics(config: KafkaConfig, topics: list[str]) -> list[TopicRecord]:
-    """Every record of ``topics`` (read to the end offsets seen at the start)."""
+def read_topics(config: KafkaConfig, topics: list[str], *,
+                committed: bool = False) -> list[TopicRecord]:
+    """Every record of ``topics`` (read to the end offsets seen at the start); with
+    ``committed`` as a ``read_committed`` consumer sees them (done with a partition once its
+    position reaches the end: the last offsets may be transaction markers, never returned)."""
     ends = end_offsets(config, topics)
     wanted = {tp: end for tp, end in ends.items() if end > 0}
     if not wanted:
         return []
     c = Consumer({**config.client_settings(), "group.id": f"faults-reader-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "enable.partition.eof": False})
+                  "enable.auto.commit": False, "enable.partition.eof": False,
+                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
     c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in wanted])
     out: list[TopicRecord] = []
     remaining = dict(wanted)
@@ -188,6 +192,10 @@ def read_topics(config: KafkaConfig, topics: list[str]) -> list[TopicRecord]:
                 tp = (m.topic(), m.partition())
                 if tp in remaining and (m.offset() or 0) + 1 >= remaining[tp]:
                     del remaining[tp]
+            if committed and remaining:
+                for tp in c.position([TopicPartition(t, p) for t, p in remaining]):
+                    if tp.offset >= remaining[(tp.topic, tp.partition)]:
+                        del remaining[(tp.topic, tp.partition)]
     finally:
         c.close()
     if remaining:

@@ -1,0 +1,189 @@
+"""Follow-up jobs: what a handler emits with ``ctx.emit`` and when its parent counts finished.
+
+A follow-up is validated and encoded by ``Producer``'s own code (``_prepare`` and
+``_check_size``: one implementation of emit's rules) on the handler's thread, so a bad payload
+raises in the handler, and handed to the poll thread through a deque. It carries the parent's
+``traceparent`` (unless the handler gives its own) and ``sj-parent-id``.
+
+At-least-once: the poll thread produces it through the worker's outbox at once; the parent's
+offset is finished only when the handler (or its retry/dead-letter record) is done AND every
+follow-up it emitted was acknowledged by the broker (``gate``/``holds``). A parent that fails
+after emitting leaves its follow-ups sent: its retry emits them again (duplicates downstream).
+
+Exactly-once (``transactions.py``): nothing is produced at once. Records wait here, per parent,
+until the parent's offset is below the partition's commit watermark; the transaction that
+commits that offset carries them (``release``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .. import _headers as h
+from .outbox import Outgoing
+
+if TYPE_CHECKING:
+    from .._producer import Producer
+
+__all__ = ["FollowUps"]
+
+
+def _nothing() -> None:
+    pass
+
+# (part, parent offset, topic, key, value, headers)
+_Pending = tuple[Any, int, str, bytes | None, bytes, Any]
+
+
+class FollowUps:
+    """One per worker. ``emit`` runs on handler threads; everything else on the poll thread."""
+
+    def __init__(self, outbox: Any, finish: Callable[[Any, int], None],
+                 encoder: Callable[[], Producer], *, transactional: bool = False) -> None:
+        self._outbox = outbox
+        self._finish = finish
+        self._make_encoder = encoder
+        self._encoder: Producer | None = None
+        self._lock = threading.Lock()
+        self._inbox: deque[_Pending] = deque()
+        self.transactional = transactional
+        # part -> {parent offset: follow-ups not yet acknowledged}
+        self.pending: dict[Any, dict[int, int]] = {}
+        # part -> parent offsets finished but for their follow-ups
+        self._waiting: dict[Any, set[int]] = {}
+        # exactly-once: part -> {parent offset: records not yet in a transaction}
+        self.held: dict[Any, dict[int, list[Outgoing]]] = {}
+        self.emitted = 0
+
+    # -- handler threads ----------------------------------------------------------------------
+
+    def emit(self, parent: Any, job_type: str, payload: Mapping[str, Any], *,
+             key: str | bytes | None, headers: Mapping[str, str | bytes] | None,
+             traceparent: str | None, delay: float | timedelta | None,
+             run_at: datetime | None, job_id: str | None) -> str:
+        p = self._encoder or self._encoder_now()
+        if traceparent is None:
+            traceparent = h.get(parent.headers, h.TRACEPARENT)
+        if job_type not in p._types:
+            p._type_info(job_type)
+        rec = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at, job_id)
+        parent_id = parent.job_id.encode()
+        rec[3].append((h.PARENT_ID, parent_id))
+        rec = (*rec[:5], rec[5] + len(h.PARENT_ID) + len(parent_id) + 8, rec[6])
+        p._check_size(rec)
+        part = getattr(parent, "_part", None)
+        self._inbox.append((part if part is not None else (parent.topic, parent.partition),
+                            parent.offset, rec[0], rec[1], rec[2], rec[3]))
+        p._record_emitted(job_type, rec)
+        return rec[4]
+
+    def _encoder_now(self) -> Producer:
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = self._make_encoder()
+            return self._encoder
+
+    # -- poll thread --------------------------------------------------------------------------
+
+    def take(self, resolve: Callable[[Any], Any]) -> None:
+        """Send (or, exactly-once, hold) what handlers emitted since the last call. ``resolve``
+        turns a (topic, partition) placeholder into the current ``Part`` (None: gone)."""
+        inbox = self._inbox
+        while inbox:
+            part, offset, topic, key, value, hdrs = inbox.popleft()
+            if isinstance(part, tuple):
+                part = resolve(part)
+                if part is None:
+                    continue
+            if part.gone:
+                continue  # its parent runs again where the partition went
+            self.emitted += 1
+            if self.transactional:  # sent with the commit of its parent's offset
+                self.held.setdefault(part, {}).setdefault(offset, []).append(
+                    Outgoing(topic, key, value, hdrs, _nothing))
+                continue
+            counts = self.pending.get(part)
+            if counts is None:
+                counts = self.pending[part] = {}
+            counts[offset] = counts.get(offset, 0) + 1
+            self._outbox.send(Outgoing(topic, key, value, hdrs, self._acked_cb(part, offset)))
+
+    def _acked_cb(self, part: Any, offset: int) -> Callable[[], None]:
+        def acked() -> None:
+            counts = self.pending.get(part)
+            if counts is None:
+                return
+            left = counts[offset] - 1
+            if left:
+                counts[offset] = left
+                return
+            del counts[offset]
+            if not counts:
+                del self.pending[part]
+            waiting = self._waiting.get(part)
+            if waiting is not None and offset in waiting:
+                waiting.discard(offset)
+                if not waiting:
+                    del self._waiting[part]
+                self._finish(part, offset)
+
+        return acked
+
+    def gate(self, part: Any, offsets: Sequence[int]) -> Sequence[int]:
+        """Of ``offsets`` (finished by their handlers), those that are finished now; the
+        others wait for their follow-ups' acknowledgements. Exactly-once: all of them (their
+        follow-ups wait for the watermark instead)."""
+        counts = self.pending.get(part)
+        if counts is None or self.transactional:
+            return offsets
+        ready = [o for o in offsets if o not in counts]
+        if len(ready) < len(offsets):
+            waiting = self._waiting.setdefault(part, set())
+            waiting.update(o for o in offsets if o in counts)
+        return ready
+
+    def holds(self, part: Any, offset: int) -> bool:
+        """``offset`` waits for its follow-ups (its finish comes with the last ack)."""
+        counts = self.pending.get(part)
+        if counts is None or self.transactional or offset not in counts:
+            return False
+        self._waiting.setdefault(part, set()).add(offset)
+        return True
+
+    def unacked(self, part: Any) -> int:
+        """Parents of ``part`` whose follow-ups are not all acknowledged."""
+        counts = self.pending.get(part)
+        return len(counts) if counts else 0
+
+    def discard(self, part: Any, offset: int) -> None:
+        """Exactly-once: the parent at ``offset`` failed; the follow-ups of that attempt
+        go with it (the attempt that succeeds emits its own)."""
+        held = self.held.get(part)
+        if held is not None and held.pop(offset, None) is not None and not held:
+            del self.held[part]
+
+    def release(self, part: Any, below: int) -> list[Outgoing]:
+        """Exactly-once: the held records of parents below ``below`` (the watermark)."""
+        held = self.held.get(part)
+        if not held:
+            return []
+        out: list[Outgoing] = []
+        for offset in sorted(o for o in held if o < below):
+            out += held.pop(offset)
+        if not held:
+            del self.held[part]
+        return out
+
+    def close(self) -> None:
+        if self._encoder is not None:
+            self._encoder.close()  # its client sent only status records, if any
+
+    def forget(self, part: Any) -> None:
+        """``part`` left the assignment: its parents run again elsewhere."""
+        self.pending.pop(part, None)
+        self._waiting.pop(part, None)
+        self.held.pop(part, None)

@@ -1,0 +1,179 @@
+"""Exactly-once mode: the worker's records and its consumed offsets commit in one Kafka
+transaction per batch.
+
+``TransactionalOutbox`` replaces the worker's ``Outbox``: a transactional producer
+(``transactional.id`` unique per worker process; since KIP-447 the consumer group metadata
+sent with the offsets fences a zombie, so the id need not be stable across restarts). A
+record caused by a consumed record (a retry, re-wait or dead-letter record; follow-ups wait in
+``FollowUps``) is *held*, not produced: its cause counts finished at once, and the record joins
+the transaction that commits an offset above its cause. So a transaction only ever carries
+records of jobs below the offsets it commits (the contiguous watermark, ``offsets.py``): with
+concurrency > 1, a job finished above the watermark keeps its records until every lower offset
+is finished, and a crash before that re-runs it with nothing of its first run visible to a
+``read_committed`` reader. Records with no cause (status, unique-job markers) join the open
+transaction at once.
+
+``commit`` (every ``commit_interval`` seconds or ``commit_every`` finished jobs, on revoke and
+on shutdown): begin, produce the released records, ``send_offsets_to_transaction`` with each
+consumer's group metadata, commit. Any failure aborts and raises (``ProducerFenced`` when the
+broker fenced this producer or its group generation is stale: a zombie after a rebalance); the
+worker stops, and its successor resumes from the last committed offsets. Side effects outside
+Kafka (an e-mail sent, a database row written) are not covered: a crash re-runs the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .. import _headers as h
+from .._connection import ClientError, TopicPartition, code_of, translate
+from ..errors import KafkaError, ProducerFenced
+from .outbox import Outbox, Outgoing
+
+__all__ = ["TransactionalOutbox", "transactional_id"]
+
+_log = logging.getLogger("streamjobs.worker")
+TXN_ABORT_AFTER_MS = 10_000
+TXN_TIMEOUT = 30.0  # seconds a begin/send-offsets/commit call may wait for the coordinator
+# Codes meaning this producer (or its consumer's generation) is no longer the owner.
+_FENCED = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH",
+                     "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", "ILLEGAL_GENERATION",
+                     "UNKNOWN_MEMBER_ID", "FENCED_INSTANCE_ID", "REBALANCE_IN_PROGRESS"})
+
+
+def transactional_id(group_id: str) -> str:
+    """One per worker process: ``<group>.<host>.<pid>.<random>``."""
+    return f"{group_id}.{h.hostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+class TransactionalOutbox(Outbox):
+    def __init__(self, settings: dict[str, Any], tid: str, *, timeout: float,
+                 finish: Callable[[Any, int], None],
+                 make: Callable[[dict[str, Any]], Any] | None = None) -> None:
+        # A killed worker's open transaction holds back read_committed readers of its
+        # partitions (the retry tiers too) until the coordinator aborts it: after this long.
+        conf = {"transaction.timeout.ms": TXN_ABORT_AFTER_MS, **settings,
+                "transactional.id": tid}
+        if make is None:
+            super().__init__(conf)
+        else:
+            super().__init__(conf, make)
+        self._finish = finish  # marks a consumed record finished (the worker's tracker)
+        self.tid = tid
+        self.timeout = timeout
+        self.open = False
+        self.broken = False
+        self.commits = 0
+        # part -> {cause offset: records}
+        self.held: dict[Any, dict[int, list[Outgoing]]] = {}
+        try:
+            self.producer.init_transactions(timeout)
+        except ClientError as exc:
+            raise _error(exc, tid, "cannot start transactions") from None
+
+    def send(self, out: Outgoing) -> None:
+        self.pending += 1
+        if out.cause is None:
+            self._begin()
+            self._produce(out)
+            return
+        part, offset = out.cause
+        self.held.setdefault(part, {}).setdefault(offset, []).append(out)
+        # Finished now: the record goes out with the commit of this offset. (Its on_ack
+        # finishing it again then is a no-op for the tracker.)
+        self._finish(part, offset)
+
+    def _begin(self) -> None:
+        if not self.open:
+            self.producer.begin_transaction()
+            self.open = True
+
+    def commit(self, parts: Iterable[Any], followups: Any) -> list[TopicPartition]:
+        """Commit what is finished of ``parts``: their offsets at the watermark and the held
+        records (follow-ups, failures) of jobs below it. Returns the offsets committed."""
+        if self.broken:
+            return []
+        by_consumer: dict[Any, list[TopicPartition]] = {}
+        released: list[Outgoing] = []
+        moved: list[tuple[Any, int]] = []
+        for part in parts:
+            if part.gone:
+                continue
+            pos = part.tracker.commit_position()
+            if pos is None:
+                continue
+            fresh = followups.release(part, pos)
+            self.pending += len(fresh)
+            released += fresh
+            released += self._release(part, pos)
+            if pos > part.stored:
+                by_consumer.setdefault(part.consumer, []).append(
+                    TopicPartition(part.topic, part.partition, pos))
+                moved.append((part, pos))
+        if not released and not by_consumer and not self.open:
+            return []
+        try:
+            self._begin()
+            for out in released:
+                self._produce(out)
+            for consumer, tps in by_consumer.items():
+                self.producer.send_offsets_to_transaction(
+                    tps, consumer.consumer_group_metadata(), self.timeout)
+            self.producer.commit_transaction(self.timeout)
+        except ClientError as exc:
+            self.broken = True
+            self._abort()
+            raise _error(exc, self.tid, "transaction not committed") from None
+        self.open = False
+        self.commits += 1
+        for part, pos in moved:
+            part.stored = pos
+        return [tp for tps in by_consumer.values() for tp in tps]
+
+    def _release(self, part: Any, below: int) -> list[Outgoing]:
+        held = self.held.get(part)
+        if not held:
+            return []
+        out: list[Outgoing] = []
+        for offset in sorted(o for o in held if o < below):
+            out += held.pop(offset)
+        if not held:
+            del self.held[part]
+        return out
+
+    def forget(self, part: Any) -> None:
+        """``part`` left the assignment: its held records go (their jobs run again)."""
+        held = self.held.pop(part, None)
+        if held:
+            self.pending -= sum(len(v) for v in held.values())
+
+    def _abort(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        try:
+            self.producer.abort_transaction(self.timeout)
+        except ClientError as exc:
+            _log.error("could not abort the transaction of %s: %s", self.tid, exc)
+
+    def flush(self, timeout: float) -> int:
+        """Records left: a commit delivered everything it carried; held ones never go."""
+        self.poll(0)
+        return 0
+
+    def close(self) -> None:
+        """On shutdown after a failure: abort what is open."""
+        self._abort()
+
+
+def _error(exc: ClientError, tid: str, what: str) -> KafkaError:
+    err = exc.args[0] if exc.args else None
+    fatal = err is not None and hasattr(err, "fatal") and err.fatal()
+    if fatal or code_of(exc) in _FENCED:
+        detail = err.str() if err is not None and hasattr(err, "str") else exc
+        return ProducerFenced(f"{what} ({tid}): {detail}", transactional_id=tid)
+    return translate(exc, f"{what} ({tid})")

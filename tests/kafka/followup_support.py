@@ -1,0 +1,92 @@
+"""Helpers of the follow-up tests: the chain app's private topics and an in-process worker."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from streamjobs import _headers as h
+from streamjobs._schemas.catalogue import Catalogue
+
+from .worker_support import Env
+
+CHAIN_APP = "tests.apps.chain:app"
+CHAIN_SCHEMAS = Path(__file__).resolve().parent.parent / "apps" / "chain_schemas"
+
+
+def chain_env(env: Env) -> Env:
+    env.catalogue = Catalogue.load(CHAIN_SCHEMAS)
+    return env
+
+
+class ChainWorker:
+    """A worker of the chain app running in a thread of the test process."""
+
+    def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
+        from streamjobs._worker import Worker, WorkerSettings
+        from streamjobs.events import Event, EventBus
+        from tests.apps.chain import app
+
+        monkeypatch.setattr(app, "topic_prefix", env.prefix)
+        monkeypatch.setenv("STREAMJOBS_TEST_LEDGER", str(env.ledger))
+        settings.setdefault("group_id", env.group)
+        settings.setdefault("job_types", ("parent",))
+        self.events: list[Event] = []
+        bus = EventBus()
+        bus.subscribe(self.events.append)
+        self.worker = Worker(app, WorkerSettings(**settings), env.kafka, bus)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run(install_signals=False)
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self, timeout: float = 40) -> None:
+        self.worker.stop("test")
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+def read_all(env: Env, topic: str, *, committed: bool = False, idle: float = 3.0,
+             timeout: float = 30) -> list[Any]:
+    """Every record of ``topic`` until none came for ``idle`` seconds (``committed``: as a
+    ``read_committed`` consumer sees them)."""
+    import time
+
+    c = Consumer({**env.kafka.client_settings(), "group.id": f"reader-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": "read_committed" if committed else "read_uncommitted"})
+    c.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    quiet = time.monotonic() + idle
+    try:
+        while time.monotonic() < min(deadline, quiet):
+            for m in c.consume(100, 0.3):
+                if m.error() is None:
+                    out.append(m)
+                    quiet = time.monotonic() + idle
+    finally:
+        c.close()
+    return out
+
+
+def meta(m: Any) -> h.JobMeta:
+    return h.JobMeta.from_headers(m.headers() or [], m.timestamp()[1])
+
+
+def at_end(env: Env, topic: str) -> bool:
+    """The group's committed offsets are at the end of every non-empty partition."""
+    committed = env.committed(topic)
+    return all(committed[p] == end for p, end in env.end_offsets(topic).items() if end)

@@ -1,0 +1,103 @@
+"""The follow-up bookkeeping (``_worker/followups.py``) without Kafka: when a parent's offset
+counts as finished."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamjobs import _headers as h
+from streamjobs._worker.context import JobContext
+from streamjobs._worker.followups import FollowUps
+from streamjobs._worker.outbox import Outgoing
+from streamjobs.errors import NotInWorker
+
+
+class _Part:
+    gone = False
+
+
+class _Outbox:
+    def __init__(self) -> None:
+        self.sent: list[Outgoing] = []
+
+    def send(self, out: Outgoing) -> None:
+        self.sent.append(out)
+
+
+def _followups(transactional: bool = False) -> tuple[FollowUps, _Outbox, list[tuple[Any, int]]]:
+    outbox = _Outbox()
+    finished: list[tuple[Any, int]] = []
+    f = FollowUps(outbox, lambda part, offset: finished.append((part, offset)),
+                  lambda: None,  # type: ignore[arg-type, return-value]
+                  transactional=transactional)
+    return f, outbox, finished
+
+
+def _handed(f: FollowUps, part: Any, offset: int, n: int = 1) -> None:
+    for _ in range(n):
+        f._inbox.append((part, offset, "t", None, b"v", [(h.PARENT_ID, b"p")]))
+
+
+def test_parent_finishes_with_its_last_followup_ack() -> None:
+    """Rule: a parent offset with follow-ups is held back from the finished offsets until
+    the last of them is acknowledged; the others finish at once."""
+    f, outbox, finished = _followups()
+    part = _Part()
+    _handed(f, part, 5, n=2)
+    f.take(lambda where: None)
+    assert len(outbox.sent) == 2
+    assert list(f.gate(part, [4, 5, 6])) == [4, 6]
+    outbox.sent[0].on_ack()
+    assert finished == []
+    outbox.sent[1].on_ack()
+    assert finished == [(part, 5)]
+    assert f.pending == {}
+
+
+def test_failed_parent_waits_for_followups_too() -> None:
+    """Rule: a failed parent (finished when its retry record is acknowledged) still waits for
+    its follow-ups; one acknowledged first finishes with its retry record."""
+    f, outbox, finished = _followups()
+    part = _Part()
+    _handed(f, part, 7)
+    f.take(lambda where: None)
+    assert f.holds(part, 7)
+    outbox.sent[0].on_ack()
+    assert finished == [(part, 7)]
+    assert not f.holds(part, 7)
+
+
+def test_followups_of_a_gone_partition_are_dropped() -> None:
+    """Rule: a follow-up handed over after its partition was revoked is not sent (the parent
+    runs again where the partition went)."""
+    f, outbox, _ = _followups()
+    part = _Part()
+    part.gone = True
+    _handed(f, part, 1)
+    f.take(lambda where: None)
+    assert outbox.sent == [] and f.pending == {}
+
+
+def test_transactional_followups_wait_for_the_watermark() -> None:
+    """Rule: exactly-once holds records per parent and releases only those of parents below
+    the watermark, in offset order; their parents' offsets are never held back."""
+    f, outbox, _ = _followups(transactional=True)
+    part = _Part()
+    _handed(f, part, 3)
+    _handed(f, part, 1)
+    _handed(f, part, 9)
+    f.take(lambda where: None)
+    assert outbox.sent == []
+    assert list(f.gate(part, [1, 3, 9])) == [1, 3, 9]
+    assert [o for o in f.held[part]] == [3, 1, 9]
+    assert len(f.release(part, 4)) == 2
+    assert list(f.held[part]) == [9]
+
+
+def test_emit_outside_a_worker_raises() -> None:
+    """Rule: ``ctx.emit`` outside a worker's handler raises ``NotInWorker``."""
+    ctx = JobContext.__new__(JobContext)
+    with pytest.raises(NotInWorker):
+        ctx.emit("x", {})
