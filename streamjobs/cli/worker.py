@@ -19,6 +19,7 @@ import click
 
 from ..config import KafkaConfig
 from ..errors import ConfigError, StreamjobsError
+from ..listeners.health import HealthListener, LivenessFile
 from ..listeners.logging import JOB_LEVELS
 from ..registry import RegistryConfig
 from ..settings import Settings
@@ -124,6 +125,14 @@ def _log_json(log_format: str) -> bool:
 @click.option("--processes", "-p", type=int, default=1, show_default=True,
               envvar="STREAMJOBS_PROCESSES",
               help="Run P worker processes under a supervisor that replaces crashed ones.")
+@click.option("--stuck-limit", type=click.IntRange(0), default=0, show_default=True,
+              envvar="STREAMJOBS_STUCK_LIMIT",
+              help="Sync handler threads stuck past their timeout that are replaced; at this "
+                   "many the worker is not live. 0: --concurrency.")
+@click.option("--liveness-ttl", type=click.FloatRange(0, min_open=True), default=30.0,
+              show_default=True, envvar="STREAMJOBS_LIVENESS_TTL",
+              help="Seconds without a live heartbeat before /healthz fails (and --processes "
+                   "replaces the child).")
 @click.option("--burst", is_flag=True, envvar="STREAMJOBS_BURST",
               help="Exit 0 once all assigned partitions are drained and nothing is in flight.")
 @click.option("--schedules/--no-schedules", default=True, show_default=True,
@@ -143,7 +152,8 @@ def _log_json(log_format: str) -> bool:
 def command(app_target: str, concurrency: int, job_types: str, group_id: str | None,
             grace_period: float, metrics_port: int, ordering: str, max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
-            topic_prefix: str | None, processes: int, burst: bool, schedules: bool, listeners: str,
+            topic_prefix: str | None, processes: int, stuck_limit: int, liveness_ttl: float,
+            burst: bool, schedules: bool, listeners: str,
             log_format: str, job_log_level: str, log_level: str, connect_timeout: float,
             kafka: KafkaConfig, registry: RegistryConfig | None) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
@@ -167,7 +177,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,
             session_timeout_ms=session_timeout_ms, burst=burst, connect_timeout=connect_timeout,
-            schedules=schedules)
+            schedules=schedules, stuck_limit=stuck_limit)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
     try:
@@ -178,7 +188,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
         from ..worker.supervisor import supervise
 
         sys.exit(supervise(processes, sys.argv[1:], metrics_port=metrics_port,
-                           grace_period=grace_period))
+                           grace_period=grace_period, liveness_ttl=liveness_ttl))
     from ..listeners import install_default_listeners, install_log_listener
 
     bus = EventBus()
@@ -188,12 +198,21 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
         try:
             obs = install_default_listeners(bus, metrics_port=metrics_port, log_level=log_level,
                                             log_json=log_json, job_log_level=job_log_level,
-                                            kafka=kafka, topic_prefix=app.topic_prefix)
+                                            kafka=kafka, topic_prefix=app.topic_prefix,
+                                            liveness_ttl=liveness_ttl)
         except ConfigError as exc:
             fail(f"--metrics-port {exc.reason}", EXIT_USAGE)
     elif listeners == "logs":
         install_log_listener(bus, log_level=log_level, log_json=log_json,
                              job_log_level=job_log_level)
+    from ..worker.supervisor import LIVENESS_FILE_ENV
+
+    liveness_file = os.environ.get(LIVENESS_FILE_ENV)
+    if liveness_file:  # a child of --processes: its supervisor reads liveness from this file
+        health = obs.health if obs is not None else HealthListener(liveness_ttl)
+        if obs is None:
+            health.attach(bus)
+        LivenessFile(liveness_file, health).attach(bus)
     from ..worker.process import tune_gc
 
     tune_gc()

@@ -32,6 +32,7 @@ from ..events import (
 from .context import JobContext
 from .failures import Decision, Failure, decide, describe
 from .ordering import Lanes
+from .stuck import StuckSlots, timeout_of
 
 __all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
 
@@ -47,8 +48,11 @@ Chunk = tuple[list[JobContext], Sequence[int]]
 
 class Executor:
     def __init__(self, concurrency: int, bus: EventBus, lanes: Lanes[Chunk],
-                 completions: deque[Completion], *, use_async: bool) -> None:
+                 completions: deque[Completion], *, use_async: bool,
+                 stuck_limit: int = 0) -> None:
         self.concurrency = concurrency
+        # Sync handlers with a timeout: run on a helper thread per slot (worker/stuck.py).
+        self.stuck = StuckSlots(concurrency, bus, stuck_limit)
         self.bus = bus
         self.lanes = lanes
         self.completions = completions
@@ -158,8 +162,10 @@ class Executor:
                 if handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
-                else:
+                elif handler.timeout is None and ctx._job.timeout_s is None:
                     handler.func(ctx.payload, ctx)
+                else:
+                    self._timed(slot, ctx)
             except BaseException as exc:
                 if failed is None:
                     failed = []
@@ -197,8 +203,10 @@ class Executor:
                 if handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
-                else:
+                elif handler.timeout is None and ctx._job.timeout_s is None:
                     handler.func(ctx.payload, ctx)
+                else:
+                    self._timed(slot, ctx)
             except BaseException as exc:
                 t1 = clock()
                 i = first + len(ends)
@@ -252,8 +260,10 @@ class Executor:
                 if handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
-                else:
+                elif handler.timeout is None and ctx._job.timeout_s is None:
                     handler.func(ctx.payload, ctx)
+                else:
+                    self._timed(slot, ctx)
             except BaseException as exc:
                 t1 = clock()
                 if run is not None:
@@ -281,6 +291,11 @@ class Executor:
             run.flush()
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
+
+    def _timed(self, slot: int, ctx: JobContext) -> None:
+        timeout = timeout_of(ctx)
+        assert timeout is not None
+        self.stuck.call(slot, ctx, timeout)
 
     def _complete(self, part: Any, jobs: list[JobContext], offsets: Sequence[int], ran: int,
                   failed: list[FailedJob] | None) -> None:
@@ -469,7 +484,7 @@ class Executor:
     async def _call_async(self, ctx: JobContext) -> None:
         """Run an async handler, cancelled past its timeout (``JobTimeout``, retry path)."""
         handler = ctx._handler
-        timeout = handler.timeout if handler.timeout is not None else ctx._job.timeout_s
+        timeout = timeout_of(ctx)
         if timeout is None:
             await handler.func(ctx.payload, ctx)
             return

@@ -198,7 +198,8 @@ class Worker:
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
                               **self.kafka.role_settings("producer")})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
-                                 use_async=any(h.is_async for h in self.app.handlers.values()))
+                                 use_async=any(h.is_async for h in self.app.handlers.values()),
+                                 stuck_limit=s.stuck_limit)
         self._start_status(meta)
         self.intake = Intake(self, Codec(self.app.catalogue, registry=(
             SchemaRegistry(self.registry) if self.registry is not None else None)))

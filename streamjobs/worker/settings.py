@@ -39,6 +39,8 @@ class WorkerSettings:
     connect_timeout   seconds the start-up metadata request may wait (BrokerUnavailable after)
     consumer_config   extra librdkafka consumer settings (win over ours)
     schedules         take part in firing the catalogue's schedules (docs/catalogue.md)
+    stuck_limit       sync handler threads stuck past their timeout that are replaced by new
+                      ones; at this many the worker is not live. 0: concurrency
     """
 
     concurrency: int = 8
@@ -59,6 +61,7 @@ class WorkerSettings:
     connect_timeout: float = 10.0
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     schedules: bool = True
+    stuck_limit: int = 0
 
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")
@@ -87,6 +90,10 @@ class WorkerSettings:
         if not (isinstance(self.connect_timeout, int | float) and self.connect_timeout > 0):
             raise ConfigError("connect_timeout", f"must be > 0 seconds, got "
                                                  f"{self.connect_timeout!r}")
+        if isinstance(self.stuck_limit, bool) or not isinstance(self.stuck_limit, int) or (
+                self.stuck_limit < 0):
+            raise ConfigError("stuck_limit", f"must be an integer >= 0, got "
+                                             f"{self.stuck_limit!r}")
         for name in ("commit_every", "max_poll_interval_ms", "session_timeout_ms",
                      "batch_size"):
             _positive_int(self, name)

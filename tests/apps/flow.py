@@ -4,7 +4,8 @@ Its catalogue is the one in ``STREAMJOBS_TEST_SCHEMAS`` (each test writes its ow
 prefix ``STREAMJOBS_TOPIC_PREFIX``. Every handler appends one JSON line per run to the ledger
 named by ``STREAMJOBS_TEST_LEDGER`` (fsync'd): job id, type, key, schedule tick, offset, pid.
 Job types named ``slow*`` get an async handler that hangs on its first attempt when the key
-starts with ``hang`` (the timeout tests).
+starts with ``hang`` (the timeout tests). Job types named ``stuck*`` get a sync handler that
+sleeps on its first attempt when the key is ``hang-<seconds>`` (the sync timeout tests).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,5 +51,12 @@ async def slow(payload: dict[str, Any], ctx: JobContext) -> None:
     record(payload, ctx)
 
 
+def stuck(payload: dict[str, Any], ctx: JobContext) -> None:
+    if payload["key"].startswith("hang-") and ctx.attempt == 1:
+        time.sleep(float(payload["key"].split("-", 1)[1]))
+    record(payload, ctx)
+
+
 for _name in app.catalogue.names():  # every job type of the test's catalogue
-    app.job(_name)(slow if _name.startswith("slow") else record)
+    app.job(_name)(slow if _name.startswith("slow") else
+                   stuck if _name.startswith("stuck") else record)
