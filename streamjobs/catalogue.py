@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import CatalogueError, ConfigError, UnknownJobType
 from .framing import FRAMINGS, REGISTRY, SINGLE_OBJECT
+from .priorities import PriorityLanes, parse_priorities
 from .retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
 from .schedules import Schedule, parse_schedule
 from .schemafiles import SchemaVersion, load_versions
@@ -39,7 +40,8 @@ STATUS_MODES = ("all", "failures", "none")
 DEFAULT_STATUS = "failures"
 # How a registry subject is named: Confluent's TopicNameStrategy and RecordNameStrategy.
 SUBJECT_STRATEGIES = ("topic", "record")
-_JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field", "unique"}
+_JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field", "unique", "priorities",
+                             "default_priority", "priority_policy", "priority_weights"}
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,12 @@ class JobType:
         return f"{self.topic}-value" if self.subject_strategy == "topic" else self.schema
     unique: UniquePolicy | None = None  # docs/catalogue.md "Unique jobs"
     timeout_s: float | None = None  # async handlers are cancelled past it (docs/worker.md)
+    lanes: PriorityLanes | None = None  # priority lanes (priorities.py), one topic each
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Its job topics: the topic, or one per priority lane (highest first)."""
+        return self.lanes.topics(self.topic) if self.lanes is not None else (self.topic,)
 
     @property
     def partitions(self) -> int:
@@ -96,7 +104,8 @@ class Catalogue:
         self.schedules: Mapping[str, Schedule] = dict(schedules or {})
         self._topics: dict[str, tuple[JobType, ...]] = {}
         for job in self._jobs.values():
-            self._topics[job.topic] = (*self._topics.get(job.topic, ()), job)
+            for topic in job.topics:
+                self._topics[topic] = (*self._topics.get(topic, ()), job)
 
     @classmethod
     def load(cls, schemas_dir: str | Path, *, topic_prefix: str | None = None) -> Catalogue:
@@ -312,6 +321,13 @@ class _Loader:
                 unique = parse_unique(spec["unique"])
             except ValueError as exc:
                 raise self.error(entry, str(exc)) from None
+        try:
+            lanes = parse_priorities(spec)
+        except ConfigError as exc:
+            raise self.error(entry, f"{exc.field}: {exc.reason}") from None
+        if lanes is not None and unique is not None:
+            raise self.error(entry, "priorities: a unique job type has one topic (duplicates "
+                                    "are detected there); it cannot have lanes")
         timeout = None
         if "timeout" in merged:
             try:
@@ -335,7 +351,7 @@ class _Loader:
         return JobType(name=name, schema=schema, topic=topic, key_field=key_field, retry=retry,
                        permanent_errors=tuple(permanent), settings=self._settings(entry, merged),
                        framing=framing, subject_strategy=strategy, status=status,
-                       unique=unique, timeout_s=timeout)
+                       unique=unique, timeout_s=timeout, lanes=lanes)
 
     def _settings(self, entry: str, merged: dict[str, Any]) -> TopicSettings:
         values: dict[str, Any] = {}
@@ -365,6 +381,12 @@ class _Loader:
         collide: dict[str, str] = {}
         for job in jobs.values():
             topic, settings = job.topic, job.settings
+            if job.lanes is not None:
+                for lane_t in job.topics:
+                    if catalogue.for_topic(lane_t) != (job,):
+                        raise self.error(f"jobs.{job.name}", f"priorities: topic {lane_t!r} "
+                                         "is shared with another job type; a job type with "
+                                         "lanes has its topics to itself")
             for other in catalogue.for_topic(topic):
                 if other.settings != settings:
                     raise self.error(f"jobs.{other.name}", f"topic {topic!r} is shared with "

@@ -44,7 +44,7 @@ from ._common import (
 
 __all__ = ["command"]
 
-_LINE_KEYS = frozenset({"type", "payload", "key", "headers", "delay"})
+_LINE_KEYS = frozenset({"type", "payload", "key", "headers", "delay", "priority"})
 
 
 @dataclass
@@ -56,6 +56,7 @@ class _Line:
     headers: dict[str, str] | None = None
     delay: float | None = None
     job_id: str = ""
+    priority: str | None = None  # a priority lane of the job type
 
 
 def _where(line: _Line) -> str:
@@ -100,7 +101,10 @@ def _parse_file(stream: IO[str], default_type: str | None) -> list[_Line]:
                 isinstance(v, str) for v in headers.values())):
             fail(f"{where}'headers' must be an object of strings", EXIT_USAGE)
         delay = None if doc.get("delay") is None else _duration(doc["delay"], where)
-        lines.append(_Line(number, job_type, payload, key, headers, delay))
+        priority = doc.get("priority")
+        if priority is not None and not isinstance(priority, str):
+            fail(f"{where}'priority' must be a string", EXIT_USAGE)
+        lines.append(_Line(number, job_type, payload, key, headers, delay, priority=priority))
     return lines
 
 
@@ -147,6 +151,9 @@ def _show_progress(progress: bool | None, count: int) -> bool:
               envvar="STREAMJOBS_EMIT_HEADERS", help="Extra header; repeatable.")
 @click.option("--delay", envvar="STREAMJOBS_EMIT_DELAY",
               help="Run no earlier than this from now: 250ms, 30s, 5m, 1h, 2d.")
+@click.option("--priority", envvar="STREAMJOBS_EMIT_PRIORITY", default=None,
+              help="Priority lane of the job type (catalogue `priorities`); default: its "
+                   "default lane. A --file line's \"priority\" wins.")
 @click.option("--traceparent", envvar=["STREAMJOBS_TRACEPARENT", "TRACEPARENT"],
               help="W3C trace context to propagate.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
@@ -162,7 +169,8 @@ def _show_progress(progress: bool | None, count: int) -> bool:
 @registry_options
 def command(job_type: str | None, payload_json: str | None, file: IO[str] | None,
             key: str | None, header: tuple[str, ...], delay: str | None,
-            traceparent: str | None, fmt: str, progress: bool | None, connect_timeout: float,
+            priority: str | None, traceparent: str | None, fmt: str, progress: bool | None,
+            connect_timeout: float,
             delivery_timeout: float, schemas_dir: str, kafka: KafkaConfig,
             registry: RegistryConfig | None) -> None:
     """Emit jobs: `streamjobs emit TYPE --json '{...}'` or `streamjobs emit --file jobs.jsonl`."""
@@ -186,13 +194,14 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
             fail(f"--json: invalid JSON: {exc}", EXIT_USAGE)
         if not isinstance(payload, dict):
             fail("--json: the payload must be a JSON object", EXIT_USAGE)
-        lines = [_Line(None, job_type, payload, key, None, delay_s)]
+        lines = [_Line(None, job_type, payload, key, None, delay_s, priority=priority)]
     else:
         assert file is not None
         lines = _parse_file(file, job_type)
         for line in lines:
             line.key = line.key if line.key is not None else key
             line.delay = line.delay if line.delay is not None else delay_s
+            line.priority = line.priority if line.priority is not None else priority
     try:
         catalogue = load_catalogue(schemas_dir)
         schema_registry = SchemaRegistry(registry) if registry is not None else None
@@ -234,7 +243,7 @@ def _emit(catalogue: Catalogue, kafka: KafkaConfig, lines: list[_Line],
                 try:
                     line.job_id = producer.emit(line.job_type, line.payload, key=line.key,
                                                 headers=headers, traceparent=traceparent,
-                                                delay=line.delay)
+                                                delay=line.delay, priority=line.priority)
                 except (StreamjobsError, ValueError) as exc:
                     raise _at(exc, line) from None
         producer.flush(delivery_timeout)

@@ -31,6 +31,7 @@ from ..events import (
 )
 from .context import JobContext
 from .failures import Decision, Failure, decide, describe
+from .lanes import LaneQueue, Ranks
 from .ordering import Lanes
 from .stuck import StuckSlots, timeout_of
 
@@ -49,7 +50,7 @@ Chunk = tuple[list[JobContext], Sequence[int]]
 class Executor:
     def __init__(self, concurrency: int, bus: EventBus, lanes: Lanes[Chunk],
                  completions: deque[Completion], *, use_async: bool,
-                 stuck_limit: int = 0) -> None:
+                 stuck_limit: int = 0, ranks: Ranks | None = None) -> None:
         self.concurrency = concurrency
         # Sync handlers with a timeout: run on a helper thread per slot (worker/stuck.py).
         self.stuck = StuckSlots(concurrency, bus, stuck_limit)
@@ -63,8 +64,11 @@ class Executor:
         self.track_running = False
         self.running: list[JobContext | None] = [None] * concurrency
         self.running_async: set[JobContext] = set()
-        self._tasks: queue.SimpleQueue[tuple[Any, Hashable | None, Chunk] | None] = (
-            queue.SimpleQueue())
+        self._tasks: Any = queue.SimpleQueue()
+        # Priority lanes (worker/lanes.py): sync tasks by lane rank; None without lanes.
+        self.lane_queue: LaneQueue | None = None
+        if ranks:
+            self._tasks = self.lane_queue = LaneQueue(ranks)
         self._threads = [threading.Thread(target=self._thread_main, args=(i,),
                                           name=f"sj-worker-{i}", daemon=True)
                          for i in range(concurrency)]
@@ -134,6 +138,11 @@ class Executor:
                     nxt = self.lanes.take(lane)
             if nxt is None:
                 self.completions.append((part, _NONE, None, True, None))
+                return
+            if self.lane_queue is not None and self.lane_queue.yield_to(part):
+                # A higher lane's task waits: this partition's next chunks queue behind it
+                # (still holding the ordering lane, so they stay in order).
+                self._tasks.put((part, lane, _merged(nxt)))
                 return
             chunks = nxt
 
@@ -526,6 +535,12 @@ class Executor:
 
 
 _NONE: list[int] = []  # "no offsets" (never mutated)
+
+
+def _merged(chunks: list[Chunk]) -> Chunk:
+    if len(chunks) == 1:
+        return chunks[0]
+    return ([c for jobs, _ in chunks for c in jobs], [o for _, offs in chunks for o in offs])
 _CREATED = attrgetter("created_at_ms")
 
 

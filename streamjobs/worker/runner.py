@@ -60,6 +60,7 @@ from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
 from .intake import Intake, Part
+from .lanes import LaneGate, lane_ranks
 from .ordering import Lanes
 from .outbox import Outbox
 from .pauses import Pauses
@@ -97,6 +98,9 @@ class Worker:
             raise ConfigError("registry_url", f"{', '.join(framed)}: registry framing needs a "
                                               "schema registry URL (STREAMJOBS_REGISTRY_URL)")
         self.routes = Routes(app, jobs)
+        self.lane_ranks = lane_ranks(app.catalogue, [j.name for j in jobs])  # priority lanes
+        self.lane_gate = LaneGate(self.lane_ranks, self.settings.concurrency) \
+            if self.lane_ranks else None
         self.group_id = self.settings.group_id or app.default_group_id()
         self.parts: dict[tuple[str, int], Part] = {}
         self.completions: deque[Completion] = deque()
@@ -199,7 +203,7 @@ class Worker:
                               **self.kafka.role_settings("producer")})
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()),
-                                 stuck_limit=s.stuck_limit)
+                                 stuck_limit=s.stuck_limit, ranks=self.lane_ranks)
         self._start_status(meta)
         self.intake = Intake(self, Codec(self.app.catalogue, registry=(
             SchemaRegistry(self.registry) if self.registry is not None else None)))
@@ -268,6 +272,8 @@ class Worker:
             now_ms = time.time() * 1000.0
             next_wake = intake.fire(now_ms)
             self._count_in_flight()
+            if self.lane_gate is not None:
+                self.lane_gate.apply(self.parts.values(), self, now_ms)
             self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
                                    max_in_flight=max_in_flight, resume_at=s.resume_at,
                                    stopping=self.stop_reason is not None, now_ms=now_ms)
