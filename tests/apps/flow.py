@@ -5,7 +5,9 @@ prefix ``STREAMJOBS_TOPIC_PREFIX``. Every handler appends one JSON line per run 
 named by ``STREAMJOBS_TEST_LEDGER`` (fsync'd): job id, type, key, schedule tick, offset, pid.
 Job types named ``slow*`` get an async handler that hangs on its first attempt when the key
 starts with ``hang`` (the timeout tests). Job types named ``stuck*`` get a sync handler that
-sleeps on its first attempt when the key is ``hang-<seconds>`` (the sync timeout tests).
+sleeps on its first attempt when the key is ``hang-<seconds>`` (the sync timeout tests). Job types
+named ``lane*`` get a sync handler taking 20 ms a job that fails the first attempt of keys
+starting with ``fail`` (the priority lane tests).
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def stuck(payload: dict[str, Any], ctx: JobContext) -> None:
     record(payload, ctx)
 
 
+def paced(payload: dict[str, Any], ctx: JobContext) -> None:
+    time.sleep(0.02)
+    if payload["key"].startswith("fail") and ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    record(payload, ctx)
+
+
 for _name in app.catalogue.names():  # every job type of the test's catalogue
     app.job(_name)(slow if _name.startswith("slow") else
-                   stuck if _name.startswith("stuck") else record)
+                   stuck if _name.startswith("stuck") else
+                   paced if _name.startswith("lane") else record)
