@@ -122,11 +122,24 @@ class Executor:
                 return
             self._run_sync(slot, *task)
 
-    def _run_sync(self, slot: int, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
-        chunks = [chunk]
+    def _run_sync(self, slot: int, part: Any, lane: Hashable | None,
+                  chunk: Chunk | list[Chunk]) -> None:
+        chunks = chunk if isinstance(chunk, list) else [chunk]
+        # A lower priority lane's task runs in slices and hands the rest back to the queue
+        # when a higher lane's task waits (worker/lanes.py).
+        queue = self.lane_queue
+        yields = queue is not None and queue.rank(part) > 0
+        first = True
         while True:
             early = False
-            for jobs, offsets in chunks:
+            if yields:
+                chunks = _sliced(chunks, YIELD_EVERY)
+            for i, (jobs, offsets) in enumerate(chunks):
+                if yields and not first and queue is not None and queue.yield_to(part):
+                    # The task keeps the ordering lane: the rest stays in order.
+                    self._tasks.put((part, lane, chunks[i:]))
+                    return
+                first = False
                 early = self._run_chunk(slot, part, jobs, offsets)
                 if early:
                     break
@@ -138,11 +151,6 @@ class Executor:
                     nxt = self.lanes.take(lane)
             if nxt is None:
                 self.completions.append((part, _NONE, None, True, None))
-                return
-            if self.lane_queue is not None and self.lane_queue.yield_to(part):
-                # A higher lane's task waits: this partition's next chunks queue behind it
-                # (still holding the ordering lane, so they stay in order).
-                self._tasks.put((part, lane, _merged(nxt)))
                 return
             chunks = nxt
 
@@ -537,10 +545,16 @@ class Executor:
 _NONE: list[int] = []  # "no offsets" (never mutated)
 
 
-def _merged(chunks: list[Chunk]) -> Chunk:
-    if len(chunks) == 1:
-        return chunks[0]
-    return ([c for jobs, _ in chunks for c in jobs], [o for _, offs in chunks for o in offs])
+YIELD_EVERY = 1  # jobs between a lower lane task's looks at the queue
+
+
+def _sliced(chunks: list[Chunk], size: int) -> list[Chunk]:
+    if all(len(jobs) <= size for jobs, _ in chunks):
+        return chunks
+    return [(jobs[i:i + size], offsets[i:i + size]) for jobs, offsets in chunks
+            for i in range(0, len(jobs), size)]
+
+
 _CREATED = attrgetter("created_at_ms")
 
 

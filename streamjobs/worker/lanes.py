@@ -3,16 +3,18 @@
 Two mechanisms, both only for job types that declare lanes:
 
 - **Intake gate** (``LaneGate``, poll thread): a lower lane may have at most ``buffer`` jobs
-  taken and unfinished (``4 x concurrency``, at least 32); under the ``strict`` policy none at
-  all while a higher lane of its job type has jobs in flight, under ``weighted`` its weight's
-  share of the buffer. Its partitions are paused past that (held, like a wait tier) and
-  resumed at half. So a low backlog never fills the worker's in-flight bound, which would
-  pause every partition, the high lanes' too, and a high job is fetched as soon as it lands.
+  taken and unfinished (``16 x concurrency``, at least 256, at most half the in-flight bound);
+  under the ``strict`` policy none at all while a higher lane of its job type has jobs in
+  flight, under ``weighted`` its weight's share of the buffer. The cap is split between the
+  lane's partitions; a partition past its share is paused (held, like a wait tier) and resumed
+  at half. So a low backlog never fills the worker's in-flight bound, which would pause every
+  partition, the high lanes' too, and a high job is fetched as soon as it lands.
 - **Task queue** (``LaneQueue``, slot threads): sync tasks queue per lane rank; a free thread
   takes the highest rank's task (``strict``) or picks ranks by weight (``weighted``: smooth
   weighted round robin, so lower ranks still get their share), and a thread running a lower
-  lane's partition hands it back to the queue between chunks when a higher task waits
-  (``yield_to``), instead of draining the partition first.
+  lane's task looks at the queue between jobs and hands the rest of its task back when a
+  higher task waits (``yield_to``; the task keeps its ordering lane, so order holds). A high
+  job then waits for at most one job per thread, not for a whole fetched batch.
 
 Async handlers get the gate only (their tasks start in submission order).
 """
@@ -29,6 +31,7 @@ from ..priorities import PriorityLanes
 
 __all__ = ["LaneGate", "LaneQueue", "lane_ranks"]
 
+FETCH_WAIT_MS = 50
 HELD_MS = 3_600_000.0  # a gated partition is held until released (re-extended while gated)
 
 # topic -> (job type, rank 0 = highest, its lanes)
@@ -50,9 +53,20 @@ def lane_ranks(catalogue: Catalogue,
 class LaneGate:
     """Pauses lower lanes' partitions while they would crowd out higher lanes."""
 
-    def __init__(self, ranks: Ranks, concurrency: int) -> None:
+    def __init__(self, ranks: Ranks, concurrency: int, max_in_flight: int) -> None:
         self.ranks = ranks
-        self.buffer = max(32, 4 * concurrency)
+        # Below the worker's in-flight bound (at which every partition, high lanes' too,
+        # would pause), and large enough that resumes (a fetch round trip) keep threads busy.
+        self.buffer = max(1, min(max(256, 16 * concurrency), max_in_flight // 2))
+
+    @staticmethod
+    def consumer_settings() -> dict[str, Any]:
+        """A resumed partition joins the consumer's next fetch, which librdkafka sends only
+        once the one in flight returns: with idle high lanes that is a long poll of
+        ``fetch.wait.max.ms`` (500 ms by default), and a gated low lane idled the threads
+        that long at every resume. 50 ms bounds it (an idle worker then fetches 20 times
+        a second instead of twice)."""
+        return {"fetch.wait.max.ms": FETCH_WAIT_MS}
 
     def caps(self, in_flight: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """(job type, rank) -> the most jobs that lane may have in flight now."""
@@ -71,15 +85,19 @@ class LaneGate:
         return caps
 
     def apply(self, parts: Collection[Any], worker: Any, now_ms: float) -> None:
-        """Hold or release the lane partitions among ``parts`` (each loop iteration)."""
+        """Hold or release the lane partitions among ``parts`` (each loop iteration). A lane's
+        cap is shared by its partitions: a partition holding a whole fetched batch must not
+        hold back the others (with ordering by partition each runs on one thread)."""
         ranks = self.ranks
         in_flight: dict[tuple[str, int], int] = {}
+        count: dict[tuple[str, int], int] = {}
         mine = []
         for part in parts:
             lane = ranks.get(part.topic)
             if lane is not None:
                 key = (lane[0], lane[1])
                 in_flight[key] = in_flight.get(key, 0) + part.tracker.in_flight
+                count[key] = count.get(key, 0) + 1
                 mine.append((part, key))
         if not mine:
             return
@@ -88,11 +106,12 @@ class LaneGate:
             cap = caps.get(key)
             if cap is None:
                 continue
-            n = in_flight.get(key, 0)
+            own = part.tracker.in_flight
+            share = max(1, cap // count[key]) if cap else 0
             if part.hold_until_ms <= now_ms:
-                if n >= cap:  # cap 0: held whatever it has
+                if own >= share:  # share 0: held whatever it has
                     worker.hold(part, now_ms + HELD_MS)
-            elif cap and n <= cap // 2:
+            elif share and own <= share // 2:
                 part.hold_until_ms = now_ms  # due now: the next reconcile resumes it
 
 

@@ -99,8 +99,8 @@ class Worker:
                                               "schema registry URL (STREAMJOBS_REGISTRY_URL)")
         self.routes = Routes(app, jobs)
         self.lane_ranks = lane_ranks(app.catalogue, [j.name for j in jobs])  # priority lanes
-        self.lane_gate = LaneGate(self.lane_ranks, self.settings.concurrency) \
-            if self.lane_ranks else None
+        self.lane_gate = LaneGate(self.lane_ranks, self.settings.concurrency,
+                                  self.settings.max_in_flight or 1) if self.lane_ranks else None
         self.group_id = self.settings.group_id or app.default_group_id()
         self.parts: dict[tuple[str, int], Part] = {}
         self.completions: deque[Completion] = deque()
@@ -165,6 +165,8 @@ class Worker:
             # broker. The published throughput (docs/benchmarks.md) is measured with 10.
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
+        if self.lane_gate is not None:
+            conf.update(self.lane_gate.consumer_settings())
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
         else:

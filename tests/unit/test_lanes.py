@@ -62,13 +62,14 @@ def _ranks(policy: str = "weighted") -> Any:
 
 
 def test_the_gate_caps_lower_lanes_while_higher_ones_are_busy() -> None:
-    gate = LaneGate(_ranks(), concurrency=8)
-    assert gate.buffer == 32
-    assert gate.caps({}) == {("a", 1): 32, ("a", 2): 32}  # nothing higher: the buffer
+    gate = LaneGate(_ranks(), concurrency=8, max_in_flight=5000)
+    assert gate.buffer == 256
+    assert LaneGate(_ranks(), concurrency=8, max_in_flight=100).buffer == 50
+    assert gate.caps({}) == {("a", 1): 256, ("a", 2): 256}  # nothing higher: the buffer
     # high busy: normal keeps 2/(8+2) of it, low 1/(8+2+1)
-    assert gate.caps({("a", 0): 5}) == {("a", 1): 6, ("a", 2): 2}
-    strict = LaneGate(_ranks("strict"), concurrency=8)
-    assert strict.caps({("a", 1): 1}) == {("a", 1): 32, ("a", 2): 0}
+    assert gate.caps({("a", 0): 5}) == {("a", 1): 51, ("a", 2): 23}
+    strict = LaneGate(_ranks("strict"), concurrency=8, max_in_flight=5000)
+    assert strict.caps({("a", 1): 1}) == {("a", 1): 256, ("a", 2): 0}
 
 
 class _Tracker:
@@ -89,7 +90,7 @@ class _Worker:
 
 
 def test_the_gate_holds_and_releases_partitions() -> None:
-    gate = LaneGate(_ranks("strict"), concurrency=8)
+    gate = LaneGate(_ranks("strict"), concurrency=2, max_in_flight=64)  # buffer 32
     high, low = _Part("t.p-high", 1), _Part("t.p-low", 0)
     gate.apply([high, low], _Worker(), 1000.0)
     assert low.hold_until_ms > 1000.0 and high.hold_until_ms == 0.0
@@ -97,6 +98,7 @@ def test_the_gate_holds_and_releases_partitions() -> None:
     gate.apply([high, low], _Worker(), 2000.0)
     assert low.hold_until_ms == 2000.0  # due: the next reconcile resumes it
     low.tracker.in_flight = 40  # past the buffer with nothing higher: held again
+    low.hold_until_ms = 0.0
     gate.apply([high, low], _Worker(), 3000.0)
     assert low.hold_until_ms > 3000.0
 
@@ -134,3 +136,12 @@ def test_lane_ranks_of_a_catalogue(tmp_path: Path) -> None:
     ranks = lane_ranks(cat, ["a"])
     assert {t: r for t, (_, r, _) in ranks.items()} == {
         "p.t.users.p-high": 0, "p.t.users": 1, "p.t.users.p-low": 2}
+
+
+def test_a_partition_holding_a_big_batch_does_not_hold_back_its_lane() -> None:
+    """The lane's cap is split between its partitions: one past its share is held, the others
+    keep fetching (each runs on its own thread)."""
+    gate = LaneGate(_ranks(), concurrency=2, max_in_flight=64)  # buffer 32: 16 a partition
+    big, idle = _Part("t.p-low", 1000), _Part("t.p-low", 0)
+    gate.apply([big, idle], _Worker(), 1000.0)
+    assert big.hold_until_ms > 1000.0 and idle.hold_until_ms == 0.0
