@@ -147,6 +147,7 @@ def run_policy(catalogue: Catalogue, kafka: KafkaConfig, producer: Producer, pol
                 "sat_p99_ms": round(p99(ph.high), 2),
                 "low_done": low_done, "low_per_s": round(low_done / elapsed, 1)})
     out["ratio_p99"] = round(out["sat_p99_ms"] / out["idle_p99_ms"], 3)
+    out["low_share"] = round(out["low_per_s"] / max(out["low_alone_per_s"], 0.1), 3)
     print(json.dumps(out), file=sys.stderr)
     return out
 
