@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from tests.conftest import wait_for
 
 from .flow_support import Flow, flow_fixture  # noqa: F401
@@ -24,7 +26,8 @@ def test_high_jobs_overtake_a_low_backlog_and_retry_in_their_lane(flow: Flow) ->
     """Rule: with 300 low jobs waiting (20 ms each, 2 threads: ~3 s of work), high jobs
     emitted once the worker is busy all finish while most of the low backlog is still
     waiting; a failing high job retries through its own lane's tier (<topic>.p-high.retry.1s)
-    and `streamjobs emit --priority high` writes to the high lane's topic."""
+    and `streamjobs emit --priority high` writes to the high lane's topic; an unknown lane is
+    refused with nothing sent (ValueError; exit 2 from the CLI)."""
     flow.setup(CATALOGUE)
     for i in range(300):
         flow.producer.emit("lane", {"id": f"low{i}", "key": f"k{i}"}, priority="low")
@@ -47,6 +50,11 @@ def test_high_jobs_overtake_a_low_backlog_and_retry_in_their_lane(flow: Flow) ->
     retried = [x for x in flow.lines() if x["id"] == "highfail"]
     assert [x["attempt"] for x in retried] == [2]
     assert retried[0]["topic"] == f"{flow.prefix}lane.p-high.retry.1s"
+    with pytest.raises(ValueError, match="unknown priority 'urgent'"):
+        flow.producer.emit("lane", {"id": "x", "key": "x"}, priority="urgent")
+    bad = flow.run_cli("emit", "lane", "--json", '{"id": "x", "key": "x"}', "--priority",
+                       "urgent", env=flow.env())
+    assert bad.returncode == 2 and "unknown priority 'urgent'" in bad.stderr
     topics = {x["id"]: x["topic"] for x in flow.lines()}
     assert topics["cli"] == f"{flow.prefix}lane.p-high"
     assert topics["low0"] == f"{flow.prefix}lane.p-low"
