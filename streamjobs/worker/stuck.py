@@ -93,9 +93,10 @@ class StuckSlots:
     def call(self, slot: int, ctx: JobContext, timeout: float) -> None:
         """Run ``ctx``'s sync handler on the slot's helper; ``JobTimeout`` past ``timeout``."""
         helper = self._helpers[slot]
-        if helper is not None and helper.busy is not None:
+        busy = helper.busy if helper is not None else None
+        if busy is not None:
             # Beyond the limit the stuck helper was kept: the slot waits for it (stuck too).
-            helper.busy.done.wait()
+            busy.done.wait()
         if helper is None:
             self._serial += 1
             helper = self._helpers[slot] = _Helper(self, slot, self._serial)
