@@ -31,7 +31,7 @@ from ..events import (
 )
 from .context import JobContext
 from .failures import Decision, Failure, decide, describe
-from .lanes import LaneQueue, Ranks
+from .lanes import LaneQueue, RankedDeque, Ranks
 from .ordering import Lanes
 from .stuck import StuckSlots, timeout_of
 
@@ -80,7 +80,7 @@ class Executor:
         # (a counter and a deque: no semaphore waiter per queued chunk).
         self._inbox: deque[tuple[Any, Hashable | None, Chunk]] = deque()
         self._inbox_wake = False
-        self._queued: deque[tuple[Any, Hashable | None, Chunk]] = deque()
+        self._queued: Any = RankedDeque(ranks) if ranks else deque()
         self._active = 0
         # part -> (jobs, durations, perf_counter ends): async successes of this loop iteration
         self._tick: dict[Any, tuple[list[JobContext], list[float], list[float]]] = {}
@@ -361,7 +361,8 @@ class Executor:
         while queued and self._active < self.concurrency:
             self._active += 1
             part, lane, chunk = queued.popleft()
-            if lean and lane is None and len(chunk[0]) == 1 and part.single_type is not None:
+            if (lean and lane is None and type(chunk) is tuple and len(chunk[0]) == 1
+                    and part.single_type is not None):
                 loop.create_task(self._run_one(part, chunk[0][0], chunk[1]))
             else:
                 loop.create_task(self._run_async(part, lane, chunk))
@@ -413,12 +414,22 @@ class Executor:
         acc[1].append(duration)
         acc[2].append(end)
 
-    async def _run_async(self, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
+    async def _run_async(self, part: Any, lane: Hashable | None,
+                         chunk: Chunk | list[Chunk]) -> None:
         try:
-            chunks = [chunk]
+            chunks = chunk if isinstance(chunk, list) else [chunk]
+            queued = self._queued  # lower lanes hand their rest back, as in _run_sync
+            yields = isinstance(queued, RankedDeque) and queued.rank(part) > 0
+            first = True
             while True:
                 early = False
-                for jobs, offsets in chunks:
+                if yields:
+                    chunks = _sliced(chunks, YIELD_EVERY)
+                for i, (jobs, offsets) in enumerate(chunks):
+                    if yields and not first and queued.yield_to(part):
+                        queued.append((part, lane, chunks[i:]))
+                        return
+                    first = False
                     early = await self._run_chunk_async(part, jobs, offsets)
                     if early:
                         break

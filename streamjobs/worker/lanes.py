@@ -16,7 +16,8 @@ Two mechanisms, both only for job types that declare lanes:
   higher task waits (``yield_to``; the task keeps its ordering lane, so order holds). A high
   job then waits for at most one job per thread, not for a whole fetched batch.
 
-Async handlers get the gate only (their tasks start in submission order).
+Async tasks waiting for a place on the event loop are kept the same way (``RankedDeque``),
+and a lower lane's async task hands its rest back between jobs too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from ..catalogue import Catalogue
 from ..priorities import PriorityLanes
 
-__all__ = ["LaneGate", "LaneQueue", "lane_ranks"]
+__all__ = ["LaneGate", "LaneQueue", "RankedDeque", "lane_ranks"]
 
 FETCH_WAIT_MS = 50
 HELD_MS = 3_600_000.0  # a gated partition is held until released (re-extended while gated)
@@ -115,9 +116,8 @@ class LaneGate:
                 part.hold_until_ms = now_ms  # due now: the next reconcile resumes it
 
 
-class LaneQueue:
-    """The executor's queue of sync tasks (``put``/``get`` like ``queue.SimpleQueue``), by
-    lane rank. ``None`` (shutdown) is served before everything."""
+class _Ranked:
+    """Tasks in one deque per lane rank, and the choice of the next rank to serve."""
 
     def __init__(self, ranks: Ranks) -> None:
         self._rank = {topic: rank for topic, (_, rank, _) in ranks.items()}
@@ -131,30 +131,10 @@ class LaneQueue:
         self._weights = weights
         self._credit = [0] * depth
         self._queues: list[deque[Any]] = [deque() for _ in range(depth)]
-        self._stop: deque[None] = deque()
-        self._cond = threading.Condition(threading.Lock())
 
     def rank(self, part: Any) -> int:
         """0 for topics without lanes: lanes never delay other job types."""
         return self._rank.get(part.topic, 0)
-
-    def put(self, task: Any) -> None:
-        with self._cond:
-            if task is None:
-                self._stop.append(None)
-            else:
-                self._queues[self.rank(task[0])].append(task)
-            self._cond.notify()
-
-    def get(self) -> Any:
-        with self._cond:
-            while True:
-                if self._stop:
-                    return self._stop.popleft()
-                rank = self._pick()
-                if rank is not None:
-                    return self._queues[rank].popleft()
-                self._cond.wait()
 
     def yield_to(self, part: Any) -> bool:
         """A task of a higher rank than ``part``'s waits (unlocked read: a hint)."""
@@ -177,3 +157,48 @@ class LaneQueue:
         best = max(ready, key=credit.__getitem__)
         credit[best] -= total
         return best
+
+
+class LaneQueue(_Ranked):
+    """The executor's queue of sync tasks (``put``/``get`` like ``queue.SimpleQueue``), by
+    lane rank. ``None`` (shutdown) is served before everything."""
+
+    def __init__(self, ranks: Ranks) -> None:
+        super().__init__(ranks)
+        self._stop: deque[None] = deque()
+        self._cond = threading.Condition(threading.Lock())
+
+    def put(self, task: Any) -> None:
+        with self._cond:
+            if task is None:
+                self._stop.append(None)
+            else:
+                self._queues[self.rank(task[0])].append(task)
+            self._cond.notify()
+
+    def get(self) -> Any:
+        with self._cond:
+            while True:
+                if self._stop:
+                    return self._stop.popleft()
+                rank = self._pick()
+                if rank is not None:
+                    return self._queues[rank].popleft()
+                self._cond.wait()
+
+
+class RankedDeque(_Ranked):
+    """The async tasks waiting for a free place on the event loop (``append``/``popleft``
+    like a ``deque``), by lane rank; used on the loop's thread only."""
+
+    def append(self, task: Any) -> None:
+        self._queues[self.rank(task[0])].append(task)
+
+    def popleft(self) -> Any:
+        rank = self._pick()
+        if rank is None:
+            raise IndexError("pop from an empty RankedDeque")
+        return self._queues[rank].popleft()
+
+    def __bool__(self) -> bool:
+        return any(self._queues)

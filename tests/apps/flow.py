@@ -7,7 +7,7 @@ Job types named ``slow*`` get an async handler that hangs on its first attempt w
 starts with ``hang`` (the timeout tests). Job types named ``stuck*`` get a sync handler that
 sleeps on its first attempt when the key is ``hang-<seconds>`` (the sync timeout tests). Job types
 named ``lane*`` get a sync handler taking 20 ms a job that fails the first attempt of keys
-starting with ``fail`` (the priority lane tests).
+starting with ``fail`` (the priority lane tests); ``alane*`` the same as an async handler.
 """
 
 from __future__ import annotations
@@ -66,7 +66,15 @@ def paced(payload: dict[str, Any], ctx: JobContext) -> None:
     record(payload, ctx)
 
 
+async def apaced(payload: dict[str, Any], ctx: JobContext) -> None:
+    await asyncio.sleep(0.02)
+    if payload["key"].startswith("fail") and ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    record(payload, ctx)
+
+
 for _name in app.catalogue.names():  # every job type of the test's catalogue
     app.job(_name)(slow if _name.startswith("slow") else
                    stuck if _name.startswith("stuck") else
-                   paced if _name.startswith("lane") else record)
+                   paced if _name.startswith("lane") else
+                   apaced if _name.startswith("alane") else record)

@@ -19,7 +19,34 @@ topic = "lane"
 partitions = 2
 priorities = ["high", "normal", "low"]
 retry = { delays = ["1s"], max_attempts = 3 }
+
+[jobs.alane]
+schema = "test.Flow"
+topic = "alane"
+partitions = 2
+priorities = ["high", "normal", "low"]
 """
+
+
+def test_async_high_jobs_overtake_a_low_backlog(flow: Flow) -> None:
+    """Rule: the same for async handlers (20 ms each, 2 at once): high jobs emitted once the
+    worker is busy with 300 low ones run while most of the low backlog still waits."""
+    flow.setup(CATALOGUE)
+    for i in range(300):
+        flow.producer.emit("alane", {"id": f"low{i}", "key": f"k{i}"}, priority="low")
+    flow.producer.flush(10)
+    w = flow.worker(STREAMJOBS_CONCURRENCY="2", STREAMJOBS_JOB_TYPES="alane")
+    wait_for(lambda: len(flow.lines()) >= 20, 60, what="the worker busy with the backlog")
+    for i in range(5):
+        flow.producer.emit("alane", {"id": f"high{i}", "key": f"h{i}"}, priority="high")
+    flow.producer.flush(10)
+    wait_for(lambda: len(flow.lines()) == 305, 90, what="every job")
+    ids = [x["id"] for x in flow.lines()]
+    lows_before = [sum(1 for x in ids[:ids.index(f"high{i}")] if x.startswith("low"))
+                   for i in range(5)]
+    assert max(lows_before) < 200, lows_before
+    w.signal(signal.SIGTERM)
+    assert w.wait(40) == 0
 
 
 def test_high_jobs_overtake_a_low_backlog_and_retry_in_their_lane(flow: Flow) -> None:
@@ -32,7 +59,7 @@ def test_high_jobs_overtake_a_low_backlog_and_retry_in_their_lane(flow: Flow) ->
     for i in range(300):
         flow.producer.emit("lane", {"id": f"low{i}", "key": f"k{i}"}, priority="low")
     flow.producer.flush(10)
-    w = flow.worker(STREAMJOBS_CONCURRENCY="2")
+    w = flow.worker(STREAMJOBS_CONCURRENCY="2", STREAMJOBS_JOB_TYPES="lane")
     wait_for(lambda: len(flow.lines()) >= 20, 60, what="the worker busy with the backlog")
     for i in range(5):
         flow.producer.emit("lane", {"id": f"high{i}", "key": f"h{i}"}, priority="high")
