@@ -145,3 +145,54 @@ def test_a_partition_holding_a_big_batch_does_not_hold_back_its_lane() -> None:
     big, idle = _Part("t.p-low", 1000), _Part("t.p-low", 0)
     gate.apply([big, idle], _Worker(), 1000.0)
     assert big.hold_until_ms > 1000.0 and idle.hold_until_ms == 0.0
+
+
+class _RunPart:
+    """What the executor reads of a partition."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.revoked = False
+        self.single_type = None
+
+
+def test_a_low_lane_task_hands_its_rest_to_a_waiting_high_task() -> None:
+    """One thread busy with a 20-job low chunk: a high job submitted meanwhile runs after the
+    low job in progress, not after the whole chunk; the low jobs keep their order."""
+    import threading
+    import time
+    from collections import deque
+
+    from streamjobs.events import EventBus
+    from streamjobs.worker.executor import Executor
+    from streamjobs.worker.ordering import Lanes
+    from tests.unit.test_timeouts import _Ctx
+
+    order: list[str] = []
+    started = threading.Event()
+
+    def job(name: str) -> Any:
+        def run(payload: Any, ctx: Any) -> None:
+            started.set()
+            time.sleep(0.01)
+            order.append(name)
+        return run
+
+    ranks = _ranks("weighted")
+    completions: deque[Any] = deque()
+    lanes: Lanes[Any] = Lanes()
+    ex = Executor(1, EventBus(), lanes, completions, use_async=False, ranks=ranks)
+    try:
+        low, high = _RunPart("t.p-low"), _RunPart("t.p-high")
+        low_jobs = [_Ctx(job(f"low{i}"), None, None) for i in range(20)]
+        assert lanes.offer(low, None)
+        ex.submit(low, low, (low_jobs, range(20)), False)
+        started.wait(5)
+        ex.submit(high, None, ([_Ctx(job("high"), None, None)], [0]), False)
+        deadline = time.monotonic() + 10
+        while len(order) < 21 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        ex.shutdown()
+    assert order.index("high") <= 3, order
+    assert [n for n in order if n != "high"] == [f"low{i}" for i in range(20)]
