@@ -22,17 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .names import lane_topic
 
-__all__ = ["POLICIES", "PriorityLanes", "lane_topic", "parse_priorities"]
+__all__ = ["POLICIES", "PriorityLanes", "parse_priorities"]
 
 POLICIES = ("weighted", "strict")
 DEFAULT_LANE = "normal"
 _LANE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-
-
-def lane_topic(topic: str, lane: str) -> str:
-    """The job topic of a non-default lane: ``demo.emails.p-high``."""
-    return f"{topic}.p-{lane}"
 
 
 def default_weights(n: int) -> tuple[int, ...]:

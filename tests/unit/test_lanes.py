@@ -10,7 +10,8 @@ import pytest
 
 from streamjobs.catalogue import Catalogue
 from streamjobs.errors import ConfigError
-from streamjobs.priorities import PriorityLanes, default_weights, lane_topic
+from streamjobs.names import lane_topic
+from streamjobs.priorities import PriorityLanes, default_weights
 from streamjobs.topics import desired_topics
 from streamjobs.worker.lanes import LaneGate, LaneQueue, lane_ranks
 from tests.unit.test_catalogue import GOOD, load_error, make_dir
