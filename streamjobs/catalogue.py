@@ -17,6 +17,7 @@ from typing import Any
 from .durations import parse_duration
 from .errors import CatalogueError, ConfigError, UnknownJobType
 from .framing import FRAMINGS, REGISTRY, SINGLE_OBJECT
+from .limits import BreakerPolicy, RateLimit, parse_breaker, parse_concurrency, parse_rate
 from .names import dlq_topic, retry_topic, unique_topic
 from .priorities import PriorityLanes, parse_priorities
 from .retry import DEFAULT_DELAY_TIERS, RetryPolicy
@@ -42,8 +43,9 @@ STATUS_MODES = ("all", "failures", "none")
 DEFAULT_STATUS = "failures"
 # How a registry subject is named: Confluent's TopicNameStrategy and RecordNameStrategy.
 SUBJECT_STRATEGIES = ("topic", "record")
-_JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field", "unique", "priorities",
-                             "default_priority", "priority_policy", "priority_weights"}
+_JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field", "unique", "rate_limit",
+                             "concurrency", "breaker", "priorities", "default_priority",
+                             "priority_policy", "priority_weights"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class JobType:
         return f"{self.topic}-value" if self.subject_strategy == "topic" else self.schema
     unique: UniquePolicy | None = None  # docs/catalogue.md "Unique jobs"
     timeout_s: float | None = None  # async handlers are cancelled past it (docs/worker.md)
+    # Flow control (limits.py; README "Rate limits, concurrency and circuit breakers").
+    rate_limit: RateLimit | None = None
+    concurrency: int | None = None
+    breaker: BreakerPolicy | None = None
     lanes: PriorityLanes | None = None  # priority lanes (priorities.py), one topic each
 
     @property
@@ -338,6 +344,17 @@ class _Loader:
                 raise self.error(entry, f"timeout: {exc}") from None
             if timeout <= 0:
                 raise self.error(entry, "timeout must be > 0")
+        try:
+            rate = parse_rate(spec["rate_limit"]) if "rate_limit" in spec else None
+            concurrency = (parse_concurrency(spec["concurrency"]) if "concurrency" in spec
+                           else None)
+            breaker = parse_breaker(spec["breaker"]) if "breaker" in spec else None
+        except ValueError as exc:
+            raise self.error(entry, str(exc)) from None
+        if lanes is not None and (rate or concurrency or breaker):
+            # Both hold partitions through the same pause; one per job type until they share it.
+            raise self.error(entry, "priorities: a job type with lanes cannot also have "
+                                    "rate_limit, concurrency or breaker (not supported yet)")
         status = merged.get("status", DEFAULT_STATUS)
         if status not in STATUS_MODES:
             raise self.error(entry, f"status must be one of {', '.join(STATUS_MODES)}, "
@@ -353,7 +370,8 @@ class _Loader:
         return JobType(name=name, schema=schema, topic=topic, key_field=key_field, retry=retry,
                        permanent_errors=tuple(permanent), settings=self._settings(entry, merged),
                        framing=framing, subject_strategy=strategy, status=status,
-                       unique=unique, timeout_s=timeout, lanes=lanes)
+                       unique=unique, timeout_s=timeout, rate_limit=rate,
+                       concurrency=concurrency, breaker=breaker, lanes=lanes)
 
     def _settings(self, entry: str, merged: dict[str, Any]) -> TopicSettings:
         values: dict[str, Any] = {}

@@ -44,7 +44,7 @@ from ._common import (
 
 __all__ = ["command"]
 
-_LINE_KEYS = frozenset({"type", "payload", "key", "headers", "delay", "priority"})
+_LINE_KEYS = frozenset({"type", "payload", "key", "headers", "delay", "job_id", "priority"})
 
 
 @dataclass
@@ -101,11 +101,24 @@ def _parse_file(stream: IO[str], default_type: str | None) -> list[_Line]:
                 isinstance(v, str) for v in headers.values())):
             fail(f"{where}'headers' must be an object of strings", EXIT_USAGE)
         delay = None if doc.get("delay") is None else _duration(doc["delay"], where)
+        job_id = doc.get("job_id")
+        if job_id is not None:
+            _check_job_id(job_id, where)
         priority = doc.get("priority")
         if priority is not None and not isinstance(priority, str):
             fail(f"{where}'priority' must be a string", EXIT_USAGE)
-        lines.append(_Line(number, job_type, payload, key, headers, delay, priority=priority))
+        lines.append(_Line(number, job_type, payload, key, headers, delay, job_id=job_id or "",
+                           priority=priority))
     return lines
+
+
+def _check_job_id(value: Any, where: str) -> None:
+    from ..headers import check_job_id
+
+    try:
+        check_job_id(value)
+    except ValueError as exc:
+        fail(f"{where}{exc}", EXIT_USAGE)
 
 
 def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -151,6 +164,10 @@ def _show_progress(progress: bool | None, count: int) -> bool:
               envvar="STREAMJOBS_EMIT_HEADERS", help="Extra header; repeatable.")
 @click.option("--delay", envvar="STREAMJOBS_EMIT_DELAY",
               help="Run no earlier than this from now: 250ms, 30s, 5m, 1h, 2d.")
+@click.option("--job-id", envvar="STREAMJOBS_EMIT_JOB_ID", metavar="ID",
+              help="The job's id instead of a new UUIDv7 (an idempotency key: a type unique "
+                   "by job_id runs one job per id within its window). With --json only; a "
+                   "--file line gives its own \"job_id\".")
 @click.option("--priority", envvar="STREAMJOBS_EMIT_PRIORITY", default=None,
               help="Priority lane of the job type (catalogue `priorities`); default: its "
                    "default lane. A --file line's \"priority\" wins.")
@@ -168,7 +185,7 @@ def _show_progress(progress: bool | None, count: int) -> bool:
 @kafka_options
 @registry_options
 def command(job_type: str | None, payload_json: str | None, file: IO[str] | None,
-            key: str | None, header: tuple[str, ...], delay: str | None,
+            key: str | None, header: tuple[str, ...], delay: str | None, job_id: str | None,
             priority: str | None, traceparent: str | None, fmt: str, progress: bool | None,
             connect_timeout: float,
             delivery_timeout: float, schemas_dir: str, kafka: KafkaConfig,
@@ -178,6 +195,11 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
 
     if (payload_json is None) == (file is None):
         fail("give either TYPE --json '{...}' or --file FILE", EXIT_USAGE)
+    if job_id is not None:
+        if file is not None:
+            fail("--job-id goes with --json (a --file line gives its own \"job_id\")",
+                 EXIT_USAGE)
+        _check_job_id(job_id, "--job-id: ")
     extra_headers = _parse_headers(header)
     delay_s = None if delay is None else _duration(delay, "--delay: ")
     if traceparent is not None:
@@ -194,7 +216,8 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
             fail(f"--json: invalid JSON: {exc}", EXIT_USAGE)
         if not isinstance(payload, dict):
             fail("--json: the payload must be a JSON object", EXIT_USAGE)
-        lines = [_Line(None, job_type, payload, key, None, delay_s, priority=priority)]
+        lines = [_Line(None, job_type, payload, key, None, delay_s, job_id=job_id or "",
+                       priority=priority)]
     else:
         assert file is not None
         lines = _parse_file(file, job_type)
@@ -243,7 +266,9 @@ def _emit(catalogue: Catalogue, kafka: KafkaConfig, lines: list[_Line],
                 try:
                     line.job_id = producer.emit(line.job_type, line.payload, key=line.key,
                                                 headers=headers, traceparent=traceparent,
-                                                delay=line.delay, priority=line.priority)
+                                                delay=line.delay,
+                                                job_id=line.job_id or None,
+                                                priority=line.priority)
                 except (StreamjobsError, ValueError) as exc:
                     raise _at(exc, line) from None
         producer.flush(delivery_timeout)

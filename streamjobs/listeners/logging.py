@@ -31,6 +31,7 @@ import structlog
 
 from ..errors import ConfigError
 from ..events import (
+    BreakerChanged,
     BrokerStatus,
     CommitDone,
     CommitFailed,
@@ -50,6 +51,7 @@ from ..events import (
     PartitionsAssigned,
     PartitionsLost,
     PartitionsRevoked,
+    PartitionThrottled,
     ScheduleFired,
     SchedulerOwnership,
     ScheduleSkipped,
@@ -237,6 +239,8 @@ class LogListener:
             ("info", ScheduleFired, self.on_schedule_fired),
             ("warning", ScheduleSkipped, self.on_schedule_skipped),
             ("info", SchedulerOwnership, self.on_scheduler_owner),
+            ("info", BreakerChanged, self.on_breaker),
+            ("debug", PartitionThrottled, self.on_throttled),
         ]
         for level, event_type, handler in table:
             if self.enabled(level):
@@ -312,6 +316,18 @@ class LogListener:
 
     def on_scheduler_owner(self, e: SchedulerOwnership) -> None:
         self._log.info("schedules.owner" if e.owner else "schedules.released", pid=os.getpid())
+
+    # --- flow control ----------------------------------------------------------------
+
+    def on_breaker(self, e: BreakerChanged) -> None:
+        log = self._log.warning if e.state == "open" else self._log.info
+        log(f"breaker.{e.state}", job_type=e.job_type, previous=e.previous, reason=e.reason,
+            cooldown_s=e.cooldown_s)
+
+    def on_throttled(self, e: PartitionThrottled) -> None:
+        self._log.debug("partition.throttled", job_type=e.job_type, topic=e.topic,
+                        partition=e.partition, reason=e.reason,
+                        resume_in_s=round(e.resume_in_s, 3))
 
     # --- consumer group and process --------------------------------------------------
 
@@ -397,4 +413,6 @@ _HANDLERS: dict[type[Event], str] = {
     ScheduleFired: "on_schedule_fired",
     ScheduleSkipped: "on_schedule_skipped",
     SchedulerOwnership: "on_scheduler_owner",
+    BreakerChanged: "on_breaker",
+    PartitionThrottled: "on_throttled",
 }

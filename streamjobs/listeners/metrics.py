@@ -16,11 +16,12 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from operator import sub, truediv
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..events import (
+    BreakerChanged,
     BrokerStatus,
     CommitDone,
     CommitFailed,
@@ -40,6 +41,7 @@ from ..events import (
     PartitionsAssigned,
     PartitionsLost,
     PartitionsRevoked,
+    PartitionThrottled,
     ScheduleFired,
     SchedulerOwnership,
     ScheduleSkipped,
@@ -48,6 +50,8 @@ from ..events import (
     WorkerStarted,
     WorkerStopping,
 )
+
+_BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 __all__ = ["DURATION_BUCKETS", "END_TO_END_BUCKETS", "UNKNOWN_JOB_TYPE", "MetricsListener"]
 
@@ -163,6 +167,19 @@ class MetricsListener:
         self.scheduler_owner = Gauge(
             "streamjobs_scheduler_owner", "1 while this worker fires the schedules.", registry=r
         )
+        self.throttled = Counter(
+            "streamjobs_partition_throttled",
+            "Partitions paused by a rate limit, a concurrency limit or an open breaker.",
+            ["job_type", "reason"], registry=r,
+        )
+        self.breaker_state = Gauge(
+            "streamjobs_breaker_state", "A job type's circuit: 0 closed, 1 half-open, 2 open.",
+            ["job_type"], registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "streamjobs_breaker_transitions", "Circuit breaker transitions, by the new state.",
+            ["job_type", "state"], registry=r,
+        )
         # NaN until the first check, so an alert on "== 0" cannot fire for "not checked yet".
         self.broker_reachable.set(float("nan"))
         self._commit_ok = self.commits.labels(outcome="succeeded")
@@ -195,6 +212,8 @@ class MetricsListener:
             (ScheduleFired, self.on_schedule_fired),
             (ScheduleSkipped, self.on_schedule_skipped),
             (SchedulerOwnership, self.on_scheduler_owner),
+            (PartitionThrottled, self.on_throttled),
+            (BreakerChanged, self.on_breaker),
         ]
         for event_type, handler in handlers:
             bus.subscribe(handler, event_type)
@@ -237,6 +256,8 @@ class MetricsListener:
         c.succeeded.inc(len(durations))
         _observe_many(c.duration, durations)
         created = e.created_at_ms
+        if _end_to_end_at_once(c.end_to_end, e):
+            return
         if e.finished_at:
             ends = list(e.finished_at)
         else:  # back to back: job i finished at started_at + the durations up to it
@@ -294,6 +315,15 @@ class MetricsListener:
     def on_scheduler_owner(self, e: SchedulerOwnership) -> None:
         self.scheduler_owner.set(1 if e.owner else 0)
 
+    # --- flow control ----------------------------------------------------------------
+
+    def on_throttled(self, e: PartitionThrottled) -> None:
+        self.throttled.labels(job_type=e.job_type, reason=e.reason).inc()
+
+    def on_breaker(self, e: BreakerChanged) -> None:
+        self.breaker_state.labels(job_type=e.job_type).set(_BREAKER_STATES.get(e.state, 0))
+        self.breaker_transitions.labels(job_type=e.job_type, state=e.state).inc()
+
     # --- gauges ----------------------------------------------------------------------
 
     def on_in_flight(self, e: InFlightChanged) -> None:
@@ -332,6 +362,42 @@ class MetricsListener:
 
     def on_broker_status(self, e: BrokerStatus) -> None:
         self.broker_reachable.set(1 if e.reachable else 0)
+
+
+def _end_to_end_at_once(child: Any, e: JobsSucceeded) -> bool:
+    """Observe every job's end-to-end time (its end minus its created-at) as one increment,
+    without a value per job, when bounds of the chunk's extremes (earliest end minus latest
+    created-at, latest end minus earliest created-at) fall in one bucket: the usual case, as
+    a chunk's jobs were created and ran close together. False (nothing observed) otherwise,
+    or when a job has no created-at."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    durations = e.durations_s
+    if (bounds is None or buckets is None or total is None or not durations
+            or None in e.created_at_ms):
+        return False
+    created = cast(tuple[int, ...], e.created_at_ms)
+    n = len(created)
+    # Sums relative to the first job's created-at: epoch seconds summed over a chunk would
+    # lose the sub-millisecond part to rounding.
+    ref_ms = created[0]
+    ref = ref_ms / 1000.0
+    if e.finished_at:
+        ends = e.finished_at
+        first_end, last_end = min(ends), max(ends)
+        ends_since_ref = sum(map(sub, ends, itertools.repeat(ref)))
+    else:  # back to back: job i ended at started_at + the durations up to it
+        start = e.started_at
+        first_end, last_end = start + durations[0], start + sum(durations)
+        ends_since_ref = n * (start - ref) + sum(itertools.accumulate(durations))
+    low = first_end - max(created) / 1000.0
+    bucket = bisect_left(bounds, low)
+    if low < 0.0 or bucket != bisect_left(bounds, last_end - min(created) / 1000.0):
+        return False  # spread over buckets, or clock skew to clamp: value by value
+    buckets[bucket].inc(n)
+    total.inc(ends_since_ref - (sum(created) - n * ref_ms) / 1000.0)
+    return True
 
 
 def _observe_many(child: Any, values: Any) -> None:

@@ -30,6 +30,7 @@ from .failures import Failure, describe
 from .partition import Part
 from .router import Routed, Router
 from .routes import Route, Routes
+from .throttle import Throttle
 
 __all__ = ["Intake", "Taken", "announce"]
 
@@ -64,10 +65,13 @@ class _Poison(Exception):
 
 
 class Intake:
-    """Turns polled records into jobs and decisions (``Taken``); never acts on the worker."""
+    """Turns polled records into jobs and decisions (``Taken``); never acts on the worker.
+    A record that its job type's limits or breaker hold back is left in Kafka: ``throttle``
+    pauses its partition at once (throttle.py)."""
 
     def __init__(self, routes: Routes, codec: Codec, router: Router, bus: EventBus,
-                 wake_horizon: float) -> None:
+                 wake_horizon: float, throttle: Throttle | None = None) -> None:
+        self.throttle = throttle
         self.codec = codec
         self.routes = routes
         self.router = router
@@ -90,6 +94,7 @@ class Intake:
         Offsets reach the trackers in bulk, in offset order.
         """
         taken = Taken(in_flight)
+        throttle = self.throttle
         by_type = self.routes.by_type
         readers = self._readers
         max_bytes = self._max_bytes
@@ -127,6 +132,10 @@ class Intake:
             if in_flight >= max_in_flight:
                 taken.pause = True  # next_fetch stays here: the pause seeks back to it
                 continue
+            if throttle is not None and part.job_topic in throttle.topics:
+                part.next_fetch = offset  # if held (throttle.py), the pause seeks back here
+                if not throttle.admit(part, m, offset):
+                    continue
             if part.wait is not None:
                 if not now_ms:
                     now_ms = time.time() * 1000.0

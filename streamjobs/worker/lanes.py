@@ -32,7 +32,6 @@ from ..priorities import PriorityLanes
 
 __all__ = ["LaneGate", "LaneQueue", "RankedDeque", "lane_ranks"]
 
-FETCH_WAIT_MS = 50
 HELD_MS = 3_600_000.0  # a gated partition is held until released (re-extended while gated)
 
 # topic -> (job type, rank 0 = highest, its lanes)
@@ -59,15 +58,6 @@ class LaneGate:
         # Below the worker's in-flight bound (at which every partition, high lanes' too,
         # would pause), and large enough that resumes (a fetch round trip) keep threads busy.
         self.buffer = max(1, min(max(256, 16 * concurrency), max_in_flight // 2))
-
-    @staticmethod
-    def consumer_settings() -> dict[str, Any]:
-        """A resumed partition joins the consumer's next fetch, which librdkafka sends only
-        once the one in flight returns: with idle high lanes that is a long poll of
-        ``fetch.wait.max.ms`` (500 ms by default), and a gated low lane idled the threads
-        that long at every resume. 50 ms bounds it (an idle worker then fetches 20 times
-        a second instead of twice)."""
-        return {"fetch.wait.max.ms": FETCH_WAIT_MS}
 
     def caps(self, in_flight: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """(job type, rank) -> the most jobs that lane may have in flight now."""

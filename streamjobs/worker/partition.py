@@ -118,6 +118,12 @@ class Pauses:
                 part.paused = part.paused_kafka = False
             for consumer, tps in by_consumer(resume).items():
                 _safe(consumer.resume, tps)
+            for part in resume:
+                # A seek wakes librdkafka's fetcher: without one, a consumer whose partitions
+                # were all paused fetches again only at its next 1 s tick.
+                if part.next_fetch >= 0:
+                    _safe(part.consumer.seek,
+                          TopicPartition(part.topic, part.partition, part.next_fetch))
 
     def pause(self, parts: list[Part]) -> None:
         for consumer, tps in by_consumer(parts).items():

@@ -74,6 +74,7 @@ from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
+from .throttle import FETCH_WAIT_MS, Throttle
 from .uniqueness import Uniqueness
 
 __all__ = [
@@ -132,6 +133,7 @@ class Worker:
         self.status: StatusRecorder | None = None  # None: no status record is written
         self.uniqueness: Any = None
         self.scheduler: Scheduler | None = None  # when the catalogue has schedules
+        self.throttle: Throttle | None = None  # rate/concurrency limits, breakers (throttle.py)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -175,8 +177,9 @@ class Worker:
             # broker.
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
-        if self.lane_gate is not None:
-            conf.update(self.lane_gate.consumer_settings())
+        if self.lane_gate is not None or Throttle.wanted(
+                r.job for r in self.routes.by_type.values()):
+            conf["fetch.wait.max.ms"] = FETCH_WAIT_MS  # a released partition's next fetch
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
         else:
@@ -208,6 +211,11 @@ class Worker:
             raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
                                         f"`streamjobs topics apply`)")
         self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
+        self.throttle = Throttle.of(
+            [r.job for r in self.routes.by_type.values()],
+            {t: len(tm.partitions) for t in self.routes.job_topics
+             if (tm := meta.topics.get(t)) is not None},
+            self.bus, self._pauses, self.parts.values, s.concurrency)
         self.broker.started()
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
                               **self.kafka.role_settings("producer")}, self.clients.producer)
@@ -219,7 +227,7 @@ class Worker:
                              records_status=self.status is not None)
         self.intake = Intake(self.routes, Codec(self.app.catalogue, registry=(
             SchemaRegistry(self.registry) if self.registry is not None else None)),
-            self.router, self.bus, s.wake_horizon)
+            self.router, self.bus, s.wake_horizon, self.throttle)
         topics = self.routes.subscriptions()
         callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
                      "on_lost": self._on_lost}
@@ -324,6 +332,10 @@ class Worker:
                 timeout = min(timeout, WAIT_SWEEP_EVERY)
             if next_wake is not None:
                 timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
+            if self.throttle is not None:
+                held = self.throttle.next_wake_ms(self.parts.values())
+                if held is not None:
+                    timeout = max(0.0, min(timeout, (held - now_ms) / 1000.0))
             room = max_in_flight - self.in_flight
             msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
             if msgs:
@@ -397,6 +409,8 @@ class Worker:
     def dispatch(self, part: Part, jobs: list[JobContext],
                  offsets: Sequence[int] | None = None) -> None:
         """Hand a partition's jobs to lanes and the executor (``ordering.dispatch``)."""
+        if offsets is None and self.throttle is not None:
+            self.throttle.waited(part, jobs)  # wait-tier jobs that fell due
         dispatch(part, jobs, offsets, self.settings.ordering, self.lanes, self.executor.submit,
                  self.settings.concurrency)
 
@@ -415,6 +429,8 @@ class Worker:
                 status.succeeded(part, ok)
             if part.gone:
                 continue
+            if self.throttle is not None:
+                self.throttle.finished(part, done, failed)
             if done:
                 part.tracker.done_many(done)
                 touched.add(part)
@@ -430,6 +446,8 @@ class Worker:
             part.tracker.done(offset)
             self._touched.add(part)
             self._finished += 1
+            if self.throttle is not None:
+                self.throttle.release(part, offset)
 
     def _count_in_flight(self) -> None:
         self.in_flight = sum(p.tracker.in_flight for p in self.parts.values())
@@ -539,6 +557,8 @@ class Worker:
         for part in parts:
             part.gone = True
             self._touched.discard(part)
+            if self.throttle is not None:
+                self.throttle.forget(part)
             self.parts.pop((part.topic, part.partition), None)
         self._count_in_flight()
 

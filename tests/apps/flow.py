@@ -4,10 +4,13 @@ Its catalogue is the one in ``STREAMJOBS_TEST_SCHEMAS`` (each test writes its ow
 prefix ``STREAMJOBS_TOPIC_PREFIX``. Every handler appends one JSON line per run to the ledger
 named by ``STREAMJOBS_TEST_LEDGER`` (fsync'd): job id, type, key, schedule tick, offset, pid.
 Job types named ``slow*`` get an async handler that hangs on its first attempt when the key
-starts with ``hang`` (the timeout tests). Job types named ``stuck*`` get a sync handler that
-sleeps on its first attempt when the key is ``hang-<seconds>`` (the sync timeout tests). Job types
-named ``lane*`` get a sync handler taking 20 ms a job that fails the first attempt of keys
-starting with ``fail`` (the priority lane tests); ``alane*`` the same as an async handler.
+starts with ``hang`` (the timeout tests). Job types named ``flaky*`` fail the first
+``STREAMJOBS_TEST_FAIL_FIRST`` runs of the process (ledger lines with ``"failed": true``);
+``busy*`` handlers take 0.3 s and note when they started (the flow-control tests).
+Job types named ``stuck*`` get a sync handler that sleeps on its first attempt when the key is
+``hang-<seconds>`` (the sync timeout tests). Job types named ``lane*`` get a sync handler
+taking 20 ms a job that fails the first attempt of keys starting with ``fail`` (the priority
+lane tests); ``alane*`` the same as an async handler.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ app = App(schemas=os.environ.get("STREAMJOBS_TEST_SCHEMAS",
 _lock = threading.Lock()
 
 
-def record(payload: dict[str, Any], ctx: JobContext) -> None:
+def record(payload: dict[str, Any], ctx: JobContext, **extra: Any) -> None:
     path = os.environ.get("STREAMJOBS_TEST_LEDGER")
     if not path:
         return
@@ -37,7 +40,7 @@ def record(payload: dict[str, Any], ctx: JobContext) -> None:
                        "key": payload["key"], "tick": ctx.header("sj-tick"),
                        "schedule": ctx.header("sj-schedule"), "topic": ctx.topic,
                        "partition": ctx.partition, "offset": ctx.offset, "attempt": ctx.attempt,
-                       "pid": os.getpid()}) + "\n"
+                       "pid": os.getpid(), "at": time.time(), **extra}) + "\n"
     with _lock:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -51,6 +54,25 @@ async def slow(payload: dict[str, Any], ctx: JobContext) -> None:
     if payload["key"].startswith("hang") and ctx.attempt == 1:
         await asyncio.sleep(60)
     record(payload, ctx)
+
+
+_runs = [0]
+
+
+def flaky(payload: dict[str, Any], ctx: JobContext) -> None:
+    with _lock:
+        _runs[0] += 1
+        fail = _runs[0] <= int(os.environ.get("STREAMJOBS_TEST_FAIL_FIRST", "0"))
+    if fail:
+        record(payload, ctx, failed=True)
+        raise RuntimeError(f"failing run {_runs[0]}")
+    record(payload, ctx)
+
+
+def busy(payload: dict[str, Any], ctx: JobContext) -> None:
+    started = time.time()
+    time.sleep(0.3)
+    record(payload, ctx, started=started)
 
 
 def stuck(payload: dict[str, Any], ctx: JobContext) -> None:
@@ -73,8 +95,7 @@ async def apaced(payload: dict[str, Any], ctx: JobContext) -> None:
     record(payload, ctx)
 
 
+_HANDLERS = {"slow": slow, "flaky": flaky, "busy": busy, "stuck": stuck, "lane": paced,
+             "alane": apaced}
 for _name in app.catalogue.names():  # every job type of the test's catalogue
-    app.job(_name)(slow if _name.startswith("slow") else
-                   stuck if _name.startswith("stuck") else
-                   paced if _name.startswith("lane") else
-                   apaced if _name.startswith("alane") else record)
+    app.job(_name)(next((f for p, f in _HANDLERS.items() if _name.startswith(p)), record))

@@ -49,6 +49,8 @@ def test_lane_declarations_are_checked(tmp_path: Path) -> None:
     assert "default_priority: needs priorities" in err.reason
     err = load_error(make_dir(tmp_path, GOOD + 'priorities = ["High", "normal"]\n'))
     assert "lane 'High'" in err.reason
+    err = load_error(make_dir(tmp_path, LANES + 'concurrency = 2\n'))
+    assert "cannot also have rate_limit, concurrency or breaker" in err.reason
     shared = LANES + '[jobs.b]\nschema = "t.User"\ntopic = "t.users"\n'
     err = load_error(make_dir(tmp_path, shared))
     assert "has its topics to itself" in err.reason
