@@ -32,11 +32,11 @@ from confluent_kafka.admin import AdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SCHEMA, delete_topics
 
-from streamjobs import topics
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.producer import Producer
-from streamjobs.worker import App, JobContext, Worker, WorkerSettings
+from streamjobs._config import KafkaConfig
+from streamjobs._ops import topics
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App, JobContext, Worker, WorkerSettings
 
 POLICIES = ("weighted", "strict")
 

@@ -74,7 +74,7 @@ Worker process:
 - ``SlotFreed``        a stuck sync handler returned at last (result ignored): ``job_id``,
                        ``job_type``, ``ran_s``, ``stuck`` (threads still stuck), ``limit``
 
-Hot path: the worker emits per job at >100k jobs/s, so ``EventBus.wants`` and
+Hot path: the worker emits per job, as often as it runs jobs, so ``EventBus.wants`` and
 ``EventBus.emit`` are a single dict lookup plus a loop over a precomputed tuple.
 The worker calls ``wants`` before building an event so unobserved events cost nothing.
 """

@@ -18,10 +18,11 @@ from typing import IO, Any
 import click
 import orjson
 
-from ..catalogue import Catalogue
-from ..codec import Codec
-from ..config import KafkaConfig
-from ..durations import parse_duration
+from .._avro.codec import Codec
+from .._config import KafkaConfig
+from .._durations import parse_duration
+from .._schemas.catalogue import Catalogue
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ..errors import (
     BrokerUnavailable,
     PayloadError,
@@ -29,7 +30,6 @@ from ..errors import (
     StreamjobsError,
     UnknownJobType,
 )
-from ..registry import RegistryConfig, SchemaRegistry
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -113,7 +113,7 @@ def _parse_file(stream: IO[str], default_type: str | None) -> list[_Line]:
 
 
 def _check_job_id(value: Any, where: str) -> None:
-    from ..headers import check_job_id
+    from .._headers import check_job_id
 
     try:
         check_job_id(value)
@@ -191,7 +191,7 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
             delivery_timeout: float, schemas_dir: str, kafka: KafkaConfig,
             registry: RegistryConfig | None) -> None:
     """Emit jobs: `streamjobs emit TYPE --json '{...}'` or `streamjobs emit --file jobs.jsonl`."""
-    from ..producer import check_traceparent  # keeps `streamjobs --help` light
+    from .._producer import check_traceparent  # keeps `streamjobs --help` light
 
     if (payload_json is None) == (file is None):
         fail("give either TYPE --json '{...}' or --file FILE", EXIT_USAGE)
@@ -254,7 +254,7 @@ def _emit(catalogue: Catalogue, kafka: KafkaConfig, lines: list[_Line],
           extra_headers: Mapping[str, str], traceparent: str | None, progress: bool,
           connect_timeout: float, delivery_timeout: float,
           registry: RegistryConfig | None) -> None:
-    from ..producer import Producer
+    from .._producer import Producer
 
     producer = Producer(catalogue, kafka, connect_timeout=connect_timeout,
                         delivery_timeout=delivery_timeout, registry=registry)

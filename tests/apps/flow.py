@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamjobs.worker import App, JobContext
+from streamjobs._worker import App, JobContext
 
 app = App(schemas=os.environ.get("STREAMJOBS_TEST_SCHEMAS",
                                  str(Path(__file__).parent / "flow_schemas")),

@@ -9,11 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.names import retry_topic
-from streamjobs.retry import pick_tier
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._names import retry_topic
+from streamjobs._retry import pick_tier
+from streamjobs._schemas.catalogue import Catalogue
 
 from .jobs_catalogue import read, total_records, write_catalogue
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
+from streamjobs._limits import BreakerPolicy, RateLimit, parse_breaker, parse_rate
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from streamjobs._worker.throttle import Throttle, TokenBucket, bucket_for
 from streamjobs.events import BreakerChanged, EventBus, PartitionThrottled
-from streamjobs.limits import BreakerPolicy, RateLimit, parse_breaker, parse_rate
-from streamjobs.listeners.metrics import MetricsListener
-from streamjobs.worker.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
-from streamjobs.worker.throttle import Throttle, TokenBucket, bucket_for
+from streamjobs.listeners._metrics import MetricsListener
 from tests.unit.test_catalogue import GOOD, load_error, make_dir
 
 # -- catalogue ----------------------------------------------------------------------------

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
+from streamjobs._names import lane_topic
+from streamjobs._ops.topics import desired_topics
+from streamjobs._priorities import PriorityLanes, default_weights
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker.lanes import LaneGate, LaneQueue, lane_ranks
 from streamjobs.errors import ConfigError
-from streamjobs.names import lane_topic
-from streamjobs.priorities import PriorityLanes, default_weights
-from streamjobs.topics import desired_topics
-from streamjobs.worker.lanes import LaneGate, LaneQueue, lane_ranks
 from tests.unit.test_catalogue import GOOD, load_error, make_dir
 
 LANES = GOOD + 'priorities = ["high", "normal", "low"]\n'
@@ -166,9 +166,9 @@ def test_a_low_lane_task_hands_its_rest_to_a_waiting_high_task() -> None:
     import time
     from collections import deque
 
+    from streamjobs._worker.executor import Executor
+    from streamjobs._worker.ordering import Lanes
     from streamjobs.events import EventBus
-    from streamjobs.worker.executor import Executor
-    from streamjobs.worker.ordering import Lanes
     from tests.unit.test_timeouts import _Ctx
 
     order: list[str] = []

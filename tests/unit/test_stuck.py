@@ -1,4 +1,4 @@
-"""Sync handler timeouts (worker/stuck.py): the call past its timeout raises JobTimeout, its
+"""Sync handler timeouts (_worker/stuck.py): the call past its timeout raises JobTimeout, its
 thread is counted stuck and replaced up to the limit, the late return is ignored and frees it,
 and the health listener is not live while the stuck threads reach the limit."""
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from streamjobs._worker.stuck import StuckSlots
 from streamjobs.errors import JobTimeout
 from streamjobs.events import EventBus, SlotFreed, SlotStuck
-from streamjobs.listeners.health import HealthListener
-from streamjobs.worker.stuck import StuckSlots
+from streamjobs.listeners._health import HealthListener
 from tests.unit.test_timeouts import _Ctx
 
 

@@ -18,7 +18,7 @@ from streamjobs.events import (
     JobsSucceeded,
     JobSucceeded,
 )
-from streamjobs.listeners.metrics import MetricsListener
+from streamjobs.listeners._metrics import MetricsListener
 
 JOB: dict[str, Any] = dict(job_id="j", job_type="email", topic="t", partition=0, offset=1,
                            attempt=1)
@@ -112,7 +112,7 @@ def test_metrics_use_finished_at_when_jobs_ran_concurrently() -> None:
 
 
 def test_histogram_values_in_one_bucket_and_across_buckets_match_observe() -> None:
-    from streamjobs.listeners.metrics import _observe_many
+    from streamjobs.listeners._metrics import _observe_many
 
     rng = random.Random(11)
     for values in ([0.0002] * 10, [0.001, 0.001, 0.0010001, 0.0009],
@@ -135,7 +135,7 @@ def test_end_to_end_of_a_chunk_in_one_bucket_is_one_increment_equal_to_each_valu
     # the histogram is the one value-by-value observation gives.
     from prometheus_client import Histogram
 
-    from streamjobs.listeners.metrics import END_TO_END_BUCKETS, _end_to_end_at_once
+    from streamjobs.listeners._metrics import END_TO_END_BUCKETS, _end_to_end_at_once
 
     now = time.time()
     now_ms = int(now * 1000)
