@@ -139,15 +139,17 @@ class RegistryError(StreamjobsError):
     error code when it sent one)."""
 
     def __init__(self, url: str, message: str, *, status: int | None = None,
-                 code: int | None = None) -> None:
+                 code: int | None = None, refused: bool = False) -> None:
         self.url = url
         self.status = status
         self.code = code
+        self.refused = refused
         super().__init__(f"schema registry at {url}: {message}")
 
 
 class RegistryUnavailable(RegistryError):
-    """The schema registry cannot be reached (connection refused, timeout, 5xx)."""
+    """The schema registry cannot be used: unreachable, timeout, 5xx, or ``refused`` (our
+    credentials (401/403) or its TLS certificate: a setting to fix, not a wait)."""
 
 
 class KafkaError(StreamjobsError):

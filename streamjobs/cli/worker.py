@@ -20,10 +20,11 @@ import click
 from ..config import KafkaConfig
 from ..errors import ConfigError, StreamjobsError
 from ..listeners.logging import JOB_LEVELS
-from ..registry import RegistryConfig
+from ..registry import RegistryConfig, SchemaRegistry
 from ..settings import Settings
 from ._common import (
     EXIT_FAILURE,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     fail,
     handle_errors,
@@ -174,6 +175,11 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
         app.check(settings.job_types)  # before any port is taken or client created
     except StreamjobsError as exc:
         fail(f"app {app_target!r}: {exc}", EXIT_FAILURE)
+    # Wrong registry credentials or CA would send every registry-framed record down the retry
+    # ladder to the dead-letter topic; an unreachable registry is left to that ladder.
+    refused = SchemaRegistry(registry).refusal() if registry is not None else None
+    if refused is not None:
+        fail(refused, EXIT_UNREACHABLE)
     if processes > 1:  # checked here, so a broken app is one line, not a crash loop
         from ..worker.supervisor import supervise
 
