@@ -107,6 +107,12 @@ def secured(kafka_config: KafkaConfig,
                 fut.result(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real CA made the same way as the registry's, that did not sign its certificate."""
+    return str(make_certs(tmp_path_factory.mktemp("other-ca"), find_java()).ca_pem)
+
+
 def _status(url: str, *, ca: str | None, auth: tuple[str, str] | None = None) -> int:
     req = urllib.request.Request(f"{url}/subjects")
     if auth is not None:
@@ -225,12 +231,11 @@ def test_wrong_password_is_one_line_and_exit_4(secured: Secured, args: tuple[str
     ("worker", APP),
 ], ids=["emit", "worker"])
 def test_a_ca_that_does_not_verify_the_registry_is_one_tls_line_and_exit_4(
-        secured: Secured, args: tuple[str, ...], tmp_path: Path) -> None:
+        secured: Secured, other_ca: str, args: tuple[str, ...]) -> None:
     """Rule: trusting another CA (a real one, made the same way) than the registry's makes emit
     and the worker exit 4 with one line naming the TLS certificate failure and
     --registry-ca-location; no traceback, no password."""
-    other = make_certs(tmp_path / "other-ca", find_java())
-    line = _one_error(_cli(*args, env=secured.env(ca=str(other.ca_pem)), timeout=90))
+    line = _one_error(_cli(*args, env=secured.env(ca=other_ca), timeout=90))
     assert "TLS refused" in line and "certificate verify failed" in line, line
-    assert str(other.ca_pem) in line and "--registry-ca-location" in line
+    assert other_ca in line and "--registry-ca-location" in line
 
