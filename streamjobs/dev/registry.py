@@ -186,7 +186,7 @@ class DevRegistry:
         """The URL of the running registry (its state says whether it serves HTTPS), else the
         one it would have once started with this object's settings."""
         state = self._read_state()
-        if state is not None and state.port == self.port:
+        if state is not None:
             return state.url
         scheme = "https" if self.tls else "http"
         return f"{scheme}://127.0.0.1:{self.port}{CCOMPAT_PATH}"

@@ -155,6 +155,9 @@ def test_dev_registry_serves_https_only_and_checks_basic_auth_itself(secured: Se
         _status(secured.url, ca=None, auth=(USER, PASSWORD))
     with pytest.raises(OSError):  # no plain-HTTP listener on the port
         _status(secured.url.replace("https://", "http://"), ca=None, auth=(USER, PASSWORD))
+    log = (secured.dev_dir / f"registry-{secured.port}" / "registry.log").read_text()
+    listening = re.search(r"Listening on: (\S+)\. Management", log)
+    assert listening is not None and listening.group(1) == f"https://127.0.0.1:{secured.port}"
     cmdline = Path(f"/proc/{secured.pid}/cmdline").read_bytes().decode(errors="replace")
     assert "java" in cmdline and PASSWORD not in cmdline
     props = secured.dev_dir / f"registry-{secured.port}" / "security.properties"
