@@ -11,7 +11,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamjobs.catalogue import Catalogue
-from streamjobs.retry import dlq_topic, retry_topic
+from streamjobs.names import dlq_topic, retry_topic
 
 SCHEMA = {"type": "record", "name": "Noop", "namespace": "bench",
           "fields": [{"name": "n", "type": "long"}, {"name": "name", "type": "string"}]}
@@ -49,7 +49,7 @@ def create_topics(admin: AdminClient, catalogue: Catalogue, prefix: str,
 
 def create_reports_topic(admin: AdminClient, prefix: str) -> str:
     """The worker reports topic under ``prefix`` (what ``topics apply`` creates)."""
-    from streamjobs.reports import reports_topic
+    from streamjobs.names import reports_topic
 
     name = reports_topic(prefix)
     admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)

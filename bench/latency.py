@@ -40,7 +40,7 @@ from _common import create_topics, delete_topics, make_catalogue, prefix
 from streamjobs import headers as h
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
-from streamjobs.retry import dlq_topic
+from streamjobs.names import dlq_topic
 from streamjobs.worker import App, Worker, WorkerSettings
 from streamjobs.worker.process import tune_gc
 

@@ -32,8 +32,7 @@ from typing import Any
 import fastavro
 import orjson
 from confluent_kafka import Producer as KafkaProducer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamjobs import headers as h
 from streamjobs._delivery import PRODUCER_SETTINGS

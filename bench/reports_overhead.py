@@ -27,7 +27,7 @@ from worker_throughput import prefill, worker
 
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
-from streamjobs.reports import reports_topic
+from streamjobs.names import reports_topic
 from streamjobs.topics import WORKERS_CONFIG
 from streamjobs.worker.process import tune_gc
 

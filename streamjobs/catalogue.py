@@ -14,13 +14,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .durations import parse_duration
 from .errors import CatalogueError, ConfigError, UnknownJobType
 from .framing import FRAMINGS, REGISTRY, SINGLE_OBJECT
-from .retry import DEFAULT_DELAY_TIERS, RetryPolicy, dlq_topic, parse_duration, retry_topic
+from .names import dlq_topic, retry_topic, unique_topic
+from .retry import DEFAULT_DELAY_TIERS, RetryPolicy
 from .schedules import Schedule, parse_schedule
 from .schemafiles import SchemaVersion, load_versions
 from .settings import Settings
-from .unique import TICK_WINDOW_S, UniquePolicy, parse_unique, unique_topic
+from .unique import TICK_WINDOW_S, UniquePolicy, parse_unique
 
 __all__ = ["CATALOGUE_FILE", "DEFAULT_STATUS", "STATUS_MODES", "Catalogue", "JobType",
            "SchemaVersion", "TopicSettings"]

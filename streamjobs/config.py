@@ -11,13 +11,13 @@ Every client's librdkafka log lines and errors go to the ``streamjobs.kafka`` lo
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from . import _kafka_log
-from .errors import BrokerUnavailable, ConfigError
+from .connection import settings_problem
+from .errors import ConfigError
 
 __all__ = ["ENV", "ROLES", "KafkaConfig", "Role", "parse_settings", "split_settings"]
 
@@ -142,63 +142,10 @@ class KafkaConfig:
             out[f.name] = "***" if f.name in _SECRET and value is not None else value
         return out
 
-    def refusal(self, timeout: float = 5.0) -> str | None:
-        """Why the brokers refuse this configuration, if they do: the first SASL authentication
-        or TLS handshake error librdkafka reports within ``timeout`` seconds; None when a broker
-        answers or the problem is plain connectivity. Explains a ``BrokerUnavailable``: librdkafka
-        itself only says "broker transport failure" for a wrong password."""
-        if self.security_protocol == "PLAINTEXT":
-            return None
-        answered, reason = self._probe(timeout)
-        return None if answered else reason
-
-    def check_reachable(self, timeout: float = 10.0) -> None:
-        """Raise ``BrokerUnavailable`` unless a broker answers a metadata request within
-        ``timeout`` seconds. The message names the address, or the broker's reason when it
-        refuses the SASL credentials or the TLS handshake."""
-        answered, reason = self._probe(timeout)
-        if answered:
-            return
-        if reason is not None:
-            raise BrokerUnavailable(self.refused_message(reason), code="_AUTHENTICATION")
-        raise BrokerUnavailable(f"no Kafka broker answered at {self.bootstrap_servers} within "
-                                f"{timeout:g}s", code="_TRANSPORT")
-
     def refused_message(self, reason: str) -> str:
         who = (f" for user {self.sasl_username!r} ({self.sasl_mechanism})"
                if self.security_protocol.startswith("SASL") else "")
         return f"Kafka at {self.bootstrap_servers} refused the connection{who}: {reason}"
-
-    def _probe(self, timeout: float) -> tuple[bool, str | None]:
-        """(a broker answered, the first SASL or TLS refusal seen) within ``timeout``."""
-        from confluent_kafka import KafkaError as RdKafkaError
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient
-
-        refused = (RdKafkaError._AUTHENTICATION, RdKafkaError._SSL)
-        seen: list[str] = []
-
-        def on_error(err: Any) -> None:
-            if err.code() in refused:
-                seen.append(err.str())
-            _kafka_log.on_error(err)
-
-        conf: dict[str, Any] = {**self.client_settings(), "error_cb": on_error}
-        admin = AdminClient(conf)
-        deadline = time.monotonic() + timeout
-        # Plain connectivity needs one request; SASL and TLS refusals arrive through error_cb,
-        # served by poll between shorter requests.
-        step = timeout if self.security_protocol == "PLAINTEXT" else 1.0
-        while not seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                admin.list_topics(timeout=min(step, max(0.1, left)))
-                return True, None
-            except KafkaException:
-                admin.poll(0.1)
-        return False, (seen[0] if seen else None)
 
 
 def split_settings(text: str) -> list[str]:
@@ -230,26 +177,11 @@ def _check_settings(name: str, settings: Mapping[str, Any]) -> None:
     """Let librdkafka judge the settings now (a client that connects nowhere takes ~2 ms), so
     a typo fails at construction, naming the field and, when one alone is wrong, the setting."""
     conf = {k: v for k, v in settings.items() if k != "bootstrap.servers"}  # would connect
-    problem = _refused(name, conf)
+    problem = settings_problem(name, conf)
     if problem is None:
         return
     for key, value in conf.items():  # which one? (some only fail together: report the set)
-        alone = _refused(name, {key: value})
+        alone = settings_problem(name, {key: value})
         if alone is not None:
             raise ConfigError(name, f"{key}={value}: {alone}")
     raise ConfigError(name, problem)
-
-
-def _refused(name: str, conf: Mapping[str, Any]) -> str | None:
-    from confluent_kafka import Consumer, KafkaException, Producer
-
-    try:
-        if name == "consumer_config":
-            Consumer({"group.id": "streamjobs-check", **conf, "log_level": 0}).close()
-        else:
-            Producer({**conf, "log_level": 0})
-    except KafkaException as exc:
-        return str(exc.args[0].str())
-    except (TypeError, ValueError) as exc:
-        return str(exc)
-    return None

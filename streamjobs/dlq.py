@@ -20,15 +20,15 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from confluent_kafka import Message
-
 from . import headers as h
 from .codec import Codec
 from .config import KafkaConfig
+from .connection import Message
+from .connection import admin as admin_client
 from .errors import DecodeError, PayloadError, UnknownJobType
 from .framing import parse
-from .retry import dlq_topic, parse_wait_topic
-from .scan import Range, admin_client, partitions_of, scan, watermarks
+from .names import dlq_topic, is_dlq_topic, parse_wait_topic
+from .scan import Range, partitions_of, scan, watermarks
 
 __all__ = [
     "PROVENANCE",
@@ -57,7 +57,7 @@ PROVENANCE = frozenset({
 
 def dlq_name(topic: str) -> str:
     """The dead-letter topic for a job topic; a name ending in ``.dlq`` is taken as is."""
-    return topic if topic.endswith(".dlq") else dlq_topic(topic)
+    return topic if is_dlq_topic(topic) else dlq_topic(topic)
 
 
 def parse_ref(text: str) -> tuple[str | None, int, int]:

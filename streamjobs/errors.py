@@ -8,15 +8,26 @@
     ├── PayloadError             a payload does not match its Avro schema (names the field)
     ├── DecodeError              bytes from Kafka that cannot be decoded (carries raw bytes, reason)
     │   └── UnknownSchema        a writer fingerprint this process does not know
-    ├── KafkaError               the broker refused or could not be reached
+    │       └── UnknownSchemaId  a registry schema id that cannot be resolved now
+    ├── RegistryError            the schema registry refused a request (status, code)
+    │   └── RegistryUnavailable  the schema registry cannot be reached
+    ├── KafkaError               the broker refused or could not be reached (code, topic)
     │   ├── BrokerUnavailable    no broker answered within the bounded wait
     │   ├── RecordTooLarge       a record larger than the topic or client accepts
-    │   └── DeliveryFailed       the broker did not acknowledge a produced record
+    │   ├── DeliveryFailed       the broker did not acknowledge a produced record
+    │   ├── ProducerFenced       a newer transactional producer with the same id took over
+    │   ├── TopicNotFound        the topic does not exist (CLI exit 3)
+    │   └── GroupNotFound        no consumer group of that name (CLI exit 3)
+    ├── GroupActive              a group with live members: its offsets cannot be moved
     ├── DevBrokerError           the local development broker (``streamjobs dev``)
     ├── JobTimeout               a handler ran past its job type's timeout (retried)
-    └── JobFailure               raised by handlers to steer the failure path
-        ├── Retry                retry this job after a given delay
-        └── PermanentError       do not retry; dead-letter at once
+    ├── JobFailure               raised by handlers to steer the failure path
+    │   ├── Retry                retry this job after a given delay
+    │   └── PermanentError       do not retry; dead-letter at once
+    └── RunawayJobs              ``testing.JobRunner.run`` hit ``max_jobs`` with jobs still due
+
+The public API raises these, not confluent-kafka's exceptions: call sites catch
+``connection.ClientError`` and raise ``connection.translate(...)`` (``streamjobs.connection``).
 
 Exceptions carry their data as attributes so callers never parse messages.
 """
@@ -30,6 +41,8 @@ __all__ = [
     "DecodeError",
     "DeliveryFailed",
     "DevBrokerError",
+    "GroupActive",
+    "GroupNotFound",
     "JobFailure",
     "JobTimeout",
     "KafkaError",
@@ -40,8 +53,10 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailable",
     "Retry",
+    "RunawayJobs",
     "SchemaCompatibilityError",
     "StreamjobsError",
+    "TopicNotFound",
     "UnknownJobType",
     "UnknownSchema",
     "UnknownSchemaId",
@@ -190,6 +205,34 @@ class ProducerFenced(KafkaError):
         super().__init__(message, code="PRODUCER_FENCED", topic=topic)
 
 
+class TopicNotFound(KafkaError):
+    """The topic does not exist on the broker (CLI exit code 3)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"topic {topic!r} not found", code="UNKNOWN_TOPIC_OR_PART", topic=topic)
+
+
+class GroupNotFound(KafkaError):
+    """No consumer group of that name: no member and no committed offset (CLI exit code 3)."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        super().__init__(f"consumer group {group!r} not found (no members, no committed "
+                         f"offsets)", code="GROUP_ID_NOT_FOUND")
+
+
+class GroupActive(StreamjobsError):
+    """Offsets of a group with live members cannot be moved: they would overwrite them."""
+
+    def __init__(self, group: str, state: str, members: int) -> None:
+        self.group = group
+        self.state = state
+        self.members = members
+        super().__init__(f"group {group!r} is active (state {state}, {members} member(s)): "
+                         f"stop its workers first, or use `streamjobs replay range` to re-run "
+                         f"records while they keep running")
+
+
 class DevBrokerError(StreamjobsError):
     pass
 
@@ -219,3 +262,12 @@ class Retry(JobFailure):
 
 class PermanentError(JobFailure):
     """The job can never succeed as it is: dead-letter it at once, no retries."""
+
+
+class RunawayJobs(StreamjobsError):
+    """``run`` ran ``max_jobs`` attempts and jobs were still due (a job emitting itself?)."""
+
+    def __init__(self, max_jobs: int, pending: int) -> None:
+        self.max_jobs = max_jobs
+        self.pending = pending
+        super().__init__(f"ran {max_jobs} attempts and {pending} job(s) still pending")

@@ -21,29 +21,18 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import ConsumerGroupState
-from confluent_kafka.admin import AdminClient
-
 from . import headers as h
 from .catalogue import Catalogue
 from .config import KafkaConfig
-from .errors import KafkaError
-from .retry import format_duration, retry_topic
-from .scan import (
-    Range,
-    TopicNotFound,
-    admin_client,
-    check_reachable,
-    committed,
-    group_call,
-    partitions_of,
-    scan,
-    watermarks,
-)
+from .connection import AdminClient, ConsumerGroupState, admin_call
+from .connection import admin as admin_client
+from .durations import format_duration
+from .errors import GroupNotFound, TopicNotFound
+from .names import retry_topic
+from .scan import Range, check_reachable, committed, partitions_of, scan, watermarks
 
 __all__ = [
     "GroupLag",
-    "GroupNotFound",
     "Member",
     "PartitionLag",
     "TierBacklog",
@@ -55,14 +44,6 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 10.0
 
-
-class GroupNotFound(KafkaError):
-    """No consumer group of that name: no member and no committed offset (CLI exit code 3)."""
-
-    def __init__(self, group: str) -> None:
-        self.group = group
-        super().__init__(f"consumer group {group!r} not found (no members, no committed "
-                         f"offsets)", code="GROUP_ID_NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -138,7 +119,7 @@ def list_groups(config: KafkaConfig, *, timeout: float = DEFAULT_TIMEOUT) -> lis
     def call() -> object:
         return admin.list_consumer_groups(request_timeout=timeout).result()
 
-    res = group_call("list consumer groups", call)
+    res = admin_call("list consumer groups", call)
     return sorted(g.group_id for g in getattr(res, "valid", None) or [])
 
 
@@ -187,7 +168,7 @@ def wait_backlog(config: KafkaConfig, catalogue: Catalogue, group: str, *,
                  timeout: float = DEFAULT_TIMEOUT) -> list[TierBacklog]:
     """Per wait-tier topic of ``catalogue`` (missing topics skipped): jobs the wait consumers
     of ``group`` have not finished, and the next due time."""
-    from .worker.runner import wait_group
+    from .names import wait_group
 
     admin = admin_client(config)
     tiers: list[tuple[str, str, float]] = []  # (tier topic, job topic, seconds)
@@ -226,7 +207,7 @@ def _describe(admin: AdminClient, group: str, timeout: float) -> tuple[str, tupl
     def call() -> object:
         return admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
 
-    desc = group_call(f"describe group {group!r}", call)
+    desc = admin_call(f"describe group {group!r}", call)
     state = getattr(desc, "state", None)
     name = state.name.lower() if isinstance(state, ConsumerGroupState) else "unknown"
     members = []

@@ -22,23 +22,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from confluent_kafka import KafkaException
-from confluent_kafka import Producer as _KafkaProducer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import ConfigResource
-from confluent_kafka.admin._resource import ResourceType
-
+from . import connection
 from . import headers as h
-from ._delivery import PRODUCER_SETTINGS, DeliveryTracker, Poller, kafka_error
+from ._delivery import PRODUCER_SETTINGS, DeliveryTracker, Poller
 from .catalogue import Catalogue
 from .codec import Codec
 from .config import KafkaConfig
+from .connection import AdminClient, ClientError, ConfigResource, ResourceType, translate
 from .errors import BrokerUnavailable, DeliveryFailed, KafkaError, RecordTooLarge
+from .names import retry_topic, status_topic
 from .registry import RegistryConfig, SchemaRegistry
-from .retry import pick_tier, retry_topic
+from .retry import pick_tier
 from .status.lookup import lookup as _lookup
 from .status.lookup import watch as _watch
-from .status.record import Transition, status_topic
+from .status.record import Transition
 from .status.timeline import JobStatus
 from .status.writer import StatusWriter
 
@@ -133,7 +130,6 @@ class Producer:
         self.delivery_timeout = delivery_timeout
         self._tracker = DeliveryTracker()
         conf: dict[str, Any] = {
-            **self.config.client_settings(),
             **PRODUCER_SETTINGS,
             "linger.ms": linger_ms,
             # Bounds how long a record may wait for the broker before its delivery fails.
@@ -143,25 +139,22 @@ class Producer:
             # them, and a second client for those would let records of one key overtake each
             # other (docs/producer.md).
             "on_delivery": self._tracker.callback,
-            **self.config.role_settings("producer"),
-            **(settings or {}),
         }
-        self._client_max = int(conf.get("message.max.bytes", _CLIENT_MAX))
-        self._admin_conf = self.config.client_settings()
+        every = {**self.config.client_settings(), **conf, **self.config.role_settings("producer"),
+                 **(settings or {})}
+        self._client_max = int(every.get("message.max.bytes", _CLIENT_MAX))
         self._admin: AdminClient | None = None
         self._types: dict[str, _TypeInfo] = {}
         self._status: StatusWriter | None = None
         self._status_opened = False
         self._limits: dict[str, int] = {}
-        self._kafka = _KafkaProducer(conf)
+        self._kafka = connection.producer(self.config, conf, overrides=settings)
         self._tracker.client = self._kafka
         try:
             self._kafka.list_topics(timeout=connect_timeout)
-        except KafkaException as exc:
+        except ClientError as exc:
             self._destroy()
-            raise BrokerUnavailable(
-                f"no Kafka broker answered at {self.config.bootstrap_servers} within "
-                f"{connect_timeout:g}s ({exc.args[0].str()})", code=exc.args[0].name()) from None
+            raise connection.no_answer(self.config, connect_timeout, exc) from None
         self._poller = Poller(self._kafka)
         self._poller.start()
         self._closed = False
@@ -209,7 +202,7 @@ class Producer:
         hdrs: _Headers = [(_META, job_id + info.suffix)]
         try:
             self._kafka.produce(topic, value, key, headers=hdrs, timestamp=now_ms)
-        except (BufferError, KafkaException):
+        except (BufferError, ClientError):
             self._send((topic, key, value, hdrs, job_id, size, now_ms), None)
         if info.status is not None:
             self._emitted(info, job_id, now_ms, None)
@@ -277,7 +270,7 @@ class Producer:
             for rec in records:
                 try:
                     produce(rec[0], rec[2], rec[1], headers=rec[3], timestamp=rec[6])
-                except (BufferError, KafkaException):
+                except (BufferError, ClientError):
                     send(rec, None)
         for info, job_id, now_ms in emitted:
             self._emitted(info, job_id, now_ms, None)
@@ -307,8 +300,7 @@ class Producer:
     def _destroy(self) -> None:
         # Ends librdkafka's threads now. Left to garbage collection (the client and the
         # tracker's callback refer to each other) they outlive the interpreter, and a client
-        # still retrying a refused login crashed the process at exit (SIGSEGV/SIGABRT, 2 of 15
-        # `emit` runs with a wrong password).
+        # still retrying a refused login can crash the process at exit.
         self._tracker.client = None
         self._admin = None
         self._kafka.close()
@@ -336,25 +328,23 @@ class Producer:
         """Write the ``emitted`` status record (``t``: the slow path's; None: emit's own)."""
         status = self._status
         assert status is not None and info.status is not None
-        deadline = 0.0
-        while True:
-            try:
-                if t is None:
-                    status.emitted(info.status, job_id, now_ms)
-                else:
-                    status.write(job_id, info.name, t)
-                return
-            except BufferError:
-                now = time.monotonic()
-                deadline = deadline or now + self.delivery_timeout
-                if now > deadline:
-                    raise DeliveryFailed(f"job {job_id}: local queue still full after "
-                                         f"{self.delivery_timeout:g}s", code="_QUEUE_FULL",
-                                         topic=status.topic, job_id=job_id) from None
-                self._kafka.poll(0.05)
-            except KafkaException as exc:
-                raise kafka_error(exc.args[0], f"cannot record the status of job {job_id}",
-                                  topic=status.topic) from None
+
+        def write() -> None:
+            if t is None:
+                status.emitted(info.status, job_id, now_ms)  # type: ignore[arg-type]
+            else:
+                status.write(job_id, info.name, t)
+
+        try:
+            queued, _ = connection.until_queued(self._kafka, write,
+                                                timeout=self.delivery_timeout)
+        except ClientError as exc:
+            raise translate(exc, f"cannot record the status of job {job_id}",
+                              topic=status.topic) from None
+        if not queued:
+            raise DeliveryFailed(f"job {job_id}: local queue still full after "
+                                 f"{self.delivery_timeout:g}s", code="_QUEUE_FULL",
+                                 topic=status.topic, job_id=job_id)
 
     def __enter__(self) -> Producer:
         return self
@@ -409,8 +399,8 @@ class Producer:
             try:
                 self._status = StatusWriter.open(self._kafka, self.catalogue.topic_prefix,
                                                  self.connect_timeout)
-            except KafkaException as exc:
-                raise kafka_error(exc.args[0], "cannot read the status topic's metadata"
+            except ClientError as exc:
+                raise translate(exc, "cannot read the status topic's metadata"
                                   ) from None
         info = self._types[job_type] = _TypeInfo(self.catalogue, self.codec, job_type,
                                                  self._status)
@@ -428,18 +418,18 @@ class Producer:
         """min(topic's max.message.bytes, client's message.max.bytes), asked once per topic.
         Also tells a missing topic apart from a slow broker before anything is queued."""
         if self._admin is None:
-            self._admin = AdminClient(self._admin_conf)
+            self._admin = connection.admin(self.config)
         res = ConfigResource(ResourceType.TOPIC, topic)
         try:
             fut = self._admin.describe_configs([res], request_timeout=self.connect_timeout)[res]
             configs = fut.result(timeout=self.connect_timeout + 1)
-        except KafkaException as exc:
+        except ClientError as exc:
             err = exc.args[0]
             if err.name() == "UNKNOWN_TOPIC_OR_PART":
                 raise KafkaError(f"topic {topic!r} does not exist (create it with "
                                  f"`streamjobs topics apply`)", code=err.name(),
                                  topic=topic) from None
-            raise kafka_error(err, f"cannot read the configuration of topic {topic!r}",
+            raise translate(exc, f"cannot read the configuration of topic {topic!r}",
                               topic=topic) from None
         except TimeoutError:
             raise BrokerUnavailable(f"no answer about topic {topic!r} within "
@@ -453,18 +443,10 @@ class Producer:
     def _send(self, record: _Record, on_delivery: OnDelivery | None) -> None:
         cb = (None if on_delivery is None
               else self._tracker.per_message(record[4], record[3], on_delivery))
-        deadline = 0.0
-        while True:
-            try:
-                self._send_once(record, cb)
-                return
-            except BufferError:
-                # Local queue full: let deliveries drain, bounded by delivery_timeout.
-                now = time.monotonic()
-                deadline = deadline or now + self.delivery_timeout
-                if now > deadline:
-                    raise _queue_full(record, self.delivery_timeout) from None
-                self._kafka.poll(0.05)
+        queued, _ = connection.until_queued(self._kafka, lambda: self._send_once(record, cb),
+                                            timeout=self.delivery_timeout)
+        if not queued:
+            raise _queue_full(record, self.delivery_timeout)
 
     def _send_once(self, record: _Record, cb: Callable[[Any, Any], None] | None) -> None:
         """One produce call; BufferError (queue full) is the caller's to handle."""
@@ -475,11 +457,11 @@ class Producer:
             else:
                 self._kafka.produce(topic, value, key, headers=hdrs, timestamp=ts,
                                     on_delivery=cb)
-        except KafkaException as exc:
+        except ClientError as exc:
             err = exc.args[0]
             if err.name() == "MSG_SIZE_TOO_LARGE":
                 raise RecordTooLarge(size, self._client_max, topic=topic) from None
-            raise kafka_error(err, f"cannot produce job {job_id}", topic=topic) from None
+            raise translate(exc, f"cannot produce job {job_id}", topic=topic) from None
 
 
 def _queue_full(record: _Record, timeout: float) -> DeliveryFailed:
@@ -569,15 +551,10 @@ class AsyncProducer:
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
             cb = p._tracker.per_message(record[4], record[3], _resolver(loop, fut), track=False)
-        deadline = time.monotonic() + p.delivery_timeout
-        while True:
-            try:
-                p._send_once(record, cb)
-                break
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise _queue_full(record, p.delivery_timeout) from None
-                await asyncio.sleep(0.005)  # the poll thread drains the queue meanwhile
+        queued, _ = await connection.until_queued_async(lambda: p._send_once(record, cb),
+                                                        timeout=p.delivery_timeout)
+        if not queued:
+            raise _queue_full(record, p.delivery_timeout)
         p._record_emitted(job_type, record)
         if fut is not None:
             await fut

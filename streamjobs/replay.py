@@ -14,7 +14,6 @@ Two tools, for two situations (docs/replay.md):
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,26 +21,25 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
-from confluent_kafka import (
+from . import connection
+from . import headers as h
+from ._delivery import PRODUCER_SETTINGS, resend, unconfirmed
+from .config import KafkaConfig
+from .connection import (
+    AdminClient,
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
     Message,
     TopicPartition,
+    admin_call,
 )
-from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka import Producer as _RawProducer
-from confluent_kafka.admin import AdminClient
-
-from . import headers as h
-from ._delivery import PRODUCER_SETTINGS, resend, unconfirmed
-from .config import KafkaConfig
-from .errors import DeliveryFailed, KafkaError, StreamjobsError
-from .retry import parse_duration
+from .connection import RdKafkaError as _RdKafkaError
+from .connection import admin as admin_client
+from .durations import parse_ago
+from .errors import DeliveryFailed, GroupActive, KafkaError
 from .scan import (
     Range,
-    admin_client,
     committed,
-    group_call,
     offsets_for_time,
     partitions_of,
     scan,
@@ -51,14 +49,12 @@ from .status.record import Transition
 from .status.writer import StatusWriter
 
 __all__ = [
-    "GroupActive",
     "PartitionPlan",
     "RangePlan",
     "ResetPlan",
     "ResetSpec",
     "apply_reset",
     "emit_range",
-    "parse_ago",
     "parse_datetime",
     "parse_topic_spec",
     "parse_when",
@@ -68,18 +64,6 @@ __all__ = [
 ]
 
 Mode = Literal["to_offset", "to_datetime", "shift_by", "to_earliest", "to_latest"]
-
-
-class GroupActive(StreamjobsError):
-    """Offsets of a group with live members cannot be moved: they would overwrite them."""
-
-    def __init__(self, group: str, state: str, members: int) -> None:
-        self.group = group
-        self.state = state
-        self.members = members
-        super().__init__(f"group {group!r} is active (state {state}, {members} member(s)): "
-                         f"stop its workers first, or use `streamjobs replay range` to re-run "
-                         f"records while they keep running")
 
 
 @dataclass(frozen=True)
@@ -160,19 +144,6 @@ def parse_datetime(text: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
-_ISO_DURATION = re.compile(r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?"
-                           r"(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
-
-
-def parse_ago(text: str) -> float:
-    """Seconds from ``2h``, ``30m``, ``1d`` or Kafka's ISO 8601 form ``PT2H``, ``P1DT30M``."""
-    m = _ISO_DURATION.match(text.strip().upper())
-    if m and any(m.groupdict().values()):
-        g = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
-        return g["d"] * 86400 + g["h"] * 3600 + g["m"] * 60 + g["s"]
-    return parse_duration(text)
-
-
 def parse_when(text: str, now: int | None = None) -> int:
     """ms since the epoch from an ISO 8601 datetime or a duration ago (``2h``, ``PT2H``)."""
     try:
@@ -194,7 +165,7 @@ def check_inactive(admin: AdminClient, group: str) -> None:
     def describe() -> object:
         return admin.describe_consumer_groups([group], request_timeout=10)[group].result()
 
-    desc = group_call(f"describe group {group!r}", describe)
+    desc = admin_call(f"describe group {group!r}", describe)
     state = getattr(desc, "state", None)
     members = list(getattr(desc, "members", None) or [])
     if members or state not in (ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD):
@@ -263,7 +234,7 @@ def apply_reset(config: KafkaConfig, plan: ResetPlan, *, admin: AdminClient | No
     def alter() -> object:
         return admin.alter_consumer_group_offsets([req], request_timeout=10)[plan.group].result()
 
-    res = group_call(f"alter offsets of {plan.group!r}", alter)
+    res = admin_call(f"alter offsets of {plan.group!r}", alter)
     for tp in getattr(res, "topic_partitions", None) or []:
         if tp.error is not None:
             raise KafkaError(f"{tp.topic}[{tp.partition}]: {tp.error.str()}",
@@ -327,8 +298,7 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
     number acknowledged. DeliveryFailed if the broker refused any (some may be written).
     With ``status_prefix`` (the environment's topic prefix) each job gets a ``replayed``
     record in that environment's status topic, when it exists."""
-    producer = _RawProducer({**config.client_settings(), **PRODUCER_SETTINGS, "linger.ms": 5,
-                             **config.role_settings("producer")})
+    producer = connection.producer(config, {**PRODUCER_SETTINGS, "linger.ms": 5})
     status = None if status_prefix is None else StatusWriter.open(producer, status_prefix)
     failures: list[str] = []
     acked = 0
@@ -349,16 +319,12 @@ def emit_range(config: KafkaConfig, plan: RangePlan, *,
         origin = f"{plan.topic}/{plan.partition}/{msg.offset()}"
         if status is not None:
             _record_replayed(status, msg, plan, origin)
-        while True:
-            try:
-                hdrs: list[tuple[str, str | bytes | None]] = list(
-                    replay_headers(_headers(msg), origin, msg.timestamp()[1]))
-                producer.produce(plan.topic, value=msg.value(), key=msg.key(),
-                                 partition=plan.partition, headers=hdrs,
-                                 on_delivery=partial(on_delivery, hdrs))
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                producer.poll(0.1)
+        hdrs: list[tuple[str, str | bytes | None]] = list(
+            replay_headers(_headers(msg), origin, msg.timestamp()[1]))
+        connection.until_queued(producer, partial(
+            producer.produce, plan.topic, value=msg.value(), key=msg.key(),
+            partition=plan.partition, headers=hdrs, on_delivery=partial(on_delivery, hdrs)),
+            step=0.1)
         producer.poll(0)
         if progress is not None:
             progress(1)

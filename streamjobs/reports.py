@@ -20,29 +20,24 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka import TopicPartition
 
 from .config import KafkaConfig
-from .scan import admin_client, offsets_for_time, partitions_of, reader
+from .connection import RdKafkaError as _RdKafkaError
+from .connection import TopicPartition
+from .connection import admin as admin_client
+from .scan import offsets_for_time, partitions_of, reader
 
 __all__ = [
     "OUTCOMES",
     "REPORT_EVERY",
     "ReportsView",
     "WorkerReport",
-    "reports_topic",
     "worker_id",
 ]
 
 OUTCOMES = ("succeeded", "failed", "retried", "dead")
 REPORT_EVERY = 5.0  # seconds between two reports of one worker
 WINDOW_MS = 60_000  # rates are over the last minute
-
-
-def reports_topic(prefix: str = "") -> str:
-    """The compacted topic of worker reports under a topic prefix."""
-    return f"{prefix}streamjobs.workers"
 
 
 def worker_id(host: str, pid: int, group: str) -> str:

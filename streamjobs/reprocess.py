@@ -24,31 +24,29 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import orjson
-from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka import KafkaException, Message
-from confluent_kafka import Producer as _RawProducer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
+from . import connection
 from . import headers as h
-from ._delivery import PRODUCER_SETTINGS, kafka_error, unconfirmed
+from ._delivery import PRODUCER_SETTINGS, unconfirmed
 from .codec import Codec
 from .config import KafkaConfig
+from .connection import AdminClient, ClientError, Message, NewTopic, kafka_error, translate
+from .connection import Producer as _RawProducer
+from .connection import RdKafkaError as _RdKafkaError
+from .connection import admin as admin_client
 from .dlq import DeadLetter, Filter, read, revalidate
-from .errors import KafkaError, ProducerFenced
-from .scan import (
-    Range,
-    TopicNotFound,
-    admin_client,
-    partitions_of,
-    scan,
-    topic_exists,
-    watermarks,
-)
+from .errors import KafkaError, ProducerFenced, TopicNotFound
+from .names import progress_topic, transactional_id
+from .scan import Range, partitions_of, scan, topic_exists, watermarks
 from .status.record import Transition
 from .status.writer import StatusWriter
 
-__all__ = ["Item", "Report", "Reprocessor", "load_progress", "progress_topic", "transactional_id"]
+__all__ = [
+    "Item",
+    "Report",
+    "Reprocessor",
+    "load_progress",
+]
 
 BATCH = 200  # re-publishes committed (with their progress records) in one transaction
 TXN_TIMEOUT_S = 60.0  # bound of init/commit/abort calls
@@ -58,16 +56,6 @@ TXN_TIMEOUT_S = 60.0  # bound of init/commit/abort calls
 TXN_TIMEOUT_MS = 30_000
 _FENCED_CODES = frozenset({_RdKafkaError._FENCED, _RdKafkaError.PRODUCER_FENCED,
                            _RdKafkaError.INVALID_PRODUCER_EPOCH})
-
-
-def progress_topic(dlq: str) -> str:
-    return f"{dlq}.reprocessed"
-
-
-def transactional_id(dlq: str) -> str:
-    """The one transactional id of every executing run over ``dlq``: a new run fences the
-    previous one."""
-    return f"streamjobs-reprocess-{dlq}"
 
 
 def load_progress(config: KafkaConfig, dlq: str, admin: AdminClient | None = None
@@ -222,7 +210,7 @@ class Reprocessor:
         if producer is None:
             return
         # A long-lived caller (the web dashboard) runs many of these: end librdkafka's threads.
-        with contextlib.suppress(KafkaException, RuntimeError), warnings.catch_warnings():
+        with contextlib.suppress(ClientError, RuntimeError), warnings.catch_warnings():
             # close() tries to abort an open transaction and warns when it cannot (fenced):
             # the fenced run has said so already, in one line.
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -234,15 +222,14 @@ class Reprocessor:
 
     def _transactional_producer(self) -> _RawProducer:
         tid = transactional_id(self.dlq)
-        producer = _RawProducer({**self.config.client_settings(), **PRODUCER_SETTINGS,
-                                 "linger.ms": 5, **self.config.role_settings("producer"),
-                                 "transactional.id": tid,
-                                 "transaction.timeout.ms": TXN_TIMEOUT_MS})
+        producer = connection.transactional_producer(
+            self.config, tid, {**PRODUCER_SETTINGS, "linger.ms": 5},
+            overrides={"transaction.timeout.ms": TXN_TIMEOUT_MS})
         try:
             # Fences every earlier producer with this id and aborts its open transaction.
             producer.init_transactions(TXN_TIMEOUT_S)
-        except KafkaException as exc:
-            raise kafka_error(exc.args[0], f"cannot start the transaction of {tid!r}",
+        except ClientError as exc:
+            raise translate(exc, f"cannot start the transaction of {tid!r}",
                               topic=self.dlq) from None
         return producer
 
@@ -308,15 +295,12 @@ class Reprocessor:
             elif unconfirmed(err, msg):
                 failed[ref] = "delivery reported without an offset"
 
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, headers=hdrs,
-                                       on_delivery=on_delivery)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                self._producer.poll(0.1)
-            except KafkaException as exc:
-                self._raise(exc)
+        producer = self._producer
+        try:
+            connection.until_queued(producer, lambda: producer.produce(
+                topic, value=value, key=key, headers=hdrs, on_delivery=on_delivery), step=0.1)
+        except ClientError as exc:
+            self._raise(exc)
         self._producer.poll(0)
 
     def _record_status(self, dl: DeadLetter, target: str) -> None:
@@ -338,7 +322,7 @@ class Reprocessor:
             try:
                 call(*args)
                 return
-            except KafkaException as exc:
+            except ClientError as exc:
                 err = exc.args[0]
                 if err.retriable() and not err.fatal() and time.monotonic() < deadline:
                     continue
@@ -348,15 +332,15 @@ class Reprocessor:
         assert self._producer is not None
         try:
             return int(self._producer.flush(TXN_TIMEOUT_S))
-        except KafkaException as exc:  # a fatal error (fenced) surfaces here too
+        except ClientError as exc:  # a fatal error (fenced) surfaces here too
             self._raise(exc)
         except SystemError as exc:  # confluent-kafka wraps it when raised within a callback
-            if isinstance(exc.__cause__, KafkaException):
+            if isinstance(exc.__cause__, ClientError):
                 self._raise(exc.__cause__)
             raise
         raise AssertionError("unreachable")
 
-    def _raise(self, exc: KafkaException) -> NoReturn:
+    def _raise(self, exc: ClientError) -> NoReturn:
         err = exc.args[0]
         tid = transactional_id(self.dlq)
         if err.code() in _FENCED_CODES or (err.fatal() and "fenced" in err.str().lower()):
@@ -403,7 +387,7 @@ class Reprocessor:
         if problem is None:
             try:
                 self._producer.commit_transaction(TXN_TIMEOUT_S)
-            except KafkaException as exc:
+            except ClientError as exc:
                 err = exc.args[0]
                 if not err.txn_requires_abort():
                     self._raise(exc)

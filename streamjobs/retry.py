@@ -11,67 +11,25 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .durations import parse_duration
 from .errors import ConfigError
+from .names import parse_wait_topic
 
 __all__ = [
     "DEFAULT_DELAY_TIERS",
     "Exponential",
     "RetryPolicy",
-    "dlq_topic",
-    "format_duration",
     "old_tier_topics",
-    "parse_duration",
-    "parse_wait_topic",
     "pick_tier",
-    "retry_topic",
 ]
 
 # The wait tiers of every job topic (``Catalogue.wait_tiers``): any delay is a walk down this
 # ladder, at most ``ratio - 1`` hops per step (9 between 1s and 10s), each hop one produce.
 DEFAULT_DELAY_TIERS: tuple[float, ...] = (1.0, 10.0, 60.0, 600.0, 3600.0)
-
-_UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-
-
-def parse_duration(value: str | float | int) -> float:
-    """Seconds from ``"250ms"``, ``"1s"``, ``"1.5s"``, ``"5m"``, ``"1h"``, ``"7d"`` or a number
-    of seconds. Raises ValueError naming the bad text."""
-    if isinstance(value, bool):  # bool is an int; True seconds is surely a mistake
-        raise ValueError(f"invalid duration {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = _DURATION.match(value)
-        if m is None:
-            raise ValueError(f"invalid duration {value!r} (use e.g. 250ms, 30s, 5m, 1h, 7d)")
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    else:
-        raise ValueError(f"invalid duration {value!r}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"invalid duration {value!r} (must be a finite number >= 0)")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Shortest exact text for ``seconds``: 1 -> "1s", 300 -> "5m", 3600 -> "1h",
-    0.5 -> "500ms", 90 -> "90s". Used in topic names, so the result matches ``[0-9a-z]+``."""
-    if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"invalid duration {seconds!r}")
-    ms = round(seconds * 1000)
-    if ms % 1000:
-        return f"{ms}ms"
-    s = ms // 1000
-    if s and s % 3600 == 0:
-        return f"{s // 3600}h"
-    if s and s % 60 == 0:
-        return f"{s // 60}m"
-    return f"{s}s"
 
 
 def _seconds(data: Mapping[str, Any], key: str, where: str) -> float:
@@ -232,30 +190,6 @@ def _exponential(data: Any, where: str) -> Exponential:
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc.field.removeprefix('exponential.')}",
                           exc.reason) from None
-
-
-def retry_topic(topic: str, tier: float) -> str:
-    """The wait topic of ``topic`` for ``tier`` seconds: ``demo.emails.retry.30s``."""
-    return f"{topic}.retry.{format_duration(tier)}"
-
-
-def dlq_topic(topic: str) -> str:
-    return f"{topic}.dlq"
-
-
-_WAIT = re.compile(r"^(?P<topic>.+)\.retry\.(?P<tier>\d+(?:ms|s|m|h|d))$")
-
-
-def parse_wait_topic(name: str) -> tuple[str, float] | None:
-    """``("demo.emails", 30.0)`` for ``"demo.emails.retry.30s"``; None for other names.
-    Only canonical tier spellings (as ``format_duration`` writes them) are accepted."""
-    m = _WAIT.match(name)
-    if m is None:
-        return None
-    tier = parse_duration(m.group("tier"))
-    if retry_topic(m.group("topic"), tier) != name:
-        return None
-    return m.group("topic"), tier
 
 
 def old_tier_topics(topic: str, tiers: Sequence[float],

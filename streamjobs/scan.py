@@ -12,32 +12,31 @@ Also the small admin look-ups those tools share: partitions of a topic (``TopicN
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import (
+from .config import KafkaConfig
+from .connection import (
+    AdminClient,
+    ClientError,
     Consumer,
     ConsumerGroupTopicPartitions,
-    KafkaException,
     Message,
+    OffsetSpec,
     TopicPartition,
+    admin_call,
 )
-from confluent_kafka import KafkaError as _RdKafkaError
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._listoffsets import OffsetSpec
-
-from .config import KafkaConfig
-from .errors import BrokerUnavailable, KafkaError
+from .connection import RdKafkaError as _RdKafkaError
+from .connection import consumer as _consumer
+from .errors import BrokerUnavailable, KafkaError, TopicNotFound
+from .names import SCAN_GROUP
 
 __all__ = [
     "NOT_FOUND",
     "Range",
-    "TopicNotFound",
-    "admin_client",
     "check_reachable",
     "committed",
-    "group_call",
     "offsets_for_time",
     "partitions_of",
     "scan",
@@ -48,12 +47,6 @@ __all__ = [
 NOT_FOUND = "UNKNOWN_TOPIC_OR_PART"
 DEFAULT_TIMEOUT = 10.0
 
-
-class TopicNotFound(KafkaError):
-    """The topic does not exist on the broker (CLI exit code 3)."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__(f"topic {topic!r} not found", code=NOT_FOUND, topic=topic)
 
 
 @dataclass(frozen=True)
@@ -69,13 +62,9 @@ class Range:
         return max(0, self.end - self.start)
 
 
-def admin_client(config: KafkaConfig) -> AdminClient:
-    return AdminClient(config.client_settings())
-
-
 def _unavailable(config: KafkaConfig, exc: BaseException) -> BrokerUnavailable:
     # A KafkaException's str() is the repr of its KafkaError; its own str() is the words.
-    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    err = exc.args[0] if isinstance(exc, ClientError) and exc.args else None
     words = err.str() if err is not None and hasattr(err, "str") else str(exc)
     return BrokerUnavailable(f"Kafka at {config.bootstrap_servers} unreachable: {words}",
                              code="_TRANSPORT")
@@ -87,7 +76,7 @@ def check_reachable(admin: AdminClient, config: KafkaConfig,
     admin calls (listing groups) answer "nothing" rather than fail when none does."""
     try:
         md = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
+    except ClientError as exc:
         raise _unavailable(config, exc) from None
     if not md.brokers:
         raise _unavailable(config, RuntimeError("no broker in metadata"))
@@ -98,7 +87,7 @@ def partitions_of(admin: AdminClient, config: KafkaConfig, topic: str,
     """Partition ids of ``topic``; TopicNotFound or BrokerUnavailable otherwise."""
     try:
         md = admin.list_topics(topic=topic, timeout=timeout)
-    except KafkaException as exc:
+    except ClientError as exc:
         raise _unavailable(config, exc) from None
     if not md.brokers:
         raise _unavailable(config, RuntimeError("no broker in metadata"))
@@ -128,7 +117,7 @@ def _list_offsets(admin: AdminClient, config: KafkaConfig,
     try:
         futures = admin.list_offsets(specs, request_timeout=DEFAULT_TIMEOUT)
         return {(tp.topic, tp.partition): int(f.result().offset) for tp, f in futures.items()}
-    except KafkaException as exc:
+    except ClientError as exc:
         err = exc.args[0] if exc.args else None
         if isinstance(err, _RdKafkaError) and err.code() in (
                 _RdKafkaError._TRANSPORT, _RdKafkaError._TIMED_OUT):
@@ -157,29 +146,6 @@ def offsets_for_time(admin: AdminClient, config: KafkaConfig,
     return {tp: (None if off < 0 else off) for tp, off in found.items()}
 
 
-_RETRIABLE = (_RdKafkaError.NOT_COORDINATOR, _RdKafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-              _RdKafkaError.COORDINATOR_NOT_AVAILABLE)
-_UNREACHABLE = (_RdKafkaError._TRANSPORT, _RdKafkaError._TIMED_OUT,
-                _RdKafkaError._ALL_BROKERS_DOWN)
-
-
-def group_call(what: str, call: Callable[[], object]) -> object:
-    """Group admin calls fail transiently while the coordinator moves or loads: retry.
-    BrokerUnavailable when no broker answers, KafkaError naming ``what`` otherwise."""
-    for attempt in range(8):
-        try:
-            return call()
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, _RdKafkaError) and err.code() in _RETRIABLE and attempt < 7:
-                time.sleep(0.25 * (attempt + 1))
-                continue
-            if isinstance(err, _RdKafkaError) and err.code() in _UNREACHABLE:
-                raise BrokerUnavailable(f"{what}: {err.str()}", code=err.name()) from None
-            raise KafkaError(f"{what}: {exc}") from None
-    raise AssertionError("unreachable")
-
-
 def committed(admin: AdminClient, group: str,
               timeout: float = DEFAULT_TIMEOUT) -> dict[tuple[str, int], int]:
     """The committed offset of every partition the group has one for."""
@@ -187,7 +153,7 @@ def committed(admin: AdminClient, group: str,
         req = [ConsumerGroupTopicPartitions(group)]
         return admin.list_consumer_group_offsets(req, request_timeout=timeout)[group].result()
 
-    res = group_call(f"committed offsets of {group!r}", list_offsets)
+    res = admin_call(f"committed offsets of {group!r}", list_offsets)
     out: dict[tuple[str, int], int] = {}
     for tp in getattr(res, "topic_partitions", None) or []:
         if tp.offset is not None and tp.offset >= 0:
@@ -198,18 +164,15 @@ def committed(admin: AdminClient, group: str,
 def reader(config: KafkaConfig, **overrides: Any) -> Consumer:
     """A consumer for direct assignment: never commits, reports partition EOF."""
     conf: dict[str, Any] = {
-        **config.client_settings(),
-        # librdkafka wants a group id even for assign(); nothing is committed under it.
-        "group.id": "streamjobs-scan",
+        "group.id": SCAN_GROUP,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-        **config.role_settings("consumer"),
         **overrides,
     }
-    return Consumer(conf)
+    return _consumer(config, conf)
 
 
 def scan(config: KafkaConfig, ranges: Iterable[Range], *, idle_timeout: float = 30.0,

@@ -22,8 +22,9 @@ import orjson
 from cronsim import CronSim, CronSimError
 
 from .config import KafkaConfig
-from .retry import format_duration, parse_duration
-from .scan import Range, admin_client, partitions_of, scan, watermarks
+from .connection import admin as admin_client
+from .durations import format_duration, parse_duration
+from .scan import Range, partitions_of, scan, watermarks
 
 __all__ = [
     "CATCH_UP",
@@ -34,11 +35,9 @@ __all__ = [
     "parse_schedule",
     "plan_fires",
     "read_states",
-    "schedules_topic",
     "tick_job_id",
 ]
 
-SCHEDULES_TOPIC = "streamjobs.schedules"
 CATCH_UP = ("latest", "all", "none")
 # How late a tick may be and still count as on time (``catch_up = "none"``; and the look-back
 # of a schedule that was never fired).
@@ -47,11 +46,6 @@ ON_TIME_MS = 5_000
 MAX_CATCH_UP = 1000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
 _KEYS = {"job", "cron", "timezone", "every", "payload", "catch_up"}
-
-
-def schedules_topic(prefix: str = "") -> str:
-    """The single-partition compacted topic of fired ticks (also the schedulers' group id)."""
-    return prefix + SCHEDULES_TOPIC
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .names import default_group_id
 
-__all__ = ["ENV", "Settings", "default_group_id"]
+__all__ = [
+    "ENV",
+    "Settings",
+]
 
 ENV: dict[str, str] = {"topic_prefix": "STREAMJOBS_TOPIC_PREFIX"}
 
@@ -51,6 +55,3 @@ class Settings:
         return default_group_id(app_name, self.topic_prefix)
 
 
-def default_group_id(app_name: str, topic_prefix: str = "") -> str:
-    """The worker group of an app when none is given: ``<prefix>streamjobs-<app name>``."""
-    return f"{topic_prefix}streamjobs-{app_name}"

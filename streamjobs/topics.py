@@ -13,21 +13,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, ConfigResource
-from confluent_kafka.admin._resource import ResourceType
-from confluent_kafka.cimpl import NewPartitions, NewTopic
-
-from ._delivery import kafka_error
 from .catalogue import Catalogue
 from .config import KafkaConfig
+from .connection import (
+    AdminClient,
+    AlterConfigOpType,
+    ClientError,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+    translate,
+)
+from .connection import admin as _admin
+from .durations import format_duration
 from .errors import BrokerUnavailable, ConfigError, KafkaError
-from .reports import reports_topic
-from .retry import dlq_topic, format_duration, old_tier_topics, retry_topic
-from .schedules import schedules_topic
-from .status.record import status_topic
-from .unique import unique_topic
+from .names import (
+    dlq_topic,
+    reports_topic,
+    retry_topic,
+    schedules_topic,
+    status_topic,
+    unique_topic,
+)
+from .retry import old_tier_topics
 
 __all__ = ["INFORMATIONAL", "Change", "TopicSpec", "apply", "desired_topics", "footprint",
            "plan"]
@@ -170,10 +180,6 @@ def apply(config: KafkaConfig, catalogue: Catalogue, *, timeout: float = 30) -> 
 
 # -- internals ------------------------------------------------------------------------------
 
-def _admin(config: KafkaConfig) -> AdminClient:
-    return AdminClient(config.client_settings())
-
-
 def _settle(admin: AdminClient, expected: Mapping[str, int], timeout: float) -> None:
     """Wait until metadata shows every created or grown topic with its partitions, so clients
     started right after ``apply`` see them (metadata lags the admin request a little)."""
@@ -209,7 +215,7 @@ def _settle_configs(admin: AdminClient, alters: list[Change], timeout: float) ->
 def _plan(admin: AdminClient, catalogue: Catalogue, timeout: float) -> list[Change]:
     try:
         meta = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
+    except ClientError as exc:
         raise BrokerUnavailable(f"no Kafka broker answered within {timeout:g}s "
                                 f"({exc.args[0].str()})", code=exc.args[0].name()) from None
     brokers = len(meta.brokers)
@@ -286,8 +292,8 @@ def _describe(admin: AdminClient, topics: list[str],
     for res, fut in futures.items():
         try:
             entries = fut.result(timeout=timeout + 1)
-        except KafkaException as exc:
-            raise kafka_error(exc.args[0], f"cannot describe topic {res.name!r}",
+        except ClientError as exc:
+            raise translate(exc, f"cannot describe topic {res.name!r}",
                               topic=res.name) from None
         except TimeoutError:
             raise BrokerUnavailable(f"no answer about topic {res.name!r} within {timeout:g}s",
@@ -302,11 +308,11 @@ def _wait(futures: Mapping[Any, Any], timeout: float, ok: frozenset[str] | set[s
         topic = getattr(name, "name", name)
         try:
             fut.result(timeout=timeout + 1)
-        except KafkaException as exc:
+        except ClientError as exc:
             err = exc.args[0]
             if err.name() in ok:
                 continue
-            raise kafka_error(err, f"topic {topic!r}", topic=topic) from None
+            raise translate(exc, f"topic {topic!r}", topic=topic) from None
         except TimeoutError:
             raise BrokerUnavailable(f"no answer about topic {topic!r} within {timeout:g}s",
                                     code="_TIMED_OUT", topic=topic) from None

@@ -19,19 +19,21 @@ from typing import Any
 
 import orjson
 
-from .retry import parse_duration
+from .durations import parse_duration
 
-__all__ = ["TICK_WINDOW_S", "UNIQUE_BY", "SeenEntry", "SeenSet", "UniquePolicy", "parse_unique",
-           "unique_topic"]
+__all__ = [
+    "TICK_WINDOW_S",
+    "UNIQUE_BY",
+    "SeenEntry",
+    "SeenSet",
+    "UniquePolicy",
+    "parse_unique",
+]
 
 UNIQUE_BY = ("key", "job_id")
 # Ticks of schedules are deduplicated by job id for this long (a failover re-fires a tick at
 # most a session timeout plus a few seconds late).
 TICK_WINDOW_S = 3600.0
-
-
-def unique_topic(job_topic: str) -> str:
-    return f"{job_topic}.unique"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
-from .. import _kafka_log
+from .. import _kafka_log, connection
 from ..catalogue import Catalogue
 from ..config import ENV, KafkaConfig, parse_settings, split_settings
 from ..errors import BrokerUnavailable, ConfigError, RegistryUnavailable, StreamjobsError
@@ -116,7 +116,7 @@ def kafka_options(func: F) -> F:
         def require_broker() -> None:
             global _active_kafka
             try:
-                kafka.check_reachable(connect_timeout)
+                connection.check_reachable(kafka, connect_timeout)
             except BrokerUnavailable as exc:
                 _active_kafka = None  # the reason is in the message already
                 hint = "" if exc.code == "_AUTHENTICATION" else f"; {UNREACHABLE_HINT}"
@@ -179,7 +179,7 @@ def registry_options(func: F) -> F:
 def explain_unreachable(message: str, kafka: KafkaConfig) -> str:
     """``message``, replaced by the broker's reason when it answers but refuses the SASL
     credentials or the TLS handshake: librdkafka reports both as a mere transport failure."""
-    reason = kafka.refusal()
+    reason = connection.refusal(kafka)
     return message if reason is None else kafka.refused_message(reason)
 
 

@@ -14,17 +14,15 @@ from typing import Any, TypeVar
 
 import click
 import orjson
-from click._termui_impl import ProgressBar
 
 from .. import dlq
 from ..catalogue import Catalogue
 from ..codec import Codec
 from ..config import KafkaConfig
-from ..errors import CatalogueError
+from ..errors import CatalogueError, TopicNotFound
 from ..registry import RegistryConfig, SchemaRegistry
 from ..replay import parse_when
 from ..reprocess import Report, Reprocessor, load_progress
-from ..scan import TopicNotFound
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -338,7 +336,6 @@ def reprocess(kafka: KafkaConfig, topics: tuple[str, ...], all_topics: bool, sch
                 if not _skip_missing(topic, explicit):
                     raise
                 continue
-            bar: ProgressBar[int]
             with click.progressbar(length=total, label=f"scanning {topic}",
                                    file=sys.stderr) as bar:
                 reports.append(run.run(progress=bar.update))

@@ -21,6 +21,7 @@ import orjson
 from ..catalogue import Catalogue
 from ..codec import Codec
 from ..config import KafkaConfig
+from ..durations import parse_duration
 from ..errors import (
     BrokerUnavailable,
     PayloadError,
@@ -29,7 +30,6 @@ from ..errors import (
     UnknownJobType,
 )
 from ..registry import RegistryConfig, SchemaRegistry
-from ..retry import parse_duration
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,

@@ -18,7 +18,8 @@ import click
 
 from ..catalogue import Catalogue
 from ..config import KafkaConfig
-from ..lag import GroupLag, GroupNotFound, TierBacklog
+from ..errors import GroupNotFound
+from ..lag import GroupLag, TierBacklog
 from ._common import (
     EXIT_NOT_FOUND,
     exit_on_errors,
@@ -101,7 +102,7 @@ def _print_groups(groups: list[GroupLag]) -> None:
 
 def _consumes(g: GroupLag, catalogue: Catalogue) -> bool:
     """The group reads a job topic or a wait tier of the catalogue."""
-    from ..retry import parse_wait_topic
+    from ..names import parse_wait_topic
 
     topics = set(catalogue.job_topics())
     for t in g.topics:

@@ -10,11 +10,11 @@ import sys
 from contextlib import AbstractContextManager
 
 import click
-from click._termui_impl import ProgressBar
 
 from .. import replay as rp
 from ..config import KafkaConfig
-from ..scan import TopicNotFound
+from ..durations import parse_ago
+from ..errors import TopicNotFound
 from ._common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -59,7 +59,7 @@ def _spec(to_offset: int | None, to_datetime: str | None, by_duration: str | Non
             return rp.ResetSpec("to_datetime", rp.parse_datetime(to_datetime))
         if by_duration is not None:
             return rp.ResetSpec("to_datetime",
-                                rp.now_ms() - round(rp.parse_ago(by_duration) * 1000))
+                                rp.now_ms() - round(parse_ago(by_duration) * 1000))
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
     return rp.ResetSpec("to_earliest" if to_earliest else "to_latest")
@@ -166,7 +166,6 @@ def range_(kafka: KafkaConfig, topic: str, partition: int, from_offset: int | No
                              to_offset=to_offset, since_ms=since_ms, until_ms=until_ms)
     written = 0
     if execute and plan.count:
-        bar: ProgressBar[int]
         with (_errors(),
               click.progressbar(length=plan.count, label="re-emitting", file=sys.stderr) as bar):
             written = rp.emit_range(kafka, plan, progress=bar.update,

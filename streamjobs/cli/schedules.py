@@ -43,8 +43,9 @@ def group() -> None:
 @handle_errors
 def list_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool) -> None:
     """Each schedule with its last fire (from the schedule topic) and its next fire."""
-    from ..scan import TopicNotFound
-    from ..schedules import read_states, schedules_topic
+    from ..errors import TopicNotFound
+    from ..names import schedules_topic
+    from ..schedules import read_states
 
     catalogue = load_catalogue(schemas_dir)
     topic = schedules_topic(catalogue.topic_prefix)

@@ -18,9 +18,10 @@ import click
 import orjson
 
 from ..config import KafkaConfig
-from ..scan import TopicNotFound
+from ..errors import TopicNotFound
+from ..names import status_topic
 from ..status.lookup import Follower
-from ..status.record import Transition, status_topic
+from ..status.record import Transition
 from ..status.timeline import JobStatus
 from ._common import (
     EXIT_FAILURE,

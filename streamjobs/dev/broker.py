@@ -29,15 +29,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._scram import (
+from .. import _kafka_log
+from ..connection import (
+    AdminClient,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
-
-from .. import _kafka_log
 from ..errors import DevBrokerError
 from .certs import DevCerts, make_certs
 from .jars import KAFKA_VERSION, check_java, resolve_classpath

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from ..config import KafkaConfig
 from ..errors import ConfigError
 from ..events import EventBus
-from ..reports import reports_topic
+from ..names import reports_topic
 from .health import HealthListener, HealthServer, serve
 from .logging import LogListener, configure_logging
 from .metrics import MetricsListener

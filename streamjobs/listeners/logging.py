@@ -137,7 +137,7 @@ def _job_fields(e: JobEvent) -> dict[str, Any]:
     }
 
 
-# A wait-tier topic: <job topic>.retry.<duration> (streamjobs.retry.retry_topic).
+# A wait-tier topic: <job topic>.retry.<duration> (streamjobs.names.retry_topic).
 _TIER = re.compile(r"^(?P<base>.+)\.retry\.[0-9]+(?:ms|s|m|h)$")
 
 

@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
-
+from .. import connection
 from ..config import KafkaConfig
 from ..events import (
     Event,
@@ -153,10 +152,8 @@ class ReportListener:
                             assigned, stopped)
 
     def _run(self) -> None:
-        conf: dict[str, Any] = {**self.config.client_settings(), "linger.ms": 50,
-                                "message.timeout.ms": 30_000,
-                                "queue.buffering.max.messages": 1000}
-        producer = self._producer = Producer(conf)
+        producer = self._producer = connection.producer(self.config, {
+            "linger.ms": 50, "message.timeout.ms": 30_000, "queue.buffering.max.messages": 1000})
         try:
             meta = producer.list_topics(self.topic, timeout=10)
             tmd = meta.topics.get(self.topic)
@@ -164,7 +161,7 @@ class ReportListener:
                 _log.warning("worker reports topic %r missing (run `streamjobs topics apply`): "
                              "this worker will not show on the dashboard", self.topic)
                 return
-        except KafkaException as exc:
+        except connection.ClientError as exc:
             _log.warning("worker reports disabled: %s", exc)
             return
         while not self._closing.is_set():

@@ -11,9 +11,10 @@ The worker's writes live in ``streamjobs.worker.statuses``. See docs/status.md.
 
 from __future__ import annotations
 
+from ..names import status_topic
 from .index import StatusIndex
 from .lookup import Follower, lookup, watch
-from .record import FINAL, MODES, STATES, Transition, partition_for, status_topic
+from .record import FINAL, MODES, STATES, Transition, partition_for
 from .timeline import JobStatus
 
 __all__ = [

@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-from confluent_kafka import KafkaError as _RdKafkaError
-
 from ..config import KafkaConfig
+from ..connection import OFFSET_BEGINNING, TopicPartition
+from ..connection import RdKafkaError as _RdKafkaError
+from ..connection import admin as admin_client
 from ..errors import StreamjobsError
-from ..scan import admin_client, partitions_of, reader
+from ..scan import partitions_of, reader
 from .record import BATCH_PREFIX, ENQUEUED, FINAL, STATES, decode, decode_all, encode, job_id_of
 from .timeline import JobStatus, fold, place
 

@@ -14,19 +14,12 @@ import asyncio
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka import KafkaError as _RdKafkaError
-
 from ..config import KafkaConfig
-from ..errors import BrokerUnavailable, KafkaError
-from ..scan import (
-    TopicNotFound,
-    admin_client,
-    offsets_for_time,
-    partitions_of,
-    reader,
-    watermarks,
-)
+from ..connection import Consumer, TopicPartition
+from ..connection import RdKafkaError as _RdKafkaError
+from ..connection import admin as admin_client
+from ..errors import BrokerUnavailable, KafkaError, TopicNotFound
+from ..scan import offsets_for_time, partitions_of, reader, watermarks
 from .record import BATCH_PREFIX, decode, decode_all, partition_for, record_keys
 from .timeline import JobStatus, fold
 

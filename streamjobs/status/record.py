@@ -42,7 +42,6 @@ __all__ = [
     "FINAL",
     "MODES",
     "STATES",
-    "STATUS_TOPIC",
     "Transition",
     "decode",
     "decode_all",
@@ -51,14 +50,12 @@ __all__ = [
     "partition_for",
     "record_key",
     "record_keys",
-    "status_topic",
 ]
 
 STATES = ("emitted", "started", "succeeded", "retrying", "dead", "reprocessed", "replayed")
 FINAL = frozenset({"succeeded", "dead"})
 # Catalogue ``status`` setting: which transitions of a job type are recorded.
 MODES = ("all", "failures", "none")
-STATUS_TOPIC = "streamjobs.status"
 EMITTED_SUFFIX = "/emitted"
 BATCH_PREFIX = "_batch/"
 _BATCH = BATCH_PREFIX.encode()
@@ -66,11 +63,6 @@ _BATCH = BATCH_PREFIX.encode()
 ENQUEUED = frozenset({"emitted", "reprocessed", "replayed"})
 _SUFFIXES = tuple(f"/{s}" for s in sorted(ENQUEUED))
 _STATES = frozenset(STATES)
-
-
-def status_topic(prefix: str = "") -> str:
-    """The status topic of an environment (``prefix`` as for every catalogue topic)."""
-    return prefix + STATUS_TOPIC
 
 
 def partition_for(job_id: str | bytes, partitions: int) -> int:

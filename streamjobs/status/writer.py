@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 
-from .record import EMITTED_SUFFIX, Transition, encode, record_key, status_topic
+from ..connection import until_queued
+from ..names import status_topic
+from .record import EMITTED_SUFFIX, Transition, encode, record_key
 
 __all__ = ["StatusWriter"]
 
@@ -54,12 +56,7 @@ class StatusWriter:
     def send(self, job_id: str, job_type: str, t: Transition) -> None:
         """``write``, waiting (polling the client) while its local queue is full: for the
         command-line tools, which have no loop of their own to come back to."""
-        while True:
-            try:
-                self.write(job_id, job_type, t)
-                return
-            except BufferError:
-                self.client.poll(0.1)
+        until_queued(self.client, lambda: self.write(job_id, job_type, t), step=0.1)
 
     def emitted_head(self, job_type: str, topic: str) -> bytes:
         """The start of an ``emitted`` value, for ``emitted_value`` (emit's hot path)."""

@@ -14,8 +14,9 @@ dead-letter decisions, on a fake clock. See docs/testing.md.
 
 from __future__ import annotations
 
+from ..errors import RunawayJobs
 from .assertions import assert_dead_lettered, assert_succeeded
-from .outcome import JobOutcome, RunawayJobs, RunReport
+from .outcome import JobOutcome, RunReport
 from .runner import JobRunner
 
 __all__ = ["JobOutcome", "JobRunner", "RunReport", "RunawayJobs", "assert_dead_lettered",

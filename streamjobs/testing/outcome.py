@@ -6,20 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import headers as h
-from ..errors import StreamjobsError
 
-__all__ = ["JobOutcome", "RunReport", "RunawayJobs", "Status"]
+__all__ = ["JobOutcome", "RunReport", "Status"]
 
 Status = Literal["succeeded", "retried", "dead_lettered"]
 
-
-class RunawayJobs(StreamjobsError):
-    """``run`` ran ``max_jobs`` attempts and jobs were still due (a job emitting itself?)."""
-
-    def __init__(self, max_jobs: int, pending: int) -> None:
-        self.max_jobs = max_jobs
-        self.pending = pending
-        super().__init__(f"ran {max_jobs} attempts and {pending} job(s) still pending")
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,11 @@ from typing import Any
 from .. import headers as h
 from ..catalogue import Catalogue
 from ..codec import Codec
-from ..errors import DecodeError, UnknownSchema
+from ..errors import DecodeError, RunawayJobs, UnknownSchema
 from ..framing import SINGLE_OBJECT, parse
+from ..names import dlq_topic, retry_topic
 from ..producer import check_traceparent
-from ..retry import dlq_topic, pick_tier, retry_topic
+from ..retry import pick_tier
 from ..worker import App, JobContext
 from ..worker.failures import (
     Decision,
@@ -43,7 +44,7 @@ from ..worker.failures import (
     describe,
     retry_record,
 )
-from .outcome import JobOutcome, RunawayJobs, RunReport, Status
+from .outcome import JobOutcome, RunReport, Status
 
 __all__ = ["JobRunner"]
 

@@ -18,12 +18,12 @@ from .. import dlq
 from ..catalogue import Catalogue
 from ..codec import Codec
 from ..config import KafkaConfig
-from ..errors import BrokerUnavailable, StreamjobsError
+from ..errors import BrokerUnavailable, StreamjobsError, TopicNotFound
 from ..lag import GroupLag, TierBacklog, group_lag, wait_backlog
+from ..names import reports_topic
 from ..registry import RegistryConfig, SchemaRegistry
-from ..reports import ReportsView, reports_topic
+from ..reports import ReportsView
 from ..reprocess import load_progress
-from ..scan import TopicNotFound
 from ..status import StatusIndex, status_topic
 
 __all__ = ["Index", "Reports", "Sources"]

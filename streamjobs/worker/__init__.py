@@ -13,9 +13,10 @@ See docs/worker.md.
 
 from __future__ import annotations
 
+from ..names import wait_group
 from .app import App, Handler
 from .context import JobContext
-from .runner import Worker, run_worker, wait_group
+from .runner import Worker, run_worker
 from .settings import WorkerSettings
 
 __all__ = ["App", "Handler", "JobContext", "Worker", "WorkerSettings", "run_worker", "wait_group"]

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from ..catalogue import Catalogue, JobType
 from ..errors import ConfigError, UnknownJobType
-from ..settings import Settings, default_group_id
+from ..names import default_group_id
+from ..settings import Settings
 from .context import JobContext
 
 __all__ = ["App", "Handler", "HandlerFunc", "check_handler"]

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
-
+from ..connection import ClientError, TopicPartition
 from ..events import EventBus, LagSampled
 from .intake import Part
 
@@ -29,7 +28,7 @@ def sample_lag(parts: Iterable[Part], bus: EventBus) -> None:
         try:
             _lo, hi = part.consumer.get_watermark_offsets(
                 TopicPartition(part.topic, part.partition), cached=True)
-        except KafkaException:
+        except ClientError:
             continue
         pos = part.tracker.commit_position()
         if pos is None or hi < 0:
@@ -62,7 +61,7 @@ def read_to_end(parts: Iterable[Part], now_ms: float) -> bool:
                 lo, hi = part.consumer.get_watermark_offsets(tp, timeout=5)
             if (pos if pos >= 0 else lo) < hi and not _past_markers(part, hi):
                 return False
-    except KafkaException:
+    except ClientError:
         return False
     return True
 

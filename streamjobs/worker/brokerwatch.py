@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError
 
+from ..connection import RdKafkaError as KafkaError
 from ..events import BrokerStatus, EventBus
 
 __all__ = ["STATS_INTERVAL_MS", "BrokerWatch"]

@@ -24,7 +24,8 @@ from ..codec import Codec
 from ..errors import DecodeError, UnknownSchema
 from ..events import JobDeadLettered, JobReceived, JobRetried, JobsReceived
 from ..framing import header_of
-from ..retry import dlq_topic, pick_tier, retry_topic
+from ..names import dlq_topic, retry_topic
+from ..retry import pick_tier
 from ..status.record import Transition
 from .context import JobContext, RecordContext
 from .failures import (

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from confluent_kafka import KafkaException
-from confluent_kafka import Producer as KafkaProducer
-
 from .. import headers as h
 from .._delivery import PRODUCER_SETTINGS, unconfirmed
+from ..connection import ClientError
+from ..connection import Producer as KafkaProducer
 
 __all__ = ["Outbox", "Outgoing"]
 
@@ -78,7 +77,7 @@ class Outbox:
                                   on_delivery=delivered)
         except BufferError:  # local queue full: let poll() make room, never block here
             self._defer(out, 0.05)
-        except KafkaException as exc:
+        except ClientError as exc:
             _log.error("could not produce to %s (%s); trying again in %.0fs",
                        out.topic, exc, RESEND_AFTER)
             self._defer(out, RESEND_AFTER)

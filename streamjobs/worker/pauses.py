@@ -11,8 +11,7 @@ import contextlib
 from collections.abc import Callable, Collection
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
-
+from ..connection import ClientError, TopicPartition
 from .backlog import by_consumer
 from .intake import Part
 
@@ -78,7 +77,7 @@ class Pauses:
 
 
 def _safe(fn: Callable[[Any], Any], arg: Any) -> None:
-    # KafkaException: the partition was revoked meanwhile; its new owner starts from the
+    # ClientError: the partition was revoked meanwhile; its new owner starts from the
     # committed offset.
-    with contextlib.suppress(KafkaException):
+    with contextlib.suppress(ClientError):
         fn(arg)

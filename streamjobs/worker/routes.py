@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..catalogue import JobType
-from ..retry import dlq_topic, old_tier_topics, retry_topic
+from ..names import dlq_topic, retry_topic
+from ..retry import old_tier_topics
 from .app import App, Handler
 
 __all__ = ["Route", "Routes"]

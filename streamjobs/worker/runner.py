@@ -31,13 +31,13 @@ from collections.abc import Hashable, Sequence
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
 from .. import _kafka_log
 from .. import headers as h
 from ..codec import Codec
 from ..config import KafkaConfig
-from ..errors import BrokerUnavailable, ConfigError
+from ..connection import ClientError, Consumer, TopicPartition, no_answer
+from ..connection import RdKafkaError as KafkaError
+from ..errors import ConfigError
 from ..events import (
     CommitDone,
     CommitFailed,
@@ -53,6 +53,7 @@ from ..events import (
     WorkerStopping,
 )
 from ..framing import REGISTRY
+from ..names import wait_group
 from ..registry import RegistryConfig, SchemaRegistry
 from .app import App
 from .backlog import read_to_end, sample_lag
@@ -69,7 +70,10 @@ from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
 from .uniqueness import Uniqueness
 
-__all__ = ["Worker", "run_worker", "wait_group"]
+__all__ = [
+    "Worker",
+    "run_worker",
+]
 
 LAG_EVERY = 5.0
 ALIVE_EVERY = 1.0
@@ -177,11 +181,9 @@ class Worker:
         self.consumer = Consumer(conf)
         try:
             meta = self.consumer.list_topics(timeout=s.connect_timeout)
-        except KafkaException as exc:
+        except ClientError as exc:
             self.consumer.close()
-            raise BrokerUnavailable(f"no Kafka broker answered at {self.kafka.bootstrap_servers}"
-                                    f" within {s.connect_timeout:g}s ({exc.args[0].str()})",
-                                    code="_TRANSPORT") from None
+            raise no_answer(self.kafka, s.connect_timeout, exc) from None
         scheduler = self._scheduler()
         self.uniqueness = Uniqueness(self, self.routes, {
             s.job_type for s in self.app.catalogue.schedules.values()}, self.kafka, self.bus)
@@ -423,8 +425,8 @@ class Worker:
                     TopicPartition(part.topic, part.partition, pos))
         self._touched.clear()
         for consumer, tps in by_consumer.items():
-            # KafkaException: a partition just left the assignment; nothing to store for it.
-            with contextlib.suppress(KafkaException):
+            # ClientError: a partition just left the assignment; nothing to store for it.
+            with contextlib.suppress(ClientError):
                 consumer.store_offsets(offsets=tps)
         if self._finished - self._finished_at_commit >= self.settings.commit_every:
             self._finished_at_commit = self._finished
@@ -442,7 +444,7 @@ class Worker:
                     c.commit(asynchronous=asynchronous)
                 else:
                     c.commit(offsets=offsets, asynchronous=asynchronous)
-            except KafkaException as exc:
+            except ClientError as exc:
                 err = exc.args[0] if exc.args else None
                 if getattr(err, "code", lambda: None)() != KafkaError._NO_OFFSET:
                     self.bus.emit(CommitFailed(str(exc)))
@@ -499,7 +501,7 @@ class Worker:
             # Store them too: with auto commit on, librdkafka commits the *stored* offsets of
             # revoked partitions after this callback, which would move the commit back to an
             # older stored position (docs/faults.md, finding 1).
-            with contextlib.suppress(KafkaException):
+            with contextlib.suppress(ClientError):
                 consumer.store_offsets(offsets=offsets)
             self._commit(asynchronous=False, offsets=offsets, consumer=consumer)
         self._forget(parts)
@@ -564,11 +566,6 @@ class Worker:
             if self.executor is not None:
                 self.executor.shutdown()
             self.bus.emit(WorkerStopped(reason, time.monotonic() - self._started_at))
-
-
-def wait_group(group_id: str) -> str:
-    """The consumer group of a worker group's wait-tier consumers."""
-    return f"{group_id}.wait"
 
 
 def run_worker(app: App, settings: WorkerSettings | None = None,

@@ -24,17 +24,17 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka import Producer as KafkaProducer
-
+from .. import connection
 from .. import headers as h
 from .._delivery import PRODUCER_SETTINGS
 from ..catalogue import Catalogue
 from ..config import KafkaConfig
+from ..connection import ClientError, TopicPartition
 from ..errors import StreamjobsError
 from ..events import EventBus, ScheduleFired, SchedulerOwnership, ScheduleSkipped
+from ..names import schedules_topic
 from ..producer import Producer
-from ..schedules import MAX_CATCH_UP, ScheduleState, plan_fires, schedules_topic, tick_job_id
+from ..schedules import MAX_CATCH_UP, ScheduleState, plan_fires, tick_job_id
 
 __all__ = ["SESSION_TIMEOUT_MS", "Scheduler"]
 
@@ -76,15 +76,14 @@ class Scheduler:
         self._producer = Producer(self.catalogue, self.kafka, linger_ms=0)
         for s in self.schedules.values():
             self._producer.codec.encode(s.job_type, s.payload)  # PayloadError at start-up
-        base = self.kafka.client_settings()
-        self._recorder = KafkaProducer({**base, **PRODUCER_SETTINGS, "linger.ms": 0})
-        self._consumer = Consumer({
-            **base,
+        self._recorder = connection.producer(self.kafka, {**PRODUCER_SETTINGS, "linger.ms": 0})
+        self._consumer = connection.consumer(self.kafka, {
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
+        }, overrides={  # over the user's consumer_config: the scheduler depends on these
             "group.id": self.topic,
             "enable.auto.commit": False,  # every owner reads the whole (compacted) topic
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, self.session_timeout_ms // 5),
         })
         self._consumer.subscribe([self.topic], on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_revoke)
@@ -156,7 +155,7 @@ class Scheduler:
             if self._end is None:
                 self._end = int(consumer.get_watermark_offsets(tp, timeout=5)[1])
             pos = consumer.position([tp])[0].offset
-        except KafkaException as exc:
+        except ClientError as exc:
             _log.debug("schedules: reading %s (%s)", self.topic, exc)  # leader not ready
             return False
         return self._end == 0 or pos >= self._end

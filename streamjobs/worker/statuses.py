@@ -31,11 +31,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaException
-from confluent_kafka import Producer as KafkaProducer
 
 from .._delivery import PRODUCER_SETTINGS
-from ..status.record import BATCH_PREFIX, Transition, encode, status_topic
+from ..connection import ClientError
+from ..connection import Producer as KafkaProducer
+from ..names import status_topic
+from ..status.record import BATCH_PREFIX, Transition, encode
 from .context import JobContext
 from .outbox import Outbox
 from .routes import Route
@@ -143,7 +144,7 @@ class StatusRecorder:
             self.producer.produce(self.topic, value, key, partition=partition)
         except BufferError:  # never wait here: the next loop turns send it
             self._loose.append((partition, key, value))
-        except KafkaException as exc:
+        except ClientError as exc:
             _log.warning("status record not written: %s", exc)
 
     def _head(self, key: tuple[Route, str, int]) -> bytes:
@@ -197,7 +198,7 @@ class StatusRecorder:
             except BufferError:
                 self._loose = loose[i:] + self._loose
                 return
-            except KafkaException as exc:
+            except ClientError as exc:
                 _log.warning("status record of job %s not written: %s", key.decode(), exc)
 
     def poll(self) -> None:

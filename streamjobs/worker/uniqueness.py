@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import headers as h
 from ..config import KafkaConfig
+from ..connection import admin as admin_client
 from ..errors import KafkaError
 from ..events import EventBus, JobDuplicate
-from ..scan import Range, admin_client, scan, watermarks
-from ..unique import TICK_WINDOW_S, SeenEntry, SeenSet, UniquePolicy, unique_topic
+from ..names import unique_topic
+from ..scan import Range, scan, watermarks
+from ..unique import TICK_WINDOW_S, SeenEntry, SeenSet, UniquePolicy
 from .context import JobContext
 from .outbox import Outgoing
 from .routes import Routes

@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from streamjobs import headers as h
 from streamjobs.config import KafkaConfig
-from streamjobs.retry import parse_wait_topic
+from streamjobs.names import parse_wait_topic
 from streamjobs.worker import wait_group
 from tests.faults.checker import CommitSample, TopicRecord
 from tests.faults.ledger import now_ms

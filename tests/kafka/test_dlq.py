@@ -24,7 +24,7 @@ from streamjobs import headers as h
 from streamjobs.catalogue import Catalogue
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
-from streamjobs.retry import dlq_topic
+from streamjobs.names import dlq_topic
 from streamjobs.worker.failures import Failure, Origin, dead_letter_record
 from tests.conftest import MakeTopic, RunCli, wait_for
 from tests.kafka.worker_support import SCHEMAS as APP_SCHEMAS

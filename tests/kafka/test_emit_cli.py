@@ -12,7 +12,8 @@ import pytest
 from streamjobs import headers as h
 from streamjobs.catalogue import Catalogue
 from streamjobs.config import KafkaConfig
-from streamjobs.retry import pick_tier, retry_topic
+from streamjobs.names import retry_topic
+from streamjobs.retry import pick_tier
 
 from .jobs_catalogue import read, total_records, write_catalogue
 

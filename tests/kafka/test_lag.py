@@ -19,7 +19,7 @@ from streamjobs import headers as h
 from streamjobs.catalogue import Catalogue
 from streamjobs.config import KafkaConfig
 from streamjobs.lag import group_lag, wait_backlog
-from streamjobs.retry import retry_topic
+from streamjobs.names import retry_topic
 from tests.conftest import BOOTSTRAP, MakeTopic, RunCli, wait_for, wait_visible
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "apps" / "schemas"

@@ -25,8 +25,9 @@ from streamjobs.errors import (
     RecordTooLarge,
     UnknownJobType,
 )
+from streamjobs.names import retry_topic
 from streamjobs.producer import Job, Producer
-from streamjobs.retry import pick_tier, retry_topic
+from streamjobs.retry import pick_tier
 
 from .jobs_catalogue import read, total_records, write_catalogue
 

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from streamjobs.headers import hostname
-from streamjobs.reports import ReportsView, WorkerReport, reports_topic
+from streamjobs.names import reports_topic
+from streamjobs.reports import ReportsView, WorkerReport
 from streamjobs.topics import WORKERS_CONFIG
 from tests.conftest import MakeTopic, SpawnCli, wait_for
 

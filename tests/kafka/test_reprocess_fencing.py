@@ -26,7 +26,8 @@ from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
 from streamjobs.dlq import Filter
 from streamjobs.errors import ProducerFenced
-from streamjobs.reprocess import Reprocessor, transactional_id
+from streamjobs.names import transactional_id
+from streamjobs.reprocess import Reprocessor
 from streamjobs.worker.failures import Failure, Origin, dead_letter_record
 from tests.conftest import BOOTSTRAP, ROOT, MakeTopic, RunCli, SpawnCli, wait_for
 from tests.kafka.test_dlq import Env, write_schemas

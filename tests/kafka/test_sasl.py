@@ -16,8 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamjobs.config import KafkaConfig
 from streamjobs.dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER

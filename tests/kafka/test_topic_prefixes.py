@@ -13,7 +13,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streamjobs import Producer
-from streamjobs.settings import default_group_id
+from streamjobs.names import default_group_id
 from streamjobs.worker import wait_group
 from tests.conftest import ROOT, RunCli, wait_for
 

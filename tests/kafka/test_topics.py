@@ -7,15 +7,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import ConfigResource
-from confluent_kafka.admin._resource import ResourceType
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
 from streamjobs import topics
 from streamjobs.catalogue import Catalogue
 from streamjobs.config import KafkaConfig
 from streamjobs.errors import ConfigError
-from streamjobs.retry import dlq_topic, retry_topic
+from streamjobs.names import dlq_topic, retry_topic
 
 from .jobs_catalogue import delete_topics_with_prefix, write_catalogue
 

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamjobs import headers as h
-from streamjobs.retry import retry_topic
+from streamjobs.names import retry_topic
 from tests.conftest import RunCli, wait_for, wait_visible
 
 from .jobs_catalogue import delete_topics_with_prefix, write_catalogue

@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from streamjobs.events import PartitionsAssigned
-from streamjobs.retry import parse_wait_topic, retry_topic
+from streamjobs.names import parse_wait_topic, retry_topic
 from streamjobs.worker import wait_group
 from tests.conftest import wait_for
 

@@ -6,7 +6,8 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
 from streamjobs import headers as h
-from streamjobs.retry import dlq_topic, pick_tier, retry_topic
+from streamjobs.names import dlq_topic, retry_topic
+from streamjobs.retry import pick_tier
 from tests.conftest import wait_for
 
 from .worker_support import Env, InProcess, env_fixture  # noqa: F401

@@ -20,8 +20,7 @@ from streamjobs import headers as h
 from streamjobs.catalogue import Catalogue
 from streamjobs.codec import Codec
 from streamjobs.config import KafkaConfig
-from streamjobs.retry import dlq_topic, retry_topic
-from streamjobs.status.record import status_topic
+from streamjobs.names import dlq_topic, retry_topic, status_topic
 from streamjobs.topics import STATUS_CONFIG, STATUS_PARTITIONS
 from tests.conftest import wait_visible
 

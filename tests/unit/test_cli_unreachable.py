@@ -128,7 +128,8 @@ def test_debug_shows_librdkafka_lines_rate_limited(closed_port: int) -> None:
 SNIPPET = """
 import sys
 from streamjobs import BrokerUnavailable, Catalogue, KafkaConfig, Producer
-from streamjobs.scan import partitions_of, admin_client
+from streamjobs.connection import admin as admin_client
+from streamjobs.scan import partitions_of
 config = KafkaConfig(bootstrap_servers=sys.argv[1])
 try:
     Producer(Catalogue.load(sys.argv[2]), config, connect_timeout=2)

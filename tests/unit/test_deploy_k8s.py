@@ -22,7 +22,7 @@ import yaml
 
 from streamjobs.catalogue import Catalogue
 from streamjobs.config import ENV, KafkaConfig
-from streamjobs.settings import default_group_id
+from streamjobs.names import default_group_id
 from tests.unit.test_deploy_compose import served_status
 
 from .test_deploy_compose import (

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from streamjobs import headers as h
+from streamjobs.durations import parse_ago
 from streamjobs.replay import (
     PartitionPlan,
     ResetSpec,
-    parse_ago,
     parse_datetime,
     parse_topic_spec,
     parse_when,

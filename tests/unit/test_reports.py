@@ -8,7 +8,8 @@ import pytest
 from streamjobs.config import KafkaConfig
 from streamjobs.events import EventBus, JobFailed, JobsSucceeded, JobSucceeded
 from streamjobs.listeners import install_default_listeners
-from streamjobs.reports import ReportsView, WorkerReport, reports_topic, worker_id
+from streamjobs.names import reports_topic
+from streamjobs.reports import ReportsView, WorkerReport, worker_id
 
 NOW = 1_800_000_000_000  # ms
 

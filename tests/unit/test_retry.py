@@ -6,18 +6,10 @@ import random
 
 import pytest
 
+from streamjobs.durations import format_duration, parse_duration
 from streamjobs.errors import ConfigError
-from streamjobs.retry import (
-    DEFAULT_DELAY_TIERS,
-    Exponential,
-    RetryPolicy,
-    dlq_topic,
-    format_duration,
-    parse_duration,
-    parse_wait_topic,
-    pick_tier,
-    retry_topic,
-)
+from streamjobs.names import dlq_topic, parse_wait_topic, retry_topic
+from streamjobs.retry import DEFAULT_DELAY_TIERS, Exponential, RetryPolicy, pick_tier
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

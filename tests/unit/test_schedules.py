@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from streamjobs.catalogue import Catalogue
+from streamjobs.names import schedules_topic
 from streamjobs.schedules import (
     MAX_CATCH_UP,
     ON_TIME_MS,
@@ -17,7 +18,6 @@ from streamjobs.schedules import (
     ScheduleState,
     parse_schedule,
     plan_fires,
-    schedules_topic,
     tick_job_id,
 )
 from streamjobs.topics import desired_topics

@@ -13,8 +13,9 @@ from streamjobs.catalogue import Catalogue
 from streamjobs.cli._common import load_catalogue, schemas_option, settings
 from streamjobs.dlq import parse_ref
 from streamjobs.errors import ConfigError
+from streamjobs.names import default_group_id
 from streamjobs.replay import PartitionPlan, ResetPlan, ResetSpec
-from streamjobs.settings import Settings, default_group_id
+from streamjobs.settings import Settings
 from streamjobs.worker import App, Worker, wait_group
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from streamjobs.catalogue import Catalogue
+from streamjobs.names import retry_topic
 from streamjobs.retry import (
     DEFAULT_DELAY_TIERS,
     Exponential,
     RetryPolicy,
     old_tier_topics,
     pick_tier,
-    retry_topic,
 )
 from streamjobs.topics import desired_topics, footprint
 from streamjobs.worker import App

@@ -10,8 +10,9 @@ from streamjobs.catalogue import Catalogue
 from streamjobs.events import EventBus, JobDuplicate
 from streamjobs.headers import check_job_id
 from streamjobs.listeners.metrics import MetricsListener
+from streamjobs.names import unique_topic
 from streamjobs.topics import desired_topics
-from streamjobs.unique import SeenEntry, SeenSet, UniquePolicy, parse_unique, unique_topic
+from streamjobs.unique import SeenEntry, SeenSet, UniquePolicy, parse_unique
 from tests.unit.test_catalogue import GOOD, load_error, make_dir
 
 

@@ -18,10 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ... import dlq
-from ...errors import StreamjobsError
+from ...errors import StreamjobsError, TopicNotFound
 from ...replay import parse_when
 from ...reprocess import Report, Reprocessor, load_progress
-from ...scan import TopicNotFound
 from ..render import page
 from ..state import WebState, web
 

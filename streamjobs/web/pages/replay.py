@@ -12,8 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ... import replay as rp
-from ...errors import StreamjobsError
-from ...scan import TopicNotFound
+from ...errors import GroupActive, StreamjobsError, TopicNotFound
 from ..render import page
 from ..state import web
 
@@ -67,7 +66,7 @@ async def _plan(request: Request, form: dict[str, str], execute: bool) -> Respon
             await run_in_threadpool(rp.apply_reset, w.sources.config, plan)
             w.metrics.actions.labels("replay", "ok").inc()
         ctx.update(plan=plan, executed=execute)
-    except rp.GroupActive as exc:
+    except GroupActive as exc:
         if execute:
             w.metrics.actions.labels("replay", "refused").inc()
         ctx["refused"] = str(exc)
