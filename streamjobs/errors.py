@@ -9,8 +9,8 @@
     ├── DecodeError              bytes from Kafka that cannot be decoded (carries raw bytes, reason)
     │   └── UnknownSchema        a writer fingerprint this process does not know
     │       └── UnknownSchemaId  a registry schema id that cannot be resolved now
-    ├── RegistryError            the schema registry refused a request (status, code)
-    │   └── RegistryUnavailable  the schema registry cannot be reached
+    ├── RegistryError            the schema registry refused a request (status, code, refused)
+    │   └── RegistryUnavailable  the registry cannot be reached, or refuses our credentials/CA
     ├── KafkaError               the broker refused or could not be reached (code, topic)
     │   ├── BrokerUnavailable    no broker answered within the bounded wait
     │   ├── RecordTooLarge       a record larger than the topic or client accepts
