@@ -477,6 +477,22 @@ def check_traceparent(value: str) -> str:
     return value
 
 
+def due_at_ms(now_ms: int, delay: float | timedelta | None,
+              run_at: datetime | None) -> int | None:
+    """When a job emitted at ``now_ms`` with ``delay`` or ``run_at`` is due (epoch ms), or None
+    for no (or a non-positive) delay. ``ValueError`` for both, or a naive ``run_at``."""
+    if delay is not None and run_at is not None:
+        raise ValueError("give delay or run_at, not both")
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        return now_ms + round(seconds * 1000) if seconds > 0 else None
+    if run_at is not None:
+        if run_at.tzinfo is None:
+            raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
+        return round(run_at.timestamp() * 1000)
+    return None
+
+
 def _extras(info: _TypeInfo, now_ms: int, headers: Mapping[str, str | bytes] | None,
             traceparent: str | None, delay: float | timedelta | None,
             run_at: datetime | None) -> tuple[str, list[tuple[str, bytes]]]:
@@ -488,17 +504,7 @@ def _extras(info: _TypeInfo, now_ms: int, headers: Mapping[str, str | bytes] | N
         extra.append((name, val if isinstance(val, bytes) else val.encode()))
     if traceparent is not None:
         extra.append((h.TRACEPARENT, check_traceparent(traceparent).encode()))
-    if delay is not None and run_at is not None:
-        raise ValueError("give delay or run_at, not both")
-    due_ms: int | None = None
-    if delay is not None:
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if seconds > 0:
-            due_ms = now_ms + round(seconds * 1000)
-    elif run_at is not None:
-        if run_at.tzinfo is None:
-            raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
-        due_ms = round(run_at.timestamp() * 1000)
+    due_ms = due_at_ms(now_ms, delay, run_at)
     if due_ms is None or due_ms <= now_ms:
         return info.topic, extra  # due already: a plain emit
     tier = pick_tier((due_ms - now_ms) / 1000, info.tiers)

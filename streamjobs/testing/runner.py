@@ -4,11 +4,12 @@ What is real: the payload is validated and Avro-encoded by the production ``Code
 decoded again (into the current schema version) before the handler runs; the handler gets a
 ``JobContext`` with the headers a worker would see; a failure goes through the worker's own
 ``decide`` (catalogue retry policy, ``Retry(after=...)``, ``PermanentError``,
-``permanent_errors``) and the retry and dead-letter headers are built by the worker's
-``retry_record`` / ``dead_letter_record``. What is fake: the clock (``runner.now``; retries and
-delayed jobs run instantly but in due order), topics/partitions/offsets (plausible: keyed jobs
-land on ``crc32(key) % partitions`` as with librdkafka's default partitioner), and concurrency:
-jobs run one at a time, in due order, then emit order. See docs/testing.md.
+``permanent_errors``) and the retry and dead-letter records are built by the worker's
+failure router (``worker.router.route``; ``produced`` lists them). What is fake: the clock
+(``runner.now``; retries and delayed jobs run instantly but in due order),
+topics/partitions/offsets (plausible: keyed jobs land on ``crc32(key) % partitions`` as with
+librdkafka's default partitioner), and concurrency: jobs run one at a time, in due order,
+then emit order. See docs/testing.md.
 """
 
 
@@ -31,19 +32,11 @@ from ..catalogue import Catalogue
 from ..codec import Codec
 from ..errors import DecodeError, RunawayJobs, UnknownSchema
 from ..framing import SINGLE_OBJECT, parse
-from ..names import dlq_topic, retry_topic
 from ..producer import check_traceparent
-from ..retry import pick_tier
+from ..producer import due_at_ms as due_at_ms_of
 from ..worker import App, JobContext
-from ..worker.failures import (
-    Decision,
-    Failure,
-    Origin,
-    dead_letter_record,
-    decide,
-    describe,
-    retry_record,
-)
+from ..worker.failures import Decision, Failure, Origin, decide, describe
+from ..worker.router import Routed, last_wait_topic, route, unknown_schema_decision
 from .outcome import JobOutcome, RunReport, Status
 
 __all__ = ["JobRunner"]
@@ -87,6 +80,8 @@ class JobRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_loop: Callable[[], object] = lambda: None
         self.outcomes: list[JobOutcome] = []
+        # Every retry and dead-letter record a worker would produce, in order (the router's).
+        self.produced: list[Routed] = []
 
     # -- clock --------------------------------------------------------------------------------
 
@@ -115,7 +110,7 @@ class JobRunner:
         job = self.app.catalogue.get(job_type)
         if key is None and job.key_field is not None and payload.get(job.key_field) is not None:
             key = str(payload[job.key_field])
-        due_at_ms = self._due_ms(delay, run_at)
+        due_at_ms = due_at_ms_of(self._now_ms, delay, run_at)
         hdrs = self._job_headers(job_type, due_at_ms)
         if len(hdrs) > 1:
             hdrs.append((h.SCHEMA, (parse(value).fingerprint or b"").hex().encode()))
@@ -195,10 +190,8 @@ class JobRunner:
         try:
             payload = self.codec.decode(rec.value, rec.job_type).payload
         except UnknownSchema as exc:  # the worker retries these along the job's ladder
-            delay = job.retry.delay_for(attempt)
-            decision = (Decision(delay=delay) if delay is not None
-                        else Decision(reason="unknown_schema"))
-            return self._fail(rec, job_topic, attempt, None, exc, describe(exc), decision)
+            return self._fail(rec, job_topic, attempt, None, exc, describe(exc),
+                              unknown_schema_decision(attempt, job.retry))
         except DecodeError as exc:
             failure = Failure("DecodeError", f"{exc.reason}: {exc.detail}")
             return self._fail(rec, job_topic, attempt, None, exc, failure,
@@ -224,22 +217,20 @@ class JobRunner:
         origin = Origin(rec.topic, rec.partition, rec.offset, rec.timestamp_ms,
                         self._origin_host, self._group)
         now = self._now_ms
-        if decision.delay is not None:
-            due = now + round(decision.delay * 1000)
-            key, value, hdrs = retry_record(rec.key, rec.value, rec.headers, origin=origin,
-                                            failure=failure, attempt=attempt, target=job_topic,
-                                            due_at_ms=due, now_ms=now)
-            assert value is not None
+        routed = route(rec.key, rec.value, rec.headers, origin=origin, failure=failure,
+                       decision=decision, attempt=attempt, job_topic=job_topic,
+                       tiers=self._tiers(rec.job_type), now_ms=now)
+        self.produced.append(routed)
+        if routed.delay is not None:
+            due = now + round(routed.delay * 1000)
+            assert routed.value is not None
             self._push(due, _Record(rec.job_type, rec.job_id,
                                     self._wait_topic(rec.job_type, now, due), rec.partition, -1,
-                                    key, value, hdrs, now))
+                                    routed.key, routed.value, routed.headers, now))
             return self._outcome(rec, attempt, "retried", payload, rec.headers, exc, failure,
-                                 delay=decision.delay)
-        reason = decision.reason or "max_attempts"
-        _, _, hdrs = dead_letter_record(rec.key, rec.value, rec.headers, origin=origin,
-                                        failure=failure, reason=reason, now_ms=now)
-        return self._outcome(rec, attempt, "dead_lettered", payload, hdrs, exc, failure,
-                             reason=reason, topic=dlq_topic(job_topic))
+                                 delay=routed.delay)
+        return self._outcome(rec, attempt, "dead_lettered", payload, routed.headers, exc,
+                             failure, reason=routed.reason, topic=routed.topic)
 
     def _outcome(self, rec: _Record, attempt: int, status: Status,
                  payload: dict[str, Any] | None, headers: h.Headers,
@@ -331,28 +322,13 @@ class JobRunner:
         n = self.app.catalogue.get(job_type).partitions
         return zlib.crc32(key) % n if key else 0
 
-    def _wait_topic(self, job_type: str, now: int, due: int) -> str:
-        """The tier topic a record waiting until ``due`` is read from last: a tier shorter
-        than the wait wakes it early and it moves to the tier that fits the rest (intake)."""
-        job = self.app.catalogue.get(job_type)
-        tiers = self.app.catalogue.wait_tiers(job.topic)
-        tier = pick_tier((due - now) / 1000, tiers)
-        while now + tier * 1000 < due:
-            now += round(tier * 1000)
-            tier = pick_tier((due - now) / 1000, tiers)
-        return retry_topic(self.app.topic(job), tier)
+    def _tiers(self, job_type: str) -> tuple[float, ...]:
+        return self.app.catalogue.wait_tiers(self.app.catalogue.get(job_type).topic)
 
-    def _due_ms(self, delay: float | timedelta | None, run_at: datetime | None) -> int | None:
-        if delay is not None and run_at is not None:
-            raise ValueError("give delay or run_at, not both")
-        if delay is not None:
-            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-            return self._now_ms + round(seconds * 1000) if seconds > 0 else None
-        if run_at is not None:
-            if run_at.tzinfo is None:
-                raise ValueError("run_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
-            return round(run_at.timestamp() * 1000)
-        return None
+    def _wait_topic(self, job_type: str, now: int, due: int) -> str:
+        """The tier topic a record waiting until ``due`` is read from last (the router's)."""
+        return last_wait_topic(self.app.topic(self.app.catalogue.get(job_type)),
+                               self._tiers(job_type), now, due)
 
     def _encode_version(self, job_type: str, payload: Mapping[str, Any], version: int) -> bytes:
         """The production codec over a catalogue whose newest version of this job's schema is

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,20 +23,11 @@ from ..catalogue import Catalogue, JobType
 from ..errors import ConfigError, UnknownJobType
 from ..names import default_group_id
 from ..settings import Settings
-from .context import JobContext
+from .context import Handler, HandlerFunc, JobContext
 
 __all__ = ["App", "Handler", "HandlerFunc", "check_handler"]
 
-HandlerFunc = Callable[[dict[str, Any], JobContext], Any]
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True, slots=True)
-class Handler:
-    job_type: str
-    func: Callable[[dict[str, Any], JobContext], Any]
-    is_async: bool
-    timeout: float | None = None  # overrides the job type's catalogue timeout
 
 
 class App:

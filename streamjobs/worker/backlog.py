@@ -5,21 +5,12 @@ burst mode's "read to the end" check. Both read librdkafka's cached watermarks w
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from ..connection import ClientError, TopicPartition
 from ..events import EventBus, LagSampled
-from .intake import Part
+from .partition import Part, by_consumer
 
-__all__ = ["by_consumer", "read_to_end", "sample_lag"]
-
-
-def by_consumer(parts: Iterable[Part]) -> dict[Any, list[Any]]:
-    """Partitions of ``parts`` grouped by the consumer that owns them."""
-    out: dict[Any, list[Any]] = {}
-    for part in parts:
-        out.setdefault(part.consumer, []).append(TopicPartition(part.topic, part.partition))
-    return out
+__all__ = ["read_to_end", "sample_lag"]
 
 
 def sample_lag(parts: Iterable[Part], bus: EventBus) -> None:

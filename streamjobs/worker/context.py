@@ -1,4 +1,4 @@
-"""``JobContext``: what a handler knows about the job it runs.
+"""``JobContext``: what a handler knows about the job it runs; ``Handler``: what runs it.
 
 One object per record, built in the poll thread; it is also the worker's unit of work (the
 underscored slots), so the hot path allocates nothing else per job. ``log`` is built on first
@@ -7,6 +7,8 @@ use: binding a structlog logger per job would cost more than a no-op handler.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -15,9 +17,8 @@ from .. import headers as h
 
 if TYPE_CHECKING:
     from ..catalogue import JobType
-    from .app import Handler
 
-__all__ = ["JobContext", "RecordContext"]
+__all__ = ["Handler", "HandlerFunc", "JobContext", "RecordContext"]
 
 
 class JobContext:
@@ -148,3 +149,17 @@ class RecordContext(JobContext):
     @property
     def _job(self) -> JobType:  # type: ignore[override]
         return self._route.job  # type: ignore[no-any-return]
+
+
+HandlerFunc = Callable[[dict[str, Any], JobContext], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A registered handler (``App.job``); here, not in ``app.py``, because a job's context
+    carries its handler and a handler's signature names the context."""
+
+    job_type: str
+    func: HandlerFunc
+    is_async: bool
+    timeout: float | None = None  # overrides the job type's catalogue timeout

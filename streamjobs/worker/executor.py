@@ -31,7 +31,7 @@ from ..events import (
 )
 from .context import JobContext
 from .failures import Decision, Failure, decide, describe
-from .ordering import Lanes
+from .ordering import Chunk, Lanes
 
 __all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
 
@@ -40,9 +40,6 @@ FailedJob = tuple[JobContext, Failure, Decision]
 # (part, finished offsets, failed jobs or None, task ended, jobs that succeeded when the
 # status of successes is recorded (``record_ok``) else None)
 Completion = tuple[Any, Sequence[int], list[FailedJob] | None, bool, list[JobContext] | None]
-# A lane's records of one batch, in offset order, and their offsets (the same order; a
-# ``range`` when contiguous, which the tracker retires in O(1)).
-Chunk = tuple[list[JobContext], Sequence[int]]
 
 
 class Executor:

@@ -1,9 +1,11 @@
-"""Intake: records from Kafka to runnable jobs (poll thread only).
+"""Intake: records from Kafka to runnable jobs and decisions (poll thread only).
 
-For each record: header lookup, Avro decode (either framing), a ``JobContext``; a record
-without sj- headers on a topic of one job type is that type (``_foreign``); poison (missing headers,
-unknown type, undecodable bytes) goes to the dead-letter topic with its raw bytes; an unknown
-writer schema (a newer deploy wrote it) climbs the retry ladder first. Records on wait topics
+It acts on nothing: ``take`` and ``fire`` return a ``Taken`` (jobs per partition, records to
+send, whether to pause) that the runner applies. For each record: header lookup, Avro decode
+(either framing), a ``JobContext``; a record without sj- headers on a topic of one job type is
+that type (``_foreign``); poison (missing headers, unknown type, undecodable bytes) becomes a
+dead-letter record with its raw bytes, and an unknown writer schema (a newer deploy wrote it)
+a retry first (both built by ``router.py``). Records on wait topics
 (retry tiers, delayed jobs) wake at ``min(sj-due-at, append time + tier)``: those waking within
 the horizon wait in a timer heap, a later one pauses its partition until shortly before it
 wakes. A woken record runs if due, else moves to the largest tier that does not overshoot.
@@ -11,80 +13,44 @@ wakes. A woken record runs if due, else moves to the largest tier that does not 
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import itertools
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import headers as h
 from .._avro_reader import BodyReader
 from ..codec import Codec
 from ..errors import DecodeError, UnknownSchema
-from ..events import JobDeadLettered, JobReceived, JobRetried, JobsReceived
+from ..events import EventBus, JobReceived, JobsReceived
 from ..framing import header_of
-from ..names import dlq_topic, retry_topic
-from ..retry import pick_tier
-from ..status.record import Transition
 from .context import JobContext, RecordContext
-from .failures import (
-    Decision,
-    Failure,
-    Origin,
-    dead_letter_record,
-    describe,
-    retry_record,
-)
-from .offsets import PartitionTracker
-from .outbox import Outgoing
+from .failures import Failure, describe
+from .partition import Part
+from .router import Routed, Router
 from .routes import Route, Routes
 
-if TYPE_CHECKING:
-    from ..unique import SeenSet
-
-if TYPE_CHECKING:
-    from .runner import Worker
-
-__all__ = ["Intake", "Part"]
+__all__ = ["Intake", "Taken", "announce"]
 
 # Ids of records that came without sj- headers (foreign producers): stable across redeliveries.
 _FOREIGN_IDS = uuid.UUID("5f0c8a52-3d1e-4c56-9a57-1d9e3b7f2c10")
 _scan = h.scan
 
 
-class Part:
-    """State of one assigned partition (a new object per assignment, so late completions for
-    an earlier assignment are recognised by ``gone``)."""
+class Taken:
+    """What a batch (or a timer sweep) turned into, for the runner to apply: jobs to run per
+    partition (``offsets`` None: due wait-tier jobs, in due order), records to produce
+    (poison, re-waits), whether the in-flight bound was hit, whether a partition was held."""
 
-    __slots__ = ("acks", "consumer", "dedupe", "gone", "hold_until_ms", "is_async", "job_topic",
-                 "next_fetch", "partition", "paused", "paused_kafka", "revoked", "single_type",
-                 "status_every",
-                 "stored", "tasks", "topic", "tracker", "wait")
+    __slots__ = ("held", "in_flight", "jobs", "pause", "routed")
 
-    def __init__(self, topic: str, partition: int, routes: Routes, ordering: str,
-                 consumer: Any = None) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.consumer = consumer  # the one of the worker's two consumers that owns it
-        self.tracker = PartitionTracker()
-        self.dedupe: SeenSet | None = None  # unique jobs / schedule ticks (uniqueness.py)
-        self.wait = routes.wait.get(topic)  # (job topic, tier) for a wait topic
-        self.job_topic = routes.job_topic_of(topic)
-        self.is_async = routes.all_async(self.job_topic)
-        routes_here = routes.job_topics.get(self.job_topic, ())
-        self.single_type = routes_here[0].job.name if len(routes_here) == 1 else None
-        # Every job type here records every transition (no per-job check of the setting).
-        self.status_every = all(r.job.status == "all" for r in routes_here)
-        self.next_fetch = -1  # first offset not taken yet (-1: nothing received)
-        self.stored = -1
-        self.tasks = 0  # executor tasks running for this partition
-        self.acks = 0  # retry/DLQ records awaiting acknowledgement
-        self.hold_until_ms = 0.0
-        self.paused = False  # drop incoming records (pause requested or in effect)
-        self.paused_kafka = False
-        self.revoked = False
-        self.gone = False
+    def __init__(self, in_flight: int) -> None:
+        self.in_flight = in_flight
+        self.jobs: list[tuple[Part, list[JobContext], list[int] | None]] = []
+        self.routed: list[tuple[Part, Routed]] = []
+        self.pause = False  # the in-flight bound was reached
+        self.held = False  # a wait tier's partition holds until its records fall due
 
 
 class _Poison(Exception):
@@ -98,13 +64,15 @@ class _Poison(Exception):
 
 
 class Intake:
-    def __init__(self, worker: Worker, codec: Codec) -> None:
-        self.worker = worker
+    """Turns polled records into jobs and decisions (``Taken``); never acts on the worker."""
+
+    def __init__(self, routes: Routes, codec: Codec, router: Router, bus: EventBus,
+                 wake_horizon: float) -> None:
         self.codec = codec
-        self.routes = worker.routes
-        self.bus = worker.bus
-        self.horizon_ms = worker.settings.wake_horizon * 1000.0
-        self.host = h.hostname()
+        self.routes = routes
+        self.router = router
+        self.bus = bus
+        self.horizon_ms = wake_horizon * 1000.0
         self._readers: dict[tuple[Route, bytes], BodyReader] = {}  # (route, framing)
         self._max_bytes = codec.max_record_bytes
         self._wakes: list[tuple[float, int, Part, JobContext]] = []
@@ -112,17 +80,16 @@ class Intake:
 
     # -- taking a batch -----------------------------------------------------------------------
 
-    def take(self, msgs: list[Any], max_in_flight: int) -> None:
-        """Turn a consumed batch into jobs and dispatch them, one chunk per partition.
+    def take(self, msgs: list[Any], parts: dict[tuple[str, int], Part], in_flight: int,
+             max_in_flight: int) -> Taken:
+        """Turn a consumed batch into jobs, one chunk per partition, and decisions.
 
         The per-record hot path (known type and writer, first attempt, plain headers) is
         inlined: one scan of the header list, one compiled body read, one ``RecordContext``,
         two list appends. Everything else goes through ``_decode`` (precise errors, poison).
         Offsets reach the trackers in bulk, in offset order.
         """
-        worker = self.worker
-        parts = worker.parts
-        in_flight = worker.in_flight
+        taken = Taken(in_flight)
         by_type = self.routes.by_type
         readers = self._readers
         max_bytes = self._max_bytes
@@ -158,12 +125,12 @@ class Intake:
             if offset < part.next_fetch:
                 continue
             if in_flight >= max_in_flight:
-                worker.request_pause()  # next_fetch stays here: the pause seeks back to it
+                taken.pause = True  # next_fetch stays here: the pause seeks back to it
                 continue
             if part.wait is not None:
                 if not now_ms:
                     now_ms = time.time() * 1000.0
-                if self._wait_record(m, part, offset, now_ms):
+                if self._wait_record(m, part, offset, now_ms, taken):
                     in_flight += 1
                 continue
             part.next_fetch = offset + 1
@@ -194,29 +161,18 @@ class Intake:
             try:
                 ctx = self._decode(m, part, offset)
             except _Poison as poison:
-                self._poison(m, part, offset, poison)
+                taken.routed.append((part, self._poison(m, part, offset, poison)))
                 continue
             jobs.append(ctx)
             offs.append(offset)
             batch[2] = len(offs)
-        worker.in_flight = in_flight
-        bus = self.bus
-        each = bus.wants_each(JobReceived)
-        summary = not each and bus.wants(JobsReceived)
+        taken.in_flight = in_flight
+        out = taken.jobs
         for part, batch in batches.items():
             self._add_taken(part, batch)
-            jobs, offs = batch[0], batch[1]
-            if part.dedupe is not None and jobs:
-                jobs, offs = worker.uniqueness.filter(part, part.dedupe, jobs, offs)
-            if not jobs:
-                continue
-            if each:
-                for ctx in jobs:
-                    bus.emit(JobReceived(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
-                                         ctx.offset, ctx.attempt))
-            elif summary:
-                self._summarise(part, jobs)
-            worker.dispatch(part, jobs, offs)
+            if batch[0]:
+                out.append((part, batch[0], batch[1]))
+        return taken
 
     @staticmethod
     def _add_taken(part: Part, batch: list[Any]) -> None:
@@ -224,16 +180,6 @@ class Intake:
         if added < len(offs):
             part.tracker.add_many(offs if added == 0 else offs[added:])
             batch[2] = len(offs)
-
-    def _summarise(self, part: Part, jobs: list[JobContext]) -> None:
-        if part.single_type is not None:
-            counts = {part.single_type: len(jobs)}
-        else:
-            counts = {}
-            for ctx in jobs:
-                counts[ctx.job_type] = counts.get(ctx.job_type, 0) + 1
-        for job_type, n in counts.items():
-            self.bus.emit(JobsReceived(job_type, part.topic, part.partition, n))
 
     def _decode(self, m: Any, part: Part, offset: int) -> JobContext:
         hdrs = m.headers()
@@ -315,7 +261,8 @@ class Intake:
 
     # -- wait topics --------------------------------------------------------------------------
 
-    def _wait_record(self, m: Any, part: Part, offset: int, now_ms: float) -> bool:
+    def _wait_record(self, m: Any, part: Part, offset: int, now_ms: float,
+                     taken: Taken) -> bool:
         """Take a wait-topic record (True) or hold the partition before it (False)."""
         assert part.wait is not None
         tier_ms = part.wait[1] * 1000.0
@@ -324,7 +271,8 @@ class Intake:
         due_ms = float(due) if due is not None else float(ts)
         wake = min(due_ms, ts + tier_ms)
         if wake > now_ms + self.horizon_ms:
-            self.worker.hold(part, wake - self.horizon_ms)
+            part.hold(wake - self.horizon_ms)
+            taken.held = True
             part.next_fetch = offset
             return False
         part.next_fetch = offset + 1
@@ -332,142 +280,60 @@ class Intake:
         try:
             ctx = self._decode(m, part, offset)
         except _Poison as poison:
-            self._poison(m, part, offset, poison)
+            taken.routed.append((part, self._poison(m, part, offset, poison)))
             return True
         ctx._due_at_ms = int(due_ms)
         heapq.heappush(self._wakes, (wake, next(self._seq), part, ctx))
         return True
 
-    def fire(self, now_ms: float) -> float | None:
-        """Run or re-wait records whose wake time has come; returns the next wake time."""
+    def fire(self, now_ms: float, taken: Taken) -> float | None:
+        """Wait-tier records whose wake time has come: due ones into ``taken.jobs``, the rest
+        re-waited (``taken.routed``); returns the next wake time."""
         wakes = self._wakes
         due: dict[Part, list[JobContext]] = {}
         while wakes and wakes[0][0] <= now_ms:
             _, _, part, ctx = heapq.heappop(wakes)
             if part.gone or part.revoked:
                 continue
-            due_at = ctx._due_at_ms or 0
-            if now_ms >= due_at:
+            if now_ms >= (ctx._due_at_ms or 0):
                 due.setdefault(part, []).append(ctx)
             else:  # the tier ended before the due time: wait in the next tier that fits
-                tier = pick_tier((due_at - now_ms) / 1000.0, self.routes.tiers[ctx.job_topic])
-                self._send(part, ctx.offset, retry_topic(ctx.job_topic, tier), ctx.key,
-                           ctx._value, ctx.headers, None)
+                taken.routed.append((part, self.router.rewait(ctx, now_ms)))
         for part, jobs in due.items():
-            self.worker.dispatch(part, jobs)
+            taken.jobs.append((part, jobs, None))
         return wakes[0][0] if wakes else None
 
-    # -- failures -----------------------------------------------------------------------------
+    # -- poison -------------------------------------------------------------------------------
 
-    def route_failure(self, part: Part, ctx: JobContext, failure: Failure,
-                      decision: Decision) -> None:
-        now_ms = int(time.time() * 1000)
-        origin = Origin(ctx.topic, ctx.partition, ctx.offset, ctx._timestamp_ms, self.host,
-                        self.worker.group_id)
-        ident = (ctx.job_id, ctx.job_type, ctx._job.status)
-        if decision.delay is not None:
-            self._retry(part, ctx.offset, ctx.key, ctx._value, ctx.headers, origin, failure,
-                        ctx.attempt, ctx.job_topic, decision.delay, now_ms, ident)
-        else:
-            self._dead_letter(part, ctx.offset, ctx.key, ctx._value, ctx.headers, origin,
-                              failure, decision.reason or "max_attempts", ctx.job_topic,
-                              now_ms, ident, ctx.attempt)
-
-    def _poison(self, m: Any, part: Part, offset: int, poison: _Poison) -> None:
-        now_ms = int(time.time() * 1000)
+    def _poison(self, m: Any, part: Part, offset: int, poison: _Poison) -> Routed:
         hdrs = poison.headers or m.headers() or []
-        origin = Origin(part.topic, part.partition, offset, m.timestamp()[1], self.host,
-                        self.worker.group_id)
         job_topic = poison.route.topic if poison.route else part.job_topic
         # A record of no known type: its status is recorded unless no type here records any.
         mode = poison.route.job.status if poison.route else (
             "failures" if any(r.job.status != "none"
                               for r in self.routes.job_topics.get(part.job_topic, ()))
             else "none")
-        meta = h.JobMeta.from_headers(hdrs)
-        ident = (meta.job_id or "", meta.job_type or "", mode)
-        if poison.reason == "unknown_schema" and poison.route is not None:
-            delay = poison.route.job.retry.delay_for(poison.attempt)
-            if delay is not None:
-                self._retry(part, offset, m.key(), m.value(), list(hdrs), origin,
-                            poison.failure, poison.attempt, job_topic, delay, now_ms, ident)
-                return
-        self._dead_letter(part, offset, m.key(), m.value(), list(hdrs), origin,
-                          poison.failure, poison.reason, job_topic, now_ms, ident,
-                          poison.attempt)
+        return self.router.unreadable(
+            m.key(), m.value(), hdrs, topic=part.topic, partition=part.partition, offset=offset,
+            timestamp_ms=m.timestamp()[1], job_topic=job_topic, reason=poison.reason,
+            failure=poison.failure, attempt=poison.attempt,
+            policy=poison.route.job.retry if poison.route else None, status_mode=mode,
+            now_ms=int(time.time() * 1000))
 
-    def _retry(self, part: Part, offset: int, key: bytes | None, value: bytes | None,
-               hdrs: h.Headers, origin: Origin, failure: Failure, attempt: int,
-               job_topic: str, delay: float, now_ms: int, ident: tuple[str, str, str]) -> None:
-        topic = retry_topic(job_topic, pick_tier(delay, self.routes.tiers[job_topic]))
-        due_at_ms = now_ms + round(delay * 1000)
-        rec = retry_record(key, value, hdrs, origin=origin, failure=failure, attempt=attempt,
-                           target=job_topic, due_at_ms=due_at_ms, now_ms=now_ms)
-        event = None
-        if self.bus.wants(JobRetried):
-            event = JobRetried(ident[0], ident[1], origin.topic, origin.partition, offset,
-                               attempt, delay, topic)
-        status = self._status(ident, Transition(
-            "retrying", now_ms, attempt, origin.host, failure.error_class, failure.message,
-            topic, due_at_ms=due_at_ms))
-        self._send(part, offset, topic, *rec, event, status)
 
-    def _dead_letter(self, part: Part, offset: int, key: bytes | None, value: bytes | None,
-                     hdrs: h.Headers, origin: Origin, failure: Failure, reason: str,
-                     job_topic: str, now_ms: int, ident: tuple[str, str, str],
-                     attempt: int) -> None:
-        topic = dlq_topic(job_topic)
-        rec = dead_letter_record(key, value, hdrs, origin=origin, failure=failure,
-                                 reason=reason, now_ms=now_ms)
-        event = None
-        if self.bus.wants(JobDeadLettered):
-            event = JobDeadLettered(ident[0], ident[1], origin.topic, origin.partition, offset,
-                                    attempt, reason, topic)
-        dead = Transition("dead", now_ms, attempt, origin.host, failure.error_class,
-                          failure.message, topic, reason=reason)
-        self._send(part, offset, topic, *rec, event, self._status(ident, dead))
-
-    def _status(self, ident: tuple[str, str, str],
-                t: Transition) -> tuple[str, str, Transition] | None:
-        """What to record for a failure: (job id, job type, transition), or None."""
-        if self.worker.status is None or ident[2] == "none" or not ident[0]:
-            return None
-        return ident[0], ident[1], t
-
-    def _send(self, part: Part, offset: int, topic: str, key: bytes | None,
-              value: bytes | None, hdrs: h.Headers, event: Any,
-              status: tuple[str, str, Transition] | None = None) -> None:
-        """Produce a retry, re-wait or dead-letter record; the record at ``offset`` is
-        finished once it, and the failure's status record with it, are acknowledged."""
-        worker = self.worker
-        bus = self.bus
-        part.acks += 1
-        waiting = 1 if status is None else 2
-        out: Outgoing | None = None
-
-        def acked() -> None:
-            nonlocal waiting
-            waiting -= 1
-            if waiting:
-                return
-            part.acks -= 1
-            worker.finish(part, offset)
-            if event is not None:
-                bus.emit(event)
-
-        def dead_letter_acked() -> None:
-            # The dead-letter record's place is known now: the same transition, with it.
-            assert status is not None and out is not None and out.where is not None
-            recorder = worker.status
-            if recorder is not None:
-                recorder.write(status[0], status[1], dataclasses.replace(
-                    status[2], partition=out.where[0], offset=out.where[1]))
-            acked()
-
-        if status is not None and worker.status is not None:
-            partition, skey, svalue = worker.status.record(*status)
-            worker.outbox.send(Outgoing(worker.status.topic, skey, svalue, [], acked, partition))
-        on_ack = dead_letter_acked if status is not None and status[2].state == "dead" else acked
-        out = Outgoing(topic, key, value, hdrs, on_ack)
-        worker.outbox.send(out)
-
+def announce(bus: EventBus, part: Part, jobs: list[JobContext], each: bool) -> None:
+    """``JobReceived`` per job when a listener wants each (``each``), else ``JobsReceived``
+    per type (the caller checked that someone listens to either)."""
+    if each:
+        for ctx in jobs:
+            bus.emit(JobReceived(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                 ctx.offset, ctx.attempt))
+    else:
+        if part.single_type is not None:
+            counts = {part.single_type: len(jobs)}
+        else:
+            counts = {}
+            for ctx in jobs:
+                counts[ctx.job_type] = counts.get(ctx.job_type, 0) + 1
+        for job_type, n in counts.items():
+            bus.emit(JobsReceived(job_type, part.topic, part.partition, n))

@@ -5,16 +5,26 @@ thread ``offer``s a lane's next chunk (its records of one batch, in offset order
 is idle the caller starts one task for it, otherwise it queues behind the running task. When a
 task finishes its chunks it ``take``s what queued meanwhile and keeps going in the same
 thread, so the next record of a busy lane starts at once, without a round trip through the
-poll loop. One short lock per chunk, not per record.
+poll loop. One short lock per chunk, not per record. ``dispatch`` splits a partition's jobs
+into chunks and lanes by the ``ordering`` setting.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-__all__ = ["Lanes"]
+if TYPE_CHECKING:
+    from .context import JobContext
+    from .partition import Part
+
+__all__ = ["Chunk", "Lanes", "dispatch"]
+
+# A lane's records of one batch, in offset order, and their offsets (the same order; a
+# ``range`` when contiguous, which the tracker retires in O(1)).
+Chunk = tuple[list["JobContext"], Sequence[int]]
+Submit = Callable[[Any, Any, Chunk, bool], None]  # (part, lane or None, chunk, is async)
 
 T = TypeVar("T")
 
@@ -57,3 +67,54 @@ class Lanes(Generic[T]):
 
     def busy(self) -> int:
         return len(self._busy)
+
+
+def dispatch(part: Part, jobs: list[JobContext], offsets: Sequence[int] | None, ordering: str,
+             lanes: Lanes[Chunk], submit: Submit, concurrency: int) -> None:
+    """Hand a partition's jobs to lanes and ``submit``: a batch just taken, with ``offsets``
+    theirs in increasing order, or (``offsets`` None) wait-tier jobs that fell due, in due
+    order."""
+    taken = offsets is not None
+    if offsets is None:
+        offsets = [ctx.offset for ctx in jobs]
+    if ordering == "partition":
+        n = len(offsets)
+        if taken and n > 1 and offsets[-1] - offsets[0] == n - 1:
+            # Increasing and as many as their span: contiguous, so the chunk finishes as
+            # one range, in O(1). (Due wait-tier jobs come in wake order: never a range.)
+            offsets = range(offsets[0], offsets[-1] + 1)
+        chunk: Chunk = (jobs, offsets)
+        if lanes.offer(part, chunk):
+            part.tasks += 1
+            submit(part, part, chunk, part.is_async)
+        return
+    if ordering == "key":
+        by_key: dict[bytes | None, tuple[list[JobContext], list[int]]] = {}
+        for ctx, offset in zip(jobs, offsets, strict=True):
+            group = by_key.get(ctx.key)
+            if group is None:
+                group = by_key[ctx.key] = ([], [])
+            group[0].append(ctx)
+            group[1].append(offset)
+        for key, (group_jobs, group_offsets) in by_key.items():
+            if key is None:
+                _unordered(part, group_jobs, group_offsets, submit, concurrency)
+                continue
+            lane: Hashable = (part, key)
+            chunk = (group_jobs, group_offsets)
+            if lanes.offer(lane, chunk):
+                part.tasks += 1
+                submit(part, lane, chunk, part.is_async)
+        return
+    _unordered(part, jobs, offsets, submit, concurrency)
+
+
+def _unordered(part: Part, jobs: list[JobContext], offsets: Sequence[int], submit: Submit,
+               concurrency: int) -> None:
+    # Small batches: one job per task (a slow job delays nobody). Big batches: a few
+    # tasks per thread, so per-task overhead is spread over many jobs.
+    n = len(jobs)
+    size = max(1, n // (4 * concurrency))
+    for i in range(0, n, size):
+        part.tasks += 1
+        submit(part, None, (jobs[i:i + size], offsets[i:i + size]), part.is_async)

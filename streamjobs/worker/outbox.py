@@ -1,5 +1,5 @@
-"""The worker's producer: retry, re-wait and dead-letter records (and the status records
-acknowledged with them).
+"""The worker's producer: retry, re-wait and dead-letter records (``carry``: what the failure
+router returned, and the status records acknowledged with them).
 
 Idempotent, ``acks=all``. A failed record's offset is finished only when the broker
 acknowledges the record that carries it on; the delivery callback runs on the poll thread
@@ -11,6 +11,7 @@ waits for it rather than losing the job.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -23,6 +24,7 @@ from .. import headers as h
 from .._delivery import PRODUCER_SETTINGS, unconfirmed
 from ..connection import ClientError
 from ..connection import Producer as KafkaProducer
+from .router import Routed
 
 __all__ = ["Outbox", "Outgoing"]
 
@@ -43,9 +45,10 @@ class Outgoing:
 
 
 class Outbox:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any],
+                 make: Callable[[dict[str, Any]], Any] = KafkaProducer) -> None:
         conf = {**PRODUCER_SETTINGS, "linger.ms": 5, **settings}
-        self.producer = KafkaProducer(conf)
+        self.producer = make(conf)
         self._deferred: list[tuple[float, int, Outgoing]] = []
         self._seq = itertools.count()
         self.pending = 0
@@ -54,6 +57,34 @@ class Outbox:
         """Produce ``out``; ``out.on_ack`` runs (on the poll thread) once it is acknowledged."""
         self.pending += 1
         self._produce(out)
+
+    def carry(self, routed: Routed, recorder: Any, done: Callable[[], None]) -> None:
+        """Produce a failure's record (``router.Routed``) and, when ``recorder`` (the status
+        recorder, or None) records it, its status record; ``done`` runs once both are
+        acknowledged. A dead letter's status is written again with its place once known."""
+        status = routed.status if recorder is not None else None
+        waiting = 1 if status is None else 2
+        out: Outgoing | None = None
+
+        def acked() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if not waiting:
+                done()
+
+        def dead_letter_acked() -> None:
+            # The dead-letter record's place is known now: the same transition, with it.
+            assert status is not None and out is not None and out.where is not None
+            recorder.write(status[0], status[1], dataclasses.replace(
+                status[2], partition=out.where[0], offset=out.where[1]))
+            acked()
+
+        if status is not None:
+            partition, skey, svalue = recorder.record(*status)
+            self.send(Outgoing(recorder.topic, skey, svalue, [], acked, partition))
+        on_ack = dead_letter_acked if status is not None and status[2].state == "dead" else acked
+        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, on_ack)
+        self.send(out)
 
     def _produce(self, out: Outgoing) -> None:
         def delivered(err: Any, msg: Any) -> None:

@@ -1,21 +1,22 @@
 """The poll loop: one thread owns the consumers, the producer and all offset state.
 
-It never waits on a handler. Each iteration: drain finished chunks (offsets), fire wait
-timers, apply pauses, take a batch of records (decode + route), dispatch them to lanes, serve
-producer callbacks. ``consume`` is called with a short timeout so a job longer than
-``max.poll.interval.ms`` never costs the partitions and SIGTERM is honoured promptly.
-Intake (decoding, poison, wait topics) lives in ``intake.py``, pausing in ``pauses.py``, lag and
-burst's end-of-log check in ``backlog.py``; this module is the lifecycle: start-up, the loop,
+It never waits on a handler. Each iteration: drain finished chunks (offsets, failures through
+the router), fire wait timers, apply pauses, take a batch of records, apply what intake
+decided (jobs to lanes, records to send, pauses), serve producer callbacks. ``consume`` is
+called with a short timeout so a job longer than ``max.poll.interval.ms`` never costs the
+partitions and SIGTERM is honoured promptly. Data flows one way: intake (``intake.py``) and
+the failure router (``router.py``) return decisions, this module acts on them; partition state
+and pausing live in ``partition.py``, lag and burst's end-of-log check in ``backlog.py``,
+client construction in ``clients.py``. This module is the lifecycle: start-up, the loop,
 rebalances, commits, shutdown.
 
 Two consumers: one for the job topics and, when there are wait tiers, one for them in the
 group ``<group>.wait`` (``wait_group``). Every record appended to a job topic answers the job
-consumer's pending fetch, and the broker's work for a fetch grows with the partitions in it:
-with seven idle tiers in the same fetches the produce-to-handler p99 at 1,000 jobs/s was 2-4x
-that of a consumer of the job topic alone (docs/worker.md). The wait consumer's fetches
-long-poll idle tiers. Its own group, because in a shared one every join of a wait consumer
-made the job consumers rejoin too, and their jobs stalled 0.1-0.6 s each time. The loop waits
-on the job consumer only and sweeps the wait consumer without waiting, at least every
+consumer's pending fetch, and the broker's work for a fetch grows with the partitions in it,
+so idle tiers in the same fetches would slow the job topics' latency (docs/worker.md); the
+wait consumer's fetches long-poll idle tiers. Its own group, because in a shared one every
+join of a wait consumer makes the job consumers rejoin too, stalling their jobs. The loop
+waits on the job consumer only and sweeps the wait consumer without waiting, at least every
 ``WAIT_SWEEP_EVERY`` s.
 """
 
@@ -27,7 +28,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -35,7 +36,7 @@ from .. import _kafka_log
 from .. import headers as h
 from ..codec import Codec
 from ..config import KafkaConfig
-from ..connection import ClientError, Consumer, TopicPartition, no_answer
+from ..connection import ClientError, TopicPartition, no_answer
 from ..connection import RdKafkaError as KafkaError
 from ..errors import ConfigError
 from ..events import (
@@ -43,6 +44,8 @@ from ..events import (
     CommitFailed,
     EventBus,
     InFlightChanged,
+    JobReceived,
+    JobsReceived,
     LagSampled,
     LoopAlive,
     PartitionsAssigned,
@@ -58,12 +61,14 @@ from ..registry import RegistryConfig, SchemaRegistry
 from .app import App
 from .backlog import read_to_end, sample_lag
 from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
+from .clients import Clients
 from .context import JobContext
 from .executor import Chunk, Completion, Executor
-from .intake import Intake, Part
-from .ordering import Lanes
+from .intake import Intake, Taken, announce
+from .ordering import Lanes, dispatch
 from .outbox import Outbox
-from .pauses import Pauses
+from .partition import Part, Pauses
+from .router import Routed, Router
 from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
@@ -88,8 +93,9 @@ class Worker:
 
     def __init__(self, app: App, settings: WorkerSettings | None = None,
                  kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
-                 registry: RegistryConfig | None = None) -> None:
+                 registry: RegistryConfig | None = None, clients: Clients | None = None) -> None:
         self.app = app
+        self.clients = clients or Clients()  # every consumer and producer of the loop
         self.settings = settings or WorkerSettings()
         self.kafka = kafka or KafkaConfig.from_env()
         # Writer schemas of registry-framed records (None: STREAMJOBS_REGISTRY_* or none).
@@ -162,7 +168,7 @@ class Worker:
             "statistics.interval.ms": STATS_INTERVAL_MS,
             # librdkafka's default (1000) idles a partition for a second whenever its pre-fetch
             # queue is full: a fast worker then waits for records that are already on the
-            # broker. The published throughput (docs/benchmarks.md) is measured with 10.
+            # broker.
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
         if s.group_protocol == "consumer":
@@ -178,7 +184,7 @@ class Worker:
         s = self.settings
         base = self.kafka.client_settings()
         conf = self.consumer_settings()
-        self.consumer = Consumer(conf)
+        self.consumer = self.clients.consumer(conf)
         try:
             meta = self.consumer.list_topics(timeout=s.connect_timeout)
         except ClientError as exc:
@@ -198,19 +204,22 @@ class Worker:
         self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
         self.broker.started()
         self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
-                              **self.kafka.role_settings("producer")})
+                              **self.kafka.role_settings("producer")}, self.clients.producer)
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
                                  use_async=any(h.is_async for h in self.app.handlers.values()))
         self._start_status(meta)
-        self.intake = Intake(self, Codec(self.app.catalogue, registry=(
-            SchemaRegistry(self.registry) if self.registry is not None else None)))
+        self.router = Router(self.routes.tiers, h.hostname(), self.group_id,
+                             records_status=self.status is not None)
+        self.intake = Intake(self.routes, Codec(self.app.catalogue, registry=(
+            SchemaRegistry(self.registry) if self.registry is not None else None)),
+            self.router, self.bus, s.wake_horizon)
         topics = self.routes.subscriptions()
         callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
                      "on_lost": self._on_lost}
         self.consumer.subscribe(sorted(self.routes.job_topics), **callbacks)
         if self.routes.wait:
             # No stats_cb: broker health is judged by the job consumer's connections.
-            self.waiter = Consumer({
+            self.waiter = self.clients.consumer({
                 **{k: v for k, v in conf.items()
                    if k not in ("stats_cb", "statistics.interval.ms")},
                 "group.id": wait_group(self.group_id)})
@@ -233,7 +242,8 @@ class Worker:
         own = ({**self.kafka.client_settings(), "error_cb": self._on_kafka_error,
                 **self.kafka.role_settings("producer")}
                if "all" in modes else None)  # None: the outbox's client serves
-        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own)
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own,
+                                             self.clients.producer)
         if self.status is not None and "all" in modes:
             self.executor.record_ok = self.executor.track_running = True
 
@@ -264,10 +274,15 @@ class Worker:
         sampling = status is not None and executor.track_running
         started = now
         last_inflight = -1
+        fired = Taken(0)  # reused: most turns fire nothing
         while self.stop_reason is None:
             self._drain()
             now_ms = time.time() * 1000.0
-            next_wake = intake.fire(now_ms)
+            fired.in_flight = self.in_flight
+            next_wake = intake.fire(now_ms, fired)
+            if fired.jobs or fired.routed:
+                self._apply(fired)
+                fired.jobs, fired.routed = [], []
             self._count_in_flight()
             self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
                                    max_in_flight=max_in_flight, resume_at=s.resume_at,
@@ -305,12 +320,12 @@ class Worker:
             if msgs:
                 if self.broker.down:
                     self.broker.records_arrived()
-                intake.take(msgs, max_in_flight)
+                self._apply(intake.take(msgs, self.parts, self.in_flight, max_in_flight))
             if waiter is not None:
                 room = max_in_flight - self.in_flight
                 msgs = waiter.consume(min(s.batch_size, max(room, 1)), 0)
                 if msgs:
-                    intake.take(msgs, max_in_flight)
+                    self._apply(intake.take(msgs, self.parts, self.in_flight, max_in_flight))
             outbox.poll(0)
             if status is not None:
                 status.poll()
@@ -329,56 +344,52 @@ class Worker:
             return [first, *consumer.consume(n - 1, 0)]
         return [first]
 
+    def _apply(self, taken: Taken) -> None:
+        """Act on what intake decided: send poison and re-wait records, pause, run jobs."""
+        self.in_flight = taken.in_flight
+        for part, routed in taken.routed:
+            self._send(part, routed)
+        if taken.pause:
+            self._pauses.request()
+        if taken.held:
+            self._pauses.dirty = True
+        if not taken.jobs:
+            return
+        bus = self.bus
+        each = bus.wants_each(JobReceived)
+        summary = not each and bus.wants(JobsReceived)
+        for part, jobs, offs in taken.jobs:
+            if offs is not None:  # a batch just taken (not wait-tier jobs that fell due)
+                if part.dedupe is not None:
+                    jobs, offs = self.uniqueness.filter(part, part.dedupe, jobs, offs)
+                    if not jobs:
+                        continue
+                if each or summary:
+                    announce(bus, part, jobs, each)
+            self.dispatch(part, jobs, offs)
+
+    def _send(self, part: Part, routed: Routed) -> None:
+        """Produce a retry, re-wait or dead-letter record; the record it carries on is
+        finished once it (and its status record) are acknowledged."""
+        bus = self.bus
+        event = routed.event if routed.event is not None and bus.wants(type(routed.event)) \
+            else None
+        offset = routed.offset
+        part.acks += 1
+
+        def done() -> None:
+            part.acks -= 1
+            self.finish(part, offset)
+            if event is not None:
+                bus.emit(event)
+
+        self.outbox.carry(routed, self.status, done)
+
     def dispatch(self, part: Part, jobs: list[JobContext],
                  offsets: Sequence[int] | None = None) -> None:
-        """Hand a partition's jobs to lanes and the executor: a batch just taken, with
-        ``offsets`` theirs in increasing order, or (``offsets`` None) wait-tier jobs that fell
-        due, in due order."""
-        taken = offsets is not None
-        if offsets is None:
-            offsets = [ctx.offset for ctx in jobs]
-        ordering = self.settings.ordering
-        submit = self.executor.submit
-        if ordering == "partition":
-            n = len(offsets)
-            if taken and n > 1 and offsets[-1] - offsets[0] == n - 1:
-                # Increasing and as many as their span: contiguous, so the chunk finishes as
-                # one range, in O(1). (Due wait-tier jobs come in wake order: never a range.)
-                offsets = range(offsets[0], offsets[-1] + 1)
-            chunk: Chunk = (jobs, offsets)
-            if self.lanes.offer(part, chunk):
-                part.tasks += 1
-                submit(part, part, chunk, part.is_async)
-            return
-        if ordering == "key":
-            by_key: dict[bytes | None, tuple[list[JobContext], list[int]]] = {}
-            for ctx, offset in zip(jobs, offsets, strict=True):
-                group = by_key.get(ctx.key)
-                if group is None:
-                    group = by_key[ctx.key] = ([], [])
-                group[0].append(ctx)
-                group[1].append(offset)
-            for key, (group_jobs, group_offsets) in by_key.items():
-                if key is None:
-                    self._unordered(part, group_jobs, group_offsets)
-                    continue
-                lane: Hashable = (part, key)
-                chunk = (group_jobs, group_offsets)
-                if self.lanes.offer(lane, chunk):
-                    part.tasks += 1
-                    submit(part, lane, chunk, part.is_async)
-            return
-        self._unordered(part, jobs, offsets)
-
-    def _unordered(self, part: Part, jobs: list[JobContext], offsets: Sequence[int]) -> None:
-        # Small batches: one job per task (a slow job delays nobody). Big batches: a few
-        # tasks per thread, so per-task overhead is spread over many jobs.
-        n = len(jobs)
-        size = max(1, n // (4 * self.settings.concurrency))
-        for i in range(0, n, size):
-            part.tasks += 1
-            self.executor.submit(part, None, (jobs[i:i + size], offsets[i:i + size]),
-                                 part.is_async)
+        """Hand a partition's jobs to lanes and the executor (``ordering.dispatch``)."""
+        dispatch(part, jobs, offsets, self.settings.ordering, self.lanes, self.executor.submit,
+                 self.settings.concurrency)
 
     # -- completions and offsets --------------------------------------------------------------
 
@@ -401,7 +412,8 @@ class Worker:
                 self._finished += len(done)
             if failed:
                 for ctx, failure, decision in failed:
-                    self.intake.route_failure(part, ctx, failure, decision)
+                    self._send(part, self.router.failed(ctx, failure, decision,
+                                                        int(time.time() * 1000)))
 
     def finish(self, part: Part, offset: int) -> None:
         """One record is finished (a failure's record was acknowledged)."""
@@ -457,7 +469,7 @@ class Worker:
             self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps
                                            if tp.offset >= 0)))
 
-    # -- pause / resume (pauses.py) -----------------------------------------------------------
+    # -- pause / resume (partition.py) -----------------------------------------------------------
 
     def request_pause(self) -> None:
         """The in-flight bound was reached while taking a batch."""

@@ -27,7 +27,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -51,7 +51,8 @@ _PLAIN = re.compile(rb'[^"\\\x00-\x1f\x7f-\xff]*')  # a job id needing no JSON e
 
 class StatusRecorder:
     def __init__(self, outbox: Outbox, topic: str, partitions: int, host: str,
-                 settings: dict[str, Any] | None) -> None:
+                 settings: dict[str, Any] | None,
+                 make: Callable[[dict[str, Any]], Any] = KafkaProducer) -> None:
         self.outbox = outbox
         self.topic = topic
         self.partitions = partitions
@@ -64,7 +65,7 @@ class StatusRecorder:
         if settings is None:
             self.producer = outbox.producer
         else:
-            self.producer = KafkaProducer({
+            self.producer = make({
                 **PRODUCER_SETTINGS, "linger.ms": 50, "compression.type": "none",
                 "queue.buffering.max.messages": 500_000,
                 "delivery.report.only.error": True, "on_delivery": _on_error, **settings})
@@ -78,7 +79,8 @@ class StatusRecorder:
 
     @classmethod
     def connect(cls, outbox: Outbox, prefix: str, meta: Any, host: str,
-                settings: dict[str, Any] | None) -> StatusRecorder | None:
+                settings: dict[str, Any] | None,
+                make: Callable[[dict[str, Any]], Any] = KafkaProducer) -> StatusRecorder | None:
         """A recorder for the status topic of ``prefix`` (``meta``: cluster metadata); None
         and a warning when the topic does not exist: jobs still run, unrecorded."""
         topic = status_topic(prefix)
@@ -87,7 +89,7 @@ class StatusRecorder:
             _log.warning("status topic %s does not exist (create it with `streamjobs topics "
                          "apply`); job status is not recorded", topic)
             return None
-        return cls(outbox, topic, len(tmeta.partitions), host, settings)
+        return cls(outbox, topic, len(tmeta.partitions), host, settings, make)
 
     def partition(self, id_b: bytes) -> int:
         return zlib.crc32(id_b) % self.partitions

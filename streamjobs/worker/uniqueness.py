@@ -17,7 +17,7 @@ is acknowledged at once (its offset is finished) and reported as ``JobDuplicate`
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import headers as h
 from ..config import KafkaConfig
@@ -32,10 +32,17 @@ from .outbox import Outgoing
 from .routes import Routes
 
 if TYPE_CHECKING:
-    from .intake import Part
-    from .runner import Worker
+    from .partition import Part
 
 __all__ = ["Uniqueness"]
+
+
+class Host(Protocol):
+    """What the filter needs of the worker that runs it (the runner; tests pass a stand-in)."""
+
+    outbox: Any
+
+    def finish(self, part: Part, offset: int) -> None: ...
 
 _TICK = UniquePolicy(by="job_id", window_s=TICK_WINDOW_S)
 _EXEMPT = (h.REPROCESSED_FROM, h.REPLAYED_FROM)
@@ -45,7 +52,7 @@ LOAD_RETRY_S = 15.0
 class Uniqueness:
     """The worker's duplicate check: which job topics it applies to, and the filter."""
 
-    def __init__(self, worker: Worker, routes: Routes, scheduled: set[str],
+    def __init__(self, worker: Host, routes: Routes, scheduled: set[str],
                  kafka: KafkaConfig, bus: EventBus) -> None:
         self.worker = worker
         self.kafka = kafka

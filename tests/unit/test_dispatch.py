@@ -9,8 +9,8 @@ from typing import Any
 
 from streamjobs.config import KafkaConfig
 from streamjobs.worker import App, Worker, WorkerSettings
-from streamjobs.worker.intake import Part
 from streamjobs.worker.offsets import PartitionTracker
+from streamjobs.worker.partition import Part
 
 ROOT = Path(__file__).resolve().parents[2]
 
