@@ -10,8 +10,8 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.names import dlq_topic, retry_topic
+from streamjobs._names import dlq_topic, retry_topic
+from streamjobs._schemas.catalogue import Catalogue
 
 SCHEMA = {"type": "record", "name": "Noop", "namespace": "bench",
           "fields": [{"name": "n", "type": "long"}, {"name": "name", "type": "string"}]}
@@ -49,7 +49,7 @@ def create_topics(admin: AdminClient, catalogue: Catalogue, prefix: str,
 
 def create_reports_topic(admin: AdminClient, prefix: str) -> str:
     """The worker reports topic under ``prefix`` (what ``topics apply`` creates)."""
-    from streamjobs.names import reports_topic
+    from streamjobs._names import reports_topic
 
     name = reports_topic(prefix)
     admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.worker import App
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App
 
 app = App(Catalogue.load(Path(os.environ["SJ_BENCH_SCHEMAS"])), name="bench-cpu")
 _spin = int(os.environ.get("SJ_BENCH_SPIN", "20000"))

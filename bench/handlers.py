@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import create_reports_topic, create_topics, delete_topics, make_catalogue, prefix
 from worker_throughput import FETCH, prefill
 
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._worker import App, Worker, WorkerSettings
+from streamjobs._worker.process import tune_gc
 from streamjobs.events import EventBus
 from streamjobs.listeners import install_default_listeners
-from streamjobs.worker import App, Worker, WorkerSettings
-from streamjobs.worker.process import tune_gc
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 0.02

@@ -37,12 +37,12 @@ from confluent_kafka.admin import AdminClient
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import create_topics, delete_topics, make_catalogue, prefix
 
-from streamjobs import headers as h
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.names import dlq_topic
-from streamjobs.worker import App, Worker, WorkerSettings
-from streamjobs.worker.process import tune_gc
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._names import dlq_topic
+from streamjobs._worker import App, Worker, WorkerSettings
+from streamjobs._worker.process import tune_gc
 
 
 def pace(conf: dict, topic: str, codec: Codec, rate: int, seconds: float) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs import headers as h
+from streamjobs import _headers as h
 
 _TYPE, _ID, _ATTEMPT, _CREATED = h.JOB_TYPE, h.JOB_ID, h.ATTEMPT, h.CREATED_AT
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from streamjobs import App
-from streamjobs.catalogue import Catalogue
+from streamjobs._schemas.catalogue import Catalogue
 
 _N = int(os.environ.get("STREAMJOBS_BENCH_N", "0"))
 _OUT = Path(os.environ.get("STREAMJOBS_BENCH_OUT", os.devnull))

@@ -197,7 +197,7 @@ def _produce_all(p: Any, topic: str, items: Any, make: Callable[[Any], tuple[byt
 
 
 def raw_produce(a: argparse.Namespace, encode: bool) -> dict[str, Any]:
-    from streamjobs.codec import MAGIC
+    from streamjobs._avro.framing import SO_MAGIC as MAGIC
 
     prefix = MAGIC + bytes(8)
     p = _raw_producer(a)
@@ -222,9 +222,9 @@ def raw_produce(a: argparse.Namespace, encode: bool) -> dict[str, Any]:
 
 
 def emit(a: argparse.Namespace, many: bool) -> dict[str, Any]:
-    from streamjobs.catalogue import Catalogue
-    from streamjobs.config import KafkaConfig
-    from streamjobs.producer import Producer
+    from streamjobs._config import KafkaConfig
+    from streamjobs._producer import Producer
+    from streamjobs._schemas.catalogue import Catalogue
 
     catalogue = Catalogue.load(a.schemas, topic_prefix=a.prefix)
     data = [payload(i) for i in range(a.jobs)]

@@ -40,9 +40,9 @@ from confluent_kafka.admin import AdminClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import catalogue_dir, create_topics, delete_topics, prefix
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._schemas.catalogue import Catalogue
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

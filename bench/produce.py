@@ -34,13 +34,13 @@ import orjson
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs import headers as h
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
 from streamjobs._delivery import PRODUCER_SETTINGS
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.headers import new_job_id
-from streamjobs.producer import Producer
+from streamjobs._headers import new_job_id
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = "send_welcome_email"

@@ -4,7 +4,7 @@ Measures, on the same broker and in alternating rounds, (a) emit throughput: ``P
 of N jobs then flush, with a catalogue framed ``single-object`` and the same catalogue framed
 ``registry``; (b) worker throughput: the in-process worker with a no-op handler draining N
 pre-filled jobs of each framing (as bench/worker_throughput.py measures it). The registry is a
-real Apicurio (``--registry-url``, else one started through ``streamjobs.dev`` on a free port
+real Apicurio (``--registry-url``, else one started through ``streamjobs._dev`` on a free port
 and stopped at the end). Every registry HTTP request made in this process is counted: ids and
 schemas are cached, so a run makes one per producer or worker, never one per record (the
 first emit of each producer is a warm-up outside the timing, on both sides). Emit's own work per
@@ -35,15 +35,15 @@ from _common import create_topics, delete_topics, make_catalogue, prefix
 from produce import _NoClient, best_us
 from worker_throughput import prefill, worker
 
-from streamjobs import subjects
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.dev.registry import DevRegistry
-from streamjobs.framing import REGISTRY
-from streamjobs.producer import Producer
-from streamjobs.registry import RegistryConfig, SchemaRegistry
-from streamjobs.worker.process import tune_gc
+from streamjobs._avro.codec import Codec
+from streamjobs._avro.framing import REGISTRY
+from streamjobs._config import KafkaConfig
+from streamjobs._dev.registry import DevRegistry
+from streamjobs._ops import subjects
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._schemas.registry import RegistryConfig, SchemaRegistry
+from streamjobs._worker.process import tune_gc
 
 REQUESTS = [0]
 _request = SchemaRegistry._request

@@ -25,11 +25,11 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import create_topics, delete_topics, make_catalogue, prefix
 from worker_throughput import prefill, worker
 
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.names import reports_topic
-from streamjobs.topics import WORKERS_CONFIG
-from streamjobs.worker.process import tune_gc
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._names import reports_topic
+from streamjobs._ops.topics import WORKERS_CONFIG
+from streamjobs._worker.process import tune_gc
 
 
 def published(conf: dict, topic: str) -> int:

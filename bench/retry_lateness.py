@@ -25,13 +25,13 @@ from typing import Any
 import click
 from confluent_kafka.admin import AdminClient
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
+from streamjobs._ops.topics import apply, desired_topics
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App, JobContext, Worker, WorkerSettings
 from streamjobs.errors import Retry
 from streamjobs.events import EventBus, PartitionsAssigned
-from streamjobs.producer import Producer
-from streamjobs.topics import apply, desired_topics
-from streamjobs.worker import App, JobContext, Worker, WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DELAYS = (1.0, 5.0, 30.0)

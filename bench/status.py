@@ -39,12 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import create_topics, delete_topics, make_catalogue, prefix
 from worker_throughput import prefill, worker
 
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.status import StatusIndex, status_topic
-from streamjobs.status.record import Transition, encode, record_key
-from streamjobs.topics import STATUS_CONFIG, STATUS_PARTITIONS
-from streamjobs.worker.process import tune_gc
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._ops.topics import STATUS_CONFIG, STATUS_PARTITIONS
+from streamjobs._status import StatusIndex, status_topic
+from streamjobs._status.record import Transition, encode, record_key
+from streamjobs._worker.process import tune_gc
 
 MODES = ("none", "failures", "all")
 

@@ -40,10 +40,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streamjobs.status import Transition, status_topic  # noqa: E402
-from streamjobs.status.record import decode  # noqa: E402
-from streamjobs.status.writer import StatusWriter  # noqa: E402
-from streamjobs.topics import STATUS_CONFIG, STATUS_PARTITIONS  # noqa: E402
+from streamjobs._ops.topics import STATUS_CONFIG, STATUS_PARTITIONS  # noqa: E402
+from streamjobs._status import Transition, status_topic  # noqa: E402
+from streamjobs._status.record import decode  # noqa: E402
+from streamjobs._status.writer import StatusWriter  # noqa: E402
 from tests.ports import free_port_block  # noqa: E402
 
 LAG_JOBS = 50  # a job succeeds this many jobs after it was emitted

@@ -40,12 +40,12 @@ from confluent_kafka.admin import AdminClient
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from _common import create_reports_topic, create_topics, delete_topics, make_catalogue, prefix
 
-from streamjobs import headers as h
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._worker import App, Worker, WorkerSettings
+from streamjobs._worker.process import tune_gc
 from streamjobs.events import EventBus
-from streamjobs.worker import App, Worker, WorkerSettings
-from streamjobs.worker.process import tune_gc
 
 # Every consumer measured here (raw loops and worker) gets these settings on top of the defaults.
 # librdkafka postpones a partition's next fetch by fetch.queue.backoff.ms (default 1000) once

@@ -24,9 +24,7 @@ from pathlib import Path
 import click
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.producer import Producer
+from streamjobs import Catalogue, KafkaConfig, Producer, desired_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -198,8 +196,6 @@ def main(emails: int, thumbnails: int, keep: bool, timeout: float) -> None:
 
 def _delete_topics(kafka: KafkaConfig, catalogue: Catalogue) -> None:
     from confluent_kafka.admin import AdminClient
-
-    from streamjobs.topics import desired_topics
 
     admin = AdminClient(kafka.client_settings())
     names = [t.name for t in desired_topics(catalogue)]

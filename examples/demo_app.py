@@ -16,8 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from streamjobs import PermanentError
-from streamjobs.worker import App, JobContext
+from streamjobs import App, JobContext, PermanentError
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("DEMO_STATE_DIR", ROOT / ".streamjobs" / "demo"))

@@ -1,11 +1,16 @@
 """streamjobs: background jobs as Avro events on partitioned Apache Kafka topics.
 
-The public surface: ``Producer``/``AsyncProducer`` to emit jobs (and look them up:
-``status``, ``watch`` -> ``JobStatus``), ``App``/``JobContext`` to
-handle them, ``Catalogue`` and ``RetryPolicy`` for the job types, ``KafkaConfig`` for the
-connection, ``RegistryConfig`` for a schema registry (registry framing), and the exception
-tree of ``streamjobs.errors``. Emitters never import the worker: the heavier names load on
-first use.
+Everything a user imports comes from here: ``Producer``/``AsyncProducer`` to emit jobs (and
+look them up: ``status``, ``watch`` -> ``JobStatus``), ``App``/``JobContext`` to handle them
+(``run_worker``/``Worker`` with ``WorkerSettings`` to run them in-process), ``Catalogue`` and
+``RetryPolicy`` for the job types, ``KafkaConfig`` for the connection, ``RegistryConfig`` for a
+schema registry, ``JobMeta`` to read a record's job headers, ``desired_topics`` for the
+topics a catalogue needs, and the exception tree (defined in ``streamjobs.errors``, whose class
+paths are what ``sj-error-class`` records). Observability has its own public modules,
+``streamjobs.events`` and ``streamjobs.listeners``; tests use ``streamjobs.testing``.
+
+The modules behind these names are private (``_producer``, ``_worker``, ...; docs/DESIGN.md
+draws the map). Emitters never import the worker: the heavier names load on first use.
 """
 
 from __future__ import annotations
@@ -13,44 +18,64 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import KafkaConfig
+from ._config import KafkaConfig
 from .errors import (
     BrokerUnavailable,
     CatalogueError,
     ConfigError,
     DecodeError,
     DeliveryFailed,
+    DevBrokerError,
+    GroupActive,
+    GroupNotFound,
     JobFailure,
+    JobTimeout,
     KafkaError,
     PayloadError,
     PermanentError,
+    ProducerFenced,
     RecordTooLarge,
     RegistryError,
     RegistryUnavailable,
     Retry,
+    RunawayJobs,
     SchemaCompatibilityError,
     StreamjobsError,
+    TopicNotFound,
     UnknownJobType,
     UnknownSchema,
     UnknownSchemaId,
 )
 
 if TYPE_CHECKING:
-    from .catalogue import Catalogue, JobType
-    from .producer import AsyncProducer, Job, Producer
-    from .registry import RegistryConfig
-    from .retry import RetryPolicy
-    from .status import JobStatus, StatusIndex, Transition
-    from .worker import App, JobContext
+    from ._headers import JobMeta
+    from ._ops.topics import TopicSpec, desired_topics
+    from ._producer import AsyncProducer, Job, Producer
+    from ._retry import RetryPolicy
+    from ._schemas.catalogue import Catalogue, JobType
+    from ._schemas.registry import RegistryConfig
+    from ._status import JobStatus, StatusIndex, Transition
+    from ._worker import App, JobContext, Worker, WorkerSettings, run_worker
 
 _LAZY = {
-    "App": "streamjobs.worker", "JobContext": "streamjobs.worker",
-    "AsyncProducer": "streamjobs.producer", "Job": "streamjobs.producer",
-    "Producer": "streamjobs.producer", "Catalogue": "streamjobs.catalogue",
-    "JobType": "streamjobs.catalogue", "RetryPolicy": "streamjobs.retry",
-    "RegistryConfig": "streamjobs.registry",
-    "JobStatus": "streamjobs.status", "StatusIndex": "streamjobs.status",
-    "Transition": "streamjobs.status",
+    "App": "streamjobs._worker",
+    "AsyncProducer": "streamjobs._producer",
+    "Catalogue": "streamjobs._schemas.catalogue",
+    "Job": "streamjobs._producer",
+    "JobContext": "streamjobs._worker",
+    "JobMeta": "streamjobs._headers",
+    "JobStatus": "streamjobs._status",
+    "JobType": "streamjobs._schemas.catalogue",
+    "Producer": "streamjobs._producer",
+    "RegistryConfig": "streamjobs._schemas.registry",
+    "RetryPolicy": "streamjobs._retry",
+    "StatusIndex": "streamjobs._status",
+    "TopicSpec": "streamjobs._ops.topics",
+    "Transition": "streamjobs._status",
+    "Worker": "streamjobs._worker",
+    "WorkerSettings": "streamjobs._worker",
+    "desired_topics": "streamjobs._ops.topics",
+    "run_worker": "streamjobs._worker",
 }
 
 
@@ -59,6 +84,10 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'streamjobs' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
@@ -70,27 +99,40 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DeliveryFailed",
+    "DevBrokerError",
+    "GroupActive",
+    "GroupNotFound",
     "Job",
     "JobContext",
     "JobFailure",
+    "JobMeta",
     "JobStatus",
+    "JobTimeout",
     "JobType",
     "KafkaConfig",
     "KafkaError",
     "PayloadError",
     "PermanentError",
     "Producer",
+    "ProducerFenced",
     "RecordTooLarge",
     "RegistryConfig",
     "RegistryError",
     "RegistryUnavailable",
     "Retry",
     "RetryPolicy",
+    "RunawayJobs",
     "SchemaCompatibilityError",
     "StatusIndex",
     "StreamjobsError",
+    "TopicNotFound",
+    "TopicSpec",
     "Transition",
     "UnknownJobType",
     "UnknownSchema",
     "UnknownSchemaId",
+    "Worker",
+    "WorkerSettings",
+    "desired_topics",
+    "run_worker",
 ]

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .connection import TIMESTAMP_CREATE_TIME, ClientError
+from ._connection import TIMESTAMP_CREATE_TIME, ClientError
 from .errors import DeliveryFailed, KafkaError
 
 __all__ = ["PRODUCER_SETTINGS", "DeliveryTracker", "Poller", "resend",

@@ -27,7 +27,7 @@
     └── RunawayJobs              ``testing.JobRunner.run`` hit ``max_jobs`` with jobs still due
 
 The public API raises these, not confluent-kafka's exceptions: call sites catch
-``connection.ClientError`` and raise ``connection.translate(...)`` (``streamjobs.connection``).
+``connection.ClientError`` and raise ``connection.translate(...)`` (``streamjobs._connection``).
 
 Exceptions carry their data as attributes so callers never parse messages.
 """

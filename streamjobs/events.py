@@ -49,6 +49,16 @@ Schedules (the worker that owns the schedule topic's partition fires them):
 - ``ScheduleSkipped``  ticks not fired by the catch-up policy: ``schedule``, ``count``,
                        ``through_tick_ms``
 
+Flow control (rate and concurrency limits, circuit breakers; README "Rate limits, concurrency
+and circuit breakers"):
+
+- ``PartitionThrottled`` a partition paused before a record of ``job_type``: ``reason``
+                       (``rate_limit``, ``concurrency``, ``breaker``), ``resume_in_s`` (the
+                       longest it stays paused; it resumes earlier when a slot or probe frees)
+- ``BreakerChanged``   a job type's circuit moved: ``previous`` -> ``state`` (``closed``,
+                       ``open``, ``half_open``), ``reason`` (``failures``, ``ratio``,
+                       ``cooldown``, ``probe_succeeded``, ``probe_failed``), ``cooldown_s``
+
 Worker process:
 
 - ``WorkerStarted``    ``group_id``, ``topics``, ``concurrency``, ``pid``
@@ -59,7 +69,7 @@ Worker process:
 - ``LagSampled``       consumer lag of one assigned partition, every few seconds
 - ``BrokerStatus``     whether the broker is reachable
 
-Hot path: the worker emits per job at >100k jobs/s, so ``EventBus.wants`` and
+Hot path: the worker emits per job, as often as it runs jobs, so ``EventBus.wants`` and
 ``EventBus.emit`` are a single dict lookup plus a loop over a precomputed tuple.
 The worker calls ``wants`` before building an event so unobserved events cost nothing.
 """
@@ -73,6 +83,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 __all__ = [
+    "BreakerChanged",
     "BrokerStatus",
     "CommitDone",
     "CommitFailed",
@@ -93,6 +104,7 @@ __all__ = [
     "LagSampled",
     "Listener",
     "LoopAlive",
+    "PartitionThrottled",
     "PartitionsAssigned",
     "PartitionsLost",
     "PartitionsRevoked",
@@ -272,6 +284,27 @@ class ScheduleSkipped(Event):
     schedule: str
     count: int
     through_tick_ms: int
+
+
+# --- flow control --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionThrottled(Event):
+    topic: str
+    partition: int
+    job_type: str
+    reason: str
+    resume_in_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged(Event):
+    job_type: str
+    state: str
+    previous: str
+    reason: str
+    cooldown_s: float
 
 
 # --- worker process ------------------------------------------------------------------

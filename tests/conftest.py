@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("STREAMJOBS_BOOTSTRAP_SERVERS", "127.0.0.1:9092")

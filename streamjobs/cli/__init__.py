@@ -43,7 +43,7 @@ class _LazyGroup(click.Group):
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name == module:
-                return None  # command group not built yet
+                return None  # missing from this install: click says "No such command"
             raise
         cmd: Any = getattr(mod, attr)
         assert isinstance(cmd, click.Command)

@@ -13,13 +13,14 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
-from .. import _kafka_log, connection
-from ..catalogue import Catalogue
-from ..config import ENV, KafkaConfig, parse_settings, split_settings
+from .. import _connection as connection
+from .. import _kafka_log
+from .._config import ENV, KafkaConfig, parse_settings, split_settings
+from .._schemas.catalogue import Catalogue
+from .._schemas.registry import REGISTRY_ENV, RegistryConfig
+from .._settings import ENV as SETTINGS_ENV
+from .._settings import Settings
 from ..errors import BrokerUnavailable, ConfigError, RegistryUnavailable, StreamjobsError
-from ..registry import REGISTRY_ENV, RegistryConfig
-from ..settings import ENV as SETTINGS_ENV
-from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

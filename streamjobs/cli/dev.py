@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from ..dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER, DevBroker
-from ..dev.registry import DevRegistry
-from ..dev.tools import TOOLS, tool_command
+from .._dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER, DevBroker
+from .._dev.registry import DevRegistry
+from .._dev.tools import TOOLS, tool_command
 from ..errors import DevBrokerError
 from ._common import EXIT_FAILURE, EXIT_NOT_FOUND, fail, json_option, print_json
 

@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 import click
 import orjson
 
-from .. import dlq
-from ..catalogue import Catalogue
-from ..codec import Codec
-from ..config import KafkaConfig
+from .._avro.codec import Codec
+from .._config import KafkaConfig
+from .._ops import dlq
+from .._ops.replay import parse_when
+from .._ops.reprocess import Report, Reprocessor, load_progress
+from .._schemas.catalogue import Catalogue
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ..errors import CatalogueError, TopicNotFound
-from ..registry import RegistryConfig, SchemaRegistry
-from ..replay import parse_when
-from ..reprocess import Report, Reprocessor, load_progress
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,

@@ -18,10 +18,11 @@ from typing import IO, Any
 import click
 import orjson
 
-from ..catalogue import Catalogue
-from ..codec import Codec
-from ..config import KafkaConfig
-from ..durations import parse_duration
+from .._avro.codec import Codec
+from .._config import KafkaConfig
+from .._durations import parse_duration
+from .._schemas.catalogue import Catalogue
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ..errors import (
     BrokerUnavailable,
     PayloadError,
@@ -29,7 +30,6 @@ from ..errors import (
     StreamjobsError,
     UnknownJobType,
 )
-from ..registry import RegistryConfig, SchemaRegistry
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -44,7 +44,7 @@ from ._common import (
 
 __all__ = ["command"]
 
-_LINE_KEYS = frozenset({"type", "payload", "key", "headers", "delay"})
+_LINE_KEYS = frozenset({"type", "payload", "key", "headers", "delay", "job_id"})
 
 
 @dataclass
@@ -100,8 +100,20 @@ def _parse_file(stream: IO[str], default_type: str | None) -> list[_Line]:
                 isinstance(v, str) for v in headers.values())):
             fail(f"{where}'headers' must be an object of strings", EXIT_USAGE)
         delay = None if doc.get("delay") is None else _duration(doc["delay"], where)
-        lines.append(_Line(number, job_type, payload, key, headers, delay))
+        job_id = doc.get("job_id")
+        if job_id is not None:
+            _check_job_id(job_id, where)
+        lines.append(_Line(number, job_type, payload, key, headers, delay, job_id=job_id or ""))
     return lines
+
+
+def _check_job_id(value: Any, where: str) -> None:
+    from .._headers import check_job_id
+
+    try:
+        check_job_id(value)
+    except ValueError as exc:
+        fail(f"{where}{exc}", EXIT_USAGE)
 
 
 def _parse_headers(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -147,6 +159,10 @@ def _show_progress(progress: bool | None, count: int) -> bool:
               envvar="STREAMJOBS_EMIT_HEADERS", help="Extra header; repeatable.")
 @click.option("--delay", envvar="STREAMJOBS_EMIT_DELAY",
               help="Run no earlier than this from now: 250ms, 30s, 5m, 1h, 2d.")
+@click.option("--job-id", envvar="STREAMJOBS_EMIT_JOB_ID", metavar="ID",
+              help="The job's id instead of a new UUIDv7 (an idempotency key: a type unique "
+                   "by job_id runs one job per id within its window). With --json only; a "
+                   "--file line gives its own \"job_id\".")
 @click.option("--traceparent", envvar=["STREAMJOBS_TRACEPARENT", "TRACEPARENT"],
               help="W3C trace context to propagate.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
@@ -161,15 +177,20 @@ def _show_progress(progress: bool | None, count: int) -> bool:
 @kafka_options
 @registry_options
 def command(job_type: str | None, payload_json: str | None, file: IO[str] | None,
-            key: str | None, header: tuple[str, ...], delay: str | None,
+            key: str | None, header: tuple[str, ...], delay: str | None, job_id: str | None,
             traceparent: str | None, fmt: str, progress: bool | None, connect_timeout: float,
             delivery_timeout: float, schemas_dir: str, kafka: KafkaConfig,
             registry: RegistryConfig | None) -> None:
     """Emit jobs: `streamjobs emit TYPE --json '{...}'` or `streamjobs emit --file jobs.jsonl`."""
-    from ..producer import check_traceparent  # keeps `streamjobs --help` light
+    from .._producer import check_traceparent  # keeps `streamjobs --help` light
 
     if (payload_json is None) == (file is None):
         fail("give either TYPE --json '{...}' or --file FILE", EXIT_USAGE)
+    if job_id is not None:
+        if file is not None:
+            fail("--job-id goes with --json (a --file line gives its own \"job_id\")",
+                 EXIT_USAGE)
+        _check_job_id(job_id, "--job-id: ")
     extra_headers = _parse_headers(header)
     delay_s = None if delay is None else _duration(delay, "--delay: ")
     if traceparent is not None:
@@ -186,7 +207,7 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
             fail(f"--json: invalid JSON: {exc}", EXIT_USAGE)
         if not isinstance(payload, dict):
             fail("--json: the payload must be a JSON object", EXIT_USAGE)
-        lines = [_Line(None, job_type, payload, key, None, delay_s)]
+        lines = [_Line(None, job_type, payload, key, None, delay_s, job_id=job_id or "")]
     else:
         assert file is not None
         lines = _parse_file(file, job_type)
@@ -222,7 +243,7 @@ def _emit(catalogue: Catalogue, kafka: KafkaConfig, lines: list[_Line],
           extra_headers: Mapping[str, str], traceparent: str | None, progress: bool,
           connect_timeout: float, delivery_timeout: float,
           registry: RegistryConfig | None) -> None:
-    from ..producer import Producer
+    from .._producer import Producer
 
     producer = Producer(catalogue, kafka, connect_timeout=connect_timeout,
                         delivery_timeout=delivery_timeout, registry=registry)
@@ -234,7 +255,8 @@ def _emit(catalogue: Catalogue, kafka: KafkaConfig, lines: list[_Line],
                 try:
                     line.job_id = producer.emit(line.job_type, line.payload, key=line.key,
                                                 headers=headers, traceparent=traceparent,
-                                                delay=line.delay)
+                                                delay=line.delay,
+                                                job_id=line.job_id or None)
                 except (StreamjobsError, ValueError) as exc:
                     raise _at(exc, line) from None
         producer.flush(delivery_timeout)

@@ -1,5 +1,5 @@
 """``streamjobs lag``: consumer-group lag per topic and partition, and the wait tiers' backlog,
-without Kafka's Java tools (``streamjobs.lag``).
+without Kafka's Java tools (``streamjobs._ops.lag``).
 
 With ``--group G``: G's members and, per partition, committed offset, end offset and lag, then
 (with a catalogue) the jobs waiting in each wait tier and the next due time. Without: one line
@@ -16,10 +16,10 @@ from typing import Any
 
 import click
 
-from ..catalogue import Catalogue
-from ..config import KafkaConfig
+from .._config import KafkaConfig
+from .._ops.lag import GroupLag, TierBacklog
+from .._schemas.catalogue import Catalogue
 from ..errors import GroupNotFound
-from ..lag import GroupLag, TierBacklog
 from ._common import (
     EXIT_NOT_FOUND,
     exit_on_errors,
@@ -102,7 +102,7 @@ def _print_groups(groups: list[GroupLag]) -> None:
 
 def _consumes(g: GroupLag, catalogue: Catalogue) -> bool:
     """The group reads a job topic or a wait tier of the catalogue."""
-    from ..names import parse_wait_topic
+    from .._names import parse_wait_topic
 
     topics = set(catalogue.job_topics())
     for t in g.topics:
@@ -126,7 +126,7 @@ def _consumes(g: GroupLag, catalogue: Catalogue) -> bool:
 def command(group: str | None, all_groups: bool, timeout: float, schemas_dir: str,
             as_json: bool, kafka: KafkaConfig) -> None:
     """Committed offset, end offset and lag per partition; jobs waiting in the wait tiers."""
-    from .. import lag
+    from .._ops import lag
 
     with exit_on_errors((GroupNotFound, EXIT_NOT_FOUND)):
         catalogue = _catalogue(schemas_dir)

@@ -11,9 +11,9 @@ from contextlib import AbstractContextManager
 
 import click
 
-from .. import replay as rp
-from ..config import KafkaConfig
-from ..durations import parse_ago
+from .._config import KafkaConfig
+from .._durations import parse_ago
+from .._ops import replay as rp
 from ..errors import TopicNotFound
 from ._common import (
     EXIT_NOT_FOUND,

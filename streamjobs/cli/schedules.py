@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import KafkaConfig
+from .._config import KafkaConfig
 from ._common import (
     EXIT_NOT_FOUND,
     exit_on_errors,
@@ -43,9 +43,9 @@ def group() -> None:
 @handle_errors
 def list_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool) -> None:
     """Each schedule with its last fire (from the schedule topic) and its next fire."""
+    from .._names import schedules_topic
+    from .._schedules import read_states
     from ..errors import TopicNotFound
-    from ..names import schedules_topic
-    from ..schedules import read_states
 
     catalogue = load_catalogue(schemas_dir)
     topic = schedules_topic(catalogue.topic_prefix)

@@ -6,10 +6,9 @@ from typing import Any
 
 import click
 
-from ..codec import crc64_avro
-from ..compatibility import pairs, problems
-from ..framing import REGISTRY
-from ..registry import RegistryConfig, SchemaRegistry
+from .._avro.framing import REGISTRY, fingerprint
+from .._schemas.compatibility import pairs, problems
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ._common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -43,7 +42,7 @@ def check(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> N
     and a registry URL, also checks that the registry holds every version, in order. Exit 1 on
     any problem.
     """
-    from .. import subjects
+    from .._ops import subjects
 
     catalogue = load_catalogue(schemas_dir)
     found: list[Any] = list(problems(catalogue))
@@ -80,7 +79,7 @@ def check(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> N
 def register(schemas_dir: str, registry: RegistryConfig | None, as_json: bool) -> None:
     """Register every version of each registry-framed job type's schema under its subject,
     oldest first, so the registry's history matches schemas/ (idempotent)."""
-    from .. import subjects
+    from .._ops import subjects
 
     if registry is None:
         fail("no schema registry: give --registry-url or STREAMJOBS_REGISTRY_URL", EXIT_USAGE)
@@ -109,7 +108,7 @@ def list_(schemas_dir: str, as_json: bool) -> None:
     schemas: list[dict[str, Any]] = [
         {"schema": v.name, "version": v.version, "file": str(v.file),
          "current": v.version == len(catalogue.versions(v.name)),
-         "fingerprint": crc64_avro(v.canonical.encode()).to_bytes(8, "little").hex()}
+         "fingerprint": fingerprint(v.canonical).hex()}
         for name in catalogue.schema_names() for v in catalogue.versions(name)]
     if as_json:
         print_json({"job_types": jobs, "schemas": schemas})

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 import click
 import orjson
 
-from ..config import KafkaConfig
+from .._config import KafkaConfig
+from .._names import status_topic
+from .._status.lookup import Follower
+from .._status.record import Transition
+from .._status.timeline import JobStatus
 from ..errors import TopicNotFound
-from ..names import status_topic
-from ..status.lookup import Follower
-from ..status.record import Transition
-from ..status.timeline import JobStatus
 from ._common import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,

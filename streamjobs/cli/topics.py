@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from ..config import KafkaConfig
-from ..registry import RegistryConfig, SchemaRegistry
+from .._config import KafkaConfig
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from ._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -37,7 +37,7 @@ def _timeout_option(default: float) -> Callable[[Any], Any]:
 
 
 def _print(changes: list[Any], verb: str) -> None:
-    from ..topics import INFORMATIONAL
+    from .._ops.topics import INFORMATIONAL
 
     width = max((len(c.topic) for c in changes), default=0)
     for c in changes:
@@ -70,7 +70,7 @@ def group() -> None:
 @handle_errors
 def plan_cmd(schemas_dir: str, kafka: KafkaConfig, as_json: bool, timeout: float) -> None:
     """Show what `apply` would change. Exit 0: up to date; 2: changes pending."""
-    from .. import topics
+    from .._ops import topics
 
     catalogue = load_catalogue(schemas_dir)
     changes = topics.plan(kafka, catalogue, timeout=timeout)
@@ -98,7 +98,7 @@ def apply_cmd(schemas_dir: str, kafka: KafkaConfig, registry: RegistryConfig | N
               as_json: bool, timeout: float) -> None:
     """Create missing topics, add partitions and set managed configs; register the schemas of
     registry-framed job types (with --registry-url). Idempotent."""
-    from .. import subjects, topics
+    from .._ops import subjects, topics
 
     catalogue = load_catalogue(schemas_dir)
     changes = topics.apply(kafka, catalogue, timeout=timeout)

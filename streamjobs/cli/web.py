@@ -14,9 +14,9 @@ from types import FrameType
 
 import click
 
-from ..config import KafkaConfig
+from .._config import KafkaConfig
+from .._schemas.registry import RegistryConfig
 from ..errors import CatalogueError, ConfigError
-from ..registry import RegistryConfig
 from ._common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -60,7 +60,7 @@ def command(kafka: KafkaConfig, require_broker: Callable[[], None], host: str, p
     try:
         import uvicorn
 
-        from ..web import Sources, WebSettings, create_app
+        from .._web import Sources, WebSettings, create_app
     except ModuleNotFoundError as exc:
         fail(f"streamjobs web needs the web extra ({exc.name} is missing): "
              f"pip install 'streamjobs[web]'", EXIT_FAILURE)

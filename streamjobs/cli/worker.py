@@ -2,7 +2,7 @@
 
 Thin: builds ``WorkerSettings`` from options (each has a ``STREAMJOBS_*`` variable), loads and
 checks the app (every mistake one line), installs the listeners ``--listeners`` asks for (logs,
-metrics, health) and runs ``streamjobs.worker.run_worker``, or, with ``--processes P``,
+metrics, health) and runs ``streamjobs._worker.run_worker``, or, with ``--processes P``,
 supervises P such workers as child processes.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 
 import click
 
-from ..config import KafkaConfig
+from .._config import KafkaConfig
+from .._schemas.registry import RegistryConfig, SchemaRegistry
+from .._settings import Settings
 from ..errors import ConfigError, StreamjobsError
-from ..listeners.logging import JOB_LEVELS
-from ..registry import RegistryConfig, SchemaRegistry
-from ..settings import Settings
+from ..listeners._logging import JOB_LEVELS
 from ._common import (
     EXIT_FAILURE,
     EXIT_UNREACHABLE,
@@ -57,7 +57,7 @@ def load_app(target: str) -> Any:
              f"{exc.msg}", EXIT_FAILURE)
     except Exception as exc:  # the user's module raised while importing
         fail(_import_failure(module_name, exc), EXIT_FAILURE)
-    from ..worker import App
+    from .._worker import App
 
     if not hasattr(module, attr):
         fail(f"MODULE:APP {target!r}: {getattr(module, '__file__', module_name)} has no "
@@ -151,8 +151,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
     once)."""
     if processes < 1:
         fail("invalid option processes: must be >= 1", EXIT_USAGE)
+    from .._worker import WorkerSettings, run_worker
     from ..events import EventBus
-    from ..worker import WorkerSettings, run_worker
 
     app = load_app(app_target)
     if topic_prefix is not None:
@@ -181,7 +181,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
     if refused is not None:
         fail(refused, EXIT_UNREACHABLE)
     if processes > 1:  # checked here, so a broken app is one line, not a crash loop
-        from ..worker.supervisor import supervise
+        from .._worker.supervisor import supervise
 
         sys.exit(supervise(processes, sys.argv[1:], metrics_port=metrics_port,
                            grace_period=grace_period))
@@ -200,7 +200,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
     elif listeners == "logs":
         install_log_listener(bus, log_level=log_level, log_json=log_json,
                              job_log_level=job_log_level)
-    from ..worker.process import tune_gc
+    from .._worker.process import tune_gc
 
     tune_gc()
     try:

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from ..config import KafkaConfig
+from .._config import KafkaConfig
+from .._names import reports_topic
 from ..errors import ConfigError
 from ..events import EventBus
-from ..names import reports_topic
-from .health import HealthListener, HealthServer, serve
-from .logging import LogListener, configure_logging
-from .metrics import MetricsListener
-from .reports import ReportListener
+from ._health import HealthListener, HealthServer, serve
+from ._logging import LogListener, configure_logging
+from ._metrics import MetricsListener
+from ._reports import ReportListener
 
 __all__ = [
     "HealthListener",

@@ -3,7 +3,7 @@ traceback, so a failing handler test shows why."""
 
 from __future__ import annotations
 
-from ..worker.failures import describe
+from .._worker.failures import describe
 from .outcome import JobOutcome
 from .runner import JobRunner
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .. import headers as h
+from .. import _headers as h
 
 __all__ = ["JobOutcome", "RunReport", "Status"]
 

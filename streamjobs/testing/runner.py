@@ -27,16 +27,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import headers as h
-from ..catalogue import Catalogue
-from ..codec import Codec
+from .. import _headers as h
+from .._avro.codec import Codec
+from .._avro.framing import SINGLE_OBJECT, parse
+from .._producer import check_traceparent
+from .._producer import due_at_ms as due_at_ms_of
+from .._schemas.catalogue import Catalogue
+from .._worker import App, JobContext
+from .._worker.failures import Decision, Failure, Origin, decide, describe
+from .._worker.router import Routed, last_wait_topic, route, unknown_schema_decision
 from ..errors import DecodeError, RunawayJobs, UnknownSchema
-from ..framing import SINGLE_OBJECT, parse
-from ..producer import check_traceparent
-from ..producer import due_at_ms as due_at_ms_of
-from ..worker import App, JobContext
-from ..worker.failures import Decision, Failure, Origin, decide, describe
-from ..worker.router import Routed, last_wait_topic, route, unknown_schema_decision
 from .outcome import JobOutcome, RunReport, Status
 
 __all__ = ["JobRunner"]

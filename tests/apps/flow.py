@@ -4,7 +4,9 @@ Its catalogue is the one in ``STREAMJOBS_TEST_SCHEMAS`` (each test writes its ow
 prefix ``STREAMJOBS_TOPIC_PREFIX``. Every handler appends one JSON line per run to the ledger
 named by ``STREAMJOBS_TEST_LEDGER`` (fsync'd): job id, type, key, schedule tick, offset, pid.
 Job types named ``slow*`` get an async handler that hangs on its first attempt when the key
-starts with ``hang`` (the timeout tests).
+starts with ``hang`` (the timeout tests). Job types named ``flaky*`` fail the first
+``STREAMJOBS_TEST_FAIL_FIRST`` runs of the process (ledger lines with ``"failed": true``);
+``busy*`` handlers take 0.3 s and note when they started (the flow-control tests).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import asyncio
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from streamjobs.worker import App, JobContext
+from streamjobs._worker import App, JobContext
 
 app = App(schemas=os.environ.get("STREAMJOBS_TEST_SCHEMAS",
                                  str(Path(__file__).parent / "flow_schemas")),
@@ -25,7 +28,7 @@ app = App(schemas=os.environ.get("STREAMJOBS_TEST_SCHEMAS",
 _lock = threading.Lock()
 
 
-def record(payload: dict[str, Any], ctx: JobContext) -> None:
+def record(payload: dict[str, Any], ctx: JobContext, **extra: Any) -> None:
     path = os.environ.get("STREAMJOBS_TEST_LEDGER")
     if not path:
         return
@@ -33,7 +36,7 @@ def record(payload: dict[str, Any], ctx: JobContext) -> None:
                        "key": payload["key"], "tick": ctx.header("sj-tick"),
                        "schedule": ctx.header("sj-schedule"), "topic": ctx.topic,
                        "partition": ctx.partition, "offset": ctx.offset, "attempt": ctx.attempt,
-                       "pid": os.getpid()}) + "\n"
+                       "pid": os.getpid(), "at": time.time(), **extra}) + "\n"
     with _lock:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -49,5 +52,25 @@ async def slow(payload: dict[str, Any], ctx: JobContext) -> None:
     record(payload, ctx)
 
 
+_runs = [0]
+
+
+def flaky(payload: dict[str, Any], ctx: JobContext) -> None:
+    with _lock:
+        _runs[0] += 1
+        fail = _runs[0] <= int(os.environ.get("STREAMJOBS_TEST_FAIL_FIRST", "0"))
+    if fail:
+        record(payload, ctx, failed=True)
+        raise RuntimeError(f"failing run {_runs[0]}")
+    record(payload, ctx)
+
+
+def busy(payload: dict[str, Any], ctx: JobContext) -> None:
+    started = time.time()
+    time.sleep(0.3)
+    record(payload, ctx, started=started)
+
+
+_HANDLERS = {"slow": slow, "flaky": flaky, "busy": busy}
 for _name in app.catalogue.names():  # every job type of the test's catalogue
-    app.job(_name)(slow if _name.startswith("slow") else record)
+    app.job(_name)(next((f for p, f in _HANDLERS.items() if _name.startswith(p)), record))

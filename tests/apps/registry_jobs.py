@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from streamjobs.worker import App, JobContext
+from streamjobs._worker import App, JobContext
 
 app = App(schemas=Path(__file__).parent / "registry_schemas", name="tests-registry",
           topic_prefix=os.environ.get("STREAMJOBS_TOPIC_PREFIX", ""))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from streamjobs.worker import App
+from streamjobs._worker import App
 from tests.apps.tasks import atask, task
 
 app = App(schemas=Path(__file__).parent / "status_schemas", name="tests-status",

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streamjobs._worker import App, JobContext
 from streamjobs.errors import PermanentError, Retry
-from streamjobs.worker import App, JobContext
 
 # Topics and the default group follow STREAMJOBS_TOPIC_PREFIX (streamjobs.settings).
 app = App(schemas=Path(__file__).parent / "schemas", name="tests-apps")

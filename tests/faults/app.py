@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamjobs.worker import App, JobContext
+from streamjobs._worker import App, JobContext
 from tests.faults.ledger import FAIL, OK, START, process_writer
 
 SCHEMAS = os.environ.get("STREAMJOBS_FAULTS_SCHEMAS") or str(Path(__file__).parent / "schemas")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from streamjobs.config import KafkaConfig
-from streamjobs.dev.broker import DevBroker
+from streamjobs._config import KafkaConfig
+from streamjobs._dev.broker import DevBroker
 from tests.faults.harness import RESULTS, SCALE, Scenario
 from tests.ports import free_port_block
 

@@ -24,11 +24,11 @@ from typing import Any
 import orjson
 from confluent_kafka.admin import AdminClient
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
+from streamjobs._ops.topics import apply, desired_topics
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import KafkaError
-from streamjobs.producer import Producer
-from streamjobs.topics import apply, desired_topics
 from tests.faults.checker import History, Kill, Report
 from tests.faults.ledger import LedgerReader, LedgerWriter, now_ms
 from tests.faults.observe import CommitSampler, group_members, read_topics

@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from streamjobs import headers as h
-from streamjobs.config import KafkaConfig
-from streamjobs.names import parse_wait_topic
-from streamjobs.worker import wait_group
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._names import parse_wait_topic
+from streamjobs._worker import wait_group
 from tests.faults.checker import CommitSample, TopicRecord
 from tests.faults.ledger import now_ms
 

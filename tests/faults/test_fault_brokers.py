@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
 
-from streamjobs.config import KafkaConfig
-from streamjobs.dev.broker import DevBroker
+from streamjobs._config import KafkaConfig
+from streamjobs._dev.broker import DevBroker
 from tests.faults.checker import check
 from tests.faults.conftest import MakeScenario
 from tests.faults.harness import publish, size

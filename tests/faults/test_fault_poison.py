@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer as RawProducer
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 from tests.faults.checker import check
 from tests.faults.conftest import MakeScenario
 from tests.faults.harness import publish, size

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 from tests.faults.app import should_fail
 from tests.faults.checker import check
 from tests.faults.conftest import MakeScenario

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 from tests.faults.checker import Report, check
 from tests.faults.conftest import MakeScenario
 from tests.faults.harness import Scenario, publish, size

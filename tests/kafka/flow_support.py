@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.producer import Producer
+from streamjobs._config import KafkaConfig
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
 from tests.conftest import Proc, RunCli, SpawnCli
 
 APP = "tests.apps.flow:app"

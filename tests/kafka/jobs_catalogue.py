@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

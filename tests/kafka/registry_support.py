@@ -1,5 +1,5 @@
 """The schema registry of the registry tests: ``STREAMJOBS_TEST_REGISTRY_URL`` when it answers,
-else Apicurio started through our own ``streamjobs.dev`` code, once per test session, on a free
+else Apicurio started through our own ``streamjobs._dev`` code, once per test session, on a free
 port, with its state in a temporary directory; stopped at exit (only what this module started).
 A registry that cannot start fails the tests, never skips them.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs.dev.registry import DevRegistry, answers
+from streamjobs._dev.registry import DevRegistry, answers
 from streamjobs.errors import DevBrokerError
 from tests.ports import free_port_block
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.producer import Producer
-from streamjobs.status import JobStatus, lookup, status_topic
-from streamjobs.topics import apply, desired_topics
+from streamjobs._config import KafkaConfig
+from streamjobs._ops.topics import apply, desired_topics
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._status import JobStatus, lookup, status_topic
 from tests.conftest import wait_for
 
 APP = "tests.apps.status_tasks:app"
@@ -97,7 +97,7 @@ class InProcessWorker:
     """The status test app's worker in a thread of the test process."""
 
     def __init__(self, env: StatusEnv, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
-        from streamjobs.worker import Worker, WorkerSettings
+        from streamjobs._worker import Worker, WorkerSettings
         from tests.apps.status_tasks import app
 
         monkeypatch.setattr(app, "topic_prefix", env.catalogue.topic_prefix)

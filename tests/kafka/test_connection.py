@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from streamjobs import connection
-from streamjobs.config import KafkaConfig
+from streamjobs import _connection as connection
+from streamjobs._config import KafkaConfig
 from streamjobs.errors import BrokerUnavailable
 from tests.conftest import MakeTopic
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.producer import Producer
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
 from tests.conftest import wait_for
 
 from .worker_support import SCHEMAS, Env, InProcess, env_fixture  # noqa: F401

@@ -12,9 +12,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from streamjobs._config import KafkaConfig
 from streamjobs._delivery import resend
-from streamjobs.config import KafkaConfig
-from streamjobs.worker.outbox import Outbox, Outgoing
+from streamjobs._worker.outbox import Outbox, Outgoing
 from tests.conftest import MakeTopic, wait_for
 
 HEADERS = [("sj-id", b"0197a1b2-job"), ("sj-type", b"task"), ("empty", b"")]

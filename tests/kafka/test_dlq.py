@@ -20,12 +20,12 @@ from confluent_kafka import Producer as RawProducer
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.names import dlq_topic
-from streamjobs.worker.failures import Failure, Origin, dead_letter_record
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._names import dlq_topic
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker.failures import Failure, Origin, dead_letter_record
 from tests.conftest import MakeTopic, RunCli, wait_for
 from tests.kafka.worker_support import SCHEMAS as APP_SCHEMAS
 from tests.kafka.worker_support import Env as WorkerEnv

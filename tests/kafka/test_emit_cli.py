@@ -9,11 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.names import retry_topic
-from streamjobs.retry import pick_tier
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._names import retry_topic
+from streamjobs._retry import pick_tier
+from streamjobs._schemas.catalogue import Catalogue
 
 from .jobs_catalogue import read, total_records, write_catalogue
 
@@ -147,3 +147,27 @@ def test_emit_exits_0_only_once_the_broker_has_the_record(
                 "--key", "k", "--schemas", str(schemas))
     assert r.returncode == 0 and uuid.UUID(r.stdout.strip()).version == 7
     assert total_records(kafka_config, topic) == 1  # read at once: no waiting needed
+
+
+def test_emit_job_id(run_cli: object, kafka_config: KafkaConfig, schemas: Path, topic: str,
+                     tmp_path: Path) -> None:
+    """--job-id (and a --file line's "job_id") is the record's job id and what is printed; a
+    bad id, or --job-id with --file, is a usage error (exit 2) that sends nothing."""
+    r = run_cli("emit", JOB, "--json", '{"user_id": "u1", "email": "a@b"}',  # type: ignore[operator]
+                "--job-id", "order-42", "--schemas", str(schemas))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "order-42"
+    jobs = tmp_path / "ids.jsonl"
+    jobs.write_text('{"payload": {"user_id": "u2", "email": "e"}, "job_id": "order-43"}\n')
+    r = run_cli("emit", JOB, "--file", str(jobs), "--schemas", str(schemas))  # type: ignore[operator]
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "order-43"
+    ids = sorted(h.JobMeta.from_headers(m.headers()).job_id for m in read(kafka_config, topic, 2))
+    assert ids == ["order-42", "order-43"]
+    bad = run_cli("emit", JOB, "--json", '{"user_id": "u1", "email": "a@b"}',  # type: ignore[operator]
+                  "--job-id", "-no spaces", "--schemas", str(schemas))
+    assert bad.returncode == 2 and "job_id" in bad.stderr and "Traceback" not in bad.stderr
+    both = run_cli("emit", JOB, "--file", str(jobs), "--job-id", "x1",  # type: ignore[operator]
+                   "--schemas", str(schemas))
+    assert both.returncode == 2 and "--job-id" in both.stderr
+    assert total_records(kafka_config, topic) == 2

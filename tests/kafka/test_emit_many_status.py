@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.config import KafkaConfig
-from streamjobs.producer import Job
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._producer import Job
 from tests.kafka.jobs_catalogue import read
 from tests.kafka.status_support import StatusEnv, status_env
 

@@ -15,11 +15,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.lag import group_lag, wait_backlog
-from streamjobs.names import retry_topic
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._names import retry_topic
+from streamjobs._ops.lag import group_lag, wait_backlog
+from streamjobs._schemas.catalogue import Catalogue
 from tests.conftest import BOOTSTRAP, MakeTopic, RunCli, wait_for, wait_visible
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "apps" / "schemas"

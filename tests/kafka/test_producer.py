@@ -13,10 +13,13 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 from confluent_kafka.admin import AdminClient
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._names import retry_topic
+from streamjobs._producer import Job, Producer
+from streamjobs._retry import pick_tier
+from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import (
     BrokerUnavailable,
     DeliveryFailed,
@@ -25,9 +28,6 @@ from streamjobs.errors import (
     RecordTooLarge,
     UnknownJobType,
 )
-from streamjobs.names import retry_topic
-from streamjobs.producer import Job, Producer
-from streamjobs.retry import pick_tier
 
 from .jobs_catalogue import read, total_records, write_catalogue
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._producer import AsyncProducer
+from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import DeliveryFailed, PayloadError
-from streamjobs.producer import AsyncProducer
 
 from .jobs_catalogue import read, total_records, write_catalogue
 

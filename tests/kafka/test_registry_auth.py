@@ -27,12 +27,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
-from streamjobs.dev.certs import make_certs
-from streamjobs.dev.registry import find_java
-from streamjobs.producer import Producer
-from streamjobs.registry import RegistryConfig
+from streamjobs import Catalogue, KafkaConfig, Producer, RegistryConfig
+from streamjobs._dev.certs import make_certs
+from streamjobs._dev.registry import find_java
 from tests.conftest import BOOTSTRAP, ROOT, SpawnCli, streamjobs_exe, wait_for
 from tests.kafka.jobs_catalogue import read
 from tests.ports import free_port_block

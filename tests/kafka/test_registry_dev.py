@@ -8,7 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-from streamjobs.dev.registry import DevRegistry, answers, find_java, java_major
+from streamjobs._dev.registry import DevRegistry, answers, find_java, java_major
 from tests.conftest import RunCli
 from tests.ports import free_port_block
 

@@ -22,13 +22,13 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec, registry_schema
-from streamjobs.config import KafkaConfig
-from streamjobs.framing import SINGLE_OBJECT
-from streamjobs.producer import Producer
-from streamjobs.registry import RegistryConfig
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec, registry_schema
+from streamjobs._avro.framing import SINGLE_OBJECT
+from streamjobs._config import KafkaConfig
+from streamjobs._producer import Producer
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._schemas.registry import RegistryConfig
 from tests.conftest import Proc, RunCli, SpawnCli, wait_for
 from tests.kafka.jobs_catalogue import read
 from tests.kafka.registry_support import registry_url_fixture  # noqa: F401 - fixture

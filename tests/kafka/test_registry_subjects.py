@@ -10,9 +10,9 @@ from pathlib import Path
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import registry_schema
-from streamjobs.registry import RegistryConfig, SchemaRegistry
+from streamjobs._avro.codec import registry_schema
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._schemas.registry import RegistryConfig, SchemaRegistry
 from tests.conftest import RunCli
 from tests.kafka.registry_support import registry_url_fixture  # noqa: F401 - fixture
 

@@ -12,7 +12,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka import Producer as RawProducer
 from confluent_kafka.admin import AdminClient
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 from tests.conftest import BOOTSTRAP, MakeTopic, RunCli, wait_for
 
 H = 3600_000

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from streamjobs.headers import hostname
-from streamjobs.names import reports_topic
-from streamjobs.reports import ReportsView, WorkerReport
-from streamjobs.topics import WORKERS_CONFIG
+from streamjobs._headers import hostname
+from streamjobs._names import reports_topic
+from streamjobs._ops.topics import WORKERS_CONFIG
+from streamjobs._reports import ReportsView, WorkerReport
 from tests.conftest import MakeTopic, SpawnCli, wait_for
 
 from .worker_support import APP, Env, env_fixture  # noqa: F401

@@ -20,15 +20,15 @@ from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka import Producer as RawProducer
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.dlq import Filter
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._names import transactional_id
+from streamjobs._ops.dlq import Filter
+from streamjobs._ops.reprocess import Reprocessor
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker.failures import Failure, Origin, dead_letter_record
 from streamjobs.errors import ProducerFenced
-from streamjobs.names import transactional_id
-from streamjobs.reprocess import Reprocessor
-from streamjobs.worker.failures import Failure, Origin, dead_letter_record
 from tests.conftest import BOOTSTRAP, ROOT, MakeTopic, RunCli, SpawnCli, wait_for
 from tests.kafka.test_dlq import Env, write_schemas
 
@@ -171,7 +171,7 @@ def test_crash_mid_transaction_leaves_no_duplicate(env: Env, run_cli: RunCli,
     # process waits to be killed instead of committing.
     script.write_text(textwrap.dedent("""
         import sys, time
-        from streamjobs import reprocess
+        from streamjobs._ops import reprocess
         def hang(self):
             if self._batch:
                 self._producer.flush(30)

@@ -18,8 +18,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs.config import KafkaConfig
-from streamjobs.dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER
+from streamjobs._config import KafkaConfig
+from streamjobs._dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER
 from tests.conftest import ROOT, SpawnCli, streamjobs_exe, wait_for
 from tests.ports import free_port_block
 

@@ -13,9 +13,9 @@ from collections import Counter
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streamjobs import headers as h
-from streamjobs.names import schedules_topic
-from streamjobs.schedules import ScheduleState, read_states, tick_job_id
+from streamjobs import _headers as h
+from streamjobs._names import schedules_topic
+from streamjobs._schedules import ScheduleState, read_states, tick_job_id
 from tests.conftest import Proc, wait_for
 
 from .flow_support import Flow, flow_fixture  # noqa: F401

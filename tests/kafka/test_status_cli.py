@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 from tests.conftest import BOOTSTRAP, ROOT, RunCli, SpawnCli, wait_for
 from tests.kafka.status_support import APP, SCHEMAS, InProcessWorker, StatusEnv, status_env
 from tests.kafka.test_readme import README, _delete_prefixed

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 from tests.conftest import SpawnCli
 from tests.kafka.status_support import APP, status_env
 

@@ -9,10 +9,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka import Producer as RawProducer
 
-from streamjobs import headers as h
-from streamjobs.config import KafkaConfig
-from streamjobs.status import Follower, Transition, partition_for, watch
-from streamjobs.status.record import decode_all, encode
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._status import Follower, Transition, partition_for, watch
+from streamjobs._status.record import decode_all, encode
 from tests.conftest import wait_for
 from tests.kafka.status_support import InProcessWorker, StatusEnv, status_env
 

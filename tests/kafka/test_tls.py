@@ -19,8 +19,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamjobs.config import KafkaConfig
-from streamjobs.dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER
+from streamjobs._config import KafkaConfig
+from streamjobs._dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER
 from tests.conftest import ROOT, SpawnCli, streamjobs_exe, wait_for
 from tests.ports import free_port_block
 

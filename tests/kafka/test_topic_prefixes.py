@@ -13,8 +13,8 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streamjobs import Producer
-from streamjobs.names import default_group_id
-from streamjobs.worker import wait_group
+from streamjobs._names import default_group_id
+from streamjobs._worker import wait_group
 from tests.conftest import ROOT, RunCli, wait_for
 
 SCHEMAS = str(ROOT / "tests" / "apps" / "schemas")

@@ -9,11 +9,11 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
-from streamjobs import topics
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
+from streamjobs._names import dlq_topic, retry_topic
+from streamjobs._ops import topics
+from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import ConfigError
-from streamjobs.names import dlq_topic, retry_topic
 
 from .jobs_catalogue import delete_topics_with_prefix, write_catalogue
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import signal
 import time
 
-from streamjobs import headers as h
-from streamjobs.schedules import tick_job_id
+from streamjobs import _headers as h
+from streamjobs._schedules import tick_job_id
 from tests.conftest import wait_for
 
 from .flow_support import Flow, flow_fixture  # noqa: F401

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs import headers as h
-from streamjobs.names import retry_topic
+from streamjobs import _headers as h
+from streamjobs._names import retry_topic
 from tests.conftest import RunCli, wait_for, wait_visible
 
 from .jobs_catalogue import delete_topics_with_prefix, write_catalogue

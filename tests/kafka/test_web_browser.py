@@ -15,8 +15,8 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from streamjobs.config import KafkaConfig
-from streamjobs.lag import group_lag
+from streamjobs._config import KafkaConfig
+from streamjobs._ops.lag import group_lag
 from tests.conftest import BOOTSTRAP
 from tests.kafka.web_support import (
     JOB_TYPE,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from streamjobs._worker import Worker, WorkerSettings
 from streamjobs.events import Event, EventBus, JobRetried, JobsSucceeded
-from streamjobs.worker import Worker, WorkerSettings
 from tests.conftest import wait_for
 
 from .worker_support import Env, env_fixture  # noqa: F401

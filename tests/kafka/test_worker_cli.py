@@ -15,7 +15,7 @@ from tests.conftest import RunCli, wait_for
 from .worker_support import APP, SCHEMAS, Env, env_fixture  # noqa: F401
 
 GOOD = f"""
-from streamjobs.worker import App
+from streamjobs._worker import App
 app = App(schemas={str(SCHEMAS)!r}, name="t")
 """
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from streamjobs._names import parse_wait_topic, retry_topic
+from streamjobs._worker import wait_group
 from streamjobs.events import PartitionsAssigned
-from streamjobs.names import parse_wait_topic, retry_topic
-from streamjobs.worker import wait_group
 from tests.conftest import wait_for
 
 from .worker_support import Env, InProcess, env_fixture  # noqa: F401

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.names import dlq_topic
+from streamjobs import _headers as h
+from streamjobs._names import dlq_topic
 from tests.conftest import wait_for
 
 from .worker_support import Env, InProcess, env_fixture  # noqa: F401

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
-from streamjobs import headers as h
-from streamjobs.names import dlq_topic, retry_topic
-from streamjobs.retry import pick_tier
+from streamjobs import _headers as h
+from streamjobs._names import dlq_topic, retry_topic
+from streamjobs._retry import pick_tier
 from tests.conftest import wait_for
 
 from .worker_support import Env, InProcess, env_fixture  # noqa: F401

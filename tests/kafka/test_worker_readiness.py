@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka.admin import AdminClient
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
 from tests.conftest import RunCli, SpawnCli, wait_for
 from tests.ports import free_port_block
 

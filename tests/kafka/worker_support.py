@@ -16,12 +16,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
-from streamjobs.config import KafkaConfig
-from streamjobs.names import dlq_topic, retry_topic, status_topic
-from streamjobs.topics import STATUS_CONFIG, STATUS_PARTITIONS
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
+from streamjobs._names import dlq_topic, retry_topic, status_topic
+from streamjobs._ops.topics import STATUS_CONFIG, STATUS_PARTITIONS
+from streamjobs._schemas.catalogue import Catalogue
 from tests.conftest import wait_visible
 
 APP = "tests.apps.tasks:app"
@@ -174,8 +174,8 @@ class InProcess:
     def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
         import threading
 
+        from streamjobs._worker import Worker, WorkerSettings
         from streamjobs.events import Event, EventBus
-        from streamjobs.worker import Worker, WorkerSettings
         from tests.apps.tasks import app
 
         monkeypatch.setattr(app, "topic_prefix", env.prefix)

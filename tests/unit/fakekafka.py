@@ -16,11 +16,11 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from streamjobs import headers as h
-from streamjobs.config import KafkaConfig
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._worker import App, Worker, WorkerSettings
+from streamjobs._worker.clients import Clients
 from streamjobs.events import EventBus
-from streamjobs.worker import App, Worker, WorkerSettings
-from streamjobs.worker.clients import Clients
 
 TP = tuple[str, int]
 

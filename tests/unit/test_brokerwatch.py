@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from confluent_kafka import KafkaError
 
+from streamjobs._worker.brokerwatch import BrokerWatch
 from streamjobs.events import BrokerStatus, EventBus
-from streamjobs.worker.brokerwatch import BrokerWatch
 
 
 class Clock:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from streamjobs.catalogue import Catalogue, JobType, TopicSettings
+from streamjobs._retry import DEFAULT_DELAY_TIERS, Exponential, RetryPolicy
+from streamjobs._schemas.catalogue import Catalogue, JobType, TopicSettings
 from streamjobs.errors import CatalogueError, UnknownJobType
-from streamjobs.retry import DEFAULT_DELAY_TIERS, Exponential, RetryPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
+from streamjobs._dev.tools import TOOLS
 from streamjobs.cli import main
-from streamjobs.dev.tools import TOOLS
 
 
 def test_dev_tool_help_lists_the_tools() -> None:

@@ -128,8 +128,8 @@ def test_debug_shows_librdkafka_lines_rate_limited(closed_port: int) -> None:
 SNIPPET = """
 import sys
 from streamjobs import BrokerUnavailable, Catalogue, KafkaConfig, Producer
-from streamjobs.connection import admin as admin_client
-from streamjobs.scan import partitions_of
+from streamjobs._connection import admin as admin_client
+from streamjobs._scan import partitions_of
 config = KafkaConfig(bootstrap_servers=sys.argv[1])
 try:
     Producer(Catalogue.load(sys.argv[2]), config, connect_timeout=2)
@@ -139,7 +139,7 @@ try:
     partitions_of(admin_client(config), config, "demo.emails", timeout=2)
 except BrokerUnavailable as exc:
     print("scan:", exc.code)
-from streamjobs.worker import Worker, WorkerSettings
+from streamjobs._worker import Worker, WorkerSettings
 from tests.apps.tasks import app
 try:
     Worker(app, WorkerSettings(job_types=("task",), connect_timeout=2), config).run(

@@ -15,8 +15,9 @@ import avro.io
 import avro.schema
 import pytest
 
-from streamjobs.catalogue import Catalogue, SchemaVersion
-from streamjobs.codec import MAGIC, Codec
+from streamjobs._avro.codec import Codec
+from streamjobs._avro.framing import SO_MAGIC as MAGIC
+from streamjobs._schemas.catalogue import Catalogue, SchemaVersion
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).with_name("schemas_codec")

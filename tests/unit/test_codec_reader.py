@@ -11,7 +11,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from streamjobs._avro_reader import compile_reader
+from streamjobs._avro.reader import compile_reader
 
 ADDRESS = {"type": "record", "name": "Addr", "fields": [
     {"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "string"]}]}

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec, registry_schema
+from streamjobs._avro.codec import Codec, registry_schema
+from streamjobs._avro.framing import REGISTRY, SINGLE_OBJECT, parse, registry_header
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._schemas.registry import RegistryConfig, SchemaRegistry
 from streamjobs.errors import (
     CatalogueError,
     ConfigError,
@@ -22,8 +24,6 @@ from streamjobs.errors import (
     RegistryUnavailable,
     UnknownSchemaId,
 )
-from streamjobs.framing import REGISTRY, SINGLE_OBJECT, parse, registry_header
-from streamjobs.registry import RegistryConfig, SchemaRegistry
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "apps" / "registry_schemas"
 
@@ -189,7 +189,7 @@ def test_catalogue_framing_keys(tmp_path: Path) -> None:
 
 def test_a_worker_of_registry_framed_job_types_needs_a_registry(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamjobs.worker import Worker
+    from streamjobs._worker import Worker
     from tests.apps.registry_jobs import app
 
     monkeypatch.delenv("STREAMJOBS_REGISTRY_URL", raising=False)

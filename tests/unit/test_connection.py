@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs import connection
-from streamjobs.connection import ClientError, RdKafkaError
+from streamjobs import _connection as connection
+from streamjobs._connection import ClientError, RdKafkaError
 from streamjobs.errors import BrokerUnavailable, KafkaError
 
 PACKAGE = Path(connection.__file__).parent
@@ -152,7 +152,7 @@ def test_only_the_adapter_imports_confluent_kafka_or_catches_its_exception() -> 
     imports = re.compile(r"^\s*(from|import)\s+confluent_kafka\b", re.M)
     catches = re.compile(r"except\s*\(?[^:]*\bKafkaException\b")
     found = [str(p.relative_to(PACKAGE)) for p, text in _sources()
-             if p.name != "connection.py" and (imports.search(text) or catches.search(text))]
+             if p.name != "_connection.py" and (imports.search(text) or catches.search(text))]
     assert found == []
 
 
@@ -177,7 +177,7 @@ def test_until_queued_async_sleeps_between_attempts_and_gives_up() -> None:
 def test_kafka_config_makes_no_network_call() -> None:
     """Probing the broker is the adapter's (``check_reachable``, ``refusal``): the settings
     object only validates and hands out settings."""
-    from streamjobs import config
+    from streamjobs import _config as config
 
     source = Path(config.__file__).read_text()
     assert not re.search(r"list_topics|AdminClient|\.poll\(", source)
@@ -186,7 +186,7 @@ def test_kafka_config_makes_no_network_call() -> None:
 
 
 def test_no_answer_names_the_address_the_wait_and_the_reason() -> None:
-    from streamjobs.config import KafkaConfig
+    from streamjobs._config import KafkaConfig
 
     err = connection.no_answer(KafkaConfig(bootstrap_servers="b1:9092"), 2,
                                _client_error(RdKafkaError._TRANSPORT, "refused"))

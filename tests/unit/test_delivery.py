@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
-from streamjobs import headers as h
+from streamjobs import _headers as h
 from streamjobs._delivery import DeliveryTracker
 from streamjobs.errors import DeliveryFailed, KafkaError
 

@@ -18,13 +18,13 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streamjobs.catalogue import Catalogue
+from streamjobs._avro.codec import Codec
+from streamjobs._config import ENV
+from streamjobs._dev.jars import KAFKA_VERSION
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App
 from streamjobs.cli import main
-from streamjobs.codec import Codec
-from streamjobs.config import ENV
-from streamjobs.dev.jars import KAFKA_VERSION
-from streamjobs.listeners.health import HealthListener, HealthServer
-from streamjobs.worker import App
+from streamjobs.listeners._health import HealthListener, HealthServer
 
 ROOT = Path(__file__).resolve().parents[2]
 # Variables the example app itself reads (examples/demo_app.py), not the CLI.
@@ -155,7 +155,7 @@ def _env(svc: dict[str, Any]) -> dict[str, str]:
 
 
 def test_connection_variables_are_read_by_every_kafka_command() -> None:
-    """Rule: each KafkaConfig variable (streamjobs.config.ENV: brokers, client id, SASL, TLS) is
+    """Rule: each KafkaConfig variable (streamjobs._config.ENV: brokers, client id, SASL, TLS) is
     an option of the worker, `topics apply` and `emit`, so deployments can set all of them."""
     for path in (("worker",), ("topics", "apply"), ("emit",)):
         assert set(ENV.values()) <= envvars(*path), path
@@ -435,7 +435,7 @@ def test_registry_service_is_the_dev_registry_and_services_point_at_it(
     """Rule: the registry service runs Apicurio Registry at the version `dev up --registry`
     fetches, published on the host's loopback only, and the streamjobs services' registry URL
     is its Confluent-compatible API; `topics` (which registers schemas) waits for it."""
-    from streamjobs.dev.registry import APICURIO_VERSION, CCOMPAT_PATH
+    from streamjobs._dev.registry import APICURIO_VERSION, CCOMPAT_PATH
 
     svc = _svc(compose, "registry")
     image, _, tag = svc["image"].partition(":")

@@ -1,5 +1,5 @@
 """The Grafana dashboard and the Prometheus alert rules use valid PromQL over metric names the
-worker exports (streamjobs/listeners/metrics.py, documented in docs/observability.md), and
+worker exports (streamjobs/listeners/_metrics.py, documented in docs/observability.md), and
 cover what operators need. tests/kafka/test_metrics_names_live.py repeats the name check
 against a real worker's /metrics."""
 
@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streamjobs.listeners.metrics import MetricsListener
+from streamjobs.listeners._metrics import MetricsListener
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "streamjobs.json"

@@ -20,9 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import ENV, KafkaConfig
-from streamjobs.names import default_group_id
+from streamjobs._config import ENV, KafkaConfig
+from streamjobs._names import default_group_id
+from streamjobs._schemas.catalogue import Catalogue
 from tests.unit.test_deploy_compose import served_status
 
 from .test_deploy_compose import (
@@ -445,7 +445,7 @@ def test_keda_scales_the_worker_group_within_the_partition_count(
     assert {t["metadata"]["topic"] for t in triggers} == set(partitions)
     assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
     assert so["spec"]["maxReplicaCount"] <= min(partitions.values())
-    runner = (ROOT / "streamjobs" / "worker" / "runner.py").read_text()
+    runner = (ROOT / "streamjobs" / "_worker" / "runner.py").read_text()
     [reset] = re.findall(r'"auto\.offset\.reset": "(\w+)"', runner)
     protocol = config.get(ENV["security_protocol"], "PLAINTEXT")
     mechanism = config.get(ENV["sasl_mechanism"], "")

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streamjobs.config import KafkaConfig
-from streamjobs.worker import App, Worker, WorkerSettings
-from streamjobs.worker.offsets import PartitionTracker
-from streamjobs.worker.partition import Part
+from streamjobs._config import KafkaConfig
+from streamjobs._worker import App, Worker, WorkerSettings
+from streamjobs._worker.offsets import PartitionTracker
+from streamjobs._worker.partition import Part
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
-from streamjobs.dlq import PROVENANCE, DeadLetter, Describer, Filter, dlq_name, revalidate
-from streamjobs.reprocess import republish_headers
-from streamjobs.scan import Range
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._ops.dlq import PROVENANCE, DeadLetter, Describer, Filter, dlq_name, revalidate
+from streamjobs._ops.reprocess import republish_headers
+from streamjobs._scan import Range
+from streamjobs._schemas.catalogue import Catalogue
 
 
 def dl(*, reason: str = "max_attempts", job_type: str | None = "send", error: str = "x.Boom",

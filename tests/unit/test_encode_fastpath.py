@@ -1,4 +1,4 @@
-"""The generated encoders (streamjobs/_avro_writer.py): byte-for-byte what fastavro writes for the
+"""The generated encoders (streamjobs/_avro/writer.py): byte-for-byte what fastavro writes for the
 payloads they take, and never taking a payload the codec's checker refuses."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from streamjobs._avro_writer import _Slow, compile_encoder
+from streamjobs._avro.writer import _Slow, compile_encoder
 
 # What the fast path raises to decline (Codec.encode then takes the checked path).
 DECLINED = (_Slow, KeyError, OverflowError)

@@ -3,10 +3,9 @@ retry and dead-letter records (bytes kept, provenance headers)."""
 
 from __future__ import annotations
 
-from streamjobs import headers as h
-from streamjobs.errors import PermanentError, Retry
-from streamjobs.retry import RetryPolicy
-from streamjobs.worker.failures import (
+from streamjobs import _headers as h
+from streamjobs._retry import RetryPolicy
+from streamjobs._worker.failures import (
     MAX_TRACE,
     Failure,
     Origin,
@@ -16,6 +15,7 @@ from streamjobs.worker.failures import (
     is_permanent,
     retry_record,
 )
+from streamjobs.errors import PermanentError, Retry
 
 POLICY = RetryPolicy(delays=(1.0, 5.0), max_attempts=3)
 ORIGIN = Origin("jobs", 2, 41, 1_700_000_000_000, "host-a", "grp")

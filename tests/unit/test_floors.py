@@ -32,7 +32,7 @@ def test_confluent_kafka_floor_has_producer_close() -> None:
     [ck] = [d for d in deps if d.startswith("confluent-kafka")]
     floor = tuple(int(x) for x in re.search(r">=([0-9.]+)", ck).group(1).split("."))  # type: ignore[union-attr]
     assert floor >= (2, 13)
-    assert "self._kafka.close()" in (ROOT / "streamjobs" / "producer.py").read_text()
+    assert "self._kafka.close()" in (ROOT / "streamjobs" / "_producer.py").read_text()
 
 
 def test_ci_runs_the_floor_job() -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamjobs.errors import DecodeError
-from streamjobs.framing import (
+from streamjobs._avro.framing import (
     REGISTRY,
     SINGLE_OBJECT,
     header_of,
@@ -13,6 +12,7 @@ from streamjobs.framing import (
     registry_header,
     single_object_header,
 )
+from streamjobs.errors import DecodeError
 
 FP = bytes(range(8))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamjobs import headers as h
+from streamjobs import _headers as h
 
 ID = "0193a5b2-7c1d-7e3f-8a9b-0c1d2e3f4a5b"
 RICH: h.Headers = [(h.JOB_ID, ID.encode()), (h.CREATED_AT, b"1795820000000"),

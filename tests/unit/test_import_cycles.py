@@ -134,13 +134,13 @@ def test_type_checking_imports_count(tmp_path: Path) -> None:
 
 def test_no_import_cycle_in_the_package() -> None:
     graph = _graph(only_runtime=True)
-    assert "streamjobs.worker.intake" in graph["streamjobs.worker.runner"]  # the walk sees
-    assert "streamjobs.headers" in graph["streamjobs.worker.intake"]  # relative imports
+    assert "streamjobs._worker.intake" in graph["streamjobs._worker.runner"]  # the walk sees
+    assert "streamjobs._headers" in graph["streamjobs._worker.intake"]  # relative imports
     assert find_cycles(graph) == []
 
 
 def test_no_import_cycle_in_the_worker_even_for_types() -> None:
-    mine = ("streamjobs.worker", "streamjobs.testing")
+    mine = ("streamjobs._worker", "streamjobs.testing")
     graph = {m: {d for d in deps if d.startswith(mine)}
              for m, deps in _graph().items() if m.startswith(mine)}
     assert find_cycles(graph) == []
@@ -149,5 +149,5 @@ def test_no_import_cycle_in_the_worker_even_for_types() -> None:
 def test_the_worker_imports_one_way() -> None:
     """Nothing the runner drives imports the runner (not even for types)."""
     graph = _graph()
-    assert [m for m, deps in graph.items() if "streamjobs.worker.runner" in deps
-            and m.startswith("streamjobs.worker.")] == []
+    assert [m for m, deps in graph.items() if "streamjobs._worker.runner" in deps
+            and m.startswith("streamjobs._worker.")] == []

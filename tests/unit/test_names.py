@@ -1,5 +1,5 @@
-"""Every topic and group name comes from ``streamjobs.names``; durations from
-``streamjobs.durations``."""
+"""Every topic and group name comes from ``streamjobs._names``; durations from
+``streamjobs._durations``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs import names
-from streamjobs.durations import format_duration, parse_ago, parse_duration
+from streamjobs import _names as names
+from streamjobs._durations import format_duration, parse_ago, parse_duration
 
 PACKAGE = Path(names.__file__).parent
 
@@ -43,12 +43,12 @@ def test_no_topic_or_group_name_is_built_outside_names() -> None:
                        r'|streamjobs\.(workers|schedules)"|streamjobs-reprocess-'
                        r'|STATUS_TOPIC = ')
     found = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
-             if p.name != "names.py" and built.search(p.read_text())]
+             if p.name != "_names.py" and built.search(p.read_text())]
     assert found == []
 
 
 def test_one_duration_parser() -> None:
     parser = re.compile(r"_DURATION = re\.compile|_ISO_DURATION|\"d\": 86400")
     found = [str(p.relative_to(PACKAGE)) for p in sorted(PACKAGE.rglob("*.py"))
-             if p.name != "durations.py" and parser.search(p.read_text())]
+             if p.name != "_durations.py" and parser.search(p.read_text())]
     assert found == []

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from streamjobs.worker.offsets import PartitionTracker
+from streamjobs._worker.offsets import PartitionTracker
 
 
 def test_empty_tracker_has_no_position() -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from streamjobs._schemas.registry import REGISTRY_ENV, RegistryConfig, SchemaRegistry
 from streamjobs.errors import ConfigError, RegistryError, RegistryUnavailable
-from streamjobs.registry import REGISTRY_ENV, RegistryConfig, SchemaRegistry
 
 SCHEMA = '{"type":"record","name":"R","fields":[{"name":"a","type":"int"}]}'
 

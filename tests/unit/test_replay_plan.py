@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.durations import parse_ago
-from streamjobs.replay import (
+from streamjobs import _headers as h
+from streamjobs._durations import parse_ago
+from streamjobs._ops.replay import (
     PartitionPlan,
     ResetSpec,
     parse_datetime,

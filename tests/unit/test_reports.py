@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
+from streamjobs._names import reports_topic
+from streamjobs._reports import ReportsView, WorkerReport, worker_id
 from streamjobs.events import EventBus, JobFailed, JobsSucceeded, JobSucceeded
 from streamjobs.listeners import install_default_listeners
-from streamjobs.names import reports_topic
-from streamjobs.reports import ReportsView, WorkerReport, worker_id
 
 NOW = 1_800_000_000_000  # ms
 

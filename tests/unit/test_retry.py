@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from streamjobs.durations import format_duration, parse_duration
+from streamjobs._durations import format_duration, parse_duration
+from streamjobs._names import dlq_topic, parse_wait_topic, retry_topic
+from streamjobs._retry import DEFAULT_DELAY_TIERS, Exponential, RetryPolicy, pick_tier
 from streamjobs.errors import ConfigError
-from streamjobs.names import dlq_topic, parse_wait_topic, retry_topic
-from streamjobs.retry import DEFAULT_DELAY_TIERS, Exponential, RetryPolicy, pick_tier
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.codec import Codec
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App, JobContext, WorkerSettings
 from streamjobs.errors import Retry
 from streamjobs.testing import JobRunner
-from streamjobs.worker import App, JobContext, WorkerSettings
 from tests.unit.fakekafka import Broker, Running, wait_for
 from tests.unit.test_catalogue import USER, make_dir
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.names import schedules_topic
-from streamjobs.schedules import (
+from streamjobs._names import schedules_topic
+from streamjobs._ops.topics import desired_topics
+from streamjobs._schedules import (
     MAX_CATCH_UP,
     ON_TIME_MS,
     Schedule,
@@ -20,7 +20,7 @@ from streamjobs.schedules import (
     plan_fires,
     tick_job_id,
 )
-from streamjobs.topics import desired_topics
+from streamjobs._schemas.catalogue import Catalogue
 from tests.unit.test_catalogue import GOOD, load_error, make_dir
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from streamjobs.catalogue import Catalogue
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._schemas.compatibility import check
 from streamjobs.cli.schemas import group
-from streamjobs.compatibility import check
 from streamjobs.errors import SchemaCompatibilityError
 from tests.conftest import RunCli
 

@@ -9,14 +9,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from streamjobs.catalogue import Catalogue
+from streamjobs._names import default_group_id
+from streamjobs._ops.dlq import parse_ref
+from streamjobs._ops.replay import PartitionPlan, ResetPlan, ResetSpec
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._settings import Settings
+from streamjobs._worker import App, Worker, wait_group
 from streamjobs.cli._common import load_catalogue, schemas_option, settings
-from streamjobs.dlq import parse_ref
 from streamjobs.errors import ConfigError
-from streamjobs.names import default_group_id
-from streamjobs.replay import PartitionPlan, ResetPlan, ResetSpec
-from streamjobs.settings import Settings
-from streamjobs.worker import App, Worker, wait_group
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

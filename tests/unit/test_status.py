@@ -8,13 +8,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
+from streamjobs._config import KafkaConfig
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._status import JobStatus, StatusIndex, Transition, partition_for, status_topic
+from streamjobs._status.lookup import created_ms
+from streamjobs._status.record import decode, encode, job_id_of, record_key, record_keys
+from streamjobs._status.timeline import fold, fold_all
 from streamjobs.errors import CatalogueError
-from streamjobs.status import JobStatus, StatusIndex, Transition, partition_for, status_topic
-from streamjobs.status.lookup import created_ms
-from streamjobs.status.record import decode, encode, job_id_of, record_key, record_keys
-from streamjobs.status.timeline import fold, fold_all
 
 JOB = "019ad3c1-1f2e-7a4b-9c3d-5e6f7a8b9c0d"
 
@@ -59,7 +59,7 @@ def test_keys_of_enqueue_steps_have_a_suffix_the_reader_strips() -> None:
 
 
 def test_uuid7_creation_time_is_read_from_the_id() -> None:
-    from streamjobs.headers import new_job_id
+    from streamjobs._headers import new_job_id
 
     assert created_ms(new_job_id(1764500000123)) == 1764500000123
     assert created_ms("not-a-uuid") is None
@@ -202,7 +202,7 @@ def test_catalogue_status_default_is_failures_and_can_be_set_per_type(tmp_path: 
 
 
 def test_status_topic_is_in_the_desired_topics_with_the_prefix(tmp_path: Path) -> None:
-    from streamjobs.topics import STATUS_PARTITIONS, desired_topics
+    from streamjobs._ops.topics import STATUS_PARTITIONS, desired_topics
 
     cat = _catalogue(tmp_path, "", "").with_topic_prefix("env1.")
     specs = [s for s in desired_topics(cat) if s.role == "status"]
@@ -225,9 +225,9 @@ def test_the_hot_paths_bytes_decode_as_records_and_land_on_the_ids_partition() -
     decode (index fast path and full decode alike) and go to partition_for(id)."""
     from types import SimpleNamespace as NS
 
-    from streamjobs.status.index import _parse
-    from streamjobs.status.writer import StatusWriter
-    from streamjobs.worker.statuses import StatusRecorder
+    from streamjobs._status.index import _parse
+    from streamjobs._status.writer import StatusWriter
+    from streamjobs._worker.statuses import StatusRecorder
 
     client = _FakeClient()
     writer = StatusWriter(client, "p.streamjobs.status", 6)
@@ -257,8 +257,8 @@ def test_a_chunk_of_successes_is_one_batch_record_per_status_partition() -> None
     decode_all give each job its own `succeeded`, the same as a single record would."""
     from types import SimpleNamespace as NS
 
-    from streamjobs.status.record import decode_all
-    from streamjobs.worker.statuses import StatusRecorder
+    from streamjobs._status.record import decode_all
+    from streamjobs._worker.statuses import StatusRecorder
 
     class Route:
         job = NS(status="all", name="send_email")
@@ -301,8 +301,8 @@ def test_an_id_that_is_not_plain_json_text_leaves_the_batch() -> None:
     value is built without escaping."""
     from types import SimpleNamespace as NS
 
-    from streamjobs.status.record import decode_all
-    from streamjobs.worker.statuses import StatusRecorder
+    from streamjobs._status.record import decode_all
+    from streamjobs._worker.statuses import StatusRecorder
 
     class Route:
         job = NS(status="all", name="x")

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from streamjobs._status import Transition
+from streamjobs._status.timeline import fold_all
 from streamjobs.cli import main
-from streamjobs.status import Transition
-from streamjobs.status.timeline import fold_all
 
 JOB = "019ad3c1-1f2e-7a4b-9c3d-5e6f7a8b9c0d"
 STATUS = fold_all(JOB, [("send_email", Transition("emitted", 1764500000000, topic="emails")),

@@ -18,7 +18,7 @@ from streamjobs.events import (
     JobsSucceeded,
     JobSucceeded,
 )
-from streamjobs.listeners.metrics import MetricsListener
+from streamjobs.listeners._metrics import MetricsListener
 
 JOB: dict[str, Any] = dict(job_id="j", job_type="email", topic="t", partition=0, offset=1,
                            attempt=1)
@@ -112,7 +112,7 @@ def test_metrics_use_finished_at_when_jobs_ran_concurrently() -> None:
 
 
 def test_histogram_values_in_one_bucket_and_across_buckets_match_observe() -> None:
-    from streamjobs.listeners.metrics import _observe_many
+    from streamjobs.listeners._metrics import _observe_many
 
     rng = random.Random(11)
     for values in ([0.0002] * 10, [0.001, 0.001, 0.0010001, 0.0009],
@@ -128,3 +128,40 @@ def test_histogram_values_in_one_bucket_and_across_buckets_match_observe() -> No
                     if m.name == "streamjobs_job_duration_seconds"
                     and not s.name.endswith("_created")} for reg in (a, b)]
         assert samples[0] == samples[1]
+
+
+def test_end_to_end_of_a_chunk_in_one_bucket_is_one_increment_equal_to_each_value() -> None:
+    # A chunk's jobs created and run close together: observed without a value per job, and
+    # the histogram is the one value-by-value observation gives.
+    from prometheus_client import Histogram
+
+    from streamjobs.listeners._metrics import END_TO_END_BUCKETS, _end_to_end_at_once
+
+    now = time.time()
+    now_ms = int(now * 1000)
+    durations = tuple(0.0001 * (i % 7 + 1) for i in range(500))
+    created = tuple(now_ms - 3000 + i // 50 for i in range(500))
+    back_to_back = JobsSucceeded("email", "t", 0, now, durations, created)
+    concurrent = JobsSucceeded("email", "t", 0, now, durations, created,
+                               tuple(now + d for d in durations))
+    for e, ends in ((back_to_back, [now + sum(durations[:i + 1]) for i in range(500)]),
+                    (concurrent, list(concurrent.finished_at))):
+        fast, slow = CollectorRegistry(), CollectorRegistry()
+        hf = Histogram("e2e", "", buckets=END_TO_END_BUCKETS, registry=fast)
+        hs = Histogram("e2e", "", buckets=END_TO_END_BUCKETS, registry=slow)
+        assert _end_to_end_at_once(hf, e)
+        for end, ms in zip(ends, created, strict=True):
+            hs.observe(end - ms / 1000.0)
+        got = {s.name + str(s.labels): s.value for m in fast.collect() for s in m.samples
+               if s.name != "e2e_created"}
+        want = {s.name + str(s.labels): s.value for m in slow.collect() for s in m.samples
+                if s.name != "e2e_created"}
+        # Each value observed alone carries the rounding of epoch-seconds arithmetic
+        # (~1e-7 s): the sums agree to well under a millisecond.
+        assert abs(got.pop("e2e_sum{}") - want.pop("e2e_sum{}")) < 1e-3
+        assert got == want
+    # Spread over buckets, or clock skew to clamp: left to the value-by-value path.
+    spread = JobsSucceeded("email", "t", 0, now, (0.001, 0.001), (now_ms - 3000, now_ms - 20))
+    skewed = JobsSucceeded("email", "t", 0, now, (0.001,), (now_ms + 5000,))
+    h = Histogram("e2e", "", buckets=END_TO_END_BUCKETS, registry=CollectorRegistry())
+    assert not _end_to_end_at_once(h, spread) and not _end_to_end_at_once(h, skewed)

@@ -13,15 +13,17 @@ from typing import Any
 
 import pytest
 
-from streamjobs import headers as h
-from streamjobs.errors import ConfigError, PayloadError, PermanentError, Retry, UnknownJobType
-from streamjobs.testing import (
-    JobRunner,
+from streamjobs import _headers as h
+from streamjobs._worker import App, JobContext
+from streamjobs.errors import (
+    ConfigError,
+    PayloadError,
+    PermanentError,
+    Retry,
     RunawayJobs,
-    assert_dead_lettered,
-    assert_succeeded,
+    UnknownJobType,
 )
-from streamjobs.worker import App, JobContext
+from streamjobs.testing import JobRunner, assert_dead_lettered, assert_succeeded
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
-from streamjobs.names import retry_topic
-from streamjobs.retry import (
+from streamjobs._names import retry_topic
+from streamjobs._ops.topics import desired_topics, footprint
+from streamjobs._retry import (
     DEFAULT_DELAY_TIERS,
     Exponential,
     RetryPolicy,
     old_tier_topics,
     pick_tier,
 )
-from streamjobs.topics import desired_topics, footprint
-from streamjobs.worker import App
-from streamjobs.worker.routes import Routes
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App
+from streamjobs._worker.routes import Routes
 
 ROOT = Path(__file__).resolve().parents[2]
 

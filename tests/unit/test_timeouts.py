@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App
+from streamjobs._worker.executor import Executor
+from streamjobs._worker.ordering import Lanes
 from streamjobs.errors import ConfigError, JobTimeout
 from streamjobs.events import EventBus, JobTimedOut
-from streamjobs.worker import App
-from streamjobs.worker.executor import Executor
-from streamjobs.worker.ordering import Lanes
 from tests.unit.test_catalogue import GOOD, load_error, make_dir
 
 

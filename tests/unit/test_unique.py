@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from streamjobs.catalogue import Catalogue
+from streamjobs._headers import check_job_id
+from streamjobs._names import unique_topic
+from streamjobs._ops.topics import desired_topics
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._unique import SeenEntry, SeenSet, UniquePolicy, parse_unique
 from streamjobs.events import EventBus, JobDuplicate
-from streamjobs.headers import check_job_id
-from streamjobs.listeners.metrics import MetricsListener
-from streamjobs.names import unique_topic
-from streamjobs.topics import desired_topics
-from streamjobs.unique import SeenEntry, SeenSet, UniquePolicy, parse_unique
+from streamjobs.listeners._metrics import MetricsListener
 from tests.unit.test_catalogue import GOOD, load_error, make_dir
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streamjobs import headers as h
-from streamjobs.catalogue import Catalogue
-from streamjobs.config import KafkaConfig
+from streamjobs import _headers as h
+from streamjobs._config import KafkaConfig
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._unique import SeenSet
+from streamjobs._worker import App
+from streamjobs._worker.routes import Routes
+from streamjobs._worker.uniqueness import Uniqueness
 from streamjobs.events import EventBus, JobDuplicate
-from streamjobs.unique import SeenSet
-from streamjobs.worker import App
-from streamjobs.worker.routes import Routes
-from streamjobs.worker.uniqueness import Uniqueness
 from tests.unit.test_catalogue import USER, make_dir
 
 TOML = """

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from streamjobs._config import KafkaConfig
+from streamjobs._status import JobStatus, Transition
+from streamjobs._web import Sources, WebSettings, create_app, is_loopback
 from streamjobs.cli import main
-from streamjobs.config import KafkaConfig
 from streamjobs.errors import ConfigError
-from streamjobs.status import JobStatus, Transition
-from streamjobs.web import Sources, WebSettings, create_app, is_loopback
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -264,8 +264,8 @@ def test_cli_refuses_public_host_without_token_in_one_line() -> None:
 def test_a_selection_matches_exactly_the_ticked_dead_letters() -> None:
     from starlette.datastructures import FormData
 
-    from streamjobs.dlq import DeadLetter
-    from streamjobs.web.pages.deadletters import _selection
+    from streamjobs._ops.dlq import DeadLetter
+    from streamjobs._web.pages.deadletters import _selection
 
     by_part, refs = _selection(FormData([("ref", "0/5"), ("ref", "0/9"), ("ref", "2/1")]))
     assert refs == ["0/5", "0/9", "2/1"]
@@ -283,7 +283,7 @@ def test_a_selection_matches_exactly_the_ticked_dead_letters() -> None:
 def test_closing_the_broadcaster_ends_every_stream() -> None:
     import asyncio
 
-    from streamjobs.web.live import Broadcaster, sse_stream
+    from streamjobs._web.live import Broadcaster, sse_stream
 
     async def run() -> list[bytes]:
         live = Broadcaster()

@@ -15,8 +15,10 @@ import pytest
 import structlog
 
 from streamjobs import _kafka_log
+from streamjobs._config import KafkaConfig
+from streamjobs._worker import App
+from streamjobs._worker.app import check_handler
 from streamjobs.cli._common import _Settings
-from streamjobs.config import KafkaConfig
 from streamjobs.errors import ConfigError
 from streamjobs.events import (
     EventBus,
@@ -29,9 +31,7 @@ from streamjobs.events import (
     WorkerStopped,
 )
 from streamjobs.listeners import LogListener, configure_logging, install_default_listeners
-from streamjobs.listeners.logging import summarise_partitions
-from streamjobs.worker import App
-from streamjobs.worker.app import check_handler
+from streamjobs.listeners._logging import summarise_partitions
 
 JOB: dict[str, Any] = {"job_id": "j1", "job_type": "email", "topic": "demo.emails",
                        "partition": 0, "offset": 1, "attempt": 1}
@@ -237,7 +237,7 @@ def test_bad_librdkafka_key_names_the_field_and_the_key() -> None:
 
 
 def test_worker_consumer_defaults_are_the_benchmarks_and_user_settings_win() -> None:
-    from streamjobs.worker import Worker, WorkerSettings
+    from streamjobs._worker import Worker, WorkerSettings
     from tests.apps.tasks import app
 
     plain = Worker(app, WorkerSettings(job_types=("task",)), KafkaConfig()).consumer_settings()

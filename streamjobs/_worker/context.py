@@ -1,0 +1,165 @@
+"""``JobContext``: what a handler knows about the job it runs; ``Handler``: what runs it.
+
+One object per record, built in the poll thread; it is also the worker's unit of work (the
+underscored slots), so the hot path allocates nothing else per job. ``log`` is built on first
+use: binding a structlog logger per job would cost more than a no-op handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .. import _headers as h
+
+if TYPE_CHECKING:
+    from .._schemas.catalogue import JobType
+
+__all__ = ["Handler", "HandlerFunc", "JobContext", "RecordContext"]
+
+
+class JobContext:
+    """Read-only facts about the running job.
+
+    ``topic``/``partition``/``offset`` are where the record was read (a retry tier topic for a
+    retried job); ``job_topic`` is the job type's topic. ``attempt`` is 1 for the first run.
+    """
+
+    __slots__ = ("_due_at_ms", "_handler", "_job", "_log", "_timestamp_ms", "_value",
+                 "attempt", "created_at_ms", "headers", "job_id", "job_topic", "job_type",
+                 "key", "offset", "partition", "payload", "topic")
+
+    def __init__(self, job_id: str, job_type: str, attempt: int, headers: h.Headers, topic: str,
+                 partition: int, offset: int, key: bytes | None, created_at_ms: int | None,
+                 payload: dict[str, Any], job_topic: str, value: bytes, timestamp_ms: int,
+                 job: JobType, handler: Handler, due_at_ms: int | None = None) -> None:
+        self.job_id = job_id
+        self.job_type = job_type
+        self.attempt = attempt
+        self.headers = headers
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.created_at_ms = created_at_ms
+        self.payload = payload
+        self.job_topic = job_topic
+        self._value = value
+        self._timestamp_ms = timestamp_ms
+        self._job = job
+        self._handler = handler
+        self._due_at_ms = due_at_ms
+        self._log: Any = None
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to this job's id, type, attempt and position."""
+        if self._log is None:
+            self._log = structlog.get_logger("streamjobs.job").bind(
+                job_id=self.job_id, job_type=self.job_type, attempt=self.attempt,
+                topic=self.topic, partition=self.partition, offset=self.offset)
+        return self._log
+
+    def header(self, name: str) -> str | None:
+        """Last value of header ``name`` as text."""
+        return h.get(self.headers, name)
+
+    def __repr__(self) -> str:
+        return (f"JobContext(job_id={self.job_id!r}, job_type={self.job_type!r}, "
+                f"attempt={self.attempt}, topic={self.topic!r}, partition={self.partition}, "
+                f"offset={self.offset})")
+
+
+class RecordContext(JobContext):
+    """The worker's ``JobContext``: built per record on the poll thread, so it stores the
+    Kafka message and its route and derives the other facts when they are read (most
+    handlers read none of them). Header values were validated by the intake."""
+
+    __slots__ = ("_created", "_id", "_msg", "_part", "_route")
+
+    def __init__(self, msg: Any, part: Any, route: Any, offset: int, attempt: int,
+                 payload: dict[str, Any], created: bytes | None, id_b: bytes) -> None:
+        self._msg = msg
+        self._id = id_b  # the job id as sent (the intake checked it is UTF-8)
+        self._created = created  # sj-created-at as sent; None: the record's timestamp
+        self._part = part
+        self._route = route
+        self._handler = route.handler
+        self.offset = offset
+        self.attempt = attempt
+        self.payload = payload
+        self._log = None
+        self._due_at_ms = None
+
+    @property
+    def job_id(self) -> str:  # type: ignore[override]
+        return self._id.decode("utf-8")
+
+    @property
+    def job_type(self) -> str:  # type: ignore[override]
+        name: str = self._route.job.name
+        return name
+
+    @property
+    def headers(self) -> h.Headers:  # type: ignore[override]
+        hdrs: h.Headers = self._msg.headers() or []
+        return hdrs
+
+    @property
+    def topic(self) -> str:  # type: ignore[override]
+        topic: str = self._part.topic
+        return topic
+
+    @property
+    def partition(self) -> int:  # type: ignore[override]
+        partition: int = self._part.partition
+        return partition
+
+    @property
+    def key(self) -> bytes | None:  # type: ignore[override]
+        key: bytes | None = self._msg.key()
+        return key
+
+    @property
+    def created_at_ms(self) -> int | None:  # type: ignore[override]
+        c = self._created
+        if c:
+            return int(c)  # the intake checked that it parses
+        ts: int = self._msg.timestamp()[1]  # the compact form: created-at is CreateTime
+        return ts if ts > 0 else None
+
+    @property
+    def job_topic(self) -> str:  # type: ignore[override]
+        topic: str = self._route.topic
+        return topic
+
+    @property
+    def _value(self) -> bytes:  # type: ignore[override]
+        value: bytes = self._msg.value()
+        return value
+
+    @property
+    def _timestamp_ms(self) -> int:  # type: ignore[override]
+        ts: int = self._msg.timestamp()[1]
+        return ts
+
+    @property
+    def _job(self) -> JobType:  # type: ignore[override]
+        return self._route.job  # type: ignore[no-any-return]
+
+
+HandlerFunc = Callable[[dict[str, Any], JobContext], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A registered handler (``App.job``); here, not in ``app.py``, because a job's context
+    carries its handler and a handler's signature names the context."""
+
+    job_type: str
+    func: HandlerFunc
+    is_async: bool
+    timeout: float | None = None  # overrides the job type's catalogue timeout

@@ -1,0 +1,556 @@
+"""Running handlers: a bounded pool of threads for sync handlers, one asyncio loop (in its
+own thread) for async ones.
+
+The unit of work is a *chunk*: a lane's records, run one after the other by one task. At high
+rates a chunk is a whole consume batch of a partition, so the per-record cost is the handler
+call and nothing else: no future, no lock, no event object unless a listener wants it. Each
+chunk hands its outcome back to the poll thread as ONE completion tuple on a deque (appends
+are atomic), which the poll thread drains every loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable, Sequence
+from itertools import chain
+from operator import attrgetter, sub
+from typing import Any
+
+from ..errors import JobTimeout
+from ..events import (
+    EventBus,
+    JobFailed,
+    JobsSucceeded,
+    JobStarted,
+    JobSucceeded,
+    JobTimedOut,
+)
+from .context import JobContext
+from .failures import Decision, Failure, decide, describe
+from .ordering import Chunk, Lanes
+
+__all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
+
+# (ctx, failure, decision): a handler raised; the poll thread produces the retry/DLQ record.
+FailedJob = tuple[JobContext, Failure, Decision]
+# (part, finished offsets, failed jobs or None, task ended, jobs that succeeded when the
+# status of successes is recorded (``record_ok``) else None)
+Completion = tuple[Any, Sequence[int], list[FailedJob] | None, bool, list[JobContext] | None]
+
+
+class Executor:
+    def __init__(self, concurrency: int, bus: EventBus, lanes: Lanes[Chunk],
+                 completions: deque[Completion], *, use_async: bool) -> None:
+        self.concurrency = concurrency
+        self.bus = bus
+        self.lanes = lanes
+        self.completions = completions
+        self.stopping = False
+        # Status recording (_worker/statuses.py), set by the worker before jobs arrive:
+        # completions carry the jobs that succeeded, and each thread shows the job it runs.
+        self.record_ok = False
+        self.track_running = False
+        self.running: list[JobContext | None] = [None] * concurrency
+        self.running_async: set[JobContext] = set()
+        self._tasks: queue.SimpleQueue[tuple[Any, Hashable | None, Chunk] | None] = (
+            queue.SimpleQueue())
+        self._threads = [threading.Thread(target=self._thread_main, args=(i,),
+                                          name=f"sj-worker-{i}", daemon=True)
+                         for i in range(concurrency)]
+        for t in self._threads:
+            t.start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Async chunks: the poll thread appends to the inbox and wakes the loop once per batch
+        # (not once per chunk); the loop starts up to ``concurrency`` tasks and queues the rest
+        # (a counter and a deque: no semaphore waiter per queued chunk).
+        self._inbox: deque[tuple[Any, Hashable | None, Chunk]] = deque()
+        self._inbox_wake = False
+        self._queued: deque[tuple[Any, Hashable | None, Chunk]] = deque()
+        self._active = 0
+        # part -> (jobs, durations, perf_counter ends): async successes of this loop iteration
+        self._tick: dict[Any, tuple[list[JobContext], list[float], list[float]]] = {}
+        self._tick_flush = False
+        if use_async:
+            self._loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            threading.Thread(target=self._loop_main, args=(ready,), name="sj-asyncio",
+                             daemon=True).start()
+            ready.wait()
+
+    # -- submission (poll thread) -------------------------------------------------------------
+
+    def submit(self, part: Any, lane: Hashable | None, chunk: Chunk, is_async: bool) -> None:
+        """Run ``chunk`` in order as one task. ``lane`` is None for unordered chunks; otherwise
+        the caller won ``lanes.offer(lane, ...)`` and the task keeps the lane until idle."""
+        if is_async and self._loop is not None:
+            self._inbox.append((part, lane, chunk))
+            if not self._inbox_wake:
+                self._inbox_wake = True
+                self._loop.call_soon_threadsafe(self._take_inbox)
+        else:
+            self._tasks.put((part, lane, chunk))
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        for _ in self._threads:
+            self._tasks.put(None)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # -- sync ---------------------------------------------------------------------------------
+
+    def _thread_main(self, slot: int) -> None:
+        get = self._tasks.get
+        while True:
+            task = get()
+            if task is None:
+                return
+            self._run_sync(slot, *task)
+
+    def _run_sync(self, slot: int, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
+        chunks = [chunk]
+        while True:
+            early = False
+            for jobs, offsets in chunks:
+                early = self._run_chunk(slot, part, jobs, offsets)
+                if early:
+                    break
+            nxt = None
+            if lane is not None:
+                if early:
+                    self.lanes.release(lane)
+                else:
+                    nxt = self.lanes.take(lane)
+            if nxt is None:
+                self.completions.append((part, _NONE, None, True, None))
+                return
+            chunks = nxt
+
+    def _run_chunk(self, slot: int, part: Any, jobs: list[JobContext],
+                   offsets: Sequence[int]) -> bool:
+        """Run one chunk in this thread; True if it stopped early (revoke, shutdown)."""
+        bus = self.bus
+        if (bus.wants(JobStarted) or bus.wants(JobSucceeded) or bus.wants(JobsSucceeded)
+                or bus.wants(JobFailed)):
+            if (part.single_type is not None and not bus.wants(JobStarted)
+                    and not bus.wants_each(JobSucceeded)):
+                return self._run_summarised(slot, part, jobs, offsets)
+            return self._run_observed(slot, part, jobs, offsets)
+        loop = self._loop
+        running = self.running if self.track_running else None
+        failed: list[FailedJob] | None = None
+        ran = len(jobs)
+        for ctx in jobs:  # the hot loop: a handler call and three flag checks per job
+            if part.revoked or self.stopping:
+                ran = jobs.index(ctx)
+                break
+            if running is not None:
+                running[slot] = ctx
+            handler = ctx._handler
+            try:
+                if handler.is_async:
+                    assert loop is not None
+                    asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
+                else:
+                    handler.func(ctx.payload, ctx)
+            except BaseException as exc:
+                if failed is None:
+                    failed = []
+                failed.append(self._failed(ctx, exc, 0.0, False))
+        if running is not None:
+            running[slot] = None  # before the completion: see StatusRecorder.sample
+        self._complete(part, jobs, offsets, ran, failed)
+        return ran < len(jobs)
+
+    def _run_summarised(self, slot: int, part: Any, jobs: list[JobContext],
+                        offsets: Sequence[int]) -> bool:
+        """``_run_chunk`` for the default listeners (one job type, successes wanted only as
+        ``JobsSucceeded``): per job, the handler call, one clock read and one append; the
+        durations are the differences of the clock reads, taken per run in C-level passes."""
+        bus = self.bus
+        want_failed = bus.wants(JobFailed)
+        clock = time.perf_counter
+        loop = self._loop
+        running = self.running if self.track_running else None
+        failed: list[FailedJob] | None = None
+        ran = len(jobs)
+        first = 0  # index of the run's first job: the run is jobs[first:first + len(ends)]
+        ends: list[float] = []
+        add = ends.append
+        start = clock()
+        wall = time.time() - start  # perf_counter -> wall clock
+        for ctx in jobs:  # the hot loop: a handler call, a clock read, an append per job
+            if part.revoked or self.stopping:
+                ran = first + len(ends)
+                break
+            if running is not None:
+                running[slot] = ctx
+            handler = ctx._handler
+            try:
+                if handler.is_async:
+                    assert loop is not None
+                    asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
+                else:
+                    handler.func(ctx.payload, ctx)
+            except BaseException as exc:
+                t1 = clock()
+                i = first + len(ends)
+                began = ends[-1] if ends else start
+                _emit_run(bus, part, jobs, first, start, ends, wall)
+                if failed is None:
+                    failed = []
+                failed.append(self._failed(ctx, exc, t1 - began, want_failed))
+                first = i + 1
+                ends = []
+                add = ends.append
+                start = clock()
+                continue
+            add(clock())
+        if running is not None:
+            running[slot] = None
+        _emit_run(bus, part, jobs, first, start, ends, wall)
+        self._complete(part, jobs, offsets, ran, failed)
+        return ran < len(jobs)
+
+    def _run_observed(self, slot: int, part: Any, jobs: list[JobContext],
+                      offsets: Sequence[int]) -> bool:
+        """``_run_chunk`` with events: per job when a listener wants them one by one, else
+        one ``JobsSucceeded`` per run of successes of one job type."""
+        bus = self.bus
+        want_started = bus.wants(JobStarted)
+        each_ok = bus.wants_each(JobSucceeded)
+        summary = not each_ok and bus.wants(JobsSucceeded)
+        want_failed = bus.wants(JobFailed)
+        clock = time.perf_counter
+        loop = self._loop
+        running = self.running if self.track_running else None
+        run = _Run(bus, part, jobs) if summary else None
+        durations: list[float] = run.durations if run is not None else []
+        run_handler = None
+        failed: list[FailedJob] | None = None
+        ran = len(jobs)
+        t0 = clock()
+        for i, ctx in enumerate(jobs):
+            if part.revoked or self.stopping:
+                ran = i
+                break
+            handler = ctx._handler
+            if running is not None:
+                running[slot] = ctx
+            if want_started:
+                bus.emit(JobStarted(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                    ctx.offset, ctx.attempt))
+                t0 = clock()
+            try:
+                if handler.is_async:
+                    assert loop is not None
+                    asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
+                else:
+                    handler.func(ctx.payload, ctx)
+            except BaseException as exc:
+                t1 = clock()
+                if run is not None:
+                    run.flush()
+                    run_handler = None
+                if failed is None:
+                    failed = []
+                failed.append(self._failed(ctx, exc, t1 - t0, want_failed))
+                t0 = clock()
+                continue
+            t1 = clock()
+            if run is not None:
+                if handler is not run_handler:  # one handler per job type
+                    run.flush()
+                    run.start(i, handler.job_type, t0)
+                    run_handler = handler
+                durations.append(t1 - t0)
+            elif each_ok:
+                bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                      ctx.offset, ctx.attempt, t1 - t0, ctx.created_at_ms))
+            t0 = t1
+        if running is not None:
+            running[slot] = None
+        if run is not None:
+            run.flush()
+        self._complete(part, jobs, offsets, ran, failed)
+        return ran < len(jobs)
+
+    def _complete(self, part: Any, jobs: list[JobContext], offsets: Sequence[int], ran: int,
+                  failed: list[FailedJob] | None) -> None:
+        ok: list[JobContext] | None = None
+        if failed is None and ran == len(offsets):
+            done = offsets  # the usual case: the chunk's own list, no per-job work
+            if self.record_ok:
+                ok = jobs
+        else:
+            bad = {f[0].offset for f in failed} if failed else set()
+            done = [o for o in offsets[:ran] if o not in bad]
+            if self.record_ok:
+                ok = [c for c in jobs[:ran] if c.offset not in bad]
+        self.completions.append((part, done, failed, False, ok))
+
+    # -- async --------------------------------------------------------------------------------
+
+    def _loop_main(self, ready: threading.Event) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            # Closed here, on its own thread, once stopped: left to the garbage collector the
+            # loop's self-pipe outlived it (and an embedding process leaked two fds per worker).
+            self._loop.close()
+
+    def _take_inbox(self) -> None:
+        """On the loop: queue what the poll thread submitted since the last wake-up."""
+        self._inbox_wake = False  # first: a chunk appended from now on schedules a new call
+        inbox = self._inbox
+        queued = self._queued
+        while inbox:
+            queued.append(inbox.popleft())
+        self._start_queued()
+
+    def _start_queued(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        queued = self._queued
+        bus = self.bus
+        # One-job unordered chunks with at most summaries wanted (the usual async set-up):
+        # one coroutine per job, no chunk machinery (see _run_one).
+        lean = not (bus.wants(JobStarted) or bus.wants_each(JobSucceeded))
+        while queued and self._active < self.concurrency:
+            self._active += 1
+            part, lane, chunk = queued.popleft()
+            if lean and lane is None and len(chunk[0]) == 1 and part.single_type is not None:
+                loop.create_task(self._run_one(part, chunk[0][0], chunk[1]))
+            else:
+                loop.create_task(self._run_async(part, lane, chunk))
+
+    async def _run_one(self, part: Any, ctx: JobContext, offsets: Sequence[int]) -> None:
+        """A one-job chunk on the loop: the handler, two clock reads, one completion (its
+        offset and the task's end together); the success joins this iteration's summary."""
+        try:
+            if part.revoked or self.stopping:
+                self.completions.append((part, _NONE, None, True, None))
+                return
+            running = self.running_async if self.track_running else None
+            if running is not None:
+                running.add(ctx)
+            clock = time.perf_counter
+            t0 = clock()
+            try:
+                handler = ctx._handler
+                if handler.timeout is None and ctx._job.timeout_s is None:
+                    await handler.func(ctx.payload, ctx)
+                else:
+                    await self._call_async(ctx)
+            except BaseException as exc:
+                if running is not None:
+                    running.discard(ctx)
+                failed = [self._failed(ctx, exc, clock() - t0, self.bus.wants(JobFailed))]
+                self.completions.append((part, _NONE, failed, True, None))
+                return
+            t1 = clock()
+            if running is not None:
+                running.discard(ctx)
+            if self.bus.wants(JobsSucceeded):
+                self._ticked(part, ctx, t1 - t0, t1)
+            self.completions.append((part, offsets, None, True,
+                                     [ctx] if self.record_ok else None))
+        finally:
+            self._active -= 1
+            if self._queued:
+                self._start_queued()
+
+    def _ticked(self, part: Any, ctx: JobContext, duration: float, end: float) -> None:
+        acc = self._tick.get(part)
+        if acc is None:
+            acc = self._tick[part] = ([], [], [])
+            if not self._tick_flush:
+                self._tick_flush = True
+                asyncio.get_running_loop().call_soon(self._flush_tick)
+        acc[0].append(ctx)
+        acc[1].append(duration)
+        acc[2].append(end)
+
+    async def _run_async(self, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
+        try:
+            chunks = [chunk]
+            while True:
+                early = False
+                for jobs, offsets in chunks:
+                    early = await self._run_chunk_async(part, jobs, offsets)
+                    if early:
+                        break
+                nxt = None
+                if lane is not None:
+                    if early:
+                        self.lanes.release(lane)
+                    else:
+                        nxt = self.lanes.take(lane)
+                if nxt is None:
+                    self.completions.append((part, _NONE, None, True, None))
+                    return
+                chunks = nxt
+        finally:
+            self._active -= 1
+            if self._queued:
+                self._start_queued()
+
+    async def _run_chunk_async(self, part: Any, jobs: list[JobContext],
+                               offsets: Sequence[int]) -> bool:
+        bus = self.bus
+        want_started = bus.wants(JobStarted)
+        each_ok = bus.wants_each(JobSucceeded)
+        summary = not each_ok and bus.wants(JobsSucceeded)
+        want_failed = bus.wants(JobFailed)
+        clock = time.perf_counter
+        running = self.running_async if self.track_running else None
+        # One job type here: successes join the loop iteration's summary of this partition
+        # (chunks run concurrently on the loop; one event per partition and iteration).
+        ticked = summary and not want_started and part.single_type is not None
+        run = _Run(bus, part, jobs) if summary and not ticked else None
+        run_handler = None
+        failed: list[FailedJob] | None = None
+        ran = len(jobs)
+        for i, ctx in enumerate(jobs):
+            if part.revoked or self.stopping:
+                ran = i
+                break
+            if running is not None:
+                running.add(ctx)
+            if want_started:
+                bus.emit(JobStarted(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                    ctx.offset, ctx.attempt))
+            t0 = clock()
+            try:
+                handler = ctx._handler
+                if handler.timeout is None and ctx._job.timeout_s is None:
+                    await handler.func(ctx.payload, ctx)
+                else:
+                    await self._call_async(ctx)
+            except BaseException as exc:
+                if running is not None:
+                    running.discard(ctx)
+                if run is not None:
+                    run.flush()
+                    run_handler = None
+                if failed is None:
+                    failed = []
+                failed.append(self._failed(ctx, exc, clock() - t0, want_failed))
+                continue
+            t1 = clock()
+            if running is not None:
+                running.discard(ctx)
+            if ticked:
+                self._ticked(part, ctx, t1 - t0, t1)
+            elif run is not None:
+                if ctx._handler is not run_handler:
+                    run.flush()
+                    run.start(i, ctx._handler.job_type, t0)
+                    run_handler = ctx._handler
+                run.durations.append(t1 - t0)
+            elif each_ok:
+                bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                      ctx.offset, ctx.attempt, t1 - t0, ctx.created_at_ms))
+        if run is not None:
+            run.flush()
+        self._complete(part, jobs, offsets, ran, failed)
+        return ran < len(jobs)
+
+    async def _call_async(self, ctx: JobContext) -> None:
+        """Run an async handler, cancelled past its timeout (``JobTimeout``, retry path)."""
+        handler = ctx._handler
+        timeout = handler.timeout if handler.timeout is not None else ctx._job.timeout_s
+        if timeout is None:
+            await handler.func(ctx.payload, ctx)
+            return
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                await handler.func(ctx.payload, ctx)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the handler's own TimeoutError
+            self.bus.emit(JobTimedOut(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                      ctx.offset, ctx.attempt, timeout))
+            raise JobTimeout(timeout) from None
+
+    def _flush_tick(self) -> None:
+        """On the loop, once per iteration with successes: one ``JobsSucceeded`` per
+        partition for the async jobs that succeeded since the last one (``finished_at``
+        per job: they ran concurrently, not back to back)."""
+        self._tick_flush = False
+        tick, self._tick = self._tick, {}
+        wall = time.time() - time.perf_counter()
+        for part, (jobs, durations, ends) in tick.items():
+            finished = tuple([wall + end for end in ends])
+            self.bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition,
+                                        finished[0] - durations[0], tuple(durations),
+                                        tuple(map(_CREATED, jobs)), finished))
+
+    # -- failures -----------------------------------------------------------------------------
+
+    def _failed(self, ctx: JobContext, exc: BaseException, duration: float,
+                want_failed: bool) -> FailedJob:
+        job = ctx._job
+        failure = describe(exc)
+        decision = decide(exc, ctx.attempt, job.retry, job.permanent_errors)
+        if want_failed:
+            self.bus.emit(JobFailed(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                    ctx.offset, ctx.attempt, duration, failure.error_class,
+                                    failure.message, decision.will_retry))
+        return ctx, failure, decision
+
+
+_NONE: list[int] = []  # "no offsets" (never mutated)
+_CREATED = attrgetter("created_at_ms")
+
+
+def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, start: float,
+              ends: list[float], wall: float) -> None:
+    """One ``JobsSucceeded`` for ``jobs[first:first + len(ends)]``, which ran back to back
+    from ``start`` and ended at ``ends`` (``perf_counter``; ``wall`` converts to wall time)."""
+    if not ends:
+        return
+    n = len(ends)
+    durations = tuple(map(sub, ends, chain((start,), ends)))
+    created = tuple(map(_CREATED, jobs[first:first + n] if first or n < len(jobs) else jobs))
+    bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition, wall + start,
+                           durations, created))
+
+
+class _Run:
+    """Successes of one job type run back to back from ``jobs[first]``, emitted as one
+    ``JobsSucceeded`` (the runner appends to ``durations``)."""
+
+    __slots__ = ("bus", "durations", "first", "job_type", "jobs", "part", "t0", "wall")
+
+    def __init__(self, bus: EventBus, part: Any, jobs: list[JobContext]) -> None:
+        self.bus = bus
+        self.part = part
+        self.jobs = jobs
+        self.durations: list[float] = []
+        self.first = 0
+        self.job_type = ""
+        self.t0 = 0.0
+        self.wall = time.time() - time.perf_counter()  # perf_counter -> wall clock
+
+    def start(self, first: int, job_type: str, t0: float) -> None:
+        self.first = first
+        self.job_type = job_type
+        self.t0 = t0
+
+    def flush(self) -> None:
+        durations = self.durations
+        if durations:
+            part = self.part
+            first = self.first
+            created = tuple([c.created_at_ms for c in self.jobs[first:first + len(durations)]])
+            self.bus.emit(JobsSucceeded(self.job_type, part.topic, part.partition,
+                                        self.wall + self.t0, tuple(durations), created))
+            durations.clear()

@@ -1,0 +1,348 @@
+"""Intake: records from Kafka to runnable jobs and decisions (poll thread only).
+
+It acts on nothing: ``take`` and ``fire`` return a ``Taken`` (jobs per partition, records to
+send, whether to pause) that the runner applies. For each record: header lookup, Avro decode
+(either framing), a ``JobContext``; a record without sj- headers on a topic of one job type is
+that type (``_foreign``); poison (missing headers, unknown type, undecodable bytes) becomes a
+dead-letter record with its raw bytes, and an unknown writer schema (a newer deploy wrote it)
+a retry first (both built by ``router.py``). Records on wait topics
+(retry tiers, delayed jobs) wake at ``min(sj-due-at, append time + tier)``: those waking within
+the horizon wait in a timer heap, a later one pauses its partition until shortly before it
+wakes. A woken record runs if due, else moves to the largest tier that does not overshoot.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+import uuid
+from typing import Any
+
+from .. import _headers as h
+from .._avro.codec import Codec
+from .._avro.framing import header_of
+from .._avro.reader import BodyReader
+from ..errors import DecodeError, UnknownSchema
+from ..events import EventBus, JobReceived, JobsReceived
+from .context import JobContext, RecordContext
+from .failures import Failure, describe
+from .partition import Part
+from .router import Routed, Router
+from .routes import Route, Routes
+from .throttle import Throttle
+
+__all__ = ["Intake", "Taken", "announce"]
+
+# Ids of records that came without sj- headers (foreign producers): stable across redeliveries.
+_FOREIGN_IDS = uuid.UUID("5f0c8a52-3d1e-4c56-9a57-1d9e3b7f2c10")
+_scan = h.scan
+
+
+class Taken:
+    """What a batch (or a timer sweep) turned into, for the runner to apply: jobs to run per
+    partition (``offsets`` None: due wait-tier jobs, in due order), records to produce
+    (poison, re-waits), whether the in-flight bound was hit, whether a partition was held."""
+
+    __slots__ = ("held", "in_flight", "jobs", "pause", "routed")
+
+    def __init__(self, in_flight: int) -> None:
+        self.in_flight = in_flight
+        self.jobs: list[tuple[Part, list[JobContext], list[int] | None]] = []
+        self.routed: list[tuple[Part, Routed]] = []
+        self.pause = False  # the in-flight bound was reached
+        self.held = False  # a wait tier's partition holds until its records fall due
+
+
+class _Poison(Exception):
+    def __init__(self, reason: str, failure: Failure, route: Route | None = None,
+                 attempt: int = 1, headers: h.Headers | None = None) -> None:
+        self.reason = reason
+        self.failure = failure
+        self.route = route
+        self.attempt = attempt
+        self.headers = headers  # the record's, completed for a foreign record
+
+
+class Intake:
+    """Turns polled records into jobs and decisions (``Taken``); never acts on the worker.
+    A record that its job type's limits or breaker hold back is left in Kafka: ``throttle``
+    pauses its partition at once (throttle.py)."""
+
+    def __init__(self, routes: Routes, codec: Codec, router: Router, bus: EventBus,
+                 wake_horizon: float, throttle: Throttle | None = None) -> None:
+        self.throttle = throttle
+        self.codec = codec
+        self.routes = routes
+        self.router = router
+        self.bus = bus
+        self.horizon_ms = wake_horizon * 1000.0
+        self._readers: dict[tuple[Route, bytes], BodyReader] = {}  # (route, framing)
+        self._max_bytes = codec.max_record_bytes
+        self._wakes: list[tuple[float, int, Part, JobContext]] = []
+        self._seq = itertools.count()
+
+    # -- taking a batch -----------------------------------------------------------------------
+
+    def take(self, msgs: list[Any], parts: dict[tuple[str, int], Part], in_flight: int,
+             max_in_flight: int) -> Taken:
+        """Turn a consumed batch into jobs, one chunk per partition, and decisions.
+
+        The per-record hot path (known type and writer, first attempt, plain headers) is
+        inlined: one scan of the header list, one compiled body read, one ``RecordContext``,
+        two list appends. Everything else goes through ``_decode`` (precise errors, poison).
+        Offsets reach the trackers in bulk, in offset order.
+        """
+        taken = Taken(in_flight)
+        throttle = self.throttle
+        by_type = self.routes.by_type
+        readers = self._readers
+        max_bytes = self._max_bytes
+        batches: dict[Part, list[Any]] = {}  # part -> [jobs, offsets, how many added]
+        last_t: str | None = None
+        last_p = -1
+        part: Part | None = None
+        batch: list[Any] = []
+        jobs: list[JobContext] = []
+        offs: list[int] = []
+        route_c: Route | None = None  # the last (route, framing) -> reader, cached
+        prefix_c = b""
+        body_c = 0
+        read_c: Any = None
+        now_ms = 0.0
+        for m in msgs:
+            if m.error() is not None:
+                continue  # partition EOF is off; fetch errors are retried by librdkafka
+            t = m.topic()
+            p = m.partition()
+            if p != last_p or t != last_t:
+                part = parts.get((t, p))
+                last_t, last_p = t, p
+                if part is not None:
+                    found = batches.get(part)
+                    if found is None:
+                        found = batches[part] = [[], [], 0]
+                    batch = found
+                    jobs, offs = batch[0], batch[1]
+            if part is None or part.paused or part.revoked:
+                continue  # stale: paused/revoked records are fetched again later
+            offset = m.offset()
+            if offset < part.next_fetch:
+                continue
+            if in_flight >= max_in_flight:
+                taken.pause = True  # next_fetch stays here: the pause seeks back to it
+                continue
+            if throttle is not None and part.job_topic in throttle.topics:
+                part.next_fetch = offset  # if held (throttle.py), the pause seeks back here
+                if not throttle.admit(part, m, offset):
+                    continue
+            if part.wait is not None:
+                if not now_ms:
+                    now_ms = time.time() * 1000.0
+                if self._wait_record(m, part, offset, now_ms, taken):
+                    in_flight += 1
+                continue
+            part.next_fetch = offset + 1
+            in_flight += 1
+            type_b, id_b, a, c = _scan(m.headers())  # either form (compact or rich)
+            route = by_type.get(type_b) if type_b is not None else None
+            value = m.value()
+            if (route is not None and id_b is not None and value is not None
+                    and (a is None or a == b"1") and (c is None or c.isdigit())
+                    and id_b.isascii()):
+                if route is not route_c or not value.startswith(prefix_c):
+                    route_c, prefix_c = route, header_of(value)
+                    body_c = len(prefix_c)
+                    read_c = readers.get((route, prefix_c))
+                if read_c is not None and len(value) <= max_bytes:
+                    try:
+                        payload = read_c(value, body_c)
+                    except Exception:
+                        payload = None  # _decode below finds out what is wrong
+                    if payload is not None:
+                        jobs.append(RecordContext(m, part, route, offset, 1, payload, c,
+                                                  id_b))
+                        offs.append(offset)
+                        continue
+            # Slow path: the tracker gets what this batch took so far, then this offset.
+            self._add_taken(part, batch)
+            part.tracker.add(offset)
+            try:
+                ctx = self._decode(m, part, offset)
+            except _Poison as poison:
+                taken.routed.append((part, self._poison(m, part, offset, poison)))
+                continue
+            jobs.append(ctx)
+            offs.append(offset)
+            batch[2] = len(offs)
+        taken.in_flight = in_flight
+        out = taken.jobs
+        for part, batch in batches.items():
+            self._add_taken(part, batch)
+            if batch[0]:
+                out.append((part, batch[0], batch[1]))
+        return taken
+
+    @staticmethod
+    def _add_taken(part: Part, batch: list[Any]) -> None:
+        offs, added = batch[1], batch[2]
+        if added < len(offs):
+            part.tracker.add_many(offs if added == 0 else offs[added:])
+            batch[2] = len(offs)
+
+    def _decode(self, m: Any, part: Part, offset: int) -> JobContext:
+        hdrs = m.headers()
+        type_b, id_b, a, c = h.scan(hdrs) if hdrs else (None, None, None, None)
+        if part.single_type is not None and (type_b is None or id_b is None):
+            return self._foreign(m, part, offset, hdrs or [])
+        if not hdrs:
+            raise _Poison("missing_headers", Failure("MissingHeaders", "record has no headers"))
+        if type_b is None or id_b is None:
+            raise _Poison("missing_headers", Failure(
+                "MissingHeaders", f"missing the job {'type' if type_b is None else 'id'} "
+                f"({h.META} or {h.JOB_TYPE if type_b is None else h.JOB_ID})"))
+        route = self.routes.by_type.get(type_b)
+        if route is None:
+            name = type_b.decode("utf-8", "replace")
+            raise _Poison("unknown_type", Failure(
+                "UnknownJobType", f"job type {name!r} is not run by this worker"))
+        try:
+            attempt = int(a) if a else 1
+            if c:
+                int(c)  # checked here; RecordContext parses it when it is read
+            id_b.decode("utf-8")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _Poison("missing_headers", Failure("BadHeaders", str(exc)), route) from None
+        value = m.value()
+        payload = None
+        if value is not None and len(value) <= self._max_bytes:
+            frame = header_of(value)
+            read = self._readers.get((route, frame))
+            if read is not None:
+                try:
+                    payload = read(value, len(frame))
+                except Exception:
+                    payload = None
+        if payload is None:
+            payload = self._decode_payload(value, route, attempt)
+        return RecordContext(m, part, route, offset, attempt, payload, c, id_b)
+
+    def _foreign(self, m: Any, part: Part, offset: int, hdrs: h.Headers) -> JobContext:
+        """A record without ``sj-type``/``sj-id`` (a foreign producer) on a topic of one job
+        type: it is that type, with an id derived from its position (stable across
+        redeliveries); both are added to its headers so a retry keeps them."""
+        assert part.single_type is not None
+        meta = h.JobMeta.from_headers(hdrs)
+        job_type = meta.job_type or part.single_type
+        route = self.routes.by_type.get(job_type.encode())
+        if route is None:
+            raise _Poison("unknown_type", Failure(
+                "UnknownJobType", f"job type {job_type!r} is not run by this worker"))
+        job_id = meta.job_id or str(
+            uuid.uuid5(_FOREIGN_IDS, f"{part.topic}/{part.partition}/{offset}"))
+        full = [*hdrs, (h.JOB_TYPE, job_type.encode()), (h.JOB_ID, job_id.encode())]
+        attempt_s = h.get(hdrs, h.ATTEMPT)
+        attempt = int(attempt_s) if attempt_s and attempt_s.isdigit() else 1
+        value = m.value()
+        try:
+            payload = self._decode_payload(value, route, attempt)
+        except _Poison as poison:
+            poison.headers = full
+            raise
+        ts = m.timestamp()[1]
+        return JobContext(job_id, job_type, attempt, full, part.topic, part.partition, offset,
+                          m.key(), ts, payload, route.topic, value, ts, route.job,
+                          route.handler)
+
+    def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
+        try:
+            if value is None:
+                raise DecodeError(b"", "no_value", "record value is null")
+            decoded = self.codec.decode(value, route.job.name)
+        except UnknownSchema as exc:
+            raise _Poison("unknown_schema", describe(exc), route, attempt) from None
+        except DecodeError as exc:
+            raise _Poison("decode_error", Failure("DecodeError", f"{exc.reason}: {exc.detail}"),
+                          route, attempt) from None
+        # The hot path in ``take`` reads this framing with the codec's cached reader from now on.
+        self._readers[(route, header_of(value))] = self.codec.body_reader(value, route.job.name)
+        return decoded.payload
+
+    # -- wait topics --------------------------------------------------------------------------
+
+    def _wait_record(self, m: Any, part: Part, offset: int, now_ms: float,
+                     taken: Taken) -> bool:
+        """Take a wait-topic record (True) or hold the partition before it (False)."""
+        assert part.wait is not None
+        tier_ms = part.wait[1] * 1000.0
+        ts = m.timestamp()[1]
+        due = h.get_int(m.headers(), h.DUE_AT)
+        due_ms = float(due) if due is not None else float(ts)
+        wake = min(due_ms, ts + tier_ms)
+        if wake > now_ms + self.horizon_ms:
+            part.hold(wake - self.horizon_ms)
+            taken.held = True
+            part.next_fetch = offset
+            return False
+        part.next_fetch = offset + 1
+        part.tracker.add(offset)
+        try:
+            ctx = self._decode(m, part, offset)
+        except _Poison as poison:
+            taken.routed.append((part, self._poison(m, part, offset, poison)))
+            return True
+        ctx._due_at_ms = int(due_ms)
+        heapq.heappush(self._wakes, (wake, next(self._seq), part, ctx))
+        return True
+
+    def fire(self, now_ms: float, taken: Taken) -> float | None:
+        """Wait-tier records whose wake time has come: due ones into ``taken.jobs``, the rest
+        re-waited (``taken.routed``); returns the next wake time."""
+        wakes = self._wakes
+        due: dict[Part, list[JobContext]] = {}
+        while wakes and wakes[0][0] <= now_ms:
+            _, _, part, ctx = heapq.heappop(wakes)
+            if part.gone or part.revoked:
+                continue
+            if now_ms >= (ctx._due_at_ms or 0):
+                due.setdefault(part, []).append(ctx)
+            else:  # the tier ended before the due time: wait in the next tier that fits
+                taken.routed.append((part, self.router.rewait(ctx, now_ms)))
+        for part, jobs in due.items():
+            taken.jobs.append((part, jobs, None))
+        return wakes[0][0] if wakes else None
+
+    # -- poison -------------------------------------------------------------------------------
+
+    def _poison(self, m: Any, part: Part, offset: int, poison: _Poison) -> Routed:
+        hdrs = poison.headers or m.headers() or []
+        job_topic = poison.route.topic if poison.route else part.job_topic
+        # A record of no known type: its status is recorded unless no type here records any.
+        mode = poison.route.job.status if poison.route else (
+            "failures" if any(r.job.status != "none"
+                              for r in self.routes.job_topics.get(part.job_topic, ()))
+            else "none")
+        return self.router.unreadable(
+            m.key(), m.value(), hdrs, topic=part.topic, partition=part.partition, offset=offset,
+            timestamp_ms=m.timestamp()[1], job_topic=job_topic, reason=poison.reason,
+            failure=poison.failure, attempt=poison.attempt,
+            policy=poison.route.job.retry if poison.route else None, status_mode=mode,
+            now_ms=int(time.time() * 1000))
+
+
+def announce(bus: EventBus, part: Part, jobs: list[JobContext], each: bool) -> None:
+    """``JobReceived`` per job when a listener wants each (``each``), else ``JobsReceived``
+    per type (the caller checked that someone listens to either)."""
+    if each:
+        for ctx in jobs:
+            bus.emit(JobReceived(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
+                                 ctx.offset, ctx.attempt))
+    else:
+        if part.single_type is not None:
+            counts = {part.single_type: len(jobs)}
+        else:
+            counts = {}
+            for ctx in jobs:
+                counts[ctx.job_type] = counts.get(ctx.job_type, 0) + 1
+        for job_type, n in counts.items():
+            bus.emit(JobsReceived(job_type, part.topic, part.partition, n))

@@ -1,0 +1,610 @@
+"""The poll loop: one thread owns the consumers, the producer and all offset state.
+
+It never waits on a handler. Each iteration: drain finished chunks (offsets, failures through
+the router), fire wait timers, apply pauses, take a batch of records, apply what intake
+decided (jobs to lanes, records to send, pauses), serve producer callbacks. ``consume`` is
+called with a short timeout so a job longer than ``max.poll.interval.ms`` never costs the
+partitions and SIGTERM is honoured promptly. Data flows one way: intake (``intake.py``) and
+the failure router (``router.py``) return decisions, this module acts on them; partition state
+and pausing live in ``partition.py``, lag and burst's end-of-log check in ``backlog.py``,
+client construction in ``clients.py``. This module is the lifecycle: start-up, the loop,
+rebalances, commits, shutdown.
+
+Two consumers: one for the job topics and, when there are wait tiers, one for them in the
+group ``<group>.wait`` (``wait_group``). Every record appended to a job topic answers the job
+consumer's pending fetch, and the broker's work for a fetch grows with the partitions in it,
+so idle tiers in the same fetches would slow the job topics' latency (docs/worker.md); the
+wait consumer's fetches long-poll idle tiers. Its own group, because in a shared one every
+join of a wait consumer makes the job consumers rejoin too, stalling their jobs. The loop
+waits on the job consumer only and sweeps the wait consumer without waiting, at least every
+``WAIT_SWEEP_EVERY`` s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from .. import _headers as h
+from .. import _kafka_log
+from .._avro.codec import Codec
+from .._avro.framing import REGISTRY
+from .._config import KafkaConfig
+from .._connection import ClientError, TopicPartition, no_answer
+from .._connection import RdKafkaError as KafkaError
+from .._names import wait_group
+from .._schemas.registry import RegistryConfig, SchemaRegistry
+from ..errors import ConfigError
+from ..events import (
+    CommitDone,
+    CommitFailed,
+    EventBus,
+    InFlightChanged,
+    JobReceived,
+    JobsReceived,
+    LagSampled,
+    LoopAlive,
+    PartitionsAssigned,
+    PartitionsLost,
+    PartitionsRevoked,
+    WorkerStarted,
+    WorkerStopped,
+    WorkerStopping,
+)
+from .app import App
+from .backlog import read_to_end, sample_lag
+from .brokerwatch import STATS_INTERVAL_MS, BrokerWatch
+from .clients import Clients
+from .context import JobContext
+from .executor import Chunk, Completion, Executor
+from .intake import Intake, Taken, announce
+from .ordering import Lanes, dispatch
+from .outbox import Outbox
+from .partition import Part, Pauses
+from .router import Routed, Router
+from .routes import Routes
+from .scheduler import Scheduler
+from .settings import WorkerSettings
+from .statuses import SAMPLE_EVERY, StatusRecorder
+from .throttle import FETCH_WAIT_MS, Throttle
+from .uniqueness import Uniqueness
+
+__all__ = [
+    "Worker",
+    "run_worker",
+]
+
+LAG_EVERY = 5.0
+ALIVE_EVERY = 1.0
+BURST_CHECK_EVERY = 0.5
+WAIT_SWEEP_EVERY = 0.05  # the longest a due wait-tier record waits for the loop to look
+FETCH_QUEUE_BACKOFF_MS = 10
+
+
+class Worker:
+    """One worker process's engine. ``run()`` blocks until ``stop()`` (or a signal, or burst
+    drained) and returns the exit code."""
+
+    def __init__(self, app: App, settings: WorkerSettings | None = None,
+                 kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
+                 registry: RegistryConfig | None = None, clients: Clients | None = None) -> None:
+        self.app = app
+        self.clients = clients or Clients()  # every consumer and producer of the loop
+        self.settings = settings or WorkerSettings()
+        self.kafka = kafka or KafkaConfig.from_env()
+        # Writer schemas of registry-framed records (None: STREAMJOBS_REGISTRY_* or none).
+        self.registry = registry if registry is not None else RegistryConfig.from_env()
+        self.bus = bus or EventBus()
+        jobs = app.check(self.settings.job_types)
+        framed = [j.name for j in jobs if j.framing == REGISTRY]
+        if framed and self.registry is None:
+            raise ConfigError("registry_url", f"{', '.join(framed)}: registry framing needs a "
+                                              "schema registry URL (STREAMJOBS_REGISTRY_URL)")
+        self.routes = Routes(app, jobs)
+        self.group_id = self.settings.group_id or app.default_group_id()
+        self.parts: dict[tuple[str, int], Part] = {}
+        self.completions: deque[Completion] = deque()
+        self.lanes: Lanes[Chunk] = Lanes()
+        self.in_flight = 0
+        self.stop_reason: str | None = None
+        self._pauses = Pauses()
+        self._touched: set[Part] = set()
+        self._finished = 0
+        self._finished_at_commit = 0
+        self.broker = BrokerWatch(self.bus)
+        self._signals = 0
+        self._started_at = time.monotonic()
+        self.consumer: Any = None  # job topics
+        self.waiter: Any = None  # wait tiers (None when no job type has any)
+        self.outbox: Any = None
+        self.executor: Any = None
+        self.intake: Any = None
+        self.status: StatusRecorder | None = None  # None: no status record is written
+        self.uniqueness: Any = None
+        self.scheduler: Scheduler | None = None  # when the catalogue has schedules
+        self.throttle: Throttle | None = None  # rate/concurrency limits, breakers (throttle.py)
+
+    # -- public -------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "stop") -> None:
+        """Ask the loop to stop (thread-safe; idempotent)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def run(self, *, install_signals: bool = True) -> int:
+        self._start()
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 1 if self.scheduler is not None and self.scheduler.error is not None else 0
+
+    # -- start-up -----------------------------------------------------------------------------
+
+    def consumer_settings(self) -> dict[str, Any]:
+        """The job consumer's librdkafka settings: ours, then ``KafkaConfig.consumer_config``,
+        then ``WorkerSettings.consumer_config`` (the user's win)."""
+        s = self.settings
+        conf: dict[str, Any] = {
+            **self.kafka.client_settings(),
+            "group.id": self.group_id,
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": int(s.commit_interval * 1000),
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "max.poll.interval.ms": s.max_poll_interval_ms,
+            "on_commit": self._on_commit,
+            "error_cb": self._on_kafka_error,
+            "stats_cb": self.broker.on_stats,
+            "statistics.interval.ms": STATS_INTERVAL_MS,
+            # librdkafka's default (1000) idles a partition for a second whenever its pre-fetch
+            # queue is full: a fast worker then waits for records that are already on the
+            # broker.
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+        }
+        if Throttle.wanted(r.job for r in self.routes.by_type.values()):
+            conf["fetch.wait.max.ms"] = FETCH_WAIT_MS  # a released partition's next fetch
+        if s.group_protocol == "consumer":
+            conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
+        else:
+            conf["partition.assignment.strategy"] = s.assignment_strategy
+            conf["session.timeout.ms"] = s.session_timeout_ms
+        conf.update(self.kafka.role_settings("consumer"))
+        conf.update(s.consumer_config)
+        return conf
+
+    def _start(self) -> None:
+        s = self.settings
+        base = self.kafka.client_settings()
+        conf = self.consumer_settings()
+        self.consumer = self.clients.consumer(conf)
+        try:
+            meta = self.consumer.list_topics(timeout=s.connect_timeout)
+        except ClientError as exc:
+            self.consumer.close()
+            raise no_answer(self.kafka, s.connect_timeout, exc) from None
+        scheduler = self._scheduler()
+        self.uniqueness = Uniqueness(self, self.routes, {
+            s.job_type for s in self.app.catalogue.schedules.values()}, self.kafka, self.bus)
+        needed = self.routes.subscriptions() + self.routes.produced() + self.uniqueness.topics()
+        if scheduler is not None:
+            needed.append(scheduler.topic)
+        missing = [t for t in needed if t not in meta.topics]
+        if missing:
+            self.consumer.close()
+            raise ConfigError("topics", f"missing: {', '.join(missing)} (create them with "
+                                        f"`streamjobs topics apply`)")
+        self.routes.add_old_tiers(meta.topics)  # drained, never written (docs/topics.md)
+        self.throttle = Throttle.of(
+            [r.job for r in self.routes.by_type.values()],
+            {t: len(tm.partitions) for t in self.routes.job_topics
+             if (tm := meta.topics.get(t)) is not None},
+            self.bus, self._pauses, self.parts.values, s.concurrency)
+        self.broker.started()
+        self.outbox = Outbox({**base, "error_cb": self._on_kafka_error,
+                              **self.kafka.role_settings("producer")}, self.clients.producer)
+        self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
+                                 use_async=any(h.is_async for h in self.app.handlers.values()))
+        self._start_status(meta)
+        self.router = Router(self.routes.tiers, h.hostname(), self.group_id,
+                             records_status=self.status is not None)
+        self.intake = Intake(self.routes, Codec(self.app.catalogue, registry=(
+            SchemaRegistry(self.registry) if self.registry is not None else None)),
+            self.router, self.bus, s.wake_horizon, self.throttle)
+        topics = self.routes.subscriptions()
+        callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke,
+                     "on_lost": self._on_lost}
+        self.consumer.subscribe(sorted(self.routes.job_topics), **callbacks)
+        if self.routes.wait:
+            # No stats_cb: broker health is judged by the job consumer's connections.
+            self.waiter = self.clients.consumer({
+                **{k: v for k, v in conf.items()
+                   if k not in ("stats_cb", "statistics.interval.ms")},
+                "group.id": wait_group(self.group_id)})
+            self.waiter.subscribe(sorted(self.routes.wait), **callbacks)
+        self._started_at = time.monotonic()
+        if scheduler is not None:
+            self.scheduler = scheduler
+            scheduler.start()
+        self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
+
+    def _on_kafka_error(self, err: Any) -> None:
+        self.broker.on_error(err)  # readiness and the broker.unreachable event
+        _kafka_log.on_error(err)  # and the line on streamjobs.kafka, like every other client
+
+    def _start_status(self, meta: Any) -> None:
+        modes = {r.job.status for r in self.routes.by_type.values()}
+        if modes <= {"none"}:
+            return
+        prefix = self.app.catalogue.topic_prefix  # the app's prefix, applied to its catalogue
+        own = ({**self.kafka.client_settings(), "error_cb": self._on_kafka_error,
+                **self.kafka.role_settings("producer")}
+               if "all" in modes else None)  # None: the outbox's client serves
+        self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own,
+                                             self.clients.producer)
+        if self.status is not None and "all" in modes:
+            self.executor.record_ok = self.executor.track_running = True
+
+    def _scheduler(self) -> Scheduler | None:
+        catalogue = self.app.catalogue  # already under the app's topic prefix
+        if not catalogue.schedules or not self.settings.schedules:
+            return None
+        return Scheduler(catalogue, self.kafka, self.bus, prefix=catalogue.topic_prefix)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            os._exit(128 + signum)  # second signal: at once, nothing more is waited for
+        self.stop(signal.Signals(signum).name)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        s = self.settings
+        max_in_flight = s.max_in_flight or 1
+        intake = self.intake
+        outbox = self.outbox
+        waiter = self.waiter
+        now = time.monotonic()
+        alive_at = lag_at = burst_at = sample_at = 0.0
+        executor = self.executor
+        status = self.status
+        sampling = status is not None and executor.track_running
+        started = now
+        last_inflight = -1
+        fired = Taken(0)  # reused: most turns fire nothing
+        while self.stop_reason is None:
+            self._drain()
+            now_ms = time.time() * 1000.0
+            fired.in_flight = self.in_flight
+            next_wake = intake.fire(now_ms, fired)
+            if fired.jobs or fired.routed:
+                self._apply(fired)
+                fired.jobs, fired.routed = [], []
+            self._count_in_flight()
+            self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
+                                   max_in_flight=max_in_flight, resume_at=s.resume_at,
+                                   stopping=self.stop_reason is not None, now_ms=now_ms)
+            self._store()
+            now = time.monotonic()
+            if now - alive_at >= ALIVE_EVERY:
+                alive_at = now
+                self.bus.emit(LoopAlive(now))
+                if self.scheduler is not None and self.scheduler.error is not None:
+                    self.stop(f"scheduler failed: {self.scheduler.error}")
+                if self.in_flight != last_inflight and self.bus.wants(InFlightChanged):
+                    last_inflight = self.in_flight
+                    self.bus.emit(InFlightChanged(self.in_flight))
+            if sampling and now - sample_at >= SAMPLE_EVERY:
+                sample_at = now
+                assert status is not None
+                status.sample([*executor.running, *list(executor.running_async)])
+            if now - lag_at >= LAG_EVERY:
+                lag_at = now
+                if self.bus.wants(LagSampled):
+                    sample_lag(self.parts.values(), self.bus)
+            if s.burst and now - burst_at >= BURST_CHECK_EVERY:
+                burst_at = now
+                if self._drained(now - started):
+                    self.stop("burst: drained")
+                    break
+            timeout = 0.005 if self._pauses.for_in_flight else 0.1
+            if waiter is not None:
+                timeout = min(timeout, WAIT_SWEEP_EVERY)
+            if next_wake is not None:
+                timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
+            if self.throttle is not None:
+                held = self.throttle.next_wake_ms(self.parts.values())
+                if held is not None:
+                    timeout = max(0.0, min(timeout, (held - now_ms) / 1000.0))
+            room = max_in_flight - self.in_flight
+            msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
+            if msgs:
+                if self.broker.down:
+                    self.broker.records_arrived()
+                self._apply(intake.take(msgs, self.parts, self.in_flight, max_in_flight))
+            if waiter is not None:
+                room = max_in_flight - self.in_flight
+                msgs = waiter.consume(min(s.batch_size, max(room, 1)), 0)
+                if msgs:
+                    self._apply(intake.take(msgs, self.parts, self.in_flight, max_in_flight))
+            outbox.poll(0)
+            if status is not None:
+                status.poll()
+
+    def _fetch(self, n: int, timeout: float) -> list[Any]:
+        # consume(n, t) waits for n records or t; poll(t) returns on the first record. So: take
+        # what is buffered without waiting, else wait for one record and sweep the rest.
+        consumer = self.consumer
+        msgs: list[Any] = consumer.consume(n, 0)
+        if msgs or timeout <= 0:
+            return msgs
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        if n > 1:
+            return [first, *consumer.consume(n - 1, 0)]
+        return [first]
+
+    def _apply(self, taken: Taken) -> None:
+        """Act on what intake decided: send poison and re-wait records, pause, run jobs."""
+        self.in_flight = taken.in_flight
+        for part, routed in taken.routed:
+            self._send(part, routed)
+        if taken.pause:
+            self._pauses.request()
+        if taken.held:
+            self._pauses.dirty = True
+        if not taken.jobs:
+            return
+        bus = self.bus
+        each = bus.wants_each(JobReceived)
+        summary = not each and bus.wants(JobsReceived)
+        for part, jobs, offs in taken.jobs:
+            if offs is not None:  # a batch just taken (not wait-tier jobs that fell due)
+                if part.dedupe is not None:
+                    jobs, offs = self.uniqueness.filter(part, part.dedupe, jobs, offs)
+                    if not jobs:
+                        continue
+                if each or summary:
+                    announce(bus, part, jobs, each)
+            self.dispatch(part, jobs, offs)
+
+    def _send(self, part: Part, routed: Routed) -> None:
+        """Produce a retry, re-wait or dead-letter record; the record it carries on is
+        finished once it (and its status record) are acknowledged."""
+        bus = self.bus
+        event = routed.event if routed.event is not None and bus.wants(type(routed.event)) \
+            else None
+        offset = routed.offset
+        part.acks += 1
+
+        def done() -> None:
+            part.acks -= 1
+            self.finish(part, offset)
+            if event is not None:
+                bus.emit(event)
+
+        self.outbox.carry(routed, self.status, done)
+
+    def dispatch(self, part: Part, jobs: list[JobContext],
+                 offsets: Sequence[int] | None = None) -> None:
+        """Hand a partition's jobs to lanes and the executor (``ordering.dispatch``)."""
+        if offsets is None and self.throttle is not None:
+            self.throttle.waited(part, jobs)  # wait-tier jobs that fell due
+        dispatch(part, jobs, offsets, self.settings.ordering, self.lanes, self.executor.submit,
+                 self.settings.concurrency)
+
+    # -- completions and offsets --------------------------------------------------------------
+
+    def _drain(self) -> None:
+        completions = self.completions
+        touched = self._touched
+        status = self.status
+        while completions:
+            part, done, failed, ended, ok = completions.popleft()
+            if ended:
+                part.tasks -= 1
+            if ok and status is not None:
+                # Even for a partition gone meanwhile: these handlers did return.
+                status.succeeded(part, ok)
+            if part.gone:
+                continue
+            if self.throttle is not None:
+                self.throttle.finished(part, done, failed)
+            if done:
+                part.tracker.done_many(done)
+                touched.add(part)
+                self._finished += len(done)
+            if failed:
+                for ctx, failure, decision in failed:
+                    self._send(part, self.router.failed(ctx, failure, decision,
+                                                        int(time.time() * 1000)))
+
+    def finish(self, part: Part, offset: int) -> None:
+        """One record is finished (a failure's record was acknowledged)."""
+        if not part.gone:
+            part.tracker.done(offset)
+            self._touched.add(part)
+            self._finished += 1
+            if self.throttle is not None:
+                self.throttle.release(part, offset)
+
+    def _count_in_flight(self) -> None:
+        self.in_flight = sum(p.tracker.in_flight for p in self.parts.values())
+
+    def _store(self) -> None:
+        if not self._touched:
+            return
+        by_consumer: dict[Any, list[Any]] = {}
+        for part in self._touched:
+            pos = part.tracker.commit_position()
+            if not part.gone and pos is not None and pos > part.stored:
+                part.stored = pos
+                by_consumer.setdefault(part.consumer, []).append(
+                    TopicPartition(part.topic, part.partition, pos))
+        self._touched.clear()
+        for consumer, tps in by_consumer.items():
+            # ClientError: a partition just left the assignment; nothing to store for it.
+            with contextlib.suppress(ClientError):
+                consumer.store_offsets(offsets=tps)
+        if self._finished - self._finished_at_commit >= self.settings.commit_every:
+            self._finished_at_commit = self._finished
+            self._commit(asynchronous=True)
+
+    def _consumers(self) -> list[Any]:
+        return [c for c in (self.consumer, self.waiter) if c is not None]
+
+    def _commit(self, *, asynchronous: bool, offsets: list[Any] | None = None,
+                consumer: Any = None) -> None:
+        """Commit the stored offsets of both consumers, or ``offsets`` through ``consumer``."""
+        for c in [consumer] if consumer is not None else self._consumers():
+            try:
+                if offsets is None:
+                    c.commit(asynchronous=asynchronous)
+                else:
+                    c.commit(offsets=offsets, asynchronous=asynchronous)
+            except ClientError as exc:
+                err = exc.args[0] if exc.args else None
+                if getattr(err, "code", lambda: None)() != KafkaError._NO_OFFSET:
+                    self.bus.emit(CommitFailed(str(exc)))
+
+    def _on_commit(self, err: Any, tps: list[Any]) -> None:
+        if err is not None:
+            if err.code() != KafkaError._NO_OFFSET:
+                self.bus.emit(CommitFailed(str(err)))
+        elif self.bus.wants(CommitDone):
+            self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps
+                                           if tp.offset >= 0)))
+
+    # -- pause / resume (partition.py) -----------------------------------------------------------
+
+    def request_pause(self) -> None:
+        """The in-flight bound was reached while taking a batch."""
+        self._pauses.request()
+
+    def hold(self, part: Part, until_ms: float) -> None:
+        """Pause ``part`` until ``until_ms`` (a waiting record is not due within the horizon)."""
+        self._pauses.hold(part, until_ms)
+
+    @property
+    def pauses(self) -> int:
+        """Partitions paused so far (tests and debugging)."""
+        return self._pauses.count
+
+    # -- rebalances (called inside consume/poll, on this thread) ------------------------------
+
+    def _on_assign(self, consumer: Any, tps: list[Any]) -> None:
+        for tp in tps:
+            part = Part(tp.topic, tp.partition, self.routes, self.settings.ordering, consumer)
+            part.dedupe = self.uniqueness.load(tp.topic, tp.partition)
+            self.parts[(tp.topic, tp.partition)] = part
+        self._pauses.dirty = True  # new partitions join a paused assignment paused
+        self.bus.emit(PartitionsAssigned(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _on_revoke(self, consumer: Any, tps: list[Any]) -> None:
+        parts = [p for tp in tps if (p := self.parts.get((tp.topic, tp.partition)))]
+        for part in parts:
+            part.revoked = True  # no new job of these partitions starts
+        # Let their running jobs finish (bounded), then commit what is finished.
+        deadline = time.monotonic() + self.settings.grace_period
+        while any(p.tasks or p.acks for p in parts) and time.monotonic() < deadline:
+            self._drain()
+            self.outbox.poll(0.01)
+        self._drain()
+        offsets = []
+        for part in parts:
+            pos = part.tracker.commit_position()
+            if pos is not None:
+                offsets.append(TopicPartition(part.topic, part.partition, pos))
+        if offsets:
+            # Store them too: with auto commit on, librdkafka commits the *stored* offsets of
+            # revoked partitions after this callback, which would move the commit back to an
+            # older stored position (docs/faults.md, finding 1).
+            with contextlib.suppress(ClientError):
+                consumer.store_offsets(offsets=offsets)
+            self._commit(asynchronous=False, offsets=offsets, consumer=consumer)
+        self._forget(parts)
+        self.bus.emit(PartitionsRevoked(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _on_lost(self, _consumer: Any, tps: list[Any]) -> None:
+        parts = [p for tp in tps if (p := self.parts.get((tp.topic, tp.partition)))]
+        for part in parts:
+            part.revoked = True
+        self._forget(parts)  # never commit: another member may own them already
+        self.bus.emit(PartitionsLost(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _forget(self, parts: list[Part]) -> None:
+        for part in parts:
+            part.gone = True
+            self._touched.discard(part)
+            if self.throttle is not None:
+                self.throttle.forget(part)
+            self.parts.pop((part.topic, part.partition), None)
+        self._count_in_flight()
+
+    # -- periodic -----------------------------------------------------------------------------
+
+    def _drained(self, running_for: float) -> bool:
+        """Burst mode: nothing in flight and every assigned partition read to its end."""
+        if self.in_flight or self.outbox.pending or any(p.tasks for p in self.parts.values()):
+            return False
+        if not self.parts:
+            return running_for > 10.0  # this member got no partitions
+        return read_to_end(self.parts.values(), time.time() * 1000)
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        reason = self.stop_reason or "error"
+        self.bus.emit(WorkerStopping(reason))
+        if self.scheduler is not None:
+            self.scheduler.stop()  # hands the firing to another worker at once
+        if self.executor is not None:
+            self.executor.stopping = True  # chunks stop between jobs
+        deadline = time.monotonic() + self.settings.grace_period
+        try:
+            if self.consumer is not None and self.parts:
+                self._pauses.pause(list(self.parts.values()))
+            while (self.parts and any(p.tasks or p.acks for p in self.parts.values())
+                   and time.monotonic() < deadline):
+                self.consumer.poll(0.02)  # paused: serves callbacks, keeps the membership
+                if self.waiter is not None:
+                    self.waiter.poll(0)
+                self._drain()
+                self._store()
+                self.outbox.poll(0)
+            self._drain()
+            self._store()
+            if self.parts:
+                self._commit(asynchronous=False)
+            if self.outbox is not None:
+                self.outbox.flush(max(1.0, deadline - time.monotonic()))
+            if self.status is not None:
+                self.status.flush(max(1.0, deadline - time.monotonic()))
+        finally:
+            for consumer in self._consumers():
+                consumer.close()  # leaves the group
+            if self.executor is not None:
+                self.executor.shutdown()
+            self.bus.emit(WorkerStopped(reason, time.monotonic() - self._started_at))
+
+
+def run_worker(app: App, settings: WorkerSettings | None = None,
+               kafka: KafkaConfig | None = None, bus: EventBus | None = None, *,
+               install_signals: bool = True, registry: RegistryConfig | None = None) -> int:
+    """Run a worker until stopped; returns the exit code."""
+    return Worker(app, settings, kafka, bus, registry=registry).run(
+        install_signals=install_signals)
+
