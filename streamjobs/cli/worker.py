@@ -18,13 +18,14 @@ from typing import Any
 import click
 
 from .._config import KafkaConfig
-from .._schemas.registry import RegistryConfig
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from .._settings import Settings
 from ..errors import ConfigError, StreamjobsError
 from ..listeners._health import HealthListener, LivenessFile
 from ..listeners._logging import JOB_LEVELS
 from ._common import (
     EXIT_FAILURE,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     fail,
     handle_errors,
@@ -184,6 +185,11 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
         app.check(settings.job_types)  # before any port is taken or client created
     except StreamjobsError as exc:
         fail(f"app {app_target!r}: {exc}", EXIT_FAILURE)
+    # Wrong registry credentials or CA would send every registry-framed record down the retry
+    # ladder to the dead-letter topic; an unreachable registry is left to that ladder.
+    refused = SchemaRegistry(registry).refusal() if registry is not None else None
+    if refused is not None:
+        fail(refused, EXIT_UNREACHABLE)
     if processes > 1:  # checked here, so a broken app is one line, not a crash loop
         from .._worker.supervisor import supervise
 
