@@ -8,6 +8,8 @@ every other name derives from it or from the prefix here, so tools, worker and d
     <topic>.dlq                   dead letters (``dlq_topic``)
     <topic>.dlq.reprocessed       progress of ``dlq reprocess`` (``progress_topic``)
     <topic>.unique                uniqueness claims (``unique_topic``)
+    <topic>.p-<lane>              a priority lane other than the default (``lane_topic``;
+                                  a job topic of its own, with its tiers and DLQ)
     <prefix>streamjobs.status     job status records (``status_topic``)
     <prefix>streamjobs.workers    worker reports (``reports_topic``)
     <prefix>streamjobs.schedules  fired schedule ticks, also the schedulers' group
@@ -29,6 +31,7 @@ __all__ = [
     "default_group_id",
     "dlq_topic",
     "is_dlq_topic",
+    "lane_topic",
     "parse_wait_topic",
     "progress_topic",
     "reports_topic",
@@ -82,6 +85,11 @@ def transactional_id(dlq: str) -> str:
     """The one transactional id of every executing run over ``dlq``: a new run fences the
     previous one."""
     return f"streamjobs-reprocess-{dlq}"
+
+
+def lane_topic(topic: str, lane: str) -> str:
+    """The job topic of a non-default priority lane: ``demo.emails.p-high``."""
+    return f"{topic}.p-{lane}"
 
 
 def unique_topic(job_topic: str) -> str:

@@ -13,6 +13,7 @@ broker retries never duplicate or reorder records within a partition. See docs/p
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -72,6 +73,7 @@ class Job:
     delay: float | timedelta | None = None
     run_at: datetime | None = None
     job_id: str | None = None
+    priority: str | None = None
 
 
 class _TypeInfo:
@@ -145,6 +147,7 @@ class Producer:
         self._client_max = int(every.get("message.max.bytes", _CLIENT_MAX))
         self._admin: AdminClient | None = None
         self._types: dict[str, _TypeInfo] = {}
+        self._lanes: dict[tuple[str, str], _TypeInfo] = {}  # (job type, priority lane)
         self._status: StatusWriter | None = None
         self._status_opened = False
         self._limits: dict[str, int] = {}
@@ -164,8 +167,12 @@ class Producer:
     def emit(self, job_type: str, payload: Mapping[str, Any], *, key: str | bytes | None = None,
              headers: Mapping[str, str | bytes] | None = None, traceparent: str | None = None,
              delay: float | timedelta | None = None, run_at: datetime | None = None,
-             on_delivery: OnDelivery | None = None, job_id: str | None = None) -> str:
+             on_delivery: OnDelivery | None = None, job_id: str | None = None,
+             priority: str | None = None) -> str:
         """Validate, encode and send one job; returns its id before the broker acknowledges.
+
+        ``priority``: one of the job type's priority lanes (catalogue ``priorities``; None:
+        its default lane); the job goes to that lane's topic (docs/catalogue.md "Priorities").
 
         ``job_id``: the caller's id instead of a new UUIDv7 (``headers.check_job_id``); a job
         type that is unique by job id runs one job per id within its window.
@@ -173,9 +180,9 @@ class Producer:
         ``on_delivery(job_id, error_or_None)`` runs on the producer's poll thread.
         """
         if (headers or traceparent is not None or delay is not None or run_at is not None
-                or on_delivery is not None or job_id is not None):
+                or on_delivery is not None or job_id is not None or priority is not None):
             record = self._prepare(job_type, payload, key, headers, traceparent, delay, run_at,
-                                   job_id)
+                                   job_id, priority)
             self._check_size(record)
             self._send(record, on_delivery)
             self._record_emitted(job_type, record)
@@ -229,7 +236,8 @@ class Producer:
             try:
                 if isinstance(job, Job):
                     rec = self._prepare(job.job_type, job.payload, job.key, job.headers,
-                                        job.traceparent, job.delay, job.run_at, job.job_id)
+                                        job.traceparent, job.delay, job.run_at, job.job_id,
+                                        job.priority)
                     self._check_size(rec)
                     append(rec)
                     prepared.append((job.job_type, rec))
@@ -362,9 +370,11 @@ class Producer:
     def _prepare(self, job_type: str, payload: Mapping[str, Any], key: str | bytes | None,
                  headers: Mapping[str, str | bytes] | None, traceparent: str | None,
                  delay: float | timedelta | None, run_at: datetime | None,
-                 job_id: str | None = None) -> _Record:
+                 job_id: str | None = None, priority: str | None = None) -> _Record:
         """A ``_Record``; raises before anything is sent."""
         info = self._types.get(job_type) or self._type_info(job_type)
+        if priority is not None:
+            info = self._lanes.get((job_type, priority)) or self._lane_info(info, priority)
         value = info.encode(payload)
         now_ms = _time_ns() // 1_000_000
         job_id = _new_job_id(now_ms) if job_id is None else h.check_job_id(job_id)
@@ -392,6 +402,20 @@ class Producer:
             hdrs += extra
             size += sum(len(k) + len(v) + _HEADER_OVERHEAD for k, v in extra)
         return topic, key, value, hdrs, job_id, size, now_ms
+
+    def _lane_info(self, base: _TypeInfo, lane: str) -> _TypeInfo:
+        """``base`` sent to the topic of priority lane ``lane`` (its tiers, its target)."""
+        job = self.catalogue.get(base.name)
+        if job.lanes is None:
+            raise ValueError(f"job type {base.name!r} has no priority lanes (catalogue "
+                             "`priorities`)")
+        topic = job.lanes.topic(job.topic, lane)  # ValueError naming the lanes
+        info = copy.copy(base)
+        info.topic = topic
+        info.target = topic.encode()
+        info.tier_topics = {t: retry_topic(topic, t) for t in info.tiers}
+        self._lanes[(base.name, lane)] = info
+        return info
 
     def _type_info(self, job_type: str) -> _TypeInfo:
         if not self._status_opened and self.catalogue.get(job_type).status == "all":
@@ -539,14 +563,14 @@ class AsyncProducer:
                    headers: Mapping[str, str | bytes] | None = None,
                    traceparent: str | None = None, delay: float | timedelta | None = None,
                    run_at: datetime | None = None, wait: bool = False,
-                   job_id: str | None = None) -> str:
+                   job_id: str | None = None, priority: str | None = None) -> str:
         """Like ``Producer.emit``; with ``wait=True`` also await the broker's acknowledgement
         (raises DeliveryFailed). Without it, failures surface at ``flush()``."""
         p = self._producer or await self.start()
         if job_type not in p._types:  # first use: may read the status topic's metadata
             await asyncio.to_thread(p._type_info, job_type)
         record = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at,
-                            job_id)
+                            job_id, priority)
         if record[0] not in p._limits:
             await asyncio.to_thread(p._fetch_limit, record[0])
         p._check_size(record)

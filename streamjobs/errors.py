@@ -9,8 +9,8 @@
     ├── DecodeError              bytes from Kafka that cannot be decoded (carries raw bytes, reason)
     │   └── UnknownSchema        a writer fingerprint this process does not know
     │       └── UnknownSchemaId  a registry schema id that cannot be resolved now
-    ├── RegistryError            the schema registry refused a request (status, code)
-    │   └── RegistryUnavailable  the schema registry cannot be reached
+    ├── RegistryError            the schema registry refused a request (status, code, refused)
+    │   └── RegistryUnavailable  the registry cannot be reached, or refuses our credentials/CA
     ├── KafkaError               the broker refused or could not be reached (code, topic)
     │   ├── BrokerUnavailable    no broker answered within the bounded wait
     │   ├── RecordTooLarge       a record larger than the topic or client accepts
@@ -156,15 +156,17 @@ class RegistryError(StreamjobsError):
     error code when it sent one)."""
 
     def __init__(self, url: str, message: str, *, status: int | None = None,
-                 code: int | None = None) -> None:
+                 code: int | None = None, refused: bool = False) -> None:
         self.url = url
         self.status = status
         self.code = code
+        self.refused = refused
         super().__init__(f"schema registry at {url}: {message}")
 
 
 class RegistryUnavailable(RegistryError):
-    """The schema registry cannot be reached (connection refused, timeout, 5xx)."""
+    """The schema registry cannot be used: unreachable, timeout, 5xx, or ``refused`` (our
+    credentials (401/403) or its TLS certificate: a setting to fix, not a wait)."""
 
 
 class KafkaError(StreamjobsError):

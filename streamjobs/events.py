@@ -17,8 +17,11 @@ Job lifecycle (all carry job_id, job_type, topic, partition, offset, attempt):
 - ``JobRetried``       re-published to a retry topic; ``delay_s``, ``retry_topic``
 - ``JobDeadLettered``  sent to the dead-letter topic; ``reason``, ``dlq_topic``
                        (job_id/job_type may be "" for undecodable poison records)
-- ``JobTimedOut``      an async handler ran past its timeout and was cancelled (``timeout_s``);
-                       the job then fails with ``JobTimeout`` (``JobFailed``, retry path)
+- ``JobTimedOut``      a handler ran past its timeout (``timeout_s``): an async one was
+                       cancelled, a sync one abandoned in its thread; the job then fails with
+                       ``JobTimeout`` (``JobFailed``, retry path)
+- ``SlotStuck``        a sync handler's thread is stuck past its timeout: ``slot``, ``stuck``
+                       (threads stuck now), ``limit``, ``replaced`` (the slot got a new thread)
 - ``JobDuplicate``     not run: a duplicate of a unique job (or of a schedule's tick) first
                        seen at ``first_offset`` within the window; ``unique_key``; its offset
                        is acknowledged
@@ -68,6 +71,8 @@ Worker process:
 - ``InFlightChanged``  number of jobs currently running (may be rate-limited)
 - ``LagSampled``       consumer lag of one assigned partition, every few seconds
 - ``BrokerStatus``     whether the broker is reachable
+- ``SlotFreed``        a stuck sync handler returned at last (result ignored): ``job_id``,
+                       ``job_type``, ``ran_s``, ``stuck`` (threads still stuck), ``limit``
 
 Hot path: the worker emits per job, as often as it runs jobs, so ``EventBus.wants`` and
 ``EventBus.emit`` are a single dict lookup plus a loop over a precomputed tuple.
@@ -111,6 +116,8 @@ __all__ = [
     "ScheduleFired",
     "ScheduleSkipped",
     "SchedulerOwnership",
+    "SlotFreed",
+    "SlotStuck",
     "WorkerStarted",
     "WorkerStopped",
     "WorkerStopping",
@@ -185,9 +192,22 @@ class JobDuplicate(JobEvent):
 
 @dataclass(frozen=True, slots=True)
 class JobTimedOut(JobEvent):
-    """The handler ran past ``timeout_s`` and was cancelled; a ``JobFailed`` follows."""
+    """The handler ran past ``timeout_s`` (async: cancelled; sync: abandoned in its thread);
+    a ``JobFailed`` follows."""
 
     timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStuck(JobEvent):
+    """A sync handler's thread is stuck past ``timeout_s``; ``stuck`` threads are now, of at
+    most ``limit`` replaced; ``replaced``: the slot got a new thread."""
+
+    timeout_s: float
+    slot: int
+    stuck: int
+    limit: int
+    replaced: bool
 
 
 # --- job summaries -------------------------------------------------------------------
@@ -348,6 +368,17 @@ class LagSampled(Event):
     topic: str
     partition: int
     lag: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFreed(Event):
+    """A stuck sync handler returned after ``ran_s``; ``stuck`` threads are still stuck."""
+
+    job_id: str
+    job_type: str
+    ran_s: float
+    stuck: int
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from .._avro.framing import FRAMINGS, REGISTRY, SINGLE_OBJECT
 from .._durations import parse_duration
 from .._limits import BreakerPolicy, RateLimit, parse_breaker, parse_concurrency, parse_rate
 from .._names import dlq_topic, retry_topic, unique_topic
+from .._priorities import PriorityLanes, parse_priorities
 from .._retry import DEFAULT_DELAY_TIERS, RetryPolicy
 from .._schedules import Schedule, parse_schedule
 from .._settings import Settings
@@ -43,7 +44,8 @@ DEFAULT_STATUS = "failures"
 # How a registry subject is named: Confluent's TopicNameStrategy and RecordNameStrategy.
 SUBJECT_STRATEGIES = ("topic", "record")
 _JOB_KEYS = _DEFAULT_KEYS | {"schema", "topic", "key_field", "unique", "rate_limit",
-                             "concurrency", "breaker"}
+                             "concurrency", "breaker", "priorities", "default_priority",
+                             "priority_policy", "priority_weights"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,12 @@ class JobType:
     rate_limit: RateLimit | None = None
     concurrency: int | None = None
     breaker: BreakerPolicy | None = None
+    lanes: PriorityLanes | None = None  # priority lanes (priorities.py), one topic each
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Its job topics: the topic, or one per priority lane (highest first)."""
+        return self.lanes.topics(self.topic) if self.lanes is not None else (self.topic,)
 
     @property
     def partitions(self) -> int:
@@ -104,7 +112,8 @@ class Catalogue:
         self.schedules: Mapping[str, Schedule] = dict(schedules or {})
         self._topics: dict[str, tuple[JobType, ...]] = {}
         for job in self._jobs.values():
-            self._topics[job.topic] = (*self._topics.get(job.topic, ()), job)
+            for topic in job.topics:
+                self._topics[topic] = (*self._topics.get(topic, ()), job)
 
     @classmethod
     def load(cls, schemas_dir: str | Path, *, topic_prefix: str | None = None) -> Catalogue:
@@ -320,6 +329,13 @@ class _Loader:
                 unique = parse_unique(spec["unique"])
             except ValueError as exc:
                 raise self.error(entry, str(exc)) from None
+        try:
+            lanes = parse_priorities(spec)
+        except ConfigError as exc:
+            raise self.error(entry, f"{exc.field}: {exc.reason}") from None
+        if lanes is not None and unique is not None:
+            raise self.error(entry, "priorities: a unique job type has one topic (duplicates "
+                                    "are detected there); it cannot have lanes")
         timeout = None
         if "timeout" in merged:
             try:
@@ -335,6 +351,10 @@ class _Loader:
             breaker = parse_breaker(spec["breaker"]) if "breaker" in spec else None
         except ValueError as exc:
             raise self.error(entry, str(exc)) from None
+        if lanes is not None and (rate or concurrency or breaker):
+            # Both hold partitions through the same pause; one per job type until they share it.
+            raise self.error(entry, "priorities: a job type with lanes cannot also have "
+                                    "rate_limit, concurrency or breaker (not supported yet)")
         status = merged.get("status", DEFAULT_STATUS)
         if status not in STATUS_MODES:
             raise self.error(entry, f"status must be one of {', '.join(STATUS_MODES)}, "
@@ -351,7 +371,7 @@ class _Loader:
                        permanent_errors=tuple(permanent), settings=self._settings(entry, merged),
                        framing=framing, subject_strategy=strategy, status=status,
                        unique=unique, timeout_s=timeout, rate_limit=rate,
-                       concurrency=concurrency, breaker=breaker)
+                       concurrency=concurrency, breaker=breaker, lanes=lanes)
 
     def _settings(self, entry: str, merged: dict[str, Any]) -> TopicSettings:
         values: dict[str, Any] = {}
@@ -381,6 +401,12 @@ class _Loader:
         collide: dict[str, str] = {}
         for job in jobs.values():
             topic, settings = job.topic, job.settings
+            if job.lanes is not None:
+                for lane_t in job.topics:
+                    if catalogue.for_topic(lane_t) != (job,):
+                        raise self.error(f"jobs.{job.name}", f"priorities: topic {lane_t!r} "
+                                         "is shared with another job type; a job type with "
+                                         "lanes has its topics to itself")
             for other in catalogue.for_topic(topic):
                 if other.settings != settings:
                     raise self.error(f"jobs.{other.name}", f"topic {topic!r} is shared with "

@@ -7,7 +7,8 @@ cached for the life of the process so that no record costs a registry call: the 
 type's current schema (emit) and the schema of a writer id (worker, dead-letter tools).
 
 Standard library HTTP only (``urllib``): basic auth, a TLS CA bundle, a timeout. Failures are
-``RegistryUnavailable`` (unreachable, timeout, 5xx) or ``RegistryError`` (the registry said no).
+``RegistryUnavailable`` (unreachable, timeout, 5xx; ``refused``: credentials or certificate) or
+``RegistryError`` (the registry said no).
 """
 
 from __future__ import annotations
@@ -104,6 +105,16 @@ class SchemaRegistry:
     def url(self) -> str:
         return self.config.url
 
+    def refusal(self) -> str | None:
+        """Why the registry refuses this configuration, if it does (our credentials, or a
+        certificate our CA bundle does not verify); None when it answers or is merely
+        unreachable, which the retry ladder rides out."""
+        try:
+            self._request("GET", "/subjects")
+        except RegistryError as exc:
+            return str(exc) if exc.refused else None
+        return None
+
     # -- run time (cached) --------------------------------------------------------------------
 
     def schema(self, schema_id: int) -> str:
@@ -193,12 +204,31 @@ class SchemaRegistry:
                 err = {}
             err = err if isinstance(err, dict) else {}
             message = str(err.get("message") or raw[:200].decode("utf-8", "replace") or exc.reason)
+            if exc.code in (401, 403):
+                raise RegistryUnavailable(self.config.url, f"{method} {path}: HTTP {exc.code}: "
+                                          f"{self._denied(exc.code)}", status=exc.code,
+                                          refused=True) from None
             kind = RegistryUnavailable if exc.code >= 500 else RegistryError
             raise kind(self.config.url, f"{method} {path}: HTTP {exc.code}: {message}",
                        status=exc.code, code=err.get("error_code")) from None
         except (OSError, ValueError) as exc:  # URLError, refused, timeout, bad JSON
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                trusted = self.config.ca_location or "the system CA bundle"
+                raise RegistryUnavailable(
+                    self.config.url, f"{method} {path}: TLS refused: {reason.reason}: "
+                    f"certificate verify failed: {reason.verify_message} (trusting {trusted}; "
+                    "give the registry's CA with --registry-ca-location)", refused=True
+                ) from None
             raise RegistryUnavailable(self.config.url, f"{method} {path}: {reason}") from None
+
+    def _denied(self, status: int) -> str:
+        if self.config.username is None:
+            return ("the registry requires credentials; give --registry-username and "
+                    "--registry-password")
+        what = "refused the credentials" if status == 401 else "denied access"
+        return (f"the registry {what} of user {self.config.username!r} (check "
+                "--registry-username and --registry-password)")
 
 
 def _q(subject: str) -> str:

@@ -161,7 +161,7 @@ class RecordContext(JobContext):
 
     @property
     def job_topic(self) -> str:  # type: ignore[override]
-        topic: str = self._route.topic
+        topic: str = self._part.job_topic  # the record's lane topic, when the type has lanes
         return topic
 
     @property

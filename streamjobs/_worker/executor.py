@@ -32,7 +32,9 @@ from ..events import (
 from .context import JobContext, bind_thread
 from .failures import Decision, Failure, decide, describe
 from .keyhold import HELD_DECISION, HELD_FAILURE, KeyHeld
+from .lanes import LaneQueue, RankedDeque, Ranks
 from .ordering import Chunk, Lanes
+from .stuck import StuckSlots, timeout_of
 
 __all__ = ["Chunk", "Completion", "Executor", "FailedJob"]
 
@@ -45,8 +47,11 @@ Completion = tuple[Any, Sequence[int], list[FailedJob] | None, bool, list[JobCon
 
 class Executor:
     def __init__(self, concurrency: int, bus: EventBus, lanes: Lanes[Chunk],
-                 completions: deque[Completion], *, use_async: bool) -> None:
+                 completions: deque[Completion], *, use_async: bool,
+                 stuck_limit: int = 0, ranks: Ranks | None = None) -> None:
         self.concurrency = concurrency
+        # Sync handlers with a timeout: run on a helper thread per slot (_worker/stuck.py).
+        self.stuck = StuckSlots(concurrency, bus, stuck_limit)
         self.bus = bus
         self.lanes = lanes
         self.completions = completions
@@ -58,8 +63,11 @@ class Executor:
         self.running: list[JobContext | None] = [None] * concurrency
         self.running_async: set[JobContext] = set()
         self.followups: Any = None  # where ctx.emit hands follow-ups (followups.py)
-        self._tasks: queue.SimpleQueue[tuple[Any, Hashable | None, Chunk] | None] = (
-            queue.SimpleQueue())
+        self._tasks: Any = queue.SimpleQueue()
+        # Priority lanes (_worker/lanes.py): sync tasks by lane rank; None without lanes.
+        self.lane_queue: LaneQueue | None = None
+        if ranks:
+            self._tasks = self.lane_queue = LaneQueue(ranks)
         self._threads = [threading.Thread(target=self._thread_main, args=(i,),
                                           name=f"sj-worker-{i}", daemon=True)
                          for i in range(concurrency)]
@@ -71,7 +79,7 @@ class Executor:
         # (a counter and a deque: no semaphore waiter per queued chunk).
         self._inbox: deque[tuple[Any, Hashable | None, Chunk]] = deque()
         self._inbox_wake = False
-        self._queued: deque[tuple[Any, Hashable | None, Chunk]] = deque()
+        self._queued: Any = RankedDeque(ranks) if ranks else deque()
         self._active = 0
         # part -> (jobs, durations, perf_counter ends): async successes of this loop iteration
         self._tick: dict[Any, tuple[list[JobContext], list[float], list[float]]] = {}
@@ -114,11 +122,24 @@ class Executor:
                 return
             self._run_sync(slot, *task)
 
-    def _run_sync(self, slot: int, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
-        chunks = [chunk]
+    def _run_sync(self, slot: int, part: Any, lane: Hashable | None,
+                  chunk: Chunk | list[Chunk]) -> None:
+        chunks = chunk if isinstance(chunk, list) else [chunk]
+        # A lower priority lane's task runs in slices and hands the rest back to the queue
+        # when a higher lane's task waits (_worker/lanes.py).
+        queue = self.lane_queue
+        yields = queue is not None and queue.rank(part) > 0
+        first = True
         while True:
             early = False
-            for jobs, offsets in chunks:
+            if yields:
+                chunks = _sliced(chunks, YIELD_EVERY)
+            for i, (jobs, offsets) in enumerate(chunks):
+                if yields and not first and queue is not None and queue.yield_to(part):
+                    # The task keeps the ordering lane: the rest stays in order.
+                    self._tasks.put((part, lane, chunks[i:]))
+                    return
+                first = False
                 early = self._run_chunk(slot, part, jobs, offsets)
                 if early:
                     break
@@ -158,8 +179,10 @@ class Executor:
                 if handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
-                else:
+                elif handler.timeout is None and ctx._job.timeout_s is None:
                     handler.func(ctx.payload, ctx)
+                else:
+                    self._timed(slot, ctx)
             except BaseException as exc:
                 if failed is None:
                     failed = []
@@ -197,8 +220,10 @@ class Executor:
                 if handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
-                else:
+                elif handler.timeout is None and ctx._job.timeout_s is None:
                     handler.func(ctx.payload, ctx)
+                else:
+                    self._timed(slot, ctx)
             except BaseException as exc:
                 t1 = clock()
                 i = first + len(ends)
@@ -252,8 +277,10 @@ class Executor:
                 if handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
-                else:
+                elif handler.timeout is None and ctx._job.timeout_s is None:
                     handler.func(ctx.payload, ctx)
+                else:
+                    self._timed(slot, ctx)
             except BaseException as exc:
                 t1 = clock()
                 if run is not None:
@@ -281,6 +308,11 @@ class Executor:
             run.flush()
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
+
+    def _timed(self, slot: int, ctx: JobContext) -> None:
+        timeout = timeout_of(ctx)
+        assert timeout is not None
+        self.stuck.call(slot, ctx, timeout)
 
     def _complete(self, part: Any, jobs: list[JobContext], offsets: Sequence[int], ran: int,
                   failed: list[FailedJob] | None) -> None:
@@ -330,7 +362,8 @@ class Executor:
         while queued and self._active < self.concurrency:
             self._active += 1
             part, lane, chunk = queued.popleft()
-            if lean and lane is None and len(chunk[0]) == 1 and part.single_type is not None:
+            if (lean and lane is None and type(chunk) is tuple and len(chunk[0]) == 1
+                    and part.single_type is not None):
                 loop.create_task(self._run_one(part, chunk[0][0], chunk[1]))
             else:
                 loop.create_task(self._run_async(part, lane, chunk))
@@ -382,12 +415,22 @@ class Executor:
         acc[1].append(duration)
         acc[2].append(end)
 
-    async def _run_async(self, part: Any, lane: Hashable | None, chunk: Chunk) -> None:
+    async def _run_async(self, part: Any, lane: Hashable | None,
+                         chunk: Chunk | list[Chunk]) -> None:
         try:
-            chunks = [chunk]
+            chunks = chunk if isinstance(chunk, list) else [chunk]
+            queued = self._queued  # lower lanes hand their rest back, as in _run_sync
+            yields = isinstance(queued, RankedDeque) and queued.rank(part) > 0
+            first = True
             while True:
                 early = False
-                for jobs, offsets in chunks:
+                if yields:
+                    chunks = _sliced(chunks, YIELD_EVERY)
+                for i, (jobs, offsets) in enumerate(chunks):
+                    if yields and not first and queued.yield_to(part):
+                        queued.append((part, lane, chunks[i:]))
+                        return
+                    first = False
                     early = await self._run_chunk_async(part, jobs, offsets)
                     if early:
                         break
@@ -470,7 +513,7 @@ class Executor:
     async def _call_async(self, ctx: JobContext) -> None:
         """Run an async handler, cancelled past its timeout (``JobTimeout``, retry path)."""
         handler = ctx._handler
-        timeout = handler.timeout if handler.timeout is not None else ctx._job.timeout_s
+        timeout = timeout_of(ctx)
         if timeout is None:
             await handler.func(ctx.payload, ctx)
             return
@@ -514,6 +557,18 @@ class Executor:
 
 
 _NONE: list[int] = []  # "no offsets" (never mutated)
+
+
+YIELD_EVERY = 1  # jobs between a lower lane task's looks at the queue
+
+
+def _sliced(chunks: list[Chunk], size: int) -> list[Chunk]:
+    if all(len(jobs) <= size for jobs, _ in chunks):
+        return chunks
+    return [(jobs[i:i + size], offsets[i:i + size]) for jobs, offsets in chunks
+            for i in range(0, len(jobs), size)]
+
+
 _CREATED = attrgetter("created_at_ms")
 
 

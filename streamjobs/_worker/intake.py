@@ -251,7 +251,7 @@ class Intake:
             raise
         ts = m.timestamp()[1]
         return JobContext(job_id, job_type, attempt, full, part.topic, part.partition, offset,
-                          m.key(), ts, payload, route.topic, value, ts, route.job,
+                          m.key(), ts, payload, part.job_topic, value, ts, route.job,
                           route.handler)
 
     def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
@@ -317,6 +317,8 @@ class Intake:
     def _poison(self, m: Any, part: Part, offset: int, poison: _Poison) -> Routed:
         hdrs = poison.headers or m.headers() or []
         job_topic = poison.route.topic if poison.route else part.job_topic
+        if poison.route in self.routes.job_topics.get(part.job_topic, ()):
+            job_topic = part.job_topic  # its priority lane's topic (priorities.py)
         # A record of no known type: its status is recorded unless no type here records any.
         mode = poison.route.job.status if poison.route else (
             "failures" if any(r.job.status != "none"

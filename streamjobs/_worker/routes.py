@@ -36,11 +36,14 @@ class Routes:
         for job in jobs:
             route = Route(job, app.handlers[job.name], app.topic(job))
             self.by_type[job.name.encode("utf-8")] = route
-            self.job_topics[route.topic] = (*self.job_topics.get(route.topic, ()), route)
-            tiers = app.catalogue.wait_tiers(job.topic)
-            self.tiers[route.topic] = tiers
-            for tier in tiers:
-                self.wait[retry_topic(route.topic, tier)] = (route.topic, tier)
+            # A job type with priority lanes has a job topic per lane (priorities.py): each
+            # with its own tiers and dead letters, so a retry returns to its lane.
+            for topic in app.catalogue.get(job.name).topics:
+                self.job_topics[topic] = (*self.job_topics.get(topic, ()), route)
+                tiers = app.catalogue.wait_tiers(topic)
+                self.tiers[topic] = tiers
+                for tier in tiers:
+                    self.wait[retry_topic(topic, tier)] = (topic, tier)
 
     def add_old_tiers(self, names: Iterable[str]) -> dict[str, float]:
         """Also read the wait topics of old tiers present among ``names`` (the broker's

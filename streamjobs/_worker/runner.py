@@ -68,6 +68,7 @@ from .failures import Decision, Failure
 from .followups import FollowUps
 from .intake import Intake, Taken, announce
 from .keyhold import HELD_CLASS, KeyHold
+from .lanes import LaneGate, lane_ranks
 from .ordering import Lanes, dispatch
 from .outbox import Outbox
 from .partition import Part, Pauses
@@ -112,6 +113,9 @@ class Worker:
             raise ConfigError("registry_url", f"{', '.join(framed)}: registry framing needs a "
                                               "schema registry URL (STREAMJOBS_REGISTRY_URL)")
         self.routes = Routes(app, jobs)
+        self.lane_ranks = lane_ranks(app.catalogue, [j.name for j in jobs])  # priority lanes
+        self.lane_gate = LaneGate(self.lane_ranks, self.settings.concurrency,
+                                  self.settings.max_in_flight or 1) if self.lane_ranks else None
         self.group_id = self.settings.group_id or app.default_group_id()
         self.parts: dict[tuple[str, int], Part] = {}
         self.completions: deque[Completion] = deque()
@@ -185,7 +189,8 @@ class Worker:
         }
         if self._eos:  # offsets commit in the producer's transactions
             conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
-        if Throttle.wanted(r.job for r in self.routes.by_type.values()):
+        if self.lane_gate is not None or Throttle.wanted(
+                r.job for r in self.routes.by_type.values()):
             conf["fetch.wait.max.ms"] = FETCH_WAIT_MS  # a released partition's next fetch
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
@@ -231,7 +236,8 @@ class Worker:
                                            finish=self.finish, make=self.clients.producer)
                        if self._eos else Outbox(producer, self.clients.producer))
         self.executor = Executor(s.concurrency, self.bus, self.lanes, self.completions,
-                                 use_async=any(h.is_async for h in self.app.handlers.values()))
+                                 use_async=any(h.is_async for h in self.app.handlers.values()),
+                                 stuck_limit=s.stuck_limit, ranks=self.lane_ranks)
         self._start_status(meta)
         self.followups = self.executor.followups = FollowUps(
             self.outbox, self.finish, self._encoder, transactional=self._eos)
@@ -318,6 +324,8 @@ class Worker:
                 self._apply(fired)
                 fired.jobs, fired.routed = [], []
             self._count_in_flight()
+            if self.lane_gate is not None:
+                self.lane_gate.apply(self.parts.values(), self, now_ms)
             self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
                                    max_in_flight=max_in_flight, resume_at=s.resume_at,
                                    stopping=self.stop_reason is not None, now_ms=now_ms)

@@ -46,6 +46,8 @@ class WorkerSettings:
     schedules         take part in firing the catalogue's schedules (docs/catalogue.md)
     exactly_once      Kafka transactions: follow-ups, retry/dead-letter records and consumed
                       offsets commit atomically per batch (_worker/transactions.py)
+    stuck_limit       sync handler threads stuck past their timeout that are replaced by new
+                      ones; at this many the worker is not live. 0: concurrency
     """
 
     concurrency: int = 8
@@ -68,6 +70,7 @@ class WorkerSettings:
     schedules: bool = True
     exactly_once: bool = False
     key_dead_letter: str = "release"
+    stuck_limit: int = 0
 
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")
@@ -99,6 +102,10 @@ class WorkerSettings:
         if not (isinstance(self.connect_timeout, int | float) and self.connect_timeout > 0):
             raise ConfigError("connect_timeout", f"must be > 0 seconds, got "
                                                  f"{self.connect_timeout!r}")
+        if isinstance(self.stuck_limit, bool) or not isinstance(self.stuck_limit, int) or (
+                self.stuck_limit < 0):
+            raise ConfigError("stuck_limit", f"must be an integer >= 0, got "
+                                             f"{self.stuck_limit!r}")
         for name in ("commit_every", "max_poll_interval_ms", "session_timeout_ms",
                      "batch_size"):
             _positive_int(self, name)

@@ -3,8 +3,12 @@
 Each child is the same ``streamjobs worker`` command with ``--processes 1`` (and its own
 metrics port, ``port + i``). A child that dies is replaced (after a short pause if it died
 young, so a crash loop does not spin); a child that exits 0 (``--burst`` drained) is not.
-SIGTERM/SIGINT are forwarded once and the supervisor waits for the children's graceful
-shutdown; a second signal kills them and exits at once.
+A child that is not live (_worker/stuck.py: every slot's sync handler stuck past its timeout,
+or a poll loop without heartbeat) is killed and replaced: each child touches a liveness file
+(``STREAMJOBS_LIVENESS_FILE``) at each live heartbeat, and one staler than ``liveness_ttl``
+means not live. Its uncommitted jobs are re-run by whichever member gets its partitions
+(at-least-once). SIGTERM/SIGINT are forwarded once and the supervisor waits for the
+children's graceful shutdown; a second signal kills them and exits at once.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
-__all__ = ["supervise"]
+__all__ = ["LIVENESS_FILE_ENV", "supervise"]
+
+LIVENESS_FILE_ENV = "STREAMJOBS_LIVENESS_FILE"  # set for each child; read by the CLI worker
 
 RESTART_PAUSE = 1.0  # seconds before replacing a child that lived less than YOUNG
 YOUNG = 5.0
@@ -36,8 +44,10 @@ def _say(message: str) -> None:
     print(f"streamjobs supervisor: {message}", file=sys.stderr, flush=True)
 
 
-def supervise(count: int, argv: list[str], *, metrics_port: int, grace_period: float) -> int:
+def supervise(count: int, argv: list[str], *, metrics_port: int, grace_period: float,
+              liveness_ttl: float = 30.0) -> int:
     signals: list[int] = []
+    files = Path(tempfile.mkdtemp(prefix="streamjobs-liveness-"))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         signals.append(signum)
@@ -54,7 +64,9 @@ def supervise(count: int, argv: list[str], *, metrics_port: int, grace_period: f
         port = metrics_port + child.index if metrics_port else 0
         cmd = [sys.executable, "-m", "streamjobs", *argv, "--processes", "1",
                "--metrics-port", str(port)]
-        child.proc = subprocess.Popen(cmd)
+        live = files / f"child-{child.index}"
+        live.unlink(missing_ok=True)
+        child.proc = subprocess.Popen(cmd, env={**os.environ, LIVENESS_FILE_ENV: str(live)})
         child.started = time.monotonic()
         _say(f"child {child.index} started (pid {child.proc.pid})")
 
@@ -80,6 +92,10 @@ def supervise(count: int, argv: list[str], *, metrics_port: int, grace_period: f
             code = c.proc.poll()
             if code is None:
                 alive += 1
+                if not signals and _stale(files / f"child-{c.index}", c.started, liveness_ttl):
+                    _say(f"child {c.index} (pid {c.proc.pid}) not live for {liveness_ttl:g}s "
+                         "(stuck); killing it")
+                    c.proc.kill()
                 continue
             if signals or code == 0:
                 c.finished = True
@@ -96,3 +112,12 @@ def supervise(count: int, argv: list[str], *, metrics_port: int, grace_period: f
         if alive == 0 and all(c.finished for c in children):
             return 1 if failed else 0
         time.sleep(0.1)
+
+
+def _stale(path: Path, started: float, ttl: float) -> bool:
+    """The child's liveness file is older than ``ttl`` (a child gets ``ttl`` to create it)."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        age = time.monotonic() - started
+    return age > ttl

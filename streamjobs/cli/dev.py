@@ -23,6 +23,14 @@ _port = click.option("--port", type=int, default=9092, show_default=True,
 _registry_port = click.option("--registry-port", type=int, default=8081, show_default=True,
                               envvar="STREAMJOBS_DEV_REGISTRY_PORT",
                               help="Port of the local schema registry on 127.0.0.1.")
+_registry_tls = click.option(
+    "--registry-tls", is_flag=True, envvar="STREAMJOBS_DEV_REGISTRY_TLS",
+    help="The registry serves HTTPS only, with a certificate for 127.0.0.1/localhost from a "
+         "dev CA; clients trust the CA file it prints.")
+_registry_auth = click.option(
+    "--registry-auth", metavar="USER:PASSWORD", default=None,
+    envvar="STREAMJOBS_DEV_REGISTRY_AUTH",
+    help="The registry requires HTTP basic auth and lets this one user in (dev only).")
 
 
 @click.group("dev")
@@ -46,8 +54,10 @@ def group() -> None:
 @click.option("--registry", is_flag=True, envvar="STREAMJOBS_DEV_REGISTRY",
               help="Also start a schema registry (Apicurio, in memory; needs Java 21+).")
 @_registry_port
+@_registry_tls
+@_registry_auth
 def up(port: int, nodes: int, timeout: float, sasl: bool, tls: bool, registry: bool,
-       registry_port: int) -> None:
+       registry_port: int, registry_tls: bool, registry_auth: str | None) -> None:
     """Start the broker (formats storage on first run; no-op when already up)."""
     try:
         broker = DevBroker(port, nodes=nodes, sasl=sasl, tls=tls)
@@ -70,13 +80,13 @@ def up(port: int, nodes: int, timeout: float, sasl: bool, tls: bool, registry: b
     if state.ca_location:
         click.echo(f"TLS CA for clients: {state.ca_location} (STREAMJOBS_SSL_CA_LOCATION)")
     if registry:
-        _registry_up(registry_port, timeout)
+        _registry_up(registry_port, timeout, registry_tls, registry_auth)
 
 
-def _registry_up(port: int, timeout: float) -> None:
+def _registry_up(port: int, timeout: float, tls: bool, auth: str | None) -> None:
     started = time.monotonic()
     try:
-        state, fresh = DevRegistry(port).up(timeout=timeout)
+        state, fresh = DevRegistry(port, tls=tls, auth=auth).up(timeout=timeout)
     except DevBrokerError as exc:
         fail(str(exc))
     if fresh:
@@ -85,6 +95,11 @@ def _registry_up(port: int, timeout: float) -> None:
     else:
         click.echo(f"schema registry already up on {state.url} (pid {state.pid})")
     click.echo(f"export STREAMJOBS_REGISTRY_URL={state.url}")
+    if state.ca_location:
+        click.echo(f"export STREAMJOBS_REGISTRY_CA_LOCATION={state.ca_location}")
+    if state.username:
+        click.echo(f"export STREAMJOBS_REGISTRY_USERNAME={state.username}  # and "
+                   "STREAMJOBS_REGISTRY_PASSWORD, the password you gave")
 
 
 @group.command()
@@ -132,7 +147,9 @@ def _registry_status(registry: DevRegistry) -> dict[str, Any]:
     state = registry.state()
     return {"up": state is not None and registry.is_up(), "pid": state.pid if state else None,
             "url": registry.url, "log_file": str(registry.log_file),
-            "version": state.version if state else None}
+            "version": state.version if state else None,
+            "ca_location": state.ca_location if state else None,
+            "username": state.username if state else None}
 
 
 @group.command()
@@ -198,9 +215,12 @@ def registry_group() -> None:
 @_registry_port
 @click.option("--timeout", type=float, default=90, show_default=True,
               envvar="STREAMJOBS_DEV_TIMEOUT", help="Seconds to wait for the registry.")
-def registry_up(registry_port: int, timeout: float) -> None:
+@_registry_tls
+@_registry_auth
+def registry_up(registry_port: int, timeout: float, registry_tls: bool,
+                registry_auth: str | None) -> None:
     """Start the schema registry (fetched from Maven Central on first use)."""
-    _registry_up(registry_port, timeout)
+    _registry_up(registry_port, timeout, registry_tls, registry_auth)
 
 
 @registry_group.command("down")

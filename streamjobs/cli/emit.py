@@ -44,7 +44,7 @@ from ._common import (
 
 __all__ = ["command"]
 
-_LINE_KEYS = frozenset({"type", "payload", "key", "headers", "delay", "job_id"})
+_LINE_KEYS = frozenset({"type", "payload", "key", "headers", "delay", "job_id", "priority"})
 
 
 @dataclass
@@ -56,6 +56,7 @@ class _Line:
     headers: dict[str, str] | None = None
     delay: float | None = None
     job_id: str = ""
+    priority: str | None = None  # a priority lane of the job type
 
 
 def _where(line: _Line) -> str:
@@ -103,7 +104,11 @@ def _parse_file(stream: IO[str], default_type: str | None) -> list[_Line]:
         job_id = doc.get("job_id")
         if job_id is not None:
             _check_job_id(job_id, where)
-        lines.append(_Line(number, job_type, payload, key, headers, delay, job_id=job_id or ""))
+        priority = doc.get("priority")
+        if priority is not None and not isinstance(priority, str):
+            fail(f"{where}'priority' must be a string", EXIT_USAGE)
+        lines.append(_Line(number, job_type, payload, key, headers, delay, job_id=job_id or "",
+                           priority=priority))
     return lines
 
 
@@ -163,6 +168,9 @@ def _show_progress(progress: bool | None, count: int) -> bool:
               help="The job's id instead of a new UUIDv7 (an idempotency key: a type unique "
                    "by job_id runs one job per id within its window). With --json only; a "
                    "--file line gives its own \"job_id\".")
+@click.option("--priority", envvar="STREAMJOBS_EMIT_PRIORITY", default=None,
+              help="Priority lane of the job type (catalogue `priorities`); default: its "
+                   "default lane. A --file line's \"priority\" wins.")
 @click.option("--traceparent", envvar=["STREAMJOBS_TRACEPARENT", "TRACEPARENT"],
               help="W3C trace context to propagate.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
@@ -178,7 +186,8 @@ def _show_progress(progress: bool | None, count: int) -> bool:
 @registry_options
 def command(job_type: str | None, payload_json: str | None, file: IO[str] | None,
             key: str | None, header: tuple[str, ...], delay: str | None, job_id: str | None,
-            traceparent: str | None, fmt: str, progress: bool | None, connect_timeout: float,
+            priority: str | None, traceparent: str | None, fmt: str, progress: bool | None,
+            connect_timeout: float,
             delivery_timeout: float, schemas_dir: str, kafka: KafkaConfig,
             registry: RegistryConfig | None) -> None:
     """Emit jobs: `streamjobs emit TYPE --json '{...}'` or `streamjobs emit --file jobs.jsonl`."""
@@ -207,13 +216,15 @@ def command(job_type: str | None, payload_json: str | None, file: IO[str] | None
             fail(f"--json: invalid JSON: {exc}", EXIT_USAGE)
         if not isinstance(payload, dict):
             fail("--json: the payload must be a JSON object", EXIT_USAGE)
-        lines = [_Line(None, job_type, payload, key, None, delay_s, job_id=job_id or "")]
+        lines = [_Line(None, job_type, payload, key, None, delay_s, job_id=job_id or "",
+                       priority=priority)]
     else:
         assert file is not None
         lines = _parse_file(file, job_type)
         for line in lines:
             line.key = line.key if line.key is not None else key
             line.delay = line.delay if line.delay is not None else delay_s
+            line.priority = line.priority if line.priority is not None else priority
     try:
         catalogue = load_catalogue(schemas_dir)
         schema_registry = SchemaRegistry(registry) if registry is not None else None
@@ -256,7 +267,8 @@ def _emit(catalogue: Catalogue, kafka: KafkaConfig, lines: list[_Line],
                     line.job_id = producer.emit(line.job_type, line.payload, key=line.key,
                                                 headers=headers, traceparent=traceparent,
                                                 delay=line.delay,
-                                                job_id=line.job_id or None)
+                                                job_id=line.job_id or None,
+                                                priority=line.priority)
                 except (StreamjobsError, ValueError) as exc:
                     raise _at(exc, line) from None
         producer.flush(delivery_timeout)

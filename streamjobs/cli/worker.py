@@ -18,12 +18,14 @@ from typing import Any
 import click
 
 from .._config import KafkaConfig
-from .._schemas.registry import RegistryConfig
+from .._schemas.registry import RegistryConfig, SchemaRegistry
 from .._settings import Settings
 from ..errors import ConfigError, StreamjobsError
+from ..listeners._health import HealthListener, LivenessFile
 from ..listeners._logging import JOB_LEVELS
 from ._common import (
     EXIT_FAILURE,
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     fail,
     handle_errors,
@@ -133,6 +135,14 @@ def _log_json(log_format: str) -> bool:
 @click.option("--processes", "-p", type=int, default=1, show_default=True,
               envvar="STREAMJOBS_PROCESSES",
               help="Run P worker processes under a supervisor that replaces crashed ones.")
+@click.option("--stuck-limit", type=click.IntRange(0), default=0, show_default=True,
+              envvar="STREAMJOBS_STUCK_LIMIT",
+              help="Sync handler threads stuck past their timeout that are replaced; at this "
+                   "many the worker is not live. 0: --concurrency.")
+@click.option("--liveness-ttl", type=click.FloatRange(0, min_open=True), default=30.0,
+              show_default=True, envvar="STREAMJOBS_LIVENESS_TTL",
+              help="Seconds without a live heartbeat before /healthz fails (and --processes "
+                   "replaces the child).")
 @click.option("--burst", is_flag=True, envvar="STREAMJOBS_BURST",
               help="Exit 0 once all assigned partitions are drained and nothing is in flight.")
 @click.option("--schedules/--no-schedules", default=True, show_default=True,
@@ -154,7 +164,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             exactly_once: bool,
             max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
-            topic_prefix: str | None, processes: int, burst: bool, schedules: bool, listeners: str,
+            topic_prefix: str | None, processes: int, stuck_limit: int, liveness_ttl: float,
+            burst: bool, schedules: bool, listeners: str,
             log_format: str, job_log_level: str, log_level: str, connect_timeout: float,
             kafka: KafkaConfig, registry: RegistryConfig | None) -> None:
     """Run the job handlers of MODULE:APP until SIGTERM/SIGINT (a second signal exits at
@@ -178,7 +189,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,
             session_timeout_ms=session_timeout_ms, burst=burst, connect_timeout=connect_timeout,
-            schedules=schedules,
+            schedules=schedules, stuck_limit=stuck_limit,
             exactly_once=bool(exactly_once), key_dead_letter=key_dead_letter)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)
@@ -186,11 +197,16 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
         app.check(settings.job_types)  # before any port is taken or client created
     except StreamjobsError as exc:
         fail(f"app {app_target!r}: {exc}", EXIT_FAILURE)
+    # Wrong registry credentials or CA would send every registry-framed record down the retry
+    # ladder to the dead-letter topic; an unreachable registry is left to that ladder.
+    refused = SchemaRegistry(registry).refusal() if registry is not None else None
+    if refused is not None:
+        fail(refused, EXIT_UNREACHABLE)
     if processes > 1:  # checked here, so a broken app is one line, not a crash loop
         from .._worker.supervisor import supervise
 
         sys.exit(supervise(processes, sys.argv[1:], metrics_port=metrics_port,
-                           grace_period=grace_period))
+                           grace_period=grace_period, liveness_ttl=liveness_ttl))
     from ..listeners import install_default_listeners, install_log_listener
 
     bus = EventBus()
@@ -200,12 +216,21 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
         try:
             obs = install_default_listeners(bus, metrics_port=metrics_port, log_level=log_level,
                                             log_json=log_json, job_log_level=job_log_level,
-                                            kafka=kafka, topic_prefix=app.topic_prefix)
+                                            kafka=kafka, topic_prefix=app.topic_prefix,
+                                            liveness_ttl=liveness_ttl)
         except ConfigError as exc:
             fail(f"--metrics-port {exc.reason}", EXIT_USAGE)
     elif listeners == "logs":
         install_log_listener(bus, log_level=log_level, log_json=log_json,
                              job_log_level=job_log_level)
+    from .._worker.supervisor import LIVENESS_FILE_ENV
+
+    liveness_file = os.environ.get(LIVENESS_FILE_ENV)
+    if liveness_file:  # a child of --processes: its supervisor reads liveness from this file
+        health = obs.health if obs is not None else HealthListener(liveness_ttl)
+        if obs is None:
+            health.attach(bus)
+        LivenessFile(liveness_file, health).attach(bus)
     from .._worker.process import tune_gc
 
     tune_gc()

@@ -1,7 +1,12 @@
 """Liveness and readiness from worker events, served over HTTP with the metrics.
 
-- Live: the poll loop sent ``LoopAlive`` within ``liveness_ttl`` seconds. Construction counts
-  as the first heartbeat, so a starting worker has one TTL to reach its loop.
+- Live: the poll loop sent ``LoopAlive`` within ``liveness_ttl`` seconds (construction counts
+  as the first heartbeat, so a starting worker has one TTL to reach its loop), and fewer sync
+  handler threads are stuck past their timeout than the worker's stuck limit (``SlotStuck`` /
+  ``SlotFreed``; _worker/stuck.py): at the limit every slot's worth is gone and only a restart
+  gets it back.
+- ``LivenessFile``: the same verdict for the supervisor of ``--processes``, as a file touched
+  at each live heartbeat (the supervisor kills a child whose file has gone stale).
 - Ready: a ``PartitionsAssigned`` arrived since start (an empty assignment counts: the worker
   has joined the group, there is just nothing for it), the last ``BrokerStatus`` said
   reachable (no status yet counts as reachable: an assignment proves broker contact), and
@@ -13,6 +18,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +34,12 @@ from ..events import (
     EventBus,
     LoopAlive,
     PartitionsAssigned,
+    SlotFreed,
+    SlotStuck,
     WorkerStopping,
 )
 
-__all__ = ["HealthListener", "HealthServer", "serve"]
+__all__ = ["HealthListener", "HealthServer", "LivenessFile", "serve"]
 
 
 class HealthListener:
@@ -49,8 +57,12 @@ class HealthListener:
         self._broker_reachable = True
         self._broker_detail = ""
         self._stopping: str | None = None
+        self._stuck = 0
+        self._stuck_limit = 0  # 0: no stuck thread reported yet
 
     def attach(self, bus: EventBus) -> None:
+        bus.subscribe(self.on_stuck, SlotStuck)
+        bus.subscribe(self.on_freed, SlotFreed)
         bus.subscribe(self.on_loop_alive, LoopAlive)
         bus.subscribe(self.on_assigned, PartitionsAssigned)
         bus.subscribe(self.on_broker_status, BrokerStatus)
@@ -65,6 +77,10 @@ class HealthListener:
             self.on_broker_status(event)
         elif isinstance(event, WorkerStopping):
             self.on_stopping(event)
+        elif isinstance(event, SlotStuck):
+            self.on_stuck(event)
+        elif isinstance(event, SlotFreed):
+            self.on_freed(event)
 
     # Plain attribute stores: atomic under the GIL, so no lock between worker and probes.
     def on_loop_alive(self, e: LoopAlive) -> None:
@@ -80,6 +96,14 @@ class HealthListener:
     def on_stopping(self, e: WorkerStopping) -> None:
         self._stopping = e.reason
 
+    def on_stuck(self, e: SlotStuck) -> None:
+        self._stuck = e.stuck
+        self._stuck_limit = e.limit
+
+    def on_freed(self, e: SlotFreed) -> None:
+        self._stuck = e.stuck
+        self._stuck_limit = e.limit
+
     # --- queries ---------------------------------------------------------------------
 
     def seconds_since_alive(self) -> float:
@@ -88,9 +112,12 @@ class HealthListener:
     def live(self) -> tuple[bool, str]:
         """(alive?, reason). The reason is empty when alive."""
         age = self.seconds_since_alive()
-        if age <= self.liveness_ttl:
-            return True, ""
-        return False, f"no poll-loop heartbeat for {age:.1f}s (ttl {self.liveness_ttl:g}s)"
+        if age > self.liveness_ttl:
+            return False, f"no poll-loop heartbeat for {age:.1f}s (ttl {self.liveness_ttl:g}s)"
+        if self._stuck_limit and self._stuck >= self._stuck_limit:
+            return False, (f"{self._stuck} handler threads stuck past their timeout "
+                           f"(stuck limit {self._stuck_limit})")
+        return True, ""
 
     def ready(self) -> tuple[bool, str]:
         """(ready?, reason). The reason is empty when ready."""
@@ -102,6 +129,26 @@ class HealthListener:
             detail = f": {self._broker_detail}" if self._broker_detail else ""
             return False, f"broker unreachable{detail}"
         return True, ""
+
+
+class LivenessFile:
+    """Touches ``path`` at each poll-loop heartbeat while ``health`` says live: a supervisor
+    reads the file's age as the child's liveness."""
+
+    def __init__(self, path: str, health: HealthListener) -> None:
+        self.path = path
+        self.health = health
+        self.on_loop_alive(None)
+
+    def attach(self, bus: EventBus) -> None:
+        """After ``health`` is attached: its verdict then includes this heartbeat."""
+        bus.subscribe(self.on_loop_alive, LoopAlive)
+
+    def on_loop_alive(self, _e: LoopAlive | None) -> None:
+        if self.health.live()[0]:
+            with open(self.path, "a"):
+                pass
+            os.utime(self.path)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -55,6 +55,8 @@ from ..events import (
     ScheduleFired,
     SchedulerOwnership,
     ScheduleSkipped,
+    SlotFreed,
+    SlotStuck,
     WorkerStarted,
     WorkerStopped,
     WorkerStopping,
@@ -232,6 +234,8 @@ class LogListener:
             ("info", BrokerStatus, self.on_broker_status),
             ("info", JobDuplicate, self.on_duplicate),
             ("warning", JobTimedOut, self.on_timed_out),
+            ("error", SlotStuck, self.on_slot_stuck),
+            ("info", SlotFreed, self.on_slot_freed),
             ("info", ScheduleFired, self.on_schedule_fired),
             ("warning", ScheduleSkipped, self.on_schedule_skipped),
             ("info", SchedulerOwnership, self.on_scheduler_owner),
@@ -291,6 +295,14 @@ class LogListener:
 
     def on_timed_out(self, e: JobTimedOut) -> None:
         self._log.warning("job.timed_out", timeout_s=e.timeout_s, **_job_fields(e))
+
+    def on_slot_stuck(self, e: SlotStuck) -> None:
+        self._log.error("slot.stuck", slot=e.slot, stuck=e.stuck, limit=e.limit,
+                        replaced=e.replaced, timeout_s=e.timeout_s, **_job_fields(e))
+
+    def on_slot_freed(self, e: SlotFreed) -> None:
+        self._log.info("slot.freed", job_id=e.job_id, job_type=e.job_type,
+                       ran_s=round(e.ran_s, 3), stuck=e.stuck, limit=e.limit)
 
     # --- schedules -------------------------------------------------------------------
 
@@ -396,6 +408,8 @@ _HANDLERS: dict[type[Event], str] = {
     BrokerStatus: "on_broker_status",
     JobDuplicate: "on_duplicate",
     JobTimedOut: "on_timed_out",
+    SlotStuck: "on_slot_stuck",
+    SlotFreed: "on_slot_freed",
     ScheduleFired: "on_schedule_fired",
     ScheduleSkipped: "on_schedule_skipped",
     SchedulerOwnership: "on_scheduler_owner",

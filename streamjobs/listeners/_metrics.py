@@ -45,6 +45,8 @@ from ..events import (
     ScheduleFired,
     SchedulerOwnership,
     ScheduleSkipped,
+    SlotFreed,
+    SlotStuck,
     WorkerStarted,
     WorkerStopping,
 )
@@ -136,9 +138,19 @@ class MetricsListener:
         )
         self.timed_out = Counter(
             "streamjobs_jobs_timed_out",
-            "Async handlers cancelled past their timeout (the job then takes the retry path).",
+            "Handlers past their timeout (async cancelled, sync abandoned in its thread; the "
+            "job then takes the retry path).",
             ["job_type"],
             registry=r,
+        )
+        self.stuck_threads = Gauge(
+            "streamjobs_stuck_threads",
+            "Sync handler threads stuck past their timeout (at the stuck limit: not live).",
+            registry=r,
+        )
+        self.stuck_limit = Gauge(
+            "streamjobs_stuck_limit", "Stuck sync handler threads replaced before the worker "
+            "reports itself not live.", registry=r,
         )
         self.schedule_fired = Counter(
             "streamjobs_schedule_fired", "Schedule ticks emitted by this worker.",
@@ -195,6 +207,8 @@ class MetricsListener:
             (BrokerStatus, self.on_broker_status),
             (JobDuplicate, self.on_duplicate),
             (JobTimedOut, self.on_timed_out),
+            (SlotStuck, self.on_stuck),
+            (SlotFreed, self.on_stuck),
             (ScheduleFired, self.on_schedule_fired),
             (ScheduleSkipped, self.on_schedule_skipped),
             (SchedulerOwnership, self.on_scheduler_owner),
@@ -284,6 +298,10 @@ class MetricsListener:
 
     def on_timed_out(self, e: JobTimedOut) -> None:
         self.timed_out.labels(job_type=e.job_type).inc()
+
+    def on_stuck(self, e: SlotStuck | SlotFreed) -> None:
+        self.stuck_threads.set(e.stuck)
+        self.stuck_limit.set(e.limit)
 
     # --- schedules -------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ Job types named ``slow*`` get an async handler that hangs on its first attempt w
 starts with ``hang`` (the timeout tests). Job types named ``flaky*`` fail the first
 ``STREAMJOBS_TEST_FAIL_FIRST`` runs of the process (ledger lines with ``"failed": true``);
 ``busy*`` handlers take 0.3 s and note when they started (the flow-control tests).
+Job types named ``stuck*`` get a sync handler that sleeps on its first attempt when the key is
+``hang-<seconds>`` (the sync timeout tests). Job types named ``lane*`` get a sync handler
+taking 20 ms a job that fails the first attempt of keys starting with ``fail`` (the priority
+lane tests); ``alane*`` the same as an async handler.
 """
 
 from __future__ import annotations
@@ -71,6 +75,27 @@ def busy(payload: dict[str, Any], ctx: JobContext) -> None:
     record(payload, ctx, started=started)
 
 
-_HANDLERS = {"slow": slow, "flaky": flaky, "busy": busy}
+def stuck(payload: dict[str, Any], ctx: JobContext) -> None:
+    if payload["key"].startswith("hang-") and ctx.attempt == 1:
+        time.sleep(float(payload["key"].split("-", 1)[1]))
+    record(payload, ctx)
+
+
+def paced(payload: dict[str, Any], ctx: JobContext) -> None:
+    time.sleep(0.02)
+    if payload["key"].startswith("fail") and ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    record(payload, ctx)
+
+
+async def apaced(payload: dict[str, Any], ctx: JobContext) -> None:
+    await asyncio.sleep(0.02)
+    if payload["key"].startswith("fail") and ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    record(payload, ctx)
+
+
+_HANDLERS = {"slow": slow, "flaky": flaky, "busy": busy, "stuck": stuck, "lane": paced,
+             "alane": apaced}
 for _name in app.catalogue.names():  # every job type of the test's catalogue
     app.job(_name)(next((f for p, f in _HANDLERS.items() if _name.startswith(p)), record))

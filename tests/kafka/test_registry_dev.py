@@ -50,14 +50,20 @@ def test_dev_registry_lifecycle_binds_loopback_only(run_cli: RunCli, tmp_path: P
 
 def test_dev_up_with_registry_next_to_the_running_broker(run_cli: RunCli) -> None:
     """Rule: `dev up --registry` leaves a running broker as it is and starts the registry
-    beside it; `dev status` then shows both."""
+    beside it, secured as asked (--registry-tls, --registry-auth; the secured registry itself
+    is tested in test_registry_auth.py); `dev status` then shows both."""
     port = free_port_block(1)
-    registry = DevRegistry(port)
+    registry = DevRegistry(port, tls=True)
     try:
-        up = run_cli("dev", "up", "--registry", "--registry-port", str(port), timeout=300)
+        up = run_cli("dev", "up", "--registry", "--registry-port", str(port), env={
+            "STREAMJOBS_DEV_REGISTRY_TLS": "1", "STREAMJOBS_DEV_REGISTRY_AUTH": "dev:dev-pw"},
+            timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
         assert "kafka already up" in up.stdout
+        assert registry.url.startswith("https://")
         assert f"schema registry (Apicurio 3.3.3) up on {registry.url}" in up.stdout
+        assert "export STREAMJOBS_REGISTRY_USERNAME=dev " in up.stdout
+        assert f"export STREAMJOBS_REGISTRY_CA_LOCATION={registry.home}/tls/ca.pem" in up.stdout
         status = run_cli("dev", "status", "--registry-port", str(port))
         assert status.returncode == 0
         state = registry.state()

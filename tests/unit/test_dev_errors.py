@@ -87,3 +87,16 @@ def test_unknown_tool(run_cli: RunCli) -> None:
     out = run_cli("dev", "tool", "kafka-nonsense")
     assert out.returncode == 3
     assert "kafka-consumer-groups" in out.stderr
+
+
+def test_registry_auth_that_a_properties_file_would_misread(tmp_path: Path,
+                                                           run_cli: RunCli) -> None:
+    """Rule: `dev registry up --registry-auth` takes USER:PASSWORD without blanks, '\\' or '$'
+    (they reach Quarkus through a .properties file): anything else is one line, exit 1, before
+    Java or Maven is looked for, and the password is not echoed."""
+    env = {"STREAMJOBS_DEV_DIR": str(tmp_path / "state"), "JAVA_HOME": str(tmp_path / "none")}
+    for auth in ("no-colon", "user:", ":pw", "us er:pw", "user:p$w", "a.b:pw"):
+        out = run_cli("dev", "registry", "up", "--registry-port", str(_free_port()),
+                      "--registry-auth", auth, env=env)
+        _assert_one_line_error(out, "registry auth must be USER:PASSWORD")
+        assert "p$w" not in out.stderr

@@ -1,12 +1,10 @@
-"""The registry client: its frozen config, and what it sends to a (local, stand-in) HTTP registry:
-basic auth, a trusted CA over TLS, errors by kind, and caching (no request per record)."""
+"""The registry client: its frozen config, and what a stand-in HTTP registry sees of it: caching
+(no request per record), errors by kind, a 403 and a 5xx, which a real registry does not give on
+demand. Basic auth and TLS against a real registry: tests/kafka/test_registry_auth.py."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
-import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,13 +51,10 @@ class _Registry(BaseHTTPRequestHandler):
         pass
 
 
-def _serve(context: ssl.SSLContext | None = None, status: int = 200
-           ) -> tuple[ThreadingHTTPServer, list[tuple[str, str, str | None]]]:
+def _serve(status: int = 200) -> tuple[ThreadingHTTPServer, list[tuple[str, str, str | None]]]:
     seen: list[tuple[str, str, str | None]] = []
     handler = type("H", (_Registry,), {"seen": seen, "status": status})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, seen
 
@@ -128,40 +123,20 @@ def test_unreachable_and_failing_registries_are_unavailable() -> None:
         SchemaRegistry(RegistryConfig(f"http://127.0.0.1:{port}/api", timeout=2)).schema(7)
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "ca.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def test_tls_with_the_given_ca(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server, _ = _serve(context)
-    url = f"https://127.0.0.1:{server.server_address[1]}/api"
+def test_refusals_are_told_apart_from_an_unreachable_registry() -> None:
+    server, _ = _serve(status=403)
+    port = server.server_address[1]
+    config = RegistryConfig(f"http://127.0.0.1:{port}/api", username="u", password="p")
     try:
-        assert SchemaRegistry(RegistryConfig(url, ca_location=str(cert))).schema(7) == SCHEMA
-        with pytest.raises(RegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
-            SchemaRegistry(RegistryConfig(url)).schema(7)  # not trusted without the CA
+        with pytest.raises(RegistryUnavailable) as info:
+            SchemaRegistry(config).schema(7)
+        assert info.value.refused and info.value.status == 403
+        assert "the registry denied access of user 'u'" in str(info.value)
+        assert SchemaRegistry(config).refusal() == str(info.value).replace(
+            "GET /schemas/ids/7", "GET /subjects")
     finally:
         server.shutdown()
+        server.server_close()
+    assert SchemaRegistry(RegistryConfig(f"http://127.0.0.1:{port}/api", timeout=2)
+                          ).refusal() is None  # nothing listens: left to the retry ladder
