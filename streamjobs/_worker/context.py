@@ -21,7 +21,7 @@ from ..errors import NotInWorker
 if TYPE_CHECKING:
     from .._schemas.catalogue import JobType
 
-__all__ = ["Handler", "HandlerFunc", "JobContext", "RecordContext", "bind_thread"]
+__all__ = ["Handler", "HandlerFunc", "JobContext", "RecordContext", "bind_thread", "bound"]
 
 # The executor whose thread (or event loop) this is: where ``ctx.emit`` hands follow-ups.
 _bound = threading.local()
@@ -30,6 +30,11 @@ _bound = threading.local()
 def bind_thread(executor: Any) -> None:
     """Called once by each handler thread (and the asyncio loop's) of an executor."""
     _bound.executor = executor
+
+
+def bound() -> Any:
+    """The executor this thread is bound to (None: not a handler thread)."""
+    return getattr(_bound, "executor", None)
 
 
 class JobContext:

@@ -21,7 +21,7 @@ import time
 
 from ..errors import JobTimeout
 from ..events import EventBus, JobTimedOut, SlotFreed, SlotStuck
-from .context import JobContext
+from .context import JobContext, bind_thread, bound
 
 __all__ = ["StuckSlots", "timeout_of"]
 
@@ -33,10 +33,11 @@ def timeout_of(ctx: JobContext) -> float | None:
 
 
 class _Call:
-    __slots__ = ("abandoned", "ctx", "done", "error", "finished", "started")
+    __slots__ = ("abandoned", "bound", "ctx", "done", "error", "finished", "started")
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
+        self.bound = bound()  # the submitting thread's executor: where ctx.emit goes
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.finished = False
@@ -64,6 +65,7 @@ class _Helper:
         while True:
             call = self._calls.get()
             ctx = call.ctx
+            bind_thread(call.bound)
             try:
                 ctx._handler.func(ctx.payload, ctx)
             except BaseException as exc:
