@@ -43,6 +43,9 @@ Consumer group:
 - ``PartitionsAssigned`` / ``PartitionsRevoked`` / ``PartitionsLost``  ``partitions``
 - ``CommitDone``       ``offsets`` as (topic, partition, next offset)
 - ``CommitFailed``     ``error``
+- ``TransactionAborted`` exactly-once: a commit was refused for this transaction only
+                       (``error``) and aborted; ``rewound`` (topic, partition, committed
+                       offset) partitions run again from there
 
 Schedules (the worker that owns the schedule topic's partition fires them):
 
@@ -118,6 +121,7 @@ __all__ = [
     "SchedulerOwnership",
     "SlotFreed",
     "SlotStuck",
+    "TransactionAborted",
     "WorkerStarted",
     "WorkerStopped",
     "WorkerStopping",
@@ -280,6 +284,12 @@ class CommitDone(Event):
 @dataclass(frozen=True, slots=True)
 class CommitFailed(Event):
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionAborted(Event):
+    error: str
+    rewound: tuple[tuple[str, int, int], ...]  # (topic, partition, committed offset; -1 none)
 
 
 # --- schedules -----------------------------------------------------------------------

@@ -37,7 +37,7 @@ from .. import _kafka_log
 from .._avro.codec import Codec
 from .._avro.framing import REGISTRY
 from .._config import KafkaConfig
-from .._connection import ClientError, TopicPartition, no_answer
+from .._connection import OFFSET_BEGINNING, ClientError, TopicPartition, no_answer
 from .._connection import RdKafkaError as KafkaError
 from .._names import wait_group
 from .._schemas.registry import RegistryConfig, SchemaRegistry
@@ -54,6 +54,7 @@ from ..events import (
     PartitionsAssigned,
     PartitionsLost,
     PartitionsRevoked,
+    TransactionAborted,
     WorkerStarted,
     WorkerStopped,
     WorkerStopping,
@@ -71,14 +72,14 @@ from .keyhold import HELD_CLASS, KeyHold
 from .lanes import LaneGate, lane_ranks
 from .ordering import Lanes, dispatch
 from .outbox import Outbox
-from .partition import Part, Pauses
+from .partition import Part, Pauses, by_consumer
 from .router import Routed, Router
 from .routes import Routes
 from .scheduler import Scheduler
 from .settings import WorkerSettings
 from .statuses import SAMPLE_EVERY, StatusRecorder
 from .throttle import FETCH_WAIT_MS, Throttle
-from .transactions import TXN_TIMEOUT, TransactionalOutbox, transactional_id
+from .transactions import TXN_TIMEOUT, Aborted, TransactionalOutbox, transactional_id
 from .uniqueness import Uniqueness
 
 __all__ = [
@@ -570,8 +571,36 @@ class Worker:
         self._finished_at_commit = self._finished
         self._txn_at = time.monotonic()
         tps = self.outbox.commit(list(self.parts.values()), self.followups)
+        if isinstance(tps, Aborted):
+            self._rewind(tps)
+            return
         if tps and self.bus.wants(CommitDone):
             self.bus.emit(CommitDone(tuple((tp.topic, tp.partition, tp.offset) for tp in tps)))
+
+    def _rewind(self, aborted: Aborted) -> None:
+        """Exactly-once: a transaction was aborted (a rebalance refused it, say). Its records
+        and those held for later are gone, so every assigned partition starts over from its
+        last committed offset as a fresh ``Part`` (late completions of the old one are
+        ignored, as after a revoke). A zombie learns of the rebalance at its next poll."""
+        parts = list(self.parts.values())
+        committed: dict[tuple[str, int], int] = {}
+        for consumer, tps in by_consumer(parts).items():
+            for tp in consumer.committed(tps, timeout=TXN_TIMEOUT):
+                committed[(tp.topic, tp.partition)] = tp.offset
+        self._forget(parts)
+        rewound = []
+        for old in parts:
+            part = self._new_part(old.consumer, old.topic, old.partition)
+            offset = committed.get((old.topic, old.partition), -1)
+            part.next_fetch = offset if offset >= 0 else -1
+            part.paused_kafka = part.paused = old.paused_kafka
+            part.hold_until_ms = old.hold_until_ms
+            with contextlib.suppress(ClientError):  # revoked meanwhile: its owner reads on
+                old.consumer.seek(TopicPartition(
+                    old.topic, old.partition, offset if offset >= 0 else OFFSET_BEGINNING))
+            rewound.append((old.topic, old.partition, offset))
+        self._pauses.dirty = True
+        self.bus.emit(TransactionAborted(aborted.error, tuple(rewound)))
 
     def _consumers(self) -> list[Any]:
         return [c for c in (self.consumer, self.waiter) if c is not None]
@@ -617,11 +646,15 @@ class Worker:
 
     def _on_assign(self, consumer: Any, tps: list[Any]) -> None:
         for tp in tps:
-            part = Part(tp.topic, tp.partition, self.routes, self.settings.ordering, consumer)
-            part.dedupe = self.uniqueness.load(tp.topic, tp.partition)
-            self.parts[(tp.topic, tp.partition)] = part
+            self._new_part(consumer, tp.topic, tp.partition)
         self._pauses.dirty = True  # new partitions join a paused assignment paused
         self.bus.emit(PartitionsAssigned(tuple((tp.topic, tp.partition) for tp in tps)))
+
+    def _new_part(self, consumer: Any, topic: str, partition: int) -> Part:
+        part = Part(topic, partition, self.routes, self.settings.ordering, consumer)
+        part.dedupe = self.uniqueness.load(topic, partition)
+        self.parts[(topic, partition)] = part
+        return part
 
     def _on_revoke(self, consumer: Any, tps: list[Any]) -> None:
         parts = [p for tp in tps if (p := self.parts.get((tp.topic, tp.partition)))]

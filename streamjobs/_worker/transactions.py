@@ -15,10 +15,14 @@ transaction at once.
 
 ``commit`` (every ``commit_interval`` seconds or ``commit_every`` finished jobs, on revoke and
 on shutdown): begin, produce the released records, ``send_offsets_to_transaction`` with each
-consumer's group metadata, commit. Any failure aborts and raises (``ProducerFenced`` when the
-broker fenced this producer or its group generation is stale: a zombie after a rebalance); the
-worker stops, and its successor resumes from the last committed offsets. Side effects outside
-Kafka (an e-mail sent, a database row written) are not covered: a crash re-runs the handler.
+consumer's group metadata, commit. A refusal that only dooms this transaction (librdkafka's
+``txn_requires_abort()`` or ``retriable()``: a rebalance under way, a stale generation or an
+unknown member after another worker joined or a killed one timed out, a timeout) aborts it and
+returns ``Aborted``: the worker rewinds its partitions to their last committed offsets and runs
+those jobs again (a stale-generation zombie then learns of the rebalance at its next poll;
+nothing of it was committed). A fatal error or a fencing of the ``transactional.id`` itself
+raises ``ProducerFenced`` and the worker stops. Side effects outside Kafka (an e-mail sent, a
+database row written) are not covered: a crash re-runs the handler.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import _headers as h
@@ -34,15 +39,24 @@ from .._connection import ClientError, TopicPartition, code_of, translate
 from ..errors import KafkaError, ProducerFenced
 from .outbox import Outbox, Outgoing
 
-__all__ = ["TransactionalOutbox", "transactional_id"]
+__all__ = ["Aborted", "TransactionalOutbox", "transactional_id"]
 
 _log = logging.getLogger("streamjobs.worker")
 TXN_ABORT_AFTER_MS = 10_000
 TXN_TIMEOUT = 30.0  # seconds a begin/send-offsets/commit call may wait for the coordinator
-# Codes meaning this producer (or its consumer's generation) is no longer the owner.
+ABORT_TRIES = 3
+# Codes meaning a newer instance owns this transactional.id (or group.instance.id): the
+# producer can write nothing more, the worker must stop. Rebalance codes (ILLEGAL_GENERATION,
+# UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS) are not here: they doom one transaction only.
 _FENCED = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH",
-                     "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", "ILLEGAL_GENERATION",
-                     "UNKNOWN_MEMBER_ID", "FENCED_INSTANCE_ID", "REBALANCE_IN_PROGRESS"})
+                     "TRANSACTIONAL_ID_AUTHORIZATION_FAILED", "FENCED_INSTANCE_ID"})
+
+
+@dataclass(frozen=True, slots=True)
+class Aborted:
+    """A commit refused for this transaction only; it was aborted (nothing of it is visible)."""
+
+    error: str
 
 
 def transactional_id(group_id: str) -> str:
@@ -68,6 +82,9 @@ class TransactionalOutbox(Outbox):
         self.open = False
         self.broken = False
         self.commits = 0
+        # Records produced in the open transaction (ids); one of them not delivered dooms it.
+        self._in_txn: set[int] = set()
+        self._doomed: str | None = None
         # part -> {cause offset: records}
         self.held: dict[Any, dict[int, list[Outgoing]]] = {}
         try:
@@ -92,9 +109,21 @@ class TransactionalOutbox(Outbox):
             self.producer.begin_transaction()
             self.open = True
 
-    def commit(self, parts: Iterable[Any], followups: Any) -> list[TopicPartition]:
+    def _produce(self, out: Outgoing) -> None:
+        self._in_txn.add(id(out))
+        super()._produce(out)
+
+    def _defer(self, out: Outgoing, delay: float) -> None:
+        # Never resent: a later transaction would carry it apart from its cause's offset.
+        # Missing from this one, the transaction must not commit; a report for a record of
+        # an aborted transaction (purged) is no news.
+        if id(out) in self._in_txn:
+            self._doomed = f"a record for {out.topic} was not delivered"
+
+    def commit(self, parts: Iterable[Any], followups: Any) -> list[TopicPartition] | Aborted:
         """Commit what is finished of ``parts``: their offsets at the watermark and the held
-        records (follow-ups, failures) of jobs below it. Returns the offsets committed."""
+        records (follow-ups, failures) of jobs below it. Returns the offsets committed, or
+        ``Aborted`` (the caller must rewind: the released records are gone)."""
         if self.broken:
             return []
         by_consumer: dict[Any, list[TopicPartition]] = {}
@@ -123,11 +152,22 @@ class TransactionalOutbox(Outbox):
             for consumer, tps in by_consumer.items():
                 self.producer.send_offsets_to_transaction(
                     tps, consumer.consumer_group_metadata(), self.timeout)
-            self.producer.commit_transaction(self.timeout)
+            if self._doomed is None:
+                self.producer.flush(self.timeout)  # delivery reports before the verdict
+            if self._doomed is None:
+                self.producer.commit_transaction(self.timeout)
         except ClientError as exc:
-            self.broken = True
-            self._abort()
-            raise _error(exc, self.tid, "transaction not committed") from None
+            if _fenced(exc):
+                self.broken = True
+                self._abort()
+                raise _error(exc, self.tid, "transaction not committed") from None
+            self._abort_or_raise(exc)
+            return Aborted(_detail(exc))
+        if self._doomed is not None:
+            reason = self._doomed
+            self._abort_or_raise(None)
+            return Aborted(reason)
+        self._in_txn.clear()
         self.open = False
         self.commits += 1
         for part, pos in moved:
@@ -151,6 +191,29 @@ class TransactionalOutbox(Outbox):
         if held:
             self.pending -= sum(len(v) for v in held.values())
 
+    def _abort_or_raise(self, cause: ClientError | None) -> None:
+        """Abort after an abortable refusal; a producer that cannot abort is broken."""
+        self._in_txn.clear()
+        self._doomed = None
+        if not self.open:
+            return  # begin_transaction itself was refused: nothing to abort
+        failure = cause
+        for _ in range(ABORT_TRIES):
+            try:
+                self.producer.abort_transaction(self.timeout)
+            except ClientError as exc:
+                failure = exc
+                if not _fenced(exc) and _retriable(exc):
+                    continue
+                break
+            else:
+                self.open = False
+                return
+        self.open = False
+        self.broken = True
+        assert failure is not None  # the loop saw an exception
+        raise _error(failure, self.tid, "transaction not committed nor aborted") from None
+
     def _abort(self) -> None:
         if not self.open:
             return
@@ -170,10 +233,27 @@ class TransactionalOutbox(Outbox):
         self._abort()
 
 
-def _error(exc: ClientError, tid: str, what: str) -> KafkaError:
+def _flag(exc: ClientError, name: str) -> bool:
     err = exc.args[0] if exc.args else None
-    fatal = err is not None and hasattr(err, "fatal") and err.fatal()
-    if fatal or code_of(exc) in _FENCED:
-        detail = err.str() if err is not None and hasattr(err, "str") else exc
-        return ProducerFenced(f"{what} ({tid}): {detail}", transactional_id=tid)
+    fn = getattr(err, name, None)
+    return bool(fn()) if callable(fn) else False
+
+
+def _fenced(exc: ClientError) -> bool:
+    """Fatal for the producer: stop (the other refusals abort one transaction)."""
+    return _flag(exc, "fatal") or code_of(exc) in _FENCED
+
+
+def _retriable(exc: ClientError) -> bool:
+    return _flag(exc, "retriable") or _flag(exc, "txn_requires_abort")
+
+
+def _detail(exc: ClientError) -> str:
+    err = exc.args[0] if exc.args else None
+    return str(err.str()) if err is not None and hasattr(err, "str") else str(exc)
+
+
+def _error(exc: ClientError, tid: str, what: str) -> KafkaError:
+    if _fenced(exc):
+        return ProducerFenced(f"{what} ({tid}): {_detail(exc)}", transactional_id=tid)
     return translate(exc, f"{what} ({tid})")

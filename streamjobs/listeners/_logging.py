@@ -57,6 +57,7 @@ from ..events import (
     ScheduleSkipped,
     SlotFreed,
     SlotStuck,
+    TransactionAborted,
     WorkerStarted,
     WorkerStopped,
     WorkerStopping,
@@ -227,6 +228,7 @@ class LogListener:
             ("info", PartitionsLost, self.on_partitions),
             ("debug", CommitDone, self.on_commit_done),
             ("warning", CommitFailed, self.on_commit_failed),
+            ("warning", TransactionAborted, self.on_transaction_aborted),
             ("info", WorkerStarted, self.on_worker_started),
             ("info", WorkerStopping, self.on_worker_stopping),
             ("info", WorkerStopped, self.on_worker_stopped),
@@ -346,6 +348,10 @@ class LogListener:
     def on_commit_failed(self, e: CommitFailed) -> None:
         self._log.warning("commit.failed", error=e.error)
 
+    def on_transaction_aborted(self, e: TransactionAborted) -> None:
+        self._log.warning("transaction.aborted", error=e.error,
+                          rewound=[f"{t}[{p}]@{o}" for t, p, o in e.rewound])
+
     def on_worker_started(self, e: WorkerStarted) -> None:
         self._counts = [0, 0, 0]
         self._log.info(
@@ -400,6 +406,7 @@ _HANDLERS: dict[type[Event], str] = {
     PartitionsLost: "on_partitions",
     CommitDone: "on_commit_done",
     CommitFailed: "on_commit_failed",
+    TransactionAborted: "on_transaction_aborted",
     WorkerStarted: "on_worker_started",
     WorkerStopping: "on_worker_stopping",
     WorkerStopped: "on_worker_stopped",

@@ -1,0 +1,152 @@
+"""Exactly-once commits (``TransactionalOutbox.commit``) when the broker refuses them: a
+refusal that dooms only this transaction (a rebalance: stale generation, unknown member)
+aborts it and returns ``Aborted`` without moving any offset, and the next transaction
+commits; a fencing of the transactional.id raises ``ProducerFenced`` and nothing commits any
+more; a record of the transaction that was not delivered dooms it and is never resent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError as RdError
+from confluent_kafka import KafkaException
+
+from streamjobs._worker.outbox import Outgoing
+from streamjobs._worker.transactions import Aborted, TransactionalOutbox
+from streamjobs.errors import ProducerFenced
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.refuse: list[KafkaException] = []  # raised by send_offsets_to_transaction
+        self.undeliverable: set[str] = set()  # topics whose records fail delivery
+        self.queued: list[tuple[str, Any]] = []
+        self.txn: list[str] = []
+        self.written: list[str] = []  # topics of committed records
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls.append("init")
+
+    def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+    def produce(self, topic: str, *, on_delivery: Any, **_: Any) -> None:
+        self.queued.append((topic, on_delivery))
+
+    def poll(self, timeout: float = 0) -> int:
+        done, self.queued = self.queued, []
+        for topic, cb in done:
+            if topic in self.undeliverable:
+                cb(RdError(RdError._MSG_TIMED_OUT, "timed out"), None)
+            else:
+                self.txn.append(topic)
+                cb(None, _Msg())
+        return len(done)
+
+    def flush(self, timeout: float = -1) -> int:
+        return self.poll()
+
+    def send_offsets_to_transaction(self, tps: Any, meta: Any, timeout: float) -> None:
+        self.calls.append("offsets")
+        if self.refuse:
+            raise self.refuse.pop(0)
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.calls.append("commit")
+        self.written += self.txn
+        self.txn = []
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+        self.txn = []
+        self.queued = []
+
+
+class _Msg:
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 7
+
+    def error(self) -> None:
+        return None
+
+
+class _Tracker:
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
+
+    def commit_position(self) -> int:
+        return self.pos
+
+
+class _Part:
+    def __init__(self, pos: int) -> None:
+        self.topic, self.partition, self.consumer = "t.w", 0, self
+        self.gone = False
+        self.stored = -1
+        self.tracker = _Tracker(pos)
+
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+class _NoFollowUps:
+    def release(self, part: Any, below: int) -> list[Outgoing]:
+        return []
+
+
+def _outbox() -> tuple[TransactionalOutbox, _Producer]:
+    producer = _Producer()
+    box = TransactionalOutbox({}, "tid", timeout=1.0, finish=lambda p, o: None,
+                              make=lambda conf: producer)
+    return box, producer
+
+
+def _retry(part: _Part, offset: int) -> Outgoing:
+    return Outgoing("t.w.retry", None, b"v", [], lambda: None, cause=(part, offset))
+
+
+def test_a_refusal_by_a_rebalance_aborts_only_that_transaction() -> None:
+    box, producer = _outbox()
+    part = _Part(3)
+    box.send(_retry(part, 1))
+    producer.refuse.append(KafkaException(RdError(
+        RdError.ILLEGAL_GENERATION, "stale generation", txn_requires_abort=True)))
+    got = box.commit([part], _NoFollowUps())
+    assert isinstance(got, Aborted) and "stale generation" in got.error
+    assert producer.calls[-2:] == ["offsets", "abort"]
+    assert part.stored == -1 and producer.written == [] and not box.broken
+    assert box.held == {}  # released into the aborted transaction: gone (the job runs again)
+    part.tracker.pos = 4
+    assert [tp.offset for tp in box.commit([part], _NoFollowUps())] == [4]  # carries on
+    assert part.stored == 4 and producer.calls[-1] == "commit"
+
+
+def test_a_fenced_producer_raises_and_commits_nothing_more() -> None:
+    box, producer = _outbox()
+    part = _Part(3)
+    producer.refuse.append(KafkaException(RdError(RdError._FENCED, "fenced", fatal=True)))
+    with pytest.raises(ProducerFenced):
+        box.commit([part], _NoFollowUps())
+    assert box.broken and part.stored == -1
+    assert box.commit([part], _NoFollowUps()) == []
+    assert "commit" not in producer.calls
+
+
+def test_a_record_not_delivered_dooms_its_transaction_and_is_never_resent() -> None:
+    box, producer = _outbox()
+    part = _Part(3)
+    producer.undeliverable.add("t.w.retry")
+    box.send(_retry(part, 1))
+    got = box.commit([part], _NoFollowUps())
+    assert isinstance(got, Aborted) and "t.w.retry" in got.error
+    assert "commit" not in producer.calls and part.stored == -1
+    producer.undeliverable.clear()
+    box.poll(0)
+    part.tracker.pos = 4
+    box.commit([part], _NoFollowUps())
+    assert producer.written == [] and part.stored == 4  # not carried by a later transaction
