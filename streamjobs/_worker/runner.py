@@ -37,7 +37,7 @@ from .. import _kafka_log
 from .._avro.codec import Codec
 from .._avro.framing import REGISTRY
 from .._config import KafkaConfig
-from .._connection import OFFSET_BEGINNING, ClientError, TopicPartition, no_answer
+from .._connection import OFFSET_BEGINNING, ClientError, TopicPartition, no_answer, translate
 from .._connection import RdKafkaError as KafkaError
 from .._names import wait_group
 from .._schemas.registry import RegistryConfig, SchemaRegistry
@@ -584,9 +584,13 @@ class Worker:
         ignored, as after a revoke). A zombie learns of the rebalance at its next poll."""
         parts = list(self.parts.values())
         committed: dict[tuple[str, int], int] = {}
-        for consumer, tps in by_consumer(parts).items():
-            for tp in consumer.committed(tps, timeout=TXN_TIMEOUT):
-                committed[(tp.topic, tp.partition)] = tp.offset
+        try:
+            for consumer, tps in by_consumer(parts).items():
+                for tp in consumer.committed(tps, timeout=TXN_TIMEOUT):
+                    committed[(tp.topic, tp.partition)] = tp.offset
+        except ClientError as exc:  # no way to rewind: stop (the successor resumes)
+            raise translate(exc, f"transaction aborted ({aborted.error}), "
+                                 "committed offsets unknown") from None
         self._forget(parts)
         rewound = []
         for old in parts:
@@ -668,7 +672,9 @@ class Worker:
         self._drain()
         offsets = []
         if self._eos:
-            self._commit_txn()  # in the current generation: a zombie's fails (fenced)
+            self._commit_txn()  # in the current generation: a zombie's is refused (aborted)
+            # An aborted commit rewound them as new Parts: those are the ones to forget.
+            parts = [p for tp in tps if (p := self.parts.get((tp.topic, tp.partition)))]
         for part in [] if self._eos else parts:
             pos = part.tracker.commit_position()
             if pos is not None:
