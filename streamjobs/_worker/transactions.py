@@ -31,7 +31,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .. import _headers as h
@@ -103,6 +103,28 @@ class TransactionalOutbox(Outbox):
         # Finished now: the record goes out with the commit of this offset. (Its on_ack
         # finishing it again then is a no-op for the tracker.)
         self._finish(part, offset)
+
+    def carry(self, routed: Any, recorder: Any, done: Callable[[], None],
+              cause: tuple[Any, int] | None = None) -> None:
+        """As ``Outbox.carry``, but the status record goes outside the transaction, on the
+        recorder's own client: status is not part of the promise, and a status topic that is
+        missing or slow must not doom (abort) the jobs' transaction."""
+        status = routed.status if recorder is not None else None
+        if status is None:
+            super().carry(routed, None, done, cause)
+            return
+        recorder.write(*status)
+        out: Outgoing | None = None
+
+        def acked() -> None:
+            if status[2].state == "dead" and out is not None and out.where is not None:
+                recorder.write(status[0], status[1], replace(
+                    status[2], partition=out.where[0], offset=out.where[1]))
+            done()
+
+        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, acked,
+                       cause=cause)
+        self.send(out)
 
     def _begin(self) -> None:
         if not self.open:
