@@ -2,10 +2,13 @@
 refusal that dooms only this transaction (a rebalance: stale generation, unknown member)
 aborts it and returns ``Aborted`` without moving any offset, and the next transaction
 commits; a fencing of the transactional.id raises ``ProducerFenced`` and nothing commits any
-more; a record of the transaction that was not delivered dooms it and is never resent."""
+more; a record of the transaction that was not delivered dooms it and is never resent; status
+records never join the transaction."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -150,3 +153,38 @@ def test_a_record_not_delivered_dooms_its_transaction_and_is_never_resent() -> N
     part.tracker.pos = 4
     box.commit([part], _NoFollowUps())
     assert producer.written == [] and part.stored == 4  # not carried by a later transaction
+
+
+@dataclass(frozen=True)
+class _Transition:
+    state: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+class _Recorder:
+    topic = "streamjobs.status"
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str, _Transition]] = []
+
+    def write(self, job_id: str, job_type: str, t: _Transition) -> None:
+        self.written.append((job_id, job_type, t))
+
+
+def test_status_records_go_outside_the_transaction() -> None:
+    """A missing status topic must not doom the jobs' transaction (scenario i's flake): the
+    dead letter's status is written by the recorder's own client, with its place once the
+    dead-letter record is acknowledged (at the commit)."""
+    box, producer = _outbox()
+    part = _Part(3)
+    recorder = _Recorder()
+    done: list[int] = []
+    routed = SimpleNamespace(topic="t.w.dlq", key=None, value=b"v", headers=[],
+                             status=("j1", "work", _Transition("dead")))
+    box.carry(routed, recorder, lambda: done.append(1), cause=(part, 1))
+    assert recorder.written == [("j1", "work", _Transition("dead"))]
+    assert [out.topic for outs in box.held[part].values() for out in outs] == ["t.w.dlq"]
+    box.commit([part], _NoFollowUps())
+    assert producer.written == ["t.w.dlq"] and done == [1]
+    assert recorder.written[-1] == ("j1", "work", _Transition("dead", 0, 7))
