@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -84,6 +84,7 @@ __all__ = [
     "admin",
     "admin_call",
     "check_reachable",
+    "client_settings",
     "code_of",
     "consumer",
     "kafka_error",
@@ -113,12 +114,21 @@ _REFUSED = (RdKafkaError._AUTHENTICATION, RdKafkaError._SSL)
 
 # -- clients ---------------------------------------------------------------------------------
 
+def client_settings(kafka: KafkaConfig, role: Literal["producer", "consumer"],
+                    settings: Mapping[str, Any] | None = None, *,
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every client's librdkafka settings, in one order: the connection's, then the caller's
+    ``settings``, then the user's ``producer_config``/``consumer_config`` (the user's win over
+    ours), then a caller's explicit ``overrides`` (what the caller cannot work without)."""
+    return {**kafka.client_settings(), **(settings or {}), **kafka.role_settings(role),
+            **(overrides or {})}
+
+
 def producer(kafka: KafkaConfig, settings: Mapping[str, Any] | None = None, *,
              overrides: Mapping[str, Any] | None = None) -> Producer:
     """A producer: connection settings, then ``settings``, then the user's
     ``producer_config`` (the user's win), then a caller's explicit ``overrides``."""
-    return Producer({**kafka.client_settings(), **(settings or {}),
-                     **kafka.role_settings("producer"), **(overrides or {})})
+    return Producer(client_settings(kafka, "producer", settings, overrides=overrides))
 
 
 def transactional_producer(kafka: KafkaConfig, transactional_id: str,
@@ -134,8 +144,7 @@ def consumer(kafka: KafkaConfig, settings: Mapping[str, Any], *,
              overrides: Mapping[str, Any] | None = None) -> Consumer:
     """A consumer: connection settings, then ``settings`` (``group.id`` among them), then the
     user's ``consumer_config``, then a caller's explicit ``overrides``."""
-    return Consumer({**kafka.client_settings(), **settings, **kafka.role_settings("consumer"),
-                     **(overrides or {})})
+    return Consumer(client_settings(kafka, "consumer", settings, overrides=overrides))
 
 
 def admin(kafka: KafkaConfig, settings: Mapping[str, Any] | None = None) -> AdminClient:

@@ -27,7 +27,14 @@ from . import _connection as connection
 from . import _headers as h
 from ._avro.codec import Codec
 from ._config import KafkaConfig
-from ._connection import AdminClient, ClientError, ConfigResource, ResourceType, translate
+from ._connection import (
+    AdminClient,
+    ClientError,
+    ConfigResource,
+    ResourceType,
+    client_settings,
+    translate,
+)
 from ._delivery import PRODUCER_SETTINGS, DeliveryTracker, Poller
 from ._names import retry_topic, status_topic
 from ._retry import pick_tier
@@ -142,8 +149,7 @@ class Producer:
             # other (docs/producer.md).
             "on_delivery": self._tracker.callback,
         }
-        every = {**self.config.client_settings(), **conf, **self.config.role_settings("producer"),
-                 **(settings or {})}
+        every = client_settings(self.config, "producer", conf, overrides=settings)
         self._client_max = int(every.get("message.max.bytes", _CLIENT_MAX))
         self._admin: AdminClient | None = None
         self._types: dict[str, _TypeInfo] = {}

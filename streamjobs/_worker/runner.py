@@ -37,7 +37,14 @@ from .. import _kafka_log
 from .._avro.codec import Codec
 from .._avro.framing import REGISTRY
 from .._config import KafkaConfig
-from .._connection import OFFSET_BEGINNING, ClientError, TopicPartition, no_answer, translate
+from .._connection import (
+    OFFSET_BEGINNING,
+    ClientError,
+    TopicPartition,
+    client_settings,
+    no_answer,
+    translate,
+)
 from .._connection import RdKafkaError as KafkaError
 from .._names import wait_group
 from .._schemas.registry import RegistryConfig, SchemaRegistry
@@ -171,7 +178,6 @@ class Worker:
         then ``WorkerSettings.consumer_config`` (the user's win)."""
         s = self.settings
         conf: dict[str, Any] = {
-            **self.kafka.client_settings(),
             "group.id": self.group_id,
             "enable.auto.offset.store": False,
             "enable.auto.commit": True,
@@ -198,13 +204,10 @@ class Worker:
         else:
             conf["partition.assignment.strategy"] = s.assignment_strategy
             conf["session.timeout.ms"] = s.session_timeout_ms
-        conf.update(self.kafka.role_settings("consumer"))
-        conf.update(s.consumer_config)
-        return conf
+        return client_settings(self.kafka, "consumer", conf, overrides=s.consumer_config)
 
     def _start(self) -> None:
         s = self.settings
-        base = self.kafka.client_settings()
         conf = self.consumer_settings()
         self.consumer = self.clients.consumer(conf)
         try:
@@ -230,8 +233,7 @@ class Worker:
              if (tm := meta.topics.get(t)) is not None},
             self.bus, self._pauses, self.parts.values, s.concurrency)
         self.broker.started()
-        producer = {**base, "error_cb": self._on_kafka_error,
-                    **self.kafka.role_settings("producer")}
+        producer = client_settings(self.kafka, "producer", {"error_cb": self._on_kafka_error})
         self.outbox = (TransactionalOutbox(producer, transactional_id(self.group_id),
                                            timeout=max(s.connect_timeout, TXN_TIMEOUT),
                                            finish=self.finish, make=self.clients.producer)
@@ -279,8 +281,7 @@ class Worker:
         if modes <= {"none"}:
             return
         prefix = self.app.catalogue.topic_prefix  # the app's prefix, applied to its catalogue
-        own = ({**self.kafka.client_settings(), "error_cb": self._on_kafka_error,
-                **self.kafka.role_settings("producer")}
+        own = (client_settings(self.kafka, "producer", {"error_cb": self._on_kafka_error})
                if "all" in modes or self._eos  # a transactional client writes in
                else None)  # transactions only; None: the outbox's client serves
         self.status = StatusRecorder.connect(self.outbox, prefix, meta, h.hostname(), own,
