@@ -34,7 +34,7 @@ class Transition:
 
 
 class Breaker:
-    __slots__ = ("_outcomes", "consecutive", "epoch", "job_type", "open_until", "policy",
+    __slots__ = ("_failed", "_outcomes", "consecutive", "epoch", "job_type", "open_until", "policy",
                  "probe_at", "state")
 
     def __init__(self, job_type: str, policy: BreakerPolicy) -> None:
@@ -44,6 +44,7 @@ class Breaker:
         self.epoch = 0
         self.consecutive = 0  # failures in a row (closed)
         self._outcomes: deque[tuple[float, bool]] = deque()  # (finished at, ok) in the window
+        self._failed = 0  # failures among _outcomes
         self.open_until = 0.0
         self.probe_at: float | None = None  # when the half-open probe was let through
 
@@ -89,14 +90,15 @@ class Breaker:
         assert p.ratio is not None
         outcomes = self._outcomes
         outcomes.append((now, ok))
+        if not ok:
+            self._failed += 1
         while outcomes and outcomes[0][0] <= now - p.window_s:
-            outcomes.popleft()
+            if not outcomes.popleft()[1]:
+                self._failed -= 1
         n = len(outcomes)
-        if n >= p.min_calls:
-            failed = sum(1 for _, good in outcomes if not good)
-            if failed / n >= p.ratio:
-                self.open_until = now + p.cooldown_s
-                return self._move(OPEN, "ratio")
+        if n >= p.min_calls and self._failed / n >= p.ratio:
+            self.open_until = now + p.cooldown_s
+            return self._move(OPEN, "ratio")
         return None
 
     def _move(self, state: str, reason: str) -> Transition:
@@ -107,4 +109,5 @@ class Breaker:
         if state == CLOSED:
             self.consecutive = 0
             self._outcomes.clear()
+            self._failed = 0
         return t

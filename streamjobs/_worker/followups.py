@@ -68,8 +68,6 @@ class FollowUps:
         p = self._encoder or self._encoder_now()
         if traceparent is None:
             traceparent = h.get(parent.headers, h.TRACEPARENT)
-        if job_type not in p._types:
-            p._type_info(job_type)
         rec = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at, job_id)
         parent_id = parent.job_id.encode()
         rec[3].append((h.PARENT_ID, parent_id))

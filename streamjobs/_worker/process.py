@@ -3,9 +3,8 @@
 The worker allocates a few short-lived objects per record; with CPython's default generation-0
 threshold (700 allocations) the cyclic garbage collector then runs thousands of times a second,
 each pass also re-scanning long-lived start-up objects. Freezing what exists after start-up
-and collecting generation 0 less often spares the loop that work (bench/worker_throughput.py
-shows the effect). ``streamjobs worker`` calls this; an
-application embedding ``Worker`` in its own process decides for itself.
+and collecting generation 0 less often spares the loop that work. ``streamjobs worker`` calls
+this; an application embedding ``Worker`` in its own process decides for itself.
 """
 
 from __future__ import annotations

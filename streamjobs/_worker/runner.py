@@ -120,6 +120,14 @@ class Worker:
         if framed and self.registry is None:
             raise ConfigError("registry_url", f"{', '.join(framed)}: registry framing needs a "
                                               "schema registry URL (STREAMJOBS_REGISTRY_URL)")
+        if self.settings.ordering == "key-strict":
+            # A sync handler past its timeout keeps running on an abandoned thread, outside
+            # the key hold's bookkeeping: its key could neither be held nor released reliably.
+            timed = [j.name for j in jobs if (hd := app.handlers.get(j.name)) is not None
+                     and not hd.is_async and (hd.timeout or j.timeout_s) is not None]
+            if timed:
+                raise ConfigError("ordering", f"key-strict cannot be combined with a timeout "
+                                              f"on a sync handler ({', '.join(timed)})")
         self.routes = Routes(app, jobs)
         self.lane_ranks = lane_ranks(app.catalogue, [j.name for j in jobs])  # priority lanes
         self.lane_gate = LaneGate(self.lane_ranks, self.settings.concurrency,

@@ -116,13 +116,14 @@ class StuckSlots:
                 call.abandoned = True
                 self.stuck += 1
                 stuck = self.stuck
+                replaced = stuck <= self.limit
+                if replaced:  # under the lock: the helper may return and read it at once
+                    helper.retired = True
         if late:
             if call.error is not None:
                 raise call.error
             return
-        replaced = stuck <= self.limit
         if replaced:
-            helper.retired = True
             self._helpers[slot] = None  # the next timed call starts a new helper
         bus = self.bus
         bus.emit(JobTimedOut(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition, ctx.offset,

@@ -33,6 +33,7 @@ from .._limits import RateLimit
 from .._schemas.catalogue import JobType
 from ..events import BreakerChanged, EventBus, PartitionThrottled
 from .breaker import HALF_OPEN, OPEN, Breaker, Transition
+from .keyhold import HELD_CLASS
 
 __all__ = ["BURST_S", "FETCH_WAIT_MS", "RESUME_S", "Throttle", "TokenBucket", "bucket_for"]
 
@@ -191,9 +192,10 @@ class Throttle:
                 self._track(part, ctx.offset, job_type, breaker)
 
     def _track(self, part: Any, offset: int, job_type: str, breaker: Breaker | None) -> None:
-        self._tracked.setdefault(part, {})[offset] = (
-            job_type, breaker.epoch if breaker is not None else 0)
-        if job_type in self.running:
+        tracked = self._tracked.setdefault(part, {})
+        again = offset in tracked  # a job admitted twice (key-strict's waiting jobs) counts once
+        tracked[offset] = (job_type, breaker.epoch if breaker is not None else 0)
+        if job_type in self.running and not again:
             self.running[job_type] += 1
 
     def _bucket(self, part: Any, job_type: str, rate: RateLimit, now: float) -> TokenBucket:
@@ -227,8 +229,10 @@ class Throttle:
             return
         now = time.time()
         if failed:
-            for ctx, _failure, _decision in failed:
-                self._end(part, tracked, ctx.offset, False, now)
+            for ctx, failure, _decision in failed:
+                # A job held behind its key never ran: no outcome for the breaker.
+                held = failure is not None and failure.error_class == HELD_CLASS
+                self._end(part, tracked, ctx.offset, None if held else False, now)
         if len(done) > len(tracked):
             if not isinstance(done, range):
                 done = frozenset(done)  # type: ignore[assignment]

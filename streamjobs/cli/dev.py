@@ -13,7 +13,7 @@ from .._dev.broker import DEV_SASL_PASSWORD, DEV_SASL_USER, DevBroker
 from .._dev.registry import DevRegistry
 from .._dev.tools import TOOLS, tool_command
 from ..errors import DevBrokerError
-from ._common import EXIT_FAILURE, EXIT_NOT_FOUND, fail, json_option, print_json
+from ._common import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_USAGE, fail, json_option, print_json
 
 __all__ = ["group"]
 
@@ -59,6 +59,8 @@ def group() -> None:
 def up(port: int, nodes: int, timeout: float, sasl: bool, tls: bool, registry: bool,
        registry_port: int, registry_tls: bool, registry_auth: str | None) -> None:
     """Start the broker (formats storage on first run; no-op when already up)."""
+    if (registry_tls or registry_auth) and not registry:
+        fail("--registry-tls and --registry-auth need --registry", EXIT_USAGE)
     try:
         broker = DevBroker(port, nodes=nodes, sasl=sasl, tls=tls)
     except DevBrokerError as exc:

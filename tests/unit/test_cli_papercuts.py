@@ -22,3 +22,14 @@ def test_unknown_tool_exits_3_naming_the_tools() -> None:
     res = CliRunner().invoke(main, ["dev", "tool", "kafka-nope", "--help"])
     assert res.exit_code == 3
     assert "kafka-topics" in res.output
+
+
+def test_dev_up_refuses_registry_options_without_registry() -> None:
+    """`dev up --registry-tls`/`--registry-auth` without `--registry` would start a broker and
+    silently ignore them: a usage error (exit 2) in one line, before anything starts."""
+    for extra in (["--registry-tls"], ["--registry-auth", "u:p"]):
+        res = CliRunner().invoke(main, ["dev", "up", "--port", "1", *extra],
+                                 prog_name="streamjobs")
+        assert res.exit_code == 2, res.output
+        assert res.output.strip().splitlines() == [
+            "error: --registry-tls and --registry-auth need --registry"]

@@ -207,3 +207,22 @@ def test_gate_breaker_opens_holds_every_partition_and_probes(tmp_path: Path) -> 
     assert p0.hold_until_ms > 0 and p1.hold_until_ms > 0  # both partitions held
     assert not gate.admit(p1, None, 5)
     assert gate.running["a"] == 0
+
+
+def test_gate_counts_a_job_admitted_twice_once_and_a_held_job_is_no_breaker_failure(
+        tmp_path: Path) -> None:
+    """key-strict re-dispatches a job held behind its key (``waited``) after ``admit`` took it:
+    it must count once toward the concurrency limit, and its ``KeyHeld`` hand-back (it never
+    ran) must not count as a failure for the breaker."""
+    from streamjobs._worker.failures import Failure
+    from streamjobs._worker.keyhold import HELD_CLASS
+
+    p0 = _Part("t.users", 0)
+    gate, seen = _gate(tmp_path, 'concurrency = 2\nbreaker = { failures = 1, cooldown = "1h" }\n',
+                       [p0])
+    assert gate.admit(p0, None, 3)
+    gate.waited(p0, [_Ctx("a", 3)])  # the same job, dispatched again
+    assert gate.running["a"] == 1
+    gate.finished(p0, [], [(_Ctx("a", 3), Failure(HELD_CLASS, "held"), None)])
+    assert gate.running["a"] == 0
+    assert not [e for e in seen if isinstance(e, BreakerChanged)]  # one failure would open it

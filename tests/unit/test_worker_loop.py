@@ -144,3 +144,29 @@ def test_a_poison_records_offset_waits_for_its_dead_letter_ack(tmp_path: Path) -
     assert dead.value() == b"not avro" and dead.key() == b"k"
     assert h.get(dead.headers() or [], h.DLQ_REASON) == "decode_error"
     assert h.get(dead.headers() or [], h.ORIG_OFFSET) == "0"
+
+
+def test_key_strict_refuses_a_sync_handler_with_a_timeout(tmp_path: Path) -> None:
+    """A sync handler past its timeout runs on in an abandoned thread, outside the key hold:
+    the worker refuses the combination at construction, naming the setting and the job type;
+    an async handler with the same timeout is accepted."""
+    from streamjobs._worker.runner import Worker
+    from streamjobs.errors import ConfigError
+
+    cat = Catalogue.load(make_dir(tmp_path, TOML, **{"t.User.v1.avsc": USER}))
+    app = App(cat, topic_prefix="")
+    app.job("work", timeout=1.0)(lambda payload, ctx: None)
+    try:
+        Worker(app, _settings(ordering="key-strict"), clients=Broker().clients())
+    except ConfigError as exc:
+        assert exc.field == "ordering" and "work" in str(exc)
+    else:
+        raise AssertionError("key-strict with a timed sync handler was accepted")
+
+    async_app = App(cat, topic_prefix="")
+
+    async def handler(payload: dict[str, Any], ctx: JobContext) -> None:
+        return None
+
+    async_app.job("work", timeout=1.0)(handler)
+    Worker(async_app, _settings(ordering="key-strict"), clients=Broker().clients())
