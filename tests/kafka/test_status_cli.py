@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from streamjobs._config import KafkaConfig
+from streamjobs._status import Transition
 from tests.conftest import BOOTSTRAP, ROOT, RunCli, SpawnCli, wait_for
 from tests.kafka.status_support import APP, SCHEMAS, InProcessWorker, StatusEnv, status_env
 from tests.kafka.test_readme import README, _delete_prefixed
@@ -84,6 +85,13 @@ def test_reprocess_and_replay_record_their_steps(env: StatusEnv, run_cli: RunCli
     worker = InProcessWorker(env, monkeypatch)
     try:
         dead = env.wait_state(dead_id, "dead").last
+        # The first `dead` record is written with the dead letter; its place in the DLQ
+        # follows once the broker acknowledged that record.
+        placed = wait_for(lambda: (s := env.status(dead_id)) is not None
+                          and s.last.offset is not None and s.last, 30,
+                          what=f"job {dead_id}'s dead-letter place")
+        assert isinstance(placed, Transition) and placed.state == "dead"
+        dead = placed
         ok = env.wait_state(ok_id, "succeeded").last
     finally:
         worker.stop()
