@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .app import Handler
-from .failures import Decision, Failure, decide
+from .failures import Decision, Failure
 
 __all__ = ["HOLD_MODES", "KeyHeld", "KeyHold"]
 
@@ -81,8 +81,6 @@ class KeyHold:
     def _wrap(self, handler: Handler) -> Handler:
         blocked, lock = self._blocked, self._lock
         func = handler.func
-        # hold: a dead letter blocks the key too, so the jobs behind it follow it there
-        every = self.on_dead_letter == "hold"
 
         def check(ctx: Any) -> tuple[Any, bytes] | None:
             where = (ctx._part, ctx.key)
@@ -92,9 +90,10 @@ class KeyHold:
             return where
 
         def failed(ctx: Any, where: tuple[Any, bytes] | None, exc: BaseException) -> None:
-            job = ctx._job
-            if where is not None and (every or decide(exc, ctx.attempt, job.retry,
-                                                      job.permanent_errors).will_retry):
+            # Any failure blocks its key until the poll thread has routed it (retried in place,
+            # or dead-lettered and then released or held): the key's next job, maybe next in
+            # this very chunk, may not finish before its dead letter is written.
+            if where is not None and where[1] is not None:
                 with lock:
                     blocked.add(where)
 

@@ -71,8 +71,9 @@ def test_retry_runs_the_blocked_job_first_then_the_waiting_ones_in_offset_order(
 
 
 def test_hold_mode_sends_late_waiters_after_the_dead_letter() -> None:
-    """Rule: with ``hold`` a final failure blocks the key too, and a job that raised KeyHeld
-    after its key's dead letter follows it (``dead``); with ``release`` it runs (``run``)."""
+    """Rule: a final failure blocks the key until its dead letter is written (in both modes:
+    the key's next job may not finish first), and a job that raised KeyHeld after its key's
+    dead letter follows it with ``hold`` (``dead``); with ``release`` it runs (``run``)."""
     for mode, expected in (("hold", "dead"), ("release", "run")):
         hold = KeyHold(mode)
         part = _Part()
@@ -81,6 +82,10 @@ def test_hold_mode_sends_late_waiters_after_the_dead_letter() -> None:
         hold.guard(ctx)
         with pytest.raises(RuntimeError):
             ctx._handler.func({}, ctx)
-        assert hold.is_blocked(part, b"k") is (mode == "hold")
+        assert hold.is_blocked(part, b"k")
+        nxt = _Ctx(part, b"k", 2, lambda payload, ctx: None)  # the key's next job, same chunk
+        hold.guard(nxt)
+        with pytest.raises(KeyHeld):
+            nxt._handler.func({}, nxt)
         assert hold.dead_lettered(part, b"k") == []
         assert hold.held(part, _Ctx(part, b"k", 2, _boom)) == expected
