@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import _headers as h
-from .outbox import Outgoing
+from .outbox import Outgoing, release_below
 
 if TYPE_CHECKING:
     from .._producer import Producer
@@ -166,15 +166,7 @@ class FollowUps:
 
     def release(self, part: Any, below: int) -> list[Outgoing]:
         """Exactly-once: the held records of parents below ``below`` (the watermark)."""
-        held = self.held.get(part)
-        if not held:
-            return []
-        out: list[Outgoing] = []
-        for offset in sorted(o for o in held if o < below):
-            out += held.pop(offset)
-        if not held:
-            del self.held[part]
-        return out
+        return release_below(self.held, part, below)
 
     def close(self) -> None:
         if self._encoder is not None:

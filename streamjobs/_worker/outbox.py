@@ -26,7 +26,7 @@ from .._connection import Producer as KafkaProducer
 from .._delivery import PRODUCER_SETTINGS, unconfirmed
 from .router import Routed
 
-__all__ = ["Outbox", "Outgoing"]
+__all__ = ["Outbox", "Outgoing", "release_below"]
 
 _log = logging.getLogger("streamjobs.worker")
 RESEND_AFTER = 5.0
@@ -136,3 +136,18 @@ class Outbox:
         while self.pending and time.monotonic() < deadline:
             self.poll(0.05)
         return self.pending
+
+
+def release_below(held: dict[Any, dict[int, list[Outgoing]]], part: Any,
+                  below: int) -> list[Outgoing]:
+    """The records ``held`` for ``part``'s offsets below ``below``, in offset order, taken
+    out of ``held`` (records that may go only once their parent's offset is committed)."""
+    mine = held.get(part)
+    if not mine:
+        return []
+    out: list[Outgoing] = []
+    for offset in sorted(o for o in mine if o < below):
+        out += mine.pop(offset)
+    if not mine:
+        del held[part]
+    return out

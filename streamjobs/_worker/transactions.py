@@ -37,7 +37,7 @@ from typing import Any
 from .. import _headers as h
 from .._connection import ClientError, TopicPartition, code_of, translate
 from ..errors import KafkaError, ProducerFenced
-from .outbox import Outbox, Outgoing
+from .outbox import Outbox, Outgoing, release_below
 
 __all__ = ["Aborted", "TransactionalOutbox", "transactional_id"]
 
@@ -197,15 +197,7 @@ class TransactionalOutbox(Outbox):
         return [tp for tps in by_consumer.values() for tp in tps]
 
     def _release(self, part: Any, below: int) -> list[Outgoing]:
-        held = self.held.get(part)
-        if not held:
-            return []
-        out: list[Outgoing] = []
-        for offset in sorted(o for o in held if o < below):
-            out += held.pop(offset)
-        if not held:
-            del self.held[part]
-        return out
+        return release_below(self.held, part, below)
 
     def forget(self, part: Any) -> None:
         """``part`` left the assignment: its held records go (their jobs run again)."""
