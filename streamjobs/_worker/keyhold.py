@@ -49,70 +49,74 @@ class KeyHeld(Exception):
 
 
 class KeyHold:
-    """One per worker. ``guard`` runs on handler threads; the rest on the poll thread."""
+    """One per worker. Handler wrappers (``wrap``) run on handler threads; the rest on the
+    poll thread."""
 
-    def __init__(self, on_dead_letter: str = "release") -> None:
+    def __init__(self, on_dead_letter: str = "release", max_waiting: int = 5000) -> None:
         self.on_dead_letter = on_dead_letter
+        self.max_waiting = max_waiting
         self._lock = threading.Lock()
-        self._blocked: set[tuple[Any, bytes]] = set()  # (part, key), written by handlers too
+        # part -> its blocked keys; written by handler threads too (under the lock)
+        self._blocked: dict[Any, set[bytes]] = {}
         # (part, key) -> jobs waiting behind the blocked one, in offset order
         self.waiting: dict[tuple[Any, bytes], list[tuple[int, int, Any]]] = {}
+        self.count = 0  # jobs in ``waiting``
         self._timers: list[tuple[float, int, Any, Any]] = []  # (due, seq, part, ctx)
         self._seq = itertools.count()
-        self._guards: dict[int, Handler] = {}  # id(handler) -> its wrapper
-        self._wrappers: set[int] = set()
         # hold: keys whose blocked job was dead-lettered (late KeyHeld jobs follow it)
         self._dead_behind: set[tuple[Any, bytes]] = set()
 
+    def room(self) -> int:
+        """How far the in-flight bound stretches for waiting jobs (poll thread): by their
+        number while below ``max_waiting``; past it, the bound drops to zero (every
+        partition pauses until blocked keys drain)."""
+        n = self.count
+        return n if n < self.max_waiting else -(1 << 40)
+
     # -- handler threads ----------------------------------------------------------------------
 
-    def guard(self, ctx: Any) -> None:
-        """Make ``ctx`` (a ``RecordContext``) run through the key check (poll thread, at
-        dispatch)."""
-        handler = ctx._handler
-        if id(handler) in self._wrappers:
-            return  # a retried job, guarded already
-        wrapped = self._guards.get(id(handler))
-        if wrapped is None:
-            wrapped = self._guards[id(handler)] = self._wrap(handler)
-            self._wrappers.add(id(wrapped))
-        ctx._handler = wrapped
+    def wrap(self, handler: Handler) -> Handler:
+        """``handler`` behind the key check (once per job type, at start-up): a job of a
+        blocked key raises ``KeyHeld`` without running, and any failure blocks its key."""
+        return self._wrap(handler)
 
     def _wrap(self, handler: Handler) -> Handler:
+        # Reads without the lock (one dict and one set look-up per job; a foreign record has
+        # no ``_part``: as with ``key``). The key's next job runs after this one on the same
+        # lane, so it sees the block added here; writes take the lock, because the poll
+        # thread drops a partition's emptied set.
         blocked, lock = self._blocked, self._lock
         func = handler.func
 
-        def check(ctx: Any) -> tuple[Any, bytes] | None:
-            where = (ctx._part, ctx.key)
-            with lock:
-                if where in blocked:
-                    raise KeyHeld("its key waits behind a job being retried")
-            return where
-
-        def failed(ctx: Any, where: tuple[Any, bytes] | None, exc: BaseException) -> None:
+        def failed(ctx: Any) -> None:
             # Any failure blocks its key until the poll thread has routed it (retried in place,
             # or dead-lettered and then released or held): the key's next job, maybe next in
             # this very chunk, may not finish before its dead letter is written.
-            if where is not None and where[1] is not None:
+            part = getattr(ctx, "_part", None)
+            if part is not None and ctx.key is not None:
                 with lock:
-                    blocked.add(where)
+                    blocked.setdefault(part, set()).add(ctx.key)
 
         if handler.is_async:
             async def run_async(payload: dict[str, Any], ctx: Any) -> None:
-                where = check(ctx)
+                keys = blocked.get(getattr(ctx, "_part", None))
+                if keys and ctx.key in keys:
+                    raise KeyHeld("its key waits behind a job being retried")
                 try:
                     await func(payload, ctx)
-                except BaseException as exc:
-                    failed(ctx, where, exc)
+                except BaseException:
+                    failed(ctx)
                     raise
             return Handler(handler.job_type, run_async, True, handler.timeout)
 
         def run(payload: dict[str, Any], ctx: Any) -> None:
-            where = check(ctx)
+            keys = blocked.get(getattr(ctx, "_part", None))
+            if keys and ctx.key in keys:
+                raise KeyHeld("its key waits behind a job being retried")
             try:
                 func(payload, ctx)
-            except BaseException as exc:
-                failed(ctx, where, exc)
+            except BaseException:
+                failed(ctx)
                 raise
         return Handler(handler.job_type, run, False, handler.timeout)
 
@@ -120,21 +124,19 @@ class KeyHold:
 
     def admit(self, part: Any, jobs: list[Any],
               offsets: Sequence[int] | None) -> tuple[list[Any], Sequence[int] | None]:
-        """At dispatch (poll thread): guard every job and keep back, waiting, those of a
-        blocked key; returns the others (and their offsets when given)."""
+        """At dispatch (poll thread): keep back, waiting, the jobs of a blocked key; returns
+        the others (and their offsets when given). One dict look-up when none is blocked."""
+        if not self._blocked.get(part):
+            return jobs, offsets
         with self._lock:
-            blocked = {k for p, k in self._blocked if p is part}
+            blocked = set(self._blocked.get(part, ()))
         keep: list[Any] = []
         kept: list[int] = []
         offs = offsets if offsets is not None else [ctx.offset for ctx in jobs]
+        wait = self.wait
         for ctx, offset in zip(jobs, offs, strict=True):
-            if not hasattr(ctx, "_part"):
-                keep.append(ctx)  # a foreign record: as with --ordering key
-                kept.append(offset)
-                continue
-            self.guard(ctx)
-            if ctx.key is not None and ctx.key in blocked:
-                self.wait(part, ctx)
+            if ctx.key in blocked and hasattr(ctx, "_part"):
+                wait(part, ctx)
             else:
                 keep.append(ctx)
                 kept.append(offset)
@@ -144,23 +146,26 @@ class KeyHold:
 
     def is_blocked(self, part: Any, key: bytes) -> bool:
         with self._lock:
-            return (part, key) in self._blocked
+            keys = self._blocked.get(part)
+            return keys is not None and key in keys
 
     def held(self, part: Any, ctx: Any) -> str:
         """``ctx`` came back with ``KeyHeld``: it waits (``"wait"``), or its key was unblocked
         meanwhile and it runs now (``"run"``) or follows a dead letter (``"dead"``, hold)."""
-        where = (part, ctx.key)
-        with self._lock:
-            blocked = where in self._blocked
-        if blocked:
+        if self.is_blocked(part, ctx.key):
             self.wait(part, ctx)
             return "wait"
-        return "dead" if where in self._dead_behind else "run"
+        return "dead" if (part, ctx.key) in self._dead_behind else "run"
 
     def wait(self, part: Any, ctx: Any) -> None:
         """``ctx`` waits behind its key's blocked job."""
         queue = self.waiting.setdefault((part, ctx.key), [])
-        insort(queue, (ctx.offset, next(self._seq), ctx))
+        entry = (ctx.offset, next(self._seq), ctx)
+        if not queue or entry > queue[-1]:
+            queue.append(entry)  # the usual case: a batch's jobs come in offset order
+        else:
+            insort(queue, entry)
+        self.count += 1
 
     def retry_later(self, part: Any, ctx: Any, delay: float) -> None:
         """The blocked job runs again after ``delay`` seconds."""
@@ -193,15 +198,21 @@ class KeyHold:
 
     def _unblock(self, part: Any, key: bytes) -> list[Any]:
         with self._lock:
-            self._blocked.discard((part, key))
-        return [ctx for _, _, ctx in self.waiting.pop((part, key), [])]
+            keys = self._blocked.get(part)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._blocked[part]
+        queue = self.waiting.pop((part, key), [])
+        self.count -= len(queue)
+        return [ctx for _, _, ctx in queue]
 
     def forget(self, part: Any) -> None:
         """``part`` left: its blocked and waiting jobs run again at its next owner."""
         with self._lock:
-            self._blocked.difference_update([w for w in self._blocked if w[0] is part])
+            self._blocked.pop(part, None)
         for where in [w for w in self.waiting if w[0] is part]:
-            del self.waiting[where]
+            self.count -= len(self.waiting.pop(where))
         self._dead_behind.difference_update([w for w in self._dead_behind if w[0] is part])
         self._timers = [t for t in self._timers if t[2] is not part]
         heapq.heapify(self._timers)

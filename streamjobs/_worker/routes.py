@@ -9,7 +9,7 @@ with one dict lookup.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .._names import dlq_topic, retry_topic
@@ -28,13 +28,17 @@ class Route:
 
 
 class Routes:
-    def __init__(self, app: App, jobs: tuple[JobType, ...]) -> None:
+    def __init__(self, app: App, jobs: tuple[JobType, ...],
+                 wrap: Callable[[Handler], Handler] | None = None) -> None:
+        """``wrap``: each handler as the worker runs it (``--ordering key-strict``: behind
+        its key check, keyhold.py)."""
         self.by_type: dict[bytes, Route] = {}
         self.job_topics: dict[str, tuple[Route, ...]] = {}
         self.tiers: dict[str, tuple[float, ...]] = {}
         self.wait: dict[str, tuple[str, float]] = {}  # wait topic -> (job topic, tier)
         for job in jobs:
-            route = Route(job, app.handlers[job.name], app.topic(job))
+            handler = app.handlers[job.name]
+            route = Route(job, wrap(handler) if wrap is not None else handler, app.topic(job))
             self.by_type[job.name.encode("utf-8")] = route
             # A job type with priority lanes has a job topic per lane (priorities.py): each
             # with its own tiers and dead letters, so a retry returns to its lane.

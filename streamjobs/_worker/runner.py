@@ -128,7 +128,11 @@ class Worker:
             if timed:
                 raise ConfigError("ordering", f"key-strict cannot be combined with a timeout "
                                               f"on a sync handler ({', '.join(timed)})")
-        self.routes = Routes(app, jobs)
+        # --ordering key-strict: keys waiting behind a job being retried (keyhold.py); its
+        # waiting jobs have their own bound, as large as the in-flight one.
+        self.keyhold = (KeyHold(self.settings.key_dead_letter, self.settings.max_in_flight or 1)
+                        if self.settings.ordering == "key-strict" else None)
+        self.routes = Routes(app, jobs, self.keyhold.wrap if self.keyhold is not None else None)
         self.lane_ranks = lane_ranks(app.catalogue, [j.name for j in jobs])  # priority lanes
         self.lane_gate = LaneGate(self.lane_ranks, self.settings.concurrency,
                                   self.settings.max_in_flight or 1) if self.lane_ranks else None
@@ -155,9 +159,6 @@ class Worker:
         self.status: StatusRecorder | None = None  # None: no status record is written
         self.uniqueness: Any = None
         self.followups: Any = None  # what handlers emit with ctx.emit (followups.py)
-        # --ordering key-strict: keys waiting behind a job being retried (keyhold.py)
-        self.keyhold = (KeyHold(self.settings.key_dead_letter)
-                        if self.settings.ordering == "key-strict" else None)
         self.scheduler: Scheduler | None = None  # when the catalogue has schedules
         self.throttle: Throttle | None = None  # rate/concurrency limits, breakers (throttle.py)
 
@@ -204,7 +205,7 @@ class Worker:
         }
         if self._eos:  # offsets commit in the producer's transactions
             conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
-        if self.lane_gate is not None or Throttle.wanted(
+        if self.lane_gate is not None or self.keyhold is not None or Throttle.wanted(
                 r.job for r in self.routes.by_type.values()):
             conf["fetch.wait.max.ms"] = FETCH_WAIT_MS  # a released partition's next fetch
         if s.group_protocol == "consumer":
@@ -313,7 +314,9 @@ class Worker:
 
     def _loop(self) -> None:
         s = self.settings
-        max_in_flight = s.max_in_flight or 1
+        max_in_flight = bound = s.max_in_flight or 1
+        resume_at = s.resume_at
+        keyhold = self.keyhold
         intake = self.intake
         outbox = self.outbox
         waiter = self.waiter
@@ -334,10 +337,13 @@ class Worker:
                 self._apply(fired)
                 fired.jobs, fired.routed = [], []
             self._count_in_flight()
+            if keyhold is not None:  # jobs waiting behind a blocked key: their own bound
+                extra = keyhold.room()
+                bound, resume_at = max_in_flight + extra, s.resume_at + extra
             if self.lane_gate is not None:
                 self.lane_gate.apply(self.parts.values(), self, now_ms)
             self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,
-                                   max_in_flight=max_in_flight, resume_at=s.resume_at,
+                                   max_in_flight=bound, resume_at=resume_at,
                                    stopping=self.stop_reason is not None, now_ms=now_ms)
             self._store()
             now = time.monotonic()
@@ -367,23 +373,23 @@ class Worker:
                 timeout = min(timeout, WAIT_SWEEP_EVERY)
             if next_wake is not None:
                 timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
-            if self.keyhold is not None and self.keyhold.due is not None:
-                timeout = max(0.0, min(timeout, self.keyhold.due - now))
+            if keyhold is not None and keyhold.due is not None:
+                timeout = max(0.0, min(timeout, keyhold.due - now))
             if self.throttle is not None:
                 held = self.throttle.next_wake_ms(self.parts.values())
                 if held is not None:
                     timeout = max(0.0, min(timeout, (held - now_ms) / 1000.0))
-            room = max_in_flight - self.in_flight
+            room = bound - self.in_flight
             msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
             if msgs:
                 if self.broker.down:
                     self.broker.records_arrived()
-                self._apply(intake.take(msgs, self.parts, self.in_flight, max_in_flight))
+                self._apply(intake.take(msgs, self.parts, self.in_flight, bound))
             if waiter is not None:
-                room = max_in_flight - self.in_flight
+                room = bound - self.in_flight
                 msgs = waiter.consume(min(s.batch_size, max(room, 1)), 0)
                 if msgs:
-                    self._apply(intake.take(msgs, self.parts, self.in_flight, max_in_flight))
+                    self._apply(intake.take(msgs, self.parts, self.in_flight, bound))
             outbox.poll(0)
             if status is not None:
                 status.poll()

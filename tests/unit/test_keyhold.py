@@ -42,7 +42,7 @@ def test_a_retried_failure_blocks_its_key_on_the_handler_thread() -> None:
     free = [_Ctx(part, b"j", 3, lambda p, c: ran.append(c.offset)),
             _Ctx(other, b"k", 4, lambda p, c: ran.append(c.offset))]
     for ctx in (first, later, *free):
-        hold.guard(ctx)
+        ctx._handler = hold.wrap(ctx._handler)
     with pytest.raises(RuntimeError):
         first._handler.func({}, first)
     with pytest.raises(KeyHeld):
@@ -58,7 +58,7 @@ def test_retry_runs_the_blocked_job_first_then_the_waiting_ones_in_offset_order(
     hold = KeyHold()
     part = _Part()
     first = _Ctx(part, b"k", 1, _boom)
-    hold.guard(first)
+    first._handler = hold.wrap(first._handler)
     with pytest.raises(RuntimeError):
         first._handler.func({}, first)
     hold.wait(part, _Ctx(part, b"k", 7, _boom))
@@ -79,12 +79,12 @@ def test_hold_mode_sends_late_waiters_after_the_dead_letter() -> None:
         part = _Part()
         ctx = _Ctx(part, b"k", 1, _boom)
         ctx.attempt = 2  # the last attempt: a dead letter
-        hold.guard(ctx)
+        ctx._handler = hold.wrap(ctx._handler)
         with pytest.raises(RuntimeError):
             ctx._handler.func({}, ctx)
         assert hold.is_blocked(part, b"k")
         nxt = _Ctx(part, b"k", 2, lambda payload, ctx: None)  # the key's next job, same chunk
-        hold.guard(nxt)
+        nxt._handler = hold.wrap(nxt._handler)
         with pytest.raises(KeyHeld):
             nxt._handler.func({}, nxt)
         assert hold.dead_lettered(part, b"k") == []
