@@ -31,7 +31,7 @@ from ..events import (
 )
 from .context import JobContext, bind_thread
 from .failures import Decision, Failure, decide, describe
-from .keyhold import HELD_DECISION, HELD_FAILURE, KeyHeld
+from .keyhold import HELD_DECISION, HELD_FAILURE, InPlace, KeyHeld
 from .lanes import LaneQueue, RankedDeque, Ranks
 from .ordering import Chunk, Lanes
 from .stuck import StuckSlots, timeout_of
@@ -546,9 +546,12 @@ class Executor:
                 want_failed: bool) -> FailedJob:
         if type(exc) is KeyHeld:  # it did not run: no event, no traceback (keyhold.py)
             return ctx, HELD_FAILURE, HELD_DECISION
-        job = ctx._job
-        failure = describe(exc)
-        decision = decide(exc, ctx.attempt, job.retry, job.permanent_errors)
+        if type(exc) is InPlace:  # key-strict retries it in place: no record, no traceback
+            failure, decision = exc.failure, exc.decision
+        else:
+            job = ctx._job
+            failure = describe(exc)
+            decision = decide(exc, ctx.attempt, job.retry, job.permanent_errors)
         if want_failed:
             self.bus.emit(JobFailed(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
                                     ctx.offset, ctx.attempt, duration, failure.error_class,

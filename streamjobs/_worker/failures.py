@@ -83,16 +83,19 @@ def class_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def describe(exc: BaseException) -> Failure:
-    """Class, bounded message and bounded traceback (its tail) of ``exc``."""
+def describe(exc: BaseException, *, trace: bool = True) -> Failure:
+    """Class, bounded message and bounded traceback (its tail) of ``exc``; ``trace=False``
+    for a failure that no record carries (formatting one stats every source file in it)."""
     message = str(exc)
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 3] + "..."
-    trace = "".join(traceback.format_exception(exc))
-    encoded = trace.encode("utf-8", "replace")
+    if not trace:
+        return Failure(class_name(exc), message)
+    trace_s = "".join(traceback.format_exception(exc))
+    encoded = trace_s.encode("utf-8", "replace")
     if len(encoded) > MAX_TRACE:
-        trace = "...\n" + encoded[-(MAX_TRACE - 4):].decode("utf-8", "ignore")
-    return Failure(class_name(exc), message, trace)
+        trace_s = "...\n" + encoded[-(MAX_TRACE - 4):].decode("utf-8", "ignore")
+    return Failure(class_name(exc), message, trace_s)
 
 
 def is_permanent(exc: BaseException, permanent_errors: Sequence[str]) -> bool:

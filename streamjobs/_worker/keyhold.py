@@ -33,9 +33,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .app import Handler
-from .failures import Decision, Failure
+from .failures import Decision, Failure, decide, describe
 
-__all__ = ["HOLD_MODES", "KeyHeld", "KeyHold"]
+__all__ = ["HOLD_MODES", "InPlace", "KeyHeld", "KeyHold"]
 
 HOLD_MODES = ("release", "hold")
 HELD_CLASS = "streamjobs._worker.keyhold.KeyHeld"
@@ -46,6 +46,16 @@ HELD_DECISION = Decision(delay=0.0)
 
 class KeyHeld(Exception):
     """This job's key waits behind a job being retried (not a failure of the job)."""
+
+
+class InPlace(Exception):
+    """A keyed job failed and will be retried in place: its failure and decision, decided
+    on the handler thread (no traceback: no retry record carries one)."""
+
+    def __init__(self, failure: Failure, decision: Decision) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.decision = decision
 
 
 class KeyHold:
@@ -88,14 +98,20 @@ class KeyHold:
         blocked, lock = self._blocked, self._lock
         func = handler.func
 
-        def failed(ctx: Any) -> None:
+        def failed(ctx: Any, exc: BaseException) -> None:
             # Any failure blocks its key until the poll thread has routed it (retried in place,
             # or dead-lettered and then released or held): the key's next job, maybe next in
             # this very chunk, may not finish before its dead letter is written.
             part = getattr(ctx, "_part", None)
-            if part is not None and ctx.key is not None:
-                with lock:
-                    blocked.setdefault(part, set()).add(ctx.key)
+            if part is None or ctx.key is None:
+                return
+            with lock:
+                blocked.setdefault(part, set()).add(ctx.key)
+            if isinstance(exc, Exception):
+                job = ctx._job
+                decision = decide(exc, ctx.attempt, job.retry, job.permanent_errors)
+                if decision.will_retry:
+                    raise InPlace(describe(exc, trace=False), decision) from None
 
         if handler.is_async:
             async def run_async(payload: dict[str, Any], ctx: Any) -> None:
@@ -104,8 +120,8 @@ class KeyHold:
                     raise KeyHeld("its key waits behind a job being retried")
                 try:
                     await func(payload, ctx)
-                except BaseException:
-                    failed(ctx)
+                except BaseException as exc:
+                    failed(ctx, exc)
                     raise
             return Handler(handler.job_type, run_async, True, handler.timeout)
 
@@ -115,8 +131,8 @@ class KeyHold:
                 raise KeyHeld("its key waits behind a job being retried")
             try:
                 func(payload, ctx)
-            except BaseException:
-                failed(ctx)
+            except BaseException as exc:
+                failed(ctx, exc)
                 raise
         return Handler(handler.job_type, run, False, handler.timeout)
 

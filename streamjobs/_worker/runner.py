@@ -129,8 +129,9 @@ class Worker:
                 raise ConfigError("ordering", f"key-strict cannot be combined with a timeout "
                                               f"on a sync handler ({', '.join(timed)})")
         # --ordering key-strict: keys waiting behind a job being retried (keyhold.py); its
-        # waiting jobs have their own bound, as large as the in-flight one.
-        self.keyhold = (KeyHold(self.settings.key_dead_letter, self.settings.max_in_flight or 1)
+        # waiting jobs have their own bound, twice the in-flight one.
+        self.keyhold = (KeyHold(self.settings.key_dead_letter,
+                                2 * (self.settings.max_in_flight or 1))
                         if self.settings.ordering == "key-strict" else None)
         self.routes = Routes(app, jobs, self.keyhold.wrap if self.keyhold is not None else None)
         self.lane_ranks = lane_ranks(app.catalogue, [j.name for j in jobs])  # priority lanes

@@ -8,7 +8,7 @@ import pytest
 
 from streamjobs._retry import RetryPolicy
 from streamjobs._worker.app import Handler
-from streamjobs._worker.keyhold import KeyHeld, KeyHold
+from streamjobs._worker.keyhold import InPlace, KeyHeld, KeyHold
 
 
 class _Job:
@@ -43,8 +43,11 @@ def test_a_retried_failure_blocks_its_key_on_the_handler_thread() -> None:
             _Ctx(other, b"k", 4, lambda p, c: ran.append(c.offset))]
     for ctx in (first, later, *free):
         ctx._handler = hold.wrap(ctx._handler)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(InPlace) as raised:
         first._handler.func({}, first)
+    # decided on the handler thread, without formatting a traceback
+    assert raised.value.decision.will_retry and raised.value.failure.trace == ""
+    assert raised.value.failure.error_class == "RuntimeError"
     with pytest.raises(KeyHeld):
         later._handler.func({}, later)
     for ctx in free:
@@ -59,7 +62,7 @@ def test_retry_runs_the_blocked_job_first_then_the_waiting_ones_in_offset_order(
     part = _Part()
     first = _Ctx(part, b"k", 1, _boom)
     first._handler = hold.wrap(first._handler)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(InPlace):
         first._handler.func({}, first)
     hold.wait(part, _Ctx(part, b"k", 7, _boom))
     hold.wait(part, _Ctx(part, b"k", 3, _boom))
