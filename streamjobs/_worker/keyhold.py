@@ -76,12 +76,14 @@ class KeyHold:
         # hold: keys whose blocked job was dead-lettered (late KeyHeld jobs follow it)
         self._dead_behind: set[tuple[Any, bytes]] = set()
 
-    def room(self) -> int:
-        """How far the in-flight bound stretches for waiting jobs (poll thread): by their
-        number while below ``max_waiting``; past it, the bound drops to zero (every
-        partition pauses until blocked keys drain)."""
+    def bounds(self, max_in_flight: int, resume_at: int) -> tuple[int, int]:
+        """The in-flight bound and resume point (poll thread): jobs waiting behind a blocked
+        key do not count against ``max_in_flight`` while fewer than ``max_waiting`` wait;
+        from ``max_waiting`` on, every partition pauses until blocked keys drain below it."""
         n = self.count
-        return n if n < self.max_waiting else -(1 << 40)
+        if n >= self.max_waiting:
+            return 0, -1
+        return max_in_flight + n, resume_at + n
 
     # -- handler threads ----------------------------------------------------------------------
 

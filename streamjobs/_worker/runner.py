@@ -339,8 +339,7 @@ class Worker:
                 fired.jobs, fired.routed = [], []
             self._count_in_flight()
             if keyhold is not None:  # jobs waiting behind a blocked key: their own bound
-                extra = keyhold.room()
-                bound, resume_at = max_in_flight + extra, s.resume_at + extra
+                bound, resume_at = keyhold.bounds(max_in_flight, s.resume_at)
             if self.lane_gate is not None:
                 self.lane_gate.apply(self.parts.values(), self, now_ms)
             self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,

@@ -9,6 +9,8 @@ import pytest
 from streamjobs._retry import RetryPolicy
 from streamjobs._worker.app import Handler
 from streamjobs._worker.keyhold import InPlace, KeyHeld, KeyHold
+from streamjobs._worker.partition import Pauses
+from streamjobs.errors import PermanentError
 
 
 class _Job:
@@ -92,3 +94,78 @@ def test_hold_mode_sends_late_waiters_after_the_dead_letter() -> None:
             nxt._handler.func({}, nxt)
         assert hold.dead_lettered(part, b"k") == []
         assert hold.held(part, _Ctx(part, b"k", 2, _boom)) == expected
+
+
+def test_waiting_jobs_stretch_the_in_flight_bound_up_to_their_own_bound() -> None:
+    """Rule: jobs waiting behind a blocked key do not count against max_in_flight (a
+    partition's other keys keep being taken), until max_waiting of them wait: then the
+    bound drops to zero and every partition pauses until they drain below it."""
+    hold = KeyHold(max_waiting=3)
+    part = _Part()
+    hold.retry_later(part, _Ctx(part, b"k", 1, _boom), 60.0)
+    for offset in (2, 3):
+        hold.wait(part, _Ctx(part, b"k", offset, _boom))
+    assert hold.bounds(10, 5) == (12, 7)
+    pauses = Pauses()  # 10 runnable + 2 waiting taken: no pause
+    pauses.reconcile([], in_flight=12 - 1, max_in_flight=12, resume_at=7, stopping=False,
+                     now_ms=0.0)
+    assert not pauses.for_in_flight
+    hold.wait(part, _Ctx(part, b"k", 4, _boom))
+    bound, resume_at = hold.bounds(10, 5)
+    pauses.reconcile([], in_flight=3, max_in_flight=bound, resume_at=resume_at,
+                     stopping=False, now_ms=0.0)
+    assert pauses.for_in_flight  # 3 waiting, nothing else: paused
+    assert [c.offset for c in hold.dead_lettered(part, b"k")] == [2, 3, 4]
+    assert hold.count == 0 and hold.bounds(10, 5) == (10, 5)
+
+
+def test_admit_keeps_back_only_the_blocked_keys_jobs_and_counts_them() -> None:
+    """Rule: at dispatch, jobs of a key blocked in their partition wait (counted); other
+    keys, other partitions, unkeyed and foreign jobs go on; with nothing blocked in the
+    partition the same lists come back untouched."""
+    hold = KeyHold()
+    part, other = _Part(), _Part()
+    jobs = [_Ctx(part, b"j", 5, _boom), _Ctx(part, b"k", 6, _boom)]
+    offsets = [5, 6]
+    assert hold.admit(part, jobs, offsets) == (jobs, offsets)
+    blocker = _Ctx(part, b"k", 1, _boom)
+    blocker._handler = hold.wrap(blocker._handler)
+    with pytest.raises(InPlace):
+        blocker._handler.func({}, blocker)
+    foreign = _Foreign(b"k", 7)
+    kept, kept_offsets = hold.admit(part, [*jobs, foreign], [*offsets, 7])
+    assert [c.offset for c in kept] == [5, 7] and kept_offsets == [5, 7]
+    assert hold.count == 1 and hold.admit(other, jobs, offsets) == (jobs, offsets)
+    hold.forget(part)
+    assert hold.count == 0 and not hold.is_blocked(part, b"k")
+
+
+def test_only_a_keyed_retry_is_decided_in_place() -> None:
+    """Rule: the wrapper turns a keyed job's retry decision into InPlace (no traceback:
+    no record carries it); a last attempt or a permanent error raises the handler's own
+    exception (its dead letter carries the traceback), and so does an unkeyed or foreign
+    job, which is not blocked."""
+    hold = KeyHold()
+    part = _Part()
+    last = _Ctx(part, b"k", 1, _boom)
+    last.attempt = 2
+    unkeyed = _Ctx(part, None, 2, _boom)  # type: ignore[arg-type]
+    foreign = _Foreign(b"f", 3)
+    for ctx in (last, unkeyed, foreign):
+        handler = hold.wrap(Handler("t", _boom, False))
+        with pytest.raises(RuntimeError):
+            handler.func({}, ctx)
+
+    def permanent(payload: Any, ctx: Any) -> None:
+        raise PermanentError("bad input")
+
+    with pytest.raises(PermanentError):
+        hold.wrap(Handler("t", permanent, False)).func({}, _Ctx(part, b"p", 4, permanent))
+    assert hold.is_blocked(part, b"k") and hold.is_blocked(part, b"p")  # until dead-lettered
+    assert not hold.is_blocked(part, None) and not hold.is_blocked(part, b"f")  # type: ignore[arg-type]
+
+
+class _Foreign:  # a foreign producer's record: a JobContext without ``_part``
+    def __init__(self, key: bytes, offset: int) -> None:
+        self.key, self.offset, self.attempt = key, offset, 1
+        self._job = _Job()
