@@ -42,6 +42,7 @@ HELD_CLASS = "streamjobs._worker.keyhold.KeyHeld"
 # What the executor reports for a job that raised KeyHeld (it never ran).
 HELD_FAILURE = Failure(HELD_CLASS, "its key waits behind a job being retried")
 HELD_DECISION = Decision(delay=0.0)
+STALL_RECHECK = 0.05  # seconds: the soonest a partition paused by ``max_span`` looks again
 
 
 class KeyHeld(Exception):
@@ -62,9 +63,11 @@ class KeyHold:
     """One per worker. Handler wrappers (``wrap``) run on handler threads; the rest on the
     poll thread."""
 
-    def __init__(self, on_dead_letter: str = "release", max_waiting: int = 5000) -> None:
+    def __init__(self, on_dead_letter: str = "release", max_waiting: int = 10_000,
+                 max_span: int = 50_000) -> None:
         self.on_dead_letter = on_dead_letter
         self.max_waiting = max_waiting
+        self.max_span = max_span
         self._lock = threading.Lock()
         # part -> its blocked keys; written by handler threads too (under the lock)
         self._blocked: dict[Any, set[bytes]] = {}
@@ -84,6 +87,24 @@ class KeyHold:
         if n >= self.max_waiting:
             return 0, -1
         return max_in_flight + n, resume_at + n
+
+    def stalled(self) -> list[tuple[Any, float]]:
+        """Partitions whose commit position a blocked job holds while ``max_span`` records
+        or more sit at or above it, each with when (``time.monotonic``) to look again: the
+        next retry of one of its blocked jobs. The caller pauses them until then, so what
+        a crash runs again and what the tracker holds stay bounded (poll thread)."""
+        if not self._blocked:
+            return []
+        over = {part for part in list(self._blocked) if part.tracker.span >= self.max_span}
+        if not over:
+            return []
+        due: dict[Any, float] = {}
+        for at, _, part, _ in self._timers:
+            if part in over and (part not in due or at < due[part]):
+                due[part] = at
+        # not before 50 ms from now: a pause and a resume each cost a fetch
+        soon = time.monotonic() + STALL_RECHECK
+        return [(part, max(due.get(part, soon), soon)) for part in over]
 
     # -- handler threads ----------------------------------------------------------------------
 

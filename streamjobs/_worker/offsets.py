@@ -156,6 +156,12 @@ class PartitionTracker:
         return len(self._pending) - self._head - len(self._finished)
 
     @property
+    def span(self) -> int:
+        """Records received at or above the commit position (finished or not): what a crash
+        would run again, and what this tracker holds."""
+        return len(self._pending) - self._head
+
+    @property
     def last(self) -> int | None:
         return self._last
 

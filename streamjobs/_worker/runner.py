@@ -129,9 +129,11 @@ class Worker:
                 raise ConfigError("ordering", f"key-strict cannot be combined with a timeout "
                                               f"on a sync handler ({', '.join(timed)})")
         # --ordering key-strict: keys waiting behind a job being retried (keyhold.py); its
-        # waiting jobs have their own bound, twice the in-flight one.
+        # waiting jobs have their own bound (twice the in-flight one), and a partition whose
+        # commit position a blocked job holds pauses once 10x max_in_flight records sit above.
         self.keyhold = (KeyHold(self.settings.key_dead_letter,
-                                2 * (self.settings.max_in_flight or 1))
+                                2 * (self.settings.max_in_flight or 1),
+                                10 * (self.settings.max_in_flight or 1))
                         if self.settings.ordering == "key-strict" else None)
         self.routes = Routes(app, jobs, self.keyhold.wrap if self.keyhold is not None else None)
         self.lane_ranks = lane_ranks(app.catalogue, [j.name for j in jobs])  # priority lanes
@@ -340,6 +342,9 @@ class Worker:
             self._count_in_flight()
             if keyhold is not None:  # jobs waiting behind a blocked key: their own bound
                 bound, resume_at = keyhold.bounds(max_in_flight, s.resume_at)
+                for part, until in keyhold.stalled():  # a commit position held too long
+                    if part.hold_until_ms <= now_ms:
+                        self.hold(part, now_ms + (until - time.monotonic()) * 1000.0)
             if self.lane_gate is not None:
                 self.lane_gate.apply(self.parts.values(), self, now_ms)
             self._pauses.reconcile(self.parts.values(), in_flight=self.in_flight,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from streamjobs._retry import RetryPolicy
 from streamjobs._worker.app import Handler
 from streamjobs._worker.keyhold import InPlace, KeyHeld, KeyHold
+from streamjobs._worker.offsets import PartitionTracker
 from streamjobs._worker.partition import Pauses
 from streamjobs.errors import PermanentError
 
@@ -20,6 +22,7 @@ class _Job:
 
 class _Part:
     gone = revoked = False
+    tracker: Any = None
 
 
 class _Ctx:
@@ -169,3 +172,26 @@ class _Foreign:  # a foreign producer's record: a JobContext without ``_part``
     def __init__(self, key: bytes, offset: int) -> None:
         self.key, self.offset, self.attempt = key, offset, 1
         self._job = _Job()
+
+
+def test_a_commit_position_held_behind_too_many_records_stalls_its_partition() -> None:
+    """Rule: once max_span records sit at or above a partition's commit position while a
+    blocked job holds it, the partition is reported (to pause) until that job's next retry;
+    other partitions are not, and it is not once the blocked job finished."""
+    hold = KeyHold(max_span=10)
+    part, calm = _Part(), _Part()
+    part.tracker, calm.tracker = PartitionTracker(), PartitionTracker()
+    part.tracker.add_range(0, 10)
+    part.tracker.done_range(1, 10)  # other keys finished above the blocked offset 0
+    calm.tracker.add_range(0, 3)
+    for p in (part, calm):
+        blocker = _Ctx(p, b"k", 0, _boom)
+        blocker._handler = hold.wrap(blocker._handler)
+        with pytest.raises(InPlace):
+            blocker._handler.func({}, blocker)
+        hold.retry_later(p, blocker, 5.0)
+    now = time.monotonic()
+    [(stalled, until)] = hold.stalled()
+    assert stalled is part and now + 4.0 < until < now + 6.0
+    part.tracker.done(0)
+    assert part.tracker.span == 0 and hold.stalled() == []
