@@ -14,12 +14,32 @@ State and recovery: nothing but Kafka. The blocked job and everything after it a
 uncommitted, so after a kill or a rebalance the partition's next owner reads them again from
 the committed offset and runs them in offset order; the attempt count starts again at 1 there
 (attempts are counted per owner). While a key is blocked the partition's commit position
-stays below the blocked job: other keys' finished jobs above it run again after a crash
-(at-least-once).
+stays below the blocked job.
 
-The blocking is decided on the handler thread (``guard``), so a key's next job in the same
-chunk already sees it; that job is handed back with ``KeyHeld`` (no event: it did not run)
-and queued.
+Memory bound (per worker, ``M`` = ``max_in_flight``): ``M`` unfinished jobs besides the
+waiting ones (running, queued, or blocked in a retry delay), as in every ordering (released
+waiting jobs may overshoot it until they run: no record is taken meanwhile), plus at most
+``2 M`` jobs waiting behind blocked keys (``max_waiting``). The
+two are counted apart (``bounds``): while keys are blocked their waiting jobs can be a large
+share of what a worker took, and counted together they fill the in-flight bound, which
+pauses every partition (each resume costs a fetch round trip). At ``2 M`` waiting jobs
+every partition pauses until blocked keys drain below it. Each partition's tracker also
+keeps one offset per record at or above its commit position (finished ones included): a
+partition whose commit position a blocked job holds pauses once ``10 M`` of them sit there
+(``stalled``), until that job's next retry, so its other keys stop flowing only behind a job
+blocked that long.
+
+What a crash (kill, lost partitions) runs again, per partition: the blocked job and the jobs
+waiting behind it, in offset order (never run, or run and not finished), plus the jobs of
+other keys finished above the blocked offset since it blocked: at most ``10 M`` records, in
+practice the partition's rate times the blocked job's time in its retry delays.
+At-least-once, as everywhere; nothing is skipped (the commit position never passes an
+unfinished job).
+
+The blocking is decided on the handler thread (handlers are wrapped once, ``wrap``), so a
+key's next job in the same chunk already sees it; that job is handed back with ``KeyHeld``
+(no event: it did not run) and queued. A retry decision is taken there too and raised as
+``InPlace``: the failure without a traceback, which no record carries in place.
 """
 
 from __future__ import annotations
