@@ -185,10 +185,9 @@ class KeyHold:
               offsets: Sequence[int] | None) -> tuple[list[Any], Sequence[int] | None]:
         """At dispatch (poll thread): keep back, waiting, the jobs of a blocked key; returns
         the others (and their offsets when given). One dict look-up when none is blocked."""
-        if not self._blocked.get(part):
+        blocked = self._blocked.get(part)  # membership tests need no lock
+        if not blocked:
             return jobs, offsets
-        with self._lock:
-            blocked = set(self._blocked.get(part, ()))
         keep: list[Any] = []
         kept: list[int] = []
         offs = offsets if offsets is not None else [ctx.offset for ctx in jobs]

@@ -469,6 +469,13 @@ class Worker:
         dispatch(part, jobs, offsets, ordering, self.lanes, self.executor.submit,
                  self.settings.concurrency)
 
+    def _release(self, part: Part, jobs: list[JobContext]) -> None:
+        """key-strict: one key's jobs, just unblocked, in order (no key check to pass)."""
+        if self.throttle is not None:
+            self.throttle.waited(part, jobs)
+        dispatch(part, jobs, None, "key", self.lanes, self.executor.submit,
+                 self.settings.concurrency)
+
     # -- completions and offsets --------------------------------------------------------------
 
     def _drain(self) -> None:
@@ -481,7 +488,7 @@ class Worker:
         n = len(completions)
         followups.take(self._part_of)
         if self.keyhold is not None:
-            self.keyhold.fire(self.dispatch)
+            self.keyhold.fire(self._release)
         for _ in range(n):
             part, done, failed, ended, ok = completions.popleft()
             if ended:
@@ -519,7 +526,7 @@ class Worker:
         if failure.error_class == HELD_CLASS:
             what = hold.held(part, ctx)
             if what == "run":
-                self.dispatch(part, [ctx])
+                self._release(part, [ctx])
             elif what == "dead":
                 self._key_held(part, ctx, "")
             return True
@@ -529,7 +536,7 @@ class Worker:
         self._send(part, self.router.failed(ctx, failure, decision, int(time.time() * 1000)))
         behind = hold.dead_lettered(part, ctx.key)
         if behind and hold.on_dead_letter == "release":
-            self.dispatch(part, behind)
+            self._release(part, behind)
         for job in behind if hold.on_dead_letter == "hold" else ():
             self._key_held(part, job, ctx.job_id)
         return True
