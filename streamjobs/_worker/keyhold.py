@@ -63,6 +63,17 @@ HELD_CLASS = "streamjobs._worker.keyhold.KeyHeld"
 HELD_FAILURE = Failure(HELD_CLASS, "its key waits behind a job being retried")
 HELD_DECISION = Decision(delay=0.0)
 STALL_RECHECK = 0.05  # seconds: the soonest a partition paused by ``max_span`` looks again
+RECHECK = 0.002  # seconds: a key let go while its lane is still busy is looked at again
+
+
+class _DeadLetter:
+    """A timer entry: let go of ``key``'s waiting jobs behind dead-lettered ``job_id``."""
+
+    __slots__ = ("job_id", "key")
+
+    def __init__(self, key: bytes, job_id: str) -> None:
+        self.key = key
+        self.job_id = job_id
 
 
 class KeyHeld(Exception):
@@ -98,6 +109,8 @@ class KeyHold:
         self._seq = itertools.count()
         # hold: keys whose blocked job was dead-lettered (late KeyHeld jobs follow it)
         self._dead_behind: set[tuple[Any, bytes]] = set()
+        # (part, key) -> jobs handed back with KeyHeld, not yet seen by the poll thread
+        self._handed: dict[tuple[Any, bytes], int] = {}
 
     def bounds(self, max_in_flight: int, resume_at: int) -> tuple[int, int]:
         """The in-flight bound and resume point (poll thread): jobs waiting behind a blocked
@@ -138,15 +151,22 @@ class KeyHold:
         # no ``_part``: as with ``key``). The key's next job runs after this one on the same
         # lane, so it sees the block added here; writes take the lock, because the poll
         # thread drops a partition's emptied set.
-        blocked, lock = self._blocked, self._lock
+        blocked, lock, handed = self._blocked, self._lock, self._handed
         func = handler.func
+
+        def hand_back(ctx: Any) -> KeyHeld:
+            where = (ctx._part, ctx.key)
+            if not ctx._part.gone:  # a gone partition's completions are never seen
+                with lock:
+                    handed[where] = handed.get(where, 0) + 1
+            return KeyHeld("its key waits behind a job being retried")
 
         def failed(ctx: Any, exc: BaseException) -> None:
             # Any failure blocks its key until the poll thread has routed it (retried in place,
             # or dead-lettered and then released or held): the key's next job, maybe next in
             # this very chunk, may not finish before its dead letter is written.
             part = getattr(ctx, "_part", None)
-            if part is None or ctx.key is None:
+            if part is None or ctx.key is None or part.gone:
                 return
             with lock:
                 blocked.setdefault(part, set()).add(ctx.key)
@@ -160,7 +180,7 @@ class KeyHold:
             async def run_async(payload: dict[str, Any], ctx: Any) -> None:
                 keys = blocked.get(getattr(ctx, "_part", None))
                 if keys and ctx.key in keys:
-                    raise KeyHeld("its key waits behind a job being retried")
+                    raise hand_back(ctx)
                 try:
                     await func(payload, ctx)
                 except BaseException as exc:
@@ -171,7 +191,7 @@ class KeyHold:
         def run(payload: dict[str, Any], ctx: Any) -> None:
             keys = blocked.get(getattr(ctx, "_part", None))
             if keys and ctx.key in keys:
-                raise KeyHeld("its key waits behind a job being retried")
+                raise hand_back(ctx)
             try:
                 func(payload, ctx)
             except BaseException as exc:
@@ -210,6 +230,13 @@ class KeyHold:
     def held(self, part: Any, ctx: Any) -> str:
         """``ctx`` came back with ``KeyHeld``: it waits (``"wait"``), or its key was unblocked
         meanwhile and it runs now (``"run"``) or follows a dead letter (``"dead"``, hold)."""
+        where = (part, ctx.key)
+        with self._lock:
+            left = self._handed.get(where, 0) - 1
+            if left > 0:
+                self._handed[where] = left
+            else:
+                self._handed.pop(where, None)
         if self.is_blocked(part, ctx.key):
             self.wait(part, ctx)
             return "wait"
@@ -231,28 +258,47 @@ class KeyHold:
 
     @property
     def due(self) -> float | None:
-        """When the next blocked job runs again (``time.monotonic``), if any."""
+        """When the next key is let go (``time.monotonic``), if any."""
         return self._timers[0][0] if self._timers else None
 
-    def fire(self, dispatch: Callable[[Any, list[Any]], None]) -> None:
-        """Run the blocked jobs whose delay is over, each followed by its key's waiting
-        jobs (one chunk: the lane keeps them in order)."""
+    def fire(self, dispatch: Callable[[Any, list[Any]], None],
+             busy: Callable[[Any], bool],
+             dead: Callable[[Any, list[Any], str], None]) -> None:
+        """Let go of the keys whose time came: a retried job whose delay is over runs again
+        followed by its key's waiting jobs (one chunk: the lane keeps them in order); the
+        waiting jobs of a dead-lettered one go to ``dead`` (part, jobs, its job id). Not
+        while the key's lane (``busy``) still runs jobs taken before the block, or jobs it
+        handed back are not seen yet: those would run out of order (they join the waiting
+        ones first)."""
         timers = self._timers
         now = time.monotonic()
+        later = []
         while timers and timers[0][0] <= now:
-            _, _, part, ctx = heapq.heappop(timers)
+            entry = heapq.heappop(timers)
+            _, seq, part, item = entry
             if part.gone or part.revoked:
                 continue
-            ctx.attempt += 1
-            self._dead_behind.discard((part, ctx.key))
-            dispatch(part, [ctx, *self._unblock(part, ctx.key)])
+            key = item.key
+            if (part, key) in self._handed or busy((part, key)):
+                later.append((now + RECHECK, seq, part, item))
+                continue
+            if type(item) is _DeadLetter:
+                dead(part, self._unblock(part, key), item.job_id)
+                continue
+            item.attempt += 1
+            self._dead_behind.discard((part, key))
+            dispatch(part, [item, *self._unblock(part, key)])
+        for entry in later:
+            heapq.heappush(timers, entry)
 
-    def dead_lettered(self, part: Any, key: bytes) -> list[Any]:
-        """The key's blocked job was dead-lettered: its waiting jobs, to run (``release``)
-        or to dead-letter behind it (``hold``)."""
+    def dead_lettered(self, part: Any, key: bytes, job_id: str) -> None:
+        """The key's blocked job was dead-lettered: its waiting jobs go to ``fire``'s
+        ``dead`` (to run, ``release``, or to be dead-lettered behind it, ``hold``) once
+        nothing taken before the block is left on its lane."""
         if self.on_dead_letter == "hold":
             self._dead_behind.add((part, key))
-        return self._unblock(part, key)
+        heapq.heappush(self._timers, (time.monotonic(), next(self._seq), part,
+                                      _DeadLetter(key, job_id)))
 
     def _unblock(self, part: Any, key: bytes) -> list[Any]:
         with self._lock:
@@ -269,6 +315,8 @@ class KeyHold:
         """``part`` left: its blocked and waiting jobs run again at its next owner."""
         with self._lock:
             self._blocked.pop(part, None)
+            for where in [w for w in self._handed if w[0] is part]:
+                del self._handed[where]
         for where in [w for w in self.waiting if w[0] is part]:
             self.count -= len(self.waiting.pop(where))
         self._dead_behind.difference_update([w for w in self._dead_behind if w[0] is part])

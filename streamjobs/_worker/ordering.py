@@ -68,6 +68,11 @@ class Lanes(Generic[T]):
     def busy(self) -> int:
         return len(self._busy)
 
+    def is_busy(self, lane: Hashable) -> bool:
+        """A task runs (or has queued chunks on) ``lane``."""
+        with self._lock:
+            return lane in self._busy
+
 
 def dispatch(part: Part, jobs: list[JobContext], offsets: Sequence[int] | None, ordering: str,
              lanes: Lanes[Chunk], submit: Submit, concurrency: int) -> None:

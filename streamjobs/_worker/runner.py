@@ -488,7 +488,7 @@ class Worker:
         n = len(completions)
         followups.take(self._part_of)
         if self.keyhold is not None:
-            self.keyhold.fire(self._release)
+            self.keyhold.fire(self._release, self.lanes.is_busy, self._behind_dead)
         for _ in range(n):
             part, done, failed, ended, ok = completions.popleft()
             if ended:
@@ -534,12 +534,17 @@ class Worker:
             hold.retry_later(part, ctx, decision.delay)
             return True
         self._send(part, self.router.failed(ctx, failure, decision, int(time.time() * 1000)))
-        behind = hold.dead_lettered(part, ctx.key)
-        if behind and hold.on_dead_letter == "release":
-            self._release(part, behind)
-        for job in behind if hold.on_dead_letter == "hold" else ():
-            self._key_held(part, job, ctx.job_id)
+        hold.dead_lettered(part, ctx.key, ctx.job_id)  # its waiting jobs: _behind_dead
         return True
+
+    def _behind_dead(self, part: Part, jobs: list[JobContext], job_id: str) -> None:
+        """key-strict: a dead-lettered job's key is let go: its waiting jobs run (release)
+        or are dead-lettered behind it, in order (hold)."""
+        if self.keyhold is not None and self.keyhold.on_dead_letter == "hold":
+            for job in jobs:
+                self._key_held(part, job, job_id)
+        elif jobs:
+            self._release(part, jobs)
 
     def _key_held(self, part: Part, ctx: JobContext, behind: str) -> None:
         self._send(part, self.router.failed(ctx, Failure(

@@ -73,30 +73,73 @@ def test_retry_runs_the_blocked_job_first_then_the_waiting_ones_in_offset_order(
     hold.wait(part, _Ctx(part, b"k", 3, _boom))
     hold.retry_later(part, first, 0.0)
     sent: list[list[Any]] = []
-    hold.fire(lambda p, jobs: sent.append(jobs))
+    hold.fire(lambda p, jobs: sent.append(jobs), _idle, _no_dead)
     assert [[c.offset for c in jobs] for jobs in sent] == [[1, 3, 7]]
     assert first.attempt == 2 and not hold.is_blocked(part, b"k")
 
 
-def test_hold_mode_sends_late_waiters_after_the_dead_letter() -> None:
+def test_a_dead_lettered_key_is_let_go_after_the_jobs_it_handed_back() -> None:
     """Rule: a final failure blocks the key until its dead letter is written (in both modes:
-    the key's next job may not finish first), and a job that raised KeyHeld after its key's
-    dead letter follows it with ``hold`` (``dead``); with ``release`` it runs (``run``)."""
-    for mode, expected in (("hold", "dead"), ("release", "run")):
-        hold = KeyHold(mode)
-        part = _Part()
-        ctx = _Ctx(part, b"k", 1, _boom)
-        ctx.attempt = 2  # the last attempt: a dead letter
-        ctx._handler = hold.wrap(ctx._handler)
-        with pytest.raises(RuntimeError):
-            ctx._handler.func({}, ctx)
-        assert hold.is_blocked(part, b"k")
-        nxt = _Ctx(part, b"k", 2, lambda payload, ctx: None)  # the key's next job, same chunk
-        nxt._handler = hold.wrap(nxt._handler)
-        with pytest.raises(KeyHeld):
-            nxt._handler.func({}, nxt)
-        assert hold.dead_lettered(part, b"k") == []
-        assert hold.held(part, _Ctx(part, b"k", 2, _boom)) == expected
+    the key's next job may not finish first); its waiting jobs are let go (to run, release,
+    or to be dead-lettered behind it, hold) only once the jobs of its chunk handed back with
+    KeyHeld are seen, so they go too, in offset order, never after later ones."""
+    hold = KeyHold("hold")
+    part = _Part()
+    ctx = _Ctx(part, b"k", 1, _boom)
+    ctx.attempt = 2  # the last attempt: a dead letter
+    ctx._handler = hold.wrap(ctx._handler)
+    with pytest.raises(RuntimeError):
+        ctx._handler.func({}, ctx)
+    assert hold.is_blocked(part, b"k")
+    nxt = _Ctx(part, b"k", 2, lambda payload, ctx: None)  # the key's next job, same chunk
+    nxt._handler = hold.wrap(nxt._handler)
+    with pytest.raises(KeyHeld):
+        nxt._handler.func({}, nxt)
+    hold.wait(part, _Ctx(part, b"k", 9, _boom))  # taken after the block
+    hold.dead_lettered(part, b"k", "job-1")
+    dead: list[tuple[list[int], str]] = []
+
+    def behind(p: Any, jobs: list[Any], job_id: str) -> None:
+        dead.append(([c.offset for c in jobs], job_id))
+
+    hold.fire(_never, _idle, behind)
+    assert dead == [] and hold.is_blocked(part, b"k")  # offset 2 not seen yet
+    assert hold.held(part, nxt) == "wait"
+    time.sleep(0.005)
+    hold.fire(_never, _idle, behind)
+    assert dead == [([2, 9], "job-1")] and not hold.is_blocked(part, b"k")
+
+
+def test_a_key_is_not_let_go_while_its_lane_still_runs() -> None:
+    """Rule: a retried job's key is not let go while its lane still has a task (jobs
+    dispatched before the block, which would otherwise run before the retried job)."""
+    hold = KeyHold()
+    part = _Part()
+    first = _Ctx(part, b"k", 1, _boom)
+    first._handler = hold.wrap(first._handler)
+    with pytest.raises(InPlace):
+        first._handler.func({}, first)
+    hold.retry_later(part, first, 0.0)
+    sent: list[list[Any]] = []
+    busy = {(part, b"k")}
+    hold.fire(lambda p, jobs: sent.append(jobs), busy.__contains__, _no_dead)
+    assert sent == [] and hold.due is not None
+    busy.clear()
+    time.sleep(0.005)
+    hold.fire(lambda p, jobs: sent.append(jobs), busy.__contains__, _no_dead)
+    assert [[c.offset for c in jobs] for jobs in sent] == [[1]]
+
+
+def _idle(lane: Any) -> bool:
+    return False
+
+
+def _never(part: Any, jobs: list[Any]) -> None:
+    raise AssertionError("nothing may run")
+
+
+def _no_dead(part: Any, jobs: list[Any], job_id: str) -> None:
+    raise AssertionError("nothing was dead-lettered")
 
 
 def test_waiting_jobs_stretch_the_in_flight_bound_up_to_their_own_bound() -> None:
@@ -118,7 +161,10 @@ def test_waiting_jobs_stretch_the_in_flight_bound_up_to_their_own_bound() -> Non
     pauses.reconcile([], in_flight=3, max_in_flight=bound, resume_at=resume_at,
                      stopping=False, now_ms=0.0)
     assert pauses.for_in_flight  # 3 waiting, nothing else: paused
-    assert [c.offset for c in hold.dead_lettered(part, b"k")] == [2, 3, 4]
+    hold.dead_lettered(part, b"k", "job-1")
+    released: list[list[int]] = []
+    hold.fire(_never, _idle, lambda p, jobs, job_id: released.append([c.offset for c in jobs]))
+    assert released == [[2, 3, 4]]
     assert hold.count == 0 and hold.bounds(10, 5) == (10, 5)
 
 
