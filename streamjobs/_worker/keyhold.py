@@ -49,7 +49,7 @@ import itertools
 import threading
 import time
 from bisect import insort
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from .app import Handler
@@ -201,26 +201,24 @@ class KeyHold:
 
     # -- poll thread --------------------------------------------------------------------------
 
-    def admit(self, part: Any, jobs: list[Any],
-              offsets: Sequence[int] | None) -> tuple[list[Any], Sequence[int] | None]:
-        """At dispatch (poll thread): keep back, waiting, the jobs of a blocked key; returns
-        the others (and their offsets when given). One dict look-up when none is blocked."""
-        blocked = self._blocked.get(part)  # membership tests need no lock
-        if not blocked:
-            return jobs, offsets
+    def held_keys(self, part: Any) -> set[bytes] | tuple[()]:
+        """``part``'s blocked keys, for ``ordering.dispatch`` (poll thread; membership tests
+        need no lock)."""
+        return self._blocked.get(part) or ()
+
+    def keep_back(self, part: Any, jobs: list[Any],
+                  offsets: list[int]) -> tuple[list[Any], list[int]]:
+        """At dispatch (poll thread), one blocked key's jobs: they wait behind its blocked
+        job; returns those that run anyway (a foreign record's, as with ``key``)."""
         keep: list[Any] = []
         kept: list[int] = []
-        offs = offsets if offsets is not None else [ctx.offset for ctx in jobs]
-        wait = self.wait
-        for ctx, offset in zip(jobs, offs, strict=True):
-            if ctx.key in blocked and hasattr(ctx, "_part"):
-                wait(part, ctx)
+        for ctx, offset in zip(jobs, offsets, strict=True):
+            if hasattr(ctx, "_part"):
+                self.wait(part, ctx)
             else:
                 keep.append(ctx)
                 kept.append(offset)
-        if len(keep) == len(jobs):
-            return jobs, offsets
-        return keep, kept if offsets is not None else None
+        return keep, kept
 
     def is_blocked(self, part: Any, key: bytes) -> bool:
         with self._lock:
@@ -237,7 +235,9 @@ class KeyHold:
                 self._handed[where] = left
             else:
                 self._handed.pop(where, None)
-        if self.is_blocked(part, ctx.key):
+            keys = self._blocked.get(part)
+            blocked = keys is not None and ctx.key in keys
+        if blocked:
             self.wait(part, ctx)
             return "wait"
         return "dead" if (part, ctx.key) in self._dead_behind else "run"

@@ -12,7 +12,7 @@ into chunks and lanes by the ``ordering`` setting.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Container, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -25,6 +25,8 @@ __all__ = ["Chunk", "Lanes", "dispatch"]
 # ``range`` when contiguous, which the tracker retires in O(1)).
 Chunk = tuple[list["JobContext"], Sequence[int]]
 Submit = Callable[[Any, Any, Chunk, bool], None]  # (part, lane or None, chunk, is async)
+# (part, one key's jobs, their offsets) -> those of them to run now, and their offsets
+KeepBack = Callable[[Any, list["JobContext"], list[int]], tuple[list["JobContext"], list[int]]]
 
 T = TypeVar("T")
 
@@ -75,10 +77,12 @@ class Lanes(Generic[T]):
 
 
 def dispatch(part: Part, jobs: list[JobContext], offsets: Sequence[int] | None, ordering: str,
-             lanes: Lanes[Chunk], submit: Submit, concurrency: int) -> None:
+             lanes: Lanes[Chunk], submit: Submit, concurrency: int,
+             held: Container[bytes | None] = (), keep_back: KeepBack | None = None) -> None:
     """Hand a partition's jobs to lanes and ``submit``: a batch just taken, with ``offsets``
     theirs in increasing order, or (``offsets`` None) wait-tier jobs that fell due, in due
-    order."""
+    order. With ``key`` ordering the jobs of a key in ``held`` go to ``keep_back`` instead
+    (``--ordering key-strict``, keyhold.py), which returns those to run anyway."""
     taken = offsets is not None
     if offsets is None:
         offsets = [ctx.offset for ctx in jobs]
@@ -105,6 +109,10 @@ def dispatch(part: Part, jobs: list[JobContext], offsets: Sequence[int] | None, 
             if key is None:
                 _unordered(part, group_jobs, group_offsets, submit, concurrency)
                 continue
+            if key in held and keep_back is not None:
+                group_jobs, group_offsets = keep_back(part, group_jobs, group_offsets)
+                if not group_jobs:
+                    continue
             lane: Hashable = (part, key)
             chunk = (group_jobs, group_offsets)
             if lanes.offer(lane, chunk):

@@ -460,21 +460,23 @@ class Worker:
         ``key-strict`` the jobs of a key waiting behind a retried job stay back (keyhold.py)."""
         if offsets is None and self.throttle is not None:
             self.throttle.waited(part, jobs)  # wait-tier jobs that fell due
-        ordering = self.settings.ordering
-        if self.keyhold is not None:
-            jobs, offsets = self.keyhold.admit(part, jobs, offsets)
-            if not jobs:
-                return
-            ordering = "key"
-        dispatch(part, jobs, offsets, ordering, self.lanes, self.executor.submit,
+        hold = self.keyhold
+        if hold is not None:
+            dispatch(part, jobs, offsets, "key", self.lanes, self.executor.submit,
+                     self.settings.concurrency, hold.held_keys(part), hold.keep_back)
+            return
+        dispatch(part, jobs, offsets, self.settings.ordering, self.lanes, self.executor.submit,
                  self.settings.concurrency)
 
     def _release(self, part: Part, jobs: list[JobContext]) -> None:
-        """key-strict: one key's jobs, just unblocked, in order (no key check to pass)."""
+        """key-strict: one key's jobs, just unblocked, in order: one chunk of its lane."""
         if self.throttle is not None:
             self.throttle.waited(part, jobs)
-        dispatch(part, jobs, None, "key", self.lanes, self.executor.submit,
-                 self.settings.concurrency)
+        lane = (part, jobs[0].key)
+        chunk = (jobs, [ctx.offset for ctx in jobs])
+        if self.lanes.offer(lane, chunk):
+            part.tasks += 1
+            self.executor.submit(part, lane, chunk, part.is_async)
 
     # -- completions and offsets --------------------------------------------------------------
 

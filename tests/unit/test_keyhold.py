@@ -11,6 +11,7 @@ from streamjobs._retry import RetryPolicy
 from streamjobs._worker.app import Handler
 from streamjobs._worker.keyhold import InPlace, KeyHeld, KeyHold
 from streamjobs._worker.offsets import PartitionTracker
+from streamjobs._worker.ordering import Lanes, dispatch
 from streamjobs._worker.partition import Pauses
 from streamjobs.errors import PermanentError
 
@@ -23,6 +24,8 @@ class _Job:
 class _Part:
     gone = revoked = False
     tracker: Any = None
+    is_async = False
+    tasks = 0
 
 
 class _Ctx:
@@ -168,23 +171,31 @@ def test_waiting_jobs_stretch_the_in_flight_bound_up_to_their_own_bound() -> Non
     assert hold.count == 0 and hold.bounds(10, 5) == (10, 5)
 
 
-def test_admit_keeps_back_only_the_blocked_keys_jobs_and_counts_them() -> None:
-    """Rule: at dispatch, jobs of a key blocked in their partition wait (counted); other
-    keys, other partitions, unkeyed and foreign jobs go on; with nothing blocked in the
-    partition the same lists come back untouched."""
+def test_dispatch_keeps_back_only_the_blocked_keys_jobs_and_counts_them() -> None:
+    """Rule: at dispatch (key lanes), jobs of a key blocked in their partition wait
+    (counted); other keys, other partitions, unkeyed and foreign jobs go to their lanes."""
     hold = KeyHold()
     part, other = _Part(), _Part()
-    jobs = [_Ctx(part, b"j", 5, _boom), _Ctx(part, b"k", 6, _boom)]
-    offsets = [5, 6]
-    assert hold.admit(part, jobs, offsets) == (jobs, offsets)
     blocker = _Ctx(part, b"k", 1, _boom)
     blocker._handler = hold.wrap(blocker._handler)
     with pytest.raises(InPlace):
         blocker._handler.func({}, blocker)
-    foreign = _Foreign(b"k", 7)
-    kept, kept_offsets = hold.admit(part, [*jobs, foreign], [*offsets, 7])
-    assert [c.offset for c in kept] == [5, 7] and kept_offsets == [5, 7]
-    assert hold.count == 1 and hold.admit(other, jobs, offsets) == (jobs, offsets)
+    submitted: list[tuple[Any, list[int]]] = []
+
+    def submit(p: Any, lane: Any, chunk: Any, is_async: bool) -> None:
+        submitted.append((lane, list(chunk[1])))
+
+    def run(p: Any, jobs: list[Any]) -> None:
+        dispatch(p, jobs, [c.offset for c in jobs], "key", Lanes(), submit, 4,
+                 hold.held_keys(p), hold.keep_back)
+
+    run(part, [_Ctx(part, b"j", 5, _boom), _Ctx(part, b"k", 6, _boom), _Foreign(b"k", 7),
+               _Ctx(part, None, 8, _boom)])  # type: ignore[arg-type]
+    assert sorted(offsets for _, offsets in submitted) == [[5], [7], [8]]
+    assert hold.count == 1 and [c.offset for _, _, c in hold.waiting[(part, b"k")]] == [6]
+    submitted.clear()
+    run(other, [_Ctx(other, b"k", 9, _boom)])
+    assert submitted == [((other, b"k"), [9])]
     hold.forget(part)
     assert hold.count == 0 and not hold.is_blocked(part, b"k")
 
