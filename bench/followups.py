@@ -12,9 +12,13 @@ Reported: ``R_eos_alo`` = eos / alo (target >= 0.5) and ``R_alo_none`` = alo / n
 Per-key order through retries: the same drain with ``--ordering key`` (``key``) and
 ``--ordering key-strict`` (``strict``), 1,000 keys, 1% of the jobs failing once with
 ``Retry(after=0.1)`` and no follow-ups: ``R_strict_key`` = strict / key (target >= 0.8).
+Also ``R_strict_key_10_90``, the same ratio of the rates between the 10% and the 90% mark of
+jobs run: the drain without its end, where the jobs waiting behind a key run one retry delay
+per failure among them (serial with ``key-strict``, side by side with ``key``).
 Figures are the medians of ``--rounds``; the last line is one JSON object with every figure.
+``--modes key,strict`` runs a subset.
 
-    .venv/bin/python bench/followups.py [--jobs 20000] [--rounds 2]
+    .venv/bin/python bench/followups.py [--jobs 20000] [--rounds 2] [--modes key,strict]
 """
 
 from __future__ import annotations
@@ -62,8 +66,9 @@ def catalogue(tmp: Path, prefix: str) -> Catalogue:
     return Catalogue.load(tmp)
 
 
-def run_mode(kafka: KafkaConfig, mode: str, jobs: int) -> float:
-    """Jobs per second for ``mode`` on fresh topics."""
+def run_mode(kafka: KafkaConfig, mode: str, jobs: int) -> tuple[float, float | None]:
+    """Jobs per second for ``mode`` on fresh topics; for ``key``/``strict`` also the rate
+    between the 10% and the 90% mark of jobs run (the drain without its start and end)."""
     prefix = f"bench-followups-{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="sj-bench-followups-"))
     cat = catalogue(tmp, prefix)
@@ -78,6 +83,7 @@ def run_mode(kafka: KafkaConfig, mode: str, jobs: int) -> float:
         app = App(cat, name="followups", exactly_once=mode == "eos")
         ran = [0]
         first: list[float] = []
+        marks = {jobs // 10: 0.0, jobs * 9 // 10: 0.0}
 
         if mode in ("key", "strict"):
             @app.job("job")
@@ -87,6 +93,8 @@ def run_mode(kafka: KafkaConfig, mode: str, jobs: int) -> float:
                 if ctx.attempt == 1 and payload["fail_permille"]:
                     raise Retry(after=0.1)  # 1% of the jobs, once
                 ran[0] += 1
+                if ran[0] in marks:
+                    marks[ran[0]] = time.monotonic()
         elif mode == "none":
             @app.job("job")
             def job(payload: dict[str, Any], ctx: JobContext) -> None:
@@ -125,7 +133,9 @@ def run_mode(kafka: KafkaConfig, mode: str, jobs: int) -> float:
         if ran[0] < jobs:
             raise RuntimeError(f"{mode}: ran {ran[0]} of {jobs}")
         finish = end[0] or time.monotonic()
-        return jobs / (finish - first[0])
+        lo, hi = sorted(marks)
+        mid = (hi - lo) / (marks[hi] - marks[lo]) if marks[lo] and marks[hi] else None
+        return jobs / (finish - first[0]), mid if mode in ("key", "strict") else None
     finally:
         admin = AdminClient(kafka.client_settings())
         for fut in admin.delete_topics([s.name for s in desired_topics(cat)]).values():
@@ -145,16 +155,26 @@ def main(bootstrap_servers: str, jobs: int, rounds: int, modes: str) -> None:
     kafka = KafkaConfig(bootstrap_servers=bootstrap_servers)
     chosen = [m for m in MODES if m in modes.split(",")]
     rates: dict[str, list[float]] = {m: [] for m in chosen}
+    mids: dict[str, list[float]] = {m: [] for m in chosen}
     for r in range(rounds):
         for mode in chosen if r % 2 == 0 else reversed(chosen):
-            rates[mode].append(run_mode(kafka, mode, jobs))
-            print(f"round {r + 1} {mode}: {rates[mode][-1]:,.0f} jobs/s", file=sys.stderr)
+            rate, mid = run_mode(kafka, mode, jobs)
+            rates[mode].append(rate)
+            if mid is not None:
+                mids[mode].append(mid)
+            print(f"round {r + 1} {mode}: {rate:,.0f} jobs/s"
+                  + (f" ({mid:,.0f} between 10% and 90%)" if mid else ""), file=sys.stderr)
     med = {m: statistics.median(v) for m, v in rates.items()}
     out: dict[str, Any] = {
         "jobs": jobs, "rounds": rounds,
         "rates": {m: [round(x) for x in v] for m, v in rates.items()},
         "median_jobs_per_s": {m: round(v) for m, v in med.items()},
     }
+    if mids.get("key") and mids.get("strict"):
+        # the same ratio without the drain's start and end (not the target's figure)
+        out["R_strict_key_10_90"] = round(statistics.median(mids["strict"])
+                                          / statistics.median(mids["key"]), 3)
+        print(f"R_strict_key_10_90 {out['R_strict_key_10_90']}", file=sys.stderr)
     targets = {"R_eos_alo": TARGET_EOS_ALO, "R_strict_key": TARGET_STRICT_KEY}
     for name, (a, b) in RATIOS.items():
         if a in med and b in med:
