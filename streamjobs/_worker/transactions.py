@@ -10,8 +10,10 @@ the transaction that commits an offset above its cause. So a transaction only ev
 records of jobs below the offsets it commits (the contiguous watermark, ``offsets.py``): with
 concurrency > 1, a job finished above the watermark keeps its records until every lower offset
 is finished, and a crash before that re-runs it with nothing of its first run visible to a
-``read_committed`` reader. Records with no cause (status, unique-job markers) join the open
-transaction at once.
+``read_committed`` reader. Records with no cause (unique-job markers) join the open
+transaction at once. Status records never join it (a missing status topic must not doom the
+jobs); a follow-up's ``emitted`` status is written only after the transaction carrying the
+follow-up committed (``Outgoing.on_commit``).
 
 ``commit`` (every ``commit_interval`` seconds or ``commit_every`` finished jobs, on revoke and
 on shutdown): begin, produce the released records, ``send_offsets_to_transaction`` with each
@@ -200,6 +202,9 @@ class TransactionalOutbox(Outbox):
         self.commits += 1
         for part, pos in moved:
             part.stored = pos
+        for out in released:
+            if out.on_commit is not None:
+                out.on_commit()
         return [tp for tps in by_consumer.values() for tp in tps]
 
     def _release(self, part: Any, below: int) -> list[Outgoing]:

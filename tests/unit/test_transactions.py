@@ -237,3 +237,22 @@ def test_a_refused_begin_leaves_nothing_pending() -> None:
     assert isinstance(box.commit([part], _FollowUps("t.child", "t.child")), Aborted)
     box.poll(0)
     assert box.pending == 0
+
+
+def test_followup_status_is_written_after_the_commit_only() -> None:
+    """Rule: a follow-up's ``emitted`` status (its ``on_commit``) is written once the
+    transaction carrying it committed; an aborted transaction writes none."""
+    box, producer = _outbox()
+    part = _Part(3)
+    written: list[str] = []
+    followups = _FollowUps("t.child")
+    followups.outs[0].on_commit = lambda: written.append("aborted")
+    producer.refuse.append(_rebalance())
+    assert isinstance(box.commit([part], followups), Aborted)
+    box.poll(0)
+    assert written == []
+    followups = _FollowUps("t.child")
+    followups.outs[0].on_commit = lambda: written.append(
+        "committed" if producer.written == ["t.child"] else "too early")
+    assert [tp.offset for tp in box.commit([part], followups)] == [3]
+    assert written == ["committed"]
