@@ -21,7 +21,7 @@ from .._producer import due_at_ms as due_at_ms_of
 from .._schemas.catalogue import Catalogue
 from .._worker.followups import follow_up
 
-__all__ = ["Emitted", "Recorder"]
+__all__ = ["Collector", "Emitted"]
 
 # Set again by the runner's queue, on its fake clock.
 _SCHEDULING = frozenset({h.DUE_AT, h.TARGET})
@@ -54,7 +54,7 @@ class _Encoder(Producer):
 Emitted = tuple[str, str, bytes | None, bytes, h.Headers, int | None]
 
 
-class Recorder:
+class Collector:
     """What ``ctx.emit`` calls in a runner's handler (bound like a worker's executor:
     ``context.bind_thread``); collects the follow-ups of the run under way."""
 

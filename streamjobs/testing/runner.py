@@ -40,7 +40,7 @@ from .._worker.context import bind_thread, bound
 from .._worker.failures import Decision, Failure, Origin, decide, describe
 from .._worker.router import Routed, last_wait_topic, route, unknown_schema_decision
 from ..errors import DecodeError, RunawayJobs, UnknownSchema
-from .followups import Emitted, Recorder
+from .followups import Collector, Emitted
 from .outcome import FollowUp, JobOutcome, RunReport, Status
 
 __all__ = ["JobRunner"]
@@ -88,7 +88,7 @@ class JobRunner:
         self.produced: list[Routed] = []
         # Every follow-up handlers sent with ctx.emit, in order.
         self.emitted: list[FollowUp] = []
-        self._followups = Recorder(self.codec.catalogue, self.codec, lambda: self._now_ms)
+        self._followups = Collector(self.codec.catalogue, self.codec, lambda: self._now_ms)
 
     # -- clock --------------------------------------------------------------------------------
 
