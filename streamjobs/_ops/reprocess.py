@@ -402,13 +402,7 @@ class Reprocessor:
         if remaining:
             problem = f"{remaining} record(s) not acknowledged within {TXN_TIMEOUT_S:g}s"
         if problem is None:
-            try:
-                self._producer.commit_transaction(TXN_TIMEOUT_S)
-            except ClientError as exc:
-                err = exc.args[0]
-                if not err.txn_requires_abort():
-                    self._raise(exc)
-                problem = f"{err.name()}: {err.str()}"
+            problem = self._commit()
         if problem is not None:
             self._txn(self._producer.abort_transaction, TXN_TIMEOUT_S)
         self._in_txn = False
@@ -428,6 +422,24 @@ class Reprocessor:
                 self.report.failed.append(replace(
                     item, problem=f"delivery failed: {why} (batch aborted, nothing written)"))
         self._failed.clear()
+
+    def _commit(self) -> str | None:
+        """Commit the open transaction; the reason it must be aborted instead, or None. A
+        retriable refusal (a timeout, the coordinator moving) is retried, as librdkafka asks:
+        the outcome of the first call is then unknown, and only a commit call tells it."""
+        assert self._producer is not None
+        deadline = time.monotonic() + TXN_TIMEOUT_S
+        while True:
+            try:
+                self._producer.commit_transaction(TXN_TIMEOUT_S)
+                return None
+            except ClientError as exc:
+                err = exc.args[0]
+                if err.txn_requires_abort():
+                    return f"{err.name()}: {err.str()}"
+                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                    continue
+                self._raise(exc)
 
     def _ensure_progress_topic(self) -> None:
         topic = progress_topic(self.dlq)

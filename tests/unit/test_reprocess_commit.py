@@ -1,0 +1,52 @@
+"""How a reprocess run ends a batch's transaction (``Reprocessor._commit``) when the broker
+does not simply accept it: a retriable refusal is retried (librdkafka: the commit's outcome is
+only known from a later commit call), one needing an abort returns its reason, a fencing
+raises ``ProducerFenced``. On the real broker: tests/kafka/test_reprocess_fencing.py."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError as RdError
+from confluent_kafka import KafkaException
+
+from streamjobs._config import KafkaConfig
+from streamjobs._ops.dlq import Filter
+from streamjobs._ops.reprocess import Reprocessor
+from streamjobs.errors import ProducerFenced
+
+
+class _Producer:
+    def __init__(self, *refusals: KafkaException) -> None:
+        self.refusals = list(refusals)
+        self.commits = 0
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.commits += 1
+        if self.refusals:
+            raise self.refusals.pop(0)
+
+
+def _run(producer: _Producer) -> Reprocessor:
+    run = Reprocessor(KafkaConfig(bootstrap_servers="127.0.0.1:1"), None, "t.dlq", Filter())
+    run._producer = producer  # type: ignore[assignment]
+    return run
+
+
+def test_a_retriable_refusal_is_retried() -> None:
+    producer = _Producer(KafkaException(RdError(RdError._TIMED_OUT, "timed out",
+                                                retriable=True)))
+    assert _run(producer)._commit() is None
+    assert producer.commits == 2
+
+
+def test_a_refusal_needing_an_abort_returns_its_reason() -> None:
+    producer = _Producer(KafkaException(RdError(RdError.INVALID_TXN_STATE, "gone",
+                                                txn_requires_abort=True)))
+    assert "gone" in str(_run(producer)._commit())
+    assert producer.commits == 1
+
+
+def test_a_fencing_raises() -> None:
+    producer = _Producer(KafkaException(RdError(RdError._FENCED, "fenced", fatal=True)))
+    with pytest.raises(ProducerFenced):
+        _run(producer)._commit()
