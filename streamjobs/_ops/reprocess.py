@@ -358,7 +358,7 @@ class Reprocessor:
         raise AssertionError("unreachable")
 
     def _raise(self, exc: ClientError) -> NoReturn:
-        err = exc.args[0]
+        err = self._cause(exc.args[0])
         tid = transactional_id(self.dlq)
         if err.code() in _FENCED_CODES or (err.fatal() and "fenced" in err.str().lower()):
             self._fenced = True
@@ -370,6 +370,20 @@ class Reprocessor:
         if err.fatal():
             self._fenced = True  # unusable either way: nothing more can be written
         raise kafka_error(err, f"reprocess transaction on {self.dlq}", topic=self.dlq) from None
+
+    def _cause(self, err: _RdKafkaError) -> _RdKafkaError:
+        """``err``, or for the bare ``_FATAL`` that ``produce`` raises once the producer is
+        in a fatal state (a fencing noticed by its background thread first), the fatal error
+        itself: a transactional call in that state fails with it at once."""
+        if err.code() != _RdKafkaError._FATAL or self._producer is None:
+            return err
+        try:
+            self._producer.abort_transaction(5)
+        except ClientError as exc:
+            cause = exc.args[0]
+            if isinstance(cause, _RdKafkaError):
+                return cause
+        return err
 
     def _reject(self, item: Item, problem: str) -> None:
         self.report.rejected.append(replace(item, problem=problem))

@@ -1,7 +1,8 @@
 """How a reprocess run ends a batch's transaction (``Reprocessor._commit``) when the broker
 does not simply accept it: a retriable refusal is retried (librdkafka: the commit's outcome is
 only known from a later commit call), one needing an abort returns its reason, a fencing
-raises ``ProducerFenced``. On the real broker: tests/kafka/test_reprocess_fencing.py."""
+raises ``ProducerFenced`` (also when ``produce`` reports it only as a bare fatal error). On
+the real broker: tests/kafka/test_reprocess_fencing.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ class _Producer:
     def __init__(self, *refusals: KafkaException) -> None:
         self.refusals = list(refusals)
         self.commits = 0
+
+    def abort_transaction(self, timeout: float) -> None:
+        # In librdkafka's fatal state a transactional call fails at once with the cause.
+        raise KafkaException(RdError(RdError._FENCED, "fenced by a newer instance", fatal=True))
 
     def commit_transaction(self, timeout: float) -> None:
         self.commits += 1
@@ -50,3 +55,11 @@ def test_a_fencing_raises() -> None:
     producer = _Producer(KafkaException(RdError(RdError._FENCED, "fenced", fatal=True)))
     with pytest.raises(ProducerFenced):
         _run(producer)._commit()
+
+
+def test_a_bare_fatal_from_produce_is_told_apart_by_its_cause() -> None:
+    """produce() in a fatal state says only "Fatal error"; the fencing behind it is found
+    (a fenced run says "took over", not a generic Kafka error)."""
+    with pytest.raises(ProducerFenced):
+        _run(_Producer())._raise(KafkaException(RdError(  # as librdkafka 2.16 raises it
+            RdError._FATAL, "Unable to produce message: Local: Fatal error", fatal=False)))
