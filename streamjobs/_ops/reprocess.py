@@ -316,9 +316,9 @@ class Reprocessor:
         try:
             connection.until_queued(producer, lambda: producer.produce(
                 topic, value=value, key=key, headers=hdrs, on_delivery=on_delivery), step=0.1)
+            producer.poll(0)  # raises a fatal error (a fencing) too
         except ClientError as exc:
             self._raise(exc)
-        self._producer.poll(0)
 
     def _record_status(self, dl: DeadLetter, target: str) -> None:
         """``reprocessed`` in the status topic (types recording ``all`` or ``failures``)."""

@@ -63,3 +63,23 @@ def test_a_bare_fatal_from_produce_is_told_apart_by_its_cause() -> None:
     with pytest.raises(ProducerFenced):
         _run(_Producer())._raise(KafkaException(RdError(  # as librdkafka 2.16 raises it
             RdError._FATAL, "Unable to produce message: Local: Fatal error", fatal=False)))
+
+
+class _FencedOnPoll(_Producer):
+    def begin_transaction(self) -> None:
+        pass
+
+    def produce(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def poll(self, timeout: float = 0) -> int:
+        raise KafkaException(RdError(RdError._FENCED, "fenced by a newer instance",
+                                     fatal=True))
+
+
+def test_a_fencing_raised_by_poll_stops_the_run_as_fenced() -> None:
+    """confluent-kafka raises a fatal error from ``poll`` too: a fenced run still says
+    "took over" (no traceback)."""
+    run = _run(_FencedOnPoll())
+    with pytest.raises(ProducerFenced):
+        run._produce("t", None, b"v", None, "t.dlq/0/0")
