@@ -105,7 +105,8 @@ class KeyHold:
         # (part, key) -> jobs waiting behind the blocked one, in offset order
         self.waiting: dict[tuple[Any, bytes], list[tuple[int, int, Any]]] = {}
         self.count = 0  # jobs in ``waiting``
-        self._timers: list[tuple[float, int, Any, Any]] = []  # (due, seq, part, ctx)
+        # (due, seq, part, a retried job or a _DeadLetter): when a key is let go
+        self._timers: list[tuple[float, int, Any, Any]] = []
         self._seq = itertools.count()
         # hold: keys whose blocked job was dead-lettered (late KeyHeld jobs follow it)
         self._dead_behind: set[tuple[Any, bytes]] = set()
