@@ -63,3 +63,27 @@ def test_jobs_behind_a_dead_letter_run_or_follow_it(
         assert reasons == ["max_attempts", "key_held", "key_held"]
         assert env.lines() == []
         assert [m.offset() for m in dead] == sorted(m.offset() for m in dead)  # type: ignore[union-attr]
+
+
+def test_a_commit_position_held_too_long_stops_its_partition_until_the_retry(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partition whose commit position a blocked job holds pauses once 10 x max_in_flight
+    records sit at or above it (here 100), until that job's retry: then the rest runs, in
+    order per key, nothing lost (so a crash never re-runs more than that)."""
+    env.create_topics("task", partitions=1)
+    first = env.emit(key="a", fail="retry:4", fail_attempts=1, partition=0)
+    others = [env.emit(key="b", partition=0) for _ in range(300)]
+    env.flush()
+    w = InProcess(env, monkeypatch, ordering="key-strict", max_in_flight=10)
+    try:
+        wait_for(lambda: {x["id"] for x in env.lines()} >= {first, *others}, 40,
+                 what="all jobs run")
+    finally:
+        w.stop()
+    runs = env.lines()
+    retried = next(x for x in runs if x["id"] == first)
+    b = [x for x in runs if x["key"] == "b"]
+    before = [x for x in b if x["end"] < retried["start"]]
+    assert retried["attempt"] == 2
+    assert 90 <= len(before) <= 130, len(before)  # flowed up to the bound, then waited
+    assert [x["id"] for x in b] == others
