@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -252,3 +253,20 @@ def test_a_commit_position_held_behind_too_many_records_stalls_its_partition() -
     assert stalled is part and now + 4.0 < until < now + 6.0
     part.tracker.done(0)
     assert part.tracker.span == 0 and hold.stalled() == []
+
+
+def test_an_async_handler_is_checked_and_decided_alike() -> None:
+    """Rule: an async handler's wrapper hands a blocked key's job back and turns a keyed
+    retry decision into InPlace, as the sync one does."""
+    hold = KeyHold()
+    part = _Part()
+
+    async def boom(payload: Any, ctx: Any) -> None:
+        raise RuntimeError("boom")
+
+    handler = hold.wrap(Handler("t", boom, True))
+    assert handler.is_async
+    with pytest.raises(InPlace):
+        asyncio.run(handler.func({}, _Ctx(part, b"k", 1, boom)))
+    with pytest.raises(KeyHeld):
+        asyncio.run(handler.func({}, _Ctx(part, b"k", 2, boom)))
