@@ -355,54 +355,72 @@ class Executor:
         loop = self._loop
         assert loop is not None
         queued = self._queued
-        bus = self.bus
-        # One-job unordered chunks with at most summaries wanted (the usual async set-up):
-        # one coroutine per job, no chunk machinery (see _run_one).
-        lean = not (bus.wants(JobStarted) or bus.wants_each(JobSucceeded))
         while queued and self._active < self.concurrency:
             self._active += 1
-            part, lane, chunk = queued.popleft()
-            if (lean and lane is None and type(chunk) is tuple and len(chunk[0]) == 1
-                    and part.single_type is not None):
-                loop.create_task(self._run_one(part, chunk[0][0], chunk[1]))
-            else:
-                loop.create_task(self._run_async(part, lane, chunk))
+            loop.create_task(self._slot(queued.popleft()))
+
+    async def _slot(self, task: tuple[Any, Hashable | None, Chunk | list[Chunk]]) -> None:
+        """One of the ``concurrency`` places on the loop: runs ``task``, then the next queued
+        one, until the queue is empty. A finished job's place takes the next job in the same
+        step (no new asyncio task, no loop iteration in between)."""
+        bus = self.bus
+        queued = self._queued
+        ran = 0
+        try:
+            while True:
+                part, lane, chunk = task
+                # One-job unordered chunks with at most summaries wanted (the usual async
+                # set-up): no chunk machinery (see _run_one).
+                if (lane is None and type(chunk) is tuple and len(chunk[0]) == 1
+                        and part.single_type is not None and not bus.wants(JobStarted)
+                        and not bus.wants_each(JobSucceeded)):
+                    await self._run_one(part, chunk[0][0], chunk[1])
+                else:
+                    await self._run_async(part, lane, chunk)
+                if not queued:
+                    return
+                ran += 1
+                if ran % SLOT_YIELD_EVERY == 0:
+                    # Handlers that never suspend would otherwise hold the loop for the whole
+                    # queue (the inbox, timers and the other places wait for a turn).
+                    await asyncio.sleep(0)
+                    if not queued:
+                        return
+                task = queued.popleft()
+        finally:
+            self._active -= 1
+            if queued:
+                self._start_queued()
 
     async def _run_one(self, part: Any, ctx: JobContext, offsets: Sequence[int]) -> None:
         """A one-job chunk on the loop: the handler, two clock reads, one completion (its
         offset and the task's end together); the success joins this iteration's summary."""
+        if part.revoked or self.stopping:
+            self.completions.append((part, _NONE, None, True, None))
+            return
+        running = self.running_async if self.track_running else None
+        if running is not None:
+            running.add(ctx)
+        clock = time.perf_counter
+        t0 = clock()
         try:
-            if part.revoked or self.stopping:
-                self.completions.append((part, _NONE, None, True, None))
-                return
-            running = self.running_async if self.track_running else None
-            if running is not None:
-                running.add(ctx)
-            clock = time.perf_counter
-            t0 = clock()
-            try:
-                handler = ctx._handler
-                if handler.timeout is None and ctx._job.timeout_s is None:
-                    await handler.func(ctx.payload, ctx)
-                else:
-                    await self._call_async(ctx)
-            except BaseException as exc:
-                if running is not None:
-                    running.discard(ctx)
-                failed = [self._failed(ctx, exc, clock() - t0, self.bus.wants(JobFailed))]
-                self.completions.append((part, _NONE, failed, True, None))
-                return
-            t1 = clock()
+            handler = ctx._handler
+            if handler.timeout is None and ctx._job.timeout_s is None:
+                await handler.func(ctx.payload, ctx)
+            else:
+                await self._call_async(ctx)
+        except BaseException as exc:
             if running is not None:
                 running.discard(ctx)
-            if self.bus.wants(JobsSucceeded):
-                self._ticked(part, ctx, t1 - t0, t1)
-            self.completions.append((part, offsets, None, True,
-                                     [ctx] if self.record_ok else None))
-        finally:
-            self._active -= 1
-            if self._queued:
-                self._start_queued()
+            failed = [self._failed(ctx, exc, clock() - t0, self.bus.wants(JobFailed))]
+            self.completions.append((part, _NONE, failed, True, None))
+            return
+        t1 = clock()
+        if running is not None:
+            running.discard(ctx)
+        if self.bus.wants(JobsSucceeded):
+            self._ticked(part, ctx, t1 - t0, t1)
+        self.completions.append((part, offsets, None, True, [ctx] if self.record_ok else None))
 
     def _ticked(self, part: Any, ctx: JobContext, duration: float, end: float) -> None:
         acc = self._tick.get(part)
@@ -417,37 +435,32 @@ class Executor:
 
     async def _run_async(self, part: Any, lane: Hashable | None,
                          chunk: Chunk | list[Chunk]) -> None:
-        try:
-            chunks = chunk if isinstance(chunk, list) else [chunk]
-            queued = self._queued  # lower lanes hand their rest back, as in _run_sync
-            yields = isinstance(queued, RankedDeque) and queued.rank(part) > 0
-            first = True
-            while True:
-                early = False
-                if yields:
-                    chunks = _sliced(chunks, YIELD_EVERY)
-                for i, (jobs, offsets) in enumerate(chunks):
-                    if yields and not first and queued.yield_to(part):
-                        queued.append((part, lane, chunks[i:]))
-                        return
-                    first = False
-                    early = await self._run_chunk_async(part, jobs, offsets)
-                    if early:
-                        break
-                nxt = None
-                if lane is not None:
-                    if early:
-                        self.lanes.release(lane)
-                    else:
-                        nxt = self.lanes.take(lane)
-                if nxt is None:
-                    self.completions.append((part, _NONE, None, True, None))
+        chunks = chunk if isinstance(chunk, list) else [chunk]
+        queued = self._queued  # lower lanes hand their rest back, as in _run_sync
+        yields = isinstance(queued, RankedDeque) and queued.rank(part) > 0
+        first = True
+        while True:
+            early = False
+            if yields:
+                chunks = _sliced(chunks, YIELD_EVERY)
+            for i, (jobs, offsets) in enumerate(chunks):
+                if yields and not first and queued.yield_to(part):
+                    queued.append((part, lane, chunks[i:]))
                     return
-                chunks = nxt
-        finally:
-            self._active -= 1
-            if self._queued:
-                self._start_queued()
+                first = False
+                early = await self._run_chunk_async(part, jobs, offsets)
+                if early:
+                    break
+            nxt = None
+            if lane is not None:
+                if early:
+                    self.lanes.release(lane)
+                else:
+                    nxt = self.lanes.take(lane)
+            if nxt is None:
+                self.completions.append((part, _NONE, None, True, None))
+                return
+            chunks = nxt
 
     async def _run_chunk_async(self, part: Any, jobs: list[JobContext],
                                offsets: Sequence[int]) -> bool:
@@ -560,6 +573,7 @@ _NONE: list[int] = []  # "no offsets" (never mutated)
 
 
 YIELD_EVERY = 1  # jobs between a lower lane task's looks at the queue
+SLOT_YIELD_EVERY = 64  # tasks a place on the loop runs back to back before it yields once
 
 
 def _sliced(chunks: list[Chunk], size: int) -> list[Chunk]:
