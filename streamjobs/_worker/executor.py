@@ -75,12 +75,13 @@ class Executor:
             t.start()
         self._loop: asyncio.AbstractEventLoop | None = None
         # Async chunks: the poll thread appends to the inbox and wakes the loop once per batch
-        # (not once per chunk); the loop starts up to ``concurrency`` tasks and queues the rest
-        # (a counter and a deque: no semaphore waiter per queued chunk).
+        # (not once per chunk); the loop queues them and runs up to ``concurrency`` places
+        # (_slot; a counter and a deque: no semaphore waiter per queued chunk).
         self._inbox: deque[tuple[Any, Hashable | None, Chunk]] = deque()
         self._inbox_wake = False
         self._queued: Any = RankedDeque(ranks) if ranks else deque()
         self._active = 0
+        self._places: set[asyncio.Task[None]] = set()  # see _slot
         # part -> (jobs, durations, perf_counter ends): async successes of this loop iteration
         self._tick: dict[Any, tuple[list[JobContext], list[float], list[float]]] = {}
         self._tick_flush = False
@@ -357,7 +358,8 @@ class Executor:
         queued = self._queued
         while queued and self._active < self.concurrency:
             self._active += 1
-            loop.create_task(self._slot(queued.popleft()))
+            # Held here: the loop keeps only weak references to its tasks.
+            self._places.add(loop.create_task(self._slot(queued.popleft())))
 
     async def _slot(self, task: tuple[Any, Hashable | None, Chunk | list[Chunk]]) -> None:
         """One of the ``concurrency`` places on the loop: runs ``task``, then the next queued
@@ -389,6 +391,7 @@ class Executor:
                 task = queued.popleft()
         finally:
             self._active -= 1
+            self._places.discard(asyncio.current_task())
             if queued:
                 self._start_queued()
 
