@@ -111,6 +111,8 @@ class Intake:
         jobs: list[JobContext] = []
         add = jobs.append
         hot = False  # this partition's records may take the inlined path
+        nf = -1
+        skip = False
         sfx = b""  # ";<type>" of a one-type topic: its compact header ends with it
         one: Route | None = None  # that type's route
         route_c: Route | None = None  # the last (route, framing) -> reader, cached
@@ -121,10 +123,14 @@ class Intake:
             t = m.topic()
             p = m.partition()
             if p != last_p or t != last_t:
+                if part is not None:
+                    part.next_fetch = nf
                 last_t, last_p = t, p
                 part = parts.get((t, p)) if t is not None else None
                 if part is None:
                     continue
+                nf = part.next_fetch  # first offset not taken, kept here while in this run
+                skip = part.paused or part.revoked
                 batch = batches.get(part)  # type: ignore[assignment]
                 if batch is None:
                     batch = batches[part] = [[], None, 0]
@@ -135,12 +141,12 @@ class Intake:
                 single = part.single_type.encode() if part.single_type else b""
                 one = by_type.get(single) if single else None
                 sfx = b";" + single if one is not None else b"\xff"  # no ASCII value ends so
-            if part is None or part.paused or part.revoked:
+            if part is None or skip:
                 continue  # stale: paused/revoked records are fetched again later
             if m.error() is not None:
                 continue  # partition EOF is off; fetch errors are retried by librdkafka
             offset = m.offset()
-            if offset < part.next_fetch:
+            if offset < nf:
                 continue
             if in_flight >= max_in_flight:
                 taken.pause = True  # next_fetch stays here: the pause seeks back to it
@@ -169,12 +175,16 @@ class Intake:
                                 except Exception:
                                     payload = None  # _one below finds out what is wrong
                                 if payload is not None:
-                                    part.next_fetch = offset + 1
+                                    nf = offset + 1
                                     in_flight += 1
                                     add(RecordContext(m, part, route, offset, 1, payload, None,
                                                       id_b))
                                     continue
             in_flight += self._one(m, part, offset, batch, taken, throttle)
+            nf = part.next_fetch  # _one moved it (a wait tier's hold, a throttle: not past)
+            skip = part.paused or part.revoked  # a wait tier's hold pauses its partition
+        if part is not None:
+            part.next_fetch = nf
         taken.in_flight = in_flight
         out = taken.jobs
         for part, batch in batches.items():
