@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Hashable, Sequence
 from itertools import chain
-from operator import attrgetter, itemgetter, methodcaller, sub
+from operator import attrgetter, sub
 from typing import Any
 
 from ..errors import JobTimeout
@@ -581,23 +581,19 @@ def _sliced(chunks: list[Chunk], size: int) -> list[Chunk]:
 
 _CREATED = attrgetter("created_at_ms")
 _RAW_CREATED = attrgetter("_created")
-_MSG = attrgetter("_msg")
-_TIMESTAMP = methodcaller("timestamp")
-_SECOND = itemgetter(1)
 
 
 def created_at(jobs: Sequence[JobContext]) -> tuple[int | None, ...]:
-    """``created_at_ms`` of each of ``jobs``. Jobs in the compact form (the intake's
-    ``RecordContext`` without ``sj-created-at``) were created at their record's timestamp: read
-    in C-level passes, no property call per job; any other job through the property."""
+    """``created_at_ms`` of each of ``jobs``: as the intake read them (``RecordContext``
+    reads its record's timestamp when listeners want success summaries), one C-level pass;
+    when any is missing, or a job is no ``RecordContext``, through the property."""
     try:
-        if not any(map(_RAW_CREATED, jobs)):
-            created = tuple(map(_SECOND, map(_TIMESTAMP, map(_MSG, jobs))))
-            if not created or min(created) > 0:
-                return created
+        created: tuple[int | None, ...] = tuple(map(_RAW_CREATED, jobs))
     except AttributeError:  # not all of them RecordContexts
-        pass
-    return tuple(map(_CREATED, jobs))
+        return tuple(map(_CREATED, jobs))
+    if None in created:
+        return tuple(map(_CREATED, jobs))
+    return created
 
 
 def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, start: float,

@@ -25,7 +25,7 @@ from .._avro.codec import Codec
 from .._avro.framing import header_of
 from .._avro.reader import BodyReader
 from ..errors import DecodeError, UnknownSchema
-from ..events import EventBus, JobReceived, JobsReceived
+from ..events import EventBus, JobReceived, JobsReceived, JobsSucceeded
 from .context import JobContext, RecordContext
 from .failures import Failure, describe
 from .partition import Part
@@ -103,6 +103,8 @@ class Intake:
         max_bytes = self._max_bytes
         throttle = self.throttle
         meta = h.META
+        # Listeners of success summaries read every job's created-at (executor.created_at).
+        stamp = self.bus.wants(JobsSucceeded)
         batches: dict[Part, list[Any]] = {}  # part -> [jobs, unused, how many the tracker has]
         last_t: str | None = None
         last_p = -1
@@ -177,8 +179,12 @@ class Intake:
                                 if payload is not None:
                                     nf = offset + 1
                                     in_flight += 1
-                                    add(RecordContext(m, part, route, offset, 1, payload, None,
-                                                      id_b))
+                                    created = None
+                                    if stamp:  # read here, while the message is in cache
+                                        ts = m.timestamp()[1]
+                                        created = ts if ts > 0 else None
+                                    add(RecordContext(m, part, route, offset, 1, payload,
+                                                      created, id_b))
                                     continue
             in_flight += self._one(m, part, offset, batch, taken, throttle)
             nf = part.next_fetch  # _one moved it (a wait tier's hold, a throttle: not past)
@@ -220,7 +226,8 @@ class Intake:
                 except Exception:
                     payload = None  # _decode below finds out what is wrong
                 if payload is not None:
-                    jobs.append(RecordContext(m, part, route, offset, 1, payload, c, id_b))
+                    jobs.append(RecordContext(m, part, route, offset, 1, payload,
+                                              int(c) if c else None, id_b))
                     return 1
         # Slow path: the tracker gets what this batch took so far, then this offset.
         self._add_taken(part, batch)
@@ -280,7 +287,8 @@ class Intake:
                     payload = None
         if payload is None:
             payload = self._decode_payload(value, route, attempt)
-        return RecordContext(m, part, route, offset, attempt, payload, c, id_b)
+        return RecordContext(m, part, route, offset, attempt, payload, int(c) if c else None,
+                             id_b)
 
     def _foreign(self, m: Any, part: Part, offset: int, hdrs: h.Headers) -> JobContext:
         """A record without ``sj-type``/``sj-id`` (a foreign producer) on a topic of one job

@@ -173,3 +173,22 @@ def test_records_taken_past_the_bound_pause_at_once(tmp_path: Path) -> None:
     pauses.reconcile([part], in_flight=100, max_in_flight=100, resume_at=50, stopping=False,
                      now_ms=1.0)
     assert consumer.calls == [("pause", [("t.w", 0)]), ("seek", ("t.w", 0, 7))]
+
+
+def test_created_at_read_at_intake_when_summaries_are_wanted(tmp_path: Path) -> None:
+    from streamjobs._worker.executor import created_at
+    from streamjobs.events import JobsSucceeded
+
+    intake, routes, codec = _setup(tmp_path)
+    intake.bus.subscribe(lambda e: None, JobsSucceeded)
+    part = Part("t.w", 0, routes, "partition")
+    good = codec.encode("work", {"id": "u", "n": 1})
+    rich = [(h.JOB_TYPE, b"work"), (h.JOB_ID, b"r"), (h.CREATED_AT, b"1700000000999")]
+    msgs = [_msg("t.w", o, good, _compact(f"j{o}", "work")) for o in range(3)]
+    jobs = intake.take(msgs, {("t.w", 0): part}, 0, 100).jobs[0][1]
+    expected = (1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_002)
+    assert created_at(jobs) == expected == tuple(c.created_at_ms for c in jobs)
+    more = [_msg("t.w", 3, good, rich), _msg("t.w", 4, good, _compact("z", "work"))]
+    more.append(Msg("t.w", 0, 5, None, good, _compact("y", "work"), 0))  # no timestamp
+    later = intake.take(more, {("t.w", 0): part}, 0, 100).jobs[0][1]
+    assert created_at(later) == (1_700_000_000_999, 1_700_000_000_004, None)
