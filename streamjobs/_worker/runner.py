@@ -202,13 +202,12 @@ class Worker:
             # queue is full: a fast worker then waits for records that are already on the
             # broker.
             "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
-            # A resumed partition (in-flight bound, lanes, throttles, wait tiers) joins the
-            # next fetch, which waits for the long poll in flight: librdkafka's 500 ms left
-            # every slot idle after a resume while the worker had caught up with the log.
-            "fetch.wait.max.ms": FETCH_WAIT_MS,
         }
         if self._eos:  # offsets commit in the producer's transactions
             conf.update({"enable.auto.commit": False, "isolation.level": "read_committed"})
+        if self.lane_gate is not None or Throttle.wanted(
+                r.job for r in self.routes.by_type.values()):
+            conf["fetch.wait.max.ms"] = FETCH_WAIT_MS  # a released partition's next fetch
         if s.group_protocol == "consumer":
             conf["group.protocol"] = "consumer"  # KIP-848: the broker assigns; no strategy
         else:

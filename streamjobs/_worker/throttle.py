@@ -40,7 +40,7 @@ __all__ = ["BURST_S", "FETCH_WAIT_MS", "RESUME_S", "Throttle", "TokenBucket", "b
 BURST_S = 1.0  # a partition's bucket holds at most this long a stretch of its share
 RESUME_S = 0.1  # a throttled partition resumes once this much of its share has refilled
 # A resumed partition joins the consumer's next fetch, which waits for the one in flight (up to
-# fetch.wait.max.ms, librdkafka's 500 ms by default): the worker's consumers use this.
+# fetch.wait.max.ms, librdkafka's 500 ms by default): workers of throttled types use this.
 FETCH_WAIT_MS = 50
 _EPS = 1e-9
 RECHECK_S = 1.0  # a partition held for a slot or a probe looks again after this at the latest

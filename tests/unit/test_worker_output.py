@@ -242,8 +242,6 @@ def test_worker_consumer_defaults_are_the_benchmarks_and_user_settings_win() -> 
 
     plain = Worker(app, WorkerSettings(job_types=("task",)), KafkaConfig()).consumer_settings()
     assert plain["fetch.queue.backoff.ms"] == 10  # as bench/worker_throughput.py measures
-    # A resumed partition joins the next fetch: no 500 ms long poll in between (worker.md).
-    assert plain["fetch.wait.max.ms"] == 50
     cli = KafkaConfig(consumer_config={"fetch.queue.backoff.ms": "50", "fetch.wait.max.ms": "99"})
     conf = Worker(app, WorkerSettings(job_types=("task",)), cli).consumer_settings()
     assert conf["fetch.queue.backoff.ms"] == "50" and conf["fetch.wait.max.ms"] == "99"
