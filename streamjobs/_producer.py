@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ class _TypeInfo:
     """What emit needs per job type, computed once."""
 
     __slots__ = ("const_size", "encode", "key_by_id", "key_field", "name", "rich", "rich_size",
-                 "status", "suffix", "target", "tier_topics", "tiers", "topic", "unique")
+                 "room", "status", "suffix", "target", "tier_topics", "tiers", "topic", "unique")
 
     def __init__(self, catalogue: Catalogue, codec: Codec, name: str,
                  status: StatusWriter | None) -> None:
@@ -114,6 +115,9 @@ class _TypeInfo:
         fixed = [*self.rich, (h.JOB_ID, b"x" * 36), (h.CREATED_AT, b"x" * 13)]
         self.rich_size = _BATCH_OVERHEAD + sum(len(k) + len(v) + _HEADER_OVERHEAD
                                                for k, v in fixed)
+        # Bytes of key + value that fit a compact record on the topic (its size limit minus
+        # const_size); -1 until the limit was read (Producer._room).
+        self.room = -1
         self.tiers = catalogue.wait_tiers(job.topic)
         self.tier_topics = {t: retry_topic(job.topic, t) for t in self.tiers}
         # The start of its ``emitted`` status record, for job types recording everything.
@@ -143,14 +147,18 @@ class Producer:
             "linger.ms": linger_ms,
             # Bounds how long a record may wait for the broker before its delivery fails.
             "message.timeout.ms": max(1, round(delivery_timeout * 1000)),
-            # Full delivery reports, not delivery.report.only.error: a success without an
-            # offset must be seen, per-record success callbacks (on_delivery=, wait=True) need
-            # them, and a second client for those would let records of one key overtake each
-            # other (docs/producer.md).
             "on_delivery": self._tracker.callback,
+            # Only failures reach Python: a success report per record (a Message object and a
+            # call on the poll thread) costs emit about a tenth of its rate. The first
+            # on_delivery= or wait=True switches to a client with every report (_reporting).
+            "delivery.report.only.error": True,
         }
         every = client_settings(self.config, "producer", conf, overrides=settings)
         self._client_max = int(every.get("message.max.bytes", _CLIENT_MAX))
+        self._conf, self._settings = conf, settings
+        self._all_reports = not _truthy(every.get("delivery.report.only.error"))
+        self._switch = threading.Lock()
+        self._retired: list[tuple[Any, Poller]] = []  # clients before the switch, still served
         self._admin: AdminClient | None = None
         self._types: dict[str, _TypeInfo] = {}
         self._lanes: dict[tuple[str, str], _TypeInfo] = {}  # (job type, priority lane)
@@ -207,16 +215,20 @@ class Producer:
             key = key.encode()
         if key is None and info.key_by_id:
             key = job_id.encode()
-        size = info.const_size + len(value) + (len(key) if key else 0)
-        topic = info.topic
-        if size > (self._limits.get(topic) or self._fetch_limit(topic)):
-            raise RecordTooLarge(size, self._limits[topic], topic=topic)
+        size = len(value) + (len(key) if key else 0)
+        room = info.room
+        if size > room and size > (room if room >= 0 else self._room(info)):
+            raise RecordTooLarge(size + info.const_size, self._limits[info.topic],
+                                 topic=info.topic)
         # A str value: the client writes its UTF-8 itself, sparing a bytes object.
         hdrs: _Headers = [(_META, job_id + info.suffix)]
         try:
-            self._kafka.produce(topic, value, key, headers=hdrs, timestamp=now_ms)
+            # Positional (partition -1: the partitioner's; no per-record callback): the
+            # client's keyword parsing costs more than the header.
+            self._kafka.produce(info.topic, value, key, -1, None, None, now_ms, hdrs)
         except (BufferError, ClientError):
-            self._send((topic, key, value, hdrs, job_id, size, now_ms), None)
+            self._send((info.topic, key, value, hdrs, job_id, size + info.const_size, now_ms),
+                       None)
         if info.status is not None:
             self._emitted(info, job_id, now_ms, None)
         return job_id
@@ -237,7 +249,7 @@ class Producer:
         ids = _new_job_ids(len(batch), now_ms)
         last_type: str | None = None
         info: _TypeInfo | None = None
-        limit = 0
+        room = 0
         for i, job in enumerate(batch):
             try:
                 if isinstance(job, Job):
@@ -254,7 +266,7 @@ class Producer:
                 if job_type != last_type or info is None:
                     info = types.get(job_type) or self._type_info(job_type)
                     last_type = job_type
-                    limit = self._limits.get(info.topic) or self._fetch_limit(info.topic)
+                    room = info.room if info.room >= 0 else self._room(info)
                 value = info.encode(payload)
                 job_id = ids[i]
                 key = None
@@ -264,12 +276,12 @@ class Producer:
                         key = str(field_value).encode()
                 if key is None and info.key_by_id:
                     key = job_id.encode()
-                size = info.const_size + len(value) + (len(key) if key else 0)
-                topic = info.topic
-                if size > limit:
-                    raise RecordTooLarge(size, limit, topic=topic)
-                append((topic, key, value, [(_META, job_id + info.suffix)], job_id, size,
-                        now_ms))
+                size = len(value) + (len(key) if key else 0)
+                if size > room:
+                    raise RecordTooLarge(size + info.const_size, self._limits[info.topic],
+                                         topic=info.topic)
+                append((info.topic, key, value, [(_META, job_id + info.suffix)], job_id,
+                        size + info.const_size, now_ms))
                 if info.status is not None:
                     emitted.append((info, job_id, now_ms))
             except Exception as exc:
@@ -283,7 +295,7 @@ class Producer:
             send = self._send
             for rec in records:
                 try:
-                    produce(rec[0], rec[2], rec[1], headers=rec[3], timestamp=rec[6])
+                    produce(rec[0], rec[2], rec[1], -1, None, None, rec[6], rec[3])
                 except (BufferError, ClientError):
                     send(rec, None)
         for info, job_id, now_ms in emitted:
@@ -295,7 +307,10 @@ class Producer:
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every outstanding delivery; raise DeliveryFailed if any record failed since
         the last flush, or (code ``_TIMED_OUT``) if some are still in flight after ``timeout``."""
-        remaining = self._kafka.flush(-1 if timeout is None else timeout)
+        wait = -1 if timeout is None else timeout
+        for client, _ in self._retired:  # the status writer's, after a switch (_reporting)
+            client.flush(wait)
+        remaining = self._kafka.flush(wait)
         self._tracker.raise_failures()
         if remaining:
             raise DeliveryFailed(f"{remaining} record(s) still waiting for the broker after "
@@ -307,8 +322,9 @@ class Producer:
         if self._closed:
             return
         self._closed = True
-        self._kafka.flush(self.delivery_timeout)
-        self._poller.stop()
+        for client, poller in [*self._retired, (self._kafka, self._poller)]:
+            client.flush(self.delivery_timeout)
+            poller.stop()
         self._destroy()
 
     def _destroy(self) -> None:
@@ -317,6 +333,8 @@ class Producer:
         # still retrying a refused login can crash the process at exit.
         self._tracker.client = None
         self._admin = None
+        for client, _ in self._retired:
+            client.close()
         self._kafka.close()
 
     # -- status -----------------------------------------------------------------------------
@@ -419,6 +437,7 @@ class Producer:
         info = copy.copy(base)
         info.topic = topic
         info.target = topic.encode()
+        info.room = -1
         info.tier_topics = {t: retry_topic(topic, t) for t in info.tiers}
         self._lanes[(base.name, lane)] = info
         return info
@@ -443,6 +462,12 @@ class Producer:
             limit = self._fetch_limit(topic)
         if record[5] > limit:
             raise RecordTooLarge(record[5], limit, topic=topic)
+
+    def _room(self, info: _TypeInfo) -> int:
+        """``info.room``, reading its topic's size limit the first time."""
+        limit = self._limits.get(info.topic) or self._fetch_limit(info.topic)
+        info.room = limit - info.const_size
+        return info.room
 
     def _fetch_limit(self, topic: str) -> int:
         """min(topic's max.message.bytes, client's message.max.bytes), asked once per topic.
@@ -470,7 +495,33 @@ class Producer:
         limit = self._limits[topic] = min(topic_max, self._client_max)
         return limit
 
+    def _reporting(self) -> None:
+        """From now on, send through a client that reports every delivery, success included
+        (once per producer: ``on_delivery=`` and ``wait=True`` need success reports, and
+        librdkafka sets ``delivery.report.only.error`` per client). The old client's records
+        are all acknowledged (or failed) before the new one sends anything, so records of one
+        key keep their order across the switch; it stays open, served by its poll thread, for
+        what else still holds it (the status writer), and closes with the producer."""
+        with self._switch:
+            if self._all_reports:
+                return
+            old = self._kafka
+            new = connection.producer(self.config, self._conf,
+                                      overrides={**(self._settings or {}),
+                                                 "delivery.report.only.error": False})
+            old.flush(self.delivery_timeout + 5)
+            poller = Poller(new)
+            poller.start()
+            self._retired.append((old, self._poller))
+            self._kafka, self._poller = new, poller
+            self._tracker.client = new
+            self._all_reports = True
+            # A record another thread produced into the old client as the switch happened.
+            old.flush(self.delivery_timeout + 5)
+
     def _send(self, record: _Record, on_delivery: OnDelivery | None) -> None:
+        if on_delivery is not None and not self._all_reports:
+            self._reporting()
         cb = (None if on_delivery is None
               else self._tracker.per_message(record[4], record[3], on_delivery))
         queued, _ = connection.until_queued(self._kafka, lambda: self._send_once(record, cb),
@@ -492,6 +543,11 @@ class Producer:
             if err.name() == "MSG_SIZE_TOO_LARGE":
                 raise RecordTooLarge(size, self._client_max, topic=topic) from None
             raise translate(exc, f"cannot produce job {job_id}", topic=topic) from None
+
+
+def _truthy(value: Any) -> bool:
+    """A librdkafka boolean setting as given in Python (True or "true")."""
+    return value is True or str(value).lower() == "true"
 
 
 def _queue_full(record: _Record, timeout: float) -> DeliveryFailed:
@@ -583,6 +639,8 @@ class AsyncProducer:
         fut: asyncio.Future[None] | None = None
         cb: Callable[[Any, Any], None] | None = None
         if wait:
+            if not p._all_reports:
+                await asyncio.to_thread(p._reporting)
             # The failure goes to the awaiting caller only, not to flush() as well.
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
