@@ -274,28 +274,30 @@ def expand(headers: Iterable[tuple[str, bytes | None]], timestamp_ms: int) -> He
 _rng = random.Random(os.urandom(32))
 
 # Ids of one millisecond (RFC 9562 section 6.2, method 2, "monotonic random"): the 48-bit time,
-# the version, 26 random bits (rand_a and the top of rand_b) drawn once per ms, then 48 bits
-# that start at a random value below 2**47 and count up by one per id. Only the count varies
-# within a ms, so an id is one format of an int: no uuid.UUID object, no random draw per id.
-# (ms, "tttttttt-tttt-7aaa-Vbbb-", counter): one tuple, so a thread never pairs one ms's
-# prefix with another's counter; ``next`` on an itertools.count is atomic under the GIL.
+# the version, 62 random bits (rand_a and most of rand_b) drawn once per block, then a 12-bit
+# count that starts at a random value below 2048 and goes up by one per id; a block ends with
+# its millisecond or at a count of 4096. So an id is a list lookup and one concatenation: no
+# uuid.UUID object, no random draw, no int formatting per id.
+# (ms, "tttttttt-tttt-7aaa-Vbbb-ccccccccc", count): one tuple, so a thread never pairs one
+# block's prefix with another's count; ``next`` on an itertools.count is atomic under the GIL.
 _Block = tuple[int, str, "itertools.count[int]"]
-_block: _Block = (-1, "", itertools.count())
+_block: _Block = (-1, "", itertools.count(4096))
+_HEX3 = [f"{i:03x}" for i in range(4096)]
 
 
 def _new_block(ms: int) -> _Block:
     global _block
     t = f"{ms & 0xFFFFFFFFFFFF:012x}"
-    r = _rng.getrandbits(26 + 47)
-    block = _block = (ms, f"{t[:8]}-{t[8:]}-7{r & 0xFFF:03x}-{0x8000 | (r >> 12) & 0x3FFF:04x}-",
-                      itertools.count(r >> 26))
+    r = _rng.getrandbits(26 + 36 + 11)
+    block = _block = (ms, f"{t[:8]}-{t[8:]}-7{r & 0xFFF:03x}-{0x8000 | (r >> 12) & 0x3FFF:04x}"
+                          f"-{(r >> 26) & 0xFFFFFFFFF:09x}", itertools.count(r >> 62))
     return block
 
 
 def _after_fork() -> None:
     global _block
     _rng.seed(os.urandom(32))
-    _block = (-1, "", itertools.count())
+    _block = (-1, "", itertools.count(4096))
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -303,21 +305,21 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def new_job_id(now_ms: int | None = None) -> str:
     """A UUIDv7 (RFC 9562): 48-bit ms timestamp, version 7, variant 10, random and counter bits
-    (see ``_block``); sorts by creation time. emit's hot path: one format per id."""
+    (see ``_block``); sorts by creation time. emit's hot path."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     block = _block
     if block[0] != ms:
         block = _new_block(ms)
-    return f"{block[1]}{next(block[2]):012x}"
+    n = next(block[2])
+    if n > 4095:
+        block = _new_block(ms)
+        n = next(block[2])
+    return block[1] + _HEX3[n]
 
 
 def new_job_ids(count: int, now_ms: int) -> list[str]:
     """``count`` UUIDv7s of one millisecond (``emit_many``'s batch), as ``new_job_id``."""
-    block = _block
-    if block[0] != now_ms:
-        block = _new_block(now_ms)
-    prefix, counter = block[1], block[2]
-    return [f"{prefix}{n:012x}" for n in itertools.islice(counter, count)]
+    return [new_job_id(now_ms) for _ in range(count)]
 
 
 def hostname() -> str:
