@@ -2,10 +2,11 @@
 
 ``emit`` validates and encodes the payload (nothing is sent when it is invalid), writes the job
 metadata (one compact ``sj`` header, the record's timestamp as created-at; delayed jobs carry the
-rich headers), sends the record without waiting and returns the job id at once. Delivery is checked
-by ``flush()`` (or per record with ``on_delivery`` / ``wait=True``); only failures are reported into
-Python until a caller asks for per-record reports (``Producer._reporting``). Delayed jobs go to the wait
-tier of their topic with ``sj-due-at``; the worker runs them when due (docs/DESIGN.md "Topics").
+rich headers), sends the record without waiting and returns the job id at once. Delivery is
+checked by ``flush()`` (or per record with ``on_delivery`` / ``wait=True``); only failures are
+reported into Python until a caller asks for per-record reports (``Producer._reporting``).
+Delayed jobs go to the wait tier of their topic with ``sj-due-at``; the worker runs them when
+due (docs/DESIGN.md "Topics").
 
 The underlying client is an idempotent producer (``enable.idempotence=true``, ``acks=all``), so
 broker retries never duplicate or reorder records within a partition. See docs/producer.md.
