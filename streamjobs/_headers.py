@@ -285,12 +285,18 @@ _block: _Block = (-1, "", itertools.count(4096))
 _HEX3 = [f"{i:03x}" for i in range(4096)]
 
 
-def _new_block(ms: int) -> _Block:
-    global _block
+def _block_start(ms: int) -> tuple[str, int]:
+    """A new block's prefix (33 characters) and first count (below 2048)."""
     t = f"{ms & 0xFFFFFFFFFFFF:012x}"
     r = _rng.getrandbits(26 + 36 + 11)
-    block = _block = (ms, f"{t[:8]}-{t[8:]}-7{r & 0xFFF:03x}-{0x8000 | (r >> 12) & 0x3FFF:04x}"
-                          f"-{(r >> 26) & 0xFFFFFFFFF:09x}", itertools.count(r >> 62))
+    return (f"{t[:8]}-{t[8:]}-7{r & 0xFFF:03x}-{0x8000 | (r >> 12) & 0x3FFF:04x}"
+            f"-{(r >> 26) & 0xFFFFFFFFF:09x}", r >> 62)
+
+
+def _new_block(ms: int) -> _Block:
+    global _block
+    prefix, start = _block_start(ms)
+    block = _block = (ms, prefix, itertools.count(start))
     return block
 
 
@@ -318,8 +324,13 @@ def new_job_id(now_ms: int | None = None) -> str:
 
 
 def new_job_ids(count: int, now_ms: int) -> list[str]:
-    """``count`` UUIDv7s of one millisecond (``emit_many``'s batch), as ``new_job_id``."""
-    return [new_job_id(now_ms) for _ in range(count)]
+    """``count`` UUIDv7s of one millisecond (``emit_many``'s batch), laid out as
+    ``new_job_id``'s, from blocks of the batch's own (no other caller counts in them)."""
+    out: list[str] = []
+    while len(out) < count:
+        prefix, start = _block_start(now_ms)
+        out += [prefix + n for n in _HEX3[start:start + count - len(out)]]
+    return out
 
 
 def hostname() -> str:
