@@ -87,14 +87,16 @@ def raw_run(config: KafkaConfig, topic: str, values: list[bytes], keys: list[byt
 
 
 def raw_encode_run(config: KafkaConfig, topic: str, parsed: Any, prefix: bytes,
-                   data: list[dict[str, Any]], keys: list[bytes]) -> float:
+                   data: list[dict[str, Any]]) -> float:
     """The hand-written loop: fastavro-encode each payload (with streamjobs' framing prefix,
-    as bench/peer_systems.py raw_encode does) and produce it, value and key only."""
+    as bench/peer_systems.py raw_encode does) and produce it with its key, value and key only.
+    The key comes from the payload's ``user_id`` in the loop, as emit's from its key_field."""
     p = KafkaProducer({**config.client_settings(), **PRODUCER_SETTINGS, "linger.ms": LINGER_MS})
     p.list_topics(timeout=10)
     start = time.perf_counter()
     produce, writer = p.produce, fastavro.schemaless_writer
-    for payload, key in zip(data, keys, strict=True):
+    for payload in data:
+        key = payload["user_id"].encode()
         buf = io.BytesIO()
         buf.write(prefix)
         writer(buf, parsed, payload)
@@ -273,7 +275,7 @@ def main() -> None:
             for r in range(args.rounds):
                 loads.append(round(os.getloadavg()[0], 2))
                 raw_rates.append(raw_run(config, topic, values, keys))
-                enc_rates.append(raw_encode_run(config, topic, parsed, prefix, data, keys))
+                enc_rates.append(raw_encode_run(config, topic, parsed, prefix, data))
                 emit_rates.append(emit_run(config, catalogue, data))
                 many_rates.append(emit_run(config, catalogue, data, many=True))
                 hdr_rates.append(raw_run(config, topic, values, keys, hdrs))
