@@ -306,6 +306,12 @@ class Producer:
                     produce(rec_topic, rec_value, rec_key, -1, None, None, ts, hdrs)
                 except (BufferError, ClientError):
                     send(rec, None)
+            used = getattr(produce, "__self__", None)
+            if used is not None and used is not self._kafka:
+                # Another thread switched clients (_reporting) during the loop: this batch's
+                # tail went to the old one, so it is acknowledged before the caller's next
+                # records (on the new one) can overtake it.
+                used.flush(self.delivery_timeout + 5)
         for info, job_id, now_ms in emitted:
             self._emitted(info, job_id, now_ms, None)
         for job_type, rec in prepared:
@@ -517,15 +523,20 @@ class Producer:
             new = connection.producer(self.config, self._conf,
                                       overrides={**(self._settings or {}),
                                                  "delivery.report.only.error": False})
-            old.flush(self.delivery_timeout + 5)
-            poller = Poller(new)
-            poller.start()
+            # Other threads' emits wait at the gate meanwhile, so the flush ends.
+            self._kafka = _Gate(self)  # type: ignore[assignment]
+            try:
+                old.flush(self.delivery_timeout + 5)
+                poller = Poller(new)
+                poller.start()
+            except BaseException:
+                self._kafka = old
+                new.close()
+                raise
             self._retired.append((old, self._poller))
             self._kafka, self._poller = new, poller
             self._tracker.client = new
             self._all_reports = True
-            # A record another thread produced into the old client as the switch happened.
-            old.flush(self.delivery_timeout + 5)
 
     def _send(self, record: _Record, on_delivery: OnDelivery | None) -> None:
         if on_delivery is not None and not self._all_reports:
@@ -551,6 +562,23 @@ class Producer:
             if err.name() == "MSG_SIZE_TOO_LARGE":
                 raise RecordTooLarge(size, self._client_max, topic=topic) from None
             raise translate(exc, f"cannot produce job {job_id}", topic=topic) from None
+
+
+class _Gate:
+    """Stands in for the client while ``Producer._reporting`` switches clients: a thread that
+    reaches it waits until the switch is done, then uses the new client. (emit's hot path
+    reads ``_kafka`` once per record and calls ``produce`` with no switch of threads in
+    between, so no record of it lands in the old client after its flush.)"""
+
+    __slots__ = ("_producer",)
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+
+    def __getattr__(self, name: str) -> Any:
+        with self._producer._switch:
+            pass
+        return getattr(self._producer._kafka, name)
 
 
 def _truthy(value: Any) -> bool:

@@ -249,6 +249,42 @@ def test_first_success_callback_switches_clients_keeping_key_order(
     assert got == ids  # one key, one partition: emit order
 
 
+def test_switch_keeps_each_threads_key_order_while_others_emit(
+        kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
+    """Rule: while one thread's first ``on_delivery=`` switches clients, other threads keep
+    emitting (plain ``emit`` and ``emit_many``); each thread's records of its key are read
+    back in the order it emitted them, none lost."""
+    sent: dict[str, list[str]] = {}
+    started = threading.Barrier(4)
+    with Producer(catalogue, kafka_config, linger_ms=50) as p:
+        def plain(key: str) -> None:
+            started.wait()
+            sent[key] = [p.emit(JOB, {"user_id": key, "email": f"e{i}"}) for i in range(5000)]
+
+        def batches(key: str) -> None:
+            started.wait()
+            ids: list[str] = []
+            for b in range(100):
+                ids += p.emit_many([(JOB, {"user_id": key, "email": f"e{b}-{i}"})
+                                    for i in range(50)])
+            sent[key] = ids
+
+        threads = [threading.Thread(target=plain, args=(f"t{n}",)) for n in range(2)]
+        threads.append(threading.Thread(target=batches, args=("batch",)))
+        for t in threads:
+            t.start()
+        started.wait()
+        p.emit(JOB, {"user_id": "cb", "email": "e"}, on_delivery=lambda jid, err: None)
+        assert any(t.is_alive() for t in threads)  # the switch happened among their emits
+        for t in threads:
+            t.join()
+    got: dict[bytes, list[str]] = {}
+    for m in read(kafka_config, topic, 15_001, timeout=60):
+        got.setdefault(m.key(), []).append(h.JobMeta.from_headers(m.headers()).job_id or "")
+    for key, ids in sent.items():
+        assert got[key.encode()] == ids, key
+
+
 def test_concurrent_emits_from_threads(kafka_config: KafkaConfig, catalogue: Catalogue,
                                        topic: str) -> None:
     """One Producer shared by 4 threads delivers every job exactly once."""
