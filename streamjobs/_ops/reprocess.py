@@ -12,11 +12,18 @@ publish. Two concurrent runs, or a run after a crash, never re-publish a dead le
 Before publishing, each payload is re-validated against the current schema of its job type
 (``dlq.revalidate``); records that no longer fit are reported and left in place (``force_raw``
 publishes them as they are).
+
+``reprocessed`` status records are not in the transactions: they go through a plain producer
+once their batch committed. A status topic that is missing, or deleted and re-created while a
+run goes on, would otherwise fail the batch's partition registration; librdkafka then cannot
+even abort (EndTxn of a transaction with no partition registered returns INVALID_TXN_STATE,
+fatal for the producer) and the run stops with nothing of that batch written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -54,6 +61,8 @@ TXN_TIMEOUT_S = 60.0  # bound of init/commit/abort calls
 # aborts it after this long; meanwhile read_committed consumers of the target partitions
 # (the workers) cannot read past it, so keep it short: a batch takes well under a second.
 TXN_TIMEOUT_MS = 30_000
+STATUS_TIMEOUT_S = 10.0  # how long a run waits for its status records at the end
+_log = logging.getLogger("streamjobs.status")
 _FENCED_CODES = frozenset({_RdKafkaError._FENCED, _RdKafkaError.PRODUCER_FENCED,
                            _RdKafkaError.INVALID_PRODUCER_EPOCH})
 
@@ -156,6 +165,9 @@ class Reprocessor:
         self._batch: list[tuple[DeadLetter, Item]] = []
         self._failed: dict[str, str] = {}  # ref (or progress key) -> delivery error
         self._status: StatusWriter | None = None
+        self._status_client: _RawProducer | None = None
+        # the batch's status transitions, written once it committed
+        self._statuses: list[tuple[str, str, Transition]] = []
         self._in_txn = False
         self._fenced = False
 
@@ -178,7 +190,9 @@ class Reprocessor:
             # now is final, so read it again (the open() read may predate that run's work).
             self._done = load_progress(self.config, self.dlq, self.admin)
             if self.codec is not None:  # its catalogue names the environment's prefix
-                self._status = StatusWriter.open(self._producer,
+                self._status_client = connection.producer(self.config, {
+                    "linger.ms": 5, "message.timeout.ms": round(STATUS_TIMEOUT_S * 1000)})
+                self._status = StatusWriter.open(self._status_client,
                                                  self.codec.catalogue.topic_prefix)
         started = time.monotonic()
         try:
@@ -206,6 +220,9 @@ class Reprocessor:
         return self.report
 
     def _close(self) -> None:
+        status, self._status_client = self._status_client, None
+        if status is not None:  # what it could not deliver by then is lost: status only
+            status.flush(STATUS_TIMEOUT_S)
         producer, self._producer = self._producer, None
         if producer is None:
             return
@@ -277,7 +294,7 @@ class Reprocessor:
         assert self._producer is not None
         hdrs: list[tuple[str, str | bytes | None]] = list(republish_headers(dl))
         self._produce(target, dl.key, dl.value, hdrs, dl.ref)  # opens the batch's transaction
-        self._record_status(dl, target)  # so the status record joins it
+        self._record_status(dl, target)  # written once the batch committed
         self._batch.append((dl, item))
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
@@ -299,9 +316,9 @@ class Reprocessor:
         try:
             connection.until_queued(producer, lambda: producer.produce(
                 topic, value=value, key=key, headers=hdrs, on_delivery=on_delivery), step=0.1)
+            producer.poll(0)  # raises a fatal error (a fencing) too
         except ClientError as exc:
             self._raise(exc)
-        self._producer.poll(0)
 
     def _record_status(self, dl: DeadLetter, target: str) -> None:
         """``reprocessed`` in the status topic (types recording ``all`` or ``failures``)."""
@@ -312,8 +329,8 @@ class Reprocessor:
         if job_type is not None and job_type in catalogue and \
                 catalogue.get(job_type).status == "none":
             return
-        self._status.send(job_id, job_type or "", Transition(
-            "reprocessed", time.time_ns() // 1_000_000, 1, topic=target, reason=dl.ref))
+        self._statuses.append((job_id, job_type or "", Transition(
+            "reprocessed", time.time_ns() // 1_000_000, 1, topic=target, reason=dl.ref)))
 
     def _txn(self, call: Callable[..., Any], *args: Any) -> None:
         """A transaction call; retried while librdkafka says it may be, fencing raised."""
@@ -341,7 +358,7 @@ class Reprocessor:
         raise AssertionError("unreachable")
 
     def _raise(self, exc: ClientError) -> NoReturn:
-        err = exc.args[0]
+        err = self._cause(exc.args[0])
         tid = transactional_id(self.dlq)
         if err.code() in _FENCED_CODES or (err.fatal() and "fenced" in err.str().lower()):
             self._fenced = True
@@ -353,6 +370,20 @@ class Reprocessor:
         if err.fatal():
             self._fenced = True  # unusable either way: nothing more can be written
         raise kafka_error(err, f"reprocess transaction on {self.dlq}", topic=self.dlq) from None
+
+    def _cause(self, err: _RdKafkaError) -> _RdKafkaError:
+        """``err``, or for the bare ``_FATAL`` that ``produce`` raises once the producer is
+        in a fatal state (a fencing noticed by its background thread first), the fatal error
+        itself: a transactional call in that state fails with it at once."""
+        if err.code() != _RdKafkaError._FATAL or self._producer is None:
+            return err
+        try:
+            self._producer.abort_transaction(5)
+        except ClientError as exc:
+            cause = exc.args[0]
+            if isinstance(cause, _RdKafkaError):
+                return cause
+        return err
 
     def _reject(self, item: Item, problem: str) -> None:
         self.report.rejected.append(replace(item, problem=problem))
@@ -385,24 +416,44 @@ class Reprocessor:
         if remaining:
             problem = f"{remaining} record(s) not acknowledged within {TXN_TIMEOUT_S:g}s"
         if problem is None:
-            try:
-                self._producer.commit_transaction(TXN_TIMEOUT_S)
-            except ClientError as exc:
-                err = exc.args[0]
-                if not err.txn_requires_abort():
-                    self._raise(exc)
-                problem = f"{err.name()}: {err.str()}"
+            problem = self._commit()
         if problem is not None:
             self._txn(self._producer.abort_transaction, TXN_TIMEOUT_S)
         self._in_txn = False
+        statuses, self._statuses = self._statuses, []
         if problem is None:
             self.report.published.extend(item for _, item in batch)
+            if self._status is not None:
+                try:
+                    for job_id, job_type, t in statuses:
+                        self._status.send(job_id, job_type, t)
+                except ClientError as exc:  # the status topic went away: status only
+                    _log.warning("reprocessed status not recorded: %s", exc)
+                    self._status = None
         else:
             for dl, item in batch:
                 why = self._failed.get(dl.ref) or problem
                 self.report.failed.append(replace(
                     item, problem=f"delivery failed: {why} (batch aborted, nothing written)"))
         self._failed.clear()
+
+    def _commit(self) -> str | None:
+        """Commit the open transaction; the reason it must be aborted instead, or None. A
+        retriable refusal (a timeout, the coordinator moving) is retried, as librdkafka asks:
+        the outcome of the first call is then unknown, and only a commit call tells it."""
+        assert self._producer is not None
+        deadline = time.monotonic() + TXN_TIMEOUT_S
+        while True:
+            try:
+                self._producer.commit_transaction(TXN_TIMEOUT_S)
+                return None
+            except ClientError as exc:
+                err = exc.args[0]
+                if err.txn_requires_abort():
+                    return f"{err.name()}: {err.str()}"
+                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                    continue
+                self._raise(exc)
 
     def _ensure_progress_topic(self) -> None:
         topic = progress_topic(self.dlq)

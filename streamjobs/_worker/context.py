@@ -90,11 +90,13 @@ class JobContext:
         """Emit a follow-up job; returns its id. Validated like ``Producer.emit`` (raises
         with nothing sent); carries this job's ``traceparent`` (unless given) and
         ``sj-parent-id``. This job's offset is finished only once the broker acknowledged
-        the follow-up (exactly-once: they commit in one transaction). See docs/worker.md."""
+        the follow-up (exactly-once: they commit in one transaction). In a
+        ``streamjobs.testing.JobRunner`` the runner collects it. See docs/worker.md."""
         executor = getattr(_bound, "executor", None)
         followups = getattr(executor, "followups", None)
         if followups is None:
-            raise NotInWorker("ctx.emit works inside a worker's handlers only")
+            raise NotInWorker("ctx.emit works inside the handlers of a worker or of a "
+                              "streamjobs.testing.JobRunner only")
         result: str = followups.emit(self, job_type, payload, key=key, headers=headers,
                                      traceparent=traceparent, delay=delay, run_at=run_at,
                                      job_id=job_id)

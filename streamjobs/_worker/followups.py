@@ -13,10 +13,16 @@ after emitting leaves its follow-ups sent: its retry emits them again (duplicate
 Exactly-once (``transactions.py``): nothing is produced at once. Records wait here, per parent,
 until the parent's offset is below the partition's commit watermark; the transaction that
 commits that offset carries them (``release``).
+
+A follow-up's ``emitted`` status record (job types recording ``all``) is written once the
+follow-up is in Kafka: on its acknowledgement, or (exactly-once) once its transaction
+committed, never for a follow-up a ``read_committed`` reader will not see.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -24,19 +30,42 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import _headers as h
+from ..errors import StreamjobsError
 from .outbox import Outgoing, release_below
 
 if TYPE_CHECKING:
-    from .._producer import Producer
+    from .._producer import Producer, _Record
 
-__all__ = ["FollowUps"]
+_log = logging.getLogger("streamjobs.worker")
+
+__all__ = ["FollowUps", "follow_up"]
 
 
 def _nothing() -> None:
     pass
 
-# (part, parent offset, topic, key, value, headers)
-_Pending = tuple[Any, int, str, bytes | None, bytes, Any]
+
+def follow_up(encoder: Producer, parent_headers: h.Headers, parent_id: str, job_type: str,
+              payload: Mapping[str, Any], *, key: str | bytes | None,
+              headers: Mapping[str, str | bytes] | None, traceparent: str | None,
+              delay: float | timedelta | None, run_at: datetime | None,
+              job_id: str | None) -> _Record:
+    """The record of a follow-up job: ``encoder``'s (``Producer``'s) validation, encoding and
+    size check, the parent's ``traceparent`` unless one is given, and ``sj-parent-id``.
+    Raises (PayloadError, UnknownJobType, RecordTooLarge, ValueError) with nothing sent. The
+    worker's ``ctx.emit`` and ``streamjobs.testing.JobRunner``'s share it."""
+    if traceparent is None:
+        traceparent = h.get(parent_headers, h.TRACEPARENT)
+    rec = encoder._prepare(job_type, payload, key, headers, traceparent, delay, run_at, job_id)
+    pid = parent_id.encode()
+    rec[3].append((h.PARENT_ID, pid))
+    rec = (*rec[:5], rec[5] + len(h.PARENT_ID) + len(pid) + 8, rec[6])
+    encoder._check_size(rec)
+    return rec
+
+
+# (part, parent offset, topic, key, value, headers, writes its emitted status)
+_Pending = tuple[Any, int, str, bytes | None, bytes, Any, Callable[[], None]]
 
 
 class FollowUps:
@@ -66,17 +95,13 @@ class FollowUps:
              traceparent: str | None, delay: float | timedelta | None,
              run_at: datetime | None, job_id: str | None) -> str:
         p = self._encoder or self._encoder_now()
-        if traceparent is None:
-            traceparent = h.get(parent.headers, h.TRACEPARENT)
-        rec = p._prepare(job_type, payload, key, headers, traceparent, delay, run_at, job_id)
-        parent_id = parent.job_id.encode()
-        rec[3].append((h.PARENT_ID, parent_id))
-        rec = (*rec[:5], rec[5] + len(h.PARENT_ID) + len(parent_id) + 8, rec[6])
-        p._check_size(rec)
+        rec = follow_up(p, parent.headers, parent.job_id, job_type, payload, key=key,
+                        headers=headers, traceparent=traceparent, delay=delay, run_at=run_at,
+                        job_id=job_id)
         part = getattr(parent, "_part", None)
         self._inbox.append((part if part is not None else (parent.topic, parent.partition),
-                            parent.offset, rec[0], rec[1], rec[2], rec[3]))
-        p._record_emitted(job_type, rec)
+                            parent.offset, rec[0], rec[1], rec[2], rec[3],
+                            functools.partial(_record_emitted, p, job_type, rec)))
         return rec[4]
 
     def _encoder_now(self) -> Producer:
@@ -92,7 +117,7 @@ class FollowUps:
         turns a (topic, partition) placeholder into the current ``Part`` (None: gone)."""
         inbox = self._inbox
         while inbox:
-            part, offset, topic, key, value, hdrs = inbox.popleft()
+            part, offset, topic, key, value, hdrs, status = inbox.popleft()
             if isinstance(part, tuple):
                 part = resolve(part)
                 if part is None:
@@ -102,16 +127,19 @@ class FollowUps:
             self.emitted += 1
             if self.transactional:  # sent with the commit of its parent's offset
                 self.held.setdefault(part, {}).setdefault(offset, []).append(
-                    Outgoing(topic, key, value, hdrs, _nothing))
+                    Outgoing(topic, key, value, hdrs, _nothing, on_commit=status))
                 continue
             counts = self.pending.get(part)
             if counts is None:
                 counts = self.pending[part] = {}
             counts[offset] = counts.get(offset, 0) + 1
-            self._outbox.send(Outgoing(topic, key, value, hdrs, self._acked_cb(part, offset)))
+            self._outbox.send(Outgoing(topic, key, value, hdrs,
+                                       self._acked_cb(part, offset, status)))
 
-    def _acked_cb(self, part: Any, offset: int) -> Callable[[], None]:
+    def _acked_cb(self, part: Any, offset: int,
+                  status: Callable[[], None]) -> Callable[[], None]:
         def acked() -> None:
+            status()
             counts = self.pending.get(part)
             if counts is None:
                 return
@@ -177,3 +205,12 @@ class FollowUps:
         self.pending.pop(part, None)
         self._waiting.pop(part, None)
         self.held.pop(part, None)
+
+
+def _record_emitted(encoder: Producer, job_type: str, rec: _Record) -> None:
+    """The follow-up's ``emitted`` status, through the encoder's own client (poll thread: a
+    failure is logged, the follow-up itself is written)."""
+    try:
+        encoder._record_emitted(job_type, rec)
+    except StreamjobsError as exc:
+        _log.warning("emitted status of follow-up %s not written: %s", rec[4], exc)

@@ -45,6 +45,8 @@ class Outgoing:
     # (part, offset) of the consumed record it answers; exactly-once holds it until that
     # offset commits (transactions.py)
     cause: tuple[Any, int] | None = None
+    # exactly-once: runs once the transaction carrying it committed (a follow-up's status)
+    on_commit: Callable[[], None] | None = None
 
 
 class Outbox:

@@ -10,8 +10,10 @@ the transaction that commits an offset above its cause. So a transaction only ev
 records of jobs below the offsets it commits (the contiguous watermark, ``offsets.py``): with
 concurrency > 1, a job finished above the watermark keeps its records until every lower offset
 is finished, and a crash before that re-runs it with nothing of its first run visible to a
-``read_committed`` reader. Records with no cause (status, unique-job markers) join the open
-transaction at once.
+``read_committed`` reader. Records with no cause (unique-job markers) join the open
+transaction at once. Status records never join it (a missing status topic must not doom the
+jobs); a follow-up's ``emitted`` status is written only after the transaction carrying the
+follow-up committed (``Outgoing.on_commit``).
 
 ``commit`` (every ``commit_interval`` seconds or ``commit_every`` finished jobs, on revoke and
 on shutdown): begin, produce the released records, ``send_offsets_to_transaction`` with each
@@ -93,11 +95,12 @@ class TransactionalOutbox(Outbox):
             raise _error(exc, tid, "cannot start transactions") from None
 
     def send(self, out: Outgoing) -> None:
-        self.pending += 1
         if out.cause is None:
             self._begin()
+            self.pending += 1
             self._produce(out)
             return
+        self.pending += 1
         part, offset = out.cause
         self.held.setdefault(part, {}).setdefault(offset, []).append(out)
         # Finished now: the record goes out with the commit of this offset. (Its on_ack
@@ -138,7 +141,9 @@ class TransactionalOutbox(Outbox):
     def _defer(self, out: Outgoing, delay: float) -> None:
         # Never resent: a later transaction would carry it apart from its cause's offset.
         # Missing from this one, the transaction must not commit; a report for a record of
-        # an aborted transaction (purged) is no news.
+        # an aborted transaction (purged) is no news. Either way it is no longer pending
+        # (else --burst would wait for it forever).
+        self.pending -= 1
         if id(out) in self._in_txn:
             self._doomed = f"a record for {out.topic} was not delivered"
 
@@ -167,10 +172,12 @@ class TransactionalOutbox(Outbox):
                 moved.append((part, pos))
         if not released and not by_consumer and not self.open:
             return []
+        produced = 0
         try:
             self._begin()
             for out in released:
                 self._produce(out)
+                produced += 1
             for consumer, tps in by_consumer.items():
                 self.producer.send_offsets_to_transaction(
                     tps, consumer.consumer_group_metadata(), self.timeout)
@@ -179,6 +186,7 @@ class TransactionalOutbox(Outbox):
             if self._doomed is None:
                 self.producer.commit_transaction(self.timeout)
         except ClientError as exc:
+            self.pending -= len(released) - produced  # taken from held, never produced
             if _fenced(exc):
                 self.broken = True
                 self._abort()
@@ -194,6 +202,9 @@ class TransactionalOutbox(Outbox):
         self.commits += 1
         for part, pos in moved:
             part.stored = pos
+        for out in released:
+            if out.on_commit is not None:
+                out.on_commit()
         return [tp for tps in by_consumer.values() for tp in tps]
 
     def _release(self, part: Any, below: int) -> list[Outgoing]:

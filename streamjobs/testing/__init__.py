@@ -15,8 +15,9 @@ dead-letter decisions, on a fake clock. See docs/testing.md.
 from __future__ import annotations
 
 from .assertions import assert_dead_lettered, assert_succeeded
-from .outcome import JobOutcome, RunReport
+from .outcome import FollowUp, JobOutcome, RunReport
 from .runner import JobRunner
 
 # RunawayJobs, the exception run() raises, is imported from `streamjobs` like every other.
-__all__ = ["JobOutcome", "JobRunner", "RunReport", "assert_dead_lettered", "assert_succeeded"]
+__all__ = ["FollowUp", "JobOutcome", "JobRunner", "RunReport", "assert_dead_lettered",
+           "assert_succeeded"]

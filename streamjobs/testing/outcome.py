@@ -7,9 +7,29 @@ from typing import Any, Literal
 
 from .. import _headers as h
 
-__all__ = ["JobOutcome", "RunReport", "Status"]
+__all__ = ["FollowUp", "JobOutcome", "RunReport", "Status"]
 
 Status = Literal["succeeded", "retried", "dead_lettered"]
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A job a handler emitted with ``ctx.emit`` and that was sent (as a worker would send
+    it). ``payload`` is as its handler would get it (decoded, defaults filled); ``headers``
+    as sent (``sj-parent-id``, the parent's ``traceparent`` unless one was given). ``due_at``:
+    fake-clock seconds of a delayed follow-up. ``runs``: this app handles its type, so it
+    joined the runner's queue (else a worker of another app would run it)."""
+
+    job_id: str
+    job_type: str
+    payload: dict[str, Any]
+    parent_id: str
+    key: bytes | None
+    headers: h.Headers
+    topic: str
+    partition: int
+    due_at: float | None
+    runs: bool
 
 
 
@@ -34,6 +54,8 @@ class JobOutcome:
     message: str | None = None
     delay: float | None = None
     reason: str | None = None
+    # Follow-ups this run sent (ctx.emit); exactly-once, none for a run that failed.
+    emitted: tuple[FollowUp, ...] = ()
 
 
 @dataclass
@@ -55,3 +77,8 @@ class RunReport:
     @property
     def dead_lettered(self) -> int:
         return self._count("dead_lettered")
+
+    @property
+    def emitted(self) -> list[FollowUp]:
+        """The follow-ups this ``run`` sent, in order."""
+        return [f for o in self.outcomes for f in o.emitted]

@@ -9,7 +9,9 @@ failure router (``worker.router.route``; ``produced`` lists them). What is fake:
 (``runner.now``; retries and delayed jobs run instantly but in due order),
 topics/partitions/offsets (plausible: keyed jobs land on ``crc32(key) % partitions`` as with
 librdkafka's default partitioner), and concurrency: jobs run one at a time, in due order,
-then emit order. See docs/testing.md.
+then emit order. ``ctx.emit`` in a handler builds the follow-up with the worker's own code
+(``testing.followups``); sent follow-ups are listed (``emitted``) and those of types the app
+handles run in the same ``run``. See docs/testing.md.
 """
 
 
@@ -30,20 +32,18 @@ from typing import Any
 from .. import _headers as h
 from .._avro.codec import Codec
 from .._avro.framing import SINGLE_OBJECT, parse
-from .._producer import check_traceparent
+from .._producer import _RESERVED, check_traceparent
 from .._producer import due_at_ms as due_at_ms_of
 from .._schemas.catalogue import Catalogue
 from .._worker import App, JobContext
+from .._worker.context import bind_thread, bound
 from .._worker.failures import Decision, Failure, Origin, decide, describe
 from .._worker.router import Routed, last_wait_topic, route, unknown_schema_decision
 from ..errors import DecodeError, RunawayJobs, UnknownSchema
-from .outcome import JobOutcome, RunReport, Status
+from .followups import Collector, Emitted
+from .outcome import FollowUp, JobOutcome, RunReport, Status
 
 __all__ = ["JobRunner"]
-
-# Set by emit itself, as in Producer.emit.
-_RESERVED = frozenset({h.META, h.JOB_ID, h.JOB_TYPE, h.ATTEMPT, h.CREATED_AT, h.SCHEMA, h.DUE_AT,
-                       h.TARGET, h.TRACEPARENT})
 
 
 @dataclass
@@ -61,11 +61,15 @@ class _Record:
 
 class JobRunner:
     """Runs an ``App``'s handlers on a fake clock. ``now``: the clock's start (epoch seconds,
-    default: the real time). Use as a context manager (or call ``close``) when handlers are
-    ``async def``: they run on a loop in a thread the runner owns, as in the worker."""
+    default: the real time). ``exactly_once`` (default: the app's ``exactly_once``): what
+    happens to the follow-ups of a failed run, as in a worker of that mode. Use as a context
+    manager (or call ``close``) when handlers are ``async def``: they run on a loop in a
+    thread the runner owns, as in the worker."""
 
-    def __init__(self, app: App, *, now: float | None = None, host: str = "test-host") -> None:
+    def __init__(self, app: App, *, now: float | None = None, host: str = "test-host",
+                 exactly_once: bool | None = None) -> None:
         self.app = app
+        self.exactly_once = app.exactly_once if exactly_once is None else exactly_once
         # Registry framing needs a registry; in memory every job type is framed single-object
         # (validation and schema resolution are the same either way).
         self.codec = Codec(app.catalogue.with_framing(SINGLE_OBJECT))
@@ -82,6 +86,9 @@ class JobRunner:
         self.outcomes: list[JobOutcome] = []
         # Every retry and dead-letter record a worker would produce, in order (the router's).
         self.produced: list[Routed] = []
+        # Every follow-up handlers sent with ctx.emit, in order.
+        self.emitted: list[FollowUp] = []
+        self._followups = Collector(self.codec.catalogue, self.codec, lambda: self._now_ms)
 
     # -- clock --------------------------------------------------------------------------------
 
@@ -136,23 +143,33 @@ class JobRunner:
         """Queue a record as it would arrive from Kafka: ``value`` is not checked here (bad
         bytes are dead-lettered with ``decode_error`` when run, as by the worker).
         ``headers`` default to a fresh job's; returns the job id."""
-        job = self.app.catalogue.get(job_type)
-        if job_type not in self._checked:  # what a worker running this type checks at start
-            self.app.check((job_type,))
-            self._checked.add(job_type)
+        self._check(job_type)
         if headers is None:
             headers = self._job_headers(job_type, due_at_ms)
         key_b = key.encode() if isinstance(key, str) else key
-        topic = self.app.topic(job)
+        job_id = h.JobMeta.from_headers(headers).job_id or ""
+        return self._land(job_type, job_id, key_b, value, headers, due_at_ms, run=True).job_id
+
+    def _check(self, job_type: str) -> None:
+        if job_type not in self._checked:  # what a worker running this type checks at start
+            self.app.check((job_type,))
+            self._checked.add(job_type)
+
+    def _land(self, job_type: str, job_id: str, key: bytes | None, value: bytes,
+               headers: h.Headers, due_at_ms: int | None, *, run: bool) -> _Record:
+        """The record as it lands on its topic (a wait tier when delayed); queued to run
+        when ``run``."""
+        topic = self.app.topic(self.app.catalogue.get(job_type))
         due = self._now_ms
         if due_at_ms is not None and due_at_ms > self._now_ms:
             due = due_at_ms
             headers = [*headers, (h.DUE_AT, str(due).encode()), (h.TARGET, topic.encode())]
             topic = self._wait_topic(job_type, self._now_ms, due)
-        job_id = h.JobMeta.from_headers(headers).job_id or ""
-        self._push(due, _Record(job_type, job_id, topic, self._partition(job_type, key_b), -1,
-                                key_b, value, list(headers), self._now_ms))
-        return job_id
+        rec = _Record(job_type, job_id, topic, self._partition(job_type, key), -1, key, value,
+                      list(headers), self._now_ms)
+        if run:
+            self._push(due, rec)
+        return rec
 
     # -- running ------------------------------------------------------------------------------
 
@@ -206,14 +223,45 @@ class JobRunner:
             if handler.is_async:
                 self._await(handler.func(payload, ctx))
             else:
-                handler.func(payload, ctx)
+                self._call(handler.func, payload, ctx)
         except Exception as exc:  # KeyboardInterrupt, pytest.fail() etc. stop the test
+            # At-least-once the follow-ups it emitted are sent already; exactly-once they go
+            # with the failed attempt (the retry emits its own).
+            emitted = self._followups.take()
+            sent = () if self.exactly_once else self._send(rec, emitted)
             decision = decide(exc, attempt, job.retry, job.permanent_errors)
-            return self._fail(rec, job_topic, attempt, payload, exc, describe(exc), decision)
-        return self._outcome(rec, attempt, "succeeded", payload, rec.headers)
+            return self._fail(rec, job_topic, attempt, payload, exc, describe(exc), decision,
+                              sent)
+        sent = self._send(rec, self._followups.take())
+        return self._outcome(rec, attempt, "succeeded", payload, rec.headers, emitted=sent)
+
+    def _call(self, func: Callable[..., Any], payload: dict[str, Any], ctx: JobContext) -> None:
+        """A sync handler on this thread, bound for ``ctx.emit`` as a worker's thread is."""
+        before = bound()
+        bind_thread(self._followups)
+        try:
+            func(payload, ctx)
+        finally:
+            bind_thread(before)
+
+    def _send(self, parent: _Record, emitted: list[Emitted]) -> tuple[FollowUp, ...]:
+        """What a worker sends of a run's follow-ups: each lands on its topic and, when this
+        app handles its type, joins the queue."""
+        sent = []
+        for job_type, job_id, key, value, headers, due in emitted:
+            runs = job_type in self.app.handlers
+            if runs:
+                self._check(job_type)
+            rec = self._land(job_type, job_id, key, value, headers, due, run=runs)
+            sent.append(FollowUp(job_id, job_type, self.codec.decode(value, job_type).payload,
+                                 parent.job_id, key, rec.headers, rec.topic, rec.partition,
+                                 None if due is None else due / 1000, runs))
+        self.emitted += sent
+        return tuple(sent)
 
     def _fail(self, rec: _Record, job_topic: str, attempt: int, payload: dict[str, Any] | None,
-              exc: BaseException, failure: Failure, decision: Decision) -> JobOutcome:
+              exc: BaseException, failure: Failure, decision: Decision,
+              emitted: tuple[FollowUp, ...] = ()) -> JobOutcome:
         origin = Origin(rec.topic, rec.partition, rec.offset, rec.timestamp_ms,
                         self._origin_host, self._group)
         now = self._now_ms
@@ -228,19 +276,19 @@ class JobRunner:
                                     self._wait_topic(rec.job_type, now, due), rec.partition, -1,
                                     routed.key, routed.value, routed.headers, now))
             return self._outcome(rec, attempt, "retried", payload, rec.headers, exc, failure,
-                                 delay=routed.delay)
+                                 delay=routed.delay, emitted=emitted)
         return self._outcome(rec, attempt, "dead_lettered", payload, routed.headers, exc,
-                             failure, reason=routed.reason, topic=routed.topic)
+                             failure, reason=routed.reason, topic=routed.topic, emitted=emitted)
 
     def _outcome(self, rec: _Record, attempt: int, status: Status,
                  payload: dict[str, Any] | None, headers: h.Headers,
                  exc: BaseException | None = None, failure: Failure | None = None, *,
                  delay: float | None = None, reason: str | None = None,
-                 topic: str | None = None) -> JobOutcome:
+                 topic: str | None = None, emitted: tuple[FollowUp, ...] = ()) -> JobOutcome:
         out = JobOutcome(rec.job_id, rec.job_type, attempt, status, payload, self.now,
                          topic or rec.topic, rec.partition, rec.offset, headers, exc,
                          failure.error_class if failure else None,
-                         failure.message if failure else None, delay, reason)
+                         failure.message if failure else None, delay, reason, emitted)
         self.outcomes.append(out)
         return out
 
@@ -304,6 +352,7 @@ class JobRunner:
         """Run on the runner's loop thread, like the worker: works from async tests too."""
         if self._loop is None:
             loop = self._loop = asyncio.new_event_loop()
+            loop.call_soon(bind_thread, self._followups)  # its thread's ctx.emit
             thread = threading.Thread(target=loop.run_forever, name="sj-testing-asyncio",
                                       daemon=True)
             thread.start()

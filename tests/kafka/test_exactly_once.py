@@ -10,9 +10,12 @@ import pytest
 
 from streamjobs import _headers as h
 from streamjobs._names import retry_topic
+from streamjobs._status import lookup, status_topic
+from streamjobs.events import TransactionAborted
 from tests.conftest import wait_for
 
 from .followup_support import CHAIN_APP, ChainWorker, at_end, chain_env, meta, read_all
+from .test_followups import _topic_config
 from .worker_support import Env, env_fixture  # noqa: F401
 
 
@@ -89,3 +92,41 @@ def test_zombie_worker_cannot_commit(env: Env, spawn_cli) -> None:
     ran = collections.Counter(x["id"] for x in env.lines())
     assert ran[slow] == 2 and all(ran[q] == 2 for q in quick), ran  # both ran them
     assert len(counts) == 6 and all(n == 1 for n in counts.values()), counts
+
+
+def test_followups_of_an_aborted_transaction_get_no_status(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With exactly_once, a follow-up written in a transaction that was then aborted (the
+    broker refused another record of it: a retry record larger than its topic now allows)
+    gets no `emitted` status record, since a read_committed reader never sees it; the
+    follow-ups that commit get theirs."""
+    env = chain_env(env)
+    env.create_topics("parent", "child")
+    tier = retry_topic(env.topic("parent"), 1.0)
+    _topic_config(env, tier, "max.message.bytes", "100")  # the retry record cannot go there
+    # Same key: one partition, the failing parent first, so the transaction that carries the
+    # second parent's follow-up also carries the first one's (refused) retry record.
+    failing = env.emit("parent", key="k", fail="after_emit", fail_attempts=1)
+    ok = env.emit("parent", key="k")
+    env.flush()
+    w = ChainWorker(env, monkeypatch, exactly_once=True, commit_interval=0.3)
+    try:
+        children = env.topic("child")
+        wait_for(lambda: w.events and any(isinstance(e, TransactionAborted) for e in w.events)
+                 and read_all(env, children, idle=0.5), 60,
+                 what="a follow-up written by an aborted transaction")
+        _topic_config(env, tier, "max.message.bytes", "1048588")
+        wait_for(lambda: {x["id"] for x in env.lines()} >= {failing, ok}, 60,
+                 what="both parents succeed")
+        wait_for(lambda: len(read_all(env, children, committed=True, idle=1)) == 2, 30,
+                 what="both follow-ups committed")
+    finally:
+        w.stop()
+    committed = {meta(m).job_id for m in read_all(env, children, committed=True, idle=1)}
+    aborted = {meta(m).job_id for m in read_all(env, children, idle=1)} - committed
+    assert aborted, "no follow-up was written by an aborted transaction"
+    topic = status_topic(env.prefix)
+    for job_id in committed:
+        wait_for(lambda j=job_id: lookup(env.kafka, j, topic=topic), 30,
+                 what=f"emitted status of committed follow-up {job_id}")
+    assert {j: lookup(env.kafka, j, topic=topic) for j in aborted} == dict.fromkeys(aborted)

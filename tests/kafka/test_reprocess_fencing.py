@@ -5,10 +5,12 @@ visible behind. Target topics are read with ``isolation.level=read_committed``, 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer as RawConsumer
 from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka import Producer as RawProducer
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
@@ -26,7 +28,9 @@ from streamjobs._config import KafkaConfig
 from streamjobs._names import transactional_id
 from streamjobs._ops.dlq import Filter
 from streamjobs._ops.reprocess import Reprocessor
+from streamjobs._ops.topics import STATUS_CONFIG, STATUS_PARTITIONS
 from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._status import lookup, status_topic
 from streamjobs._worker.failures import Failure, Origin, dead_letter_record
 from streamjobs.errors import ProducerFenced
 from tests.conftest import BOOTSTRAP, ROOT, MakeTopic, RunCli, SpawnCli, wait_for
@@ -205,3 +209,60 @@ def test_crash_mid_transaction_leaves_no_duplicate(env: Env, run_cli: RunCli,
     seen = reprocessed_from(env.config, env.emails, "read_committed")
     assert set(seen) == refs and set(seen.values()) == {1}
     assert sum(reprocessed_from(env.config, env.emails, "read_uncommitted").values()) == 160
+
+
+def _create_status_topic(admin: AdminClient, topic: str) -> None:
+    admin.create_topics([NewTopic(topic, STATUS_PARTITIONS, 1, config=dict(STATUS_CONFIG))]
+                        )[topic].result(timeout=30)
+
+
+def test_status_topic_churn_does_not_stop_a_run(env: Env, admin: AdminClient,
+                                                unique: str) -> None:
+    """Rule: `reprocessed` status records are not part of the re-publishing transactions: a
+    run whose status topic is deleted and re-created while it runs (as other tests do to the
+    unprefixed one) re-publishes every dead letter exactly once and ends ok; what it wrote
+    after the topic came back has its status."""
+    refs = dead_letters(env, 80)
+    prefix = f"{unique}-st."
+    topic = status_topic(prefix)
+    _create_status_topic(admin, topic)
+    run = Reprocessor(env.config, Codec(Catalogue.load(env.schemas, topic_prefix=prefix)),
+                      f"{env.emails}.dlq", Filter(), execute=True, rate=20)  # ~4 s
+    run.open()
+    churned = threading.Event()
+
+    def churn() -> None:
+        admin.delete_topics([topic])[topic].result(timeout=30)
+        time.sleep(1.5)  # batches go on meanwhile
+        with contextlib.suppress(Exception):  # deletion may still be under way: once more
+            _create_status_topic(admin, topic)
+        wait_for(lambda: topic in admin.list_topics(timeout=10).topics, 30,
+                 what="status topic back")
+        churned.set()
+
+    def start_churn(_: int) -> None:
+        if run.report.published and not hasattr(start_churn, "thread"):
+            start_churn.thread = threading.Thread(target=churn, daemon=True)  # type: ignore
+            start_churn.thread.start()  # type: ignore[attr-defined]
+
+    try:
+        report = run.run(progress=start_churn)
+        assert churned.wait(30), "the status topic was never re-created"
+        assert report.ok and len(report.published) == 80, report.as_dict()
+        seen = reprocessed_from(env.config, env.emails, "read_committed")
+        assert set(seen) == refs and set(seen.values()) == {1}
+        last = report.published[-1].ref
+        dl = next(d for d in dead_letter_ids(env) if d[0] == last)
+        wait_for(lambda: lookup(env.config, dl[1], topic=topic), 30,
+                 what="status of the last re-published dead letter")
+    finally:
+        with contextlib.suppress(Exception):
+            admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+def dead_letter_ids(env: Env) -> list[tuple[str, str]]:
+    """(ref, job id) of every dead letter of send_email."""
+    from streamjobs._ops.dlq import read
+
+    _, records = read(env.config, f"{env.emails}.dlq", Filter())
+    return [(d.ref, d.meta.job_id) for d in records]

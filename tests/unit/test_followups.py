@@ -35,9 +35,12 @@ def _followups(transactional: bool = False) -> tuple[FollowUps, _Outbox, list[tu
     return f, outbox, finished
 
 
-def _handed(f: FollowUps, part: Any, offset: int, n: int = 1) -> None:
+def _handed(f: FollowUps, part: Any, offset: int, n: int = 1,
+            statuses: list[int] | None = None) -> None:
+    seen = statuses if statuses is not None else []
     for _ in range(n):
-        f._inbox.append((part, offset, "t", None, b"v", [(h.PARENT_ID, b"p")]))
+        f._inbox.append((part, offset, "t", None, b"v", [(h.PARENT_ID, b"p")],
+                         lambda: seen.append(offset)))
 
 
 def test_parent_finishes_with_its_last_followup_ack() -> None:
@@ -101,3 +104,32 @@ def test_emit_outside_a_worker_raises() -> None:
     ctx = JobContext.__new__(JobContext)
     with pytest.raises(NotInWorker):
         ctx.emit("x", {})
+
+
+def test_emitted_status_is_written_once_the_followup_is_acknowledged() -> None:
+    """Rule: at-least-once, a follow-up's ``emitted`` status is written when the broker
+    acknowledged the follow-up, not when the handler emitted it."""
+    f, outbox, _ = _followups()
+    part = _Part()
+    statuses: list[int] = []
+    _handed(f, part, 5, statuses=statuses)
+    f.take(lambda where: None)
+    assert statuses == []
+    outbox.sent[0].on_ack()
+    assert statuses == [5]
+
+
+def test_transactional_followups_carry_their_status_to_the_commit() -> None:
+    """Rule: exactly-once, a held follow-up's status is not written when it is taken or
+    released, only by its ``on_commit`` (run by the transaction that committed it)."""
+    f, _, _ = _followups(transactional=True)
+    part = _Part()
+    statuses: list[int] = []
+    _handed(f, part, 2, statuses=statuses)
+    f.take(lambda where: None)
+    (out,) = f.release(part, 3)
+    out.on_ack()  # delivered inside the transaction: not yet committed
+    assert statuses == []
+    assert out.on_commit is not None
+    out.on_commit()
+    assert statuses == [2]

@@ -308,3 +308,142 @@ def test_docs_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(tests) >= 3
     for test in tests:
         test()
+
+
+# -- ctx.emit ---------------------------------------------------------------------------------
+
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def chain_app(*, fail_after_emit: int = 0, exactly_once: bool = False,
+              handle_email: bool = True) -> tuple[App, list[JobContext]]:
+    """make_thumbnail emits one send_welcome_email (then fails its first
+    ``fail_after_emit`` runs); the emails it sends are recorded."""
+    app = App(schemas=SCHEMAS, exactly_once=exactly_once)
+    emails: list[JobContext] = []
+
+    @app.job("make_thumbnail")
+    def thumb(payload: dict[str, Any], ctx: JobContext) -> None:
+        ctx.emit("send_welcome_email", {"user_id": payload["image_id"], "email": "a@b.c"})
+        if ctx.attempt <= fail_after_emit:
+            raise ConnectionError("storage busy")
+
+    if handle_email:
+        app.job("send_welcome_email")(lambda payload, ctx: emails.append(ctx))
+    return app, emails
+
+
+def test_emitted_followups_carry_parent_id_and_trace_and_run() -> None:
+    """Rule: ``ctx.emit`` in a runner's handler builds the follow-up as a worker does
+    (``sj-parent-id``, the parent's ``traceparent``, the key from the job type's key field);
+    it is listed on the runner, the parent's outcome and the run's report, and runs in the
+    same ``run``."""
+    app, emails = chain_app()
+    runner = JobRunner(app, now=T0)
+    parent = runner.emit("make_thumbnail", THUMB, traceparent=TP)
+    report = runner.run()
+    assert report.succeeded == 2
+    (follow,) = runner.emitted
+    assert report.emitted == [follow] and runner.outcome(parent).emitted == (follow,)
+    assert follow.parent_id == parent and follow.runs and follow.due_at is None
+    assert follow.payload == {"user_id": "img-1", "email": "a@b.c", "locale": "en"}
+    assert follow.key == b"img-1" and follow.topic == "demo.emails"
+    assert follow.partition == zlib.crc32(b"img-1") % 6
+    (ctx,) = emails
+    assert ctx.job_id == follow.job_id and ctx.header(h.PARENT_ID) == parent
+    assert ctx.header(h.TRACEPARENT) == TP
+    assert_succeeded(runner, follow.job_id, attempts=1)
+
+
+def test_emit_is_validated_by_the_workers_code() -> None:
+    """Rule: a follow-up is validated like any emit, by the worker's ``follow_up`` (one
+    implementation): a bad payload or a reserved header raises in the handler, which fails
+    like any exception, with nothing sent."""
+    import streamjobs._worker.followups as worker_followups
+    import streamjobs.testing.followups as testing_followups
+
+    assert testing_followups.follow_up is worker_followups.follow_up
+    app = App(schemas=SCHEMAS)
+
+    @app.job("make_thumbnail")
+    def thumb(payload: dict[str, Any], ctx: JobContext) -> None:
+        if payload["image_id"] == "bad-payload":
+            ctx.emit("send_welcome_email", {"user_id": 7, "email": "a@b.c"})
+        ctx.emit("send_welcome_email", {"user_id": "u", "email": "e"},
+                 headers={h.PARENT_ID: "forged"})
+
+    runner = JobRunner(app, now=T0)
+    bad_payload = runner.emit("make_thumbnail", {**THUMB, "image_id": "bad-payload"})
+    forged = runner.emit("make_thumbnail", THUMB)
+    runner.run()
+    assert runner.attempts(bad_payload)[0].error_class == "streamjobs.errors.PayloadError"
+    out = runner.attempts(forged)[0]
+    assert out.error_class == "ValueError" and "set by emit itself" in str(out.message)
+    assert runner.failed and runner.emitted == [] and not runner.succeeded
+
+
+def test_async_handlers_emit_too() -> None:
+    """Rule: ``ctx.emit`` works in ``async def`` handlers (the runner's loop thread)."""
+    app = App(schemas=SCHEMAS)
+
+    @app.job("make_thumbnail")
+    async def thumb(payload: dict[str, Any], ctx: JobContext) -> None:
+        await asyncio.sleep(0)
+        ctx.emit("send_welcome_email", {"user_id": "u9", "email": "a@b.c"})
+
+    with JobRunner(app) as runner:
+        parent = runner.emit("make_thumbnail", THUMB)
+        runner.run()
+    (follow,) = runner.emitted
+    assert follow.parent_id == parent and not follow.runs  # no handler for it in this app
+    assert runner.pending == [] and len(runner.outcomes) == 1
+
+
+def test_a_failed_parent_keeps_its_followups_sent_at_least_once() -> None:
+    """Rule: at-least-once, a parent that fails after emitting leaves its follow-up sent; its
+    retry emits another (two follow-ups, same parent id, different job ids)."""
+    app, emails = chain_app(fail_after_emit=1)
+    runner = JobRunner(app, now=T0)
+    parent = runner.emit("make_thumbnail", THUMB)
+    runner.run()
+    failed, ok = runner.attempts(parent)
+    assert failed.status == "retried" and len(failed.emitted) == 1 and len(ok.emitted) == 1
+    assert {f.parent_id for f in runner.emitted} == {parent}
+    assert len({f.job_id for f in runner.emitted}) == 2 and len(emails) == 2
+
+
+def test_a_failed_parent_drops_its_followups_exactly_once() -> None:
+    """Rule: exactly-once (the app's setting, or the runner's), the follow-ups of a failed run
+    are dropped with it; only the succeeding run's are sent."""
+    for app, runner_mode in ((chain_app(fail_after_emit=1, exactly_once=True)[0], None),
+                             (chain_app(fail_after_emit=1)[0], True)):
+        runner = JobRunner(app, now=T0, exactly_once=runner_mode)
+        parent = runner.emit("make_thumbnail", THUMB)
+        runner.run()
+        failed, ok = runner.attempts(parent)
+        assert failed.status == "retried" and failed.emitted == ()
+        assert runner.emitted == list(ok.emitted) and len(ok.emitted) == 1
+        assert_succeeded(runner, ok.emitted[0].job_id)
+
+
+def test_delayed_followups_wait_on_the_fake_clock() -> None:
+    """Rule: a follow-up emitted with ``delay`` (or ``run_at``) is due on the runner's fake
+    clock; a worker's headers (``sj-due-at``, created-at) are the fake clock's too."""
+    app = App(schemas=SCHEMAS)
+    ran: list[tuple[float, JobContext]] = []
+    runner = JobRunner(app, now=T0)
+
+    @app.job("make_thumbnail")
+    def thumb(payload: dict[str, Any], ctx: JobContext) -> None:
+        ctx.emit("send_welcome_email", {"user_id": "u", "email": "e"}, delay=30)
+
+    app.job("send_welcome_email")(lambda payload, ctx: ran.append((runner.now, ctx)))
+    runner.emit("make_thumbnail", THUMB)
+    runner.run_due()
+    (follow,) = runner.emitted
+    assert follow.due_at == T0 + 30 and ran == []
+    assert runner.pending == [(T0 + 30, follow.job_id)]
+    runner.run()
+    ((at, ctx),) = ran
+    assert at == T0 + 30 and ctx.created_at_ms == T0 * 1000
+    assert ctx.header(h.DUE_AT) == str(int((T0 + 30) * 1000))

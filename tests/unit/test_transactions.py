@@ -28,17 +28,24 @@ class _Producer:
         self.queued: list[tuple[str, Any]] = []
         self.txn: list[str] = []
         self.written: list[str] = []  # topics of committed records
+        self.purged: list[Any] = []  # callbacks of records an abort purged (librdkafka)
+        self.refuse_begin: list[KafkaException] = []
 
     def init_transactions(self, timeout: float) -> None:
         self.calls.append("init")
 
     def begin_transaction(self) -> None:
         self.calls.append("begin")
+        if self.refuse_begin:
+            raise self.refuse_begin.pop(0)
 
     def produce(self, topic: str, *, on_delivery: Any, **_: Any) -> None:
         self.queued.append((topic, on_delivery))
 
     def poll(self, timeout: float = 0) -> int:
+        purged, self.purged = self.purged, []
+        for cb in purged:  # as librdkafka reports the records an abort purged
+            cb(RdError(RdError._PURGE_QUEUE, "purged"), None)
         done, self.queued = self.queued, []
         for topic, cb in done:
             if topic in self.undeliverable:
@@ -64,6 +71,7 @@ class _Producer:
     def abort_transaction(self, timeout: float) -> None:
         self.calls.append("abort")
         self.txn = []
+        self.purged += [cb for _, cb in self.queued]
         self.queued = []
 
 
@@ -188,3 +196,63 @@ def test_status_records_go_outside_the_transaction() -> None:
     box.commit([part], _NoFollowUps())
     assert producer.written == ["t.w.dlq"] and done == [1]
     assert recorder.written[-1] == ("j1", "work", _Transition("dead", 0, 7))
+
+
+class _FollowUps:
+    def __init__(self, *topics: str) -> None:
+        self.outs = [Outgoing(t, None, b"f", [], lambda: None) for t in topics]
+
+    def release(self, part: Any, below: int) -> list[Outgoing]:
+        outs, self.outs = self.outs, []
+        return outs
+
+
+def _rebalance() -> KafkaException:
+    return KafkaException(RdError(RdError.ILLEGAL_GENERATION, "stale generation",
+                                  txn_requires_abort=True))
+
+
+def test_an_abort_leaves_nothing_pending() -> None:
+    """Rule: the records of an aborted transaction (purged by the abort, their delivery
+    reports errors) no longer count as pending, so a --burst worker drains and exits after
+    an abort."""
+    box, producer = _outbox()
+    part = _Part(3)
+    box.send(_retry(part, 1))  # held until its cause commits
+    box.send(Outgoing("t.unique", None, b"m", [], lambda: None))  # no cause: joins at once
+    assert box.pending == 2
+    producer.refuse.append(_rebalance())
+    assert isinstance(box.commit([part], _FollowUps("t.child")), Aborted)
+    box.poll(0)  # the purged records' reports
+    assert box.pending == 0 and producer.written == []
+
+
+def test_a_refused_begin_leaves_nothing_pending() -> None:
+    """Rule: records released for a transaction that could not even begin (never produced)
+    no longer count as pending."""
+    box, producer = _outbox()
+    part = _Part(3)
+    box.send(_retry(part, 1))
+    producer.refuse_begin.append(_rebalance())
+    assert isinstance(box.commit([part], _FollowUps("t.child", "t.child")), Aborted)
+    box.poll(0)
+    assert box.pending == 0
+
+
+def test_followup_status_is_written_after_the_commit_only() -> None:
+    """Rule: a follow-up's ``emitted`` status (its ``on_commit``) is written once the
+    transaction carrying it committed; an aborted transaction writes none."""
+    box, producer = _outbox()
+    part = _Part(3)
+    written: list[str] = []
+    followups = _FollowUps("t.child")
+    followups.outs[0].on_commit = lambda: written.append("aborted")
+    producer.refuse.append(_rebalance())
+    assert isinstance(box.commit([part], followups), Aborted)
+    box.poll(0)
+    assert written == []
+    followups = _FollowUps("t.child")
+    followups.outs[0].on_commit = lambda: written.append(
+        "committed" if producer.written == ["t.child"] else "too early")
+    assert [tp.offset for tp in box.commit([part], followups)] == [3]
+    assert written == ["committed"]
