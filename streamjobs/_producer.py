@@ -204,7 +204,12 @@ class Producer:
             self._record_emitted(job_type, record)
             return record[4]
         # The common case, inlined: a call per record is a real share of emit's cost.
-        info = self._types.get(job_type) or self._type_info(job_type)
+        try:
+            info = self._types[job_type]
+        except KeyError:
+            info = None  # outside the handler: an UnknownJobType carries no KeyError context
+        if info is None:
+            info = self._type_info(job_type)
         value = info.encode(payload)
         now_ms = _time_ns() // 1_000_000
         job_id = _new_job_id(now_ms)
