@@ -16,6 +16,7 @@ import asyncio
 import io
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -47,6 +48,11 @@ def payload(i: int) -> dict[str, Any]:
     return {"n": i, "name": f"user-{i}"}
 
 
+def process_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class Clock:
     """First record -> the n-th; ``done`` once n were seen or the time budget ran out."""
 
@@ -54,6 +60,8 @@ class Clock:
         self.n, self.budget = n, budget
         self.count = 0
         self.first = self.last = 0.0
+        self.cpu_first = self.cpu_last = 0.0  # process CPU seconds (all threads)
+        self.first_k = 0
         threading.Thread(target=self._watchdog, daemon=True).start()
 
     def _watchdog(self) -> None:
@@ -69,8 +77,15 @@ class Clock:
         now = time.perf_counter()
         if not self.first:
             self.first = now
+            self.cpu_first = process_cpu()
+            self.first_k = k  # counted before the CPU clock started
+            self.count += k
+            self.last = now
+            return self.done
         self.count += k
         self.last = now
+        if self.count >= self.n:
+            self.cpu_last = process_cpu()
         return self.done
 
     @property
@@ -79,7 +94,11 @@ class Clock:
                                         time.perf_counter() - self.first > self.budget)
 
     def result(self) -> dict[str, Any]:
-        return {"count": self.count, "seconds": max(self.last - self.first, 1e-9)}
+        """Records from the first to the last, their seconds, and the process CPU seconds
+        spent on the records after the first tick's (None when the run stalled)."""
+        cpu = self.cpu_last - self.cpu_first if self.cpu_last else None
+        return {"count": self.count, "seconds": max(self.last - self.first, 1e-9),
+                "cpu_s": cpu, "cpu_jobs": self.count - self.first_k if cpu else None}
 
 
 # -- consumers -----------------------------------------------------------------------------------

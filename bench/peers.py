@@ -8,7 +8,10 @@ committed only for handled records): the hand-written confluent-kafka loop witho
 fastavro decode + store_offsets, FastStream's confluent subscriber (single and batch,
 ``AckPolicy.ACK``), Quix Streams' ``Application`` (at-least-once) and ``streamjobs worker`` as
 the CLI ships it (default listeners, ``--burst``), timed from its first job to its last by the
-job handler itself (bench/peer_app.py). Producers write N records to another topic, acks=all:
+job handler itself (bench/peer_app.py). Consumers also report their process CPU per record (all
+threads, first record to last; ``cpu_us_per_job``, ``worker_vs_raw_decode_cpu``): a rate moves
+with whatever else a shared machine runs, CPU per record much less. Producers write N records
+to another topic, acks=all:
 raw ``produce()`` of pre-encoded values, raw with fastavro encode per record,
 ``Producer.emit``, ``Producer.emit_many`` (batches of 1000), FastStream ``publish`` (handed
 pre-encoded bytes: it has no Avro serializer) and the Quix Streams producer (idempotent, as
@@ -100,7 +103,20 @@ def child(py: str, system: str, a: argparse.Namespace, topic: str, **extra: str)
     if proc.returncode != 0:
         raise RuntimeError(f"{system}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    _note_cpu(system, out)
     return float(out["count"]) / float(out["seconds"])
+
+
+# system -> round -> process CPU µs per record (consumers that report it): steadier than rates
+# on a shared machine.
+cpu_us: dict[str, dict[int, float]] = {}
+_round = [0]
+
+
+def _note_cpu(system: str, out: dict[str, Any]) -> None:
+    if out.get("cpu_s") and out.get("cpu_jobs"):
+        cpu_us.setdefault(system, {})[_round[0]] = (float(out["cpu_s"])
+                                                    / float(out["cpu_jobs"]) * 1e6)
 
 
 def cli_worker(a: argparse.Namespace, schemas: Path, pfx: str) -> float:
@@ -120,6 +136,7 @@ def cli_worker(a: argparse.Namespace, schemas: Path, pfx: str) -> float:
                            f"{proc.stderr.strip()[-400:]}")
     data = json.loads(out.read_text())
     out.unlink()
+    _note_cpu("streamjobs_worker", data)
     return float(data["count"]) / float(data["seconds"])
 
 
@@ -159,6 +176,7 @@ def main() -> None:
             prefill(a.bootstrap_servers, consume_pfx + "noop", Codec(catalogue), a.jobs)
             say(f"prefilled {a.jobs} in {time.perf_counter() - t0:.1f}s")
         for r in range(a.rounds):
+            _round[0] = r
             rates: dict[str, float] = {}
             for system in systems:
                 if system in skipped:
@@ -220,6 +238,13 @@ def summary(rounds: list[dict[str, float]], a: argparse.Namespace, skipped: list
     for name, (top, bottom) in ratios.items():
         out[name] = median([_ratio(r, top, bottom) for r in rounds])
     out["per_round"] = [{k: round(v) for k, v in r.items()} for r in rounds]
+    # Consumers' process CPU per record (all threads, first record to last), medians, and the
+    # worker's against the raw decode loop's (raw CPU / worker CPU, per round).
+    out["cpu_us_per_job"] = {s: round(statistics.median(v.values()), 2)
+                             for s, v in cpu_us.items() if s in CONSUMERS}
+    raw, worker = cpu_us.get("raw_decode", {}), cpu_us.get("streamjobs_worker", {})
+    both = [raw[r] / worker[r] for r in raw if r in worker]
+    out["worker_vs_raw_decode_cpu"] = round(statistics.median(both), 3) if both else None
     return out
 
 

@@ -168,6 +168,8 @@ class Executor:
         running = self.running if self.track_running else None
         failed: list[FailedJob] | None = None
         ran = len(jobs)
+        plain: Any = None  # the last handler that runs as a plain call (no timeout, sync)
+        func: Any = None
         for ctx in jobs:  # the hot loop: a handler call and three flag checks per job
             if part.revoked or self.stopping:
                 ran = jobs.index(ctx)
@@ -176,11 +178,14 @@ class Executor:
                 running[slot] = ctx
             handler = ctx._handler
             try:
-                if handler.is_async:
+                if handler is plain:
+                    func(ctx.payload, ctx)
+                elif handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
                 elif handler.timeout is None and ctx._job.timeout_s is None:
-                    handler.func(ctx.payload, ctx)
+                    plain, func = handler, handler.func  # one handler per job type
+                    func(ctx.payload, ctx)
                 else:
                     self._timed(slot, ctx)
             except BaseException as exc:
@@ -207,6 +212,8 @@ class Executor:
         first = 0  # index of the run's first job: the run is jobs[first:first + len(ends)]
         ends: list[float] = []
         add = ends.append
+        plain: Any = None  # the last handler that runs as a plain call (no timeout, sync)
+        func: Any = None
         start = clock()
         wall = time.time() - start  # perf_counter -> wall clock
         for ctx in jobs:  # the hot loop: a handler call, a clock read, an append per job
@@ -217,11 +224,14 @@ class Executor:
                 running[slot] = ctx
             handler = ctx._handler
             try:
-                if handler.is_async:
+                if handler is plain:
+                    func(ctx.payload, ctx)
+                elif handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
                 elif handler.timeout is None and ctx._job.timeout_s is None:
-                    handler.func(ctx.payload, ctx)
+                    plain, func = handler, handler.func  # one handler per job type
+                    func(ctx.payload, ctx)
                 else:
                     self._timed(slot, ctx)
             except BaseException as exc:
@@ -570,6 +580,20 @@ def _sliced(chunks: list[Chunk], size: int) -> list[Chunk]:
 
 
 _CREATED = attrgetter("created_at_ms")
+_RAW_CREATED = attrgetter("_created")
+
+
+def created_at(jobs: Sequence[JobContext]) -> tuple[int | None, ...]:
+    """``created_at_ms`` of each of ``jobs``: as the intake read them (``RecordContext``
+    reads its record's timestamp when listeners want success summaries), one C-level pass;
+    when any is missing, or a job is no ``RecordContext``, through the property."""
+    try:
+        created: tuple[int | None, ...] = tuple(map(_RAW_CREATED, jobs))
+    except AttributeError:  # not all of them RecordContexts
+        return tuple(map(_CREATED, jobs))
+    if None in created:
+        return tuple(map(_CREATED, jobs))
+    return created
 
 
 def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, start: float,
@@ -580,7 +604,7 @@ def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, star
         return
     n = len(ends)
     durations = tuple(map(sub, ends, chain((start,), ends)))
-    created = tuple(map(_CREATED, jobs[first:first + n] if first or n < len(jobs) else jobs))
+    created = created_at(jobs[first:first + n] if first or n < len(jobs) else jobs)
     bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition, wall + start,
                            durations, created))
 
