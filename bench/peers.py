@@ -13,8 +13,12 @@ threads, first record to last; ``cpu_us_per_job``, ``worker_vs_raw_decode_cpu``)
 with whatever else a shared machine runs, CPU per record much less. Producers write N records
 to another topic, acks=all:
 raw ``produce()`` of pre-encoded values, raw with fastavro encode per record,
-``Producer.emit``, ``Producer.emit_many`` (batches of 1000), FastStream ``publish`` and the
-Quix Streams producer. Every figure is first record -> last (a consumer's group join and a
+``Producer.emit``, ``Producer.emit_many`` (batches of 1000), FastStream ``publish`` (handed
+pre-encoded bytes: it has no Avro serializer) and the Quix Streams producer (idempotent, as
+ours), once encoding each payload with its own AvroSerializer (``quix_produce_avro``: emit's
+workload, the peer that ``emit_vs_best_peer`` counts) and once handed pre-encoded bytes
+(``quix_produce``: ``emit_vs_best_peer_preencoded``). ``--only producers`` runs that half
+alone. Every figure is first record -> last (a consumer's group join and a
 process's start-up excluded); ratios are taken within a round and their medians reported.
 
 Peers run with ``.venv-bench/bin/python`` (the ``bench`` extra; Quix Streams pins an older
@@ -52,8 +56,9 @@ ROOT = BENCH.parent
 CHILD = str(BENCH / "peer_systems.py")
 CONSUMERS = ("raw", "raw_decode", "streamjobs_worker", "faststream", "faststream_batch", "quix")
 PRODUCERS = ("raw_produce", "raw_encode", "emit", "emit_many", "faststream_publish",
-             "quix_produce")
-PEERS = {"faststream", "faststream_batch", "quix", "faststream_publish", "quix_produce"}
+             "quix_produce", "quix_produce_avro")
+PEERS = {"faststream", "faststream_batch", "quix", "faststream_publish", "quix_produce",
+         "quix_produce_avro"}
 
 
 def say(msg: str) -> None:
@@ -144,7 +149,11 @@ def main() -> None:
                          "did in that time [30]")
     ap.add_argument("--bootstrap-servers",
                     default=os.environ.get("STREAMJOBS_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    ap.add_argument("--only", choices=("consumers", "producers"), default=None,
+                    help="run one half (each system still in its own process) [both]")
     a = ap.parse_args()
+    systems = {"consumers": CONSUMERS, "producers": PRODUCERS}.get(a.only or "",
+                                                                   (*CONSUMERS, *PRODUCERS))
     py_peers = peer_python()
     skipped = sorted(PEERS) if py_peers is None else []
     if skipped:
@@ -162,13 +171,14 @@ def main() -> None:
     rounds: list[dict[str, float]] = []
     errors: dict[str, str] = {}
     try:
-        t0 = time.perf_counter()
-        prefill(a.bootstrap_servers, consume_pfx + "noop", Codec(catalogue), a.jobs)
-        say(f"prefilled {a.jobs} in {time.perf_counter() - t0:.1f}s")
+        if a.only != "producers":
+            t0 = time.perf_counter()
+            prefill(a.bootstrap_servers, consume_pfx + "noop", Codec(catalogue), a.jobs)
+            say(f"prefilled {a.jobs} in {time.perf_counter() - t0:.1f}s")
         for r in range(a.rounds):
             _round[0] = r
             rates: dict[str, float] = {}
-            for system in (*CONSUMERS, *PRODUCERS):
+            for system in systems:
                 if system in skipped:
                     continue
                 py = py_peers if system in PEERS and py_peers else sys.executable
@@ -209,7 +219,9 @@ def summary(rounds: list[dict[str, float]], a: argparse.Namespace, skipped: list
                            "per_s": {s: round(statistics.median(r[s] for r in rounds if s in r))
                                      for s in systems}}
     peers_c = ("faststream", "faststream_batch", "quix")
-    peers_p = ("faststream_publish", "quix_produce")
+    # Peer producers doing emit's work (payload in, Avro encoded per record); FastStream has
+    # no Avro serializer, and publishing awaits each record, so its bytes come pre-encoded.
+    peers_p = ("faststream_publish", "quix_produce_avro")
     ratios = {
         "worker_vs_raw_decode": ("streamjobs_worker", "raw_decode"),
         "worker_vs_raw": ("streamjobs_worker", "raw"),
@@ -217,6 +229,9 @@ def summary(rounds: list[dict[str, float]], a: argparse.Namespace, skipped: list
         "emit_vs_raw_encode": ("emit", "raw_encode"),
         "emit_vs_raw_produce": ("emit", "raw_produce"),
         "emit_vs_best_peer": ("emit", peers_p),
+        # Against peers handed pre-encoded bytes (no encoding, no id, no header: nearer raw
+        # produce than emit's work).
+        "emit_vs_best_peer_preencoded": ("emit", ("faststream_publish", "quix_produce")),
         "emit_many_vs_emit": ("emit_many", "emit"),
         "emit_many_vs_raw_encode": ("emit_many", "raw_encode"),
     }
