@@ -5,7 +5,10 @@ would cap the jobs running at once to the partitions): async handlers awaiting
 ``asyncio.sleep(0.02)`` at ``--async-concurrency`` (500) and sync handlers in
 ``time.sleep(0.02)`` at ``--sync-concurrency`` (64). Little's law bounds the rate at
 concurrency / 20 ms (25,000 and 3,200 jobs/s); the figure is the rate measured between the
-10th and 100th percent of the jobs (the ramp-up excluded) over that limit (target >= 0.9).
+10th and 100th percent of the jobs (the ramp-up excluded) over that limit (target >= 0.9),
+with the process's CPU time per job over the same stretch (``cpu_us_per_job``) and the load
+average. The topic is filled before the worker starts, so the worker soon holds the log's end:
+a resume after its in-flight bound then depends on ``fetch.wait.max.ms`` (docs/worker.md).
 
 CPU-bound (the real ``streamjobs worker`` CLI, default listeners): handlers
 spinning about 1 ms of pure Python (``bench/_cpu_app.py``, iterations calibrated here) with
@@ -54,8 +57,9 @@ WAIT = 0.02
 
 
 def io_rate(kafka: KafkaConfig, catalogue: Any, pfx: str, n: int, concurrency: int,
-            use_async: bool) -> float:
-    """Jobs/s of handlers that wait ``WAIT`` s, from the n/10-th job to the n-th."""
+            use_async: bool) -> tuple[float, float]:
+    """Jobs/s of handlers that wait ``WAIT`` s, from the n/10-th job to the n-th, and the
+    process's CPU seconds per job over the same stretch."""
     app = App(catalogue, name="bench-io", topic_prefix=pfx)
     counter = itertools.count()
     if use_async:
@@ -75,6 +79,7 @@ def io_rate(kafka: KafkaConfig, catalogue: Any, pfx: str, n: int, concurrency: i
                                    consumer_config=FETCH,
                                    group_id=f"sjbench-io-{uuid.uuid4().hex}"), kafka, bus)
     marks: dict[int, float] = {}
+    cpu: dict[int, float] = {}
 
     def watch() -> None:
         ticks = 0
@@ -83,10 +88,12 @@ def io_rate(kafka: KafkaConfig, catalogue: Any, pfx: str, n: int, concurrency: i
             seen = next(counter) - ticks  # counts itself too: subtract the watcher's ticks
             ticks += 1
             if seen >= start and start not in marks:
-                marks[start] = time.perf_counter() - 0.0
+                marks[start] = time.perf_counter()
+                cpu[start] = time.process_time()
                 marks[-1] = seen
             if seen >= n:
                 marks[n] = time.perf_counter()
+                cpu[n] = time.process_time()
                 marks[-2] = seen
                 w.stop("bench done")
                 return
@@ -95,7 +102,8 @@ def io_rate(kafka: KafkaConfig, catalogue: Any, pfx: str, n: int, concurrency: i
     threading.Thread(target=watch, daemon=True).start()
     w.run(install_signals=False)
     obs.close()
-    return (marks[-2] - marks[-1]) / (marks[n] - marks[n // 10])
+    jobs = marks[-2] - marks[-1]
+    return jobs / (marks[n] - marks[n // 10]), (cpu[n] - cpu[n // 10]) / jobs
 
 
 def calibrate(target_s: float = 0.001) -> int:
@@ -223,12 +231,14 @@ def main(bootstrap_servers: str, partitions: int, io_jobs: int, sync_jobs: int, 
         names.append(create_reports_topic(admin, pfx))
         try:
             prefill(conf, pfx + "noop", codec, n)
-            rate = io_rate(kafka, catalogue, pfx, n, conc, use_async)
+            rate, cpu_s = io_rate(kafka, catalogue, pfx, n, conc, use_async)
         finally:
             delete_topics(admin, names)
         limit = conc / WAIT
         result[f"io_{phase}"] = {"jobs": n, "concurrency": conc, "jobs_per_s": round(rate),
-                                 "limit": round(limit), "ratio": round(rate / limit, 3)}
+                                 "limit": round(limit), "ratio": round(rate / limit, 3),
+                                 "cpu_us_per_job": round(cpu_s * 1e6, 1),
+                                 "load_avg": os.getloadavg()[0]}
         print(f"{phase}: {result[f'io_{phase}']}", file=sys.stderr)
     if "cpu" in wanted:
         os.environ["SJ_BENCH_SCHEMAS"] = str(catalogue.schemas_dir)

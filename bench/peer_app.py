@@ -1,11 +1,13 @@
 """The app `streamjobs worker` runs in bench/peers.py: one no-op job type that notes when it
-saw its first job and its ``STREAMJOBS_BENCH_N``-th, in ``STREAMJOBS_BENCH_OUT`` (JSON)."""
+saw its first job and its ``STREAMJOBS_BENCH_N``-th, and the process CPU in between, in
+``STREAMJOBS_BENCH_OUT`` (JSON)."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ _OUT = Path(os.environ.get("STREAMJOBS_BENCH_OUT", os.devnull))
 app = App(Catalogue.load(os.environ["STREAMJOBS_BENCH_SCHEMAS"]), name="bench-peers",
           topic_prefix=os.environ.get("STREAMJOBS_BENCH_PREFIX", ""))
 _count = itertools.count(1)
-_first = [0.0]
+_first = [0.0, 0.0]  # perf_counter and process CPU at the first job
 
 
 @app.job("noop")
@@ -26,5 +28,13 @@ def noop(payload: dict[str, Any], ctx: Any) -> None:
     n = next(_count)
     if n == 1:
         _first[0] = time.perf_counter()
+        _first[1] = _cpu()
     elif n == _N:
-        _OUT.write_text(json.dumps({"count": n, "seconds": time.perf_counter() - _first[0]}))
+        _OUT.write_text(json.dumps({"count": n, "seconds": time.perf_counter() - _first[0],
+                                    "cpu_s": _cpu() - _first[1], "cpu_jobs": n - 1}))
+
+
+def _cpu() -> float:
+    """Process CPU seconds, all threads (the worker's and librdkafka's)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime

@@ -8,10 +8,17 @@ committed only for handled records): the hand-written confluent-kafka loop witho
 fastavro decode + store_offsets, FastStream's confluent subscriber (single and batch,
 ``AckPolicy.ACK``), Quix Streams' ``Application`` (at-least-once) and ``streamjobs worker`` as
 the CLI ships it (default listeners, ``--burst``), timed from its first job to its last by the
-job handler itself (bench/peer_app.py). Producers write N records to another topic, acks=all:
+job handler itself (bench/peer_app.py). Consumers also report their process CPU per record (all
+threads, first record to last; ``cpu_us_per_job``, ``worker_vs_raw_decode_cpu``): a rate moves
+with whatever else a shared machine runs, CPU per record much less. Producers write N records
+to another topic, acks=all:
 raw ``produce()`` of pre-encoded values, raw with fastavro encode per record,
-``Producer.emit``, ``Producer.emit_many`` (batches of 1000), FastStream ``publish`` and the
-Quix Streams producer. Every figure is first record -> last (a consumer's group join and a
+``Producer.emit``, ``Producer.emit_many`` (batches of 1000), FastStream ``publish`` (handed
+pre-encoded bytes: it has no Avro serializer) and the Quix Streams producer (idempotent, as
+ours), once encoding each payload with its own AvroSerializer (``quix_produce_avro``: emit's
+workload, the peer that ``emit_vs_best_peer`` counts) and once handed pre-encoded bytes
+(``quix_produce``: ``emit_vs_best_peer_preencoded``). ``--only producers`` runs that half
+alone. Every figure is first record -> last (a consumer's group join and a
 process's start-up excluded); ratios are taken within a round and their medians reported.
 
 Peers run with ``.venv-bench/bin/python`` (the ``bench`` extra; Quix Streams pins an older
@@ -49,8 +56,9 @@ ROOT = BENCH.parent
 CHILD = str(BENCH / "peer_systems.py")
 CONSUMERS = ("raw", "raw_decode", "streamjobs_worker", "faststream", "faststream_batch", "quix")
 PRODUCERS = ("raw_produce", "raw_encode", "emit", "emit_many", "faststream_publish",
-             "quix_produce")
-PEERS = {"faststream", "faststream_batch", "quix", "faststream_publish", "quix_produce"}
+             "quix_produce", "quix_produce_avro")
+PEERS = {"faststream", "faststream_batch", "quix", "faststream_publish", "quix_produce",
+         "quix_produce_avro"}
 
 
 def say(msg: str) -> None:
@@ -95,7 +103,20 @@ def child(py: str, system: str, a: argparse.Namespace, topic: str, **extra: str)
     if proc.returncode != 0:
         raise RuntimeError(f"{system}: exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    _note_cpu(system, out)
     return float(out["count"]) / float(out["seconds"])
+
+
+# system -> round -> process CPU µs per record (consumers that report it): steadier than rates
+# on a shared machine.
+cpu_us: dict[str, dict[int, float]] = {}
+_round = [0]
+
+
+def _note_cpu(system: str, out: dict[str, Any]) -> None:
+    if out.get("cpu_s") and out.get("cpu_jobs"):
+        cpu_us.setdefault(system, {})[_round[0]] = (float(out["cpu_s"])
+                                                    / float(out["cpu_jobs"]) * 1e6)
 
 
 def cli_worker(a: argparse.Namespace, schemas: Path, pfx: str) -> float:
@@ -115,6 +136,7 @@ def cli_worker(a: argparse.Namespace, schemas: Path, pfx: str) -> float:
                            f"{proc.stderr.strip()[-400:]}")
     data = json.loads(out.read_text())
     out.unlink()
+    _note_cpu("streamjobs_worker", data)
     return float(data["count"]) / float(data["seconds"])
 
 
@@ -127,7 +149,11 @@ def main() -> None:
                          "did in that time [30]")
     ap.add_argument("--bootstrap-servers",
                     default=os.environ.get("STREAMJOBS_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    ap.add_argument("--only", choices=("consumers", "producers"), default=None,
+                    help="run one half (each system still in its own process) [both]")
     a = ap.parse_args()
+    systems = {"consumers": CONSUMERS, "producers": PRODUCERS}.get(a.only or "",
+                                                                   (*CONSUMERS, *PRODUCERS))
     py_peers = peer_python()
     skipped = sorted(PEERS) if py_peers is None else []
     if skipped:
@@ -145,12 +171,14 @@ def main() -> None:
     rounds: list[dict[str, float]] = []
     errors: dict[str, str] = {}
     try:
-        t0 = time.perf_counter()
-        prefill(a.bootstrap_servers, consume_pfx + "noop", Codec(catalogue), a.jobs)
-        say(f"prefilled {a.jobs} in {time.perf_counter() - t0:.1f}s")
+        if a.only != "producers":
+            t0 = time.perf_counter()
+            prefill(a.bootstrap_servers, consume_pfx + "noop", Codec(catalogue), a.jobs)
+            say(f"prefilled {a.jobs} in {time.perf_counter() - t0:.1f}s")
         for r in range(a.rounds):
+            _round[0] = r
             rates: dict[str, float] = {}
-            for system in (*CONSUMERS, *PRODUCERS):
+            for system in systems:
                 if system in skipped:
                     continue
                 py = py_peers if system in PEERS and py_peers else sys.executable
@@ -191,7 +219,9 @@ def summary(rounds: list[dict[str, float]], a: argparse.Namespace, skipped: list
                            "per_s": {s: round(statistics.median(r[s] for r in rounds if s in r))
                                      for s in systems}}
     peers_c = ("faststream", "faststream_batch", "quix")
-    peers_p = ("faststream_publish", "quix_produce")
+    # Peer producers doing emit's work (payload in, Avro encoded per record); FastStream has
+    # no Avro serializer, and publishing awaits each record, so its bytes come pre-encoded.
+    peers_p = ("faststream_publish", "quix_produce_avro")
     ratios = {
         "worker_vs_raw_decode": ("streamjobs_worker", "raw_decode"),
         "worker_vs_raw": ("streamjobs_worker", "raw"),
@@ -199,12 +229,22 @@ def summary(rounds: list[dict[str, float]], a: argparse.Namespace, skipped: list
         "emit_vs_raw_encode": ("emit", "raw_encode"),
         "emit_vs_raw_produce": ("emit", "raw_produce"),
         "emit_vs_best_peer": ("emit", peers_p),
+        # Against peers handed pre-encoded bytes (no encoding, no id, no header: nearer raw
+        # produce than emit's work).
+        "emit_vs_best_peer_preencoded": ("emit", ("faststream_publish", "quix_produce")),
         "emit_many_vs_emit": ("emit_many", "emit"),
         "emit_many_vs_raw_encode": ("emit_many", "raw_encode"),
     }
     for name, (top, bottom) in ratios.items():
         out[name] = median([_ratio(r, top, bottom) for r in rounds])
     out["per_round"] = [{k: round(v) for k, v in r.items()} for r in rounds]
+    # Consumers' process CPU per record (all threads, first record to last), medians, and the
+    # worker's against the raw decode loop's (raw CPU / worker CPU, per round).
+    out["cpu_us_per_job"] = {s: round(statistics.median(v.values()), 2)
+                             for s, v in cpu_us.items() if s in CONSUMERS}
+    raw, worker = cpu_us.get("raw_decode", {}), cpu_us.get("streamjobs_worker", {})
+    both = [raw[r] / worker[r] for r in raw if r in worker]
+    out["worker_vs_raw_decode_cpu"] = round(statistics.median(both), 3) if both else None
     return out
 
 

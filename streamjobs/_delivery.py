@@ -1,11 +1,12 @@
 """Delivery bookkeeping shared by ``Producer`` and ``AsyncProducer``.
 
-One ``DeliveryTracker`` is the producer-wide delivery callback: successes return at once (the
-hot path), failures are kept until the next ``flush()`` reports them. A success without an
-offset (``unconfirmed``) is kept from happening by ``PRODUCER_SETTINGS`` and, where a callback
-still has the record's headers, sent again (per-message callbacks, the worker's outbox, the
-replay and reprocess commands). A ``Poller`` thread serves
-librdkafka's callbacks so ``emit`` never has to call ``poll()`` itself.
+One ``DeliveryTracker`` is the producer-wide delivery callback: successes return at once (a
+``Producer`` gets none until a caller asks for per-record reports: its client has
+``delivery.report.only.error``), failures are kept until the next ``flush()`` reports them.
+A success without an offset (``unconfirmed``) is kept from happening by ``PRODUCER_SETTINGS``
+and, where a callback still has the record's headers, sent again (per-message callbacks, the
+worker's outbox, the replay and reprocess commands). A ``Poller`` thread serves librdkafka's
+callbacks so ``emit`` never has to call ``poll()`` itself.
 """
 
 from __future__ import annotations

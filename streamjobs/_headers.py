@@ -50,6 +50,7 @@ Follow-up link (jobs a handler emitted with ``ctx.emit``):
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -267,43 +268,69 @@ def expand(headers: Iterable[tuple[str, bytes | None]], timestamp_ms: int) -> He
     return out
 
 
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 # os.urandom releases the GIL on every call, which hands it to other threads (the producer's
-# poll thread) on each emit. A private generator seeded from os.urandom does not, and is
-# reseeded in forked children so processes never share a stream.
+# poll thread); a private generator does not. Both it and the id block below are renewed in
+# forked children, so processes never share a stream or a counter.
 _rng = random.Random(os.urandom(32))
-os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
+
+# Ids of one millisecond (RFC 9562 section 6.2, method 2, "monotonic random"): the 48-bit time,
+# the version, 62 random bits (rand_a and most of rand_b) drawn once per block, then a 12-bit
+# count that starts at a random value below 2048 and goes up by one per id; a block ends with
+# its millisecond or at a count of 4096. So an id is a list lookup and one concatenation: no
+# uuid.UUID object, no random draw, no int formatting per id.
+# (ms, "tttttttt-tttt-7aaa-Vbbb-ccccccccc", count): one tuple, so a thread never pairs one
+# block's prefix with another's count; ``next`` on an itertools.count is atomic under the GIL.
+_Block = tuple[int, str, "itertools.count[int]"]
+_block: _Block = (-1, "", itertools.count(4096))
+_HEX3 = [f"{i:03x}" for i in range(4096)]
 
 
-# The id's first 15 characters ("tttttttt-tttt-7") change once per ms: kept, as one tuple so a
-# thread never pairs one ms with another's text.
-_last_ms: tuple[int, str] = (-1, "")
+def _block_start(ms: int) -> tuple[str, int]:
+    """A new block's prefix (33 characters) and first count (below 2048)."""
+    t = f"{ms & 0xFFFFFFFFFFFF:012x}"
+    r = _rng.getrandbits(26 + 36 + 11)
+    return (f"{t[:8]}-{t[8:]}-7{r & 0xFFF:03x}-{0x8000 | (r >> 12) & 0x3FFF:04x}"
+            f"-{(r >> 26) & 0xFFFFFFFFF:09x}", r >> 62)
+
+
+def _new_block(ms: int) -> _Block:
+    global _block
+    prefix, start = _block_start(ms)
+    block = _block = (ms, prefix, itertools.count(start))
+    return block
+
+
+def _after_fork() -> None:
+    global _block
+    _rng.seed(os.urandom(32))
+    _block = (-1, "", itertools.count(4096))
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def new_job_id(now_ms: int | None = None) -> str:
-    """A UUIDv7 (RFC 9562): 48-bit ms timestamp, version 7, 12 random bits, variant 10, 62
-    random bits; sorts by creation time. Built from hex text directly: emit's hot path."""
-    global _last_ms
+    """A UUIDv7 (RFC 9562): 48-bit ms timestamp, version 7, variant 10, random and counter bits
+    (see ``_block``); sorts by creation time. emit's hot path."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    last = _last_ms
-    if last[0] != ms:
-        t = f"{ms & 0xFFFFFFFFFFFF:012x}"
-        last = _last_ms = (ms, f"{t[:8]}-{t[8:]}-7")
-    # 76 of these 80 bits are used: 12 + 2 (in the variant digit) + 60. bytes.hex() is
-    # about twice as fast as formatting the int with "x".
-    r = _rng.getrandbits(80).to_bytes(10, "little").hex()
-    return f"{last[1]}{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
+    block = _block
+    if block[0] != ms:
+        block = _new_block(ms)
+    n = next(block[2])
+    if n > 4095:
+        block = _new_block(ms)
+        n = next(block[2])
+    return block[1] + _HEX3[n]
 
 
 def new_job_ids(count: int, now_ms: int) -> list[str]:
-    """``count`` UUIDv7s of one millisecond (``emit_many``'s batch): one draw of random bits
-    for them all, the same layout as ``new_job_id``."""
-    t = f"{now_ms & 0xFFFFFFFFFFFF:012x}"
-    head = f"{t[:8]}-{t[8:]}-7"
-    r = _rng.getrandbits(80 * count).to_bytes(10 * count, "little").hex() if count else ""
-    v = _VARIANT
-    return [f"{head}{r[i:i + 3]}-{v[r[i + 3]]}{r[i + 4:i + 7]}-{r[i + 7:i + 19]}"
-            for i in range(0, 20 * count, 20)]
+    """``count`` UUIDv7s of one millisecond (``emit_many``'s batch), laid out as
+    ``new_job_id``'s, from blocks of the batch's own (no other caller counts in them)."""
+    out: list[str] = []
+    while len(out) < count:
+        prefix, start = _block_start(now_ms)
+        out += [prefix + n for n in _HEX3[start:start + count - len(out)]]
+    return out
 
 
 def hostname() -> str:

@@ -2,9 +2,11 @@
 
 ``emit`` validates and encodes the payload (nothing is sent when it is invalid), writes the job
 metadata (one compact ``sj`` header, the record's timestamp as created-at; delayed jobs carry the
-rich headers), sends the record without waiting and returns the job id at once. Delivery is checked
-by ``flush()`` (or per record with ``on_delivery`` / ``wait=True``). Delayed jobs go to the wait
-tier of their topic with ``sj-due-at``; the worker runs them when due (docs/DESIGN.md "Topics").
+rich headers), sends the record without waiting and returns the job id at once. Delivery is
+checked by ``flush()`` (or per record with ``on_delivery`` / ``wait=True``); only failures are
+reported into Python until a caller asks for per-record reports (``Producer._reporting``).
+Delayed jobs go to the wait tier of their topic with ``sj-due-at``; the worker runs them when
+due (docs/DESIGN.md "Topics").
 
 The underlying client is an idempotent producer (``enable.idempotence=true``, ``acks=all``), so
 broker retries never duplicate or reorder records within a partition. See docs/producer.md.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -87,7 +90,7 @@ class _TypeInfo:
     """What emit needs per job type, computed once."""
 
     __slots__ = ("const_size", "encode", "key_by_id", "key_field", "name", "rich", "rich_size",
-                 "status", "suffix", "target", "tier_topics", "tiers", "topic", "unique")
+                 "room", "status", "suffix", "target", "tier_topics", "tiers", "topic", "unique")
 
     def __init__(self, catalogue: Catalogue, codec: Codec, name: str,
                  status: StatusWriter | None) -> None:
@@ -114,6 +117,9 @@ class _TypeInfo:
         fixed = [*self.rich, (h.JOB_ID, b"x" * 36), (h.CREATED_AT, b"x" * 13)]
         self.rich_size = _BATCH_OVERHEAD + sum(len(k) + len(v) + _HEADER_OVERHEAD
                                                for k, v in fixed)
+        # Bytes of key + value that fit a compact record on the topic (its size limit minus
+        # const_size); -1 until the limit was read (Producer._room).
+        self.room = -1
         self.tiers = catalogue.wait_tiers(job.topic)
         self.tier_topics = {t: retry_topic(job.topic, t) for t in self.tiers}
         # The start of its ``emitted`` status record, for job types recording everything.
@@ -143,14 +149,18 @@ class Producer:
             "linger.ms": linger_ms,
             # Bounds how long a record may wait for the broker before its delivery fails.
             "message.timeout.ms": max(1, round(delivery_timeout * 1000)),
-            # Full delivery reports, not delivery.report.only.error: a success without an
-            # offset must be seen, per-record success callbacks (on_delivery=, wait=True) need
-            # them, and a second client for those would let records of one key overtake each
-            # other (docs/producer.md).
             "on_delivery": self._tracker.callback,
+            # Only failures reach Python: a success report per record (a Message object and a
+            # call on the poll thread) costs emit about a tenth of its rate. The first
+            # on_delivery= or wait=True switches to a client with every report (_reporting).
+            "delivery.report.only.error": True,
         }
         every = client_settings(self.config, "producer", conf, overrides=settings)
         self._client_max = int(every.get("message.max.bytes", _CLIENT_MAX))
+        self._conf, self._settings = conf, settings
+        self._all_reports = not _truthy(every.get("delivery.report.only.error"))
+        self._switch = threading.Lock()
+        self._retired: list[tuple[Any, Poller]] = []  # clients before the switch, still served
         self._admin: AdminClient | None = None
         self._types: dict[str, _TypeInfo] = {}
         self._lanes: dict[tuple[str, str], _TypeInfo] = {}  # (job type, priority lane)
@@ -194,7 +204,12 @@ class Producer:
             self._record_emitted(job_type, record)
             return record[4]
         # The common case, inlined: a call per record is a real share of emit's cost.
-        info = self._types.get(job_type) or self._type_info(job_type)
+        try:
+            info = self._types[job_type]
+        except KeyError:
+            info = None  # outside the handler: an UnknownJobType carries no KeyError context
+        if info is None:
+            info = self._type_info(job_type)
         value = info.encode(payload)
         now_ms = _time_ns() // 1_000_000
         job_id = _new_job_id(now_ms)
@@ -207,16 +222,20 @@ class Producer:
             key = key.encode()
         if key is None and info.key_by_id:
             key = job_id.encode()
-        size = info.const_size + len(value) + (len(key) if key else 0)
-        topic = info.topic
-        if size > (self._limits.get(topic) or self._fetch_limit(topic)):
-            raise RecordTooLarge(size, self._limits[topic], topic=topic)
+        size = len(value) + (len(key) if key else 0)
+        room = info.room
+        if size > room and size > (room if room >= 0 else self._room(info)):
+            raise RecordTooLarge(size + info.const_size, self._limits[info.topic],
+                                 topic=info.topic)
         # A str value: the client writes its UTF-8 itself, sparing a bytes object.
         hdrs: _Headers = [(_META, job_id + info.suffix)]
         try:
-            self._kafka.produce(topic, value, key, headers=hdrs, timestamp=now_ms)
+            # Positional (partition -1: the partitioner's; no per-record callback): the
+            # client's keyword parsing costs more than the header.
+            self._kafka.produce(info.topic, value, key, -1, None, None, now_ms, hdrs)
         except (BufferError, ClientError):
-            self._send((topic, key, value, hdrs, job_id, size, now_ms), None)
+            self._send((info.topic, key, value, hdrs, job_id, size + info.const_size, now_ms),
+                       None)
         if info.status is not None:
             self._emitted(info, job_id, now_ms, None)
         return job_id
@@ -237,7 +256,10 @@ class Producer:
         ids = _new_job_ids(len(batch), now_ms)
         last_type: str | None = None
         info: _TypeInfo | None = None
-        limit = 0
+        # The current job type's state, in locals: an attribute load per field and job is a
+        # real share of a batch's Python work.
+        encode: Callable[[Mapping[str, Any]], bytes] | None = None
+        topic, key_field, key_by_id, suffix, const, room = "", None, False, "", 0, 0
         for i, job in enumerate(batch):
             try:
                 if isinstance(job, Job):
@@ -251,24 +273,26 @@ class Producer:
                     continue
                 # (type, payload): emit's common case, with the per-type state kept across jobs.
                 job_type, payload = job
-                if job_type != last_type or info is None:
+                if job_type != last_type or info is None or encode is None:
                     info = types.get(job_type) or self._type_info(job_type)
                     last_type = job_type
-                    limit = self._limits.get(info.topic) or self._fetch_limit(info.topic)
-                value = info.encode(payload)
+                    room = info.room if info.room >= 0 else self._room(info)
+                    encode, topic, key_field, key_by_id = (info.encode, info.topic,
+                                                           info.key_field, info.key_by_id)
+                    suffix, const = info.suffix, info.const_size
+                value = encode(payload)
                 job_id = ids[i]
                 key = None
-                if info.key_field is not None:
-                    field_value = payload.get(info.key_field)
+                if key_field is not None:
+                    field_value = payload.get(key_field)
                     if field_value is not None:
                         key = str(field_value).encode()
-                if key is None and info.key_by_id:
+                if key is None and key_by_id:
                     key = job_id.encode()
-                size = info.const_size + len(value) + (len(key) if key else 0)
-                topic = info.topic
-                if size > limit:
-                    raise RecordTooLarge(size, limit, topic=topic)
-                append((topic, key, value, [(_META, job_id + info.suffix)], job_id, size,
+                size = len(value) + (len(key) if key else 0)
+                if size > room:
+                    raise RecordTooLarge(size + const, self._limits[topic], topic=topic)
+                append((topic, key, value, [(_META, job_id + suffix)], job_id, size + const,
                         now_ms))
                 if info.status is not None:
                     emitted.append((info, job_id, now_ms))
@@ -282,10 +306,17 @@ class Producer:
             produce = self._kafka.produce
             send = self._send
             for rec in records:
+                rec_topic, rec_key, rec_value, hdrs, _, _, ts = rec
                 try:
-                    produce(rec[0], rec[2], rec[1], headers=rec[3], timestamp=rec[6])
+                    produce(rec_topic, rec_value, rec_key, -1, None, None, ts, hdrs)
                 except (BufferError, ClientError):
                     send(rec, None)
+            used = getattr(produce, "__self__", None)
+            if used is not None and used is not self._kafka:
+                # Another thread switched clients (_reporting) during the loop: this batch's
+                # tail went to the old one, so it is acknowledged before the caller's next
+                # records (on the new one) can overtake it.
+                used.flush(self.delivery_timeout + 5)
         for info, job_id, now_ms in emitted:
             self._emitted(info, job_id, now_ms, None)
         for job_type, rec in prepared:
@@ -295,7 +326,10 @@ class Producer:
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every outstanding delivery; raise DeliveryFailed if any record failed since
         the last flush, or (code ``_TIMED_OUT``) if some are still in flight after ``timeout``."""
-        remaining = self._kafka.flush(-1 if timeout is None else timeout)
+        wait = -1 if timeout is None else timeout
+        for client, _ in self._retired:  # the status writer's, after a switch (_reporting)
+            client.flush(wait)
+        remaining = self._kafka.flush(wait)
         self._tracker.raise_failures()
         if remaining:
             raise DeliveryFailed(f"{remaining} record(s) still waiting for the broker after "
@@ -307,8 +341,9 @@ class Producer:
         if self._closed:
             return
         self._closed = True
-        self._kafka.flush(self.delivery_timeout)
-        self._poller.stop()
+        for client, poller in [*self._retired, (self._kafka, self._poller)]:
+            client.flush(self.delivery_timeout)
+            poller.stop()
         self._destroy()
 
     def _destroy(self) -> None:
@@ -317,6 +352,8 @@ class Producer:
         # still retrying a refused login can crash the process at exit.
         self._tracker.client = None
         self._admin = None
+        for client, _ in self._retired:
+            client.close()
         self._kafka.close()
 
     # -- status -----------------------------------------------------------------------------
@@ -419,6 +456,7 @@ class Producer:
         info = copy.copy(base)
         info.topic = topic
         info.target = topic.encode()
+        info.room = -1
         info.tier_topics = {t: retry_topic(topic, t) for t in info.tiers}
         self._lanes[(base.name, lane)] = info
         return info
@@ -443,6 +481,12 @@ class Producer:
             limit = self._fetch_limit(topic)
         if record[5] > limit:
             raise RecordTooLarge(record[5], limit, topic=topic)
+
+    def _room(self, info: _TypeInfo) -> int:
+        """``info.room``, reading its topic's size limit the first time."""
+        limit = self._limits.get(info.topic) or self._fetch_limit(info.topic)
+        info.room = limit - info.const_size
+        return info.room
 
     def _fetch_limit(self, topic: str) -> int:
         """min(topic's max.message.bytes, client's message.max.bytes), asked once per topic.
@@ -470,7 +514,38 @@ class Producer:
         limit = self._limits[topic] = min(topic_max, self._client_max)
         return limit
 
+    def _reporting(self) -> None:
+        """From now on, send through a client that reports every delivery, success included
+        (once per producer: ``on_delivery=`` and ``wait=True`` need success reports, and
+        librdkafka sets ``delivery.report.only.error`` per client). The old client's records
+        are all acknowledged (or failed) before the new one sends anything, so records of one
+        key keep their order across the switch; it stays open, served by its poll thread, for
+        what else still holds it (the status writer), and closes with the producer."""
+        with self._switch:
+            if self._all_reports:
+                return
+            old = self._kafka
+            new = connection.producer(self.config, self._conf,
+                                      overrides={**(self._settings or {}),
+                                                 "delivery.report.only.error": False})
+            # Other threads' emits wait at the gate meanwhile, so the flush ends.
+            self._kafka = _Gate(self)  # type: ignore[assignment]
+            try:
+                old.flush(self.delivery_timeout + 5)
+                poller = Poller(new)
+                poller.start()
+            except BaseException:
+                self._kafka = old
+                new.close()
+                raise
+            self._retired.append((old, self._poller))
+            self._kafka, self._poller = new, poller
+            self._tracker.client = new
+            self._all_reports = True
+
     def _send(self, record: _Record, on_delivery: OnDelivery | None) -> None:
+        if on_delivery is not None and not self._all_reports:
+            self._reporting()
         cb = (None if on_delivery is None
               else self._tracker.per_message(record[4], record[3], on_delivery))
         queued, _ = connection.until_queued(self._kafka, lambda: self._send_once(record, cb),
@@ -492,6 +567,28 @@ class Producer:
             if err.name() == "MSG_SIZE_TOO_LARGE":
                 raise RecordTooLarge(size, self._client_max, topic=topic) from None
             raise translate(exc, f"cannot produce job {job_id}", topic=topic) from None
+
+
+class _Gate:
+    """Stands in for the client while ``Producer._reporting`` switches clients: a thread that
+    reaches it waits until the switch is done, then uses the new client. (emit's hot path
+    reads ``_kafka`` once per record and calls ``produce`` with no switch of threads in
+    between, so no record of it lands in the old client after its flush.)"""
+
+    __slots__ = ("_producer",)
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+
+    def __getattr__(self, name: str) -> Any:
+        with self._producer._switch:
+            pass
+        return getattr(self._producer._kafka, name)
+
+
+def _truthy(value: Any) -> bool:
+    """A librdkafka boolean setting as given in Python (True or "true")."""
+    return value is True or str(value).lower() == "true"
 
 
 def _queue_full(record: _Record, timeout: float) -> DeliveryFailed:
@@ -583,6 +680,8 @@ class AsyncProducer:
         fut: asyncio.Future[None] | None = None
         cb: Callable[[Any, Any], None] | None = None
         if wait:
+            if not p._all_reports:
+                await asyncio.to_thread(p._reporting)
             # The failure goes to the awaiting caller only, not to flush() as well.
             loop = asyncio.get_running_loop()
             fut = loop.create_future()

@@ -211,15 +211,8 @@ class Codec:
                 raise PayloadError(job_type, "", f"{type(exc).__name__}: {exc}") from None
             return out.getvalue()
 
-        fast = compile_encoder(parsed, prefix)
-        if fast is None:
-            enc = checked
-        else:
-            def enc(payload: Mapping[str, Any]) -> bytes:
-                try:
-                    return fast(payload)
-                except Exception:  # outside the fast path, maybe invalid: check it
-                    return checked(payload)
+        # Outside the fast path (maybe invalid), a payload is checked.
+        enc = compile_encoder(parsed, prefix, checked) or checked
         self._encoders[job_type] = enc
         return enc
 

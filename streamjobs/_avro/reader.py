@@ -76,17 +76,25 @@ class _Gen:
         self.consts[name] = value
         return name
 
-    def long(self, ind: int, target: str) -> None:
+    def varint(self, ind: int) -> None:
+        """Reads a varint into ``x``: one and two bytes inline (values below 8192, the usual
+        ones), longer ones through ``_varint``."""
         e = self.emit
         e(ind, "x = b[p]; p += 1")
-        e(ind, "if x > 127: x, p = _varint(b, p, x)")
+        e(ind, "if x > 127:")
+        e(ind + 1, "c = b[p]")
+        e(ind + 1, "if c < 128: x = (x & 127) | (c << 7); p += 1")
+        e(ind + 1, "else: x, p = _varint(b, p, x)")
+
+    def long(self, ind: int, target: str) -> None:
+        e = self.emit
+        self.varint(ind)
         e(ind, f"{target} = (x >> 1) ^ -(x & 1)")
 
     def length(self, ind: int, end: str) -> None:
         """Reads a byte length; ``end`` = offset after the bytes (checked against n)."""
         e = self.emit
-        e(ind, "x = b[p]; p += 1")
-        e(ind, "if x > 127: x, p = _varint(b, p, x)")
+        self.varint(ind)
         e(ind, "if x & 1: raise _Bad")  # negative length
         e(ind, f"{end} = p + (x >> 1)")
         e(ind, f"if {end} > n: raise _Bad")

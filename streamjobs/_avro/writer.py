@@ -220,16 +220,24 @@ class _Gen:
         return [*lines, f"{pad}if len({x}) != n_: raise _Slow"], parts
 
 
-def compile_encoder(parsed: dict[str, Any], prefix: bytes = b"") -> Callable[[Any], bytes] | None:
+def compile_encoder(parsed: dict[str, Any], prefix: bytes = b"",
+                    fallback: Callable[[Any], bytes] | None = None
+                    ) -> Callable[[Any], bytes] | None:
     """``prefix`` + the Avro body of ``parsed`` (a fastavro-parsed record schema) for payloads
-    on the fast path; raises for any other payload. None if the schema is not supported."""
+    on the fast path; for any other payload, ``fallback(payload)``, or an exception without
+    one. None if the schema is not supported. (The fallback is called from inside: a wrapper
+    function around the encoder would cost emit a call per record.)"""
     gen = _Gen(parsed.get("__named_schemas", {}))
     try:
         lines, parts = gen.fields(parsed, "p", "    ")
     except (_Unsupported, KeyError, TypeError):
         return None
-    src = "\n".join([*gen.defs, "def encode(p):", *lines,
-                     f"    return b''.join(({', '.join([repr(prefix), *parts])},))"])
+    body = [*lines, f"    return b''.join(({', '.join([repr(prefix), *parts])},))"]
+    if fallback is not None:
+        gen.ns["_fallback"] = fallback
+        body = ["    try:", *("    " + line for line in body),
+                "    except Exception:", "        return _fallback(p)"]
+    src = "\n".join([*gen.defs, "def encode(p):", *body])
     exec(compile(src, f"<avro encoder {parsed.get('name')}>", "exec"), gen.ns)
     encode: Callable[[Any], bytes] = gen.ns["encode"]
     return encode

@@ -116,10 +116,12 @@ class RecordContext(JobContext):
     __slots__ = ("_created", "_id", "_msg", "_part", "_route")
 
     def __init__(self, msg: Any, part: Any, route: Any, offset: int, attempt: int,
-                 payload: dict[str, Any], created: bytes | None, id_b: bytes) -> None:
+                 payload: dict[str, Any], created: int | None, id_b: bytes) -> None:
         self._msg = msg
         self._id = id_b  # the job id as sent (the intake checked it is UTF-8)
-        self._created = created  # sj-created-at as sent; None: the record's timestamp
+        # Created-at (ms) when the intake read it (sj-created-at, or the record's timestamp
+        # when listeners want every job's); None: the record's timestamp, read when asked.
+        self._created = created
         self._part = part
         self._route = route
         self._handler = route.handler
@@ -161,8 +163,8 @@ class RecordContext(JobContext):
     @property
     def created_at_ms(self) -> int | None:  # type: ignore[override]
         c = self._created
-        if c:
-            return int(c)  # the intake checked that it parses
+        if c is not None:
+            return c
         ts: int = self._msg.timestamp()[1]  # the compact form: created-at is CreateTime
         return ts if ts > 0 else None
 

@@ -75,12 +75,13 @@ class Executor:
             t.start()
         self._loop: asyncio.AbstractEventLoop | None = None
         # Async chunks: the poll thread appends to the inbox and wakes the loop once per batch
-        # (not once per chunk); the loop starts up to ``concurrency`` tasks and queues the rest
-        # (a counter and a deque: no semaphore waiter per queued chunk).
+        # (not once per chunk); the loop queues them and runs up to ``concurrency`` places
+        # (_slot; a counter and a deque: no semaphore waiter per queued chunk).
         self._inbox: deque[tuple[Any, Hashable | None, Chunk]] = deque()
         self._inbox_wake = False
         self._queued: Any = RankedDeque(ranks) if ranks else deque()
         self._active = 0
+        self._places: set[asyncio.Task[None]] = set()  # see _slot
         # part -> (jobs, durations, perf_counter ends): async successes of this loop iteration
         self._tick: dict[Any, tuple[list[JobContext], list[float], list[float]]] = {}
         self._tick_flush = False
@@ -168,6 +169,8 @@ class Executor:
         running = self.running if self.track_running else None
         failed: list[FailedJob] | None = None
         ran = len(jobs)
+        plain: Any = None  # the last handler that runs as a plain call (no timeout, sync)
+        func: Any = None
         for ctx in jobs:  # the hot loop: a handler call and three flag checks per job
             if part.revoked or self.stopping:
                 ran = jobs.index(ctx)
@@ -176,11 +179,14 @@ class Executor:
                 running[slot] = ctx
             handler = ctx._handler
             try:
-                if handler.is_async:
+                if handler is plain:
+                    func(ctx.payload, ctx)
+                elif handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
                 elif handler.timeout is None and ctx._job.timeout_s is None:
-                    handler.func(ctx.payload, ctx)
+                    plain, func = handler, handler.func  # one handler per job type
+                    func(ctx.payload, ctx)
                 else:
                     self._timed(slot, ctx)
             except BaseException as exc:
@@ -207,6 +213,8 @@ class Executor:
         first = 0  # index of the run's first job: the run is jobs[first:first + len(ends)]
         ends: list[float] = []
         add = ends.append
+        plain: Any = None  # the last handler that runs as a plain call (no timeout, sync)
+        func: Any = None
         start = clock()
         wall = time.time() - start  # perf_counter -> wall clock
         for ctx in jobs:  # the hot loop: a handler call, a clock read, an append per job
@@ -217,11 +225,14 @@ class Executor:
                 running[slot] = ctx
             handler = ctx._handler
             try:
-                if handler.is_async:
+                if handler is plain:
+                    func(ctx.payload, ctx)
+                elif handler.is_async:
                     assert loop is not None
                     asyncio.run_coroutine_threadsafe(self._call_async(ctx), loop).result()
                 elif handler.timeout is None and ctx._job.timeout_s is None:
-                    handler.func(ctx.payload, ctx)
+                    plain, func = handler, handler.func  # one handler per job type
+                    func(ctx.payload, ctx)
                 else:
                     self._timed(slot, ctx)
             except BaseException as exc:
@@ -355,54 +366,74 @@ class Executor:
         loop = self._loop
         assert loop is not None
         queued = self._queued
-        bus = self.bus
-        # One-job unordered chunks with at most summaries wanted (the usual async set-up):
-        # one coroutine per job, no chunk machinery (see _run_one).
-        lean = not (bus.wants(JobStarted) or bus.wants_each(JobSucceeded))
         while queued and self._active < self.concurrency:
             self._active += 1
-            part, lane, chunk = queued.popleft()
-            if (lean and lane is None and type(chunk) is tuple and len(chunk[0]) == 1
-                    and part.single_type is not None):
-                loop.create_task(self._run_one(part, chunk[0][0], chunk[1]))
-            else:
-                loop.create_task(self._run_async(part, lane, chunk))
+            # Held here: the loop keeps only weak references to its tasks.
+            self._places.add(loop.create_task(self._slot(queued.popleft())))
+
+    async def _slot(self, task: tuple[Any, Hashable | None, Chunk | list[Chunk]]) -> None:
+        """One of the ``concurrency`` places on the loop: runs ``task``, then the next queued
+        one, until the queue is empty. A finished job's place takes the next job in the same
+        step (no new asyncio task, no loop iteration in between)."""
+        bus = self.bus
+        queued = self._queued
+        ran = 0
+        try:
+            while True:
+                part, lane, chunk = task
+                # One-job unordered chunks with at most summaries wanted (the usual async
+                # set-up): no chunk machinery (see _run_one).
+                if (lane is None and type(chunk) is tuple and len(chunk[0]) == 1
+                        and part.single_type is not None and not bus.wants(JobStarted)
+                        and not bus.wants_each(JobSucceeded)):
+                    await self._run_one(part, chunk[0][0], chunk[1])
+                else:
+                    await self._run_async(part, lane, chunk)
+                if not queued:
+                    return
+                ran += 1
+                if ran % SLOT_YIELD_EVERY == 0:
+                    # Handlers that never suspend would otherwise hold the loop for the whole
+                    # queue (the inbox, timers and the other places wait for a turn).
+                    await asyncio.sleep(0)
+                    if not queued:
+                        return
+                task = queued.popleft()
+        finally:
+            self._active -= 1
+            self._places.discard(asyncio.current_task())
+            if queued:
+                self._start_queued()
 
     async def _run_one(self, part: Any, ctx: JobContext, offsets: Sequence[int]) -> None:
         """A one-job chunk on the loop: the handler, two clock reads, one completion (its
         offset and the task's end together); the success joins this iteration's summary."""
+        if part.revoked or self.stopping:
+            self.completions.append((part, _NONE, None, True, None))
+            return
+        running = self.running_async if self.track_running else None
+        if running is not None:
+            running.add(ctx)
+        clock = time.perf_counter
+        t0 = clock()
         try:
-            if part.revoked or self.stopping:
-                self.completions.append((part, _NONE, None, True, None))
-                return
-            running = self.running_async if self.track_running else None
-            if running is not None:
-                running.add(ctx)
-            clock = time.perf_counter
-            t0 = clock()
-            try:
-                handler = ctx._handler
-                if handler.timeout is None and ctx._job.timeout_s is None:
-                    await handler.func(ctx.payload, ctx)
-                else:
-                    await self._call_async(ctx)
-            except BaseException as exc:
-                if running is not None:
-                    running.discard(ctx)
-                failed = [self._failed(ctx, exc, clock() - t0, self.bus.wants(JobFailed))]
-                self.completions.append((part, _NONE, failed, True, None))
-                return
-            t1 = clock()
+            handler = ctx._handler
+            if handler.timeout is None and ctx._job.timeout_s is None:
+                await handler.func(ctx.payload, ctx)
+            else:
+                await self._call_async(ctx)
+        except BaseException as exc:
             if running is not None:
                 running.discard(ctx)
-            if self.bus.wants(JobsSucceeded):
-                self._ticked(part, ctx, t1 - t0, t1)
-            self.completions.append((part, offsets, None, True,
-                                     [ctx] if self.record_ok else None))
-        finally:
-            self._active -= 1
-            if self._queued:
-                self._start_queued()
+            failed = [self._failed(ctx, exc, clock() - t0, self.bus.wants(JobFailed))]
+            self.completions.append((part, _NONE, failed, True, None))
+            return
+        t1 = clock()
+        if running is not None:
+            running.discard(ctx)
+        if self.bus.wants(JobsSucceeded):
+            self._ticked(part, ctx, t1 - t0, t1)
+        self.completions.append((part, offsets, None, True, [ctx] if self.record_ok else None))
 
     def _ticked(self, part: Any, ctx: JobContext, duration: float, end: float) -> None:
         acc = self._tick.get(part)
@@ -417,37 +448,32 @@ class Executor:
 
     async def _run_async(self, part: Any, lane: Hashable | None,
                          chunk: Chunk | list[Chunk]) -> None:
-        try:
-            chunks = chunk if isinstance(chunk, list) else [chunk]
-            queued = self._queued  # lower lanes hand their rest back, as in _run_sync
-            yields = isinstance(queued, RankedDeque) and queued.rank(part) > 0
-            first = True
-            while True:
-                early = False
-                if yields:
-                    chunks = _sliced(chunks, YIELD_EVERY)
-                for i, (jobs, offsets) in enumerate(chunks):
-                    if yields and not first and queued.yield_to(part):
-                        queued.append((part, lane, chunks[i:]))
-                        return
-                    first = False
-                    early = await self._run_chunk_async(part, jobs, offsets)
-                    if early:
-                        break
-                nxt = None
-                if lane is not None:
-                    if early:
-                        self.lanes.release(lane)
-                    else:
-                        nxt = self.lanes.take(lane)
-                if nxt is None:
-                    self.completions.append((part, _NONE, None, True, None))
+        chunks = chunk if isinstance(chunk, list) else [chunk]
+        queued = self._queued  # lower lanes hand their rest back, as in _run_sync
+        yields = isinstance(queued, RankedDeque) and queued.rank(part) > 0
+        first = True
+        while True:
+            early = False
+            if yields:
+                chunks = _sliced(chunks, YIELD_EVERY)
+            for i, (jobs, offsets) in enumerate(chunks):
+                if yields and not first and queued.yield_to(part):
+                    queued.append((part, lane, chunks[i:]))
                     return
-                chunks = nxt
-        finally:
-            self._active -= 1
-            if self._queued:
-                self._start_queued()
+                first = False
+                early = await self._run_chunk_async(part, jobs, offsets)
+                if early:
+                    break
+            nxt = None
+            if lane is not None:
+                if early:
+                    self.lanes.release(lane)
+                else:
+                    nxt = self.lanes.take(lane)
+            if nxt is None:
+                self.completions.append((part, _NONE, None, True, None))
+                return
+            chunks = nxt
 
     async def _run_chunk_async(self, part: Any, jobs: list[JobContext],
                                offsets: Sequence[int]) -> bool:
@@ -563,6 +589,7 @@ _NONE: list[int] = []  # "no offsets" (never mutated)
 
 
 YIELD_EVERY = 1  # jobs between a lower lane task's looks at the queue
+SLOT_YIELD_EVERY = 64  # tasks a place on the loop runs back to back before it yields once
 
 
 def _sliced(chunks: list[Chunk], size: int) -> list[Chunk]:
@@ -573,6 +600,20 @@ def _sliced(chunks: list[Chunk], size: int) -> list[Chunk]:
 
 
 _CREATED = attrgetter("created_at_ms")
+_RAW_CREATED = attrgetter("_created")
+
+
+def created_at(jobs: Sequence[JobContext]) -> tuple[int | None, ...]:
+    """``created_at_ms`` of each of ``jobs``: as the intake read them (``RecordContext``
+    reads its record's timestamp when listeners want success summaries), one C-level pass;
+    when any is missing, or a job is no ``RecordContext``, through the property."""
+    try:
+        created: tuple[int | None, ...] = tuple(map(_RAW_CREATED, jobs))
+    except AttributeError:  # not all of them RecordContexts
+        return tuple(map(_CREATED, jobs))
+    if None in created:
+        return tuple(map(_CREATED, jobs))
+    return created
 
 
 def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, start: float,
@@ -583,7 +624,7 @@ def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, star
         return
     n = len(ends)
     durations = tuple(map(sub, ends, chain((start,), ends)))
-    created = tuple(map(_CREATED, jobs[first:first + n] if first or n < len(jobs) else jobs))
+    created = created_at(jobs[first:first + n] if first or n < len(jobs) else jobs)
     bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition, wall + start,
                            durations, created))
 

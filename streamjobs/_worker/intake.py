@@ -17,6 +17,7 @@ import heapq
 import itertools
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _headers as h
@@ -24,7 +25,7 @@ from .._avro.codec import Codec
 from .._avro.framing import header_of
 from .._avro.reader import BodyReader
 from ..errors import DecodeError, UnknownSchema
-from ..events import EventBus, JobReceived, JobsReceived
+from ..events import EventBus, JobReceived, JobsReceived, JobsSucceeded
 from .context import JobContext, RecordContext
 from .failures import Failure, describe
 from .partition import Part
@@ -48,7 +49,7 @@ class Taken:
 
     def __init__(self, in_flight: int) -> None:
         self.in_flight = in_flight
-        self.jobs: list[tuple[Part, list[JobContext], list[int] | None]] = []
+        self.jobs: list[tuple[Part, list[JobContext], Sequence[int] | None]] = []
         self.routed: list[tuple[Part, Routed]] = []
         self.pause = False  # the in-flight bound was reached
         self.held = False  # a wait tier's partition holds until its records fall due
@@ -88,107 +89,168 @@ class Intake:
              max_in_flight: int) -> Taken:
         """Turn a consumed batch into jobs, one chunk per partition, and decisions.
 
-        The per-record hot path (known type and writer, first attempt, plain headers) is
-        inlined: one scan of the header list, one compiled body read, one ``RecordContext``,
-        two list appends. Everything else goes through ``_decode`` (precise errors, poison).
-        Offsets reach the trackers in bulk, in offset order.
+        The per-record hot path (a first-attempt job in the compact form, its type's writer
+        schema already read once) is inlined: three ``Message`` reads, one look at the one
+        header, one compiled body read, one ``RecordContext``, one append. What a partition
+        needs checked (its state, wait tier, throttle) is looked up once per run of its
+        records, and the offsets reach the tracker in bulk (a ``range`` when contiguous, which
+        the runner retires as one). Everything else goes through ``_one`` (rich headers, a
+        wait tier, a throttled type, poison).
         """
         taken = Taken(in_flight)
-        throttle = self.throttle
         by_type = self.routes.by_type
         readers = self._readers
         max_bytes = self._max_bytes
-        batches: dict[Part, list[Any]] = {}  # part -> [jobs, offsets, how many added]
+        throttle = self.throttle
+        meta = h.META
+        # Listeners of success summaries read every job's created-at (executor.created_at).
+        stamp = self.bus.wants(JobsSucceeded)
+        batches: dict[Part, list[Any]] = {}  # part -> [jobs, unused, how many the tracker has]
         last_t: str | None = None
         last_p = -1
         part: Part | None = None
         batch: list[Any] = []
         jobs: list[JobContext] = []
-        offs: list[int] = []
+        add = jobs.append
+        hot = False  # this partition's records may take the inlined path
+        nf = -1
+        skip = False
+        sfx = b""  # ";<type>" of a one-type topic: its compact header ends with it
+        one: Route | None = None  # that type's route
         route_c: Route | None = None  # the last (route, framing) -> reader, cached
         prefix_c = b""
         body_c = 0
         read_c: Any = None
-        now_ms = 0.0
         for m in msgs:
-            if m.error() is not None:
-                continue  # partition EOF is off; fetch errors are retried by librdkafka
             t = m.topic()
             p = m.partition()
             if p != last_p or t != last_t:
-                part = parts.get((t, p))
-                last_t, last_p = t, p
                 if part is not None:
-                    found = batches.get(part)
-                    if found is None:
-                        found = batches[part] = [[], [], 0]
-                    batch = found
-                    jobs, offs = batch[0], batch[1]
-            if part is None or part.paused or part.revoked:
+                    part.next_fetch = nf
+                last_t, last_p = t, p
+                part = parts.get((t, p)) if t is not None else None
+                if part is None:
+                    continue
+                nf = part.next_fetch  # first offset not taken, kept here while in this run
+                skip = part.paused or part.revoked
+                batch = batches.get(part)  # type: ignore[assignment]
+                if batch is None:
+                    batch = batches[part] = [[], None, 0]
+                jobs = batch[0]
+                add = jobs.append
+                hot = part.wait is None and (throttle is None
+                                             or part.job_topic not in throttle.topics)
+                single = part.single_type.encode() if part.single_type else b""
+                one = by_type.get(single) if single else None
+                sfx = b";" + single if one is not None else b"\xff"  # no ASCII value ends so
+            if part is None or skip:
                 continue  # stale: paused/revoked records are fetched again later
+            if m.error() is not None:
+                continue  # partition EOF is off; fetch errors are retried by librdkafka
             offset = m.offset()
-            if offset < part.next_fetch:
+            if offset < nf:
                 continue
             if in_flight >= max_in_flight:
                 taken.pause = True  # next_fetch stays here: the pause seeks back to it
                 continue
-            if throttle is not None and part.job_topic in throttle.topics:
-                part.next_fetch = offset  # if held (throttle.py), the pause seeks back here
-                if not throttle.admit(part, m, offset):
-                    continue
-            if part.wait is not None:
-                if not now_ms:
-                    now_ms = time.time() * 1000.0
-                if self._wait_record(m, part, offset, now_ms, taken):
-                    in_flight += 1
-                continue
-            part.next_fetch = offset + 1
-            in_flight += 1
-            type_b, id_b, a, c = _scan(m.headers())  # either form (compact or rich)
-            route = by_type.get(type_b) if type_b is not None else None
-            value = m.value()
-            if (route is not None and id_b is not None and value is not None
-                    and (a is None or a == b"1") and (c is None or c.isdigit())
-                    and id_b.isascii()):
-                if route is not route_c or not value.startswith(prefix_c):
-                    route_c, prefix_c = route, header_of(value)
-                    body_c = len(prefix_c)
-                    read_c = readers.get((route, prefix_c))
-                if read_c is not None and len(value) <= max_bytes:
-                    try:
-                        payload = read_c(value, body_c)
-                    except Exception:
-                        payload = None  # _decode below finds out what is wrong
-                    if payload is not None:
-                        jobs.append(RecordContext(m, part, route, offset, 1, payload, c,
-                                                  id_b))
-                        offs.append(offset)
-                        continue
-            # Slow path: the tracker gets what this batch took so far, then this offset.
-            self._add_taken(part, batch)
-            part.tracker.add(offset)
-            try:
-                ctx = self._decode(m, part, offset)
-            except _Poison as poison:
-                taken.routed.append((part, self._poison(m, part, offset, poison)))
-                continue
-            jobs.append(ctx)
-            offs.append(offset)
-            batch[2] = len(offs)
+            if hot:
+                hd = m.headers()
+                if hd is not None and len(hd) == 1:
+                    k, v = hd[0]
+                    if k == meta and v is not None and v.isascii():
+                        if v.endswith(sfx):
+                            route = one
+                            id_b = v[:len(v) - len(sfx)]
+                        else:
+                            i = v.rfind(b";")
+                            route = by_type.get(v[i + 1:]) if i >= 0 else None
+                            id_b = v[:i]
+                        value = m.value()
+                        if route is not None and value is not None and len(value) <= max_bytes:
+                            if route is not route_c or not value.startswith(prefix_c):
+                                route_c, prefix_c = route, header_of(value)
+                                body_c = len(prefix_c)
+                                read_c = readers.get((route, prefix_c))
+                            if read_c is not None:
+                                try:
+                                    payload = read_c(value, body_c)
+                                except Exception:
+                                    payload = None  # _one below finds out what is wrong
+                                if payload is not None:
+                                    nf = offset + 1
+                                    in_flight += 1
+                                    created = None
+                                    if stamp:  # read here, while the message is in cache
+                                        ts = m.timestamp()[1]
+                                        created = ts if ts > 0 else None
+                                    add(RecordContext(m, part, route, offset, 1, payload,
+                                                      created, id_b))
+                                    continue
+            in_flight += self._one(m, part, offset, batch, taken, throttle)
+            nf = part.next_fetch  # _one moved it (a wait tier's hold, a throttle: not past)
+            skip = part.paused or part.revoked  # a wait tier's hold pauses its partition
+        if part is not None:
+            part.next_fetch = nf
         taken.in_flight = in_flight
         out = taken.jobs
         for part, batch in batches.items():
-            self._add_taken(part, batch)
             if batch[0]:
-                out.append((part, batch[0], batch[1]))
+                offs = _offsets(batch)
+                self._add_taken(part, batch, offs)
+                out.append((part, batch[0], offs))
         return taken
 
+    def _one(self, m: Any, part: Part, offset: int, batch: list[Any], taken: Taken,
+             throttle: Throttle | None) -> int:
+        """A record off the inlined path: rich headers, a wait tier, a throttled type, a
+        reader not cached yet, poison. Returns how many records it took (0 or 1)."""
+        if throttle is not None and part.job_topic in throttle.topics:
+            part.next_fetch = offset  # if held (throttle.py), the pause seeks back here
+            if not throttle.admit(part, m, offset):
+                return 0
+        if part.wait is not None:
+            now_ms = time.time() * 1000.0
+            return 1 if self._wait_record(m, part, offset, now_ms, taken) else 0
+        part.next_fetch = offset + 1
+        jobs = batch[0]
+        type_b, id_b, a, c = _scan(m.headers())  # either form (compact or rich)
+        route = self.routes.by_type.get(type_b) if type_b is not None else None
+        value = m.value()
+        if (route is not None and id_b is not None and value is not None
+                and (a is None or a == b"1") and (c is None or c.isdigit())
+                and id_b.isascii() and len(value) <= self._max_bytes):
+            read = self._readers.get((route, header_of(value)))
+            if read is not None:
+                try:
+                    payload = read(value, len(header_of(value)))
+                except Exception:
+                    payload = None  # _decode below finds out what is wrong
+                if payload is not None:
+                    jobs.append(RecordContext(m, part, route, offset, 1, payload,
+                                              int(c) if c else None, id_b))
+                    return 1
+        # Slow path: the tracker gets what this batch took so far, then this offset.
+        self._add_taken(part, batch)
+        part.tracker.add(offset)
+        try:
+            ctx = self._decode(m, part, offset)
+        except _Poison as poison:
+            taken.routed.append((part, self._poison(m, part, offset, poison)))
+            return 1
+        jobs.append(ctx)
+        batch[2] = len(jobs)
+        return 1
+
     @staticmethod
-    def _add_taken(part: Part, batch: list[Any]) -> None:
-        offs, added = batch[1], batch[2]
-        if added < len(offs):
-            part.tracker.add_many(offs if added == 0 else offs[added:])
-            batch[2] = len(offs)
+    def _add_taken(part: Part, batch: list[Any], offs: Sequence[int] | None = None) -> None:
+        # The tracker gets the offsets of the batch's jobs it has not seen yet (batch[2]: how
+        # many it has); ``offs``: all of them, when the caller has them.
+        jobs, added = batch[0], batch[2]
+        if added < len(jobs):
+            if offs is None or added:
+                offs = [ctx.offset for ctx in jobs[added:]]
+            part.tracker.add_many(offs)
+            batch[2] = len(jobs)
 
     def _decode(self, m: Any, part: Part, offset: int) -> JobContext:
         hdrs = m.headers()
@@ -225,7 +287,8 @@ class Intake:
                     payload = None
         if payload is None:
             payload = self._decode_payload(value, route, attempt)
-        return RecordContext(m, part, route, offset, attempt, payload, c, id_b)
+        return RecordContext(m, part, route, offset, attempt, payload, int(c) if c else None,
+                             id_b)
 
     def _foreign(self, m: Any, part: Part, offset: int, hdrs: h.Headers) -> JobContext:
         """A record without ``sj-type``/``sj-id`` (a foreign producer) on a topic of one job
@@ -330,6 +393,18 @@ class Intake:
             failure=poison.failure, attempt=poison.attempt,
             policy=poison.route.job.retry if poison.route else None, status_mode=mode,
             now_ms=int(time.time() * 1000))
+
+
+def _offsets(batch: list[Any]) -> Sequence[int]:
+    """The offsets of a partition's jobs in this batch: a ``range`` when contiguous (the usual
+    case: no list built per record), else a list."""
+    jobs = batch[0]
+    if not jobs:
+        return ()
+    first, last = jobs[0].offset, jobs[-1].offset
+    if last - first == len(jobs) - 1:
+        return range(first, last + 1)
+    return [ctx.offset for ctx in jobs]
 
 
 def announce(bus: EventBus, part: Part, jobs: list[JobContext], each: bool) -> None:

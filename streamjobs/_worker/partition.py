@@ -7,6 +7,12 @@ bound, a wait tier holding records not due yet) and pauses/resumes them through 
 Pausing is lossless only with a seek: librdkafka drops the pre-fetched records of a paused
 partition and resumes after the last record it handed us, but the loop may have handed some
 back (not taken). So every pause seeks to the partition's first record not taken.
+
+That makes a pause costly: every partition's pre-fetched records are fetched (and
+decompressed) again after the resume. So at the in-flight bound the loop first only stops
+taking records (``holding``: librdkafka keeps its pre-fetched ones) and pauses only if the
+bound still holds after ``SOFT_HOLD_S``; a pause stays needed then, because the consumer must
+be polled (rebalances, ``max.poll.interval.ms``) without handing out records.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from .routes import Routes
 if TYPE_CHECKING:
     from .._unique import SeenSet
 
-__all__ = ["Part", "Pauses", "by_consumer"]
+__all__ = ["SOFT_HOLD_S", "Part", "Pauses", "by_consumer"]
+
+SOFT_HOLD_S = 0.5  # at the in-flight bound: seconds of taking nothing before pausing
 
 
 class Part:
@@ -78,8 +86,14 @@ class Pauses:
 
     def __init__(self) -> None:
         self.for_in_flight = False  # paused because the in-flight bound was reached
+        self.full_since = 0.0  # ms: when the bound was reached, taking nothing since (0: not)
         self.dirty = False  # something changed: reconcile() must look at every partition
         self.count = 0  # partitions paused so far (tests and debugging)
+
+    @property
+    def holding(self) -> bool:
+        """At the in-flight bound: the loop takes no record (paused or not yet)."""
+        return self.for_in_flight or self.full_since > 0.0
 
     def request(self) -> None:
         """The in-flight bound was reached while taking a batch."""
@@ -94,11 +108,16 @@ class Pauses:
     def reconcile(self, parts: Collection[Part], *, in_flight: int, max_in_flight: int,
                   resume_at: int, stopping: bool, now_ms: float) -> None:
         """Pause what should be paused and resume the rest (cheap when nothing changed)."""
-        if in_flight >= max_in_flight and not self.for_in_flight:
-            self.request()
-        elif self.for_in_flight and in_flight <= resume_at:
-            self.for_in_flight = False
-            self.dirty = True
+        if self.holding and in_flight <= resume_at:
+            self.full_since = 0.0
+            if self.for_in_flight:
+                self.for_in_flight = False
+                self.dirty = True
+        elif not self.for_in_flight:
+            if in_flight >= max_in_flight and not self.full_since:
+                self.full_since = now_ms
+            if self.full_since and now_ms - self.full_since >= SOFT_HOLD_S * 1000.0:
+                self.request()  # still holding: poll the consumer paused from now on
         if not self.dirty and not any(0 < p.hold_until_ms <= now_ms for p in parts):
             return
         self.dirty = False

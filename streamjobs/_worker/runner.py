@@ -99,6 +99,7 @@ ALIVE_EVERY = 1.0
 BURST_CHECK_EVERY = 0.5
 WAIT_SWEEP_EVERY = 0.05  # the longest a due wait-tier record waits for the loop to look
 FETCH_QUEUE_BACKOFF_MS = 10
+HOLD_SLEEP = 0.001  # at the in-flight bound, not paused yet: between looks at completions
 
 
 class Worker:
@@ -385,12 +386,16 @@ class Worker:
                 if held is not None:
                     timeout = max(0.0, min(timeout, (held - now_ms) / 1000.0))
             room = bound - self.in_flight
-            msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
-            if msgs:
-                if self.broker.down:
-                    self.broker.records_arrived()
-                self._apply(intake.take(msgs, self.parts, self.in_flight, bound))
-            if waiter is not None:
+            if self._pauses.holding and not self._pauses.for_in_flight:
+                # At the bound, not paused yet (partition.py): take nothing, let jobs finish.
+                time.sleep(HOLD_SLEEP)
+            else:
+                msgs = self._fetch(min(s.batch_size, max(room, 1)), timeout)
+                if msgs:
+                    if self.broker.down:
+                        self.broker.records_arrived()
+                    self._apply(intake.take(msgs, self.parts, self.in_flight, bound))
+            if waiter is not None and not self._pauses.holding:
                 room = bound - self.in_flight
                 msgs = waiter.consume(min(s.batch_size, max(room, 1)), 0)
                 if msgs:

@@ -22,8 +22,9 @@ GROUP_PROTOCOLS = ("classic", "consumer")
 class WorkerSettings:
     """
     concurrency       sync handlers: threads in the pool; async handlers: jobs at once
-    max_in_flight     records taken from Kafka and not finished; at this bound every
-                      partition is paused (and resumed at half). None: max(5000, 20 x concurrency)
+    max_in_flight     records taken from Kafka and not finished; at this bound the worker takes
+                      no more until half are finished (every partition is paused if that takes
+                      longer than 0.5 s). None: max(5000, 20 x concurrency)
     ordering          partition (one job of a partition at a time, in order), key (same key
                       never concurrent, in order), key-strict (key, and a retried job keeps
                       its key's order: later jobs of the key wait for it; _worker/keyhold.py),

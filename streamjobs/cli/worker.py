@@ -119,7 +119,8 @@ def _log_json(log_format: str) -> bool:
                    "commit atomically per batch (read_committed consumers); also "
                    "App(exactly_once=True).")
 @click.option("--max-in-flight", type=int, default=None, envvar="STREAMJOBS_MAX_IN_FLIGHT",
-              help="Records taken and not finished before partitions pause. "
+              help="Records taken and not finished before the worker stops taking more "
+                   "(partitions pause if that lasts 0.5 s). "
                    "[default: max(5000, 20 x concurrency)]")
 @click.option("--group-protocol", type=click.Choice(["classic", "consumer"]), default="classic",
               show_default=True, envvar="STREAMJOBS_GROUP_PROTOCOL",

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
 from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
@@ -186,6 +192,97 @@ def test_delivery_failure_is_reported_by_flush_and_callback(
         p.flush()  # reported once: the next flush is clean
     finally:
         p.close()
+
+
+def test_plain_emit_failure_is_reported_by_flush_without_success_reports(
+        kafka_config: KafkaConfig, catalogue: Catalogue, make_topic: object,
+        admin: AdminClient) -> None:
+    """Rule: a producer sends only failure reports into Python (``delivery.report.only.error``)
+    until a caller asks for success reports, and a failure of a plain ``emit`` (no callback)
+    is still never silent: ``flush`` raises it. Here the broker refuses a record: the topic's
+    max.message.bytes was lowered after the producer read it."""
+    topic = make_topic("emails", partitions=1)  # type: ignore[operator]
+    p = Producer(catalogue, kafka_config, delivery_timeout=10)
+    try:
+        p.emit(JOB, {"user_id": "u0", "email": "small"})  # reads the limit (1 MB) once
+        p.flush(20)
+        assert not p._all_reports  # still the error-only client
+        res = ConfigResource(ResourceType.TOPIC, topic)
+        admin.incremental_alter_configs([ConfigResource(
+            ResourceType.TOPIC, topic, incremental_configs=[ConfigEntry(
+                "max.message.bytes", "1000",
+                incremental_operation=AlterConfigOpType.SET)])])[res].result(timeout=30)
+        for _ in range(50):  # the broker applies a topic config change asynchronously
+            entry = admin.describe_configs([res])[res].result(timeout=10)["max.message.bytes"]
+            if entry.value == "1000":
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        p.emit(JOB, {"user_id": "u1", "email": "x" * 3000})
+        with pytest.raises(DeliveryFailed) as info:
+            p.flush(20)
+        assert info.value.code == "MSG_SIZE_TOO_LARGE" and info.value.topic == topic
+        p.flush(20)  # reported once
+    finally:
+        p.close()
+    assert total_records(kafka_config, topic) == 1
+
+
+def test_first_success_callback_switches_clients_keeping_key_order(
+        kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
+    """Rule: the first ``on_delivery=`` moves the producer to a client that reports successes
+    too; the records already sent are acknowledged first, so records of one key stay in emit
+    order across the switch, and every callback hears of its own record."""
+    delivered: list[tuple[str, object]] = []
+    with Producer(catalogue, kafka_config, linger_ms=200) as p:
+        ids = [p.emit(JOB, {"user_id": "k", "email": f"e{i}"}) for i in range(50)]
+        assert not p._all_reports
+        ids.append(p.emit(JOB, {"user_id": "k", "email": "e50"},
+                          on_delivery=lambda jid, err: delivered.append((jid, err))))
+        assert p._all_reports
+        ids += [p.emit(JOB, {"user_id": "k", "email": f"e{i}"}) for i in range(51, 60)]
+        ids.append(p.emit(JOB, {"user_id": "k", "email": "e60"},
+                          on_delivery=lambda jid, err: delivered.append((jid, err))))
+    assert sorted(delivered, key=lambda d: ids.index(d[0])) == [(ids[50], None),
+                                                               (ids[60], None)]
+    got = [h.JobMeta.from_headers(m.headers()).job_id for m in read(kafka_config, topic, 61)]
+    assert got == ids  # one key, one partition: emit order
+
+
+def test_switch_keeps_each_threads_key_order_while_others_emit(
+        kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
+    """Rule: while one thread's first ``on_delivery=`` switches clients, other threads keep
+    emitting (plain ``emit`` and ``emit_many``); each thread's records of its key are read
+    back in the order it emitted them, none lost."""
+    sent: dict[str, list[str]] = {}
+    started = threading.Barrier(4)
+    with Producer(catalogue, kafka_config, linger_ms=50) as p:
+        def plain(key: str) -> None:
+            started.wait()
+            sent[key] = [p.emit(JOB, {"user_id": key, "email": f"e{i}"}) for i in range(5000)]
+
+        def batches(key: str) -> None:
+            started.wait()
+            ids: list[str] = []
+            for b in range(100):
+                ids += p.emit_many([(JOB, {"user_id": key, "email": f"e{b}-{i}"})
+                                    for i in range(50)])
+            sent[key] = ids
+
+        threads = [threading.Thread(target=plain, args=(f"t{n}",)) for n in range(2)]
+        threads.append(threading.Thread(target=batches, args=("batch",)))
+        for t in threads:
+            t.start()
+        started.wait()
+        p.emit(JOB, {"user_id": "cb", "email": "e"}, on_delivery=lambda jid, err: None)
+        assert any(t.is_alive() for t in threads)  # the switch happened among their emits
+        for t in threads:
+            t.join()
+    got: dict[bytes, list[str]] = {}
+    for m in read(kafka_config, topic, 15_001, timeout=60):
+        got.setdefault(m.key(), []).append(h.JobMeta.from_headers(m.headers()).job_id or "")
+    for key, ids in sent.items():
+        assert got[key.encode()] == ids, key
 
 
 def test_concurrent_emits_from_threads(kafka_config: KafkaConfig, catalogue: Catalogue,

@@ -108,3 +108,26 @@ def test_wait_raises_delivery_failed(kafka_config: KafkaConfig, catalogue: Catal
             await p.flush()  # the awaiting caller got the failure; flush does not repeat it
 
     asyncio.run(main())
+
+
+def test_wait_after_plain_emits_switches_clients_without_blocking(
+        kafka_config: KafkaConfig, catalogue: Catalogue, topic: str) -> None:
+    """Rule: the first emit(wait=True) after plain emits moves the producer to a client with
+    success reports in a worker thread (the loop keeps running while the first client's
+    records are acknowledged), and one key's records stay in emit order."""
+
+    async def main() -> list[str]:
+        ticker = Ticker()
+        task = asyncio.create_task(ticker.run())
+        async with AsyncProducer(catalogue, kafka_config, linger_ms=300) as p:
+            ids = [await p.emit(JOB, {"user_id": "k", "email": f"e{i}"}) for i in range(20)]
+            ticks = ticker.ticks
+            ids.append(await p.emit(JOB, {"user_id": "k", "email": "e20"}, wait=True))
+            assert ticker.ticks >= ticks + 10  # two lingers passed with the loop running
+            ids += [await p.emit(JOB, {"user_id": "k", "email": f"e{i}"}) for i in range(21, 25)]
+        task.cancel()
+        return ids
+
+    ids = asyncio.run(main())
+    got = [h.JobMeta.from_headers(m.headers()).job_id for m in read(kafka_config, topic, 25)]
+    assert got == ids

@@ -1,4 +1,4 @@
-"""Async handlers with ordering=unordered: one lean coroutine per job on the event loop, up
+"""Async handlers with ordering=unordered: one lean coroutine call per job on the event loop, up
 to --concurrency at once, successes summarised once per loop iteration and partition."""
 
 from __future__ import annotations

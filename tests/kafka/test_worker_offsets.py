@@ -1,5 +1,5 @@
-"""Offsets: contiguous watermark, long jobs keep their partitions, the in-flight bound pauses
-and resumes partitions without skipping a record."""
+"""Offsets: contiguous watermark, long jobs keep their partitions, the in-flight bound holds
+short waits without pausing and pauses and resumes partitions without skipping a record."""
 
 from __future__ import annotations
 
@@ -56,8 +56,11 @@ def test_job_longer_than_max_poll_interval_keeps_partitions(
 
 def test_in_flight_bound_pauses_and_resumes_without_skipping(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With max_in_flight=4 the worker pauses and resumes partitions many times (seeking back
-    to the first record not taken); every record runs exactly once."""
+    """With max_in_flight=4 and no hold before pausing (``SOFT_HOLD_S`` 0) the worker pauses
+    and resumes partitions many times (seeking back to the first record not taken); every
+    record runs exactly once."""
+    from streamjobs._worker import partition
+    monkeypatch.setattr(partition, "SOFT_HOLD_S", 0.0)
     env.create_topics("task")
     ids = [env.emit(key=f"k{i % 7}", sleep_ms=2) for i in range(100)]
     env.flush()
@@ -73,3 +76,23 @@ def test_in_flight_bound_pauses_and_resumes_without_skipping(
     assert w.worker.pauses > 5
     done = [x["id"] for x in env.lines()]
     assert sorted(done) == sorted(ids)  # exact: nothing skipped, nothing twice
+
+
+def test_in_flight_bound_holds_short_waits_without_pausing(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the in-flight bound the worker first only stops taking records: when jobs finish
+    within ``SOFT_HOLD_S`` nothing is paused (no pre-fetched record is fetched again), and
+    every record runs exactly once."""
+    env.create_topics("task")
+    ids = [env.emit(key=f"k{i % 7}", sleep_ms=2) for i in range(100)]
+    env.flush()
+    w = InProcess(env, monkeypatch, ordering="unordered", concurrency=2, max_in_flight=4,
+                  batch_size=50)
+    try:
+        wait_for(lambda: len(env.lines()) >= 100, 60, what="all jobs")
+        paused = w.worker.pauses
+    finally:
+        w.stop()
+    assert paused == 0
+    done = [x["id"] for x in env.lines()]
+    assert sorted(done) == sorted(ids)

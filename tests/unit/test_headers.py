@@ -54,3 +54,22 @@ def test_expand_gives_the_rich_form_in_place() -> None:
                    (h.TRACEPARENT, b"00-x")]
     assert h.JobMeta.from_headers(out) == h.JobMeta(ID, "send", 1, 1795820000123, False)
     assert h.expand(RICH, 5) == RICH  # already rich: unchanged
+
+
+def test_job_ids_are_unique_uuid7s_sorting_by_millisecond() -> None:
+    """Ids of one millisecond come from blocks of at most 4096 (a random prefix and a count):
+    across several blocks they stay unique UUIDv7s carrying that ms, and ids of a later ms sort
+    after them."""
+    import uuid
+
+    from streamjobs._status.lookup import created_ms
+
+    ms = 1795820000000
+    ids = [h.new_job_id(ms) for _ in range(5000)] + h.new_job_ids(5000, ms)
+    assert len(set(ids)) == 10_000
+    for job_id in ids:
+        u = uuid.UUID(job_id)
+        assert (u.version, u.variant, str(u)) == (7, uuid.RFC_4122, job_id)
+        assert created_ms(job_id) == ms
+    later = h.new_job_id(ms + 1)
+    assert all(job_id < later for job_id in ids)

@@ -158,13 +158,13 @@ def test_waiting_jobs_stretch_the_in_flight_bound_up_to_their_own_bound() -> Non
     assert hold.bounds(10, 5) == (12, 7)
     pauses = Pauses()  # 10 runnable + 2 waiting taken: no pause
     pauses.reconcile([], in_flight=12 - 1, max_in_flight=12, resume_at=7, stopping=False,
-                     now_ms=0.0)
-    assert not pauses.for_in_flight
+                     now_ms=1000.0)
+    assert not pauses.holding
     hold.wait(part, _Ctx(part, b"k", 4, _boom))
     bound, resume_at = hold.bounds(10, 5)
     pauses.reconcile([], in_flight=3, max_in_flight=bound, resume_at=resume_at,
-                     stopping=False, now_ms=0.0)
-    assert pauses.for_in_flight  # 3 waiting, nothing else: paused
+                     stopping=False, now_ms=1000.0)
+    assert pauses.holding  # 3 waiting, nothing else: no record is taken (then paused)
     hold.dead_lettered(part, b"k", "job-1")
     released: list[list[int]] = []
     hold.fire(_never, _idle, lambda p, jobs, job_id: released.append([c.offset for c in jobs]))

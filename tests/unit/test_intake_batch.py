@@ -1,0 +1,194 @@
+"""Intake's per-partition batches: the inlined path for compact first-attempt records and the
+general path (rich headers, foreign records, poison) give the same jobs, in offset order, with
+every taken offset in the partition's tracker; a contiguous run's offsets come as a ``range``
+(retired as one); the in-flight bound leaves the rest for later. And the back-pressure of
+``Pauses``: at the bound the loop first only stops taking, and pauses (seeking back) only when
+the bound holds past ``SOFT_HOLD_S``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from streamjobs import _headers as h
+from streamjobs._avro.codec import Codec
+from streamjobs._schemas.catalogue import Catalogue
+from streamjobs._worker import App
+from streamjobs._worker.intake import Intake
+from streamjobs._worker.partition import SOFT_HOLD_S, Part, Pauses
+from streamjobs._worker.router import Router
+from streamjobs._worker.routes import Routes
+from streamjobs.events import EventBus
+from tests.unit.fakekafka import Msg
+from tests.unit.test_catalogue import USER, make_dir
+
+TOML = """
+[defaults]
+status = "none"
+
+[jobs.work]
+schema = "t.User"
+topic = "t.w"
+
+[jobs.other]
+schema = "t.User"
+topic = "t.mixed"
+
+[jobs.more]
+schema = "t.User"
+topic = "t.mixed"
+"""
+
+
+def _setup(tmp_path: Path) -> tuple[Intake, Routes, Codec]:
+    cat = Catalogue.load(make_dir(tmp_path, TOML, **{"t.User.v1.avsc": USER}))
+    app = App(cat, topic_prefix="")
+    for name in ("work", "other", "more"):
+        app.job(name)(lambda payload, ctx: None)
+    routes = Routes(app, app.check(()))
+    codec = Codec(cat)
+    return Intake(routes, codec, Router(routes.tiers, "host", "g", False), EventBus(), 2.0), \
+        routes, codec
+
+
+def _msg(topic: str, offset: int, value: bytes | None, headers: h.Headers | None,
+         partition: int = 0) -> Msg:
+    return Msg(topic, partition, offset, b"k", value, headers, 1_700_000_000_000 + offset)
+
+
+def _compact(job_id: str, job_type: str) -> h.Headers:
+    return [(h.META, h.compact(job_id, job_type).encode())]
+
+
+def test_compact_rich_foreign_and_poison_records_in_one_batch(tmp_path: Path) -> None:
+    intake, routes, codec = _setup(tmp_path)
+    part = Part("t.w", 0, routes, "partition")
+    good = codec.encode("work", {"id": "u", "n": 1})
+    rich = [(h.JOB_TYPE, b"work"), (h.JOB_ID, b"rich-1"), (h.ATTEMPT, b"1"),
+            (h.CREATED_AT, b"1700000000123")]
+    msgs = [
+        _msg("t.w", 10, good, _compact("id;with;semicolons", "work")),
+        _msg("t.w", 11, good, [*_compact("plain", "work"), ("traceparent", b"00-ab")]),
+        _msg("t.w", 12, good, rich),
+        _msg("t.w", 13, b"not avro", _compact("bad", "work")),  # poison: undecodable
+        _msg("t.w", 14, good, None),  # foreign: no headers on a one-type topic
+        _msg("t.w", 15, good, _compact("nope", "unknown")),  # poison: unknown type
+        _msg("t.w", 16, good, _compact("last", "work")),
+    ]
+    taken = intake.take(msgs, {("t.w", 0): part}, 0, 100)
+    assert [p for p, _, _ in taken.jobs] == [part]
+    _, jobs, offsets = taken.jobs[0]
+    assert [c.offset for c in jobs] == [10, 11, 12, 14, 16] == list(offsets)
+    assert [c.job_id for c in jobs[:3]] == ["id;with;semicolons", "plain", "rich-1"]
+    assert jobs[4].job_id == "last" and jobs[3].job_id  # the foreign one got a derived id
+    assert {c.job_type for c in jobs} == {"work"}
+    assert [c.payload for c in jobs] == [{"id": "u", "n": 1}] * 5
+    assert jobs[0].created_at_ms == 1_700_000_000_010  # compact: the record's timestamp
+    assert jobs[2].created_at_ms == 1_700_000_000_123  # rich: its sj-created-at
+    assert sorted(r.offset for _, r in taken.routed) == [13, 15]  # both dead-lettered
+    assert taken.in_flight == 7 and part.next_fetch == 17
+    assert part.tracker.in_flight == 7  # every offset taken, the poison ones too
+    part.tracker.done_many(offsets)
+    assert part.tracker.commit_position() == 13  # the poison record at 13 is not finished
+    for offset in (13, 15):
+        part.tracker.done(offset)
+    assert part.tracker.commit_position() == 17
+
+
+def test_a_contiguous_run_comes_as_a_range_per_partition(tmp_path: Path) -> None:
+    intake, routes, codec = _setup(tmp_path)
+    parts = {("t.mixed", p): Part("t.mixed", p, routes, "partition") for p in (0, 1)}
+    value = codec.encode("other", {"id": "u", "n": 2})
+    msgs = [_msg("t.mixed", o, value, _compact(f"j{p}-{o}", "other" if o % 2 else "more"), p)
+            for p, o in [(0, 5), (0, 6), (1, 0), (1, 1), (0, 7), (1, 2)]]
+    taken = intake.take(msgs, parts, 0, 100)
+    by_part = {part.partition: (jobs, offsets) for part, jobs, offsets in taken.jobs}
+    assert by_part[0][1] == range(5, 8) and by_part[1][1] == range(0, 3)
+    assert [c.job_type for c in by_part[0][0]] == ["other", "more", "other"]
+    assert [c.job_id for c in by_part[1][0]] == ["j1-0", "j1-1", "j1-2"]
+    assert parts[("t.mixed", 0)].tracker.in_flight == 3
+
+
+def test_the_in_flight_bound_leaves_the_rest_untaken(tmp_path: Path) -> None:
+    intake, routes, codec = _setup(tmp_path)
+    part = Part("t.w", 0, routes, "partition")
+    value = codec.encode("work", {"id": "u", "n": 3})
+    msgs = [_msg("t.w", o, value, _compact(f"j{o}", "work")) for o in range(5)]
+    taken = intake.take(msgs, {("t.w", 0): part}, 7, 10)
+    assert taken.pause and taken.in_flight == 10
+    assert list(taken.jobs[0][2]) == [0, 1, 2] and part.next_fetch == 3  # the pause seeks here
+    # Records before next_fetch (fetched again after a seek) are skipped.
+    again = intake.take(msgs, {("t.w", 0): part}, 0, 10)
+    assert list(again.jobs[0][2]) == [3, 4]
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def pause(self, tps: Any) -> None:
+        self.calls.append(("pause", [(tp.topic, tp.partition) for tp in tps]))
+
+    def resume(self, tps: Any) -> None:
+        self.calls.append(("resume", [(tp.topic, tp.partition) for tp in tps]))
+
+    def seek(self, tp: Any) -> None:
+        self.calls.append(("seek", (tp.topic, tp.partition, tp.offset)))
+
+
+def test_at_the_bound_the_loop_holds_first_and_pauses_only_if_it_lasts(tmp_path: Path) -> None:
+    _, routes, _ = _setup(tmp_path)
+    consumer = _Consumer()
+    part = Part("t.w", 0, routes, "partition", consumer)
+    part.next_fetch = 42
+    pauses = Pauses()
+    t0 = 1_000_000.0
+
+    def reconcile(in_flight: int, now_ms: float) -> None:
+        pauses.reconcile([part], in_flight=in_flight, max_in_flight=100, resume_at=50,
+                         stopping=False, now_ms=now_ms)
+
+    reconcile(100, t0)
+    assert pauses.holding and not consumer.calls  # pre-fetched records stay in librdkafka
+    reconcile(60, t0 + 10)
+    assert pauses.holding and not consumer.calls  # above resume_at: still holding
+    reconcile(50, t0 + 20)
+    assert not pauses.holding and not consumer.calls  # drained in time: never paused
+    reconcile(100, t0 + 30)
+    reconcile(99, t0 + 30 + SOFT_HOLD_S * 1000.0)  # held too long: pause and seek back
+    assert consumer.calls == [("pause", [("t.w", 0)]), ("seek", ("t.w", 0, 42))]
+    assert pauses.holding and part.paused_kafka and pauses.count == 1
+    reconcile(10, t0 + 40 + SOFT_HOLD_S * 1000.0)
+    assert not pauses.holding and not part.paused_kafka
+    assert consumer.calls[2:] == [("resume", [("t.w", 0)]), ("seek", ("t.w", 0, 42))]
+
+
+def test_records_taken_past_the_bound_pause_at_once(tmp_path: Path) -> None:
+    _, routes, _ = _setup(tmp_path)
+    consumer = _Consumer()
+    part = Part("t.w", 0, routes, "partition", consumer)
+    part.next_fetch = 7
+    pauses = Pauses()
+    pauses.request()  # intake handed records back: they must be fetched again (a seek)
+    pauses.reconcile([part], in_flight=100, max_in_flight=100, resume_at=50, stopping=False,
+                     now_ms=1.0)
+    assert consumer.calls == [("pause", [("t.w", 0)]), ("seek", ("t.w", 0, 7))]
+
+
+def test_created_at_read_at_intake_when_summaries_are_wanted(tmp_path: Path) -> None:
+    from streamjobs._worker.executor import created_at
+    from streamjobs.events import JobsSucceeded
+
+    intake, routes, codec = _setup(tmp_path)
+    intake.bus.subscribe(lambda e: None, JobsSucceeded)
+    part = Part("t.w", 0, routes, "partition")
+    good = codec.encode("work", {"id": "u", "n": 1})
+    rich = [(h.JOB_TYPE, b"work"), (h.JOB_ID, b"r"), (h.CREATED_AT, b"1700000000999")]
+    msgs = [_msg("t.w", o, good, _compact(f"j{o}", "work")) for o in range(3)]
+    jobs = intake.take(msgs, {("t.w", 0): part}, 0, 100).jobs[0][1]
+    expected = (1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_002)
+    assert created_at(jobs) == expected == tuple(c.created_at_ms for c in jobs)
+    more = [_msg("t.w", 3, good, rich), _msg("t.w", 4, good, _compact("z", "work"))]
+    more.append(Msg("t.w", 0, 5, None, good, _compact("y", "work"), 0))  # no timestamp
+    later = intake.take(more, {("t.w", 0): part}, 0, 100).jobs[0][1]
+    assert created_at(later) == (1_700_000_000_999, 1_700_000_000_004, None)
