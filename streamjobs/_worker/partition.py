@@ -88,6 +88,11 @@ class Pauses:
         self.for_in_flight = False  # paused because the in-flight bound was reached
         self.full_since = 0.0  # ms: when the bound was reached, taking nothing since (0: not)
         self.dirty = False  # something changed: reconcile() must look at every partition
+        # Intake handed records back at the bound: they were delivered to us, so librdkafka's
+        # position is past them and only the pause's seek brings them back. A drop below
+        # resume_at before reconcile() runs must not cancel that pause (the records would be
+        # skipped).
+        self.unapplied = False
         self.count = 0  # partitions paused so far (tests and debugging)
 
     @property
@@ -99,6 +104,7 @@ class Pauses:
         """The in-flight bound was reached while taking a batch."""
         self.for_in_flight = True
         self.dirty = True
+        self.unapplied = True
 
     def hold(self, part: Part, until_ms: float) -> None:
         """Pause ``part`` until ``until_ms`` (a waiting record is not due within the horizon)."""
@@ -108,7 +114,7 @@ class Pauses:
     def reconcile(self, parts: Collection[Part], *, in_flight: int, max_in_flight: int,
                   resume_at: int, stopping: bool, now_ms: float) -> None:
         """Pause what should be paused and resume the rest (cheap when nothing changed)."""
-        if self.holding and in_flight <= resume_at:
+        if self.holding and in_flight <= resume_at and not self.unapplied:
             self.full_since = 0.0
             if self.for_in_flight:
                 self.for_in_flight = False
@@ -132,6 +138,7 @@ class Pauses:
                 resume.append(part)
         if pause:
             self.pause(pause)
+        self.unapplied = False
         if resume:
             for part in resume:
                 part.paused = part.paused_kafka = False

@@ -175,6 +175,25 @@ def test_records_taken_past_the_bound_pause_at_once(tmp_path: Path) -> None:
     assert consumer.calls == [("pause", [("t.w", 0)]), ("seek", ("t.w", 0, 7))]
 
 
+def test_records_handed_back_are_fetched_again_even_if_in_flight_drops_first(
+        tmp_path: Path) -> None:
+    # The jobs in flight can finish before the loop reconciles; the handed-back records are
+    # still behind librdkafka's position: without the pause's seek they would be skipped.
+    _, routes, _ = _setup(tmp_path)
+    consumer = _Consumer()
+    part = Part("t.w", 0, routes, "partition", consumer)
+    part.next_fetch = 7
+    pauses = Pauses()
+    pauses.request()
+    pauses.reconcile([part], in_flight=0, max_in_flight=100, resume_at=50, stopping=False,
+                     now_ms=1.0)
+    assert consumer.calls == [("pause", [("t.w", 0)]), ("seek", ("t.w", 0, 7))]
+    pauses.reconcile([part], in_flight=0, max_in_flight=100, resume_at=50, stopping=False,
+                     now_ms=2.0)
+    assert not pauses.holding and not part.paused_kafka
+    assert consumer.calls[2:] == [("resume", [("t.w", 0)]), ("seek", ("t.w", 0, 7))]
+
+
 def test_created_at_read_at_intake_when_summaries_are_wanted(tmp_path: Path) -> None:
     from streamjobs._worker.executor import created_at
     from streamjobs.events import JobsSucceeded
