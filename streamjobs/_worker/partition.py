@@ -134,7 +134,9 @@ class Pauses:
             should = stopping or self.for_in_flight or part.hold_until_ms > now_ms
             if should and not part.paused_kafka:
                 pause.append(part)
-            elif not should and part.paused_kafka:
+            elif not should and (part.paused_kafka or part.paused):
+                # paused but never paused in Kafka: a hold that ran out before this pass. Its
+                # records were dropped after delivery, so it too needs the resume's seek.
                 resume.append(part)
         if pause:
             self.pause(pause)

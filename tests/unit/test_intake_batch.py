@@ -194,6 +194,23 @@ def test_records_handed_back_are_fetched_again_even_if_in_flight_drops_first(
     assert consumer.calls[2:] == [("resume", [("t.w", 0)]), ("seek", ("t.w", 0, 7))]
 
 
+def test_a_hold_that_ran_out_before_the_pause_seeks_back(tmp_path: Path) -> None:
+    # A wait tier's hold ending before the loop reconciles: the partition never paused in
+    # Kafka, but intake dropped its records after delivery: it must seek back, not stay
+    # marked paused (every record of it dropped from then on).
+    _, routes, _ = _setup(tmp_path)
+    consumer = _Consumer()
+    part = Part("t.w", 0, routes, "partition", consumer)
+    part.next_fetch = 9
+    part.hold(5.0)
+    pauses = Pauses()
+    pauses.dirty = True
+    pauses.reconcile([part], in_flight=0, max_in_flight=100, resume_at=50, stopping=False,
+                     now_ms=6.0)
+    assert not part.paused
+    assert consumer.calls == [("resume", [("t.w", 0)]), ("seek", ("t.w", 0, 9))]
+
+
 def test_created_at_read_at_intake_when_summaries_are_wanted(tmp_path: Path) -> None:
     from streamjobs._worker.executor import created_at
     from streamjobs.events import JobsSucceeded
