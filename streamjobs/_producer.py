@@ -586,6 +586,11 @@ class _Gate:
         return getattr(self._producer._kafka, name)
 
 
+def _passed(lock: threading.Lock) -> None:
+    with lock:
+        pass
+
+
 def _truthy(value: Any) -> bool:
     """A librdkafka boolean setting as given in Python (True or "true")."""
     return value is True or str(value).lower() == "true"
@@ -682,6 +687,8 @@ class AsyncProducer:
         if wait:
             if not p._all_reports:
                 await asyncio.to_thread(p._reporting)
+        elif p._switch.locked():  # another task switches clients: wait off the loop
+            await asyncio.to_thread(_passed, p._switch)
             # The failure goes to the awaiting caller only, not to flush() as well.
             loop = asyncio.get_running_loop()
             fut = loop.create_future()

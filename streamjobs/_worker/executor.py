@@ -378,14 +378,14 @@ class Executor:
         bus = self.bus
         queued = self._queued
         ran = 0
+        lean = not bus.wants(JobStarted) and not bus.wants_each(JobSucceeded)
         try:
             while True:
                 part, lane, chunk = task
                 # One-job unordered chunks with at most summaries wanted (the usual async
                 # set-up): no chunk machinery (see _run_one).
                 if (lane is None and type(chunk) is tuple and len(chunk[0]) == 1
-                        and part.single_type is not None and not bus.wants(JobStarted)
-                        and not bus.wants_each(JobSucceeded)):
+                        and part.single_type is not None and lean):
                     await self._run_one(part, chunk[0][0], chunk[1])
                 else:
                     await self._run_async(part, lane, chunk)

@@ -30,7 +30,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import _headers as h
-from ..errors import StreamjobsError
 from .outbox import Outgoing, release_below
 
 if TYPE_CHECKING:
@@ -139,25 +138,30 @@ class FollowUps:
     def _acked_cb(self, part: Any, offset: int,
                   status: Callable[[], None]) -> Callable[[], None]:
         def acked() -> None:
-            status()
-            counts = self.pending.get(part)
-            if counts is None:
-                return
-            left = counts[offset] - 1
-            if left:
-                counts[offset] = left
-                return
-            del counts[offset]
-            if not counts:
-                del self.pending[part]
-            waiting = self._waiting.get(part)
-            if waiting is not None and offset in waiting:
-                waiting.discard(offset)
-                if not waiting:
-                    del self._waiting[part]
-                self._finish(part, offset)
+            try:
+                self._acked(part, offset)
+            finally:  # the parent's bookkeeping first: a status failure cannot hold it
+                status()
 
         return acked
+
+    def _acked(self, part: Any, offset: int) -> None:
+        counts = self.pending.get(part)
+        if counts is None:
+            return
+        left = counts[offset] - 1
+        if left:
+            counts[offset] = left
+            return
+        del counts[offset]
+        if not counts:
+            del self.pending[part]
+        waiting = self._waiting.get(part)
+        if waiting is not None and offset in waiting:
+            waiting.discard(offset)
+            if not waiting:
+                del self._waiting[part]
+            self._finish(part, offset)
 
     def gate(self, part: Any, offsets: Sequence[int]) -> Sequence[int]:
         """Of ``offsets`` (finished by their handlers), those that are finished now; the
@@ -212,5 +216,5 @@ def _record_emitted(encoder: Producer, job_type: str, rec: _Record) -> None:
     failure is logged, the follow-up itself is written)."""
     try:
         encoder._record_emitted(job_type, rec)
-    except StreamjobsError as exc:
+    except Exception as exc:  # status is best effort: never the end of the loop
         _log.warning("emitted status of follow-up %s not written: %s", rec[4], exc)

@@ -152,6 +152,8 @@ class Intake:
                 continue
             if in_flight >= max_in_flight:
                 taken.pause = True  # next_fetch stays here: the pause seeks back to it
+                if nf < 0:  # nothing taken since assigned: the seek needs a place too
+                    nf = offset
                 continue
             if hot:
                 hd = m.headers()

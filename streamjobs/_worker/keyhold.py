@@ -285,6 +285,7 @@ class KeyHold:
                 continue
             if type(item) is _DeadLetter:
                 dead(part, self._unblock(part, key), item.job_id)
+                self._dead_behind.discard((part, key))  # the key is let go: no stale behind
                 continue
             item.attempt += 1
             self._dead_behind.discard((part, key))

@@ -122,6 +122,18 @@ def test_the_in_flight_bound_leaves_the_rest_untaken(tmp_path: Path) -> None:
     assert list(again.jobs[0][2]) == [3, 4]
 
 
+def test_records_handed_back_before_any_was_taken_get_a_place_to_seek_to(tmp_path: Path) -> None:
+    # A partition with nothing taken yet (next_fetch -1) whose first records come at the
+    # bound: without a place the pause would not seek, and they would be skipped.
+    intake, routes, codec = _setup(tmp_path)
+    part = Part("t.w", 0, routes, "partition")
+    value = codec.encode("work", {"id": "u", "n": 3})
+    msgs = [_msg("t.w", o, value, _compact(f"j{o}", "work")) for o in range(40, 43)]
+    taken = intake.take(msgs, {("t.w", 0): part}, 10, 10)
+    assert taken.pause and not taken.jobs
+    assert part.next_fetch == 40
+
+
 class _Consumer:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
