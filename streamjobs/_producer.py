@@ -684,11 +684,11 @@ class AsyncProducer:
         p._check_size(record)
         fut: asyncio.Future[None] | None = None
         cb: Callable[[Any, Any], None] | None = None
+        if not wait and p._switch.locked():  # another task switches clients: wait off the loop
+            await asyncio.to_thread(_passed, p._switch)
         if wait:
             if not p._all_reports:
                 await asyncio.to_thread(p._reporting)
-        elif p._switch.locked():  # another task switches clients: wait off the loop
-            await asyncio.to_thread(_passed, p._switch)
             # The failure goes to the awaiting caller only, not to flush() as well.
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
