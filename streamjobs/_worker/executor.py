@@ -29,8 +29,9 @@ from ..events import (
     JobSucceeded,
     JobTimedOut,
 )
-from .context import JobContext, bind_thread
+from .context import JobContext, bind_thread, bound
 from .failures import Decision, Failure, decide, describe
+from .inline import TURN_BUDGET
 from .keyhold import HELD_DECISION, HELD_FAILURE, InPlace, KeyHeld
 from .lanes import LaneQueue, RankedDeque, Ranks
 from .ordering import Chunk, Lanes
@@ -57,13 +58,17 @@ class Executor:
         self.completions = completions
         self.stopping = False
         # Status recording (_worker/statuses.py), set by the worker before jobs arrive:
-        # completions carry the jobs that succeeded, and each thread shows the job it runs.
+        # completions carry the jobs that succeeded, and each thread shows the job it runs
+        # (the last slot: the poll thread's inline runs).
         self.record_ok = False
         self.track_running = False
-        self.running: list[JobContext | None] = [None] * concurrency
+        self.running: list[JobContext | None] = [None] * (concurrency + 1)
         self.running_async: set[JobContext] = set()
         self.followups: Any = None  # where ctx.emit hands follow-ups (followups.py)
         self._tasks: Any = queue.SimpleQueue()
+        # Sync tasks of promoted handlers (inline.py), run by the poll thread in run_inline;
+        # handler threads append a task whose handler was promoted while it ran.
+        self._inline: deque[tuple[Any, Hashable | None, Chunk | list[Chunk]]] = deque()
         # Priority lanes (_worker/lanes.py): sync tasks by lane rank; None without lanes.
         self.lane_queue: LaneQueue | None = None
         if ranks:
@@ -102,8 +107,21 @@ class Executor:
             if not self._inbox_wake:
                 self._inbox_wake = True
                 self._loop.call_soon_threadsafe(self._take_inbox)
+        elif part.pace is not None and part.pace.inline:
+            self._inline.append((part, lane, chunk))
         else:
             self._tasks.put((part, lane, chunk))
+
+    @property
+    def inline_waiting(self) -> bool:
+        """Tasks wait for ``run_inline`` (the poll loop should not wait for records)."""
+        return bool(self._inline)
+
+    def spill(self) -> None:
+        """Hand every task waiting for ``run_inline`` to the pool (revoke, shutdown)."""
+        inline = self._inline
+        while inline:
+            self._tasks.put(inline.popleft())
 
     def shutdown(self) -> None:
         self.stopping = True
@@ -130,6 +148,11 @@ class Executor:
         # when a higher lane's task waits (_worker/lanes.py).
         queue = self.lane_queue
         yields = queue is not None and queue.rank(part) > 0
+        # A handler that may run inline is timed per chunk until promoted (inline.py).
+        pace = part.pace
+        if pace is not None and pace.inline:
+            pace = None
+        clock = time.perf_counter
         first = True
         while True:
             early = False
@@ -141,9 +164,77 @@ class Executor:
                     self._tasks.put((part, lane, chunks[i:]))
                     return
                 first = False
-                early = self._run_chunk(slot, part, jobs, offsets)
+                if pace is None:
+                    early = self._run_chunk(slot, part, jobs, offsets)
+                else:
+                    t0 = clock()
+                    early = self._run_chunk(slot, part, jobs, offsets)
+                    t1 = clock()
+                    if pace.pooled(len(jobs), t1 - t0, t1):
+                        pace = None
                 if early:
                     break
+            nxt = None
+            if lane is not None:
+                if early:
+                    self.lanes.release(lane)
+                else:
+                    nxt = self.lanes.take(lane)
+            if nxt is None:
+                self.completions.append((part, _NONE, None, True, None))
+                return
+            if part.pace is not None and part.pace.inline:
+                # Promoted meanwhile: the lane's task goes on on the poll thread.
+                self._inline.append((part, lane, nxt))
+                return
+            chunks = nxt
+
+    # -- inline (poll thread; inline.py) ------------------------------------------------------
+
+    def run_inline(self) -> None:
+        """Run the tasks of promoted handlers on this (the poll) thread, for at most
+        ``TURN_BUDGET`` seconds; what is left goes to the pool."""
+        inline = self._inline
+        if not inline:
+            return
+        before = bound()
+        bind_thread(self)  # ctx.emit on this thread
+        deadline = time.perf_counter() + TURN_BUDGET
+        try:
+            while inline:
+                self._run_inline(*inline.popleft(), deadline)
+        finally:
+            bind_thread(before)
+
+    def _run_inline(self, part: Any, lane: Hashable | None, chunk: Chunk | list[Chunk],
+                    deadline: float) -> None:
+        """``_run_sync`` on the poll thread: slices that fit before ``deadline`` at the
+        handler's pace, each timed; the rest (past the deadline, or once demoted) goes to the
+        pool with the task, which keeps its lane."""
+        chunks = chunk if isinstance(chunk, list) else [chunk]
+        pace = part.pace
+        clock = time.perf_counter
+        slot = self.concurrency
+        while True:
+            early = False
+            for i, (jobs, offsets) in enumerate(chunks):
+                t0 = clock()
+                if not pace.inline or t0 >= deadline:
+                    self._tasks.put((part, lane, chunks[i:]))
+                    return
+                n = pace.fits(deadline - t0)
+                rest = None
+                if n < len(jobs):
+                    rest = [(jobs[n:], offsets[n:]), *chunks[i + 1:]]
+                    jobs, offsets = jobs[:n], offsets[:n]
+                early = self._run_chunk(slot, part, jobs, offsets)
+                t1 = clock()
+                pace.ran_inline(len(jobs), t1 - t0, t1)
+                if early:
+                    break
+                if rest is not None:
+                    self._tasks.put((part, lane, rest))
+                    return
             nxt = None
             if lane is not None:
                 if early:
