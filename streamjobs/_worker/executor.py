@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import JobTimeout
 from ..events import (
     EventBus,
+    InlineChanged,
     JobFailed,
     JobsSucceeded,
     JobStarted,
@@ -31,7 +32,7 @@ from ..events import (
 )
 from .context import JobContext, bind_thread, bound
 from .failures import Decision, Failure, decide, describe
-from .inline import TURN_BUDGET
+from .inline import HARD_LIMIT, TURN_BUDGET, Pace
 from .keyhold import HELD_DECISION, HELD_FAILURE, InPlace, KeyHeld
 from .lanes import LaneQueue, RankedDeque, Ranks
 from .ordering import Chunk, Lanes
@@ -171,6 +172,7 @@ class Executor:
                     early = self._run_chunk(slot, part, jobs, offsets)
                     t1 = clock()
                     if pace.pooled(len(jobs), t1 - t0, t1):
+                        self._placed(pace, "short")
                         pace = None
                 if early:
                     break
@@ -190,6 +192,10 @@ class Executor:
             chunks = nxt
 
     # -- inline (poll thread; inline.py) ------------------------------------------------------
+
+    def _placed(self, pace: Pace, reason: str) -> None:
+        if self.bus.wants(InlineChanged):
+            self.bus.emit(InlineChanged(pace.job_type, pace.inline, pace.per_job, reason))
 
     def run_inline(self) -> None:
         """Run the tasks of promoted handlers on this (the poll) thread, for at most
@@ -229,7 +235,8 @@ class Executor:
                     jobs, offsets = jobs[:n], offsets[:n]
                 early = self._run_chunk(slot, part, jobs, offsets)
                 t1 = clock()
-                pace.ran_inline(len(jobs), t1 - t0, t1)
+                if pace.ran_inline(len(jobs), t1 - t0, t1):
+                    self._placed(pace, "blocked" if t1 - t0 > HARD_LIMIT else "slow")
                 if early:
                     break
                 if rest is not None:

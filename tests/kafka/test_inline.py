@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from streamjobs._worker import App, JobContext, Worker, WorkerSettings
-from streamjobs.events import EventBus, LoopAlive
+from streamjobs.events import EventBus, InlineChanged, LoopAlive
 from tests.conftest import wait_for
 
 from .worker_support import SCHEMAS, Env, env_fixture  # noqa: F401
@@ -27,6 +27,7 @@ class Run:
     def __init__(self, env: Env, **settings: Any) -> None:
         self.rows: list[Row] = []
         self.alive: list[float] = []
+        self.placed: list[InlineChanged] = []
         app = App(SCHEMAS, name="tests-inline", topic_prefix=env.prefix)
 
         @app.job("task")
@@ -40,6 +41,7 @@ class Run:
 
         bus = EventBus()
         bus.subscribe(lambda e: self.alive.append(time.monotonic()), LoopAlive)
+        bus.subscribe(self.placed.append, InlineChanged)
         self.worker = Worker(app, WorkerSettings(group_id=env.group, job_types=("task",),
                                                  commit_interval=0.2, **settings),
                              env.kafka, bus)
@@ -96,6 +98,7 @@ def test_a_fast_handler_is_promoted_and_runs_every_job_once_in_order(
                                                              or r[6] == key)]
             assert offsets == sorted(offsets)
     assert pace.promotions >= 1 and pace.demotions == 0
+    assert [(e.job_type, e.inline, e.reason) for e in w.placed] == [("task", True, "short")]
     assert not rows[0][3]  # measured in the pool first
     assert sum(r[3] for r in rows[1500:]) >= 1000  # then (mostly) on the poll thread
 
@@ -134,6 +137,8 @@ def test_a_handler_that_turns_slow_is_demoted_and_the_loop_serves_other_partitio
     assert max(rows[i][5] for i in fast) < last_slow  # not stuck behind partition 0
     slow_start = min(rows[i][4] for i in slow)
     assert any(slow_start < t < last_slow for t in w.alive)  # the loop turned meanwhile
+    assert [(e.inline, e.reason) for e in w.placed][:2] == [(True, "short"), (False, "blocked")]
+    assert w.placed[1].per_job_s > 0.3
 
 
 def test_zero_never_inlines(env: Env) -> None:
