@@ -35,6 +35,8 @@ class Run:
             start = time.monotonic()
             if payload["sleep_ms"]:
                 time.sleep(payload["sleep_ms"] / 1000)
+            if payload["key"] == "parent":
+                ctx.emit("task", {"id": "c-" + payload["id"], "key": "child"})
             inline = not threading.current_thread().name.startswith("sj-")
             self.rows.append((ctx.partition, ctx.offset, payload["id"], inline, start,
                               time.monotonic(), ctx.key))
@@ -152,3 +154,29 @@ def test_zero_never_inlines(env: Env) -> None:
         w.stop()
     assert w.worker.paces == {}
     assert not any(r[3] for r in w.rows)
+
+
+def test_follow_ups_emitted_inline_are_sent_before_their_parents_commit(env: Env) -> None:
+    """A promoted handler's ``ctx.emit`` works on the poll thread: every parent's follow-up
+    is written once, and every offset (parents' and children's) is committed."""
+    env.create_topics("task", partitions=3)
+    # The first emit builds the encoder (tens of ms): in the pool, before the promotion.
+    ids = [env.emit(partition=0, key="parent")]
+    ids += _emit(env, 1499)
+    w = Run(env, inline_under=5000)  # emit's encoding is not 20 µs cheap
+    try:
+        wait_for(lambda: len(w.rows) >= 1501, 30, what="the first jobs")
+        parents = [env.emit(partition=i % 3, key="parent") for i in range(300)]
+        env.flush()
+        wait_for(lambda: len(w.rows) >= 2101, 30, what="parents and children")
+        ends = env.end_offsets(env.topic())
+        assert sum(ends.values()) == 2101
+        wait_for(lambda: env.committed(env.topic()) == ends, 15, what="commit to the end")
+    finally:
+        w.stop()
+    rows = list(w.rows)
+    assert sorted(r[2] for r in rows) == sorted(
+        ids + parents + ["c-" + i for i in [ids[0], *parents]])
+    assert w.worker.paces["task"].promotions >= 1
+    assert w.worker.paces["task"].demotions == 0
+    assert sum(r[3] for r in rows if r[2] in parents) >= 250  # emitted on the poll thread
