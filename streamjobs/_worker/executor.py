@@ -154,6 +154,7 @@ class Executor:
         if pace is not None and pace.inline:
             pace = None
         clock = time.perf_counter
+        cpu = time.thread_time
         first = True
         while True:
             early = False
@@ -168,10 +169,10 @@ class Executor:
                 if pace is None:
                     early = self._run_chunk(slot, part, jobs, offsets)
                 else:
-                    t0 = clock()
+                    t0, c0 = clock(), cpu()
                     early = self._run_chunk(slot, part, jobs, offsets)
                     t1 = clock()
-                    if pace.pooled(len(jobs), t1 - t0, t1):
+                    if pace.pooled(len(jobs), t1 - t0, cpu() - c0, t1):
                         self._placed(pace, "short")
                         pace = None
                 if early:

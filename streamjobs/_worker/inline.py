@@ -6,9 +6,11 @@ forth between the poll thread and the handler threads every switch interval. Run
 thread instead, such a handler costs its call and nothing else.
 
 ``Pace`` is one job type's record of how long its jobs take and whether they run inline.
-Every sync handler without a timeout starts in the pool, where each chunk is timed (two
-clock reads per chunk, none per job). Once ``PROMOTE_JOBS`` jobs took on average less than
-``under`` seconds each, it is *promoted*: its chunks run on the poll thread, at most
+Every sync handler without a timeout starts in the pool, where each chunk is timed (wall and
+thread CPU time, per chunk, not per job). Once ``PROMOTE_JOBS`` jobs took on average less than
+``under`` seconds each (of CPU, if their wall time stays under ``CONTENDED`` times that: a
+busy pool's threads wait for the GIL, and that is the cost inlining removes), it is
+*promoted*: its chunks run on the poll thread, at most
 ``TURN_BUDGET`` seconds of them per loop turn (a chunk is cut to what fits at its measured
 pace; the rest goes to the pool on the same ordering lane, so order holds). Inline, it is
 timed per slice and *demoted* back to the pool when a slice took longer than ``HARD_LIMIT``
@@ -34,6 +36,7 @@ __all__ = ["CHECK_JOBS", "CHECK_S", "HARD_LIMIT", "MAX_BACKOFF", "MAX_SLICE", "P
            "TURN_BUDGET", "Pace", "under_seconds"]
 
 PROMOTE_JOBS = 500  # jobs timed in the pool before a promotion is considered
+CONTENDED = 10  # wall time over CPU time per job tolerated in the pool (GIL waits)
 CHECK_JOBS = 1024  # inline jobs per look at the inline pace (one lost GIL switch interval,
 # 5 ms, adds 5 µs per job over them) ...
 CHECK_S = 0.02  # ... or inline seconds, whichever comes first
@@ -60,7 +63,7 @@ class Pace:
     ``pooled`` is called by handler threads (unlocked: a lost update only delays a decision),
     ``ran_inline`` and ``fits`` by the poll thread."""
 
-    __slots__ = ("_backoff", "_jobs", "_seconds", "banned_until", "demotions", "inline",
+    __slots__ = ("_backoff", "_cpu", "_jobs", "_seconds", "banned_until", "demotions", "inline",
                  "job_type", "per_job", "promotions", "under")
 
     def __init__(self, job_type: str, under: float) -> None:
@@ -73,21 +76,28 @@ class Pace:
         self.demotions = 0
         self._jobs = 0
         self._seconds = 0.0
+        self._cpu = 0.0
         self._backoff = FIRST_BACKOFF
 
-    def pooled(self, jobs: int, seconds: float, now: float) -> bool:
-        """A chunk of ``jobs`` ran in the pool in ``seconds``; True: just promoted."""
+    def pooled(self, jobs: int, seconds: float, cpu: float, now: float) -> bool:
+        """A chunk of ``jobs`` ran in the pool in ``seconds``, ``cpu`` of them on the CPU of
+        its thread; True: just promoted."""
         if self.inline or now < self.banned_until:
             return False
         self._jobs += jobs
         self._seconds += seconds
+        self._cpu += cpu
         if self._jobs < PROMOTE_JOBS:
             return False
         mean = self._seconds / self._jobs
-        self._jobs, self._seconds = 0, 0.0
-        if mean >= self.under:
+        mean_cpu = self._cpu / self._jobs
+        self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
+        # In a busy pool a thread also waits for the GIL: its wall time overstates the
+        # handler by up to the threads running, its CPU time does not (but misses blocking,
+        # hence the bound on the wall time too).
+        if mean >= self.under and (mean_cpu >= self.under or mean >= CONTENDED * self.under):
             return False
-        self.per_job = mean
+        self.per_job = min(mean, mean_cpu)
         self.promotions += 1
         self.inline = True
         return True
@@ -120,6 +130,6 @@ class Pace:
         self.inline = False
         self.per_job = per_job
         self.demotions += 1
-        self._jobs, self._seconds = 0, 0.0
+        self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
         self.banned_until = now + self._backoff
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)

@@ -7,6 +7,7 @@ import pytest
 from streamjobs._worker.inline import (
     CHECK_JOBS,
     CHECK_S,
+    CONTENDED,
     HARD_LIMIT,
     MAX_BACKOFF,
     MAX_SLICE,
@@ -22,33 +23,44 @@ UNDER = 20e-6
 
 def promoted(now: float = 0.0) -> Pace:
     pace = Pace("t", UNDER)
-    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 2e-6, now)
+    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 2e-6, PROMOTE_JOBS * 2e-6, now)
     return pace
 
 
 def test_promoted_once_enough_jobs_were_short() -> None:
     pace = Pace("t", UNDER)
-    assert not pace.pooled(PROMOTE_JOBS - 1, (PROMOTE_JOBS - 1) * 2e-6, 0.0)
+    n = PROMOTE_JOBS - 1
+    assert not pace.pooled(n, n * 2e-6, n * 2e-6, 0.0)
     assert not pace.inline
-    assert pace.pooled(1, 2e-6, 0.0)
+    assert pace.pooled(1, 2e-6, 2e-6, 0.0)
     assert pace.inline and pace.promotions == 1
     assert pace.per_job == pytest.approx(2e-6)
 
 
 def test_not_promoted_when_the_mean_is_at_the_threshold_and_the_window_starts_over() -> None:
     pace = Pace("t", UNDER)
-    assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * UNDER, 0.0)
+    assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * UNDER, PROMOTE_JOBS * UNDER, 0.0)
     assert not pace.inline
     # The slow window is forgotten: the next one alone decides.
-    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, 0.0)
+    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 0.0)
 
 
 def test_slow_handlers_stay_in_the_pool() -> None:
     pace = Pace("t", UNDER)
-    for _ in range(50):  # 20 ms sleeps, 1 ms of CPU: never promoted
-        assert not pace.pooled(100, 100 * 0.02, 0.0)
-        assert not pace.pooled(100, 100 * 0.001, 0.0)
+    for _ in range(50):  # 20 ms sleeps (no CPU), 1 ms of CPU: never promoted
+        assert not pace.pooled(100, 100 * 0.02, 100 * 1e-6, 0.0)
+        assert not pace.pooled(100, 100 * 0.001, 100 * 0.001, 0.0)
     assert not pace.inline
+
+
+def test_in_a_contended_pool_the_cpu_time_decides_within_a_bound_on_the_wall_time() -> None:
+    pace = Pace("t", UNDER)
+    # 2 µs of CPU a job, 60 µs of wall time: waiting for the GIL behind other threads.
+    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 60e-6, PROMOTE_JOBS * 2e-6, 0.0)
+    assert pace.per_job == pytest.approx(2e-6)
+    blocking = Pace("t", UNDER)  # little CPU, but blocked 10x the threshold and more
+    assert not blocking.pooled(PROMOTE_JOBS, PROMOTE_JOBS * CONTENDED * UNDER,
+                               PROMOTE_JOBS * 1e-6, 0.0)
 
 
 def test_a_slice_over_the_hard_limit_demotes_at_once() -> None:
@@ -59,7 +71,7 @@ def test_a_slice_over_the_hard_limit_demotes_at_once() -> None:
 
 def test_a_slow_mean_demotes_after_enough_jobs() -> None:
     pace = Pace("t", 10e-6)
-    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 2e-6, 0.0)
+    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 2e-6, PROMOTE_JOBS * 2e-6, 0.0)
     for _ in range(CHECK_JOBS // 4 - 1):
         assert not pace.ran_inline(4, 4 * 15e-6, 1.0)  # slow, but not enough jobs yet
     assert pace.ran_inline(4, 4 * 15e-6, 1.0)
@@ -90,11 +102,11 @@ def test_fast_inline_slices_keep_it_inline_and_update_the_pace() -> None:
 def test_back_off_before_a_new_promotion_doubles_per_demotion() -> None:
     pace = promoted(0.0)
     assert pace.ran_inline(1, 1.0, 10.0)  # demoted at t=10: banned for 1 s
-    assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, 10.5)
-    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, 11.0)
+    assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 10.5)
+    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 11.0)
     assert pace.ran_inline(1, 1.0, 20.0)  # second demotion: 2 s
-    assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, 21.5)
-    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, 22.0)
+    assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 21.5)
+    assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 22.0)
     for i in range(20):
         pace.inline = True
         pace.ran_inline(1, 1.0, 100.0 + i)
@@ -104,13 +116,14 @@ def test_back_off_before_a_new_promotion_doubles_per_demotion() -> None:
 def test_jobs_measured_during_the_back_off_do_not_count() -> None:
     pace = promoted(0.0)
     pace.ran_inline(1, 1.0, 10.0)
-    assert not pace.pooled(PROMOTE_JOBS - 1, 1e-6, 10.2)
-    assert not pace.pooled(1, 1e-6, 11.1)  # one job after the back-off: not enough yet
+    assert not pace.pooled(PROMOTE_JOBS - 1, 1e-6, 1e-6, 10.2)
+    assert not pace.pooled(1, 1e-6, 1e-6, 11.1)  # one job after the back-off: not enough yet
 
 
 def test_pool_measurements_of_a_promoted_handler_are_ignored() -> None:
     pace = promoted()
-    assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1.0, 1.0)  # its spilled tail
+    # its spilled tail, slow in a busy pool
+    assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1.0, PROMOTE_JOBS * 1.0, 1.0)
     assert pace.inline
 
 
