@@ -225,24 +225,25 @@ class Executor:
         while True:
             early = False
             for i, (jobs, offsets) in enumerate(chunks):
-                t0 = clock()
-                if not pace.inline or t0 >= deadline:
-                    self._tasks.put((part, lane, chunks[i:]))
-                    return
-                n = pace.fits(deadline - t0)
-                rest = None
-                if n < len(jobs):
-                    rest = [(jobs[n:], offsets[n:]), *chunks[i + 1:]]
-                    jobs, offsets = jobs[:n], offsets[:n]
-                early = self._run_chunk(slot, part, jobs, offsets)
-                t1 = clock()
-                if pace.ran_inline(len(jobs), t1 - t0, t1):
-                    self._placed(pace, "blocked" if t1 - t0 > HARD_LIMIT else "slow")
+                while True:  # slices of this chunk
+                    t0 = clock()
+                    if not pace.inline or t0 >= deadline:
+                        self._tasks.put((part, lane, [(jobs, offsets), *chunks[i + 1:]]))
+                        return
+                    n = pace.fits(deadline - t0)
+                    if n < len(jobs):
+                        head, head_offsets = jobs[:n], offsets[:n]
+                        jobs, offsets = jobs[n:], offsets[n:]
+                    else:
+                        head, head_offsets, jobs = jobs, offsets, []
+                    early = self._run_chunk(slot, part, head, head_offsets)
+                    t1 = clock()
+                    if pace.ran_inline(len(head), t1 - t0, t1):
+                        self._placed(pace, "blocked" if t1 - t0 > HARD_LIMIT else "slow")
+                    if early or not jobs:
+                        break
                 if early:
                     break
-                if rest is not None:
-                    self._tasks.put((part, lane, rest))
-                    return
             nxt = None
             if lane is not None:
                 if early:
