@@ -1,5 +1,6 @@
 """Running handlers: a bounded pool of threads for sync handlers, one asyncio loop (in its
-own thread) for async ones.
+own thread) for async ones, and the poll thread itself for short sync handlers once they
+have proved short (``run_inline``; the policy is inline.py's).
 
 The unit of work is a *chunk*: a lane's records, run one after the other by one task. At high
 rates a chunk is a whole consume batch of a partition, so the per-record cost is the handler

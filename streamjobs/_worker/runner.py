@@ -2,7 +2,8 @@
 
 It never waits on a handler. Each iteration: drain finished chunks (offsets, failures through
 the router), fire wait timers, apply pauses, take a batch of records, apply what intake
-decided (jobs to lanes, records to send, pauses), serve producer callbacks. ``consume`` is
+decided (jobs to lanes, records to send, pauses), run the chunks of short sync handlers
+promoted to this thread (a few ms at most, inline.py), serve producer callbacks. ``consume`` is
 called with a short timeout so a job longer than ``max.poll.interval.ms`` never costs the
 partitions and SIGTERM is honoured promptly. Data flows one way: intake (``intake.py``) and
 the failure router (``router.py``) return decisions, this module acts on them; partition state
