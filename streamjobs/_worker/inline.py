@@ -97,7 +97,7 @@ class Pace:
         # hence the bound on the wall time too).
         if mean >= self.under and (mean_cpu >= self.under or mean >= CONTENDED * self.under):
             return False
-        self.per_job = min(mean, mean_cpu)
+        self.per_job = mean  # slices sized by the wall time: small until measured inline
         self.promotions += 1
         self.inline = True
         return True
