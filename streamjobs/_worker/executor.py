@@ -222,12 +222,13 @@ class Executor:
         chunks = chunk if isinstance(chunk, list) else [chunk]
         pace = part.pace
         clock = time.perf_counter
+        cpu = time.thread_time
         slot = self.concurrency
         while True:
             early = False
             for i, (jobs, offsets) in enumerate(chunks):
                 while True:  # slices of this chunk
-                    t0 = clock()
+                    t0, c0 = clock(), cpu()
                     if not pace.inline or t0 >= deadline:
                         self._tasks.put((part, lane, [(jobs, offsets), *chunks[i + 1:]]))
                         return
@@ -239,7 +240,7 @@ class Executor:
                         head, head_offsets, jobs = jobs, offsets, []
                     early = self._run_chunk(slot, part, head, head_offsets)
                     t1 = clock()
-                    if pace.ran_inline(len(head), t1 - t0, t1):
+                    if pace.ran_inline(len(head), t1 - t0, cpu() - c0, t1):
                         self._placed(pace, "blocked" if t1 - t0 > HARD_LIMIT else "slow")
                     if early or not jobs:
                         break

@@ -7,23 +7,22 @@ thread instead, such a handler costs its call and nothing else.
 
 ``Pace`` is one job type's record of how long its jobs take and whether they run inline.
 Every sync handler without a timeout starts in the pool, where each chunk is timed (wall and
-thread CPU time, per chunk, not per job). Once ``PROMOTE_JOBS`` jobs took on average less than
-``under`` seconds each (of CPU, if their wall time stays under ``CONTENDED`` times that: a
-busy pool's threads wait for the GIL, and that is the cost inlining removes), it is
-*promoted*: its chunks run on the poll thread, at most
-``TURN_BUDGET`` seconds of them per loop turn (a chunk is cut to what fits at its measured
-pace; the rest goes to the pool on the same ordering lane, so order holds). Inline, it is
-timed per slice and *demoted* back to the pool when a slice took longer than ``HARD_LIMIT``
-(a call that blocked) or its jobs over the last ``CHECK_JOBS`` / ``CHECK_S`` took ``under``
-or more on average; it may be promoted again only after a back-off (1 s, doubled per
-demotion up to ``MAX_BACKOFF``), so a handler with mixed run times does not flap.
+thread CPU time, per chunk, not per job). Once ``PROMOTE_JOBS`` jobs took on average less
+than ``under`` seconds each (of CPU, if their wall time stays under ``CONTENDED`` times that:
+a busy pool's threads wait for the GIL, and that is the cost inlining removes), it is
+*promoted*: its chunks run on the poll thread, at most ``TURN_BUDGET`` seconds of them per
+loop turn (a chunk is cut into slices that fit at its measured pace; the rest goes to the
+pool on the same ordering lane, so order holds). Inline, each slice is timed the same way,
+and the handler is *demoted* back to the pool when a slice took longer than ``HARD_LIMIT``
+(a call that blocked) or its jobs over the last ``CHECK_JOBS`` / ``CHECK_S`` fail the
+promotion's rule; it may be promoted again only after a back-off (1 s, doubled per demotion
+up to ``MAX_BACKOFF``), so a handler with mixed run times does not flap.
 
 What a promoted handler can cost: the poll loop runs nothing else while one of its slices
 runs, so a handler whose calls suddenly block holds the loop until its slice ends (a slice is
 sized to take ``TURN_BUDGET`` at the pace measured before, and is at most ``MAX_SLICE`` jobs;
-nothing is timed per job). Kafka heartbeats go on
-(librdkafka's own threads); only ``max.poll.interval.ms`` bounds such a stall (docs/worker.md
-"Inline handlers").
+nothing is timed per job). Kafka heartbeats go on (librdkafka's own threads); only
+``max.poll.interval.ms`` bounds such a stall (docs/worker.md "Inline handlers").
 """
 
 from __future__ import annotations
@@ -102,8 +101,9 @@ class Pace:
         self.inline = True
         return True
 
-    def ran_inline(self, jobs: int, seconds: float, now: float) -> bool:
-        """A slice of ``jobs`` ran inline in ``seconds``; True: just demoted."""
+    def ran_inline(self, jobs: int, seconds: float, cpu: float, now: float) -> bool:
+        """A slice of ``jobs`` ran inline in ``seconds``, ``cpu`` of them on the CPU of the
+        poll thread; True: just demoted."""
         if not self.inline:
             return False
         if seconds > HARD_LIMIT:
@@ -111,11 +111,15 @@ class Pace:
             return True
         self._jobs += jobs
         self._seconds += seconds
+        self._cpu += cpu
         if self._jobs < CHECK_JOBS and self._seconds < CHECK_S:
             return False
         mean = self._seconds / self._jobs
-        self._jobs, self._seconds = 0, 0.0
-        if mean >= self.under:
+        mean_cpu = self._cpu / self._jobs
+        self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
+        # The rule of ``pooled``: the poll thread may have been off the CPU (a busy machine)
+        # without its handler blocking.
+        if mean >= self.under and (mean_cpu >= self.under or mean >= CONTENDED * self.under):
             self._demote(now, mean)
             return True
         self.per_job = mean

@@ -72,12 +72,13 @@ def _emit(env: Env, n: int, partitions: int = 3, keys: int = 0, **payload: Any) 
     return ids
 
 
-@pytest.mark.parametrize("ordering", ["partition", "key"])
+@pytest.mark.parametrize("ordering", ["partition", "key", "unordered"])
 def test_a_fast_handler_is_promoted_and_runs_every_job_once_in_order(
         env: Env, ordering: str) -> None:
     """A no-op handler starts in the pool, is promoted to the poll thread after its first
     jobs, and from then runs there; every job runs exactly once, each partition's (key's)
-    jobs in offset order across the promotion, and the committed offsets reach the end."""
+    jobs in offset order across the promotion (but with ``unordered``), and the committed
+    offsets reach the end."""
     env.create_topics("task", partitions=3)
     keys = 7 if ordering == "key" else 0
     ids = _emit(env, 1500, keys=keys)
@@ -95,7 +96,7 @@ def test_a_fast_handler_is_promoted_and_runs_every_job_once_in_order(
     assert sorted(r[2] for r in rows) == sorted(ids)  # exact: once each
     for p in range(3):
         assert len([r for r in rows if r[0] == p]) == 1000
-        for key in {r[6] for r in rows}:
+        for key in {r[6] for r in rows} if ordering != "unordered" else ():
             offsets = [r[1] for r in rows if r[0] == p and (ordering == "partition"
                                                              or r[6] == key)]
             assert offsets == sorted(offsets)
@@ -114,35 +115,41 @@ def test_a_handler_that_turns_slow_is_demoted_and_the_loop_serves_other_partitio
     and jobs of the other partitions emitted after them finish while they still run; all
     commit."""
     env.create_topics("task", partitions=3)
-    _emit(env, 1500)
     w = Run(env)
     try:
-        wait_for(lambda: len(w.rows) >= 1500, 30, what="the first jobs")
         pace = w.worker.paces["task"]
-        wait_for(lambda: pace.inline, 10, what="promotion")
+        for _ in range(5):  # a loaded box may demote it once (then it waits a back-off)
+            n = len(w.rows) + 1500
+            _emit(env, 1500)
+            wait_for(lambda: len(w.rows) >= n, 30, what="fast jobs")  # noqa: B023
+            if pace.inline:
+                break
+            time.sleep(2)
+        assert pace.inline
+        demoted = pace.demotions
+        n = len(w.rows)
         env.emit(partition=0, sleep_ms=400)
         env.flush()
-        wait_for(lambda: len(w.rows) >= 1501, 10, what="the first slow job")
-        wait_for(lambda: not pace.inline, 5, what="demotion")
+        wait_for(lambda: len(w.rows) >= n + 1, 10, what="the first slow job")
+        wait_for(lambda: pace.demotions == demoted + 1, 5, what="demotion")
         slow = [env.emit(partition=0, sleep_ms=400) for _ in range(4)]
         env.flush()
         time.sleep(0.2)  # the slow jobs are taken first
         fast = _emit(env, 200, partitions=3)
-        fast = [i for n, i in enumerate(fast) if n % 3 != 0]  # partitions 1 and 2
-        wait_for(lambda: len(w.rows) >= 1705, 30, what="all jobs")
+        fast = [i for k, i in enumerate(fast) if k % 3 != 0]  # partitions 1 and 2
+        wait_for(lambda: len(w.rows) >= n + 205, 30, what="all jobs")
         ends = env.end_offsets(env.topic())
         wait_for(lambda: env.committed(env.topic()) == ends, 15, what="commit to the end")
     finally:
         w.stop()
     rows = {r[2]: r for r in w.rows}
-    assert len(w.rows) == 1705
+    assert len(w.rows) == n + 205
     assert not any(rows[i][3] for i in slow)  # demoted: in the pool
     last_slow = max(rows[i][5] for i in slow)
     assert max(rows[i][5] for i in fast) < last_slow  # not stuck behind partition 0
     slow_start = min(rows[i][4] for i in slow)
     assert any(slow_start < t < last_slow for t in w.alive)  # the loop turned meanwhile
-    blocked = [e for e in w.placed if e.reason == "blocked"]
-    assert len(blocked) == 1 and not blocked[0].inline and blocked[0].per_job_s > 0.3
+    assert any(e.reason == "blocked" and not e.inline and e.per_job_s > 0.3 for e in w.placed)
 
 
 def test_zero_never_inlines(env: Env) -> None:

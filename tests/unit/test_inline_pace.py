@@ -65,7 +65,7 @@ def test_in_a_contended_pool_the_cpu_time_decides_within_a_bound_on_the_wall_tim
 
 def test_a_slice_over_the_hard_limit_demotes_at_once() -> None:
     pace = promoted()
-    assert pace.ran_inline(1, HARD_LIMIT * 1.01, 5.0)
+    assert pace.ran_inline(1, HARD_LIMIT * 1.01, 0.0, 5.0)
     assert not pace.inline and pace.demotions == 1
 
 
@@ -73,49 +73,56 @@ def test_a_slow_mean_demotes_after_enough_jobs() -> None:
     pace = Pace("t", 10e-6)
     assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 2e-6, PROMOTE_JOBS * 2e-6, 0.0)
     for _ in range(CHECK_JOBS // 4 - 1):
-        assert not pace.ran_inline(4, 4 * 15e-6, 1.0)  # slow, but not enough jobs yet
-    assert pace.ran_inline(4, 4 * 15e-6, 1.0)
+        assert not pace.ran_inline(4, 4 * 15e-6, 4 * 15e-6, 1.0)  # slow, but not enough jobs yet
+    assert pace.ran_inline(4, 4 * 15e-6, 4 * 15e-6, 1.0)
     assert not pace.inline
 
 
 def test_a_slow_mean_demotes_after_enough_time_with_few_jobs() -> None:
-    pace = promoted()
-    assert not pace.ran_inline(1, CHECK_S / 2, 1.0)
-    assert pace.ran_inline(1, CHECK_S / 2, 1.0)
+    pace = promoted()  # blocked (no CPU) 10 ms a job: past CONTENDED x the threshold
+    assert not pace.ran_inline(1, CHECK_S / 2, 0.0, 1.0)
+    assert pace.ran_inline(1, CHECK_S / 2, 0.0, 1.0)
 
 
 def test_one_preempted_slice_among_many_fast_ones_does_not_demote() -> None:
     pace = promoted()
-    assert not pace.ran_inline(1, 0.005, 1.0)  # a GIL switch interval lost to another thread
+    assert not pace.ran_inline(1, 0.005, 1e-6, 1.0)  # a GIL switch interval lost to another thread
     for _ in range(CHECK_JOBS // 16):
-        assert not pace.ran_inline(16, 16 * 1e-6, 1.0)
+        assert not pace.ran_inline(16, 16 * 1e-6, 16 * 1e-6, 1.0)
+    assert pace.inline
+
+
+def test_time_off_the_cpu_without_blocking_does_not_demote() -> None:
+    pace = promoted()  # 1 µs of CPU a job, 30 µs of wall time: a busy machine
+    for _ in range(CHECK_JOBS // 16):
+        assert not pace.ran_inline(16, 16 * 30e-6, 16 * 1e-6, 1.0)
     assert pace.inline
 
 
 def test_fast_inline_slices_keep_it_inline_and_update_the_pace() -> None:
     pace = promoted()
     for _ in range(10):
-        assert not pace.ran_inline(CHECK_JOBS, CHECK_JOBS * 1e-6, 1.0)
+        assert not pace.ran_inline(CHECK_JOBS, CHECK_JOBS * 1e-6, CHECK_JOBS * 1e-6, 1.0)
     assert pace.inline and pace.per_job == pytest.approx(1e-6)
 
 
 def test_back_off_before_a_new_promotion_doubles_per_demotion() -> None:
     pace = promoted(0.0)
-    assert pace.ran_inline(1, 1.0, 10.0)  # demoted at t=10: banned for 1 s
+    assert pace.ran_inline(1, 1.0, 1.0, 10.0)  # demoted at t=10: banned for 1 s
     assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 10.5)
     assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 11.0)
-    assert pace.ran_inline(1, 1.0, 20.0)  # second demotion: 2 s
+    assert pace.ran_inline(1, 1.0, 1.0, 20.0)  # second demotion: 2 s
     assert not pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 21.5)
     assert pace.pooled(PROMOTE_JOBS, PROMOTE_JOBS * 1e-6, PROMOTE_JOBS * 1e-6, 22.0)
     for i in range(20):
         pace.inline = True
-        pace.ran_inline(1, 1.0, 100.0 + i)
+        pace.ran_inline(1, 1.0, 1.0, 100.0 + i)
     assert pace.banned_until - (100.0 + 19) == MAX_BACKOFF
 
 
 def test_jobs_measured_during_the_back_off_do_not_count() -> None:
     pace = promoted(0.0)
-    pace.ran_inline(1, 1.0, 10.0)
+    pace.ran_inline(1, 1.0, 1.0, 10.0)
     assert not pace.pooled(PROMOTE_JOBS - 1, 1e-6, 1e-6, 10.2)
     assert not pace.pooled(1, 1e-6, 1e-6, 11.1)  # one job after the back-off: not enough yet
 
