@@ -36,15 +36,14 @@ __all__ = ["CHECK_JOBS", "CHECK_S", "HARD_LIMIT", "MAX_BACKOFF", "MAX_SLICE", "P
 
 PROMOTE_JOBS = 500  # jobs timed in the pool before a promotion is considered
 CONTENDED = 10  # wall time over CPU time per job tolerated in the pool (GIL waits)
-CHECK_JOBS = 1024  # inline jobs per look at the inline pace (one lost GIL switch interval,
-# 5 ms, adds 5 µs per job over them) ...
+CHECK_JOBS = 1024  # inline jobs per look at the inline pace ...
 CHECK_S = 0.02  # ... or inline seconds, whichever comes first
 HARD_LIMIT = 0.05  # an inline slice longer than this demotes at once
 TURN_BUDGET = 0.005  # inline seconds per poll-loop turn; the rest goes to the pool
 MAX_SLICE = 256  # jobs per inline slice: what a suddenly blocking handler holds the loop for
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
-MAX_UNDER_US = 10_000.0  # a threshold past this would let one slice pass the hard limit
+MAX_UNDER_US = 10_000.0  # past this a few jobs at the threshold pass the hard limit
 
 
 def under_seconds(micros: float) -> float:
@@ -89,12 +88,9 @@ class Pace:
         if self._jobs < PROMOTE_JOBS:
             return False
         mean = self._seconds / self._jobs
-        mean_cpu = self._cpu / self._jobs
+        short = self._short(mean, self._cpu / self._jobs)
         self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
-        # In a busy pool a thread also waits for the GIL: its wall time overstates the
-        # handler by up to the threads running, its CPU time does not (but misses blocking,
-        # hence the bound on the wall time too).
-        if mean >= self.under and (mean_cpu >= self.under or mean >= CONTENDED * self.under):
+        if not short:
             return False
         self.per_job = mean  # slices sized by the wall time: small until measured inline
         self.promotions += 1
@@ -115,11 +111,9 @@ class Pace:
         if self._jobs < CHECK_JOBS and self._seconds < CHECK_S:
             return False
         mean = self._seconds / self._jobs
-        mean_cpu = self._cpu / self._jobs
+        short = self._short(mean, self._cpu / self._jobs)
         self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
-        # The rule of ``pooled``: the poll thread may have been off the CPU (a busy machine)
-        # without its handler blocking.
-        if mean >= self.under and (mean_cpu >= self.under or mean >= CONTENDED * self.under):
+        if not short:
             self._demote(now, mean)
             return True
         self.per_job = mean
@@ -129,6 +123,14 @@ class Pace:
         """Jobs that fit in ``seconds`` at the measured pace (at least one, at most
         ``MAX_SLICE``)."""
         return max(1, min(MAX_SLICE, int(seconds / max(self.per_job, 1e-9))))
+
+    def _short(self, mean: float, mean_cpu: float) -> bool:
+        """Jobs that took ``mean`` seconds each, ``mean_cpu`` of them on the CPU, are short.
+        A thread in a busy pool also waits for the GIL, and the poll thread of a busy machine
+        for a CPU: their wall time overstates the handler, their CPU time does not, but misses
+        blocking (hence the bound on the wall time too)."""
+        under = self.under
+        return mean < under or (mean_cpu < under and mean < CONTENDED * under)
 
     def _demote(self, now: float, per_job: float) -> None:
         self.inline = False
