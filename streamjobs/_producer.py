@@ -326,10 +326,13 @@ class Producer:
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every outstanding delivery; raise DeliveryFailed if any record failed since
         the last flush, or (code ``_TIMED_OUT``) if some are still in flight after ``timeout``."""
-        wait = -1 if timeout is None else timeout
-        for client, _ in self._retired:  # the status writer's, after a switch (_reporting)
-            client.flush(wait)
-        remaining = self._kafka.flush(wait)
+        # One deadline for every client (the retired one still carries the status writer's
+        # records after a switch, _reporting): the caller's timeout bounds the whole call.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = 0
+        for client in [*(c for c, _ in self._retired), self._kafka]:
+            wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            remaining += client.flush(wait)
         self._tracker.raise_failures()
         if remaining:
             raise DeliveryFailed(f"{remaining} record(s) still waiting for the broker after "
