@@ -12,8 +12,8 @@ concurrency > 1, a job finished above the watermark keeps its records until ever
 is finished, and a crash before that re-runs it with nothing of its first run visible to a
 ``read_committed`` reader. Records with no cause (unique-job markers) join the open
 transaction at once. Status records never join it (a missing status topic must not doom the
-jobs); a follow-up's ``emitted`` status is written only after the transaction carrying the
-follow-up committed (``Outgoing.on_commit``).
+jobs); a follow-up's ``emitted`` and a failure's ``retrying``/``dead`` status are written only
+after the transaction carrying their record committed (``Outgoing.on_commit``).
 
 ``commit`` (every ``commit_interval`` seconds or ``commit_every`` finished jobs, on revoke and
 on shutdown): begin, produce the released records, ``send_offsets_to_transaction`` with each
@@ -111,22 +111,25 @@ class TransactionalOutbox(Outbox):
               cause: tuple[Any, int] | None = None) -> None:
         """As ``Outbox.carry``, but the status record goes outside the transaction, on the
         recorder's own client: status is not part of the promise, and a status topic that is
-        missing or slow must not doom (abort) the jobs' transaction."""
+        missing or slow must not doom (abort) the jobs' transaction. It is written once the
+        transaction carrying the failure's record committed (``Outgoing.on_commit``): a
+        ``retrying`` or ``dead`` of an aborted transaction would show a state the job never
+        reached (it runs again from the last committed offset, and may succeed). A ``dead``
+        is written once, with its dead-letter place."""
         status = routed.status if recorder is not None else None
         if status is None:
             super().carry(routed, None, done, cause)
             return
-        recorder.write(*status)
         out: Outgoing | None = None
 
-        def acked() -> None:
-            if status[2].state == "dead" and out is not None and out.where is not None:
-                recorder.write(status[0], status[1], replace(
-                    status[2], partition=out.where[0], offset=out.where[1]))
-            done()
+        def committed() -> None:
+            t = status[2]
+            if t.state == "dead" and out is not None and out.where is not None:
+                t = replace(t, partition=out.where[0], offset=out.where[1])
+            recorder.write(status[0], status[1], t)
 
-        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, acked,
-                       cause=cause)
+        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, done,
+                       cause=cause, on_commit=committed)
         self.send(out)
 
     def _begin(self) -> None:

@@ -102,10 +102,12 @@ def test_followups_of_an_aborted_transaction_get_no_status(
         env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """With exactly_once, a follow-up written in a transaction that was then aborted (the
     broker refused another record of it: a retry record larger than its topic now allows)
-    gets no `emitted` status record, since a read_committed reader never sees it; the worker
+    gets no `emitted` status record, since a read_committed reader never sees it (nor does the
+    failed parent's retry record of that transaction get a `retrying` status); the worker
     rewinds and runs both parents again, through aborts that need a producer epoch bump too
     (a refused record leaves a gap in its partition's sequence numbers); once the record
-    fits, each parent's follow-up commits exactly once and gets its status."""
+    fits, each parent's follow-up commits exactly once and gets its status, and the failed
+    parent gets one `retrying`."""
     env = chain_env(env)
     env.create_topics("parent", "child")
     tier = retry_topic(env.topic("parent"), 1.0)
@@ -134,7 +136,9 @@ def test_followups_of_an_aborted_transaction_get_no_status(
     failing = env.emit("parent", key="k", fail="after_emit", fail_attempts=1)
     ok = env.emit("parent", key="k")
     env.flush()
+    failing_job, _ = [meta(m).job_id for m in read_all(env, env.topic("parent"), idle=1)]
     w = ChainWorker(env, monkeypatch, exactly_once=True, commit_interval=0.3)
+    topic = status_topic(env.prefix)
 
     def aborts() -> list[str]:
         return [e.error for e in list(w.events) if isinstance(e, TransactionAborted)]
@@ -144,6 +148,8 @@ def test_followups_of_an_aborted_transaction_get_no_status(
         # the first parent), so the transaction that wrote the first follow-up was aborted
         # once a second one is written. (State, not the log: the log grows while it loops.)
         wait_for(lambda: len(in_log) >= 2, 90, what="follow-ups written by aborted transactions")
+        # Nor does the first parent's failure show: its `retrying` waits for the commit.
+        assert lookup(env.kafka, failing_job, topic=topic) is None
         _topic_config(env, tier, "max.message.bytes", "1048588")
         wait_for(lambda: {x["id"] for x in env.lines()} >= {failing, ok}, 90,
                  what="both parents succeed")
@@ -161,7 +167,9 @@ def test_followups_of_an_aborted_transaction_get_no_status(
     # Every refusal took a sequence number the broker never saw: the first record that fits
     # is out of order, and only an abort with an epoch bump lets the worker go on.
     assert any("requires epoch bump" in r.getMessage() for r in caplog.records), aborts()
-    topic = status_topic(env.prefix)
+    retried = wait_for(lambda: lookup(env.kafka, failing_job, topic=topic), 30,
+                       what="the committed retry's status")
+    assert [t.state for t in retried.transitions] == ["retrying"]  # type: ignore[attr-defined]
     for job_id in committed:
         wait_for(lambda j=job_id: lookup(env.kafka, j, topic=topic), 30,
                  what=f"emitted status of committed follow-up {job_id}")

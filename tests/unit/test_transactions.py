@@ -182,8 +182,8 @@ class _Recorder:
 
 def test_status_records_go_outside_the_transaction() -> None:
     """A missing status topic must not doom the jobs' transaction (scenario i's flake): the
-    dead letter's status is written by the recorder's own client, with its place once the
-    dead-letter record is acknowledged (at the commit)."""
+    dead letter's status is written by the recorder's own client, once the transaction
+    carrying the dead-letter record committed, with its place."""
     box, producer = _outbox()
     part = _Part(3)
     recorder = _Recorder()
@@ -191,11 +191,34 @@ def test_status_records_go_outside_the_transaction() -> None:
     routed = SimpleNamespace(topic="t.w.dlq", key=None, value=b"v", headers=[],
                              status=("j1", "work", _Transition("dead")))
     box.carry(routed, recorder, lambda: done.append(1), cause=(part, 1))
-    assert recorder.written == [("j1", "work", _Transition("dead"))]
+    assert recorder.written == []
     assert [out.topic for outs in box.held[part].values() for out in outs] == ["t.w.dlq"]
     box.commit([part], _NoFollowUps())
     assert producer.written == ["t.w.dlq"] and done == [1]
-    assert recorder.written[-1] == ("j1", "work", _Transition("dead", 0, 7))
+    assert recorder.written == [("j1", "work", _Transition("dead", 0, 7))]
+
+
+def test_no_failure_status_for_an_aborted_transaction() -> None:
+    """Rule: a ``retrying``/``dead`` status is written only by the transaction that commits
+    the failure's record: an aborted one (the job runs again, and may succeed) writes none,
+    even when its record was delivered before the refusal."""
+    box, producer = _outbox()
+    part = _Part(3)
+    recorder = _Recorder()
+    routed = SimpleNamespace(topic="t.w.dlq", key=None, value=b"v", headers=[],
+                             status=("j1", "work", _Transition("dead")))
+    box.carry(routed, recorder, lambda: None, cause=(part, 1))
+    producer.refuse.append(_rebalance())
+    # The refusal comes after the produce: the record's delivery report is served, then the
+    # abort (as when the send of the offsets is refused).
+    assert isinstance(box.commit([part], _NoFollowUps()), Aborted)
+    box.poll(0)
+    assert recorder.written == [] and producer.written == []
+    retrying = SimpleNamespace(topic="t.w.retry", key=None, value=b"v", headers=[],
+                               status=("j1", "work", _Transition("retrying")))
+    box.carry(retrying, recorder, lambda: None, cause=(part, 1))
+    box.commit([part], _NoFollowUps())
+    assert recorder.written == [("j1", "work", _Transition("retrying"))]
 
 
 class _FollowUps:
