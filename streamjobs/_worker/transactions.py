@@ -142,13 +142,20 @@ class TransactionalOutbox(Outbox):
         super()._produce(out)
 
     def _defer(self, out: Outgoing, delay: float) -> None:
+        self._drop(out, "not acknowledged")
+
+    def _undelivered(self, out: Outgoing, err: Any) -> None:
+        self._drop(out, str(err.str()) if hasattr(err, "str") else str(err))
+
+    def _drop(self, out: Outgoing, why: str) -> None:
         # Never resent: a later transaction would carry it apart from its cause's offset.
         # Missing from this one, the transaction must not commit; a report for a record of
         # an aborted transaction (purged) is no news. Either way it is no longer pending
-        # (else --burst would wait for it forever).
+        # (else --burst would wait for it forever). The first refusal is the abort's reason:
+        # librdkafka purges the transaction's other queued records after it.
         self.pending -= 1
-        if id(out) in self._in_txn:
-            self._doomed = f"a record for {out.topic} was not delivered"
+        if id(out) in self._in_txn and self._doomed is None:
+            self._doomed = f"a record for {out.topic} was not delivered: {why}"
 
     def commit(self, parts: Iterable[Any], followups: Any) -> list[TopicPartition] | Aborted:
         """Commit what is finished of ``parts``: their offsets at the watermark and the held

@@ -154,7 +154,7 @@ def test_a_record_not_delivered_dooms_its_transaction_and_is_never_resent() -> N
     producer.undeliverable.add("t.w.retry")
     box.send(_retry(part, 1))
     got = box.commit([part], _NoFollowUps())
-    assert isinstance(got, Aborted) and "t.w.retry" in got.error
+    assert isinstance(got, Aborted) and "t.w.retry" in got.error and "timed out" in got.error
     assert "commit" not in producer.calls and part.stored == -1
     producer.undeliverable.clear()
     box.poll(0)
@@ -233,6 +233,18 @@ class _FollowUps:
 def _rebalance() -> KafkaException:
     return KafkaException(RdError(RdError.ILLEGAL_GENERATION, "stale generation",
                                   txn_requires_abort=True))
+
+
+def test_the_first_refusal_is_the_reason_of_the_abort() -> None:
+    """Rule: the abort names the first record refused and why (librdkafka then purges the
+    transaction's queued records, whose reports come after it and say only "purged")."""
+    box, producer = _outbox()
+    part = _Part(3)
+    producer.undeliverable.update({"t.w.retry", "t.child"})
+    box.send(_retry(part, 1))
+    got = box.commit([part], _FollowUps("t.child"))  # reported first, then the retry
+    assert isinstance(got, Aborted)
+    assert got.error == "a record for t.child was not delivered: timed out"
 
 
 def test_an_abort_leaves_nothing_pending() -> None:
