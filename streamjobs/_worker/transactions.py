@@ -12,8 +12,9 @@ concurrency > 1, a job finished above the watermark keeps its records until ever
 is finished, and a crash before that re-runs it with nothing of its first run visible to a
 ``read_committed`` reader. Records with no cause (unique-job markers) join the open
 transaction at once. Status records never join it (a missing status topic must not doom the
-jobs); a follow-up's ``emitted`` and a failure's ``retrying``/``dead`` status are written only
-after the transaction carrying their record committed (``Outgoing.on_commit``).
+jobs); a follow-up's ``emitted`` and a failure's ``retrying``/``dead`` status (and the
+failure's event) come only after the transaction carrying their record committed
+(``Outgoing.on_commit``).
 
 ``commit`` (every ``commit_interval`` seconds or ``commit_every`` finished jobs, on revoke and
 on shutdown): begin, produce the released records, ``send_offsets_to_transaction`` with each
@@ -109,27 +110,30 @@ class TransactionalOutbox(Outbox):
 
     def carry(self, routed: Any, recorder: Any, done: Callable[[], None],
               cause: tuple[Any, int] | None = None) -> None:
-        """As ``Outbox.carry``, but the status record goes outside the transaction, on the
-        recorder's own client: status is not part of the promise, and a status topic that is
-        missing or slow must not doom (abort) the jobs' transaction. It is written once the
-        transaction carrying the failure's record committed (``Outgoing.on_commit``): a
-        ``retrying`` or ``dead`` of an aborted transaction would show a state the job never
-        reached (it runs again from the last committed offset, and may succeed). A ``dead``
-        is written once, with its dead-letter place."""
+        """As ``Outbox.carry``, but what tells of the failure waits for the transaction
+        carrying its record to commit (``Outgoing.on_commit``): ``done`` (the failure's
+        event) and the status record. An aborted transaction re-runs the job from the last
+        committed offset (it may then succeed), so a ``retrying``/``dead`` shown for it
+        would be a state the job never reached. The status goes outside the transaction, on
+        the recorder's own client (status is not part of the promise, and a missing or slow
+        status topic must not doom the jobs' transaction); a ``dead`` is written once, with
+        its dead-letter place. (The cause's offset counts finished at once: ``send``.)"""
         status = routed.status if recorder is not None else None
-        if status is None:
-            super().carry(routed, None, done, cause)
-            return
         out: Outgoing | None = None
 
         def committed() -> None:
-            t = status[2]
-            if t.state == "dead" and out is not None and out.where is not None:
-                t = replace(t, partition=out.where[0], offset=out.where[1])
-            recorder.write(status[0], status[1], t)
+            if status is not None:
+                t = status[2]
+                if t.state == "dead" and out is not None and out.where is not None:
+                    t = replace(t, partition=out.where[0], offset=out.where[1])
+                recorder.write(status[0], status[1], t)
+            done()
 
-        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, done,
-                       cause=cause, on_commit=committed)
+        # A record with no cause joins the open transaction and is not among those a commit
+        # releases: its acknowledgement is all there is to wait for.
+        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers,
+                       _nothing if cause is not None else committed,
+                       cause=cause, on_commit=committed if cause is not None else None)
         self.send(out)
 
     def _begin(self) -> None:
@@ -292,3 +296,7 @@ def _error(exc: ClientError, tid: str, what: str) -> KafkaError:
     if _fenced(exc):
         return ProducerFenced(f"{what} ({tid}): {_detail(exc)}", transactional_id=tid)
     return translate(exc, f"{what} ({tid})")
+
+
+def _nothing() -> None:
+    pass

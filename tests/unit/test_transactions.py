@@ -198,6 +198,25 @@ def test_status_records_go_outside_the_transaction() -> None:
     assert recorder.written == [("j1", "work", _Transition("dead", 0, 7))]
 
 
+def test_a_delivered_failure_of_an_aborted_transaction_tells_nothing() -> None:
+    """Rule: a dead-letter record delivered inside a transaction that is then aborted (another
+    record of it was refused) writes no ``dead`` status and runs no ``done`` (the failure's
+    event): the job runs again."""
+    box, producer = _outbox()
+    part = _Part(3)
+    recorder = _Recorder()
+    done: list[int] = []
+    routed = SimpleNamespace(topic="t.w.dlq", key=None, value=b"v", headers=[],
+                             status=("j1", "work", _Transition("dead")))
+    box.carry(routed, recorder, lambda: done.append(1), cause=(part, 1))
+    (dlq,) = box.held[part][1]
+    producer.undeliverable.add("t.child")
+    assert isinstance(box.commit([part], _FollowUps("t.child")), Aborted)
+    box.poll(0)
+    assert dlq.where == (0, 7)  # it was delivered (then aborted)
+    assert recorder.written == [] and done == [] and producer.written == []
+
+
 def test_no_failure_status_for_an_aborted_transaction() -> None:
     """Rule: a ``retrying``/``dead`` status is written only by the transaction that commits
     the failure's record: an aborted one (the job runs again, and may succeed) writes none,
