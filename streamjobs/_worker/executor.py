@@ -33,7 +33,7 @@ from ..events import (
 )
 from .context import JobContext, bind_thread, bound
 from .failures import Decision, Failure, decide, describe
-from .inline import HARD_LIMIT, TURN_BUDGET, Pace
+from .inline import HARD_LIMIT, TURN_BUDGET, Pace, Watchdog
 from .keyhold import HELD_DECISION, HELD_FAILURE, InPlace, KeyHeld
 from .lanes import LaneQueue, RankedDeque, Ranks
 from .ordering import Chunk, Lanes
@@ -59,6 +59,9 @@ class Executor:
         self.lanes = lanes
         self.completions = completions
         self.stopping = False
+        # Per thread slot (the last: the poll thread's inline runs), read between jobs: a
+        # chunk stops early when set (``halt``, shutdown; the watchdog cuts an inline slice).
+        self.halted = [False] * (concurrency + 1)
         # Status recording (_worker/statuses.py), set by the worker before jobs arrive:
         # completions carry the jobs that succeeded, and each thread shows the job it runs
         # (the last slot: the poll thread's inline runs).
@@ -71,6 +74,9 @@ class Executor:
         # Sync tasks of promoted handlers (inline.py), run by the poll thread in run_inline;
         # handler threads append a task whose handler was promoted while it ran.
         self._inline: deque[tuple[Any, Hashable | None, Chunk | list[Chunk]]] = deque()
+        self._watch: Watchdog | None = None  # started with the first inline run
+        self._slice: list[JobContext] | None = None  # the inline slice running ...
+        self._slice_ran = 0  # ... and, when it stopped early, how many of its jobs ran
         # Priority lanes (_worker/lanes.py): sync tasks by lane rank; None without lanes.
         self.lane_queue: LaneQueue | None = None
         if ranks:
@@ -125,8 +131,15 @@ class Executor:
         while inline:
             self._tasks.put(inline.popleft())
 
-    def shutdown(self) -> None:
+    def halt(self) -> None:
+        """Chunks stop between jobs (shutdown); the jobs not run are not completed."""
         self.stopping = True
+        self.halted[:] = [True] * len(self.halted)
+
+    def shutdown(self) -> None:
+        self.halt()
+        if self._watch is not None:
+            self._watch.close()
         for _ in self._threads:
             self._tasks.put(None)
         if self._loop is not None:
@@ -205,25 +218,30 @@ class Executor:
         inline = self._inline
         if not inline:
             return
+        watch = self._watch
+        if watch is None:
+            watch = self._watch = Watchdog(self.halted, self.concurrency)
+        watch.arm()
         before = bound()
         bind_thread(self)  # ctx.emit on this thread
         deadline = time.perf_counter() + TURN_BUDGET
         try:
             while inline:
-                self._run_inline(*inline.popleft(), deadline)
+                self._run_inline(*inline.popleft(), deadline, watch)
         finally:
             bind_thread(before)
 
     def _run_inline(self, part: Any, lane: Hashable | None, chunk: Chunk | list[Chunk],
-                    deadline: float) -> None:
+                    deadline: float, watch: Watchdog) -> None:
         """``_run_sync`` on the poll thread: slices that fit before ``deadline`` at the
-        handler's pace, each timed; the rest (past the deadline, or once demoted) goes to the
-        pool with the task, which keeps its lane."""
+        handler's pace, each timed and watched; the rest (past the deadline, once demoted, or
+        cut by the watchdog) goes to the pool with the task, which keeps its lane."""
         chunks = chunk if isinstance(chunk, list) else [chunk]
         pace = part.pace
         clock = time.perf_counter
         cpu = time.thread_time
         slot = self.concurrency
+        halted = self.halted
         while True:
             early = False
             for i, (jobs, offsets) in enumerate(chunks):
@@ -238,10 +256,24 @@ class Executor:
                         jobs, offsets = jobs[n:], offsets[n:]
                     else:
                         head, head_offsets, jobs = jobs, offsets, []
+                    halted[slot] = self.stopping  # a late cut of the last slice is spent
+                    self._slice = head
+                    watch.started = t0
                     early = self._run_chunk(slot, part, head, head_offsets)
+                    watch.started = 0.0
+                    self._slice = None
                     t1 = clock()
-                    if pace.ran_inline(len(head), t1 - t0, cpu() - c0, t1):
+                    ran = len(head)
+                    cut = early and not (part.revoked or self.stopping)
+                    if cut:  # the watchdog's: the slice ran past the hard limit
+                        ran = self._slice_ran
+                    if pace.ran_inline(ran, t1 - t0, cpu() - c0, t1):
                         self._placed(pace, "blocked" if t1 - t0 > HARD_LIMIT else "slow")
+                    if cut:
+                        rest = [(head[ran:], head_offsets[ran:]), (jobs, offsets),
+                                *chunks[i + 1:]]
+                        self._tasks.put((part, lane, [c for c in rest if c[0]]))
+                        return
                     if early or not jobs:
                         break
                 if early:
@@ -274,7 +306,7 @@ class Executor:
         plain: Any = None  # the last handler that runs as a plain call (no timeout, sync)
         func: Any = None
         for ctx in jobs:  # the hot loop: a handler call and three flag checks per job
-            if part.revoked or self.stopping:
+            if part.revoked or self.halted[slot]:
                 ran = jobs.index(ctx)
                 break
             if running is not None:
@@ -320,7 +352,7 @@ class Executor:
         start = clock()
         wall = time.time() - start  # perf_counter -> wall clock
         for ctx in jobs:  # the hot loop: a handler call, a clock read, an append per job
-            if part.revoked or self.stopping:
+            if part.revoked or self.halted[slot]:
                 ran = first + len(ends)
                 break
             if running is not None:
@@ -376,7 +408,7 @@ class Executor:
         ran = len(jobs)
         t0 = clock()
         for i, ctx in enumerate(jobs):
-            if part.revoked or self.stopping:
+            if part.revoked or self.halted[slot]:
                 ran = i
                 break
             handler = ctx._handler
@@ -439,6 +471,8 @@ class Executor:
             done = [o for o in offsets[:ran] if o not in bad]
             if self.record_ok:
                 ok = [c for c in jobs[:ran] if c.offset not in bad]
+            if jobs is self._slice:
+                self._slice_ran = ran  # where a cut stopped the inline slice (_run_inline)
         self.completions.append((part, done, failed, False, ok))
 
     # -- async --------------------------------------------------------------------------------

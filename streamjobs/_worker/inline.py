@@ -19,20 +19,23 @@ promotion's rule; it may be promoted again only after a back-off (1 s, doubled p
 up to ``MAX_BACKOFF``), so a handler with mixed run times does not flap.
 
 What a promoted handler can cost: the poll loop runs nothing else while one of its slices
-runs, so a handler whose calls suddenly block holds the loop until its slice ends (a slice is
-sized to take ``TURN_BUDGET`` at the pace measured before, and is at most ``MAX_SLICE`` jobs;
-nothing is timed per job). Kafka heartbeats go on (librdkafka's own threads); only
-``max.poll.interval.ms`` bounds such a stall (docs/worker.md "Inline handlers").
+runs. Nothing is timed per job; instead a ``Watchdog`` thread looks at the running slice every
+``TICK`` and, past ``HARD_LIMIT``, raises the flag the slice checks between jobs (the check it
+makes anyway for a revoke or a shutdown): a handler whose calls suddenly block holds the loop
+for the one call that blocks (plus the watchdog's delay), then the rest of the slice goes to
+the pool on its lane and the handler is demoted (docs/worker.md "Inline handlers").
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 from ..errors import ConfigError
 
 __all__ = ["CHECK_JOBS", "CHECK_S", "HARD_LIMIT", "MAX_BACKOFF", "MAX_SLICE", "PROMOTE_JOBS",
-           "TURN_BUDGET", "Pace", "under_seconds"]
+           "TICK", "TURN_BUDGET", "Pace", "Watchdog", "under_seconds"]
 
 PROMOTE_JOBS = 500  # jobs timed in the pool before a promotion is considered
 CONTENDED = 10  # wall time over CPU time per job tolerated in the pool (GIL waits)
@@ -43,6 +46,8 @@ TURN_BUDGET = 0.005  # inline seconds per poll-loop turn; the rest goes to the p
 MAX_SLICE = 256  # jobs per inline slice: what a suddenly blocking handler holds the loop for
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
+TICK = 0.015  # the watchdog's look at a running slice
+IDLE_AFTER = 1.0  # seconds without inline work before the watchdog sleeps until the next
 MAX_UNDER_US = 10_000.0  # past this a few jobs at the threshold pass the hard limit
 
 
@@ -139,3 +144,67 @@ class Pace:
         self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
         self.banned_until = now + self._backoff
         self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+
+
+class Watchdog:
+    """Cuts an inline slice that runs past ``limit``: a daemon thread that, while slices run,
+    looks every ``tick`` at how long the current one has run and then sets
+    ``flags[index]``, which the slice checks between jobs.
+
+    The poll thread calls ``arm`` once per turn with inline work and sets ``started`` (its
+    ``perf_counter`` at the slice's start; 0.0 between slices). After ``IDLE_AFTER`` without
+    a turn the thread sleeps until the next ``arm``. A call that blocks in C (a sleep, a
+    socket) releases the GIL, so the thread looks on time; a long pure-Python call lets it in
+    at the interpreter's switch interval."""
+
+    __slots__ = ("_closed", "_thread", "_wake", "asleep", "flags", "index", "limit", "started",
+                 "tick", "turns")
+
+    def __init__(self, flags: list[bool], index: int, limit: float = HARD_LIMIT,
+                 tick: float = TICK) -> None:
+        self.flags = flags
+        self.index = index
+        self.limit = limit
+        self.tick = tick
+        self.started = 0.0
+        self.turns = 0
+        self.asleep = False
+        self._closed = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="sj-inline-watch", daemon=True)
+        self._thread.start()
+
+    def arm(self) -> None:
+        """A poll-loop turn with inline work (poll thread)."""
+        self.turns += 1  # before reading ``asleep``: the thread writes it before ``turns``
+        if self.asleep:
+            self.asleep = False
+            self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    def _main(self) -> None:
+        clock = time.perf_counter
+        seen = -1
+        active_at = clock()
+        while not self._closed:
+            time.sleep(self.tick)
+            now = clock()
+            started = self.started
+            if started:
+                active_at = now
+                if now - started > self.limit and self.started == started:
+                    self.flags[self.index] = True
+                continue
+            if self.turns != seen:
+                seen = self.turns
+                active_at = now
+            elif now - active_at >= IDLE_AFTER:
+                self._wake.clear()
+                self.asleep = True
+                if self.turns == seen:  # no ``arm`` since: it will see ``asleep``
+                    self._wake.wait()
+                self.asleep = False
+                active_at = clock()

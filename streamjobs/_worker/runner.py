@@ -791,7 +791,7 @@ class Worker:
         if self.scheduler is not None:
             self.scheduler.stop()  # hands the firing to another worker at once
         if self.executor is not None:
-            self.executor.stopping = True  # chunks stop between jobs
+            self.executor.halt()  # chunks stop between jobs
         deadline = time.monotonic() + self.settings.grace_period
         try:
             if self.consumer is not None and self.parts:
