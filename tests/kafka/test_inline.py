@@ -26,13 +26,14 @@ class Run:
 
     def __init__(self, env: Env, **settings: Any) -> None:
         self.rows: list[Row] = []
+        self.starts: dict[str, float] = {}  # payload id -> its call's start
         self.alive: list[float] = []
         self.placed: list[InlineChanged] = []
         app = App(SCHEMAS, name="tests-inline", topic_prefix=env.prefix)
 
         @app.job("task")
         def task(payload: dict[str, Any], ctx: JobContext) -> None:
-            start = time.monotonic()
+            start = self.starts[payload["id"]] = time.monotonic()
             if payload["sleep_ms"]:
                 time.sleep(payload["sleep_ms"] / 1000)
             if payload["key"] == "parent":
@@ -150,6 +151,54 @@ def test_a_handler_that_turns_slow_is_demoted_and_the_loop_serves_other_partitio
     slow_start = min(rows[i][4] for i in slow)
     assert any(slow_start < t < last_slow for t in w.alive)  # the loop turned meanwhile
     assert any(e.reason == "blocked" and not e.inline and e.per_job_s > 0.3 for e in w.placed)
+
+
+def _promote(env: Env, w: Run) -> None:
+    pace = w.worker.paces["task"]
+    for _ in range(5):  # a loaded box may demote it once (then it waits a back-off)
+        n = len(w.rows) + 1500
+        _emit(env, 1500)
+        wait_for(lambda: len(w.rows) >= n, 30, what="fast jobs")  # noqa: B023
+        if pace.inline:
+            return
+        time.sleep(2)
+    assert pace.inline
+
+
+def test_a_handler_whose_calls_start_blocking_holds_the_loop_for_one_call(env: Env) -> None:
+    """A promoted handler's calls suddenly block (300 ms each, 16 in a row on partition 0):
+    the poll loop is held for about the one call that blocks, not its slice (the watchdog
+    cuts it), so jobs of another partition emitted during that call finish within 1.5 s and
+    the loop beats within 2 s (not after up to 16 x 300 ms); the blocking jobs run once
+    each, in order (the rest of the slice in the pool, on its lane), the handler is demoted
+    as blocked, and all commit."""
+    env.create_topics("task", partitions=3)
+    w = Run(env)
+    try:
+        _promote(env, w)
+        pace = w.worker.paces["task"]
+        n = len(w.rows)
+        slow = [env.emit(partition=0, sleep_ms=300) for _ in range(16)]
+        env.flush()
+        wait_for(lambda: slow[0] in w.starts, 10, what="the first blocking call")
+        fast = _emit(env, 100, partitions=2)  # partitions 0 and 1 ...
+        fast = [i for k, i in enumerate(fast) if k % 2]  # ... keep 1's: not behind slow
+        wait_for(lambda: len(w.rows) >= n + 16 + 100, 30, what="all jobs")
+        ends = env.end_offsets(env.topic())
+        wait_for(lambda: env.committed(env.topic()) == ends, 15, what="commit to the end")
+    finally:
+        w.stop()
+    rows = {r[2]: r for r in w.rows}
+    assert len(w.rows) == n + 116 and len(rows) == len(w.rows)  # once each
+    blocked_at = w.starts[slow[0]]
+    assert max(rows[i][5] for i in fast) - blocked_at < 1.5  # 0.3 s; seconds if the slice ran
+    assert any(blocked_at < t < blocked_at + 2.0 for t in w.alive)
+    p0 = [r[1] for r in w.rows if r[0] == 0]
+    assert p0 == sorted(p0)
+    assert [rows[i][1] for i in slow] == sorted(rows[i][1] for i in slow)
+    assert sum(rows[i][3] for i in slow) <= 1  # at most the first on the poll thread
+    assert not pace.inline or pace.promotions > 1
+    assert any(e.reason == "blocked" and not e.inline for e in w.placed)
 
 
 def test_zero_never_inlines(env: Env) -> None:
