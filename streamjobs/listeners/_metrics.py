@@ -382,8 +382,14 @@ def _end_to_end_at_once(child: Any, e: JobsSucceeded) -> bool:
     created: tuple[int, ...] = e.created_at_ms  # type: ignore[assignment]  # checked below
     if bounds is None or buckets is None or total is None or not durations:
         return False
-    try:  # a None among ints makes min raise: no separate pass looking for one
-        earliest, latest = min(created), max(created)
+    try:  # a None among ints makes the comparisons raise: no separate pass looking for one
+        if created[0] <= created[-1]:
+            # Usually in order (a producer's emits): sorting an ordered tuple is one
+            # comparison per job, a third of what min and max take.
+            ordered = sorted(created)
+            earliest, latest = ordered[0], ordered[-1]
+        else:
+            earliest, latest = min(created), max(created)
     except TypeError:
         return False
     if earliest is None:  # (None,): min compared nothing

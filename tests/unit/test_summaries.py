@@ -299,3 +299,39 @@ def test_a_chunks_runs_of_successes_are_summarised_with_their_end_times(tmp_path
     assert value("streamjobs_jobs_total", outcome="failed") == 1
     assert value("streamjobs_job_duration_seconds_count") == 7
     assert value("streamjobs_job_end_to_end_seconds_count") == 6
+
+
+def test_end_to_end_at_once_whatever_the_order_of_created_at() -> None:
+    # In order (one producer), interleaved (two), reversed, or with a job lacking one: the
+    # one-bucket check reads the extremes right, and a missing created-at is never counted.
+    from prometheus_client import Histogram
+
+    from streamjobs.events import RunDurations
+    from streamjobs.listeners._metrics import END_TO_END_BUCKETS, _end_to_end_at_once
+
+    now = time.time()
+    now_ms = int(now * 1000)
+    base = [now_ms - 200 + i // 40 for i in range(100)]  # end-to-end 0.19-0.21 s: le=0.25
+    orders: list[tuple[int | None, ...]] = [
+        tuple(base), tuple(base[::-1]), tuple(b + 2 * (i % 2) for i, b in enumerate(base)),
+        (*base[:-1], now_ms - 4000),  # the last one far older: two buckets
+        (*base[:50], None, *base[51:]), (None,)]
+    for created in orders:
+        start = 10.0
+        ends = [start + 0.00001 * (i + 1) for i in range(len(created))]
+        e = JobsSucceeded("email", "t", 0, now, RunDurations(start, ends), created)
+        h = Histogram("e2e", "", buckets=END_TO_END_BUCKETS, registry=CollectorRegistry())
+        at_once = _end_to_end_at_once(h, e)
+        known = [ms for ms in created if ms is not None]
+        assert at_once == (len(known) == len(created) and min(known) > now_ms - 1000)
+        if at_once:
+            reg = CollectorRegistry()
+            one = Histogram("e2e", "", buckets=END_TO_END_BUCKETS, registry=reg)
+            for end, ms in zip(ends, created, strict=True):
+                assert ms is not None
+                one.observe(now + (end - start) - ms / 1000.0)
+            got = {s.name + str(s.labels): s.value for m in h.collect() for s in m.samples
+                   if not s.name.endswith(("_created", "_sum"))}
+            want = {s.name + str(s.labels): s.value for m in one.collect() for s in m.samples
+                    if not s.name.endswith(("_created", "_sum"))}
+            assert got == want
