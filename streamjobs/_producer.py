@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import re
 import threading
 import time
@@ -326,10 +327,13 @@ class Producer:
     def flush(self, timeout: float | None = None) -> None:
         """Wait for every outstanding delivery; raise DeliveryFailed if any record failed since
         the last flush, or (code ``_TIMED_OUT``) if some are still in flight after ``timeout``."""
-        wait = -1 if timeout is None else timeout
-        for client, _ in self._retired:  # the status writer's, after a switch (_reporting)
-            client.flush(wait)
-        remaining = self._kafka.flush(wait)
+        # One deadline for every client (the retired one still carries the status writer's
+        # records after a switch, _reporting): the caller's timeout bounds the whole call.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        remaining = 0
+        for client in [*(c for c, _ in self._retired), self._kafka]:
+            wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            remaining += client.flush(wait)
         self._tracker.raise_failures()
         if remaining:
             raise DeliveryFailed(f"{remaining} record(s) still waiting for the broker after "
@@ -366,14 +370,23 @@ class Producer:
                        timeout=timeout)
 
     def _record_emitted(self, job_type: str, record: _Record) -> None:
+        write = self._emitted_write(job_type, record)
+        if write is not None:
+            self._queue_status(write, record[4])
+
+    def _emitted_write(self, job_type: str, record: _Record) -> Callable[[], None] | None:
+        """The one produce call of ``record``'s ``emitted`` status (None: its type records
+        none). It raises BufferError on a full local queue: a caller that must not wait (the
+        worker's poll thread) keeps it for later."""
         info = self._types.get(job_type) or self._type_info(job_type)
-        if info.status is None or self._status is None:
-            return
+        status = self._status
+        if info.status is None or status is None:
+            return None
         topic, _, _, hdrs, job_id, _, at = record
         due = next((v for k, v in hdrs if k == h.DUE_AT), None)
         t = Transition("emitted", at, topic=topic,
                        due_at_ms=int(due) if due is not None else None)
-        self._emitted(info, job_id, at, t)
+        return functools.partial(status.write, job_id, info.name, t)
 
     def _emitted(self, info: _TypeInfo, job_id: str, now_ms: int, t: Transition | None) -> None:
         """Write the ``emitted`` status record (``t``: the slow path's; None: emit's own)."""
@@ -386,6 +399,13 @@ class Producer:
             else:
                 status.write(job_id, info.name, t)
 
+        self._queue_status(write, job_id)
+
+    def _queue_status(self, write: Callable[[], None], job_id: str) -> None:
+        """``write`` (one status produce), waiting up to ``delivery_timeout`` for room in
+        the local queue."""
+        status = self._status
+        assert status is not None
         try:
             queued, _ = connection.until_queued(self._kafka, write,
                                                 timeout=self.delivery_timeout)

@@ -16,7 +16,9 @@ commits that offset carries them (``release``).
 
 A follow-up's ``emitted`` status record (job types recording ``all``) is written once the
 follow-up is in Kafka: on its acknowledgement, or (exactly-once) once its transaction
-committed, never for a follow-up a ``read_committed`` reader will not see.
+committed, never for a follow-up a ``read_committed`` reader will not see. That is on the poll
+thread, so it never waits for room in the encoder's local queue: a full queue keeps the status
+for the next loop turns (``take``), as the worker's own status records do (``statuses.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -86,6 +89,8 @@ class FollowUps:
         # exactly-once: part -> {parent offset: records not yet in a transaction}
         self.held: dict[Any, dict[int, list[Outgoing]]] = {}
         self.emitted = 0
+        # emitted statuses a full local queue refused: (produce call, job id), oldest first
+        self._late: deque[tuple[Callable[[], None], str]] = deque()
 
     # -- handler threads ----------------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class FollowUps:
         part = getattr(parent, "_part", None)
         self._inbox.append((part if part is not None else (parent.topic, parent.partition),
                             parent.offset, rec[0], rec[1], rec[2], rec[3],
-                            functools.partial(_record_emitted, p, job_type, rec)))
+                            functools.partial(self._record_emitted, p, job_type, rec)))
         return rec[4]
 
     def _encoder_now(self) -> Producer:
@@ -114,6 +119,8 @@ class FollowUps:
     def take(self, resolve: Callable[[Any], Any]) -> None:
         """Send (or, exactly-once, hold) what handlers emitted since the last call. ``resolve``
         turns a (topic, partition) placeholder into the current ``Part`` (None: gone)."""
+        if self._late:
+            self._send_late()
         inbox = self._inbox
         while inbox:
             part, offset, topic, key, value, hdrs, status = inbox.popleft()
@@ -134,6 +141,31 @@ class FollowUps:
             counts[offset] = counts.get(offset, 0) + 1
             self._outbox.send(Outgoing(topic, key, value, hdrs,
                                        self._acked_cb(part, offset, status)))
+
+    def _record_emitted(self, encoder: Producer, job_type: str, rec: _Record) -> None:
+        """The follow-up's ``emitted`` status, through the encoder's own client, never
+        waiting (poll thread): a full local queue keeps it for later; a failure is logged,
+        the follow-up itself is written."""
+        try:
+            write = encoder._emitted_write(job_type, rec)
+        except Exception as exc:  # status is best effort: never the end of the loop
+            _log.warning("emitted status of follow-up %s not written: %s", rec[4], exc)
+            return
+        if write is not None:
+            self._late.append((write, rec[4]))
+            self._send_late()
+
+    def _send_late(self) -> None:
+        late = self._late
+        while late:
+            write, job_id = late[0]
+            try:
+                write()
+            except BufferError:
+                return  # still full: the next turn
+            except Exception as exc:
+                _log.warning("emitted status of follow-up %s not written: %s", job_id, exc)
+            late.popleft()
 
     def _acked_cb(self, part: Any, offset: int,
                   status: Callable[[], None]) -> Callable[[], None]:
@@ -200,7 +232,16 @@ class FollowUps:
         """Exactly-once: the held records of parents below ``below`` (the watermark)."""
         return release_below(self.held, part, below)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """On shutdown: the statuses a full queue held back get up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._late and time.monotonic() < deadline:
+            self._send_late()
+            if self._late:
+                time.sleep(0.05)  # the encoder's own poll thread drains its queue
+        if self._late:
+            _log.warning("%d emitted status(es) of follow-ups not written: local queue full",
+                         len(self._late))
         if self._encoder is not None:
             self._encoder.close()  # its client sent only status records, if any
 
@@ -209,12 +250,3 @@ class FollowUps:
         self.pending.pop(part, None)
         self._waiting.pop(part, None)
         self.held.pop(part, None)
-
-
-def _record_emitted(encoder: Producer, job_type: str, rec: _Record) -> None:
-    """The follow-up's ``emitted`` status, through the encoder's own client (poll thread: a
-    failure is logged, the follow-up itself is written)."""
-    try:
-        encoder._record_emitted(job_type, rec)
-    except Exception as exc:  # status is best effort: never the end of the loop
-        _log.warning("emitted status of follow-up %s not written: %s", rec[4], exc)

@@ -97,9 +97,7 @@ class Outbox:
     def _produce(self, out: Outgoing) -> None:
         def delivered(err: Any, msg: Any) -> None:
             if err is not None:
-                _log.error("could not deliver to %s (%s); sending again in %.0fs",
-                           out.topic, err, RESEND_AFTER)
-                self._defer(out, RESEND_AFTER)
+                self._undelivered(out, err)
                 return
             if unconfirmed(err, msg):  # an implicit ack: maybe never written
                 _log.warning("%s: delivery of job %s reported without an offset; sending it "
@@ -117,9 +115,13 @@ class Outbox:
         except BufferError:  # local queue full: let poll() make room, never block here
             self._defer(out, 0.05)
         except ClientError as exc:
-            _log.error("could not produce to %s (%s); trying again in %.0fs",
-                       out.topic, exc, RESEND_AFTER)
-            self._defer(out, RESEND_AFTER)
+            self._undelivered(out, exc.args[0] if exc.args else exc)
+
+    def _undelivered(self, out: Outgoing, err: Any) -> None:
+        """The broker (or the client) refused ``out``: send it again after a pause."""
+        _log.error("could not deliver to %s (%s); sending again in %.0fs",
+                   out.topic, err, RESEND_AFTER)
+        self._defer(out, RESEND_AFTER)
 
     def _defer(self, out: Outgoing, delay: float) -> None:
         heapq.heappush(self._deferred, (time.monotonic() + delay, next(self._seq), out))

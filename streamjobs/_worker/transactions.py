@@ -12,8 +12,9 @@ concurrency > 1, a job finished above the watermark keeps its records until ever
 is finished, and a crash before that re-runs it with nothing of its first run visible to a
 ``read_committed`` reader. Records with no cause (unique-job markers) join the open
 transaction at once. Status records never join it (a missing status topic must not doom the
-jobs); a follow-up's ``emitted`` status is written only after the transaction carrying the
-follow-up committed (``Outgoing.on_commit``).
+jobs); a follow-up's ``emitted`` and a failure's ``retrying``/``dead`` status (and the
+failure's event) come only after the transaction carrying their record committed
+(``Outgoing.on_commit``).
 
 ``commit`` (every ``commit_interval`` seconds or ``commit_every`` finished jobs, on revoke and
 on shutdown): begin, produce the released records, ``send_offsets_to_transaction`` with each
@@ -109,24 +110,30 @@ class TransactionalOutbox(Outbox):
 
     def carry(self, routed: Any, recorder: Any, done: Callable[[], None],
               cause: tuple[Any, int] | None = None) -> None:
-        """As ``Outbox.carry``, but the status record goes outside the transaction, on the
-        recorder's own client: status is not part of the promise, and a status topic that is
-        missing or slow must not doom (abort) the jobs' transaction."""
+        """As ``Outbox.carry``, but what tells of the failure waits for the transaction
+        carrying its record to commit (``Outgoing.on_commit``): ``done`` (the failure's
+        event) and the status record. An aborted transaction re-runs the job from the last
+        committed offset (it may then succeed), so a ``retrying``/``dead`` shown for it
+        would be a state the job never reached. The status goes outside the transaction, on
+        the recorder's own client (status is not part of the promise, and a missing or slow
+        status topic must not doom the jobs' transaction); a ``dead`` is written once, with
+        its dead-letter place. (The cause's offset counts finished at once: ``send``.)"""
         status = routed.status if recorder is not None else None
-        if status is None:
-            super().carry(routed, None, done, cause)
-            return
-        recorder.write(*status)
         out: Outgoing | None = None
 
-        def acked() -> None:
-            if status[2].state == "dead" and out is not None and out.where is not None:
-                recorder.write(status[0], status[1], replace(
-                    status[2], partition=out.where[0], offset=out.where[1]))
+        def committed() -> None:
+            if status is not None:
+                t = status[2]
+                if t.state == "dead" and out is not None and out.where is not None:
+                    t = replace(t, partition=out.where[0], offset=out.where[1])
+                recorder.write(status[0], status[1], t)
             done()
 
-        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers, acked,
-                       cause=cause)
+        # A record with no cause joins the open transaction and is not among those a commit
+        # releases: its acknowledgement is all there is to wait for.
+        out = Outgoing(routed.topic, routed.key, routed.value, routed.headers,
+                       _nothing if cause is not None else committed,
+                       cause=cause, on_commit=committed if cause is not None else None)
         self.send(out)
 
     def _begin(self) -> None:
@@ -139,13 +146,20 @@ class TransactionalOutbox(Outbox):
         super()._produce(out)
 
     def _defer(self, out: Outgoing, delay: float) -> None:
+        self._drop(out, "not acknowledged")
+
+    def _undelivered(self, out: Outgoing, err: Any) -> None:
+        self._drop(out, str(err.str()) if hasattr(err, "str") else str(err))
+
+    def _drop(self, out: Outgoing, why: str) -> None:
         # Never resent: a later transaction would carry it apart from its cause's offset.
         # Missing from this one, the transaction must not commit; a report for a record of
         # an aborted transaction (purged) is no news. Either way it is no longer pending
-        # (else --burst would wait for it forever).
+        # (else --burst would wait for it forever). The first refusal is the abort's reason:
+        # librdkafka purges the transaction's other queued records after it.
         self.pending -= 1
-        if id(out) in self._in_txn:
-            self._doomed = f"a record for {out.topic} was not delivered"
+        if id(out) in self._in_txn and self._doomed is None:
+            self._doomed = f"a record for {out.topic} was not delivered: {why}"
 
     def commit(self, parts: Iterable[Any], followups: Any) -> list[TopicPartition] | Aborted:
         """Commit what is finished of ``parts``: their offsets at the watermark and the held
@@ -282,3 +296,7 @@ def _error(exc: ClientError, tid: str, what: str) -> KafkaError:
     if _fenced(exc):
         return ProducerFenced(f"{what} ({tid}): {_detail(exc)}", transactional_id=tid)
     return translate(exc, f"{what} ({tid})")
+
+
+def _nothing() -> None:
+    pass

@@ -14,6 +14,7 @@ from streamjobs._config import KafkaConfig
 from streamjobs._producer import AsyncProducer
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs.errors import DeliveryFailed, PayloadError
+from tests.conftest import wait_for
 
 from .jobs_catalogue import read, total_records, write_catalogue
 
@@ -102,6 +103,10 @@ def test_wait_raises_delivery_failed(kafka_config: KafkaConfig, catalogue: Catal
             with pytest.raises(PayloadError):
                 await p.emit(JOB, {"user_id": "u1", "email": 7})
             admin.delete_topics([topic])[topic].result(timeout=30)
+            # The deletion is accepted before the broker stops taking records for the topic:
+            # a record sent in between is acknowledged (seen 2 runs in 14).
+            wait_for(lambda: topic not in admin.list_topics(timeout=10).topics, 30,
+                     what="the topic gone from the metadata")
             with pytest.raises(DeliveryFailed) as info:
                 await p.emit(JOB, {"user_id": "u1", "email": "e"}, wait=True)
             assert info.value.job_id is not None

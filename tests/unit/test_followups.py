@@ -133,3 +133,47 @@ def test_transactional_followups_carry_their_status_to_the_commit() -> None:
     assert out.on_commit is not None
     out.on_commit()
     assert statuses == [2]
+
+
+class _FullQueueEncoder:
+    """The follow-up encoder's side of an ``emitted`` status: a produce call that finds the
+    local queue full ``full`` times (BufferError) before it takes the record."""
+
+    def __init__(self, full: int) -> None:
+        self.full = full
+        self.written: list[str] = []
+
+    def _emitted_write(self, job_type: str, rec: Any) -> Any:
+        def write() -> None:
+            if self.full:
+                self.full -= 1
+                raise BufferError("queue full")
+            self.written.append(rec[4])
+
+        return write
+
+
+def test_emitted_status_never_waits_for_a_full_queue() -> None:
+    """Rule: the poll thread never waits for room for a follow-up's ``emitted`` status: a
+    full local queue keeps it (and those after it, in order) for the next loop turns."""
+    f, _, _ = _followups()
+    enc = _FullQueueEncoder(full=3)  # a's try, a's try again when b comes, the first turn
+    f._record_emitted(enc, "t", ("t", None, b"v", [], "a", 1, 0))  # type: ignore[arg-type]
+    f._record_emitted(enc, "t", ("t", None, b"v", [], "b", 1, 0))  # type: ignore[arg-type]
+    assert enc.written == []  # returned at once, nothing written yet
+    f.take(lambda where: None)  # the queue is still full once
+    assert enc.written == []
+    f.take(lambda where: None)
+    assert enc.written == ["a", "b"]
+    f.take(lambda where: None)
+    assert enc.written == ["a", "b"]
+
+
+def test_emitted_statuses_held_back_get_a_last_chance_at_close() -> None:
+    """Rule: on shutdown the statuses a full queue held back are written if room comes
+    within the close timeout (they are not lost with the loop)."""
+    f, _, _ = _followups()
+    enc = _FullQueueEncoder(full=3)
+    f._record_emitted(enc, "t", ("t", None, b"v", [], "a", 1, 0))  # type: ignore[arg-type]
+    f.close(timeout=5)
+    assert enc.written == ["a"]

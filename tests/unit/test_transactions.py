@@ -154,7 +154,7 @@ def test_a_record_not_delivered_dooms_its_transaction_and_is_never_resent() -> N
     producer.undeliverable.add("t.w.retry")
     box.send(_retry(part, 1))
     got = box.commit([part], _NoFollowUps())
-    assert isinstance(got, Aborted) and "t.w.retry" in got.error
+    assert isinstance(got, Aborted) and "t.w.retry" in got.error and "timed out" in got.error
     assert "commit" not in producer.calls and part.stored == -1
     producer.undeliverable.clear()
     box.poll(0)
@@ -182,8 +182,8 @@ class _Recorder:
 
 def test_status_records_go_outside_the_transaction() -> None:
     """A missing status topic must not doom the jobs' transaction (scenario i's flake): the
-    dead letter's status is written by the recorder's own client, with its place once the
-    dead-letter record is acknowledged (at the commit)."""
+    dead letter's status is written by the recorder's own client, once the transaction
+    carrying the dead-letter record committed, with its place."""
     box, producer = _outbox()
     part = _Part(3)
     recorder = _Recorder()
@@ -191,11 +191,53 @@ def test_status_records_go_outside_the_transaction() -> None:
     routed = SimpleNamespace(topic="t.w.dlq", key=None, value=b"v", headers=[],
                              status=("j1", "work", _Transition("dead")))
     box.carry(routed, recorder, lambda: done.append(1), cause=(part, 1))
-    assert recorder.written == [("j1", "work", _Transition("dead"))]
+    assert recorder.written == []
     assert [out.topic for outs in box.held[part].values() for out in outs] == ["t.w.dlq"]
     box.commit([part], _NoFollowUps())
     assert producer.written == ["t.w.dlq"] and done == [1]
-    assert recorder.written[-1] == ("j1", "work", _Transition("dead", 0, 7))
+    assert recorder.written == [("j1", "work", _Transition("dead", 0, 7))]
+
+
+def test_a_delivered_failure_of_an_aborted_transaction_tells_nothing() -> None:
+    """Rule: a dead-letter record delivered inside a transaction that is then aborted (another
+    record of it was refused) writes no ``dead`` status and runs no ``done`` (the failure's
+    event): the job runs again."""
+    box, producer = _outbox()
+    part = _Part(3)
+    recorder = _Recorder()
+    done: list[int] = []
+    routed = SimpleNamespace(topic="t.w.dlq", key=None, value=b"v", headers=[],
+                             status=("j1", "work", _Transition("dead")))
+    box.carry(routed, recorder, lambda: done.append(1), cause=(part, 1))
+    (dlq,) = box.held[part][1]
+    producer.undeliverable.add("t.child")
+    assert isinstance(box.commit([part], _FollowUps("t.child")), Aborted)
+    box.poll(0)
+    assert dlq.where == (0, 7)  # it was delivered (then aborted)
+    assert recorder.written == [] and done == [] and producer.written == []
+
+
+def test_no_failure_status_for_an_aborted_transaction() -> None:
+    """Rule: a ``retrying``/``dead`` status is written only by the transaction that commits
+    the failure's record: an aborted one (the job runs again, and may succeed) writes none,
+    even when its record was delivered before the refusal."""
+    box, producer = _outbox()
+    part = _Part(3)
+    recorder = _Recorder()
+    routed = SimpleNamespace(topic="t.w.dlq", key=None, value=b"v", headers=[],
+                             status=("j1", "work", _Transition("dead")))
+    box.carry(routed, recorder, lambda: None, cause=(part, 1))
+    producer.refuse.append(_rebalance())
+    # The refusal comes after the produce: the record's delivery report is served, then the
+    # abort (as when the send of the offsets is refused).
+    assert isinstance(box.commit([part], _NoFollowUps()), Aborted)
+    box.poll(0)
+    assert recorder.written == [] and producer.written == []
+    retrying = SimpleNamespace(topic="t.w.retry", key=None, value=b"v", headers=[],
+                               status=("j1", "work", _Transition("retrying")))
+    box.carry(retrying, recorder, lambda: None, cause=(part, 1))
+    box.commit([part], _NoFollowUps())
+    assert recorder.written == [("j1", "work", _Transition("retrying"))]
 
 
 class _FollowUps:
@@ -210,6 +252,18 @@ class _FollowUps:
 def _rebalance() -> KafkaException:
     return KafkaException(RdError(RdError.ILLEGAL_GENERATION, "stale generation",
                                   txn_requires_abort=True))
+
+
+def test_the_first_refusal_is_the_reason_of_the_abort() -> None:
+    """Rule: the abort names the first record refused and why (librdkafka then purges the
+    transaction's queued records, whose reports come after it and say only "purged")."""
+    box, producer = _outbox()
+    part = _Part(3)
+    producer.undeliverable.update({"t.w.retry", "t.child"})
+    box.send(_retry(part, 1))
+    got = box.commit([part], _FollowUps("t.child"))  # reported first, then the retry
+    assert isinstance(got, Aborted)
+    assert got.error == "a record for t.child was not delivered: timed out"
 
 
 def test_an_abort_leaves_nothing_pending() -> None:
