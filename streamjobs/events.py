@@ -78,6 +78,9 @@ Worker process:
 - ``BrokerStatus``     whether the broker is reachable
 - ``SlotFreed``        a stuck sync handler returned at last (result ignored): ``job_id``,
                        ``job_type``, ``ran_s``, ``stuck`` (threads still stuck), ``limit``
+- ``InlineChanged``    a sync job type's jobs now run on the poll thread (``inline``) or back
+                       in the pool: ``per_job_s`` (mean run time measured), ``reason``
+                       (``short``, ``slow``, ``blocked``); _worker/inline.py
 
 Hot path: the worker emits per job, as often as it runs jobs, so ``EventBus.wants`` and
 ``EventBus.emit`` are a single dict lookup plus a loop over a precomputed tuple.
@@ -102,6 +105,7 @@ __all__ = [
     "Event",
     "EventBus",
     "InFlightChanged",
+    "InlineChanged",
     "JobDeadLettered",
     "JobDuplicate",
     "JobEvent",
@@ -451,6 +455,14 @@ class SlotFreed(Event):
     ran_s: float
     stuck: int
     limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class InlineChanged(Event):
+    job_type: str
+    inline: bool
+    per_job_s: float
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """Running handlers: a bounded pool of threads for sync handlers, one asyncio loop (in its
-own thread) for async ones.
+own thread) for async ones, and the poll thread itself for short sync handlers once they
+have proved short (``run_inline``; the policy is inline.py's).
 
 The unit of work is a *chunk*: a lane's records, run one after the other by one task. At high
 rates a chunk is a whole consume batch of a partition, so the per-record cost is the handler
@@ -22,6 +23,7 @@ from typing import Any
 from ..errors import JobTimeout
 from ..events import (
     EventBus,
+    InlineChanged,
     JobFailed,
     JobsSucceeded,
     JobStarted,
@@ -29,8 +31,9 @@ from ..events import (
     JobTimedOut,
     RunDurations,
 )
-from .context import JobContext, bind_thread
+from .context import JobContext, bind_thread, bound
 from .failures import Decision, Failure, decide, describe
+from .inline import HARD_LIMIT, TURN_BUDGET, Pace
 from .keyhold import HELD_DECISION, HELD_FAILURE, InPlace, KeyHeld
 from .lanes import LaneQueue, RankedDeque, Ranks
 from .ordering import Chunk, Lanes
@@ -57,13 +60,17 @@ class Executor:
         self.completions = completions
         self.stopping = False
         # Status recording (_worker/statuses.py), set by the worker before jobs arrive:
-        # completions carry the jobs that succeeded, and each thread shows the job it runs.
+        # completions carry the jobs that succeeded, and each thread shows the job it runs
+        # (the last slot: the poll thread's inline runs).
         self.record_ok = False
         self.track_running = False
-        self.running: list[JobContext | None] = [None] * concurrency
+        self.running: list[JobContext | None] = [None] * (concurrency + 1)
         self.running_async: set[JobContext] = set()
         self.followups: Any = None  # where ctx.emit hands follow-ups (followups.py)
         self._tasks: Any = queue.SimpleQueue()
+        # Sync tasks of promoted handlers (inline.py), run by the poll thread in run_inline;
+        # handler threads append a task whose handler was promoted while it ran.
+        self._inline: deque[tuple[Any, Hashable | None, Chunk | list[Chunk]]] = deque()
         # Priority lanes (_worker/lanes.py): sync tasks by lane rank; None without lanes.
         self.lane_queue: LaneQueue | None = None
         if ranks:
@@ -102,8 +109,21 @@ class Executor:
             if not self._inbox_wake:
                 self._inbox_wake = True
                 self._loop.call_soon_threadsafe(self._take_inbox)
+        elif part.pace is not None and part.pace.inline:
+            self._inline.append((part, lane, chunk))
         else:
             self._tasks.put((part, lane, chunk))
+
+    @property
+    def inline_waiting(self) -> bool:
+        """Tasks wait for ``run_inline`` (the poll loop should not wait for records)."""
+        return bool(self._inline)
+
+    def spill(self) -> None:
+        """Hand every task waiting for ``run_inline`` to the pool (revoke, shutdown)."""
+        inline = self._inline
+        while inline:
+            self._tasks.put(inline.popleft())
 
     def shutdown(self) -> None:
         self.stopping = True
@@ -130,6 +150,12 @@ class Executor:
         # when a higher lane's task waits (_worker/lanes.py).
         queue = self.lane_queue
         yields = queue is not None and queue.rank(part) > 0
+        # A handler that may run inline is timed per chunk until promoted (inline.py).
+        pace = part.pace
+        if pace is not None and pace.inline:
+            pace = None
+        clock = time.perf_counter
+        cpu = time.thread_time
         first = True
         while True:
             early = False
@@ -141,7 +167,83 @@ class Executor:
                     self._tasks.put((part, lane, chunks[i:]))
                     return
                 first = False
-                early = self._run_chunk(slot, part, jobs, offsets)
+                if pace is None:
+                    early = self._run_chunk(slot, part, jobs, offsets)
+                else:
+                    t0, c0 = clock(), cpu()
+                    early = self._run_chunk(slot, part, jobs, offsets)
+                    t1 = clock()
+                    if pace.pooled(len(jobs), t1 - t0, cpu() - c0, t1):
+                        self._placed(pace, "short")
+                        pace = None
+                if early:
+                    break
+            nxt = None
+            if lane is not None:
+                if early:
+                    self.lanes.release(lane)
+                else:
+                    nxt = self.lanes.take(lane)
+            if nxt is None:
+                self.completions.append((part, _NONE, None, True, None))
+                return
+            if part.pace is not None and part.pace.inline:
+                # Promoted meanwhile: the lane's task goes on on the poll thread.
+                self._inline.append((part, lane, nxt))
+                return
+            chunks = nxt
+
+    # -- inline (poll thread; inline.py) ------------------------------------------------------
+
+    def _placed(self, pace: Pace, reason: str) -> None:
+        if self.bus.wants(InlineChanged):
+            self.bus.emit(InlineChanged(pace.job_type, pace.inline, pace.per_job, reason))
+
+    def run_inline(self) -> None:
+        """Run the tasks of promoted handlers on this (the poll) thread, for at most
+        ``TURN_BUDGET`` seconds; what is left goes to the pool."""
+        inline = self._inline
+        if not inline:
+            return
+        before = bound()
+        bind_thread(self)  # ctx.emit on this thread
+        deadline = time.perf_counter() + TURN_BUDGET
+        try:
+            while inline:
+                self._run_inline(*inline.popleft(), deadline)
+        finally:
+            bind_thread(before)
+
+    def _run_inline(self, part: Any, lane: Hashable | None, chunk: Chunk | list[Chunk],
+                    deadline: float) -> None:
+        """``_run_sync`` on the poll thread: slices that fit before ``deadline`` at the
+        handler's pace, each timed; the rest (past the deadline, or once demoted) goes to the
+        pool with the task, which keeps its lane."""
+        chunks = chunk if isinstance(chunk, list) else [chunk]
+        pace = part.pace
+        clock = time.perf_counter
+        cpu = time.thread_time
+        slot = self.concurrency
+        while True:
+            early = False
+            for i, (jobs, offsets) in enumerate(chunks):
+                while True:  # slices of this chunk
+                    t0, c0 = clock(), cpu()
+                    if not pace.inline or t0 >= deadline:
+                        self._tasks.put((part, lane, [(jobs, offsets), *chunks[i + 1:]]))
+                        return
+                    n = pace.fits(deadline - t0)
+                    if n < len(jobs):
+                        head, head_offsets = jobs[:n], offsets[:n]
+                        jobs, offsets = jobs[n:], offsets[n:]
+                    else:
+                        head, head_offsets, jobs = jobs, offsets, []
+                    early = self._run_chunk(slot, part, head, head_offsets)
+                    t1 = clock()
+                    if pace.ran_inline(len(head), t1 - t0, cpu() - c0, t1):
+                        self._placed(pace, "blocked" if t1 - t0 > HARD_LIMIT else "slow")
+                    if early or not jobs:
+                        break
                 if early:
                     break
             nxt = None

@@ -125,9 +125,11 @@ def dispatch(part: Part, jobs: list[JobContext], offsets: Sequence[int] | None, 
 def _unordered(part: Part, jobs: list[JobContext], offsets: Sequence[int], submit: Submit,
                concurrency: int) -> None:
     # Small batches: one job per task (a slow job delays nobody). Big batches: a few
-    # tasks per thread, so per-task overhead is spread over many jobs.
+    # tasks per thread, so per-task overhead is spread over many jobs. A handler promoted to
+    # the poll thread (inline.py) runs them one after the other anyway: one task.
     n = len(jobs)
-    size = max(1, n // (4 * concurrency))
+    pace = part.pace
+    size = n if pace is not None and pace.inline else max(1, n // (4 * concurrency))
     for i in range(0, n, size):
         part.tasks += 1
         submit(part, None, (jobs[i:i + size], offsets[i:i + size]), part.is_async)

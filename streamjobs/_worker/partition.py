@@ -27,6 +27,7 @@ from .routes import Routes
 
 if TYPE_CHECKING:
     from .._unique import SeenSet
+    from .inline import Pace
 
 __all__ = ["SOFT_HOLD_S", "Part", "Pauses", "by_consumer"]
 
@@ -38,9 +39,8 @@ class Part:
     an earlier assignment are recognised by ``gone``)."""
 
     __slots__ = ("acks", "consumer", "dedupe", "gone", "hold_until_ms", "is_async", "job_topic",
-                 "next_fetch", "partition", "paused", "paused_kafka", "revoked", "single_type",
-                 "status_every",
-                 "stored", "tasks", "topic", "tracker", "wait")
+                 "next_fetch", "pace", "partition", "paused", "paused_kafka", "revoked",
+                 "single_type", "status_every", "stored", "tasks", "topic", "tracker", "wait")
 
     def __init__(self, topic: str, partition: int, routes: Routes, ordering: str,
                  consumer: Any = None) -> None:
@@ -54,6 +54,7 @@ class Part:
         self.is_async = routes.all_async(self.job_topic)
         routes_here = routes.job_topics.get(self.job_topic, ())
         self.single_type = routes_here[0].job.name if len(routes_here) == 1 else None
+        self.pace: Pace | None = None  # its job type may run inline (inline.py; the worker's)
         # Every job type here records every transition (no per-job check of the setting).
         self.status_every = all(r.job.status == "all" for r in routes_here)
         self.next_fetch = -1  # first offset not taken yet (-1: nothing received)

@@ -2,7 +2,8 @@
 
 It never waits on a handler. Each iteration: drain finished chunks (offsets, failures through
 the router), fire wait timers, apply pauses, take a batch of records, apply what intake
-decided (jobs to lanes, records to send, pauses), serve producer callbacks. ``consume`` is
+decided (jobs to lanes, records to send, pauses), run the chunks of short sync handlers
+promoted to this thread (a few ms at most, inline.py), serve producer callbacks. ``consume`` is
 called with a short timeout so a job longer than ``max.poll.interval.ms`` never costs the
 partitions and SIGTERM is honoured promptly. Data flows one way: intake (``intake.py``) and
 the failure router (``router.py``) return decisions, this module acts on them; partition state
@@ -74,6 +75,7 @@ from .context import JobContext
 from .executor import Chunk, Completion, Executor
 from .failures import Decision, Failure
 from .followups import FollowUps
+from .inline import Pace, under_seconds
 from .intake import Intake, Taken, announce
 from .keyhold import HELD_CLASS, KeyHold
 from .lanes import LaneGate, lane_ranks
@@ -140,6 +142,8 @@ class Worker:
         self.lane_ranks = lane_ranks(app.catalogue, [j.name for j in jobs])  # priority lanes
         self.lane_gate = LaneGate(self.lane_ranks, self.settings.concurrency,
                                   self.settings.max_in_flight or 1) if self.lane_ranks else None
+        self._eos = self.settings.exactly_once or app.exactly_once
+        self.paces = self._paces()  # job type -> its pace, for those that may run inline
         self.group_id = self.settings.group_id or app.default_group_id()
         self.parts: dict[tuple[str, int], Part] = {}
         self.completions: deque[Completion] = deque()
@@ -150,7 +154,6 @@ class Worker:
         self._touched: set[Part] = set()
         self._finished = 0
         self._finished_at_commit = 0
-        self._eos = self.settings.exactly_once or app.exactly_once
         self._txn_at = 0.0  # exactly-once: when the last transaction committed (monotonic)
         self.broker = BrokerWatch(self.bus)
         self._signals = 0
@@ -279,6 +282,17 @@ class Worker:
             scheduler.start()
         self.bus.emit(WorkerStarted(self.group_id, tuple(topics), s.concurrency, os.getpid()))
 
+    def _paces(self) -> dict[str, Pace]:
+        """Job types that may run inline on the poll thread once measured short (inline.py):
+        sync handlers without a timeout (a timeout needs its own thread: stuck.py), outside
+        exactly-once transactions."""
+        under = under_seconds(self.settings.inline_under)
+        if not under or self._eos:
+            return {}
+        return {r.job.name: Pace(r.job.name, under) for r in self.routes.by_type.values()
+                if not r.handler.is_async and r.handler.timeout is None
+                and r.job.timeout_s is None}
+
     def _encoder(self) -> Any:
         # Producer's own validation and encoding for ctx.emit (its client sends nothing).
         from .._producer import Producer
@@ -379,6 +393,8 @@ class Worker:
                 timeout = min(timeout, WAIT_SWEEP_EVERY)
             if next_wake is not None:
                 timeout = max(0.0, min(timeout, (next_wake - now_ms) / 1000.0))
+            if executor.inline_waiting:  # handed over by a handler thread: run them soon
+                timeout = 0.0
             if keyhold is not None and keyhold.due is not None:
                 timeout = max(0.0, min(timeout, keyhold.due - now))
             if self.throttle is not None:
@@ -400,6 +416,7 @@ class Worker:
                 msgs = waiter.consume(min(s.batch_size, max(room, 1)), 0)
                 if msgs:
                     self._apply(intake.take(msgs, self.parts, self.in_flight, bound))
+            executor.run_inline()  # promoted handlers' jobs, within a time budget
             outbox.poll(0)
             if status is not None:
                 status.poll()
@@ -695,6 +712,10 @@ class Worker:
 
     def _new_part(self, consumer: Any, topic: str, partition: int) -> Part:
         part = Part(topic, partition, self.routes, self.settings.ordering, consumer)
+        rank = self.lane_ranks.get(topic)
+        if part.single_type is not None and (rank is None or rank[1] == 0):
+            # A lower priority lane stays in the pool, where its tasks yield to higher ones.
+            part.pace = self.paces.get(part.single_type)
         part.dedupe = self.uniqueness.load(topic, partition)
         self.parts[(topic, partition)] = part
         return part
@@ -705,8 +726,10 @@ class Worker:
             part.revoked = True  # no new job of these partitions starts
         # Let their running jobs finish (bounded), then commit what is finished.
         deadline = time.monotonic() + self.settings.grace_period
+        self.executor.spill()  # inline tasks: the pool ends those of revoked partitions
         while any(self._busy(p) for p in parts) and time.monotonic() < deadline:
             self._drain()
+            self.executor.spill()
             self.outbox.poll(0.01)
         self._drain()
         offsets = []
@@ -778,6 +801,7 @@ class Worker:
                 self.consumer.poll(0.02)  # paused: serves callbacks, keeps the membership
                 if self.waiter is not None:
                     self.waiter.poll(0)
+                self.executor.spill()  # inline tasks: the pool ends them (stopping)
                 self._drain()
                 self._store()
                 self.outbox.poll(0)

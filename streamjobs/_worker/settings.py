@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from .inline import under_seconds
 
 __all__ = ["GROUP_PROTOCOLS", "KEY_DEAD_LETTER", "ORDERINGS", "WorkerSettings"]
 
@@ -49,6 +50,8 @@ class WorkerSettings:
                       offsets commit atomically per batch (_worker/transactions.py)
     stuck_limit       sync handler threads stuck past their timeout that are replaced by new
                       ones; at this many the worker is not live. 0: concurrency
+    inline_under      microseconds: a sync handler without a timeout whose jobs take less than
+                      this on average runs on the poll thread (_worker/inline.py); 0: never
     """
 
     concurrency: int = 8
@@ -72,6 +75,7 @@ class WorkerSettings:
     exactly_once: bool = False
     key_dead_letter: str = "release"
     stuck_limit: int = 0
+    inline_under: float = 20.0
 
     def __post_init__(self) -> None:
         _positive_int(self, "concurrency")
@@ -107,6 +111,7 @@ class WorkerSettings:
                 self.stuck_limit < 0):
             raise ConfigError("stuck_limit", f"must be an integer >= 0, got "
                                              f"{self.stuck_limit!r}")
+        under_seconds(self.inline_under)
         for name in ("commit_every", "max_poll_interval_ms", "session_timeout_ms",
                      "batch_size"):
             _positive_int(self, name)

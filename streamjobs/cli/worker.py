@@ -140,6 +140,10 @@ def _log_json(log_format: str) -> bool:
               envvar="STREAMJOBS_STUCK_LIMIT",
               help="Sync handler threads stuck past their timeout that are replaced; at this "
                    "many the worker is not live. 0: --concurrency.")
+@click.option("--inline-under", type=click.FloatRange(0, 10_000), default=20.0,
+              show_default=True, envvar="STREAMJOBS_INLINE_UNDER", metavar="MICROSECONDS",
+              help="Sync handlers (no timeout) measured under this many µs per job run on "
+                   "the poll thread, not the pool. 0: never.")
 @click.option("--liveness-ttl", type=click.FloatRange(0, min_open=True), default=30.0,
               show_default=True, envvar="STREAMJOBS_LIVENESS_TTL",
               help="Seconds without a live heartbeat before /healthz fails (and --processes "
@@ -165,7 +169,8 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             exactly_once: bool,
             max_in_flight: int | None,
             group_protocol: str, max_poll_interval_ms: int, session_timeout_ms: int,
-            topic_prefix: str | None, processes: int, stuck_limit: int, liveness_ttl: float,
+            topic_prefix: str | None, processes: int, stuck_limit: int, inline_under: float,
+            liveness_ttl: float,
             burst: bool, schedules: bool, listeners: str,
             log_format: str, job_log_level: str, log_level: str, connect_timeout: float,
             kafka: KafkaConfig, registry: RegistryConfig | None) -> None:
@@ -190,7 +195,7 @@ def command(app_target: str, concurrency: int, job_types: str, group_id: str | N
             grace_period=grace_period, group_protocol=group_protocol,
             max_poll_interval_ms=max_poll_interval_ms,
             session_timeout_ms=session_timeout_ms, burst=burst, connect_timeout=connect_timeout,
-            schedules=schedules, stuck_limit=stuck_limit,
+            schedules=schedules, stuck_limit=stuck_limit, inline_under=inline_under,
             exactly_once=bool(exactly_once), key_dead_letter=key_dead_letter)
     except ConfigError as exc:
         fail(f"invalid option {exc.field.replace('_', '-')}: {exc.reason}", EXIT_USAGE)

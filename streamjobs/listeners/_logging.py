@@ -37,6 +37,7 @@ from ..events import (
     CommitFailed,
     Event,
     EventBus,
+    InlineChanged,
     JobDeadLettered,
     JobDuplicate,
     JobEvent,
@@ -238,6 +239,7 @@ class LogListener:
             ("warning", JobTimedOut, self.on_timed_out),
             ("error", SlotStuck, self.on_slot_stuck),
             ("info", SlotFreed, self.on_slot_freed),
+            ("info", InlineChanged, self.on_inline),
             ("info", ScheduleFired, self.on_schedule_fired),
             ("warning", ScheduleSkipped, self.on_schedule_skipped),
             ("info", SchedulerOwnership, self.on_scheduler_owner),
@@ -305,6 +307,10 @@ class LogListener:
     def on_slot_freed(self, e: SlotFreed) -> None:
         self._log.info("slot.freed", job_id=e.job_id, job_type=e.job_type,
                        ran_s=round(e.ran_s, 3), stuck=e.stuck, limit=e.limit)
+
+    def on_inline(self, e: InlineChanged) -> None:
+        self._log.info("handler.inline" if e.inline else "handler.pooled", job_type=e.job_type,
+                       per_job_us=round(e.per_job_s * 1e6, 1), reason=e.reason)
 
     # --- schedules -------------------------------------------------------------------
 
@@ -417,6 +423,7 @@ _HANDLERS: dict[type[Event], str] = {
     JobTimedOut: "on_timed_out",
     SlotStuck: "on_slot_stuck",
     SlotFreed: "on_slot_freed",
+    InlineChanged: "on_inline",
     ScheduleFired: "on_schedule_fired",
     ScheduleSkipped: "on_schedule_skipped",
     SchedulerOwnership: "on_scheduler_owner",

@@ -27,6 +27,7 @@ class _Part:
     tracker: Any = None
     is_async = False
     tasks = 0
+    pace = None  # never inline (inline.py)
 
 
 class _Ctx:

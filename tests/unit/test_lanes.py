@@ -157,6 +157,7 @@ class _RunPart:
         self.topic = topic
         self.revoked = False
         self.single_type = None
+        self.pace = None  # never inline (inline.py)
 
 
 def test_a_low_lane_task_hands_its_rest_to_a_waiting_high_task() -> None:

@@ -1,0 +1,141 @@
+"""Running short sync handlers on the poll thread (``--inline-under``).
+
+A sync handler that takes a few microseconds per job costs the pool more than its own run:
+each chunk's hand-off (a queue put, a thread wake-up) and, above all, the GIL passed back and
+forth between the poll thread and the handler threads every switch interval. Run on the poll
+thread instead, such a handler costs its call and nothing else.
+
+``Pace`` is one job type's record of how long its jobs take and whether they run inline.
+Every sync handler without a timeout starts in the pool, where each chunk is timed (wall and
+thread CPU time, per chunk, not per job). Once ``PROMOTE_JOBS`` jobs took on average less
+than ``under`` seconds each (of CPU, if their wall time stays under ``CONTENDED`` times that:
+a busy pool's threads wait for the GIL, and that is the cost inlining removes), it is
+*promoted*: its chunks run on the poll thread, at most ``TURN_BUDGET`` seconds of them per
+loop turn (a chunk is cut into slices that fit at its measured pace; the rest goes to the
+pool on the same ordering lane, so order holds). Inline, each slice is timed the same way,
+and the handler is *demoted* back to the pool when a slice took longer than ``HARD_LIMIT``
+(a call that blocked) or its jobs over the last ``CHECK_JOBS`` / ``CHECK_S`` fail the
+promotion's rule; it may be promoted again only after a back-off (1 s, doubled per demotion
+up to ``MAX_BACKOFF``), so a handler with mixed run times does not flap.
+
+What a promoted handler can cost: the poll loop runs nothing else while one of its slices
+runs, so a handler whose calls suddenly block holds the loop until its slice ends (a slice is
+sized to take ``TURN_BUDGET`` at the pace measured before, and is at most ``MAX_SLICE`` jobs;
+nothing is timed per job). Kafka heartbeats go on (librdkafka's own threads); only
+``max.poll.interval.ms`` bounds such a stall (docs/worker.md "Inline handlers").
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import ConfigError
+
+__all__ = ["CHECK_JOBS", "CHECK_S", "HARD_LIMIT", "MAX_BACKOFF", "MAX_SLICE", "PROMOTE_JOBS",
+           "TURN_BUDGET", "Pace", "under_seconds"]
+
+PROMOTE_JOBS = 500  # jobs timed in the pool before a promotion is considered
+CONTENDED = 10  # wall time over CPU time per job tolerated in the pool (GIL waits)
+CHECK_JOBS = 1024  # inline jobs per look at the inline pace ...
+CHECK_S = 0.02  # ... or inline seconds, whichever comes first
+HARD_LIMIT = 0.05  # an inline slice longer than this demotes at once
+TURN_BUDGET = 0.005  # inline seconds per poll-loop turn; the rest goes to the pool
+MAX_SLICE = 256  # jobs per inline slice: what a suddenly blocking handler holds the loop for
+FIRST_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+MAX_UNDER_US = 10_000.0  # past this a few jobs at the threshold pass the hard limit
+
+
+def under_seconds(micros: float) -> float:
+    """``WorkerSettings.inline_under`` (µs) in seconds, checked (0: never inline)."""
+    if isinstance(micros, bool) or not isinstance(micros, int | float) or not (
+            math.isfinite(micros) and 0 <= micros <= MAX_UNDER_US):
+        raise ConfigError("inline_under", f"must be a number of microseconds from 0 to "
+                                          f"{MAX_UNDER_US:g}, got {micros!r}")
+    return micros / 1e6
+
+
+class Pace:
+    """One sync job type's run time per job, and whether its chunks run inline.
+
+    ``pooled`` is called by handler threads (unlocked: a lost update only delays a decision),
+    ``ran_inline`` and ``fits`` by the poll thread."""
+
+    __slots__ = ("_backoff", "_cpu", "_jobs", "_seconds", "banned_until", "demotions", "inline",
+                 "job_type", "per_job", "promotions", "under")
+
+    def __init__(self, job_type: str, under: float) -> None:
+        self.job_type = job_type
+        self.under = under  # seconds per job
+        self.inline = False
+        self.per_job = under  # the last measured mean (seconds per job)
+        self.banned_until = 0.0  # monotonic: no promotion before
+        self.promotions = 0
+        self.demotions = 0
+        self._jobs = 0
+        self._seconds = 0.0
+        self._cpu = 0.0
+        self._backoff = FIRST_BACKOFF
+
+    def pooled(self, jobs: int, seconds: float, cpu: float, now: float) -> bool:
+        """A chunk of ``jobs`` ran in the pool in ``seconds``, ``cpu`` of them on the CPU of
+        its thread; True: just promoted."""
+        if self.inline or now < self.banned_until:
+            return False
+        self._jobs += jobs
+        self._seconds += seconds
+        self._cpu += cpu
+        if self._jobs < PROMOTE_JOBS:
+            return False
+        mean = self._seconds / self._jobs
+        short = self._short(mean, self._cpu / self._jobs)
+        self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
+        if not short:
+            return False
+        self.per_job = mean  # slices sized by the wall time: small until measured inline
+        self.promotions += 1
+        self.inline = True
+        return True
+
+    def ran_inline(self, jobs: int, seconds: float, cpu: float, now: float) -> bool:
+        """A slice of ``jobs`` ran inline in ``seconds``, ``cpu`` of them on the CPU of the
+        poll thread; True: just demoted."""
+        if not self.inline:
+            return False
+        if seconds > HARD_LIMIT:
+            self._demote(now, seconds / max(jobs, 1))
+            return True
+        self._jobs += jobs
+        self._seconds += seconds
+        self._cpu += cpu
+        if self._jobs < CHECK_JOBS and self._seconds < CHECK_S:
+            return False
+        mean = self._seconds / self._jobs
+        short = self._short(mean, self._cpu / self._jobs)
+        self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
+        if not short:
+            self._demote(now, mean)
+            return True
+        self.per_job = mean
+        return False
+
+    def fits(self, seconds: float) -> int:
+        """Jobs that fit in ``seconds`` at the measured pace (at least one, at most
+        ``MAX_SLICE``)."""
+        return max(1, min(MAX_SLICE, int(seconds / max(self.per_job, 1e-9))))
+
+    def _short(self, mean: float, mean_cpu: float) -> bool:
+        """Jobs that took ``mean`` seconds each, ``mean_cpu`` of them on the CPU, are short.
+        A thread in a busy pool also waits for the GIL, and the poll thread of a busy machine
+        for a CPU: their wall time overstates the handler, their CPU time does not, but misses
+        blocking (hence the bound on the wall time too)."""
+        under = self.under
+        return mean < under or (mean_cpu < under and mean < CONTENDED * under)
+
+    def _demote(self, now: float, per_job: float) -> None:
+        self.inline = False
+        self.per_job = per_job
+        self.demotions += 1
+        self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
+        self.banned_until = now + self._backoff
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)
