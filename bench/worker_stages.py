@@ -11,8 +11,13 @@ on those ``Message`` objects, in this one thread (no broker, no GIL hand-off in 
   compiled body read alone and ``header_scan`` ``_headers.scan`` of each record's headers;
 - ``dispatch``: ``ordering.dispatch`` of each partition's chunk (lanes, the hand-off);
 - ``run``: the handler threads' work for those chunks (``Executor._run_chunk``: a no-op
-  handler per job, the completion per chunk), without listeners and with the default ones
-  (logs at ``info``, metrics, health: per-chunk summaries);
+  handler per job, the completion per chunk), without listeners;
+- the listeners' share, per set of listeners (``summary_only``: one that reads nothing, i.e.
+  what timing the jobs and building the summaries costs; ``metrics``, ``log`` (at ``info``),
+  ``reports`` (counting only; its thread not started) alone; ``with_listeners``: the CLI's
+  default set, all of them and health): ``take_<set>`` and ``run_<set>`` with that bus (the
+  intake reads each record's created-at when success summaries are wanted) and ``cost_<set>``
+  = their sum minus ``take`` + ``run`` (``listeners`` = the default set's cost);
 - ``drain``: offsets finished per chunk (``PartitionTracker.done_many``).
 
 Each figure is the best of ``--repeat`` passes over all N records, in µs per job. What a real
@@ -38,6 +43,7 @@ import click
 import fastavro
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SCHEMA, catalogue_dir, create_topics, delete_topics, prefix
@@ -45,6 +51,7 @@ from peers import prefill
 
 from streamjobs import _headers as h
 from streamjobs._avro.codec import Codec
+from streamjobs._config import KafkaConfig
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs._worker import App
 from streamjobs._worker.executor import Executor
@@ -54,9 +61,20 @@ from streamjobs._worker.partition import Part
 from streamjobs._worker.process import tune_gc
 from streamjobs._worker.router import Router
 from streamjobs._worker.routes import Routes
-from streamjobs.events import EventBus
+from streamjobs.events import EventBus, JobsSucceeded
+from streamjobs.listeners import (
+    LogListener,
+    MetricsListener,
+    ReportListener,
+    configure_logging,
+    install_default_listeners,
+)
 
 BATCH = 1000
+
+
+def _summary_noop(_e: JobsSucceeded) -> None:
+    """A summary listener that reads nothing: what the runs cost to time and summarise."""
 
 
 def _records(bootstrap: str, topic: str, n: int) -> list[Any]:
@@ -166,25 +184,52 @@ def main(bootstrap_servers: str, n: int, repeat: int) -> None:
             part.tasks = 0
 
     out["dispatch"] = _best(dispatched, n, repeat)
-    for label, listeners in (("run", False), ("run_with_listeners", True)):
-        bus = EventBus()
-        obs = None
-        if listeners:
-            from streamjobs.listeners import install_default_listeners
-            obs = install_default_listeners(bus, metrics_port=None)
+    def run_stage(bus: EventBus, chunks: list[Any]) -> float:
         done: collections.deque[Any] = collections.deque()
         ex = Executor(1, bus, Lanes(), done, use_async=False)
 
-        def run(ex: Executor = ex, done: collections.deque[Any] = done) -> None:
+        def run() -> None:
             for part, jobs, offsets in chunks:
                 assert offsets is not None
                 ex._run_chunk(0, part, jobs, offsets)
             done.clear()
 
-        out[label] = _best(run, n, repeat)
+        took = _best(run, n, repeat)
         ex.shutdown()
-        if obs is not None:
-            obs.close()
+        return took
+
+    out["run"] = run_stage(EventBus(), chunks)
+    # The listeners' share: the intake reads each record's created-at when a listener wants
+    # success summaries, and the runs time each job and emit summaries. Each set of listeners
+    # gets an intake and chunks of its own, as a worker with that bus would.
+    kafka = KafkaConfig(bootstrap_servers=bootstrap_servers)
+    sets: dict[str, Callable[[EventBus], Any]] = {
+        "summary_only": lambda bus: bus.subscribe(_summary_noop, JobsSucceeded),
+        "metrics": lambda bus: MetricsListener(CollectorRegistry()).attach(bus),
+        "log": lambda bus: LogListener().attach(bus),
+        "reports": lambda bus: ReportListener(kafka, "unused").attach(bus),  # never started
+        "defaults": lambda bus: (install_default_listeners(bus, metrics_port=None),
+                                 ReportListener(kafka, "unused").attach(bus)),
+    }
+    configure_logging("info", stream=io.StringIO())
+    for label, attach in sets.items():
+        bus = EventBus()
+        attach(bus)
+        stamped = intake(bus)
+
+        def take_stamped(it: Intake = stamped) -> None:
+            ps = parts()
+            for batch in batches:
+                it.take(batch, ps, 0, 1 << 30)
+
+        taken = _best(take_stamped, n, repeat)
+        ps = parts()
+        own = [c for batch in batches for c in stamped.take(batch, ps, 0, 1 << 30).jobs]
+        ran = run_stage(bus, own)
+        name = "with_listeners" if label == "defaults" else label
+        out[f"take_{name}"] = taken
+        out[f"run_{name}"] = ran
+        out[f"cost_{name}"] = round(taken + ran - out["take"] - out["run"], 3)
 
     def drain() -> None:
         trackers = parts()
@@ -197,8 +242,9 @@ def main(bootstrap_servers: str, n: int, repeat: int) -> None:
     out["drain"] = _best(drain, n, repeat)
     out["worker_stages"] = round(out["take"] + out["dispatch"] + out["run"] + out["drain"], 3)
     out["worker_stages_with_listeners"] = round(
-        out["take"] + out["dispatch"] + out["run_with_listeners"] + out["drain"], 3)
-    out["listeners"] = round(out["run_with_listeners"] - out["run"], 3)
+        out["take_with_listeners"] + out["dispatch"] + out["run_with_listeners"]
+        + out["drain"], 3)
+    out["listeners"] = out["cost_with_listeners"]
     print(json.dumps(out))
 
 

@@ -31,7 +31,9 @@ Job summaries (the batch form of a per-job event, for listeners that only count)
 - ``JobsReceived``     ``count`` jobs of ``job_type`` from one partition (``JobReceived``)
 - ``JobsSucceeded``    jobs of ``job_type`` that succeeded back to back from ``started_at``
                        (wall clock): ``durations_s``, ``created_at_ms`` (``JobSucceeded``);
-                       async jobs that ran concurrently carry ``finished_at`` per job
+                       async jobs that ran concurrently carry ``finished_at`` per job. The
+                       worker's ``durations_s`` is a ``RunDurations``: the jobs' end times,
+                       turned into durations when read (``total`` costs nothing per job)
 
 A listener subscribed to a summary type receives every matching job exactly once: as
 summaries when the emitter batches, or as one-job summaries (``of``) of per-job events emitted
@@ -89,9 +91,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from itertools import chain
+from operator import sub
+from typing import TypeVar, overload
 
 __all__ = [
     "BreakerChanged",
@@ -120,6 +124,7 @@ __all__ = [
     "PartitionsAssigned",
     "PartitionsLost",
     "PartitionsRevoked",
+    "RunDurations",
     "ScheduleFired",
     "ScheduleSkipped",
     "SchedulerOwnership",
@@ -235,19 +240,76 @@ class JobsReceived(Event):
         return cls(e.job_type, e.topic, e.partition, 1)
 
 
+class RunDurations(Sequence[float]):
+    """The durations of jobs run back to back, kept as the run's start and each job's end
+    (``time.perf_counter`` readings): job *i* took ``ends[i] - ends[i - 1]`` (the first
+    ``ends[0] - start``). A sequence of floats like the tuple it stands for (equal to it,
+    same hash); the values are computed on first read, once, so a listener that needs only
+    ``len``, ``total`` or ``ends_sum`` pays nothing per job (the metrics listener: when a
+    whole run is shorter than the smallest bucket bound, every job in it was too)."""
+
+    __slots__ = ("_values", "ends", "start")
+
+    def __init__(self, start: float, ends: Sequence[float]) -> None:
+        self.start = start
+        self.ends = ends  # owned: the emitter never changes it after the event is built
+        self._values: tuple[float, ...] | None = None
+
+    @property
+    def total(self) -> float:
+        """The run's length: the sum of the durations, without adding them."""
+        return self.ends[-1] - self.start if self.ends else 0.0
+
+    def ends_sum(self) -> float:
+        """Sum over jobs of (job's end - ``start``): one C-level pass, no float per job."""
+        return sum(self.ends) - len(self.ends) * self.start
+
+    def values(self) -> tuple[float, ...]:
+        v = self._values
+        if v is None:
+            ends = self.ends
+            v = self._values = tuple(map(sub, ends, chain((self.start,), ends)))
+        return v
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @overload
+    def __getitem__(self, i: int) -> float: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[float, ...]: ...
+    def __getitem__(self, i: int | slice) -> float | tuple[float, ...]:
+        return self.values()[i]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.values())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RunDurations):
+            other = other.values()
+        return self.values() == other if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.values())
+
+    def __repr__(self) -> str:
+        return f"RunDurations({self.values()!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class JobsSucceeded(Event):
     """Jobs of ``job_type`` from ``topic``/``partition`` that ran back to back from
     ``started_at`` (``time.time()``) and succeeded: job *i* took ``durations_s[i]`` and
     finished at ``started_at + sum(durations_s[:i + 1])`` (batch ``JobSucceeded``), unless
     ``finished_at`` is given: then job *i* finished at ``finished_at[i]`` (async jobs that ran
-    concurrently; ``started_at`` is then the first one's start)."""
+    concurrently; ``started_at`` is then the first one's start). ``durations_s`` is a tuple
+    or, from the worker's sync runs, a ``RunDurations`` (a sequence equal to that tuple)."""
 
     job_type: str
     topic: str
     partition: int
     started_at: float
-    durations_s: tuple[float, ...]
+    durations_s: Sequence[float]
     created_at_ms: tuple[int | None, ...]
     finished_at: tuple[float, ...] = ()
 

@@ -17,8 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
-from itertools import chain
-from operator import attrgetter, sub
+from operator import attrgetter
 from typing import Any
 
 from ..errors import JobTimeout
@@ -30,6 +29,7 @@ from ..events import (
     JobStarted,
     JobSucceeded,
     JobTimedOut,
+    RunDurations,
 )
 from .context import JobContext, bind_thread, bound
 from .failures import Decision, Failure, decide, describe
@@ -755,14 +755,15 @@ def created_at(jobs: Sequence[JobContext]) -> tuple[int | None, ...]:
 def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, start: float,
               ends: list[float], wall: float) -> None:
     """One ``JobsSucceeded`` for ``jobs[first:first + len(ends)]``, which ran back to back
-    from ``start`` and ended at ``ends`` (``perf_counter``; ``wall`` converts to wall time)."""
+    from ``start`` and ended at ``ends`` (``perf_counter``; ``wall`` converts to wall time).
+    The durations stay end times (``RunDurations``) until a listener reads them: the metrics
+    listener needs none of them when the run was short (its caller hands ``ends`` over)."""
     if not ends:
         return
     n = len(ends)
-    durations = tuple(map(sub, ends, chain((start,), ends)))
     created = created_at(jobs[first:first + n] if first or n < len(jobs) else jobs)
     bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition, wall + start,
-                           durations, created))
+                           RunDurations(start, ends), created))
 
 
 class _Run:

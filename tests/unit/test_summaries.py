@@ -4,6 +4,7 @@ same jobs as per-job events."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from typing import Any
@@ -165,3 +166,172 @@ def test_end_to_end_of_a_chunk_in_one_bucket_is_one_increment_equal_to_each_valu
     skewed = JobsSucceeded("email", "t", 0, now, (0.001,), (now_ms + 5000,))
     h = Histogram("e2e", "", buckets=END_TO_END_BUCKETS, registry=CollectorRegistry())
     assert not _end_to_end_at_once(h, spread) and not _end_to_end_at_once(h, skewed)
+
+
+def test_run_durations_are_the_tuple_of_end_differences() -> None:
+    from streamjobs.events import RunDurations
+
+    start = 100.0
+    ends = [100.25, 100.5, 101.0, 103.0]
+    run = RunDurations(start, ends)
+    want = (0.25, 0.25, 0.5, 2.0)
+    assert len(run) == 4 and run.total == 3.0 and run.ends_sum() == 0.25 + 0.5 + 1.0 + 3.0
+    assert run == want and want == run and hash(run) == hash(want)
+    assert tuple(run) == want and run[2] == 0.5 and run[1:3] == (0.25, 0.5)
+    assert run == RunDurations(0.0, [0.25, 0.5, 1.0, 3.0]) and run != (0.25,)
+    empty = RunDurations(start, [])
+    assert len(empty) == 0 and empty.total == 0.0 and empty == ()
+
+
+def _histogram(reg: CollectorRegistry, name: str) -> dict[tuple[Any, ...], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): round(s.value, 9)
+            for m in reg.collect() if m.name == name for s in m.samples
+            if not s.name.endswith("_created")}
+
+
+def test_metrics_of_a_run_summary_equal_observing_each_of_its_jobs() -> None:
+    # Runs shorter than the first duration bucket fill it from the run's length alone; longer
+    # ones are observed value by value: either way the histograms are those of per-job
+    # events with the same durations and created-at.
+    from streamjobs.events import RunDurations
+
+    rng = random.Random(5)
+    now = time.time()
+    now_ms = int(now * 1000)
+    runs = [
+        [0.000001] * 170,  # a fast handler: the whole run within le=0.0005
+        [0.0005 / 4] * 4,  # exactly at the bound
+        [0.000001] * 100 + [0.004],  # one slow job
+        [rng.choice([0.00001, 0.0003, 0.002, 0.03, 1.5]) for _ in range(60)],
+        [0.0002],
+    ]
+    for durations in runs:
+        per_job, batched = CollectorRegistry(), CollectorRegistry()
+        a, b = EventBus(), EventBus()
+        MetricsListener(per_job).attach(a)
+        MetricsListener(batched).attach(b)
+        created = tuple(now_ms - 2000 - rng.randrange(0, 3) for _ in durations)
+        start = 5000.0  # perf_counter time of the run's start
+        ends = list(itertools.accumulate(durations, initial=start))[1:]
+        run = RunDurations(start, ends)
+        b.emit(JobsSucceeded("email", "t", 0, now, run, created))
+        for end, c in zip(ends, created, strict=True):
+            d = RunDurations(start, ends)[ends.index(end)]
+            a.emit(JobSucceeded(**JOB, duration_s=d, created_at_ms=c))
+        assert run._values is None or run.total > 0.0005  # short runs never computed values
+        assert (_histogram(per_job, "streamjobs_job_duration_seconds")
+                == _histogram(batched, "streamjobs_job_duration_seconds"))
+        count = ("streamjobs_job_end_to_end_seconds_count", (("job_type", "email"),))
+        assert _histogram(batched, "streamjobs_job_end_to_end_seconds")[count] == len(durations)
+        # Each job's end-to-end time from the run's end times, value by value.
+        slow = CollectorRegistry()
+        child = MetricsListener(slow).job_end_to_end.labels(job_type="email")
+        for end, c in zip(ends, created, strict=True):
+            child.observe(now + (end - start) - c / 1000.0)
+        got = _histogram(batched, "streamjobs_job_end_to_end_seconds")
+        want = _histogram(slow, "streamjobs_job_end_to_end_seconds")
+        # Each value observed alone carries the rounding of epoch-seconds arithmetic.
+        sums = [k for k in got if k[0].endswith("_sum")]
+        assert all(abs(got.pop(k) - want.pop(k)) < 1e-3 for k in sums)
+        assert got == want
+
+
+def test_a_chunks_runs_of_successes_are_summarised_with_their_end_times(tmp_path: Any) -> None:
+    # The default listeners' way through a chunk: one summary per run of successes (a failure
+    # ends a run), durations kept as end times until read, created-at as the intake read it.
+    from collections import deque
+
+    from streamjobs._avro.codec import Codec
+    from streamjobs._schemas.catalogue import Catalogue
+    from streamjobs._worker import App
+    from streamjobs._worker.executor import Executor
+    from streamjobs._worker.intake import Intake
+    from streamjobs._worker.ordering import Lanes
+    from streamjobs._worker.partition import Part
+    from streamjobs._worker.router import Router
+    from streamjobs._worker.routes import Routes
+    from streamjobs.events import JobFailed, RunDurations
+    from tests.unit.test_catalogue import USER, make_dir
+    from tests.unit.test_intake_batch import _compact, _msg
+
+    cat = Catalogue.load(make_dir(tmp_path, '[defaults]\nstatus = "none"\n[jobs.work]\n'
+                                  'schema = "t.User"\ntopic = "t.w"\n', **{"t.User.v1.avsc": USER}))
+    app = App(cat, topic_prefix="")
+
+    @app.job("work")
+    def work(payload: dict[str, Any], ctx: Any) -> None:
+        if payload["n"] == 3:
+            raise ValueError("three")
+
+    routes = Routes(app, app.check(()))
+    codec = Codec(cat)
+    bus = EventBus()
+    reg = CollectorRegistry()
+    MetricsListener(reg).attach(bus)
+    got: list[Event] = []
+    bus.subscribe(got.append, JobsSucceeded, JobFailed)
+    intake = Intake(routes, codec, Router(routes.tiers, "host", "g", False), bus, 2.0)
+    part = Part("t.w", 0, routes, "partition")
+    msgs = [_msg("t.w", o, codec.encode("work", {"id": "u", "n": o}), _compact(f"j{o}", "work"))
+            for o in range(7)]
+    (_, jobs, offsets), = intake.take(msgs, {("t.w", 0): part}, 0, 100).jobs
+    completions: deque[Any] = deque()
+    ex = Executor(1, bus, Lanes(), completions, use_async=False)
+    try:
+        assert not ex._run_chunk(0, part, jobs, offsets)
+    finally:
+        ex.shutdown()
+    first, failed, second = got
+    assert isinstance(first, JobsSucceeded) and isinstance(second, JobsSucceeded)
+    assert isinstance(failed, JobFailed) and failed.offset == 3 and failed.duration_s >= 0.0
+    for e, offs in ((first, [0, 1, 2]), (second, [4, 5, 6])):
+        assert isinstance(e.durations_s, RunDurations) and len(e.durations_s) == 3
+        assert all(d >= 0.0 for d in e.durations_s)
+        assert e.created_at_ms == tuple(1_700_000_000_000 + o for o in offs)
+    assert second.started_at >= first.started_at
+    [(_, done, failures, _, _)] = completions
+    assert list(done) == [0, 1, 2, 4, 5, 6] and failures is not None and len(failures) == 1
+
+    def value(name: str, **labels: str) -> float | None:
+        return reg.get_sample_value(name, {"job_type": "work", **labels})
+
+    assert value("streamjobs_jobs_total", outcome="succeeded") == 6
+    assert value("streamjobs_jobs_total", outcome="failed") == 1
+    assert value("streamjobs_job_duration_seconds_count") == 7
+    assert value("streamjobs_job_end_to_end_seconds_count") == 6
+
+
+def test_end_to_end_at_once_whatever_the_order_of_created_at() -> None:
+    # In order (one producer), interleaved (two), reversed, or with a job lacking one: the
+    # one-bucket check reads the extremes right, and a missing created-at is never counted.
+    from prometheus_client import Histogram
+
+    from streamjobs.events import RunDurations
+    from streamjobs.listeners._metrics import END_TO_END_BUCKETS, _end_to_end_at_once
+
+    now = time.time()
+    now_ms = int(now * 1000)
+    base = [now_ms - 200 + i // 40 for i in range(100)]  # end-to-end 0.19-0.21 s: le=0.25
+    orders: list[tuple[int | None, ...]] = [
+        tuple(base), tuple(base[::-1]), tuple(b + 2 * (i % 2) for i, b in enumerate(base)),
+        (*base[:-1], now_ms - 4000),  # the last one far older: two buckets
+        (*base[:50], None, *base[51:]), (None,)]
+    for created in orders:
+        start = 10.0
+        ends = [start + 0.00001 * (i + 1) for i in range(len(created))]
+        e = JobsSucceeded("email", "t", 0, now, RunDurations(start, ends), created)
+        h = Histogram("e2e", "", buckets=END_TO_END_BUCKETS, registry=CollectorRegistry())
+        at_once = _end_to_end_at_once(h, e)
+        known = [ms for ms in created if ms is not None]
+        assert at_once == (len(known) == len(created) and min(known) > now_ms - 1000)
+        if at_once:
+            reg = CollectorRegistry()
+            one = Histogram("e2e", "", buckets=END_TO_END_BUCKETS, registry=reg)
+            for end, ms in zip(ends, created, strict=True):
+                assert ms is not None
+                one.observe(now + (end - start) - ms / 1000.0)
+            got = {s.name + str(s.labels): s.value for m in h.collect() for s in m.samples
+                   if not s.name.endswith(("_created", "_sum"))}
+            want = {s.name + str(s.labels): s.value for m in one.collect() for s in m.samples
+                    if not s.name.endswith(("_created", "_sum"))}
+            assert got == want
