@@ -106,3 +106,29 @@ def test_a_cut_on_the_poll_thread_does_not_stop_the_pool(setup: _Setup) -> None:
     setup.wait(13)
     assert sorted(i for i, _ in setup.ran if i >= 100) == list(range(100, 110))
     assert not any(setup.ex.halted[:-1])
+
+
+def test_a_late_flag_of_the_last_slice_does_not_cut_the_next(setup: _Setup) -> None:  # noqa: F811
+    """The flag raised as a slice ended (the watchdog looked just before its end) is spent:
+    the next slice runs whole on the poll thread."""
+    part = _Part(promoted())
+    setup.submit(part, setup.jobs(0, 5), 0)
+    setup.ex.halted[-1] = True
+    setup.ex.run_inline()
+    me = threading.current_thread().name
+    assert setup.ran == [(i, me) for i in range(5)]
+    assert part.pace.inline
+
+
+def test_halt_stops_every_slot() -> None:
+    """Shutdown (``Executor.halt``) raises every slot's flag, the poll thread's included."""
+    s = _Setup()
+    try:
+        s.ex.halt()
+        assert s.ex.stopping and all(s.ex.halted)
+        part = _Part(promoted())
+        s.submit(part, s.jobs(0, 3), 0)
+        s.ex.run_inline()
+        assert s.ran == []
+    finally:
+        s.ex.shutdown()
