@@ -259,9 +259,11 @@ class Executor:
                     halted[slot] = self.stopping  # a late cut of the last slice is spent
                     self._slice = head
                     watch.started = t0
-                    early = self._run_chunk(slot, part, head, head_offsets)
-                    watch.started = 0.0
-                    self._slice = None
+                    try:
+                        early = self._run_chunk(slot, part, head, head_offsets)
+                    finally:
+                        watch.started = 0.0
+                        self._slice = None
                     t1 = clock()
                     ran = len(head)
                     cut = early and not (part.revoked or self.stopping)
