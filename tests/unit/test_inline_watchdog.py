@@ -12,6 +12,7 @@ import pytest
 
 from streamjobs._worker import inline
 from streamjobs._worker.inline import Watchdog
+from streamjobs.events import JobsSucceeded, JobStarted
 from tests.unit.test_inline_executor import _Part, _Setup, promoted, setup  # noqa: F401
 
 
@@ -130,5 +131,37 @@ def test_halt_stops_every_slot() -> None:
         s.submit(part, s.jobs(0, 3), 0)
         s.ex.run_inline()
         assert s.ran == []
+    finally:
+        s.ex.shutdown()
+
+
+@pytest.mark.parametrize("listening", ["summaries", "each"])
+def test_the_cut_stops_the_runs_with_listeners_too(listening: str) -> None:
+    """With success summaries (``_run_summarised``) or per-job events (``_run_observed``) the
+    slice is cut the same way: the poll thread is held for about one blocking call, the
+    rest runs in the pool in order, every offset completes once."""
+    s = _Setup()
+    seen: list[object] = []
+    if listening == "summaries":
+        s.bus.subscribe(seen.append, JobsSucceeded)
+    else:
+        s.bus.subscribe(seen.append, JobStarted)
+    try:
+        part = _Part(promoted())
+        part.single_type = "t" if listening == "summaries" else None
+        part.partition = 0  # type: ignore[attr-defined]
+        jobs = s.jobs(0, 12, {i: 0.2 for i in range(1, 12)})
+        for ctx in jobs:
+            ctx.created_at_ms = None
+        t0 = time.monotonic()
+        s.submit(part, jobs, 0)
+        s.ex.run_inline()
+        assert time.monotonic() - t0 < 1.0  # one 0.2 s call; 2.2 s if the slice ran on
+        assert not part.pace.inline
+        s.wait(12)
+        assert [i for i, _ in s.ran] == list(range(12))
+        assert _until(lambda: sum(1 for c in s.completions if c[3]) == 1)
+        assert sorted(o for c in s.completions for o in c[1]) == list(range(12))
+        assert seen
     finally:
         s.ex.shutdown()
