@@ -710,6 +710,10 @@ class Executor:
                 want_failed: bool) -> FailedJob:
         if type(exc) is KeyHeld:  # it did not run: no event, no traceback (keyhold.py)
             return ctx, HELD_FAILURE, HELD_DECISION
+        if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is _MAIN:
+            # Ctrl-C reached an inline handler on the main thread (signals left to Python's
+            # default): the worker is interrupted, as in the poll loop; not the job's failure.
+            raise exc
         if type(exc) is InPlace:  # key-strict retries it in place: no record, no traceback
             failure, decision = exc.failure, exc.decision
         else:
@@ -724,6 +728,7 @@ class Executor:
 
 
 _NONE: list[int] = []  # "no offsets" (never mutated)
+_MAIN = threading.main_thread()
 
 
 YIELD_EVERY = 1  # jobs between a lower lane task's looks at the queue

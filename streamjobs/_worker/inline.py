@@ -87,14 +87,17 @@ class Pace:
         its thread; True: just promoted."""
         if self.inline or now < self.banned_until:
             return False
-        self._jobs += jobs
-        self._seconds += seconds
-        self._cpu += cpu
-        if self._jobs < PROMOTE_JOBS:
+        # Sums in locals: pool threads update this unlocked, so a reset by another thread
+        # between the check and the division must not make it divide by zero.
+        n = self._jobs + jobs
+        total = self._seconds + seconds
+        on_cpu = self._cpu + cpu
+        if n < PROMOTE_JOBS:
+            self._jobs, self._seconds, self._cpu = n, total, on_cpu
             return False
-        mean = self._seconds / self._jobs
-        short = self._short(mean, self._cpu / self._jobs)
         self._jobs, self._seconds, self._cpu = 0, 0.0, 0.0
+        mean = total / n
+        short = self._short(mean, on_cpu / n)
         if not short:
             return False
         self.per_job = mean  # slices sized by the wall time: small until measured inline

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from streamjobs._retry import RetryPolicy
 from streamjobs._worker import executor as executor_module
 from streamjobs._worker import inline
 from streamjobs._worker.executor import Executor
@@ -160,3 +161,32 @@ def test_spill_hands_waiting_inline_tasks_to_the_pool(setup: _Setup) -> None:
     assert not setup.ex.inline_waiting
     setup.wait(3)
     assert all(name.startswith("sj-worker") for _, name in setup.ran)
+
+
+def test_ctrl_c_in_an_inline_handler_interrupts_the_worker_not_the_job(setup: _Setup) -> None:
+    """Python's default SIGINT handler raises KeyboardInterrupt in the main thread: a
+    promoted handler running there must let it through (the worker stops, as when it
+    arrives in the poll loop), not route it as the job's failure; in the pool, where no
+    signal arrives, a handler raising it is a failure like any other."""
+    def interrupted(payload: Any, ctx: Any) -> None:
+        raise KeyboardInterrupt
+    part = _Part(promoted())
+    chunk = ([_Ctx(interrupted, None, None)], range(0, 1))
+    assert setup.lanes.offer(part, chunk)
+    setup.ex.submit(part, part, chunk, False)
+    with pytest.raises(KeyboardInterrupt):
+        setup.ex.run_inline()
+    assert not any(c[2] for c in setup.completions)  # no failed job reported
+
+    pooled = _Part(Pace("t", 20e-6))  # not promoted: runs on a pool thread
+    ctx = _Ctx(interrupted, None, None)
+    ctx._job = type("J", (), {"timeout_s": None, "retry": RetryPolicy(),
+                              "permanent_errors": ()})()
+    chunk = ([ctx], range(5, 6))
+    assert setup.lanes.offer(pooled, chunk)
+    setup.ex.submit(pooled, pooled, chunk, False)
+    deadline = time.monotonic() + 5
+    while not any(c[2] for c in setup.completions) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    failed = [f for c in setup.completions if c[2] for f in c[2]]
+    assert [f[1].error_class for f in failed] == ["KeyboardInterrupt"]
