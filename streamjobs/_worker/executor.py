@@ -191,20 +191,28 @@ class Executor:
                         pace = None
                 if early:
                     break
-            nxt = None
-            if lane is not None:
-                if early:
-                    self.lanes.release(lane)
-                else:
-                    nxt = self.lanes.take(lane)
+            nxt = self._next_on_lane(part, lane, early)
             if nxt is None:
-                self.completions.append((part, _NONE, None, True, None))
                 return
             if part.pace is not None and part.pace.inline:
                 # Promoted meanwhile: the lane's task goes on on the poll thread.
                 self._inline.append((part, lane, nxt))
                 return
             chunks = nxt
+
+    def _next_on_lane(self, part: Any, lane: Hashable | None,
+                      early: bool) -> list[Chunk] | None:
+        """The chunks queued on the task's lane meanwhile, which the task runs next; None
+        when the task ends (stopped early, or nothing queued): its end is then reported."""
+        nxt = None
+        if lane is not None:
+            if early:
+                self.lanes.release(lane)
+            else:
+                nxt = self.lanes.take(lane)
+        if nxt is None:
+            self.completions.append((part, _NONE, None, True, None))
+        return nxt
 
     # -- inline (poll thread; inline.py) ------------------------------------------------------
 
@@ -280,14 +288,8 @@ class Executor:
                         break
                 if early:
                     break
-            nxt = None
-            if lane is not None:
-                if early:
-                    self.lanes.release(lane)
-                else:
-                    nxt = self.lanes.take(lane)
+            nxt = self._next_on_lane(part, lane, early)
             if nxt is None:
-                self.completions.append((part, _NONE, None, True, None))
                 return
             chunks = nxt
 
@@ -602,14 +604,8 @@ class Executor:
                 early = await self._run_chunk_async(part, jobs, offsets)
                 if early:
                     break
-            nxt = None
-            if lane is not None:
-                if early:
-                    self.lanes.release(lane)
-                else:
-                    nxt = self.lanes.take(lane)
+            nxt = self._next_on_lane(part, lane, early)
             if nxt is None:
-                self.completions.append((part, _NONE, None, True, None))
                 return
             chunks = nxt
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from confluent_kafka import Consumer
 from streamjobs import _headers as h
 from streamjobs._schemas.catalogue import Catalogue
 
-from .worker_support import Env
+from .worker_support import Env, WorkerThread
 
 CHAIN_APP = "tests.apps.chain:app"
 CHAIN_SCHEMAS = Path(__file__).resolve().parent.parent / "apps" / "chain_schemas"
@@ -24,7 +23,7 @@ def chain_env(env: Env) -> Env:
     return env
 
 
-class ChainWorker:
+class ChainWorker(WorkerThread):
     """A worker of the chain app running in a thread of the test process."""
 
     def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
@@ -39,23 +38,7 @@ class ChainWorker:
         self.events: list[Event] = []
         bus = EventBus()
         bus.subscribe(self.events.append)
-        self.worker = Worker(app, WorkerSettings(**settings), env.kafka, bus)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(install_signals=False)
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self, timeout: float = 40) -> None:
-        self.worker.stop("test")
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "worker did not stop"
-        if self.error is not None:
-            raise self.error
+        self._start(Worker(app, WorkerSettings(**settings), env.kafka, bus))
 
 
 def read_all(env: Env, topic: str, *, committed: bool = False, idle: float = 3.0,

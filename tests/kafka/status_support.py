@@ -5,7 +5,6 @@ in-process worker and status look-ups."""
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from streamjobs._producer import Producer
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs._status import JobStatus, lookup, status_topic
 from tests.conftest import wait_for
+from tests.kafka.worker_support import WorkerThread
 
 APP = "tests.apps.status_tasks:app"
 SCHEMAS = Path(__file__).resolve().parent.parent / "apps" / "status_schemas"
@@ -93,7 +93,7 @@ def status_env(kafka: KafkaConfig, name: str) -> Iterator[StatusEnv]:
                 fut.result(timeout=30)
 
 
-class InProcessWorker:
+class InProcessWorker(WorkerThread):
     """The status test app's worker in a thread of the test process."""
 
     def __init__(self, env: StatusEnv, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
@@ -104,20 +104,4 @@ class InProcessWorker:
         monkeypatch.setattr(app, "_loaded", env.catalogue)  # already prefixed
         monkeypatch.delenv("STREAMJOBS_TEST_LEDGER", raising=False)
         settings.setdefault("group_id", f"{env.prefix}group")
-        self.worker = Worker(app, WorkerSettings(**settings), env.kafka)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(install_signals=False)
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        self.worker.stop("test")
-        self.thread.join(40)
-        assert not self.thread.is_alive(), "worker did not stop"
-        if self.error is not None:
-            raise self.error
+        self._start(Worker(app, WorkerSettings(**settings), env.kafka))

@@ -14,13 +14,13 @@ from streamjobs._worker import App, JobContext, Worker, WorkerSettings
 from streamjobs.events import EventBus, InlineChanged, LoopAlive
 from tests.conftest import wait_for
 
-from .worker_support import SCHEMAS, Env, env_fixture  # noqa: F401
+from .worker_support import SCHEMAS, Env, WorkerThread, env_fixture  # noqa: F401
 
 # (partition, offset, payload id, ran on the poll thread, start, end, key)
 Row = tuple[int, int, str, bool, float, float, bytes | None]
 
 
-class Run:
+class Run(WorkerThread):
     """A worker of an app with one fast ``task`` handler (``sleep_ms`` honoured), in a
     thread; every job's row is kept in memory."""
 
@@ -45,25 +45,9 @@ class Run:
         bus = EventBus()
         bus.subscribe(lambda e: self.alive.append(time.monotonic()), LoopAlive)
         bus.subscribe(self.placed.append, InlineChanged)
-        self.worker = Worker(app, WorkerSettings(group_id=env.group, job_types=("task",),
-                                                 commit_interval=0.2, **settings),
-                             env.kafka, bus)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.worker.run(install_signals=False)
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        self.worker.stop("test")
-        self.thread.join(40)
-        assert not self.thread.is_alive(), "worker did not stop"
-        if self.error is not None:
-            raise self.error
+        self._start(Worker(app, WorkerSettings(group_id=env.group, job_types=("task",),
+                                               commit_interval=0.2, **settings),
+                           env.kafka, bus))
 
 
 def _emit(env: Env, n: int, partitions: int = 3, keys: int = 0, **payload: Any) -> list[str]:
@@ -118,15 +102,8 @@ def test_a_handler_that_turns_slow_is_demoted_and_the_loop_serves_other_partitio
     env.create_topics("task", partitions=3)
     w = Run(env)
     try:
+        _promote(env, w)
         pace = w.worker.paces["task"]
-        for _ in range(5):  # a loaded box may demote it once (then it waits a back-off)
-            n = len(w.rows) + 1500
-            _emit(env, 1500)
-            wait_for(lambda: len(w.rows) >= n, 30, what="fast jobs")  # noqa: B023
-            if pace.inline:
-                break
-            time.sleep(2)
-        assert pace.inline
         demoted = pace.demotions
         n = len(w.rows)
         env.emit(partition=0, sleep_ms=400)

@@ -168,12 +168,41 @@ def env_fixture(kafka_config: KafkaConfig, admin: AdminClient, unique: str,
     e.delete_topics()
 
 
-class InProcess:
+class WorkerThread:
+    """A ``Worker`` running in a thread of the test process: ``stop`` stops it and raises
+    what its ``run`` raised."""
+
+    worker: Any
+    error: BaseException | None
+    code: int | None
+
+    def _start(self, worker: Any) -> None:
+        import threading
+
+        self.worker = worker
+        self.error = None
+        self.code = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.code = self.worker.run(install_signals=False)
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self, timeout: float = 40) -> None:
+        self.worker.stop("test")
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+class InProcess(WorkerThread):
     """A worker of the test app running in a thread of the test process."""
 
     def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
-        import threading
-
         from streamjobs._worker import Worker, WorkerSettings
         from streamjobs.events import Event, EventBus
         from tests.apps.tasks import app
@@ -185,24 +214,7 @@ class InProcess:
         self.events: list[Event] = []
         bus = EventBus()
         bus.subscribe(self.events.append)
-        self.worker = Worker(app, WorkerSettings(**settings), env.kafka, bus)
-        self.error: BaseException | None = None
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.code = self.worker.run(install_signals=False)
-        except BaseException as exc:
-            self.error = exc
+        self._start(Worker(app, WorkerSettings(**settings), env.kafka, bus))
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in list(self.events) if isinstance(e, kind)]
-
-    def stop(self, timeout: float = 40) -> None:
-        self.worker.stop("test")
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "worker did not stop"
-        if self.error is not None:
-            raise self.error
