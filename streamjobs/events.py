@@ -303,7 +303,11 @@ class JobsSucceeded(Event):
     finished at ``started_at + sum(durations_s[:i + 1])`` (batch ``JobSucceeded``), unless
     ``finished_at`` is given: then job *i* finished at ``finished_at[i]`` (async jobs that ran
     concurrently; ``started_at`` is then the first one's start). ``durations_s`` is a tuple
-    or, from the worker's sync runs, a ``RunDurations`` (a sequence equal to that tuple)."""
+    or, from the worker's sync runs, a ``RunDurations`` (a sequence equal to that tuple).
+    ``created_at_ms``: when each job was queued (the end-to-end histogram's start): for a job
+    run from its job topic, its record's timestamp (a replayed or reprocessed job: when it
+    went back on the topic, not its first creation); for a retried or delayed job, its
+    created-at, so that its waits count. None: unknown."""
 
     job_type: str
     topic: str

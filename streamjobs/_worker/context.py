@@ -8,6 +8,7 @@ use: binding a structlog logger per job would cost more than a no-op handler.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +22,16 @@ from ..errors import NotInWorker
 if TYPE_CHECKING:
     from .._schemas.catalogue import JobType
 
-__all__ = ["Handler", "HandlerFunc", "JobContext", "RecordContext", "bind_thread", "bound"]
+__all__ = ["Handler", "HandlerFunc", "JobContext", "RecordContext", "TopicRecordContext",
+           "bind_thread", "bound", "foreign_id"]
+
+# Ids of records that came without sj- headers (foreign producers): stable across redeliveries.
+_FOREIGN_IDS = uuid.UUID("5f0c8a52-3d1e-4c56-9a57-1d9e3b7f2c10")
+
+
+def foreign_id(topic: str, partition: int, offset: int) -> str:
+    """The id of a record without one (a foreign producer's): derived from its position."""
+    return str(uuid.uuid5(_FOREIGN_IDS, f"{topic}/{partition}/{offset}"))
 
 # The executor whose thread (or event loop) this is: where ``ctx.emit`` hands follow-ups.
 _bound = threading.local()
@@ -119,8 +129,8 @@ class RecordContext(JobContext):
                  payload: dict[str, Any], created: int | None, id_b: bytes) -> None:
         self._msg = msg
         self._id = id_b  # the job id as sent (the intake checked it is UTF-8)
-        # Created-at (ms) when the intake read it (sj-created-at, or the record's timestamp
-        # when listeners want every job's); None: the record's timestamp, read when asked.
+        # A wait topic's record: its sj-created-at, for success summaries (executor.created_at;
+        # a job topic's records report their timestamps). None elsewhere.
         self._created = created
         self._part = part
         self._route = route
@@ -162,9 +172,9 @@ class RecordContext(JobContext):
 
     @property
     def created_at_ms(self) -> int | None:  # type: ignore[override]
-        c = self._created
-        if c is not None:
-            return c
+        created = h.get_int(self.headers, h.CREATED_AT)  # the rich form carries it
+        if created is not None:
+            return created
         ts: int = self._msg.timestamp()[1]  # the compact form: created-at is CreateTime
         return ts if ts > 0 else None
 
@@ -186,6 +196,63 @@ class RecordContext(JobContext):
     @property
     def _job(self) -> JobType:  # type: ignore[override]
         return self._route.job  # type: ignore[no-any-return]
+
+
+class TopicRecordContext(RecordContext):
+    """A record taken from a topic that carries one job type, without reading its headers:
+    the topic names the type and the cached reader of one of its writer schemas read the
+    value, so the intake needs nothing else. Converting a record's headers to Python is the
+    costliest step of taking it (more than the body read), and most runs never look at them:
+    the job id, attempt, created-at and headers are read on first use. Whatever the headers
+    hold is taken as it comes: no id (a foreign producer) is one derived from the record's
+    position, added to ``headers`` so a retry keeps it; an unreadable attempt is 1, an
+    unreadable created-at the record's timestamp; a ``sj-type`` naming another type is not
+    looked at (the topic's type wins)."""
+
+    __slots__ = ("_meta",)
+
+    def __init__(self, msg: Any, part: Any, route: Any, offset: int,
+                 payload: dict[str, Any]) -> None:
+        self._msg = msg
+        self._part = part
+        self._route = route
+        self._handler = route.handler
+        self.offset = offset
+        self.payload = payload
+        self._created = None
+        self._meta: tuple[bytes, int, h.Headers] | None = None
+        self._log = None
+        self._due_at_ms = None
+
+    def _read(self) -> tuple[bytes, int, h.Headers]:
+        """(id, attempt, headers), read once."""
+        meta = self._meta
+        if meta is None:
+            hdrs: h.Headers = self._msg.headers() or []
+            type_b, id_b, a, _ = h.scan(hdrs)
+            name = self._route.job.name.encode()
+            if type_b != name or id_b is None:  # completed (later headers win), so that a
+                if id_b is None:  # retry keeps what this ran as; a foreign producer's record
+                    id_b = foreign_id(self._part.topic, self._part.partition,
+                                      self.offset).encode()  # gets an id from its position
+                hdrs = [*hdrs, (h.JOB_TYPE, name), (h.JOB_ID, id_b)]
+            if not id_b.isascii():
+                id_b = id_b.decode("utf-8", "replace").encode()
+            attempt = int(a) if a is not None and a.isdigit() and int(a) > 0 else 1
+            meta = self._meta = (id_b, attempt, hdrs)
+        return meta
+
+    @property
+    def _id(self) -> bytes:  # type: ignore[override]
+        return self._read()[0]
+
+    @property
+    def attempt(self) -> int:  # type: ignore[override]
+        return self._read()[1]
+
+    @property
+    def headers(self) -> h.Headers:  # type: ignore[override]
+        return self._read()[2]
 
 
 HandlerFunc = Callable[[dict[str, Any], JobContext], Any]

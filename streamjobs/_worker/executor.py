@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
-from operator import attrgetter
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Any
 
 from ..errors import JobTimeout
@@ -698,7 +698,7 @@ class Executor:
             finished = tuple([wall + end for end in ends])
             self.bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition,
                                         finished[0] - durations[0], tuple(durations),
-                                        tuple(map(_CREATED, jobs)), finished))
+                                        created_at(jobs, part), finished))
 
     # -- failures -----------------------------------------------------------------------------
 
@@ -740,13 +740,22 @@ def _sliced(chunks: list[Chunk], size: int) -> list[Chunk]:
 
 _CREATED = attrgetter("created_at_ms")
 _RAW_CREATED = attrgetter("_created")
+_MSG = attrgetter("_msg")
+_TIMESTAMP = methodcaller("timestamp")
+_SECOND = itemgetter(1)
 
 
-def created_at(jobs: Sequence[JobContext]) -> tuple[int | None, ...]:
-    """``created_at_ms`` of each of ``jobs``: as the intake read them (``RecordContext``
-    reads its record's timestamp when listeners want success summaries), one C-level pass;
-    when any is missing, or a job is no ``RecordContext``, through the property."""
+def created_at(jobs: Sequence[JobContext], part: Any) -> tuple[int | None, ...]:
+    """What success summaries report as each job's created-at (``JobsSucceeded``): for the
+    records of a job topic, their timestamps (read here, in C-level passes: the intake reads
+    none); for a wait topic's, the ``sj-created-at`` the intake read (``_created``); for a
+    job not built from a record (a foreign one's ``JobContext``), ``created_at_ms``."""
     try:
+        if part.wait is None:
+            stamps: tuple[int, ...] = tuple(map(_SECOND, map(_TIMESTAMP, map(_MSG, jobs))))
+            if stamps and min(stamps) <= 0:  # -1: the record has no timestamp
+                return tuple([ts if ts > 0 else None for ts in stamps])
+            return stamps
         created: tuple[int | None, ...] = tuple(map(_RAW_CREATED, jobs))
     except AttributeError:  # not all of them RecordContexts
         return tuple(map(_CREATED, jobs))
@@ -764,7 +773,7 @@ def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, star
     if not ends:
         return
     n = len(ends)
-    created = created_at(jobs[first:first + n] if first or n < len(jobs) else jobs)
+    created = created_at(jobs[first:first + n] if first or n < len(jobs) else jobs, part)
     bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition, wall + start,
                            RunDurations(start, ends), created))
 
@@ -795,7 +804,7 @@ class _Run:
         if durations:
             part = self.part
             first = self.first
-            created = tuple([c.created_at_ms for c in self.jobs[first:first + len(durations)]])
+            created = created_at(self.jobs[first:first + len(durations)], part)
             self.bus.emit(JobsSucceeded(self.job_type, part.topic, part.partition,
                                         self.wall + self.t0, tuple(durations), created))
             durations.clear()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +24,8 @@ from .._avro.codec import Codec
 from .._avro.framing import header_of
 from .._avro.reader import BodyReader
 from ..errors import DecodeError, UnknownSchema
-from ..events import EventBus, JobReceived, JobsReceived, JobsSucceeded
-from .context import JobContext, RecordContext
+from ..events import EventBus, JobReceived, JobsReceived
+from .context import JobContext, RecordContext, TopicRecordContext, foreign_id
 from .failures import Failure, describe
 from .partition import Part
 from .router import Routed, Router
@@ -35,8 +34,6 @@ from .throttle import Throttle
 
 __all__ = ["Intake", "Taken", "announce"]
 
-# Ids of records that came without sj- headers (foreign producers): stable across redeliveries.
-_FOREIGN_IDS = uuid.UUID("5f0c8a52-3d1e-4c56-9a57-1d9e3b7f2c10")
 _scan = h.scan
 
 
@@ -103,8 +100,6 @@ class Intake:
         max_bytes = self._max_bytes
         throttle = self.throttle
         meta = h.META
-        # Listeners of success summaries read every job's created-at (executor.created_at).
-        stamp = self.bus.wants(JobsSucceeded)
         batches: dict[Part, list[Any]] = {}  # part -> [jobs, unused, how many the tracker has]
         last_t: str | None = None
         last_p = -1
@@ -115,8 +110,7 @@ class Intake:
         hot = False  # this partition's records may take the inlined path
         nf = -1
         skip = False
-        sfx = b""  # ";<type>" of a one-type topic: its compact header ends with it
-        one: Route | None = None  # that type's route
+        one: Route | None = None  # the route of a topic's one job type
         route_c: Route | None = None  # the last (route, framing) -> reader, cached
         prefix_c = b""
         body_c = 0
@@ -140,9 +134,7 @@ class Intake:
                 add = jobs.append
                 hot = part.wait is None and (throttle is None
                                              or part.job_topic not in throttle.topics)
-                single = part.single_type.encode() if part.single_type else b""
-                one = by_type.get(single) if single else None
-                sfx = b";" + single if one is not None else b"\xff"  # no ASCII value ends so
+                one = by_type.get(part.single_type.encode()) if part.single_type else None
             if part is None or skip:
                 continue  # stale: paused/revoked records are fetched again later
             if m.error() is not None:
@@ -155,18 +147,33 @@ class Intake:
                 if nf < 0:  # nothing taken since assigned: the seek needs a place too
                     nf = offset
                 continue
-            if hot:
+            if hot and one is not None:
+                # A topic of one job type: its records are that type, so neither the type nor
+                # the id is needed to run them, and the headers stay unread (TopicRecordContext).
+                value = m.value()
+                if value is not None and len(value) <= max_bytes:
+                    if one is not route_c or not value.startswith(prefix_c):
+                        route_c, prefix_c = one, header_of(value)
+                        body_c = len(prefix_c)
+                        read_c = readers.get((one, prefix_c))
+                    if read_c is not None:
+                        try:
+                            payload = read_c(value, body_c)
+                        except Exception:
+                            payload = None  # _one below finds out what is wrong
+                        if payload is not None:
+                            nf = offset + 1
+                            in_flight += 1
+                            add(TopicRecordContext(m, part, one, offset, payload))
+                            continue
+            elif hot:
                 hd = m.headers()
                 if hd is not None and len(hd) == 1:
                     k, v = hd[0]
                     if k == meta and v is not None and v.isascii():
-                        if v.endswith(sfx):
-                            route = one
-                            id_b = v[:len(v) - len(sfx)]
-                        else:
-                            i = v.rfind(b";")
-                            route = by_type.get(v[i + 1:]) if i >= 0 else None
-                            id_b = v[:i]
+                        i = v.rfind(b";")
+                        route = by_type.get(v[i + 1:]) if i >= 0 else None
+                        id_b = v[:i]
                         value = m.value()
                         if route is not None and value is not None and len(value) <= max_bytes:
                             if route is not route_c or not value.startswith(prefix_c):
@@ -181,12 +188,8 @@ class Intake:
                                 if payload is not None:
                                     nf = offset + 1
                                     in_flight += 1
-                                    created = None
-                                    if stamp:  # read here, while the message is in cache
-                                        ts = m.timestamp()[1]
-                                        created = ts if ts > 0 else None
-                                    add(RecordContext(m, part, route, offset, 1, payload,
-                                                      created, id_b))
+                                    add(RecordContext(m, part, route, offset, 1, payload, None,
+                                                      id_b))
                                     continue
             in_flight += self._one(m, part, offset, batch, taken, throttle)
             nf = part.next_fetch  # _one moved it (a wait tier's hold, a throttle: not past)
@@ -228,8 +231,7 @@ class Intake:
                 except Exception:
                     payload = None  # _decode below finds out what is wrong
                 if payload is not None:
-                    jobs.append(RecordContext(m, part, route, offset, 1, payload,
-                                              int(c) if c else None, id_b))
+                    jobs.append(RecordContext(m, part, route, offset, 1, payload, None, id_b))
                     return 1
         # Slow path: the tracker gets what this batch took so far, then this offset.
         self._add_taken(part, batch)
@@ -303,8 +305,7 @@ class Intake:
         if route is None:
             raise _Poison("unknown_type", Failure(
                 "UnknownJobType", f"job type {job_type!r} is not run by this worker"))
-        job_id = meta.job_id or str(
-            uuid.uuid5(_FOREIGN_IDS, f"{part.topic}/{part.partition}/{offset}"))
+        job_id = meta.job_id or foreign_id(part.topic, part.partition, offset)
         full = [*hdrs, (h.JOB_TYPE, job_type.encode()), (h.JOB_ID, job_id.encode())]
         attempt_s = h.get(hdrs, h.ATTEMPT)
         attempt = int(attempt_s) if attempt_s and attempt_s.isdigit() else 1

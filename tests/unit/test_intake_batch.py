@@ -72,27 +72,66 @@ def test_compact_rich_foreign_and_poison_records_in_one_batch(tmp_path: Path) ->
         _msg("t.w", 12, good, rich),
         _msg("t.w", 13, b"not avro", _compact("bad", "work")),  # poison: undecodable
         _msg("t.w", 14, good, None),  # foreign: no headers on a one-type topic
-        _msg("t.w", 15, good, _compact("nope", "unknown")),  # poison: unknown type
+        # On a topic of one job type the topic names the type: a header naming another
+        # is not read (the value is one of work's writer schemas).
+        _msg("t.w", 15, good, _compact("nope", "unknown")),
         _msg("t.w", 16, good, _compact("last", "work")),
     ]
     taken = intake.take(msgs, {("t.w", 0): part}, 0, 100)
     assert [p for p, _, _ in taken.jobs] == [part]
     _, jobs, offsets = taken.jobs[0]
-    assert [c.offset for c in jobs] == [10, 11, 12, 14, 16] == list(offsets)
+    assert [c.offset for c in jobs] == [10, 11, 12, 14, 15, 16] == list(offsets)
     assert [c.job_id for c in jobs[:3]] == ["id;with;semicolons", "plain", "rich-1"]
-    assert jobs[4].job_id == "last" and jobs[3].job_id  # the foreign one got a derived id
+    assert [c.job_id for c in jobs[4:]] == ["nope", "last"]
+    assert jobs[3].job_id  # the foreign one got a derived id
     assert {c.job_type for c in jobs} == {"work"}
-    assert [c.payload for c in jobs] == [{"id": "u", "n": 1}] * 5
+    assert [c.payload for c in jobs] == [{"id": "u", "n": 1}] * 6
     assert jobs[0].created_at_ms == 1_700_000_000_010  # compact: the record's timestamp
     assert jobs[2].created_at_ms == 1_700_000_000_123  # rich: its sj-created-at
-    assert sorted(r.offset for _, r in taken.routed) == [13, 15]  # both dead-lettered
+    assert [r.offset for _, r in taken.routed] == [13]  # dead-lettered
     assert taken.in_flight == 7 and part.next_fetch == 17
-    assert part.tracker.in_flight == 7  # every offset taken, the poison ones too
+    assert part.tracker.in_flight == 7  # every offset taken, the poison one too
     part.tracker.done_many(offsets)
     assert part.tracker.commit_position() == 13  # the poison record at 13 is not finished
-    for offset in (13, 15):
-        part.tracker.done(offset)
+    part.tracker.done(13)
     assert part.tracker.commit_position() == 17
+
+
+class _Counted(Msg):
+    """A record that counts how often its headers were read."""
+
+    reads = 0
+
+    def headers(self) -> h.Headers | None:
+        self.reads += 1
+        return super().headers()
+
+
+def test_a_one_type_topic_reads_no_headers_until_asked(tmp_path: Path) -> None:
+    # Converting headers is the costliest step of taking a record: on a topic of one job
+    # type the worker runs a job without them, and reads them once when first asked.
+    intake, routes, codec = _setup(tmp_path)
+    part = Part("t.w", 0, routes, "partition")
+    good = codec.encode("work", {"id": "u", "n": 1})
+    rich = [(h.JOB_ID, b"r"), (h.JOB_TYPE, b"work"), (h.ATTEMPT, b"3"),
+            (h.CREATED_AT, b"1600000000000"), ("traceparent", b"00-cd")]
+    foreign = [("traceparent", b"00-ef"), (h.ATTEMPT, b"x")]  # no id; attempt unreadable
+    first = _Counted("t.w", 0, 9, b"k", good, _compact("seen", "work"), 1_700_000_000_000)
+    intake.take([first], {("t.w", 0): part}, 0, 100)  # the first record compiles the reader
+    msgs = [_Counted("t.w", 0, o, b"k", good, hdrs, 1_700_000_000_000 + o)
+            for o, hdrs in ((10, _compact("c", "work")), (11, rich), (12, foreign))]
+    taken = intake.take(msgs, {("t.w", 0): part}, 0, 100)
+    jobs = taken.jobs[0][1]
+    assert [m.reads for m in msgs] == [0, 0, 0]
+    assert [c.payload for c in jobs] == [{"id": "u", "n": 1}] * 3  # ran without them
+    assert [(c.job_id, c.attempt, c.created_at_ms) for c in jobs[:2]] == [
+        ("c", 1, 1_700_000_000_010), ("r", 3, 1_600_000_000_000)]
+    assert jobs[2].attempt == 1 and jobs[2].created_at_ms == 1_700_000_000_012
+    assert jobs[2].job_id == jobs[2].job_id and len(jobs[2].job_id) == 36  # from its position
+    assert h.get(jobs[2].headers, h.JOB_ID) == jobs[2].job_id  # kept by a retry
+    assert h.get(jobs[2].headers, "traceparent") == "00-ef"
+    assert h.get(jobs[1].headers, "traceparent") == "00-cd"
+    assert [m.reads for m in msgs] == [1, 1, 1]  # once each, however often asked
 
 
 def test_a_contiguous_run_comes_as_a_range_per_partition(tmp_path: Path) -> None:
@@ -223,20 +262,32 @@ def test_a_hold_that_ran_out_before_the_pause_seeks_back(tmp_path: Path) -> None
     assert consumer.calls == [("resume", [("t.w", 0)]), ("seek", ("t.w", 0, 9))]
 
 
-def test_created_at_read_at_intake_when_summaries_are_wanted(tmp_path: Path) -> None:
+def test_summaries_report_when_each_job_was_queued(tmp_path: Path) -> None:
+    # A job topic's record: its timestamp (a replayed or reprocessed job's is when it went
+    # back on the topic); a wait topic's (a retry, a delayed job): its created-at, so that
+    # the waits count. Handlers see each job's own created-at either way.
     from streamjobs._worker.executor import created_at
-    from streamjobs.events import JobsSucceeded
+    from streamjobs._worker.intake import Taken
 
     intake, routes, codec = _setup(tmp_path)
-    intake.bus.subscribe(lambda e: None, JobsSucceeded)
     part = Part("t.w", 0, routes, "partition")
     good = codec.encode("work", {"id": "u", "n": 1})
-    rich = [(h.JOB_TYPE, b"work"), (h.JOB_ID, b"r"), (h.CREATED_AT, b"1700000000999")]
+    rich = [(h.JOB_TYPE, b"work"), (h.JOB_ID, b"r"), (h.ATTEMPT, b"1"),
+            (h.CREATED_AT, b"1700000000999")]
     msgs = [_msg("t.w", o, good, _compact(f"j{o}", "work")) for o in range(3)]
     jobs = intake.take(msgs, {("t.w", 0): part}, 0, 100).jobs[0][1]
     expected = (1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_002)
-    assert created_at(jobs) == expected == tuple(c.created_at_ms for c in jobs)
+    assert created_at(jobs, part) == expected == tuple(c.created_at_ms for c in jobs)
     more = [_msg("t.w", 3, good, rich), _msg("t.w", 4, good, _compact("z", "work"))]
     more.append(Msg("t.w", 0, 5, None, good, _compact("y", "work"), 0))  # no timestamp
     later = intake.take(more, {("t.w", 0): part}, 0, 100).jobs[0][1]
-    assert created_at(later) == (1_700_000_000_999, 1_700_000_000_004, None)
+    assert created_at(later, part) == (1_700_000_000_003, 1_700_000_000_004, None)
+    assert later[0].created_at_ms == 1_700_000_000_999
+    wait_topic = next(t for t, (job_topic, _) in routes.wait.items() if job_topic == "t.w")
+    wait = Part(wait_topic, 0, routes, "partition")
+    retried = [*rich[:2], (h.ATTEMPT, b"2"), rich[3], (h.DUE_AT, b"1700000000500")]
+    taken = intake.take([_msg(wait_topic, 7, good, retried)], {(wait_topic, 0): wait}, 0, 100)
+    assert not taken.jobs  # it waits in the timer heap
+    intake.fire(1_700_000_001_000.0, fired := Taken(0))
+    [(_, woken, _)] = fired.jobs
+    assert created_at(woken, wait) == (1_700_000_000_999,)
