@@ -169,6 +169,8 @@ class JobStarted(JobEvent):
 
 @dataclass(frozen=True, slots=True)
 class JobSucceeded(JobEvent):
+    """``created_at_ms``: when the job was queued, as in ``JobsSucceeded``."""
+
     duration_s: float
     created_at_ms: int | None
 

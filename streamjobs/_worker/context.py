@@ -247,8 +247,13 @@ class TopicRecordContext(RecordContext):
         return self._read()[0]
 
     @property
-    def attempt(self) -> int:  # type: ignore[override]
+    def attempt(self) -> int:
         return self._read()[1]
+
+    @attempt.setter
+    def attempt(self, value: int) -> None:  # a retry in place (keyhold.py, key-strict)
+        id_b, _, hdrs = self._read()
+        self._meta = (id_b, value, hdrs)
 
     @property
     def headers(self) -> h.Headers:  # type: ignore[override]

@@ -449,7 +449,8 @@ class Executor:
                 durations.append(t1 - t0)
             elif each_ok:
                 bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
-                                      ctx.offset, ctx.attempt, t1 - t0, ctx.created_at_ms))
+                                      ctx.offset, ctx.attempt, t1 - t0,
+                                      created_at((ctx,), part)[0]))
             t0 = t1
         if running is not None:
             running[slot] = None
@@ -664,7 +665,8 @@ class Executor:
                 run.durations.append(t1 - t0)
             elif each_ok:
                 bus.emit(JobSucceeded(ctx.job_id, ctx.job_type, ctx.topic, ctx.partition,
-                                      ctx.offset, ctx.attempt, t1 - t0, ctx.created_at_ms))
+                                      ctx.offset, ctx.attempt, t1 - t0,
+                                      created_at((ctx,), part)[0]))
         if run is not None:
             run.flush()
         self._complete(part, jobs, offsets, ran, failed)

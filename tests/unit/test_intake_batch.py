@@ -132,6 +132,8 @@ def test_a_one_type_topic_reads_no_headers_until_asked(tmp_path: Path) -> None:
     assert h.get(jobs[2].headers, "traceparent") == "00-ef"
     assert h.get(jobs[1].headers, "traceparent") == "00-cd"
     assert [m.reads for m in msgs] == [1, 1, 1]  # once each, however often asked
+    jobs[1].attempt += 1  # a retry in place (key-strict)
+    assert (jobs[1].attempt, jobs[1].job_id) == (4, "r") and msgs[1].reads == 1
 
 
 def test_a_contiguous_run_comes_as_a_range_per_partition(tmp_path: Path) -> None:
