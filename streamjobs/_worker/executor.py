@@ -746,7 +746,7 @@ _RAW_CREATED = attrgetter("_created")
 
 def created_at(jobs: Sequence[JobContext], part: Any) -> tuple[int | None, ...]:
     """What success summaries report as each job's created-at (``JobsSucceeded``): for the
-    records of a job topic, their timestamps (read here, in C-level passes: the intake reads
+    records of a job topic, their timestamps (read here, once per summary: the intake reads
     none); for a wait topic's, the ``sj-created-at`` the intake read (``_created``); for a
     job not built from a record (a foreign one's ``JobContext``), ``created_at_ms``."""
     try:
