@@ -229,15 +229,24 @@ class TopicRecordContext(RecordContext):
         meta = self._meta
         if meta is None:
             hdrs: h.Headers = self._msg.headers() or []
-            type_b, id_b, a, _ = h.scan(hdrs)
+            type_b, id_b, a, c = h.scan(hdrs)
+            # What this runs as, added where the headers say otherwise or cannot be read
+            # (later headers win), so that a retry or dead letter carries it as it ran.
+            fix: dict[str, bytes] = {}
             name = self._route.job.name.encode()
-            if type_b != name or id_b is None:  # completed (later headers win), so that a
-                if id_b is None:  # retry keeps what this ran as; a foreign producer's record
-                    id_b = foreign_id(self._part.topic, self._part.partition,
-                                      self.offset).encode()  # gets an id from its position
-                hdrs = [*hdrs, (h.JOB_TYPE, name), (h.JOB_ID, id_b)]
-            if not id_b.isascii():
-                id_b = id_b.decode("utf-8", "replace").encode()
+            if type_b != name:
+                fix[h.JOB_TYPE] = name
+            if id_b is None:  # a foreign producer's record: an id from its position
+                id_b = fix[h.JOB_ID] = foreign_id(self._part.topic, self._part.partition,
+                                                  self.offset).encode()
+            elif not id_b.isascii():
+                text = id_b.decode("utf-8", "replace").encode()
+                if text != id_b:
+                    id_b = fix[h.JOB_ID] = text
+            if c is not None and not c.isdigit():
+                fix[h.CREATED_AT] = str(self._msg.timestamp()[1]).encode()
+            if fix:
+                hdrs = [*hdrs, *fix.items()]
             attempt = int(a) if a is not None and a.isdigit() and int(a) > 0 else 1
             meta = self._meta = (id_b, attempt, hdrs)
         return meta

@@ -31,7 +31,7 @@ from ..events import (
     JobTimedOut,
     RunDurations,
 )
-from .context import JobContext, bind_thread, bound
+from .context import JobContext, RecordContext, bind_thread, bound
 from .failures import Decision, Failure, decide, describe
 from .inline import HARD_LIMIT, TURN_BUDGET, Pace, Watchdog
 from .keyhold import HELD_DECISION, HELD_FAILURE, InPlace, KeyHeld
@@ -758,8 +758,9 @@ def created_at(jobs: Sequence[JobContext], part: Any) -> tuple[int | None, ...]:
                 return tuple([ts if ts > 0 else None for ts in stamps])
             return tuple(stamps)
         created: tuple[int | None, ...] = tuple(map(_RAW_CREATED, jobs))
-    except AttributeError:  # not all of them RecordContexts
-        return tuple(map(_CREATED, jobs))
+    except AttributeError:  # not all of them RecordContexts: job by job
+        return tuple([created_at((ctx,), part)[0] if isinstance(ctx, RecordContext)
+                      else ctx.created_at_ms for ctx in jobs])
     if None in created:
         return tuple(map(_CREATED, jobs))
     return created

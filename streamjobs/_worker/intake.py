@@ -218,9 +218,18 @@ class Intake:
             return 1 if self._wait_record(m, part, offset, now_ms, taken) else 0
         part.next_fetch = offset + 1
         jobs = batch[0]
+        value = m.value()
+        one = self.routes.by_type.get(part.single_type.encode()) if part.single_type else None
+        if one is not None:
+            # A topic of one job type: a value of one of its writer schemas is that type, as
+            # on the inlined path (whose reader this caches), so that which path a record
+            # takes never changes what becomes of it.
+            payload = self._read_as(value, one)
+            if payload is not None:
+                jobs.append(TopicRecordContext(m, part, one, offset, payload))
+                return 1
         type_b, id_b, a, c = _scan(m.headers())  # either form (compact or rich)
         route = self.routes.by_type.get(type_b) if type_b is not None else None
-        value = m.value()
         if (route is not None and id_b is not None and value is not None
                 and (a is None or a == b"1") and (c is None or c.isdigit())
                 and id_b.isascii() and len(value) <= self._max_bytes):
@@ -319,6 +328,26 @@ class Intake:
         return JobContext(job_id, job_type, attempt, full, part.topic, part.partition, offset,
                           m.key(), ts, payload, part.job_topic, value, ts, route.job,
                           route.handler)
+
+    def _read_as(self, value: bytes | None, route: Route) -> dict[str, Any] | None:
+        """``value`` read as a job of ``route``'s type (its reader cached), or None when it is
+        not one (the caller's path finds out why)."""
+        if value is None or len(value) > self._max_bytes:
+            return None
+        frame = header_of(value)
+        read = self._readers.get((route, frame))
+        if read is not None:
+            try:
+                payload: dict[str, Any] = read(value, len(frame))
+            except Exception:
+                return None
+            return payload
+        try:
+            payload = self.codec.decode(value, route.job.name).payload
+        except (UnknownSchema, DecodeError):  # as _decode_payload: anything else propagates
+            return None
+        self._readers[(route, frame)] = self.codec.body_reader(value, route.job.name)
+        return payload
 
     def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
         try:

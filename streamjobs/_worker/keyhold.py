@@ -148,8 +148,8 @@ class KeyHold:
         return self._wrap(handler)
 
     def _wrap(self, handler: Handler) -> Handler:
-        # Reads without the lock (one dict and one set look-up per job; a foreign record has
-        # no ``_part``: as with ``key``). The key's next job runs after this one on the same
+        # Reads without the lock (one dict and one set look-up per job; a plain ``JobContext``
+        # has no ``_part``: as with ``key``). The key's next job runs after this one on the same
         # lane, so it sees the block added here; writes take the lock, because the poll
         # thread drops a partition's emptied set.
         blocked, lock, handed = self._blocked, self._lock, self._handed
@@ -210,7 +210,7 @@ class KeyHold:
     def keep_back(self, part: Any, jobs: list[Any],
                   offsets: list[int]) -> tuple[list[Any], list[int]]:
         """At dispatch (poll thread), one blocked key's jobs: they wait behind its blocked
-        job; returns those that run anyway (a foreign record's, as with ``key``)."""
+        job; returns those that run anyway (a plain ``JobContext``'s, as with ``key``)."""
         keep: list[Any] = []
         kept: list[int] = []
         for ctx, offset in zip(jobs, offsets, strict=True):

@@ -546,7 +546,7 @@ class Worker:
         hold = self.keyhold
         assert hold is not None
         if ctx.key is None or not hasattr(ctx, "_part"):
-            return False  # no key (or a foreign record): as with --ordering key
+            return False  # no key (or a plain JobContext): as with --ordering key
         if failure.error_class == HELD_CLASS:
             what = hold.held(part, ctx)
             if what == "run":

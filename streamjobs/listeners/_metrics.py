@@ -105,7 +105,8 @@ class MetricsListener:
         )
         self.job_end_to_end = Histogram(
             "streamjobs_job_end_to_end_seconds",
-            "From job creation (sj-created-at) to successful completion.",
+            "From the job being queued (its record's timestamp; a retried or delayed job's "
+            "sj-created-at) to successful completion.",
             ["job_type"],
             buckets=END_TO_END_BUCKETS,
             registry=r,

@@ -136,6 +136,33 @@ def test_a_one_type_topic_reads_no_headers_until_asked(tmp_path: Path) -> None:
     assert (jobs[1].attempt, jobs[1].job_id) == (4, "r") and msgs[1].reads == 1
 
 
+def test_a_one_type_topic_decides_alike_with_a_cold_or_a_warm_reader(tmp_path: Path) -> None:
+    # The first record of a framing goes the slow way (it compiles the reader): what becomes
+    # of a record must not depend on that. Headers the record runs despite are completed, so
+    # that its retry (read strictly on the wait topic) carries what it ran as.
+    good_headers = [
+        _compact("nope", "unknown"),  # a type nobody runs
+        [(h.JOB_ID, b"\xff\xfe"), (h.JOB_TYPE, b"work"), (h.ATTEMPT, b"x"),
+         (h.CREATED_AT, b"soon")],  # nothing readable but the type
+    ]
+    for hdrs in good_headers:
+        for warm in (False, True):
+            intake, routes, codec = _setup(tmp_path)
+            part = Part("t.w", 0, routes, "partition")
+            good = codec.encode("work", {"id": "u", "n": 1})
+            msgs = [_msg("t.w", 1, good, hdrs)]
+            if warm:
+                msgs.insert(0, _msg("t.w", 0, good, _compact("first", "work")))
+            taken = intake.take(msgs, {("t.w", 0): part}, 0, 100)
+            assert not taken.routed, (hdrs, warm)
+            ctx = taken.jobs[0][1][-1]
+            assert ctx.job_type == "work" and ctx.attempt == 1
+            assert ctx.created_at_ms == 1_700_000_000_001
+            type_b, id_b, _, c = h.scan(h.expand(ctx.headers, 1_700_000_000_001))
+            assert type_b == b"work" and c is not None and c.isdigit()
+            assert id_b is not None and id_b.decode("utf-8") == ctx.job_id
+
+
 def test_a_contiguous_run_comes_as_a_range_per_partition(tmp_path: Path) -> None:
     intake, routes, codec = _setup(tmp_path)
     parts = {("t.mixed", p): Part("t.mixed", p, routes, "partition") for p in (0, 1)}
