@@ -186,8 +186,8 @@ def test_unreachable_registry_retries_then_dead_letters_and_dlq_tools_handle_bot
     finally:
         producer.close()
     so = KafkaProducer(world.kafka.client_settings())
-    so.produce(world.topic, _single_object(world, {"id": "so", "amount": 8, "note": ""}),
-               headers=[(h.JOB_TYPE, b"no_such_type"), (h.JOB_ID, b"so-2")])
+    so.produce(world.topic, _single_object(world, {"id": "so", "amount": 8, "note": "fail"}),
+               headers=[(h.JOB_TYPE, b"order"), (h.JOB_ID, b"so-2")])  # a dead letter at once
     so.flush(10)
     dead = f"http://127.0.0.1:{free_port_block(1)}/apis/ccompat/v7"
     worker = spawn_cli("worker", APP, env=world.env(registry_url=dead))
