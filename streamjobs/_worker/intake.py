@@ -147,50 +147,40 @@ class Intake:
                 if nf < 0:  # nothing taken since assigned: the seek needs a place too
                     nf = offset
                 continue
-            if hot and one is not None:
+            if hot:
                 # A topic of one job type: its records are that type, so neither the type nor
                 # the id is needed to run them, and the headers stay unread (TopicRecordContext).
-                value = m.value()
-                if value is not None and len(value) <= max_bytes:
-                    if one is not route_c or not value.startswith(prefix_c):
-                        route_c, prefix_c = one, header_of(value)
-                        body_c = len(prefix_c)
-                        read_c = readers.get((one, prefix_c))
-                    if read_c is not None:
-                        try:
-                            payload = read_c(value, body_c)
-                        except Exception:
-                            payload = None  # _one below finds out what is wrong
-                        if payload is not None:
-                            nf = offset + 1
-                            in_flight += 1
-                            add(TopicRecordContext(m, part, one, offset, payload))
-                            continue
-            elif hot:
-                hd = m.headers()
-                if hd is not None and len(hd) == 1:
-                    k, v = hd[0]
-                    if k == meta and v is not None and v.isascii():
-                        i = v.rfind(b";")
-                        route = by_type.get(v[i + 1:]) if i >= 0 else None
-                        id_b = v[:i]
-                        value = m.value()
-                        if route is not None and value is not None and len(value) <= max_bytes:
-                            if route is not route_c or not value.startswith(prefix_c):
-                                route_c, prefix_c = route, header_of(value)
-                                body_c = len(prefix_c)
-                                read_c = readers.get((route, prefix_c))
-                            if read_c is not None:
-                                try:
-                                    payload = read_c(value, body_c)
-                                except Exception:
-                                    payload = None  # _one below finds out what is wrong
-                                if payload is not None:
-                                    nf = offset + 1
-                                    in_flight += 1
-                                    add(RecordContext(m, part, route, offset, 1, payload, None,
-                                                      id_b))
-                                    continue
+                # Elsewhere the one compact header routes the record.
+                route = one
+                id_b = None
+                if one is None:
+                    hd = m.headers()
+                    if hd is not None and len(hd) == 1:
+                        k, v = hd[0]
+                        if k == meta and v is not None and v.isascii():
+                            i = v.rfind(b";")
+                            if i >= 0:
+                                route = by_type.get(v[i + 1:])
+                                id_b = v[:i]
+                if route is not None:
+                    value = m.value()
+                    if value is not None and len(value) <= max_bytes:
+                        if route is not route_c or not value.startswith(prefix_c):
+                            route_c, prefix_c = route, header_of(value)
+                            body_c = len(prefix_c)
+                            read_c = readers.get((route, prefix_c))
+                        if read_c is not None:
+                            try:
+                                payload = read_c(value, body_c)
+                            except Exception:
+                                payload = None  # _one below finds out what is wrong
+                            if payload is not None:
+                                nf = offset + 1
+                                in_flight += 1
+                                add(TopicRecordContext(m, part, route, offset, payload)
+                                    if id_b is None else
+                                    RecordContext(m, part, route, offset, 1, payload, None, id_b))
+                                continue
             in_flight += self._one(m, part, offset, batch, taken, throttle)
             nf = part.next_fetch  # _one moved it (a wait tier's hold, a throttle: not past)
             skip = part.paused or part.revoked  # a wait tier's hold pauses its partition
@@ -233,15 +223,10 @@ class Intake:
         if (route is not None and id_b is not None and value is not None
                 and (a is None or a == b"1") and (c is None or c.isdigit())
                 and id_b.isascii() and len(value) <= self._max_bytes):
-            read = self._readers.get((route, header_of(value)))
-            if read is not None:
-                try:
-                    payload = read(value, len(header_of(value)))
-                except Exception:
-                    payload = None  # _decode below finds out what is wrong
-                if payload is not None:
-                    jobs.append(RecordContext(m, part, route, offset, 1, payload, None, id_b))
-                    return 1
+            payload = self._cached(value, route)  # None: _decode below finds out why
+            if payload is not None:
+                jobs.append(RecordContext(m, part, route, offset, 1, payload, None, id_b))
+                return 1
         # Slow path: the tracker gets what this batch took so far, then this offset.
         self._add_taken(part, batch)
         part.tracker.add(offset)
@@ -289,15 +274,7 @@ class Intake:
         except (ValueError, UnicodeDecodeError) as exc:
             raise _Poison("missing_headers", Failure("BadHeaders", str(exc)), route) from None
         value = m.value()
-        payload = None
-        if value is not None and len(value) <= self._max_bytes:
-            frame = header_of(value)
-            read = self._readers.get((route, frame))
-            if read is not None:
-                try:
-                    payload = read(value, len(frame))
-                except Exception:
-                    payload = None
+        payload = self._cached(value, route)
         if payload is None:
             payload = self._decode_payload(value, route, attempt)
         return RecordContext(m, part, route, offset, attempt, payload, int(c) if c else None,
@@ -329,25 +306,32 @@ class Intake:
                           m.key(), ts, payload, part.job_topic, value, ts, route.job,
                           route.handler)
 
-    def _read_as(self, value: bytes | None, route: Route) -> dict[str, Any] | None:
-        """``value`` read as a job of ``route``'s type (its reader cached), or None when it is
-        not one (the caller's path finds out why)."""
+    def _cached(self, value: bytes | None, route: Route) -> dict[str, Any] | None:
+        """``value`` read by ``route``'s cached reader of its framing; None when none is
+        cached yet or the reader declines it."""
         if value is None or len(value) > self._max_bytes:
             return None
         frame = header_of(value)
         read = self._readers.get((route, frame))
-        if read is not None:
-            try:
-                payload: dict[str, Any] = read(value, len(frame))
-            except Exception:
-                return None
-            return payload
-        try:
-            payload = self.codec.decode(value, route.job.name).payload
-        except (UnknownSchema, DecodeError):  # as _decode_payload: anything else propagates
+        if read is None:
             return None
-        self._readers[(route, frame)] = self.codec.body_reader(value, route.job.name)
+        try:
+            payload: dict[str, Any] = read(value, len(frame))
+        except Exception:
+            return None
         return payload
+
+    def _read_as(self, value: bytes | None, route: Route) -> dict[str, Any] | None:
+        """``value`` read as a job of ``route``'s type (compiling its reader on first use), or
+        None when it is not one (the caller's path finds out why)."""
+        if value is None or len(value) > self._max_bytes:
+            return None
+        if (route, header_of(value)) in self._readers:
+            return self._cached(value, route)
+        try:
+            return self._decode_payload(value, route, 1)
+        except _Poison:
+            return None
 
     def _decode_payload(self, value: bytes | None, route: Route, attempt: int) -> dict[str, Any]:
         try:

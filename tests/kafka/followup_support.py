@@ -12,7 +12,7 @@ from confluent_kafka import Consumer
 from streamjobs import _headers as h
 from streamjobs._schemas.catalogue import Catalogue
 
-from .worker_support import Env, WorkerThread
+from .worker_support import AppWorker, Env
 
 CHAIN_APP = "tests.apps.chain:app"
 CHAIN_SCHEMAS = Path(__file__).resolve().parent.parent / "apps" / "chain_schemas"
@@ -23,22 +23,13 @@ def chain_env(env: Env) -> Env:
     return env
 
 
-class ChainWorker(WorkerThread):
+class ChainWorker(AppWorker):
     """A worker of the chain app running in a thread of the test process."""
 
     def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
-        from streamjobs._worker import Worker, WorkerSettings
-        from streamjobs.events import Event, EventBus
         from tests.apps.chain import app
 
-        monkeypatch.setattr(app, "topic_prefix", env.prefix)
-        monkeypatch.setenv("STREAMJOBS_TEST_LEDGER", str(env.ledger))
-        settings.setdefault("group_id", env.group)
-        settings.setdefault("job_types", ("parent",))
-        self.events: list[Event] = []
-        bus = EventBus()
-        bus.subscribe(self.events.append)
-        self._start(Worker(app, WorkerSettings(**settings), env.kafka, bus))
+        super().__init__(env, monkeypatch, app, ("parent",), **settings)
 
 
 def read_all(env: Env, topic: str, *, committed: bool = False, idle: float = 3.0,

@@ -199,18 +199,19 @@ class WorkerThread:
             raise self.error
 
 
-class InProcess(WorkerThread):
-    """A worker of the test app running in a thread of the test process."""
+class AppWorker(WorkerThread):
+    """A worker of a test app (in tests.apps) running in a thread of the test process, on
+    ``env``'s prefix and ledger; ``events`` holds every event it emitted."""
 
-    def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
+    def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, app: Any,
+                 default_types: tuple[str, ...], **settings: Any) -> None:
         from streamjobs._worker import Worker, WorkerSettings
         from streamjobs.events import Event, EventBus
-        from tests.apps.tasks import app
 
         monkeypatch.setattr(app, "topic_prefix", env.prefix)
         monkeypatch.setenv("STREAMJOBS_TEST_LEDGER", str(env.ledger))
         settings.setdefault("group_id", env.group)
-        settings.setdefault("job_types", ("task",))
+        settings.setdefault("job_types", default_types)
         self.events: list[Event] = []
         bus = EventBus()
         bus.subscribe(self.events.append)
@@ -218,3 +219,12 @@ class InProcess(WorkerThread):
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in list(self.events) if isinstance(e, kind)]
+
+
+class InProcess(AppWorker):
+    """A worker of the test app (tests.apps.tasks) running in a thread of the test process."""
+
+    def __init__(self, env: Env, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
+        from tests.apps.tasks import app
+
+        super().__init__(env, monkeypatch, app, ("task",), **settings)
