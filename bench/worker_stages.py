@@ -16,8 +16,10 @@ on those ``Message`` objects, in this one thread (no broker, no GIL hand-off in 
   what timing the jobs and building the summaries costs; ``metrics``, ``log`` (at ``info``),
   ``reports`` (counting only; its thread not started) alone; ``with_listeners``: the CLI's
   default set, all of them and health): ``take_<set>`` and ``run_<set>`` with that bus (the
-  intake reads each record's created-at when success summaries are wanted) and ``cost_<set>``
-  = their sum minus ``take`` + ``run`` (``listeners`` = the default set's cost);
+  runs as an inline handler's at the pace ``run`` measured: in the slices ``Pace`` picks,
+  timed as a whole when predicted to take under ``inline.WHOLE_S``, with each job's
+  created-at read for the summaries) and ``cost_<set>`` = their sum minus ``take`` + ``run``
+  (``listeners`` = the default set's cost);
 - ``drain``: offsets finished per chunk (``PartitionTracker.done_many``).
 
 Each figure is the best of ``--repeat`` passes over all N records, in µs per job. What a real
@@ -55,6 +57,7 @@ from streamjobs._config import KafkaConfig
 from streamjobs._schemas.catalogue import Catalogue
 from streamjobs._worker import App
 from streamjobs._worker.executor import Executor
+from streamjobs._worker.inline import TURN_BUDGET, Pace
 from streamjobs._worker.intake import Intake
 from streamjobs._worker.ordering import Lanes, dispatch
 from streamjobs._worker.partition import Part
@@ -184,14 +187,23 @@ def main(bootstrap_servers: str, n: int, repeat: int) -> None:
             part.tasks = 0
 
     out["dispatch"] = _best(dispatched, n, repeat)
-    def run_stage(bus: EventBus, chunks: list[Any]) -> float:
+    def run_stage(bus: EventBus, chunks: list[Any], per_job: float = 0.0) -> float:
+        """``per_job``: the handler's measured pace (seconds), as an inline handler's; the
+        chunks then run in the slices, timed as a whole or job by job, that ``Pace`` picks."""
         done: collections.deque[Any] = collections.deque()
         ex = Executor(1, bus, Lanes(), done, use_async=False)
+        pace = Pace("noop", 20e-6)
+        pace.per_job = per_job
+        size, usual = pace.slice(TURN_BUDGET) if per_job else (1 << 30, 0.0)
 
         def run() -> None:
             for part, jobs, offsets in chunks:
                 assert offsets is not None
-                ex._run_chunk(0, part, jobs, offsets)
+                if len(jobs) <= size:
+                    ex._run_chunk(0, part, jobs, offsets, usual)
+                    continue
+                for i in range(0, len(jobs), size):
+                    ex._run_chunk(0, part, jobs[i:i + size], offsets[i:i + size], usual)
             done.clear()
 
         took = _best(run, n, repeat)
@@ -199,9 +211,9 @@ def main(bootstrap_servers: str, n: int, repeat: int) -> None:
         return took
 
     out["run"] = run_stage(EventBus(), chunks)
-    # The listeners' share: the intake reads each record's created-at when a listener wants
-    # success summaries, and the runs time each job and emit summaries. Each set of listeners
-    # gets an intake and chunks of its own, as a worker with that bus would.
+    # The listeners' share: the runs time the jobs, read their created-at and emit summaries.
+    # Each set of listeners gets an intake and chunks of its own, as a worker with that bus
+    # would.
     kafka = KafkaConfig(bootstrap_servers=bootstrap_servers)
     sets: dict[str, Callable[[EventBus], Any]] = {
         "summary_only": lambda bus: bus.subscribe(_summary_noop, JobsSucceeded),
@@ -225,7 +237,7 @@ def main(bootstrap_servers: str, n: int, repeat: int) -> None:
         taken = _best(take_stamped, n, repeat)
         ps = parts()
         own = [c for batch in batches for c in stamped.take(batch, ps, 0, 1 << 30).jobs]
-        ran = run_stage(bus, own)
+        ran = run_stage(bus, own, out["run"] / 1e6)
         name = "with_listeners" if label == "defaults" else label
         out[f"take_{name}"] = taken
         out[f"run_{name}"] = ran

@@ -93,7 +93,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import accumulate, chain
 from operator import sub
 from typing import TypeVar, overload
 
@@ -243,38 +243,95 @@ class JobsReceived(Event):
 
 
 class RunDurations(Sequence[float]):
-    """The durations of jobs run back to back, kept as the run's start and each job's end
-    (``time.perf_counter`` readings): job *i* took ``ends[i] - ends[i - 1]`` (the first
-    ``ends[0] - start``). A sequence of floats like the tuple it stands for (equal to it,
-    same hash); the values are computed on first read, once, so a listener that needs only
-    ``len``, ``total`` or ``ends_sum`` pays nothing per job (the metrics listener: when a
-    whole run is shorter than the smallest bucket bound, every job in it was too)."""
+    """The durations of jobs run back to back from ``start`` (a ``time.perf_counter``
+    reading), kept as clock readings until a listener reads them. A sequence of floats like
+    the tuple it stands for (equal to it, same hash); the values are computed on first read,
+    once, so a listener that needs only ``len``, ``total`` or ``ends_sum`` pays nothing per
+    job (the metrics listener: when a whole run is shorter than the smallest bucket bound,
+    every job in it was too). Two kinds:
 
-    __slots__ = ("_values", "ends", "start")
+    - ``RunDurations(start, ends)``: each job's end was read: job *i* took
+      ``ends[i] - ends[i - 1]`` (the first ``ends[0] - start``). Exact.
+    - ``RunDurations.whole(start, end, n, usual)``: the run was timed as a whole, as the
+      worker times an inline slice predicted to take well under the smallest duration bucket
+      (one clock reading per slice, not per job). Its length and so the durations' sum are
+      exact, and so is every job's bucket whenever the run is shorter than the smallest
+      bound. Each job is given ``usual`` (the handler's measured pace, at most the run's
+      mean) but the last, given the rest: if the run overran (a call that blocked), the
+      overrun shows as one slow job, where a duration histogram should show it."""
+
+    __slots__ = ("_ends", "_n", "_usual", "_values", "end", "start")
 
     def __init__(self, start: float, ends: Sequence[float]) -> None:
         self.start = start
-        self.ends = ends  # owned: the emitter never changes it after the event is built
+        self._ends: Sequence[float] | None = ends  # owned: never changed after the event
+        self._n = len(ends)
+        self.end = ends[-1] if ends else start
+        self._usual = 0.0
         self._values: tuple[float, ...] | None = None
+
+    @classmethod
+    def whole(cls, start: float, end: float, n: int, usual: float) -> RunDurations:
+        """``n`` jobs that ran from ``start`` to ``end``, timed as a whole."""
+        run = cls(start, ())
+        run._ends = None
+        run._n = n
+        run.end = end
+        run._usual = usual
+        return run
+
+    @property
+    def timed_each(self) -> bool:
+        """Each job's end was read (not a run timed as a whole)."""
+        return self._ends is not None
 
     @property
     def total(self) -> float:
         """The run's length: the sum of the durations, without adding them."""
-        return self.ends[-1] - self.start if self.ends else 0.0
+        return self.end - self.start
+
+    @property
+    def first_end(self) -> float:
+        """The first job's end; for a run timed as a whole, its start (a bound below it)."""
+        ends = self._ends
+        return ends[0] if ends else self.start
+
+    @property
+    def ends(self) -> Sequence[float]:
+        """Each job's end (for a run timed as a whole, as its durations put them)."""
+        ends = self._ends
+        if ends is None:
+            return list(accumulate(self.values(), initial=self.start))[1:]
+        return ends
 
     def ends_sum(self) -> float:
         """Sum over jobs of (job's end - ``start``): one C-level pass, no float per job."""
-        return sum(self.ends) - len(self.ends) * self.start
+        ends = self._ends
+        if ends is None:  # usual x (1 + ... + n - 1) + the last job's end, the run's end
+            n = self._n
+            return self._share() * n * (n - 1) / 2 + self.total if n else 0.0
+        return sum(ends) - len(ends) * self.start
 
     def values(self) -> tuple[float, ...]:
         v = self._values
         if v is None:
-            ends = self.ends
-            v = self._values = tuple(map(sub, ends, chain((self.start,), ends)))
+            ends = self._ends
+            if ends is not None:
+                v = tuple(map(sub, ends, chain((self.start,), ends)))
+            elif self._n:
+                share = self._share()
+                v = (share,) * (self._n - 1) + (self.total - (self._n - 1) * share,)
+            else:
+                v = ()
+            self._values = v
         return v
 
+    def _share(self) -> float:
+        """A job's duration but the last's, in a run timed as a whole."""
+        return min(self._usual, self.total / self._n)
+
     def __len__(self) -> int:
-        return len(self.ends)
+        return self._n
 
     @overload
     def __getitem__(self, i: int) -> float: ...

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -258,7 +258,7 @@ class Executor:
                     if not pace.inline or t0 >= deadline:
                         self._tasks.put((part, lane, [(jobs, offsets), *chunks[i + 1:]]))
                         return
-                    n = pace.fits(deadline - t0)
+                    n, usual = pace.slice(deadline - t0)
                     if n < len(jobs):
                         head, head_offsets = jobs[:n], offsets[:n]
                         jobs, offsets = jobs[n:], offsets[n:]
@@ -268,7 +268,7 @@ class Executor:
                     self._slice = head
                     watch.started = t0
                     try:
-                        early = self._run_chunk(slot, part, head, head_offsets)
+                        early = self._run_chunk(slot, part, head, head_offsets, usual)
                     finally:
                         watch.started = 0.0
                         self._slice = None
@@ -294,15 +294,21 @@ class Executor:
             chunks = nxt
 
     def _run_chunk(self, slot: int, part: Any, jobs: list[JobContext],
-                   offsets: Sequence[int]) -> bool:
-        """Run one chunk in this thread; True if it stopped early (revoke, shutdown)."""
+                   offsets: Sequence[int], usual: float = 0.0) -> bool:
+        """Run one chunk in this thread; True if it stopped early (revoke, shutdown).
+        ``usual``: the handler's pace (seconds per job) when the chunk is an inline slice
+        predicted to fit well within the smallest duration bucket; its successes are then
+        timed as a whole (``_Whole``), not job by job."""
         bus = self.bus
+        whole: _Whole | None = None
         if (bus.wants(JobStarted) or bus.wants(JobSucceeded) or bus.wants(JobsSucceeded)
                 or bus.wants(JobFailed)):
-            if (part.single_type is not None and not bus.wants(JobStarted)
-                    and not bus.wants_each(JobSucceeded)):
+            if (part.single_type is None or bus.wants(JobStarted)
+                    or bus.wants_each(JobSucceeded)):
+                return self._run_observed(slot, part, jobs, offsets)
+            if not usual:
                 return self._run_summarised(slot, part, jobs, offsets)
-            return self._run_observed(slot, part, jobs, offsets)
+            whole = _Whole(bus, part, jobs, usual, self._failed)
         loop = self._loop
         running = self.running if self.track_running else None
         failed: list[FailedJob] | None = None
@@ -330,9 +336,12 @@ class Executor:
             except BaseException as exc:
                 if failed is None:
                     failed = []
-                failed.append(self._failed(ctx, exc, 0.0, False))
+                failed.append(self._failed(ctx, exc, 0.0, False) if whole is None
+                              else whole.failed(ctx, exc))
         if running is not None:
             running[slot] = None  # before the completion: see StatusRecorder.sample
+        if whole is not None:
+            whole.flush(ran)
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
 
@@ -377,7 +386,7 @@ class Executor:
                 t1 = clock()
                 i = first + len(ends)
                 began = ends[-1] if ends else start
-                _emit_run(bus, part, jobs, first, start, ends, wall)
+                _emit_run(bus, part, jobs, first, RunDurations(start, ends), wall)
                 if failed is None:
                     failed = []
                 failed.append(self._failed(ctx, exc, t1 - began, want_failed))
@@ -389,7 +398,7 @@ class Executor:
             add(clock())
         if running is not None:
             running[slot] = None
-        _emit_run(bus, part, jobs, first, start, ends, wall)
+        _emit_run(bus, part, jobs, first, RunDurations(start, ends), wall)
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
 
@@ -766,18 +775,58 @@ def created_at(jobs: Sequence[JobContext], part: Any) -> tuple[int | None, ...]:
     return created
 
 
-def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int, start: float,
-              ends: list[float], wall: float) -> None:
-    """One ``JobsSucceeded`` for ``jobs[first:first + len(ends)]``, which ran back to back
-    from ``start`` and ended at ``ends`` (``perf_counter``; ``wall`` converts to wall time).
-    The durations stay end times (``RunDurations``) until a listener reads them: the metrics
-    listener needs none of them when the run was short (its caller hands ``ends`` over)."""
-    if not ends:
+def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int,
+              run: RunDurations, wall: float) -> None:
+    """One ``JobsSucceeded`` for ``jobs[first:first + len(run)]``, which ran back to back
+    (``wall`` converts ``perf_counter`` to wall time). The durations stay clock readings
+    (``RunDurations``) until a listener reads them: the metrics listener needs none of them
+    when the run was short."""
+    n = len(run)
+    if not n:
         return
-    n = len(ends)
     created = created_at(jobs[first:first + n] if first or n < len(jobs) else jobs, part)
-    bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition, wall + start,
-                           RunDurations(start, ends), created))
+    bus.emit(JobsSucceeded(part.single_type, part.topic, part.partition, wall + run.start,
+                           run, created))
+
+
+class _Whole:
+    """The successes of an inline slice timed as a whole (``_run_chunk`` with ``usual``): a
+    clock reading at its start, at each failure and at its end, none per job. A failure
+    splits the time since the last reading evenly between it and the successes before it
+    (the slice was predicted to fit well within the smallest duration bucket, so every one of
+    them is in it either way)."""
+
+    __slots__ = ("_fail", "bus", "jobs", "mark", "part", "since", "usual", "wall",
+                 "want_failed")
+
+    def __init__(self, bus: EventBus, part: Any, jobs: list[JobContext], usual: float,
+                 fail: Callable[[JobContext, BaseException, float, bool], FailedJob]) -> None:
+        self.bus = bus
+        self.part = part
+        self.jobs = jobs
+        self.usual = usual
+        self._fail = fail
+        self.want_failed = bus.wants(JobFailed)
+        self.since = 0  # the first job not yet reported
+        self.mark = time.perf_counter()
+        self.wall = time.time() - self.mark  # perf_counter -> wall clock
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> FailedJob:
+        now = time.perf_counter()
+        i = self.jobs.index(ctx, self.since)  # from the last failure on: O(n) a slice
+        share = (now - self.mark) / (i - self.since + 1)
+        self._report(i, now - share)
+        self.since, self.mark = i + 1, now
+        return self._fail(ctx, exc, share, self.want_failed)
+
+    def flush(self, ran: int) -> None:
+        """The successes up to ``ran`` (where the slice stopped)."""
+        self._report(ran, time.perf_counter())
+
+    def _report(self, upto: int, end: float) -> None:
+        since = self.since
+        _emit_run(self.bus, self.part, self.jobs, since,
+                  RunDurations.whole(self.mark, end, upto - since, self.usual), self.wall)
 
 
 class _Run:

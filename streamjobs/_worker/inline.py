@@ -12,11 +12,12 @@ than ``under`` seconds each (of CPU, if their wall time stays under ``CONTENDED`
 a busy pool's threads wait for the GIL, and that is the cost inlining removes), it is
 *promoted*: its chunks run on the poll thread, at most ``TURN_BUDGET`` seconds of them per
 loop turn (a chunk is cut into slices that fit at its measured pace; the rest goes to the
-pool on the same ordering lane, so order holds). Inline, each slice is timed the same way,
-and the handler is *demoted* back to the pool when a slice took longer than ``HARD_LIMIT``
-(a call that blocked) or its jobs over the last ``CHECK_JOBS`` / ``CHECK_S`` fail the
-promotion's rule; it may be promoted again only after a back-off (1 s, doubled per demotion
-up to ``MAX_BACKOFF``), so a handler with mixed run times does not flap.
+pool on the same ordering lane, so order holds; a slice predicted under ``WHOLE_S`` is
+timed as a whole for the success summaries too, see ``Pace.slice``). Inline, each slice is
+timed the same way, and the handler is *demoted* back to the pool when a slice took longer
+than ``HARD_LIMIT`` (a call that blocked) or its jobs over the last ``CHECK_JOBS`` /
+``CHECK_S`` fail the promotion's rule; it may be promoted again only after a back-off (1 s,
+doubled per demotion up to ``MAX_BACKOFF``), so a handler with mixed run times does not flap.
 
 What a promoted handler can cost: the poll loop runs nothing else while one of its slices
 runs. Nothing is timed per job; instead a ``Watchdog`` thread looks at the running slice every
@@ -34,8 +35,9 @@ import time
 
 from ..errors import ConfigError
 
-__all__ = ["CHECK_JOBS", "CHECK_S", "HARD_LIMIT", "MAX_BACKOFF", "MAX_SLICE", "PROMOTE_JOBS",
-           "TICK", "TURN_BUDGET", "Pace", "Watchdog", "under_seconds"]
+__all__ = ["CHECK_JOBS", "CHECK_S", "HARD_LIMIT", "MAX_BACKOFF", "MAX_SLICE", "MIN_WHOLE",
+           "PROMOTE_JOBS", "TICK", "TURN_BUDGET", "WHOLE_S", "Pace", "Watchdog",
+           "under_seconds"]
 
 PROMOTE_JOBS = 500  # jobs timed in the pool before a promotion is considered
 CONTENDED = 10  # wall time over CPU time per job tolerated in the pool (GIL waits)
@@ -48,6 +50,13 @@ TURN_BUDGET = 0.005  # inline seconds per poll-loop turn; the rest goes to the p
 # this long still fits the first duration bucket (0.5 ms), and the watchdog, not the slice,
 # bounds how long a slice that starts blocking holds the loop.
 MAX_SLICE = 1024
+# An inline slice predicted to take at most this long is timed as a whole, not job by job
+# (events.RunDurations.whole): half the smallest duration bucket (listeners/_metrics.py), so
+# a slice that runs at half its measured speed still proves every job's bucket. A slice is
+# cut to fit it unless that leaves it shorter than MIN_WHOLE jobs (each slice pays for its
+# success summary).
+WHOLE_S = 0.00025
+MIN_WHOLE = 256
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 TICK = 0.015  # the watchdog's look at a running slice
@@ -135,6 +144,16 @@ class Pace:
         """Jobs that fit in ``seconds`` at the measured pace (at least one, at most
         ``MAX_SLICE``)."""
         return max(1, min(MAX_SLICE, int(seconds / max(self.per_job, 1e-9))))
+
+    def slice(self, seconds: float) -> tuple[int, float]:
+        """The next slice's jobs, with ``seconds`` left in the turn, and the pace to time it
+        as a whole at (0.0: job by job): a slice predicted to take at most ``WHOLE_S``."""
+        n = self.fits(seconds)
+        per_job = max(self.per_job, 1e-9)
+        whole = int(WHOLE_S / per_job)
+        if n <= whole or whole >= MIN_WHOLE:
+            return min(n, whole), per_job
+        return n, 0.0
 
     def _short(self, mean: float, mean_cpu: float) -> bool:
         """Jobs that took ``mean`` seconds each, ``mean_cpu`` of them on the CPU, are short.

@@ -9,7 +9,9 @@ so the worker never builds per-job events for metrics. A run of jobs shorter tha
 duration bucket (the usual case for small handlers) fills that bucket without a duration per
 job (``RunDurations.total``); a run whose jobs' end-to-end times share a bucket fills it from
 the extremes and sums. The counts are exactly those of observing job by job (sums up to
-float rounding).
+float rounding), but for an inline slice timed as a whole that overran the first duration
+bucket (``RunDurations.whole``: its overrun shows as one slow job) and its end-to-end
+``_sum`` (each job's end within the slice): docs/observability.md "What they cost".
 """
 
 from __future__ import annotations
@@ -407,7 +409,7 @@ def _end_to_end_at_once(child: Any, e: JobsSucceeded) -> bool:
         ends_since_ref = sum(map(sub, ends, itertools.repeat(ref)))
     elif isinstance(durations, RunDurations):  # the jobs' end times: no duration computed
         start, ran = e.started_at, durations.start
-        first_end = start + (durations.ends[0] - ran)
+        first_end = start + (durations.first_end - ran)
         last_end = start + durations.total
         ends_since_ref = n * (start - ref) + durations.ends_sum()
     else:  # back to back: job i ended at started_at + the durations up to it

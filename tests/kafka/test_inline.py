@@ -178,6 +178,70 @@ def test_a_handler_whose_calls_start_blocking_holds_the_loop_for_one_call(env: E
     assert any(e.reason == "blocked" and not e.inline for e in w.placed)
 
 
+class Lean(WorkerThread):
+    """A worker of one no-op ``task`` handler (``sleep_ms`` honoured) that keeps nothing per
+    job but a count: fast enough for its inline slices to be timed as a whole."""
+
+    def __init__(self, env: Env, bus: EventBus) -> None:
+        self.count = 0
+        app = App(SCHEMAS, name="tests-inline", topic_prefix=env.prefix)
+
+        @app.job("task")
+        def task(payload: dict[str, Any], ctx: JobContext) -> None:
+            if payload["sleep_ms"]:
+                time.sleep(payload["sleep_ms"] / 1000)
+            self.count += 1
+
+        self._start(Worker(app, WorkerSettings(group_id=env.group, job_types=("task",),
+                                               commit_interval=0.2), env.kafka, bus))
+
+
+def test_metrics_of_inline_slices_count_each_job_and_show_a_call_that_blocked(
+        env: Env) -> None:
+    """With the metrics listener, a promoted no-op handler's slices are timed as a whole (a
+    clock reading per slice, none per job); the histograms still count every job once, and
+    one call that blocked for 5 ms among them shows as one slow job."""
+    from prometheus_client import CollectorRegistry
+
+    from streamjobs.events import JobsSucceeded, RunDurations
+    from streamjobs.listeners import MetricsListener
+
+    env.create_topics("task", partitions=1)
+    _emit(env, 5000, partitions=1)
+    bus = EventBus()
+    reg = CollectorRegistry()
+    MetricsListener(reg).attach(bus)
+    runs: list[JobsSucceeded] = []
+    bus.subscribe(runs.append, JobsSucceeded)
+    w = Lean(env, bus)
+    try:
+        wait_for(lambda: w.count >= 5000, 30, what="the first jobs")
+        before = len(runs)
+        _emit(env, 3000, partitions=1)
+        env.emit(partition=0, sleep_ms=5)
+        _emit(env, 3000, partitions=1)
+        wait_for(lambda: sum(len(e.durations_s) for e in runs) >= 11001, 30, what="all jobs")
+    finally:
+        w.stop()
+
+    def value(name: str, **labels: str) -> float:
+        got = reg.get_sample_value(name, {"job_type": "task", **labels})
+        assert got is not None, name
+        return got
+
+    assert w.count == 11001
+    whole = [e for e in runs[before:] if isinstance(e.durations_s, RunDurations)
+             and not e.durations_s.timed_each]
+    assert sum(len(e.durations_s) for e in whole) >= 3000  # timed as a whole
+    assert value("streamjobs_job_duration_seconds_count") == 11001
+    assert value("streamjobs_job_end_to_end_seconds_count") == 11001
+    assert value("streamjobs_jobs_total", outcome="succeeded") == 11001
+    # The blocked call is one job past 2.5 ms (a loaded box may stall a few more).
+    slow = 11001 - value("streamjobs_job_duration_seconds_bucket", le="0.0025")
+    assert 1 <= slow <= 5
+    assert value("streamjobs_job_duration_seconds_sum") >= 0.005
+
+
 def test_zero_never_inlines(env: Env) -> None:
     """``inline_under=0``: every job runs in the pool, none on the poll thread."""
     env.create_topics("task", partitions=3)

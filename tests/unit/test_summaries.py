@@ -9,6 +9,7 @@ import random
 import time
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from streamjobs.events import (
@@ -236,9 +237,12 @@ def test_metrics_of_a_run_summary_equal_observing_each_of_its_jobs() -> None:
         assert got == want
 
 
-def test_a_chunks_runs_of_successes_are_summarised_with_their_end_times(tmp_path: Any) -> None:
+@pytest.mark.parametrize("usual", [0.0, 1e-6])
+def test_a_chunks_runs_of_successes_are_summarised_with_their_end_times(
+        tmp_path: Any, usual: float) -> None:
     # The default listeners' way through a chunk: one summary per run of successes (a failure
-    # ends a run), durations kept as end times until read, created-at as the intake read it.
+    # ends a run), durations kept as end times until read (usual: an inline slice timed as a
+    # whole, clock readings at its start, the failure and its end), created-at the records'.
     from collections import deque
 
     from streamjobs._avro.codec import Codec
@@ -278,17 +282,27 @@ def test_a_chunks_runs_of_successes_are_summarised_with_their_end_times(tmp_path
     completions: deque[Any] = deque()
     ex = Executor(1, bus, Lanes(), completions, use_async=False)
     try:
-        assert not ex._run_chunk(0, part, jobs, offsets)
+        t0 = time.time()
+        assert not ex._run_chunk(0, part, jobs, offsets, usual)
+        t1 = time.time()
     finally:
         ex.shutdown()
     first, failed, second = got
     assert isinstance(first, JobsSucceeded) and isinstance(second, JobsSucceeded)
     assert isinstance(failed, JobFailed) and failed.offset == 3 and failed.duration_s >= 0.0
     for e, offs in ((first, [0, 1, 2]), (second, [4, 5, 6])):
-        assert isinstance(e.durations_s, RunDurations) and len(e.durations_s) == 3
-        assert all(d >= 0.0 for d in e.durations_s)
+        run = e.durations_s
+        assert isinstance(run, RunDurations) and len(run) == 3
+        assert run.timed_each == (not usual)
+        assert all(d >= 0.0 for d in run) and abs(sum(run) - run.total) < 1e-9
         assert e.created_at_ms == tuple(1_700_000_000_000 + o for o in offs)
     assert second.started_at >= first.started_at
+    # The runs and the failure between them cover the chunk's time, each once.
+    spent = first.durations_s.total + failed.duration_s + second.durations_s.total
+    assert first.started_at >= t0 - 0.01 and spent <= t1 - t0 + 0.01
+    if usual:  # the failure and the run before it split the time from the chunk's start
+        assert first.started_at + first.durations_s.total + failed.duration_s <= (
+            second.started_at + 1e-6)
     [(_, done, failures, _, _)] = completions
     assert list(done) == [0, 1, 2, 4, 5, 6] and failures is not None and len(failures) == 1
 
@@ -335,3 +349,72 @@ def test_end_to_end_at_once_whatever_the_order_of_created_at() -> None:
             want = {s.name + str(s.labels): s.value for m in one.collect() for s in m.samples
                     if not s.name.endswith(("_created", "_sum"))}
             assert got == want
+
+
+def test_a_run_timed_as_a_whole() -> None:
+    # An inline slice timed as a whole: its length exact, each job given the handler's pace
+    # (at most the run's mean), the last one the rest: an overrun shows as one slow job.
+    from streamjobs.events import RunDurations
+
+    run = RunDurations.whole(10.0, 10.0004, 4, 0.0002)  # the pace above the mean: even shares
+    assert len(run) == 4 and not run.timed_each and abs(run.total - 0.0004) < 1e-12
+    assert all(abs(d - 0.0001) < 1e-12 for d in run) and abs(sum(run) - run.total) < 1e-12
+    assert abs(run.ends_sum() - (0.0001 + 0.0002 + 0.0003 + 0.0004)) < 1e-12
+    assert run.first_end == 10.0  # the first job's end is not known: the run's start bounds it
+    assert [round(e - 10.0, 9) for e in run.ends] == [0.0001, 0.0002, 0.0003, 0.0004]
+    late = RunDurations.whole(0.0, 0.003, 4, 0.00001)  # a call that blocked: one slow job
+    assert late == (0.00001, 0.00001, 0.00001, 0.003 - 0.00003)
+    assert abs(late.ends_sum() - sum(itertools.accumulate(late))) < 1e-12
+    empty = RunDurations.whole(1.0, 1.0, 0, 0.1)
+    assert empty == () and empty.ends_sum() == 0.0
+
+
+def test_metrics_of_a_short_run_timed_as_a_whole_equal_observing_each_of_its_jobs() -> None:
+    # Whatever each job of a run shorter than the first duration bucket took, the histograms
+    # are those of observing them one by one: all in that bucket, the durations' sum the
+    # run's length, and end-to-end times in one bucket from the run's bounds.
+    from streamjobs._worker.inline import WHOLE_S
+    from streamjobs.events import RunDurations
+    from streamjobs.listeners._metrics import DURATION_BUCKETS
+
+    assert DURATION_BUCKETS[0] >= 2 * WHOLE_S  # a slice at half its pace still proves it
+    rng = random.Random(11)
+    now = time.time()
+    now_ms = int(now * 1000)
+    for n in (1, 7, 300):
+        durations = [rng.random() for _ in range(n)]
+        scale = WHOLE_S * 1.9 / sum(durations)  # the run under the first bound, however split
+        durations = [d * scale for d in durations]
+        start = 300.0
+        ends = list(itertools.accumulate(durations, initial=start))[1:]
+        created = tuple(now_ms - 3000 - rng.randrange(0, 40) for _ in durations)
+        per_job, batched = CollectorRegistry(), CollectorRegistry()
+        a, b = EventBus(), EventBus()
+        MetricsListener(batched).attach(b)
+        run = RunDurations.whole(start, ends[-1], n, rng.random() * 1e-5)
+        b.emit(JobsSucceeded("email", "t", 0, now, run, created))
+        listener = MetricsListener(per_job)
+        listener.attach(a)
+        e2e = listener.job_end_to_end.labels(job_type="email")
+        for d, end, c in zip(durations, ends, created, strict=True):
+            a.emit(JobSucceeded(**JOB, duration_s=d, created_at_ms=None))
+            e2e.observe(now + (end - start) - c / 1000.0)
+        for name in ("streamjobs_job_duration_seconds", "streamjobs_job_end_to_end_seconds"):
+            got, want = _histogram(batched, name), _histogram(per_job, name)
+            sums = [k for k in got if k[0].endswith("_sum")]
+            # Durations: the run's length. End-to-end: each job's end within the run.
+            assert all(abs(got.pop(k) - want.pop(k)) <= n * run.total + 1e-3 for k in sums)
+            assert got == want, name
+
+
+def test_an_inline_slice_is_timed_as_a_whole_when_predicted_well_under_the_first_bucket() -> None:
+    from streamjobs._worker.inline import MAX_SLICE, MIN_WHOLE, TURN_BUDGET, WHOLE_S, Pace
+
+    pace = Pace("email", 20e-6)
+    pace.per_job = 0.15e-6  # a no-op handler: a full slice fits
+    assert pace.slice(TURN_BUDGET) == (MAX_SLICE, 0.15e-6)
+    pace.per_job = 0.5e-6  # cut to fit WHOLE_S, still long enough
+    assert pace.slice(TURN_BUDGET) == (int(WHOLE_S / 0.5e-6), 0.5e-6) and MIN_WHOLE <= 500
+    pace.per_job = 5e-6  # fitting would leave a short slice: job by job
+    assert pace.slice(TURN_BUDGET) == (pace.fits(TURN_BUDGET), 0.0)
+    assert pace.slice(0.0001) == (20, 5e-6)  # the end of a turn: short anyway
