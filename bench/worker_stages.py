@@ -189,16 +189,17 @@ def main(bootstrap_servers: str, n: int, repeat: int) -> None:
     out["dispatch"] = _best(dispatched, n, repeat)
     def run_stage(bus: EventBus, chunks: list[Any], per_job: float = 0.0) -> float:
         """``per_job``: the handler's measured pace (seconds), as an inline handler's; the
-        chunks then run in the slices, timed as a whole or job by job, that ``Pace`` picks."""
+        chunks then run in the slices, timed as a whole or job by job, that ``Pace`` picks
+        for listeners that want summaries (without listeners nothing cuts a chunk)."""
         done: collections.deque[Any] = collections.deque()
         ex = Executor(1, bus, Lanes(), done, use_async=False)
         pace = Pace("noop", 20e-6)
         pace.per_job = per_job
-        size, usual = pace.slice(TURN_BUDGET) if per_job else (1 << 30, 0.0)
 
         def run() -> None:
             for part, jobs, offsets in chunks:
                 assert offsets is not None
+                size, usual = pace.slice(TURN_BUDGET, len(jobs), bool(per_job))
                 if len(jobs) <= size:
                     ex._run_chunk(0, part, jobs, offsets, usual)
                     continue

@@ -32,8 +32,9 @@ Job summaries (the batch form of a per-job event, for listeners that only count)
 - ``JobsSucceeded``    jobs of ``job_type`` that succeeded back to back from ``started_at``
                        (wall clock): ``durations_s``, ``created_at_ms`` (``JobSucceeded``);
                        async jobs that ran concurrently carry ``finished_at`` per job. The
-                       worker's ``durations_s`` is a ``RunDurations``: the jobs' end times,
-                       turned into durations when read (``total`` costs nothing per job)
+                       worker's ``durations_s`` is a ``RunDurations``: clock readings (each
+                       job's end, or an inline slice's start and end), turned into durations
+                       when read (``total`` costs nothing per job)
 
 A listener subscribed to a summary type receives every matching job exactly once: as
 summaries when the emitter batches, or as one-job summaries (``of``) of per-job events emitted
@@ -276,7 +277,7 @@ class RunDurations(Sequence[float]):
         run = cls(start, ())
         run._ends = None
         run._n = n
-        run.end = end
+        run.end = end if n else start
         run._usual = usual
         return run
 

@@ -246,6 +246,7 @@ class Executor:
         cut by the watchdog) goes to the pool with the task, which keeps its lane."""
         chunks = chunk if isinstance(chunk, list) else [chunk]
         pace = part.pace
+        whole = self._summarised(part)  # slices may be timed as a whole
         clock = time.perf_counter
         cpu = time.thread_time
         slot = self.concurrency
@@ -258,7 +259,7 @@ class Executor:
                     if not pace.inline or t0 >= deadline:
                         self._tasks.put((part, lane, [(jobs, offsets), *chunks[i + 1:]]))
                         return
-                    n, usual = pace.slice(deadline - t0)
+                    n, usual = pace.slice(deadline - t0, len(jobs), whole)
                     if n < len(jobs):
                         head, head_offsets = jobs[:n], offsets[:n]
                         jobs, offsets = jobs[n:], offsets[n:]
@@ -303,8 +304,7 @@ class Executor:
         whole: _Whole | None = None
         if (bus.wants(JobStarted) or bus.wants(JobSucceeded) or bus.wants(JobsSucceeded)
                 or bus.wants(JobFailed)):
-            if (part.single_type is None or bus.wants(JobStarted)
-                    or bus.wants_each(JobSucceeded)):
+            if not self._summarised(part):
                 return self._run_observed(slot, part, jobs, offsets)
             if not usual:
                 return self._run_summarised(slot, part, jobs, offsets)
@@ -344,6 +344,13 @@ class Executor:
             whole.flush(ran)
         self._complete(part, jobs, offsets, ran, failed)
         return ran < len(jobs)
+
+    def _summarised(self, part: Any) -> bool:
+        """The listeners want this partition's successes as summaries only (of one job type,
+        no ``JobStarted``, no ``JobSucceeded`` one by one)."""
+        bus = self.bus
+        return (part.single_type is not None and bus.wants(JobsSucceeded)
+                and not bus.wants(JobStarted) and not bus.wants_each(JobSucceeded))
 
     def _run_summarised(self, slot: int, part: Any, jobs: list[JobContext],
                         offsets: Sequence[int]) -> bool:
@@ -791,10 +798,10 @@ def _emit_run(bus: EventBus, part: Any, jobs: list[JobContext], first: int,
 
 class _Whole:
     """The successes of an inline slice timed as a whole (``_run_chunk`` with ``usual``): a
-    clock reading at its start, at each failure and at its end, none per job. A failure
-    splits the time since the last reading evenly between it and the successes before it
-    (the slice was predicted to fit well within the smallest duration bucket, so every one of
-    them is in it either way)."""
+    clock reading at its start, at each failure (before and after its handling) and at its
+    end, none per job. A failure ends a run: the successes before it are given at most the
+    handler's pace each, the failure the rest (a call that blocked and failed shows as the
+    slow one); a job held behind its key did not run and is given nothing."""
 
     __slots__ = ("_fail", "bus", "jobs", "mark", "part", "since", "usual", "wall",
                  "want_failed")
@@ -814,10 +821,14 @@ class _Whole:
     def failed(self, ctx: JobContext, exc: BaseException) -> FailedJob:
         now = time.perf_counter()
         i = self.jobs.index(ctx, self.since)  # from the last failure on: O(n) a slice
-        share = (now - self.mark) / (i - self.since + 1)
-        self._report(i, now - share)
-        self.since, self.mark = i + 1, now
-        return self._fail(ctx, exc, share, self.want_failed)
+        k = i - self.since  # the successes before it
+        spent = now - self.mark
+        ok = spent if type(exc) is KeyHeld else min(k * self.usual, spent * k / (k + 1))
+        self._report(i, self.mark + ok)
+        try:
+            return self._fail(ctx, exc, spent - ok, self.want_failed)
+        finally:  # the failure's handling (its event, its traceback) is nobody's run time
+            self.since, self.mark = i + 1, time.perf_counter()
 
     def flush(self, ran: int) -> None:
         """The successes up to ``ran`` (where the slice stopped)."""

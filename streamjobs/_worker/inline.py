@@ -145,14 +145,17 @@ class Pace:
         ``MAX_SLICE``)."""
         return max(1, min(MAX_SLICE, int(seconds / max(self.per_job, 1e-9))))
 
-    def slice(self, seconds: float) -> tuple[int, float]:
-        """The next slice's jobs, with ``seconds`` left in the turn, and the pace to time it
-        as a whole at (0.0: job by job): a slice predicted to take at most ``WHOLE_S``."""
-        n = self.fits(seconds)
+    def slice(self, seconds: float, jobs: int, whole: bool) -> tuple[int, float]:
+        """The next slice's length, with ``seconds`` left in the turn and ``jobs`` left in
+        the chunk, and the pace to time it as a whole at (0.0: job by job), when ``whole``
+        (the listeners want summaries only): a slice predicted to take at most ``WHOLE_S``."""
+        n = min(self.fits(seconds), jobs)
+        if not whole:
+            return n, 0.0
         per_job = max(self.per_job, 1e-9)
-        whole = int(WHOLE_S / per_job)
-        if n <= whole or whole >= MIN_WHOLE:
-            return min(n, whole), per_job
+        most = int(WHOLE_S / per_job)
+        if n <= most or most >= MIN_WHOLE:
+            return min(n, most), per_job
         return n, 0.0
 
     def _short(self, mean: float, mean_cpu: float) -> bool:
