@@ -39,7 +39,7 @@ class Part:
     an earlier assignment are recognised by ``gone``)."""
 
     __slots__ = ("acks", "consumer", "dedupe", "gone", "hold_until_ms", "is_async", "job_topic",
-                 "next_fetch", "pace", "partition", "paused", "paused_kafka", "revoked",
+                 "next_fetch", "pace", "partition", "paused", "paused_kafka", "revoked", "route",
                  "single_type", "status_every", "stored", "tasks", "topic", "tracker", "wait")
 
     def __init__(self, topic: str, partition: int, routes: Routes, ordering: str,
@@ -54,6 +54,9 @@ class Part:
         self.is_async = routes.all_async(self.job_topic)
         routes_here = routes.job_topics.get(self.job_topic, ())
         self.single_type = routes_here[0].job.name if len(routes_here) == 1 else None
+        # The route of every record of a job topic of one type (the topic's type wins over a
+        # header naming another); None on a wait topic, whose records name their type.
+        self.route = routes_here[0] if self.single_type and self.wait is None else None
         self.pace: Pace | None = None  # its job type may run inline (inline.py; the worker's)
         # Every job type here records every transition (no per-job check of the setting).
         self.status_every = all(r.job.status == "all" for r in routes_here)

@@ -25,6 +25,8 @@ class Route:
     job: JobType
     handler: Handler
     topic: str  # the job topic, prefixed
+    type_b: bytes  # the job type's name as the ``sj`` header carries it
+    tail: bytes  # the end of this type's ``sj`` header value: b";" + type_b
 
 
 class Routes:
@@ -38,8 +40,10 @@ class Routes:
         self.wait: dict[str, tuple[str, float]] = {}  # wait topic -> (job topic, tier)
         for job in jobs:
             handler = app.handlers[job.name]
-            route = Route(job, wrap(handler) if wrap is not None else handler, app.topic(job))
-            self.by_type[job.name.encode("utf-8")] = route
+            type_b = job.name.encode("utf-8")
+            route = Route(job, wrap(handler) if wrap is not None else handler, app.topic(job),
+                          type_b, b";" + type_b)
+            self.by_type[type_b] = route
             # A job type with priority lanes has a job topic per lane (priorities.py): each
             # with its own tiers and dead letters, so a retry returns to its lane.
             for topic in app.catalogue.get(job.name).topics:

@@ -28,6 +28,8 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from itertools import repeat
+from operator import itemgetter, mod
 from typing import Any
 
 import orjson
@@ -37,7 +39,7 @@ from .._connection import Producer as KafkaProducer
 from .._delivery import PRODUCER_SETTINGS
 from .._names import status_topic
 from .._status.record import BATCH_PREFIX, Transition, encode
-from .context import JobContext
+from .context import JobContext, idents
 from .outbox import Outbox
 from .routes import Route
 
@@ -47,6 +49,7 @@ _log = logging.getLogger("streamjobs.worker")
 STARTED_AFTER = 1.0  # seconds a job runs before a ``started`` record is worth writing
 SAMPLE_EVERY = 0.5
 _PLAIN = re.compile(rb'[^"\\\x00-\x1f\x7f-\xff]*')  # a job id needing no JSON escape
+_ID = itemgetter(0)
 
 
 class StatusRecorder:
@@ -99,11 +102,50 @@ class StatusRecorder:
     def succeeded(self, part: Any, jobs: list[JobContext]) -> None:
         """``succeeded`` for the jobs of ``all`` types among ``jobs`` (one partition's): one
         record per job type and status partition (``record.BATCH_PREFIX``), or the job's own
-        record when it is alone there. Per job: a CRC and a list append; the rest per group."""
+        record when it is alone there. Per job: its (id, attempt, offset) in one call, a CRC
+        and a list append; the rest per group, in C-level passes."""
+        n = self.partitions
+        groups: dict[tuple[Any, int], list[tuple[bytes, int, int]]] = {}
+        route = part.route
+        if route is not None:  # a job topic of one type: every job is of that type
+            if part.status_every or route.job.status == "all":
+                listed = idents(jobs, route)
+                lists: list[list[tuple[bytes, int, int]]] = [[] for _ in range(n)]
+                adds = [group.append for group in lists]
+                where = map(mod, map(zlib.crc32, map(_ID, listed)), repeat(n))
+                for ident, p in zip(listed, where):  # noqa: B905 (where: one per ident)
+                    adds[p](ident)
+                groups = {(route, p): group for p, group in enumerate(lists) if group}
+        else:
+            self._group(part, jobs, groups)
+        at = int(time.time() * 1000)
+        for (route, partition), group in groups.items():
+            head = self._heads.get((route, part.topic, part.partition)) or self._head(
+                (route, part.topic, part.partition))
+            if len(group) > 1 and _PLAIN.fullmatch(b"".join(map(_ID, group))) is None:
+                # Some id is not JSON text as it is: those get records of their own.
+                single = [t for t in group if _PLAIN.fullmatch(t[0]) is None]
+                group = [t for t in group if _PLAIN.fullmatch(t[0]) is not None]
+                for job_id, attempt, offset in single:
+                    self._post(partition, job_id, b'%s,"at":%d,"attempt":%d,"offset":%d}'
+                               % (head, at, attempt, offset))
+            if len(group) == 1:
+                job_id, attempt, offset = group[0]
+                self._post(partition, job_id, b'%s,"at":%d,"attempt":%d,"offset":%d}'
+                           % (head, at, attempt, offset))
+            elif group:
+                ids, attempts, offsets = zip(*group, strict=True)
+                self._post(partition, b"%s%d/%d" % (self._batch_key, at, next(self._seq)),
+                           b'%s,"at":%d,"ids":["%s"],"attempts":%s,"offsets":%s}'
+                           % (head, at, b'","'.join(ids), orjson.dumps(attempts),
+                              orjson.dumps(offsets)))
+
+    def _group(self, part: Any, jobs: list[JobContext],
+               groups: dict[tuple[Any, int], list[tuple[bytes, int, int]]]) -> None:
+        """``succeeded``'s grouping for a topic of several job types."""
         crc = zlib.crc32
         n = self.partitions
         every = part.status_every
-        groups: dict[tuple[Any, int], list[Any]] = {}
         last: Any = None
         for ctx in jobs:
             route = ctx._route  # type: ignore[attr-defined]
@@ -111,32 +153,13 @@ class StatusRecorder:
                 if not every and route.job.status != "all":
                     continue
                 last = route
-            key = (route, crc(ctx._id) % n)  # type: ignore[attr-defined]
+            ident = ctx._ident()  # type: ignore[attr-defined]
+            key = (route, crc(ident[0]) % n)
             group = groups.get(key)
             if group is None:
-                groups[key] = [ctx]
+                groups[key] = [ident]
             else:
-                group.append(ctx)
-        at = int(time.time() * 1000)
-        for (route, partition), group in groups.items():
-            head = self._heads.get((route, part.topic, part.partition)) or self._head(
-                (route, part.topic, part.partition))
-            if len(group) > 1 and _PLAIN.fullmatch(b"".join([c._id for c in group])) is None:
-                # Some id is not JSON text as it is: those get records of their own.
-                single = [c for c in group if _PLAIN.fullmatch(c._id) is None]
-                group = [c for c in group if _PLAIN.fullmatch(c._id) is not None]
-                for c in single:
-                    self._post(partition, c._id, b'%s,"at":%d,"attempt":%d,"offset":%d}'
-                               % (head, at, c.attempt, c.offset))
-            if len(group) == 1:
-                c = group[0]
-                self._post(partition, c._id, b'%s,"at":%d,"attempt":%d,"offset":%d}'
-                           % (head, at, c.attempt, c.offset))
-            elif group:
-                entries = b",".join([b'["%s",%d,%d]' % (c._id, c.attempt, c.offset)
-                                     for c in group])
-                self._post(partition, b"%s%d/%d" % (self._batch_key, at, next(self._seq)),
-                           b'%s,"at":%d,"jobs":[%s]}' % (head, at, entries))
+                group.append(ident)
 
     def _post(self, partition: int, key: bytes, value: bytes) -> None:
         if self._loose:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -238,8 +239,8 @@ def test_the_hot_paths_bytes_decode_as_records_and_land_on_the_ids_partition() -
 
     recorder = StatusRecorder(None, "p.streamjobs.status", 6, 'host "1"', {})  # type: ignore[arg-type]
     recorder.producer = client  # type: ignore[assignment]
-    part = NS(topic="p.emails", partition=4, status_every=True)
-    recorder.succeeded(part, [NS(_route=Route(), _id=JOB.encode(), attempt=2, offset=17)])
+    part = NS(topic="p.emails", partition=4, status_every=True, route=None)
+    recorder.succeeded(part, [_done(Route(), JOB.encode(), 2, 17)])
     (_, v1, k1, p1), (_, v2, k2, p2) = client.sent
     assert k1 == f"{JOB}/emitted".encode() and k2 == JOB.encode()
     assert p1 == p2 == partition_for(JOB, 6)
@@ -271,10 +272,9 @@ def test_a_chunk_of_successes_is_one_batch_record_per_status_partition() -> None
     for job_id in ids:
         by_partition.setdefault(partition_for(job_id, 2), []).append(job_id)
     assert all(len(v) > 1 for v in by_partition.values())
-    part = NS(topic="emails", partition=1, status_every=True)
+    part = NS(topic="emails", partition=1, status_every=True, route=None)
     route = Route()
-    recorder.succeeded(part, [NS(_route=route, _id=j.encode(), attempt=1, offset=100 + i)
-                              for i, j in enumerate(ids)])
+    recorder.succeeded(part, [_done(route, j.encode(), 1, 100 + i) for i, j in enumerate(ids)])
     assert len(client.sent) == 2
     index = _index()
     seen: dict[str, Transition] = {}
@@ -291,7 +291,7 @@ def test_a_chunk_of_successes_is_one_batch_record_per_status_partition() -> None
         got = index.get(job_id)
         assert got is not None and got.transitions == (seen[job_id],)
     client.sent.clear()
-    recorder.succeeded(part, [NS(_route=route, _id=ids[0].encode(), attempt=3, offset=7)])
+    recorder.succeeded(part, [_done(route, ids[0].encode(), 3, 7)])
     (_, value, key, _), = client.sent
     assert key == ids[0].encode() and decode(value) is not None
 
@@ -312,8 +312,70 @@ def test_an_id_that_is_not_plain_json_text_leaves_the_batch() -> None:
     recorder.producer = client  # type: ignore[assignment]
     route = Route()
     ids = [b"plain-1", b'quo"ted', b"plain-2"]
-    recorder.succeeded(NS(topic="t", partition=0, status_every=True),
-                       [NS(_route=route, _id=i, attempt=1, offset=k) for k, i in enumerate(ids)])
+    recorder.succeeded(NS(topic="t", partition=0, status_every=True, route=None),
+                       [_done(route, i, 1, k) for k, i in enumerate(ids)])
     got = {j: tr.offset for _, v, key, _ in client.sent for j, _, tr in decode_all(key, v)}
     assert got == {"plain-1": 0, 'quo"ted': 1, "plain-2": 2}
     assert len(client.sent) == 2
+
+
+def _done(route: Any, id_b: bytes, attempt: int, offset: int) -> Any:
+    """A finished job as ``StatusRecorder.succeeded`` reads it."""
+    from types import SimpleNamespace as NS
+
+    return NS(_route=route, _ident=lambda: (id_b, attempt, offset))
+
+
+def test_a_one_type_topics_ids_are_read_in_passes_as_each_context_reads_them() -> None:
+    """``context.idents``: records carrying just their type's ``sj`` header are read in C-level
+    passes; anything else (a legacy record, an id needing repair, an attempt set in place)
+    job by job: the same (id, attempt, offset) either way."""
+    from types import SimpleNamespace as NS
+
+    from streamjobs import _headers as h
+    from streamjobs._worker.context import TopicRecordContext, idents
+    from streamjobs._worker.routes import Route
+
+    from .test_intake_batch import _msg
+
+    route = Route(NS(name="mail"), NS(), "t", b"mail", b";mail")  # type: ignore[arg-type]
+    part = NS(topic="t", partition=0)
+
+    def ctx(offset: int, headers: list[tuple[str, bytes]] | None) -> TopicRecordContext:
+        return TopicRecordContext(_msg("t", offset, b"", headers), part, route, offset, {})
+
+    def compact(offset: int) -> TopicRecordContext:
+        return ctx(offset, [(h.META, f"id-{offset};mail".encode())])
+
+    def each(jobs: list[TopicRecordContext]) -> list[tuple[bytes, int, int]]:
+        return [c._ident() for c in jobs]
+
+    fast = [compact(o) for o in range(5)]
+    assert idents(fast, route) == [(f"id-{o}".encode(), 1, o) for o in range(5)]
+    assert all(c._meta is None for c in fast)  # read in passes: nothing cached per job
+    cases = [
+        [*fast[:2], ctx(9, [(h.JOB_ID, b"legacy"), (h.JOB_TYPE, b"mail"), (h.ATTEMPT, b"3")])],
+        [*fast[:2], ctx(9, [(h.META, b"a;b;mail")])],  # an id with a ';' reads the same
+        [*fast[:2], ctx(9, [(h.META, "idé;mail".encode())])],  # not ASCII: repaired
+        [*fast[:2], ctx(9, [(h.META, b"x;other")])],  # another type named: the topic's wins
+        [*fast[:2], ctx(9, None)],  # a foreign record: an id from its position
+    ]
+    for jobs in cases:
+        want = each([ctx(c.offset, c._msg.headers()) for c in jobs])
+        assert idents(jobs, route) == want
+    held = [compact(o) for o in range(3)]
+    held[1].attempt = 2  # a key-strict retry in place
+    assert idents(held, route) == [(b"id-0", 1, 0), (b"id-1", 2, 1), (b"id-2", 1, 2)]
+
+
+def test_batch_records_of_both_forms_decode() -> None:
+    from streamjobs._status.record import decode_all
+
+    head = b'{"state":"succeeded","type":"x","worker":"h","topic":"t","partition":0,"at":5'
+    new = head + b',"ids":["a","b"],"attempts":[1,2],"offsets":[7,8]}'
+    old = head + b',"jobs":[["a",1,7],["b",2,8]]}'
+    for value in (new, old):
+        got = [(j, tr.attempt, tr.offset) for j, _, tr in decode_all(b"_batch/h/1", value)]
+        assert got == [("a", 1, 7), ("b", 2, 8)]
+    torn = head + b',"ids":["a","b"],"attempts":[1],"offsets":[7,8]}'
+    assert decode_all(b"_batch/h/1", torn) == []
