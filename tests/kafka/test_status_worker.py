@@ -39,8 +39,8 @@ def jobs(env: StatusEnv) -> Iterator[dict[str, str]]:
     p.produce(env.topic("stask"), b"not avro at all", headers=[
         (h.JOB_ID, ids["poison"].encode()), (h.JOB_TYPE, b"stask"), (h.ATTEMPT, b"1")])
     assert p.flush(10) == 0
-    for i in range(40):  # taken together: their successes are written as batches
-        env.producer.emit("stask", {"id": f"many-{i}"})
+    # Taken together: their successes are written as batches.
+    many = [env.producer.emit("stask", {"id": f"many-{i}"}) for i in range(40)]
     env.producer.flush(30)
     mp = pytest.MonkeyPatch()
     worker = InProcessWorker(env, mp)
@@ -48,7 +48,12 @@ def jobs(env: StatusEnv) -> Iterator[dict[str, str]]:
         for name in ("ok", "retried", "delayed", "async_slow"):
             env.wait_state(ids[name], "succeeded")
         env.wait_state(ids["poison"], "dead")
-        wait_for(lambda: len(_batched(env)) >= 40, 60, 0.3, "40 batched successes")
+        try:
+            wait_for(lambda: len(_batched(env)) >= 40, 60, 0.3, "40 batched successes")
+        except BaseException:  # say what became of them
+            batched = _batched(env)
+            pytest.fail(f"{len(batched)} ids in batch records, {sum(j in batched for j in many)}"
+                        f" of the 40; their states: {[env.states(j) for j in many]}")
         for name in ("dead", "f_dead"):
             env.wait_state(ids[name], "dead")
     finally:
