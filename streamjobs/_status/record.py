@@ -25,7 +25,7 @@ by retention), whose value lists the jobs in three columns, ``ids``, ``attempts`
      "partition": 3, "at": 1764500000123, "ids": ["019a...", "019b..."], "attempts": [1, 1],
      "offsets": [17, 18]}
 
-Batch records written before 2026-12-01 list the jobs as ``"jobs": [[id, attempt, offset],
+Batch records of earlier versions list the jobs as ``"jobs": [[id, attempt, offset],
 ...]`` instead; both are read.
 
 ``decode_all`` turns any record into (job id, job type, transition) triples. See

@@ -236,7 +236,9 @@ class TopicRecordContext(RecordContext):
         meta = self._meta
         if meta is None:
             hdrs: h.Headers = self._msg.headers() or []
-            if len(hdrs) == 1:  # as emit writes a first attempt: one ``sj`` header
+            # As emit writes a first attempt: one ``sj`` header (``idents`` reads the same
+            # over a whole chunk).
+            if len(hdrs) == 1:
                 k, v = hdrs[0]
                 tail = self._route.tail
                 if (k == _META and v is not None and v.endswith(tail)

@@ -134,7 +134,7 @@ class Intake:
                 add = jobs.append
                 hot = part.wait is None and (throttle is None
                                              or part.job_topic not in throttle.topics)
-                one = by_type.get(part.single_type.encode()) if part.single_type else None
+                one = part.route  # a job topic's one type (None: several, or a wait topic)
             if part is None or skip:
                 continue  # stale: paused/revoked records are fetched again later
             if m.error() is not None:
@@ -209,7 +209,7 @@ class Intake:
         part.next_fetch = offset + 1
         jobs = batch[0]
         value = m.value()
-        one = self.routes.by_type.get(part.single_type.encode()) if part.single_type else None
+        one = part.route
         if one is not None:
             # A topic of one job type: a value of one of its writer schemas is that type, as
             # on the inlined path (whose reader this caches), so that which path a record
